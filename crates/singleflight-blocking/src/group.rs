@@ -1,0 +1,353 @@
+//! The blocking group.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use singleflight_core::{self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, Waited};
+
+/// Coalesces concurrent blocking calls with equal keys: one thread runs the work, the others
+/// block and receive clones of its outcome.
+///
+/// `K` is the key (`Hash + Eq`; look-ups take its borrowed form, so `&str` works for
+/// `String` keys and joining a flight allocates nothing); `T` is the value every caller
+/// receives (a clone each: put big values in an `Arc`); `S` is the hasher.
+///
+/// A `Group` is `Sync`: share it by reference (scoped threads) or in an `Arc`.
+pub struct Group<K, T, S = DefaultHashBuilder> {
+    inner: sf::Group<K, T, S>,
+}
+
+impl<K, T> Group<K, T> {
+    /// Creates an empty group.
+    pub fn new() -> Self {
+        Self {
+            inner: sf::Group::new(),
+        }
+    }
+}
+
+impl<K, T> Default for Group<K, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, T, S> Group<K, T, S> {
+    /// Creates an empty group that hashes keys with `hasher`.
+    pub fn with_hasher(hasher: S) -> Self {
+        Self {
+            inner: sf::Group::with_hasher(hasher),
+        }
+    }
+
+    /// Attaches an observer (statistics, metrics, tracing). One observer may watch many groups.
+    pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            inner: self.inner.with_observer(observer),
+        }
+    }
+
+    /// The number of flights in progress (`0` once every call has returned).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    /// Detaches every flight from its key: running flights still deliver to their callers,
+    /// new calls start new flights. Returns how many flights were detached.
+    pub fn forget_all(&self) -> usize {
+        self.inner.forget_all()
+    }
+
+    /// The runtime-free group underneath.
+    pub fn as_core(&self) -> &sf::Group<K, T, S> {
+        &self.inner
+    }
+}
+
+impl<K, T, S> Group<K, T, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    /// The number of threads waiting for the current flight of `key` (its leader not
+    /// counted); `0` if none is in progress. Use it to wait for callers to join instead of
+    /// sleeping.
+    pub fn waiters<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        self.inner.waiters(key)
+    }
+
+    /// Returns `true` if a flight for `key` is in progress.
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        self.inner.contains(key)
+    }
+
+    /// Detaches the current flight of `key`: its callers still receive its outcome, the next
+    /// call starts a new flight, and the old flight finishing never removes the new one.
+    /// Returns `false` (and leaves nothing behind) if `key` has no flight.
+    pub fn forget<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        self.inner.forget(key)
+    }
+}
+
+impl<K, T, S> Group<K, T, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Runs `work` once for all threads that call with `key` while it runs, and returns a
+    /// clone of its value to each.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::Panicked`] (waiters) if the work panicked on the leader's thread;
+    /// * [`Error::Reentrant`] if called from inside the work of `key`'s flight on the same
+    ///   thread.
+    ///
+    /// # Panics
+    ///
+    /// If this thread runs the work and it panics, the panic resumes here, after every
+    /// waiter has been handed [`Error::Panicked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = singleflight_blocking::Group::<u64, u64>::new();
+    /// assert_eq!(group.call(&7, || 7 * 6), Ok(42));
+    /// ```
+    pub fn call<Q, F>(&self, key: &Q, work: F) -> Result<T, Error>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> T,
+    {
+        self.request(key).call(work).0
+    }
+
+    /// Like [`call`](Self::call), but a waiter gives up after `timeout`. The timeout bounds
+    /// only the wait for another thread's work: a thread that leads runs the work to the
+    /// end, since a thread cannot be cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if this thread waited longer than `timeout` (the flight goes on,
+    /// and later callers still join it), and the errors of [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_timeout<Q, F>(&self, key: &Q, timeout: Duration, work: F) -> Result<T, Error>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> T,
+    {
+        self.request(key).timeout(timeout).call(work).0
+    }
+
+    /// Starts a call with options: a timeout, and the caller's [`Role`] in the result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use singleflight_blocking::{Group, Role};
+    ///
+    /// let group = Group::<String, u32>::new();
+    /// let (value, role) = group.request("k").timeout(Duration::from_secs(1)).call(|| 1);
+    /// assert_eq!((value, role), (Ok(1), Role::Leader));
+    /// ```
+    pub fn request<'a, Q>(&'a self, key: &'a Q) -> Request<'a, K, Q, T, S>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        Request {
+            group: self,
+            key,
+            deadline: None,
+        }
+    }
+}
+
+impl<K, V, E, S> Group<K, Result<V, E>, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    V: Clone,
+    E: Clone,
+{
+    /// Like [`call`](Self::call), for fallible work: when the work fails, the leader and
+    /// every waiter get [`Error::Failed`] with (a clone of) its error. Nothing is retried and
+    /// the key is not poisoned: the next call starts a new flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`], and the errors of [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use singleflight_blocking::{Error, Group};
+    ///
+    /// let group = Group::<String, Result<u32, String>>::new();
+    /// let result = group.try_call("k", || Err("database is down".to_string()));
+    /// assert_eq!(result, Err(Error::Failed("database is down".to_string())));
+    /// ```
+    pub fn try_call<Q, F>(&self, key: &Q, work: F) -> Result<V, Error<E>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.request(key).try_call(work).0
+    }
+
+    /// [`try_call`](Self::try_call) with a waiter timeout, as in [`call_timeout`](Self::call_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], and the errors of [`try_call`](Self::try_call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    pub fn try_call_timeout<Q, F>(&self, key: &Q, timeout: Duration, work: F) -> Result<V, Error<E>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.request(key).timeout(timeout).try_call(work).0
+    }
+}
+
+impl<K, T, S> fmt::Debug for Group<K, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Group").field(&self.inner).finish()
+    }
+}
+
+/// A call being set up: see [`Group::request`].
+#[must_use = "a request does nothing until `call` or `try_call`"]
+pub struct Request<'a, K, Q: ?Sized, T, S> {
+    group: &'a Group<K, T, S>,
+    key: &'a Q,
+    deadline: Option<Instant>,
+}
+
+impl<K, Q, T, S> Request<'_, K, Q, T, S>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Gives up waiting for another thread's work after `timeout`. A timeout too large to
+    /// represent as an [`Instant`] means no timeout.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        let deadline = Instant::now().checked_add(timeout);
+        Self { deadline, ..self }
+    }
+
+    /// Gives up waiting for another thread's work at `deadline`.
+    pub fn deadline(self, deadline: Instant) -> Self {
+        Self {
+            deadline: Some(deadline),
+            ..self
+        }
+    }
+
+    /// Runs the call (see [`Group::call`]) and reports this thread's role with the result.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn call<F>(self, work: F) -> (Result<T, Error>, Role)
+    where
+        F: FnOnce() -> T,
+    {
+        self.run(work, |_| false)
+    }
+
+    fn run<F>(self, work: F, failed: fn(&T) -> bool) -> (Result<T, Error>, Role)
+    where
+        F: FnOnce() -> T,
+    {
+        let waiter = match self.group.inner.enter(self.key) {
+            Err(error) => return (Err(error), Role::Waiter),
+            Ok(Entry::Leader(leader)) => return (Ok(leader.run(work, failed)), Role::Leader),
+            Ok(Entry::Waiter(waiter)) => waiter,
+        };
+        let waited = match self.deadline {
+            None => waiter.wait(),
+            Some(deadline) => match waiter.wait_deadline(deadline) {
+                Some(waited) => waited,
+                None => return (Err(Error::Timeout), Role::Waiter),
+            },
+        };
+        match waited {
+            Waited::Outcome(outcome) => (outcome, Role::Waiter),
+            // A blocking leader is never dropped mid-work, but a promotion is honoured all
+            // the same: this thread runs its own work for the flight.
+            Waited::Promoted(leader) => (Ok(leader.run(work, failed)), Role::Leader),
+        }
+    }
+}
+
+impl<K, Q, V, E, S> Request<'_, K, Q, Result<V, E>, S>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    V: Clone,
+    E: Clone,
+{
+    /// Runs a fallible call (see [`Group::try_call`]) and reports this thread's role.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::try_call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn try_call<F>(self, work: F) -> (Result<V, Error<E>>, Role)
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        let (outcome, role) = self.run(work, Result::is_err);
+        (sf::flatten(outcome), role)
+    }
+}
+
+impl<K, Q: ?Sized, T, S> fmt::Debug for Request<'_, K, Q, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,393 @@
+//! Named futures for async callers: the work runs inside the caller's own task, so it may
+//! borrow from the caller and need not be `'static` or `Send` (unless the caller's task is).
+
+use alloc::borrow::ToOwned;
+use core::borrow::Borrow;
+use core::fmt;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash};
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::error::Error;
+use crate::group::{Entry, Group, Role};
+use crate::leader::Leader;
+use crate::waiter::{Waited, Waiter};
+
+/// A future of a coalesced call that can tell which role its caller played.
+///
+/// Implemented by [`Call`] and [`TryCall`], and by the front-ends' wrappers around them.
+pub trait CallFuture: Future {
+    /// The caller's role, once settled: `None` until the call has registered and either
+    /// started the work or received an outcome.
+    fn role(&self) -> Option<Role>;
+
+    /// Makes the future resolve to `(output, role)`: whether this caller ran the work or
+    /// shared someone else's execution (Go's `shared` flag).
+    fn with_role(self) -> WithRole<Self>
+    where
+        Self: Sized,
+    {
+        WithRole { inner: self }
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<'a, K, T, S, F, Fut> {
+        Start { work: Option<F> },
+        Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
+        Leading { leader: Option<Leader<&'a Group<K, T, S>>>, #[pin] fut: Fut },
+        Done,
+    }
+}
+
+pin_project! {
+    /// The future returned by [`Group::call`]: joins or leads a flight on first poll and
+    /// resolves to the flight's outcome.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it before it is polled does nothing: a call registers on its first poll.
+    /// Dropping a waiting call removes only that caller. Dropping a leading call cancels its
+    /// work; the group's [`LeaderDropPolicy`](crate::LeaderDropPolicy) decides whether the
+    /// oldest waiter takes over or every waiter fails with [`Error::LeaderDropped`].
+    ///
+    /// # Panics
+    ///
+    /// If the work panics, the panic resumes in this future's `poll` after every waiter has
+    /// been handed [`Error::Panicked`] (with `std`). Polling after completion panics.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Call<'a, K, Q: ?Sized, T, S, F, Fut> {
+        group: &'a Group<K, T, S>,
+        key: &'a Q,
+        failed: fn(&T) -> bool,
+        role: Option<Role>,
+        #[pin]
+        state: State<'a, K, T, S, F, Fut>,
+    }
+}
+
+impl<K, T, S> Group<K, T, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Returns a future that runs `work` once for all concurrent callers of `key` and
+    /// resolves to a clone of its value.
+    ///
+    /// The call registers on first poll. If a flight for `key` is in progress, the caller
+    /// waits for it and `work` is never called (unless this caller takes over after the
+    /// leader is dropped); otherwise it leads, calling `work` and driving its future inside
+    /// the caller's own task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`] if the leader's work panicked, [`Error::LeaderDropped`] if the
+    /// leader was dropped under [`FailWaiters`](crate::LeaderDropPolicy::FailWaiters),
+    /// [`Error::Reentrant`] if called from inside this key's own work.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`Call`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite_free::block_on(async {
+    /// let group = singleflight_core::Group::<String, u32>::new();
+    /// let value = group.call("answer", || async { 42 }).await;
+    /// assert_eq!(value, Ok(42));
+    /// # });
+    /// # mod futures_lite_free {
+    /// #     pub fn block_on<F: core::future::Future>(f: F) -> F::Output {
+    /// #         let mut f = core::pin::pin!(f);
+    /// #         let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    /// #         loop { if let core::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// #     }
+    /// # }
+    /// ```
+    pub fn call<'a, Q, F, Fut>(&'a self, key: &'a Q, work: F) -> Call<'a, K, Q, T, S, F, Fut>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        Call {
+            group: self,
+            key,
+            failed: |_| false,
+            role: None,
+            state: State::Start { work: Some(work) },
+        }
+    }
+}
+
+impl<K, V, E, S> Group<K, Result<V, E>, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    V: Clone,
+    E: Clone,
+{
+    /// Like [`call`](Self::call), for fallible work: the leader's error reaches every waiter
+    /// as [`Error::Failed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] with (a clone of) the work's error, and the errors of [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`Call`].
+    pub fn try_call<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> TryCall<'a, K, Q, V, E, S, F, Fut>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        TryCall {
+            inner: Call {
+                group: self,
+                key,
+                failed: Result::is_err,
+                role: None,
+                state: State::Start { work: Some(work) },
+            },
+        }
+    }
+}
+
+impl<'a, K, Q, T, S, F, Fut> Future for Call<'a, K, Q, T, S, F, Fut>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    T: Clone,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Start { work } => {
+                    let work = work
+                        .take()
+                        .expect("work is present until the call registers");
+                    match this.group.enter(*this.key) {
+                        Err(error) => {
+                            *this.role = Some(Role::Waiter);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                        Ok(Entry::Leader(leader)) => {
+                            *this.role = Some(Role::Leader);
+                            let fut = work();
+                            this.state.set(State::Leading {
+                                leader: Some(leader),
+                                fut,
+                            });
+                        }
+                        Ok(Entry::Waiter(waiter)) => {
+                            this.state.set(State::Waiting {
+                                waiter,
+                                work: Some(work),
+                            });
+                        }
+                    }
+                }
+                StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Waited::Outcome(outcome)) => {
+                        *this.role = Some(Role::Waiter);
+                        this.state.set(State::Done);
+                        return Poll::Ready(outcome);
+                    }
+                    Poll::Ready(Waited::Promoted(leader)) => {
+                        *this.role = Some(Role::Leader);
+                        let work = work.take().expect("a waiter keeps its work");
+                        let fut = work();
+                        this.state.set(State::Leading {
+                            leader: Some(leader),
+                            fut,
+                        });
+                    }
+                },
+                StateProj::Leading { leader, fut } => {
+                    let polled = {
+                        let guard = leader
+                            .as_ref()
+                            .expect("the leader is present while leading");
+                        poll_leader(guard, fut, cx)
+                    };
+                    let value = match polled {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(value) => value,
+                    };
+                    let leader = leader.take().expect("the leader is present while leading");
+                    let failed = *this.failed;
+                    this.state.set(State::Done);
+                    match value {
+                        Ok(value) => {
+                            return Poll::Ready(Ok(leader.finish_classified(value, failed)));
+                        }
+                        #[cfg(feature = "std")]
+                        Err(payload) => {
+                            leader.panicked(crate::error::PanicMessage::from_payload(&*payload));
+                            std::panic::resume_unwind(payload)
+                        }
+                    }
+                }
+                StateProj::Done => panic!("`Call` polled after completion"),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+type Polled<T> = Result<T, std::boxed::Box<dyn core::any::Any + Send>>;
+#[cfg(not(feature = "std"))]
+type Polled<T> = Result<T, core::convert::Infallible>;
+
+/// Polls the leader's work: with `std`, inside a re-entrancy scope and with panics caught.
+fn poll_leader<K, T, S, Fut>(
+    leader: &Leader<&Group<K, T, S>>,
+    fut: Pin<&mut Fut>,
+    cx: &mut Context<'_>,
+) -> Poll<Polled<T>>
+where
+    T: Clone,
+    Fut: Future<Output = T>,
+{
+    #[cfg(feature = "std")]
+    {
+        match leader.poll_work(fut, cx) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = leader;
+        fut.poll(cx).map(Ok)
+    }
+}
+
+impl<K, Q, T, S, F, Fut> CallFuture for Call<'_, K, Q, T, S, F, Fut>
+where
+    Self: Future,
+    Q: ?Sized,
+{
+    fn role(&self) -> Option<Role> {
+        self.role
+    }
+}
+
+impl<K, Q: ?Sized, T, S, F, Fut> fmt::Debug for Call<'_, K, Q, T, S, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Start { .. } => "start",
+            State::Waiting { .. } => "waiting",
+            State::Leading { .. } => "leading",
+            State::Done => "done",
+        };
+        f.debug_struct("Call")
+            .field("state", &state)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The future returned by [`Group::try_call`]: a [`Call`] whose work is fallible, with
+    /// the work's error flattened into [`Error::Failed`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Call`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct TryCall<'a, K, Q: ?Sized, V, E, S, F, Fut> {
+        #[pin]
+        inner: Call<'a, K, Q, Result<V, E>, S, F, Fut>,
+    }
+}
+
+impl<K, Q, V, E, S, F, Fut> Future for TryCall<'_, K, Q, V, E, S, F, Fut>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    V: Clone,
+    E: Clone,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    type Output = Result<V, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(flatten)
+    }
+}
+
+/// Turns a shared `Result<V, E>` outcome into the caller's `Result<V, Error<E>>`.
+pub fn flatten<V, E>(outcome: Result<Result<V, E>, Error>) -> Result<V, Error<E>> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::Failed(e)),
+        Err(error) => Err(error.widen()),
+    }
+}
+
+impl<K, Q, V, E, S, F, Fut> CallFuture for TryCall<'_, K, Q, V, E, S, F, Fut>
+where
+    Self: Future,
+    Q: ?Sized,
+{
+    fn role(&self) -> Option<Role> {
+        self.inner.role
+    }
+}
+
+impl<K, Q: ?Sized, V, E, S, F, Fut> fmt::Debug for TryCall<'_, K, Q, V, E, S, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TryCall").field(&self.inner).finish()
+    }
+}
+
+pin_project! {
+    /// A call that resolves to `(output, role)`; see [`CallFuture::with_role`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As the wrapped call.
+    #[must_use = "futures do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct WithRole<C> {
+        #[pin]
+        inner: C,
+    }
+}
+
+impl<C: CallFuture> Future for WithRole<C> {
+    type Output = (C::Output, Role);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = self.project().inner;
+        let output = core::task::ready!(inner.as_mut().poll(cx));
+        let role = inner.as_ref().get_ref().role().unwrap_or(Role::Waiter);
+        Poll::Ready((output, role))
+    }
+}

@@ -1,0 +1,89 @@
+//! Request coalescing (singleflight) for any executor and for `no_std + alloc`.
+//!
+//! When many callers ask for the same key at the same time, one of them — the *leader* —
+//! runs the work, and every other caller — a *waiter* — receives a clone of the same
+//! outcome. This crate is the runtime-free state machine behind the `singleflight-*`
+//! front-ends (blocking threads, tokio, smol, async-std); applications normally use one of
+//! those, and build on this crate only to serve another executor or a `no_std` target.
+//!
+//! ```
+//! use singleflight_core::{Entry, Group, Waited};
+//!
+//! let group = Group::<String, String>::new();
+//! // The first caller for a key leads; the next one joins its flight.
+//! let Ok(Entry::Leader(leader)) = group.enter("user:42") else { unreachable!() };
+//! let Ok(Entry::Waiter(waiter)) = group.enter("user:42") else { unreachable!() };
+//! assert_eq!(group.in_flight(), 1);
+//! leader.complete("Ada".to_string());
+//! # #[cfg(feature = "std")]
+//! assert!(matches!(waiter.wait(), Waited::Outcome(Ok(name)) if name == "Ada"));
+//! assert_eq!(group.in_flight(), 0);
+//! ```
+//!
+//! # Semantics
+//!
+//! * **Coalescing**: calls with equal keys that overlap a flight join it; the work runs once
+//!   per flight. Different keys never wait on each other.
+//! * **Sharing**: every caller receives a clone of the same `T`; a fallible flight shares the
+//!   leader's error ([`Error::Failed`]).
+//! * **Role**: [`Role`] says whether a caller ran the work ([`CallFuture::with_role`]).
+//! * **Panics**: waiters get [`Error::Panicked`] with the message; the leader's own call
+//!   resumes the panic; the key is never poisoned (needs `std`: without it a panic can't be
+//!   caught and waiters see it as a leader cancellation).
+//! * **Leader cancelled**: [`LeaderDropPolicy::Takeover`] (default) promotes the oldest
+//!   waiter; [`LeaderDropPolicy::FailWaiters`] fails them with [`Error::LeaderDropped`].
+//!   Never two executions at once for one key.
+//! * **Waiter cancelled**: affects no one else. When every caller of a flight is gone, its
+//!   entry is removed.
+//! * **Lazy registration**: a [`Call`] registers on its first poll.
+//! * **Forget**: [`Group::forget`] detaches a flight from its key; its callers still get its
+//!   outcome and it never removes the newer flight's entry.
+//! * **Re-entrancy**: with `std`, a call from inside its own flight's work returns
+//!   [`Error::Reentrant`] when it runs on the same thread (blocking work, or a nested
+//!   `.await` inside the work). A call that reaches its own flight from another task or
+//!   thread the work waits for cannot be detected and waits for itself: don't.
+//!
+//! # When not to use it
+//!
+//! Coalescing hands one execution's result to many callers. Don't coalesce writes or calls
+//! with side effects each caller relies on, or data that differs per caller (unless the key
+//! says so).
+//!
+//! # Features
+//!
+//! * `std` (default): blocking waits with deadlines, panic capture, re-entrancy detection,
+//!   random hasher seeds; passes `std` through to event-listener.
+//! * `critical-section`: on `no_std` targets, lets event-listener use a critical section
+//!   instead of its spin-lock fallback. The group's own map lock is a spin lock without
+//!   `std`, held for O(1) map operations only, never while work runs.
+//!
+//! # MSRV
+//!
+//! Rust 1.85.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod error;
+mod flight;
+mod future;
+mod group;
+mod hash;
+mod leader;
+mod observer;
+#[cfg(feature = "std")]
+mod reentrancy;
+mod sync;
+mod waiter;
+
+pub use error::{Error, PanicMessage};
+pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
+pub use group::{Entry, FlightId, Group, GroupRef, LeaderDropPolicy, Role};
+pub use hash::{DefaultHashBuilder, DefaultHasher};
+pub use leader::Leader;
+pub use observer::{Execution, Observer};
+pub use waiter::{Waited, Waiter};

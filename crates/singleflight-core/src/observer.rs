@@ -1,0 +1,61 @@
+//! Hooks for statistics, metrics and tracing.
+
+/// Receives what happens inside a [`Group`](crate::Group).
+///
+/// Every method has an empty default, so an implementation overrides only what it counts.
+/// A group without an observer skips these calls entirely: statistics cost nothing until
+/// they are attached with [`Group::with_observer`](crate::Group::with_observer).
+///
+/// Hooks are called outside the group's locks, on the caller's thread, and must not block.
+/// Each call is counted exactly once, when its role is settled: as a *hit*
+/// ([`joined`](Self::joined)) if it shared another caller's execution, or a *miss*
+/// ([`execution_started`](Self::execution_started)) if it ran the work itself, so
+/// `hits + misses` is the number of calls once they have returned.
+pub trait Observer: Send + Sync {
+    /// A new flight began (a caller found no flight for its key). Paired with exactly one
+    /// [`flight_finished`](Self::flight_finished); the difference is the number of flights
+    /// in progress.
+    fn flight_started(&self) {}
+
+    /// A flight ended: its outcome is published, or every caller left.
+    fn flight_finished(&self) {}
+
+    /// A caller started running the work (a miss): the first caller of a flight, or a waiter
+    /// promoted after the leader went away. The returned token comes back to
+    /// [`execution_finished`](Self::execution_finished), so an implementation can stamp the
+    /// start time without the core knowing any clock.
+    fn execution_started(&self) -> u64 {
+        0
+    }
+
+    /// An execution ended; `started` is the token [`execution_started`](Self::execution_started)
+    /// returned for it.
+    fn execution_finished(&self, started: u64, execution: Execution) {
+        let _ = (started, execution);
+    }
+
+    /// A caller left a flight it joined without running the work (a hit): it received the
+    /// outcome, or gave up waiting.
+    fn joined(&self) {}
+
+    /// A waiter was promoted to run the work after the leader was dropped.
+    fn takeover(&self) {}
+
+    /// A caller's timeout elapsed (a waiter that gave up, or a leader cancelled by its own
+    /// timeout, which also ends its execution as [`Execution::Dropped`]).
+    fn timeout(&self) {}
+}
+
+/// How an execution of the work ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Execution {
+    /// The work produced a value.
+    Completed,
+    /// The work returned an error (fallible calls).
+    Failed,
+    /// The work panicked.
+    Panicked,
+    /// The leader was dropped (cancelled) before the work finished.
+    Dropped,
+}

@@ -1,0 +1,262 @@
+//! The waiter: a caller that joined a flight and waits for its outcome. One wait loop
+//! serves `.await` and blocking waits alike (event-listener-strategy's `Strategy`).
+
+use core::fmt;
+use core::pin::Pin;
+use core::task::Poll;
+
+use event_listener::EventListener;
+use event_listener_strategy::{EventListenerFuture, Strategy};
+
+use crate::error::Error;
+use crate::flight::{Outcome, Shared};
+use crate::group::{FlightId, GroupRef};
+use crate::leader::Leader;
+use crate::sync::Arc;
+
+/// What a [`Waiter`] ends with.
+pub enum Waited<G: GroupRef> {
+    /// The flight's outcome: the leader's value, or why there is none
+    /// ([`Error::Panicked`], [`Error::LeaderDropped`]).
+    Outcome(Result<G::Value, Error>),
+    /// The leader was dropped and this waiter was promoted: it must now run its own work and
+    /// complete the flight, which its former fellow waiters are still waiting for.
+    Promoted(Leader<G>),
+}
+
+impl<G: GroupRef> fmt::Debug for Waited<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Outcome(Ok(_)) => f.write_str("Outcome(Ok(..))"),
+            Self::Outcome(Err(e)) => f.debug_tuple("Outcome").field(&e).finish(),
+            Self::Promoted(leader) => f.debug_tuple("Promoted").field(leader).finish(),
+        }
+    }
+}
+
+/// A caller waiting for the outcome of a flight someone else runs.
+///
+/// It is a future (via [`poll`](Self::poll)) and a blocking wait ([`wait`](Self::wait),
+/// [`wait_deadline`](Self::wait_deadline)) over the same loop.
+///
+/// # Cancel safety
+///
+/// Dropping a waiter affects no one else: it leaves the flight's queue. A waiter dropped
+/// right after being promoted passes the promotion on (or ends the flight), exactly as a
+/// dropped leader would.
+#[must_use = "a waiter does nothing unless it is polled or waited on"]
+pub struct Waiter<G: GroupRef> {
+    group: G,
+    hash: u64,
+    id: u64,
+    shared: Arc<Shared<G::Value>>,
+    ticket: u64,
+    listener: Option<EventListener>,
+    done: bool,
+}
+
+impl<G: GroupRef> Waiter<G> {
+    pub(crate) fn new(
+        group: G,
+        hash: u64,
+        id: u64,
+        shared: Arc<Shared<G::Value>>,
+        ticket: u64,
+    ) -> Self {
+        Self {
+            group,
+            hash,
+            id,
+            shared,
+            ticket,
+            listener: None,
+            done: false,
+        }
+    }
+
+    /// The flight this caller waits for.
+    pub fn flight(&self) -> FlightId {
+        FlightId(self.id)
+    }
+}
+
+impl<G: GroupRef> Waiter<G>
+where
+    G::Value: Clone,
+{
+    /// Takes the outcome or the promotion, if either is there.
+    fn check(&mut self) -> Option<Waited<G>> {
+        assert!(!self.done, "`Waiter` polled after it finished");
+        let mut state = self.shared.state.lock();
+        if let Some(outcome) = state.receive(self.ticket) {
+            drop(state);
+            self.done = true;
+            self.group.group().notify(|o| o.joined());
+            return Some(Waited::Outcome(match outcome {
+                Outcome::Value(value) => Ok(value),
+                Outcome::Panicked(message) => Err(Error::Panicked(message)),
+                Outcome::LeaderDropped => Err(Error::LeaderDropped),
+            }));
+        }
+        if state.take_promotion(self.ticket) {
+            drop(state);
+            self.done = true;
+            let group = self.group.group();
+            let mut started = 0;
+            group.notify(|o| {
+                o.takeover();
+                started = o.execution_started();
+            });
+            return Some(Waited::Promoted(Leader::new(
+                self.group.clone(),
+                self.hash,
+                self.id,
+                started,
+            )));
+        }
+        None
+    }
+
+    /// Polls for the outcome from an async context.
+    ///
+    /// # Panics
+    ///
+    /// If polled again after it returned `Ready`.
+    pub fn poll(&mut self, cx: &mut core::task::Context<'_>) -> Poll<Waited<G>> {
+        Pin::new(self).poll_with_strategy(&mut event_listener_strategy::NonBlocking::default(), cx)
+    }
+
+    /// Blocks the current thread until the outcome (or a promotion) arrives.
+    #[cfg(feature = "std")]
+    pub fn wait(mut self) -> Waited<G> {
+        let mut blocking = event_listener_strategy::Blocking::default();
+        loop {
+            if let Poll::Ready(waited) =
+                Pin::new(&mut self).poll_with_strategy(&mut blocking, &mut ())
+            {
+                return waited;
+            }
+        }
+    }
+
+    /// Blocks until the outcome (or a promotion) arrives or `deadline` passes. On timeout the
+    /// waiter leaves the flight (which goes on for everyone else) and `None` is returned.
+    #[cfg(feature = "std")]
+    pub fn wait_deadline(mut self, deadline: std::time::Instant) -> Option<Waited<G>> {
+        let mut strategy = Deadline {
+            deadline,
+            expired: false,
+        };
+        loop {
+            if let Poll::Ready(waited) =
+                Pin::new(&mut self).poll_with_strategy(&mut strategy, &mut ())
+            {
+                return Some(waited);
+            }
+            if strategy.expired {
+                // An outcome that landed at the deadline is still taken.
+                if let Some(waited) = self.check() {
+                    return Some(waited);
+                }
+                self.group.group().notify(|o| o.timeout());
+                return None;
+            }
+        }
+    }
+}
+
+impl<G: GroupRef> EventListenerFuture for Waiter<G>
+where
+    G::Value: Clone,
+{
+    type Output = Waited<G>;
+
+    fn poll_with_strategy<'a, S: Strategy<'a>>(
+        self: Pin<&mut Self>,
+        strategy: &mut S,
+        cx: &mut S::Context,
+    ) -> Poll<Waited<G>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(waited) = this.check() {
+                this.listener = None;
+                return Poll::Ready(waited);
+            }
+            if this.listener.is_none() {
+                // Register, then check again: a notification sent before registering is
+                // not lost, because the state it announces is already visible.
+                this.listener = Some(this.shared.event.listen());
+                continue;
+            }
+            match strategy.poll(&mut this.listener, cx) {
+                Poll::Ready(()) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<G: GroupRef> Drop for Waiter<G> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.shared.state.lock();
+        let group = self.group.group();
+        if state.take_promotion(self.ticket) {
+            drop(state);
+            group.abandon(self.hash, self.id);
+        } else {
+            state.leave(self.ticket);
+            drop(state);
+        }
+        group.notify(|o| o.joined());
+    }
+}
+
+impl<G: GroupRef> fmt::Debug for Waiter<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("flight", &self.flight())
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blocking strategy that gives up at a deadline: `poll` returns `Pending` once it passes.
+#[cfg(feature = "std")]
+struct Deadline {
+    deadline: std::time::Instant,
+    expired: bool,
+}
+
+#[cfg(feature = "std")]
+impl Strategy<'_> for Deadline {
+    type Context = ();
+    type Future = core::future::Ready<()>;
+
+    fn wait(&mut self, listener: EventListener) -> Self::Future {
+        use event_listener::Listener as _;
+        if listener.wait_deadline(self.deadline).is_none() {
+            self.expired = true;
+        }
+        core::future::ready(())
+    }
+
+    fn poll<T, L: event_listener::Listener<T> + Unpin>(
+        &mut self,
+        listener: &mut Option<L>,
+        _cx: &mut (),
+    ) -> Poll<T> {
+        let listener = listener
+            .take()
+            .expect("a listener is registered before waiting");
+        match listener.wait_deadline(self.deadline) {
+            Some(value) => Poll::Ready(value),
+            None => {
+                self.expired = true;
+                Poll::Pending
+            }
+        }
+    }
+}
