@@ -1,0 +1,76 @@
+//! Shared fixtures for the behavioural tests: gates that order threads and tasks without
+//! sleeping, and polling helpers that wait for observable state (waiter counts) instead of
+//! guessing durations.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, Listener};
+
+/// A one-shot gate: closed until [`open`](Self::open), then open for good. Waiters block (or
+/// `.await`) until it opens. Cloning shares the gate.
+#[derive(Clone, Debug, Default)]
+pub struct Gate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug, Default)]
+struct GateInner {
+    open: AtomicBool,
+    event: Event,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens the gate and releases everyone waiting.
+    pub fn open(&self) {
+        self.inner.open.store(true, Ordering::SeqCst);
+        self.inner.event.notify(usize::MAX);
+    }
+
+    /// Whether the gate is open.
+    pub fn is_open(&self) -> bool {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// Blocks the current thread until the gate opens.
+    pub fn wait(&self) {
+        while !self.is_open() {
+            let listener = self.inner.event.listen();
+            if self.is_open() {
+                break;
+            }
+            listener.wait();
+        }
+    }
+
+    /// Waits asynchronously until the gate opens.
+    pub async fn opened(&self) {
+        while !self.is_open() {
+            let listener = self.inner.event.listen();
+            if self.is_open() {
+                break;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// How long a test may wait for a condition before failing instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Spins (yielding the thread) until `condition` holds, panicking with `what` after
+/// [`PATIENCE`]. This observes state; it does not order anything by time.
+#[track_caller]
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting until {what}");
+        std::thread::yield_now();
+    }
+}
