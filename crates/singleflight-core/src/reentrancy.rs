@@ -8,8 +8,15 @@
 use core::cell::RefCell;
 use std::vec::Vec;
 
+#[cfg(not(loom))]
 std::thread_local! {
     static LEADING: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+// Loom runs its model threads on one OS thread: each needs its own stack.
+#[cfg(loom)]
+loom::thread_local! {
+    static LEADING: RefCell<Vec<(usize, u64)>> = RefCell::new(Vec::new());
 }
 
 /// Marks the current thread as running flight `id` of `group` until dropped.

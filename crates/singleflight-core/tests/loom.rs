@@ -1,0 +1,233 @@
+//! loom models of the leader/waiter state machine: every interleaving of a few threads, up to
+//! a preemption bound, checked for lost wake-ups (loom reports a deadlock), double
+//! executions, wrong outcomes and leaked flights.
+//!
+//! Run (release, so the exhaustive search finishes quickly):
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test --release -p singleflight-core --test loom
+//! ```
+//!
+//! CI uses `LOOM_MAX_PREEMPTIONS=3`: every schedule with at most three preemptions is explored.
+#![cfg(loom)]
+
+
+use std::sync::Arc;
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+use singleflight_core::{Entry, Error, Group, LeaderDropPolicy, PanicMessage, Waited};
+
+type Flights = Group<u8, u32>;
+
+/// Runs the work for a caller of `key`, however it is registered, and returns its outcome.
+/// Counts executions, and fails if two ever overlap.
+fn call(group: &Flights, key: u8, value: u32, running: &AtomicUsize, runs: &AtomicUsize) -> Result<u32, Error> {
+    let run = |leader: singleflight_core::Leader<&Flights>| {
+        assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two executions at once");
+        runs.fetch_add(1, Ordering::SeqCst);
+        running.fetch_sub(1, Ordering::SeqCst);
+        Ok(leader.complete(value))
+    };
+    match group.enter(&key)? {
+        Entry::Leader(leader) => run(leader),
+        Entry::Waiter(waiter) => match waiter.wait() {
+            Waited::Outcome(outcome) => outcome,
+            Waited::Promoted(leader) => run(leader),
+        },
+    }
+}
+
+struct Counters {
+    running: AtomicUsize,
+    runs: AtomicUsize,
+}
+
+fn counters() -> Arc<Counters> {
+    Arc::new(Counters {
+        running: AtomicUsize::new(0),
+        runs: AtomicUsize::new(0),
+    })
+}
+
+/// Two callers of one key: each gets a value from an execution that ran while it was
+/// registered; the work runs once if they overlapped, twice if not; nothing leaks.
+#[test]
+fn duplicate_suppression() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let c = counters();
+        let other = {
+            let (group, c) = (group.clone(), c.clone());
+            thread::spawn(move || call(&group, 1, 2, &c.running, &c.runs))
+        };
+        let mine = call(&group, 1, 1, &c.running, &c.runs).unwrap();
+        let theirs = other.join().unwrap().unwrap();
+        let runs = c.runs.load(Ordering::SeqCst);
+        assert!(runs == 1 || runs == 2);
+        if runs == 1 {
+            assert_eq!(mine, theirs, "one execution, one shared value");
+        }
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// A caller registering while the leader publishes either joins and gets the value, or
+/// starts a new flight: it never hangs and never misses the outcome.
+#[test]
+fn waiter_registers_while_leader_publishes() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let joiner = {
+            let group = group.clone();
+            thread::spawn(move || match group.enter(&1).unwrap() {
+                Entry::Leader(leader) => leader.complete(20),
+                Entry::Waiter(waiter) => match waiter.wait() {
+                    Waited::Outcome(outcome) => outcome.unwrap(),
+                    Waited::Promoted(_) => panic!("the leader completes; nobody is promoted"),
+                },
+            })
+        };
+        assert_eq!(leader.complete(10), 10);
+        let got = joiner.join().unwrap();
+        assert!(got == 10 || got == 20);
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// Leader dropped with two waiters: exactly one is promoted and runs the work, the other
+/// receives its value; never two executions at once.
+#[test]
+fn leader_dropped_takeover() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let c = counters();
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let waiters: Vec<_> = (0..2)
+            .map(|i| {
+                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+                let c = c.clone();
+                thread::spawn(move || {
+                    match waiter.wait() {
+                        Waited::Outcome(outcome) => outcome.unwrap(),
+                        Waited::Promoted(leader) => {
+                            assert_eq!(c.running.fetch_add(1, Ordering::SeqCst), 0);
+                            c.runs.fetch_add(1, Ordering::SeqCst);
+                            c.running.fetch_sub(1, Ordering::SeqCst);
+                            leader.complete(100 + i)
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(leader);
+        let values: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(c.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(values[0], values[1]);
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// Leader dropped under `FailWaiters`: the waiter gets `LeaderDropped`, the flight ends.
+#[test]
+fn leader_dropped_fail_waiters() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+        let waiting = thread::spawn(move || matches!(waiter.wait(), Waited::Outcome(Err(Error::LeaderDropped))));
+        drop(leader);
+        assert!(waiting.join().unwrap());
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// A panicking leader hands its waiter `Panicked` with the message.
+#[test]
+fn leader_panic_reaches_waiters() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+        let waiting = thread::spawn(move || match waiter.wait() {
+            Waited::Outcome(Err(Error::Panicked(message))) => message.as_str() == "boom",
+            _ => false,
+        });
+        leader.panicked(PanicMessage::new("boom"));
+        assert!(waiting.join().unwrap());
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// `forget` during a flight, racing a new caller and the old flight's completion: the old
+/// flight never removes the new one, and the new caller gets its own flight's value or the
+/// old one's, never nothing.
+#[test]
+fn forget_during_flight() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let Ok(Entry::Leader(old)) = group.enter(&1) else { panic!("leads") };
+        let forgetter = {
+            let group = group.clone();
+            thread::spawn(move || {
+                group.forget(&1);
+            })
+        };
+        let newcomer = {
+            let group = group.clone();
+            thread::spawn(move || match group.enter(&1).unwrap() {
+                Entry::Leader(leader) => {
+                    // A new flight: it must still be in the map after the old one finished.
+                    let value = leader.complete(2);
+                    (value, true)
+                }
+                Entry::Waiter(waiter) => match waiter.wait() {
+                    Waited::Outcome(outcome) => (outcome.unwrap(), false),
+                    Waited::Promoted(_) => panic!("nobody is promoted"),
+                },
+            })
+        };
+        old.complete(1);
+        forgetter.join().unwrap();
+        let (value, led) = newcomer.join().unwrap();
+        assert_eq!(value, if led { 2 } else { 1 });
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// A waiter leaving (its timeout, its task dropped) while the leader completes: the other
+/// waiter still gets the value, and nothing leaks.
+#[test]
+fn waiter_leaves_while_leader_completes() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Waiter(leaving)) = group.enter_arc(&1) else { panic!("waits") };
+        let Ok(Entry::Waiter(staying)) = group.enter_arc(&1) else { panic!("waits") };
+        let leaver = thread::spawn(move || drop(leaving));
+        let stayer = thread::spawn(move || matches!(staying.wait(), Waited::Outcome(Ok(5))));
+        leader.complete(5);
+        leaver.join().unwrap();
+        assert!(stayer.join().unwrap());
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// The last callers leaving together (leader dropped, waiter dropped) remove the entry,
+/// whichever goes first; a promotion to a waiter that is leaving is passed on or ends the
+/// flight.
+#[test]
+fn last_callers_leaving_remove_the_entry() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+        let leaver = thread::spawn(move || drop(waiter));
+        drop(leader);
+        leaver.join().unwrap();
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
