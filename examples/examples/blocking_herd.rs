@@ -4,15 +4,18 @@
 //! Run: `cargo run --release -p singleflight-examples --example blocking_herd`
 //! (`HERD_CALLERS` and `HERD_QUERY_MS` shrink it).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use singleflight_blocking::{Group, Role};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The expensive query every caller wants.
@@ -70,7 +73,10 @@ fn main() {
     let with = herd(callers, latency, true);
     println!("WITH coalescing (singleflight-blocking)");
     println!("   Queries run:     {}", with.queries);
-    println!("   Leaders:         {} (the rest shared a result)", with.leaders);
+    println!(
+        "   Leaders:         {} (the rest shared a result)",
+        with.leaders
+    );
     println!("   Total duration:  {:.3?}\n", with.elapsed);
 
     println!(

@@ -65,7 +65,9 @@ fn waiters_receive_clones_and_the_value_is_cloned_once_per_waiter() {
             })
         });
         wait_until("the leader runs", || group.contains("k"));
-        let waiters: Vec<_> = (0..WAITERS).map(|_| s.spawn(|| group.call("k", || Counted(0)))).collect();
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| s.spawn(|| group.call("k", || Counted(0))))
+            .collect();
         wait_until("all waiters joined", || group.waiters("k") == WAITERS);
         release.open();
         assert_eq!(leader.join().unwrap(), Ok(Counted(7)));
@@ -97,7 +99,10 @@ fn the_leaders_error_reaches_every_waiter() {
         wait_until("two callers wait", || group.waiters("k") == 2);
         release.open();
         for caller in callers {
-            assert_eq!(caller.join().unwrap(), Err(Error::Failed("down".to_string())));
+            assert_eq!(
+                caller.join().unwrap(),
+                Err(Error::Failed("down".to_string()))
+            );
         }
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -145,10 +150,16 @@ fn a_waiters_timeout_ends_only_that_waiter() {
         // The gate stays closed until this returns, so only the timeout can end it.
         let timed_out = group.call_timeout("k", Duration::from_millis(1), || 2);
         assert_eq!(timed_out, Err(Error::Timeout));
-        assert_eq!(group.waiters("k"), 0, "the timed-out waiter left the flight");
+        assert_eq!(
+            group.waiters("k"),
+            0,
+            "the timed-out waiter left the flight"
+        );
 
         let later = s.spawn(|| group.call_timeout("k", Duration::from_secs(60), || 3));
-        wait_until("a later caller joins the same flight", || group.waiters("k") == 1);
+        wait_until("a later caller joins the same flight", || {
+            group.waiters("k") == 1
+        });
         release.open();
         assert_eq!(later.join().unwrap(), Ok(1));
         assert_eq!(leader.join().unwrap(), Ok(1));
@@ -211,7 +222,11 @@ fn forget_absent_key_and_forget_all() {
         wait_until("both flights run", || group.in_flight() == 2);
         assert_eq!(group.forget_all(), 2);
         assert!(!group.contains("a"));
-        assert_eq!(group.call("a", || 2), Ok(2), "a new flight, not the forgotten one");
+        assert_eq!(
+            group.call("a", || 2),
+            Ok(2),
+            "a new flight, not the forgotten one"
+        );
         release.open();
         for flight in old {
             assert_eq!(flight.join().unwrap(), Ok(1));
@@ -226,7 +241,9 @@ fn forget_absent_key_and_forget_all() {
 fn reentrant_calls_fail_instead_of_deadlocking() {
     let group = Group::<String, Result<u32, Error>>::new();
     let outcome = group.try_call("outer", || {
-        let inner_other = group.try_call("other", || Ok(2)).map_err(|e| e.map_failed(|_| ()));
+        let inner_other = group
+            .try_call("other", || Ok(2))
+            .map_err(|e| e.map_failed(|_| ()));
         assert_eq!(inner_other, Ok(2));
         match group.try_call("outer", || Ok(3)) {
             Err(Error::Reentrant) => Err(Error::Reentrant),

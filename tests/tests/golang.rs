@@ -98,17 +98,25 @@ fn test_forget() {
                 2
             })
         });
-        wait_until("the second call leads a new flight", || group.in_flight() == 2);
+        wait_until("the second call leads a new flight", || {
+            group.in_flight() == 2
+        });
 
         unblock_first.open();
         assert_eq!(first.join().unwrap(), Ok(1));
         assert_eq!(group.in_flight(), 1, "the first flight removed only itself");
 
         let third = s.spawn(|| group.call("key", || 3));
-        wait_until("the third call joins the second flight", || group.waiters("key") == 1);
+        wait_until("the third call joins the second flight", || {
+            group.waiters("key") == 1
+        });
         unblock_second.open();
         assert_eq!(second.join().unwrap(), Ok(2));
-        assert_eq!(third.join().unwrap(), Ok(2), "result produced by the second call");
+        assert_eq!(
+            third.join().unwrap(),
+            Ok(2),
+            "result produced by the second call"
+        );
     });
     assert_eq!(group.in_flight(), 0);
 }
@@ -118,7 +126,11 @@ fn test_forget() {
 #[test]
 fn test_do_chan() {
     let group = Group::<String, String>::new();
-    let value = thread::scope(|s| s.spawn(|| group.call("key", || "bar".to_string())).join().unwrap());
+    let value = thread::scope(|s| {
+        s.spawn(|| group.call("key", || "bar".to_string()))
+            .join()
+            .unwrap()
+    });
     assert_eq!(value.as_deref(), Ok("bar"));
 }
 
@@ -142,7 +154,9 @@ fn test_panic_do() {
                 })
             })
             .collect();
-        wait_until("every caller is on the flight", || group.waiters("key") == N - 1);
+        wait_until("every caller is on the flight", || {
+            group.waiters("key") == N - 1
+        });
         release.open();
         let (mut panicked, mut shared) = (0, 0);
         for caller in callers {
@@ -236,14 +250,22 @@ fn test_panic_do_shared_by_do_chan() {
         });
         blocked.wait();
         let joined = s.spawn(|| {
-            group.request("").call(|| panic!("DoChan unexpectedly executed callback"))
+            group
+                .request("")
+                .call(|| panic!("DoChan unexpectedly executed callback"))
         });
         wait_until("the second caller joins", || group.waiters("") == 1);
         unblock.open();
         let (outcome, role) = joined.join().unwrap();
         assert_eq!(role, Role::Waiter);
-        assert_eq!(outcome.unwrap_err().panic_message().unwrap().as_str(), "Panicking in Do");
-        let payload = leader.join().unwrap().expect_err("the leader's call resumes the panic");
+        assert_eq!(
+            outcome.unwrap_err().panic_message().unwrap().as_str(),
+            "Panicking in Do"
+        );
+        let payload = leader
+            .join()
+            .unwrap()
+            .expect_err("the leader's call resumes the panic");
         assert_eq!(panic_text(&*payload), "Panicking in Do");
     });
 }

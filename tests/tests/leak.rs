@@ -18,7 +18,11 @@ const THREADS: u64 = 4;
 fn one_hundred_thousand_calls_leave_nothing_in_flight() {
     panic::set_hook(Box::new(|_| {}));
     let group = Group::<u64, u64>::new();
-    let (panics, timeouts, values) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let (panics, timeouts, values) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
 
     thread::scope(|s| {
         for t in 0..THREADS {

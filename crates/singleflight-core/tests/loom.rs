@@ -12,7 +12,6 @@
 //! CI uses `LOOM_MAX_PREEMPTIONS=3`: every schedule with at most three preemptions is explored.
 #![cfg(loom)]
 
-
 use std::sync::Arc;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -23,9 +22,19 @@ type Flights = Group<u8, u32>;
 
 /// Runs the work for a caller of `key`, however it is registered, and returns its outcome.
 /// Counts executions, and fails if two ever overlap.
-fn call(group: &Flights, key: u8, value: u32, running: &AtomicUsize, runs: &AtomicUsize) -> Result<u32, Error> {
+fn call(
+    group: &Flights,
+    key: u8,
+    value: u32,
+    running: &AtomicUsize,
+    runs: &AtomicUsize,
+) -> Result<u32, Error> {
     let run = |leader: singleflight_core::Leader<&Flights>| {
-        assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two executions at once");
+        assert_eq!(
+            running.fetch_add(1, Ordering::SeqCst),
+            0,
+            "two executions at once"
+        );
         runs.fetch_add(1, Ordering::SeqCst);
         running.fetch_sub(1, Ordering::SeqCst);
         Ok(leader.complete(value))
@@ -79,7 +88,9 @@ fn duplicate_suppression() {
 fn waiter_registers_while_leader_publishes() {
     loom::model(|| {
         let group = Arc::new(Flights::new());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
         let joiner = {
             let group = group.clone();
             thread::spawn(move || match group.enter(&1).unwrap() {
@@ -104,20 +115,22 @@ fn leader_dropped_takeover() {
     loom::model(|| {
         let group = Arc::new(Flights::new());
         let c = counters();
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
         let waiters: Vec<_> = (0..2)
             .map(|i| {
-                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+                    panic!("waits")
+                };
                 let c = c.clone();
-                thread::spawn(move || {
-                    match waiter.wait() {
-                        Waited::Outcome(outcome) => outcome.unwrap(),
-                        Waited::Promoted(leader) => {
-                            assert_eq!(c.running.fetch_add(1, Ordering::SeqCst), 0);
-                            c.runs.fetch_add(1, Ordering::SeqCst);
-                            c.running.fetch_sub(1, Ordering::SeqCst);
-                            leader.complete(100 + i)
-                        }
+                thread::spawn(move || match waiter.wait() {
+                    Waited::Outcome(outcome) => outcome.unwrap(),
+                    Waited::Promoted(leader) => {
+                        assert_eq!(c.running.fetch_add(1, Ordering::SeqCst), 0);
+                        c.runs.fetch_add(1, Ordering::SeqCst);
+                        c.running.fetch_sub(1, Ordering::SeqCst);
+                        leader.complete(100 + i)
                     }
                 })
             })
@@ -135,9 +148,15 @@ fn leader_dropped_takeover() {
 fn leader_dropped_fail_waiters() {
     loom::model(|| {
         let group = Arc::new(Flights::new().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
-        let waiting = thread::spawn(move || matches!(waiter.wait(), Waited::Outcome(Err(Error::LeaderDropped))));
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
+        let waiting = thread::spawn(move || {
+            matches!(waiter.wait(), Waited::Outcome(Err(Error::LeaderDropped)))
+        });
         drop(leader);
         assert!(waiting.join().unwrap());
         assert_eq!(group.in_flight(), 0);
@@ -149,8 +168,12 @@ fn leader_dropped_fail_waiters() {
 fn leader_panic_reaches_waiters() {
     loom::model(|| {
         let group = Arc::new(Flights::new());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
         let waiting = thread::spawn(move || match waiter.wait() {
             Waited::Outcome(Err(Error::Panicked(message))) => message.as_str() == "boom",
             _ => false,
@@ -168,7 +191,9 @@ fn leader_panic_reaches_waiters() {
 fn forget_during_flight() {
     loom::model(|| {
         let group = Arc::new(Flights::new());
-        let Ok(Entry::Leader(old)) = group.enter(&1) else { panic!("leads") };
+        let Ok(Entry::Leader(old)) = group.enter(&1) else {
+            panic!("leads")
+        };
         let forgetter = {
             let group = group.clone();
             thread::spawn(move || {
@@ -203,9 +228,15 @@ fn forget_during_flight() {
 fn waiter_leaves_while_leader_completes() {
     loom::model(|| {
         let group = Arc::new(Flights::new());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
-        let Ok(Entry::Waiter(leaving)) = group.enter_arc(&1) else { panic!("waits") };
-        let Ok(Entry::Waiter(staying)) = group.enter_arc(&1) else { panic!("waits") };
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(leaving)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
+        let Ok(Entry::Waiter(staying)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
         let leaver = thread::spawn(move || drop(leaving));
         let stayer = thread::spawn(move || matches!(staying.wait(), Waited::Outcome(Ok(5))));
         leader.complete(5);
@@ -222,12 +253,15 @@ fn waiter_leaves_while_leader_completes() {
 fn last_callers_leaving_remove_the_entry() {
     loom::model(|| {
         let group = Arc::new(Flights::new());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else { panic!("leads") };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else { panic!("waits") };
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
         let leaver = thread::spawn(move || drop(waiter));
         drop(leader);
         leaver.join().unwrap();
         assert_eq!(group.in_flight(), 0);
     });
 }
-
