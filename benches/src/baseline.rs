@@ -52,6 +52,12 @@ impl<K: Hash + Eq + Clone, T: Clone> MutexCondvarGroup<K, T> {
     }
 }
 
+impl<K, T> std::fmt::Debug for MutexCondvarGroup<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MutexCondvarGroup").finish_non_exhaustive()
+    }
+}
+
 impl<K: Hash + Eq + Clone, T: Clone> Default for MutexCondvarGroup<K, T> {
     fn default() -> Self {
         Self::new()
