@@ -11,7 +11,8 @@ use std::task::{Context, Poll, Waker};
 
 use proptest::prelude::*;
 use singleflight_core::{
-    Entry, Error, Execution, Group, LeaderDropPolicy, Leader, Observer, PanicMessage, Waited, Waiter,
+    Entry, Error, Execution, Group, Leader, LeaderDropPolicy, Observer, PanicMessage, Waited,
+    Waiter,
 };
 
 const KEYS: u8 = 3;
@@ -125,7 +126,9 @@ struct Model {
 
 impl Model {
     fn active(&self, key: u8) -> Option<usize> {
-        self.flights.iter().position(|f| f.key == key && !f.forgotten && !f.ended)
+        self.flights
+            .iter()
+            .position(|f| f.key == key && !f.forgotten && !f.ended)
     }
 
     fn call(&mut self, key: u8) -> MCaller {
@@ -217,7 +220,9 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
                 }
             }
             Op::Complete(i, value) | Op::Fail(i, value) => {
-                let Some(c) = pick(i, real.len()) else { continue };
+                let Some(c) = pick(i, real.len()) else {
+                    continue;
+                };
                 let Real::Leader(_) = &real[c] else { continue };
                 let Real::Leader(leader) = std::mem::replace(&mut real[c], Real::Done) else {
                     unreachable!()
@@ -237,19 +242,25 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
                 model.end(flight, Outcome::Value(value));
             }
             Op::Panic(i) => {
-                let Some(c) = pick(i, real.len()) else { continue };
+                let Some(c) = pick(i, real.len()) else {
+                    continue;
+                };
                 let Real::Leader(_) = &real[c] else { continue };
                 let Real::Leader(leader) = std::mem::replace(&mut real[c], Real::Done) else {
                     unreachable!()
                 };
-                let MCaller::Leader(flight) = model.callers[c] else { panic!("no leader") };
+                let MCaller::Leader(flight) = model.callers[c] else {
+                    panic!("no leader")
+                };
                 leader.panicked(PanicMessage::new("boom"));
                 model.panicked += 1;
                 model.callers[c] = MCaller::Done;
                 model.end(flight, Outcome::Panicked);
             }
             Op::Drop(i) => {
-                let Some(c) = pick(i, real.len()) else { continue };
+                let Some(c) = pick(i, real.len()) else {
+                    continue;
+                };
                 drop(std::mem::replace(&mut real[c], Real::Done));
                 match std::mem::replace(&mut model.callers[c], MCaller::Done) {
                     MCaller::Leader(flight) => {
@@ -269,8 +280,12 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
                 }
             }
             Op::Poll(i) => {
-                let Some(c) = pick(i, real.len()) else { continue };
-                let Real::Waiter(waiter) = &mut real[c] else { continue };
+                let Some(c) = pick(i, real.len()) else {
+                    continue;
+                };
+                let Real::Waiter(waiter) = &mut real[c] else {
+                    continue;
+                };
                 let polled = poll_once(waiter);
                 match (polled, model.callers[c].clone()) {
                     (Poll::Pending, MCaller::Waiting(_)) => {}
@@ -316,7 +331,11 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
             }
         }
 
-        assert_eq!(group.in_flight(), model.in_flight(), "in_flight after {model:?}");
+        assert_eq!(
+            group.in_flight(),
+            model.in_flight(),
+            "in_flight after {model:?}"
+        );
         for key in 0..KEYS {
             assert_eq!(group.waiters(&key), model.waiters(key), "waiters({key})");
             assert_eq!(group.contains(&key), model.active(key).is_some());
@@ -337,7 +356,10 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
     drop(real);
     assert_eq!(group.in_flight(), 0);
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    assert_eq!(load(&counts.flights_started), load(&counts.flights_finished));
+    assert_eq!(
+        load(&counts.flights_started),
+        load(&counts.flights_finished)
+    );
 }
 
 proptest! {
