@@ -228,6 +228,18 @@ impl<K, T, S> Group<K, T, S> {
         }
     }
 
+    /// Registers one more waiter on flight `id` (see `Leader::subscribe`).
+    pub(crate) fn subscribe(&self, hash: u64, id: u64) -> (Arc<Shared<T>>, u64) {
+        let mut table = self.table.lock();
+        let slot = table
+            .slots
+            .find_mut(hash, |slot| slot.id == id)
+            .expect("a leader's flight is in the map until the leader finishes");
+        let shared = slot.shared.get_or_insert_with(|| Arc::new(Shared::new()));
+        let ticket = shared.state.lock().join();
+        (Arc::clone(shared), ticket)
+    }
+
     /// The leader of flight `id` went away without an outcome: promote a waiter, or end the
     /// flight (failing its waiters, if any).
     pub(crate) fn abandon(&self, hash: u64, id: u64) {

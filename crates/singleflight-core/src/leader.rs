@@ -7,6 +7,7 @@ use crate::error::PanicMessage;
 use crate::flight::Outcome;
 use crate::group::{FlightId, GroupRef};
 use crate::observer::Execution;
+use crate::waiter::Waiter;
 
 /// The caller that runs the work of a flight.
 ///
@@ -60,18 +61,29 @@ impl<G: GroupRef> Leader<G> {
     /// Ends the flight because the work panicked: each waiter receives
     /// [`Error::Panicked`](crate::Error::Panicked) with `message`. The key is not poisoned;
     /// the next call starts a new flight.
-    pub fn panicked(mut self, message: PanicMessage)
-    where
-        G::Value: Clone,
-    {
+    pub fn panicked(self, message: PanicMessage) {
+        self.end_panicked(message, Execution::Panicked);
+    }
+
+    /// Ends the flight without a value: waiters receive [`Error::Panicked`](crate::Error::Panicked)
+    /// with `message`, and observers see the execution end as `execution`.
+    pub(crate) fn end_panicked(mut self, message: PanicMessage, execution: Execution) {
         self.done = true;
         self.group.group().finish(
             self.hash,
             self.id,
             || Outcome::Panicked(message),
-            Execution::Panicked,
+            execution,
             self.started,
         );
+    }
+
+    /// Registers one more waiter on this leader's own flight, for a caller whose work runs
+    /// elsewhere (a detached call): it waits like any waiter, but observers do not count it
+    /// as a hit, because it already counted as the flight's execution (a miss).
+    pub(crate) fn subscribe(&self) -> Waiter<G> {
+        let (shared, ticket) = self.group.group().subscribe(self.hash, self.id);
+        Waiter::new_uncounted(self.group.clone(), self.hash, self.id, shared, ticket)
     }
 
     fn settle(mut self, value: G::Value, execution: Execution) -> G::Value
@@ -104,21 +116,38 @@ impl<G: GroupRef> Leader<G> {
     {
         #[cfg(feature = "std")]
         {
-            let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.id);
-            let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
-            drop(scope);
-            match result {
-                Ok(value) => self.finish_classified(value, failed),
-                Err(payload) => {
-                    self.panicked(PanicMessage::from_payload(&*payload));
-                    std::panic::resume_unwind(payload)
-                }
+            match self.run_caught(work, failed) {
+                Ok(value) => value,
+                Err(payload) => std::panic::resume_unwind(payload),
             }
         }
         #[cfg(not(feature = "std"))]
         {
             let value = work();
             self.finish_classified(value, failed)
+        }
+    }
+
+    /// Like [`run`](Self::run), but a panic of `work` is handed back (after every waiter got
+    /// [`Error::Panicked`](crate::Error::Panicked)) instead of resumed.
+    #[cfg(feature = "std")]
+    pub(crate) fn run_caught(
+        self,
+        work: impl FnOnce() -> G::Value,
+        failed: fn(&G::Value) -> bool,
+    ) -> Result<G::Value, std::boxed::Box<dyn core::any::Any + Send>>
+    where
+        G::Value: Clone,
+    {
+        let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.id);
+        let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
+        drop(scope);
+        match result {
+            Ok(value) => Ok(self.finish_classified(value, failed)),
+            Err(payload) => {
+                self.panicked(PanicMessage::from_payload(&*payload));
+                Err(payload)
+            }
         }
     }
 

@@ -77,6 +77,7 @@ mod leader;
 mod observer;
 #[cfg(feature = "std")]
 mod reentrancy;
+pub mod rt;
 mod sync;
 mod waiter;
 

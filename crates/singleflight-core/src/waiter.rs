@@ -53,6 +53,9 @@ pub struct Waiter<G: GroupRef> {
     ticket: u64,
     listener: Option<EventListener>,
     done: bool,
+    /// Observers count this caller as a hit when it leaves; `false` for the caller of a
+    /// detached call, which already counted as its flight's execution.
+    counted: bool,
 }
 
 impl<G: GroupRef> Waiter<G> {
@@ -71,6 +74,26 @@ impl<G: GroupRef> Waiter<G> {
             ticket,
             listener: None,
             done: false,
+            counted: true,
+        }
+    }
+
+    /// A waiter that observers do not count (see [`Leader::subscribe`]).
+    pub(crate) fn new_uncounted(
+        group: G,
+        hash: u64,
+        id: u64,
+        shared: Arc<Shared<G::Value>>,
+        ticket: u64,
+    ) -> Self {
+        let mut waiter = Self::new(group, hash, id, shared, ticket);
+        waiter.counted = false;
+        waiter
+    }
+
+    fn notify_joined(&self) {
+        if self.counted {
+            self.group.group().notify(|o| o.joined());
         }
     }
 
@@ -91,7 +114,7 @@ where
         if let Some(outcome) = state.receive(self.ticket) {
             drop(state);
             self.done = true;
-            self.group.group().notify(|o| o.joined());
+            self.notify_joined();
             return Some(Waited::Outcome(match outcome {
                 Outcome::Value(value) => Ok(value),
                 Outcome::Panicked(message) => Err(Error::Panicked(message)),
@@ -210,7 +233,7 @@ impl<G: GroupRef> Drop for Waiter<G> {
             state.leave(self.ticket);
             drop(state);
         }
-        group.notify(|o| o.joined());
+        self.notify_joined();
     }
 }
 

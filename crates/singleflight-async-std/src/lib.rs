@@ -1,0 +1,104 @@
+//! Request coalescing (singleflight) for async-std.
+//!
+//! **async-std is discontinued upstream** ([RUSTSEC-2025-0052]): it receives no more fixes.
+//! This crate keeps working for programs that still run on it, but new code should use
+//! [`singleflight-smol`](https://docs.rs/singleflight-smol), which has the same API (async-std
+//! was built on smol's parts), or `singleflight-tokio`.
+//!
+//! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052.html
+//!
+//! When many tasks ask for the same key at the same time, the first one (the *leader*) runs
+//! the work and every other one (a *waiter*) receives a clone of the same outcome. It
+//! protects databases from thundering herds, APIs from burnt rate limits and caches from
+//! stampedes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use singleflight_async_std::{CallFuture as _, Group, Role};
+//!
+//! fn main() { async_std::task::block_on(async {
+//!     let group = Group::<String, String>::new();
+//!
+//!     // The work runs inside the caller's task and may borrow.
+//!     let name = "Ada".to_string();
+//!     let (user, role) = group.call("user:42", || async { name.clone() }).with_role().await;
+//!     assert_eq!((user.as_deref(), role), (Ok("Ada"), Role::Leader));
+//!
+//!     // Detached work is spawned: it finishes (and fills caches) even if this caller
+//!     // gives up after 5 s.
+//!     let user = group
+//!         .timeout(
+//!             Duration::from_secs(5),
+//!             group.call_detached("user:7", || async { "Grace".to_string() }),
+//!         )
+//!         .await;
+//!     assert_eq!(user.as_deref(), Ok("Grace"));
+//!
+//!     // Blocking work goes to async-std's blocking pool.
+//!     let sum = Group::<u32, u64>::new().call_blocking(&1, || (1..=10).sum()).await;
+//!     assert_eq!(sum, Ok(55));
+//!     assert_eq!(group.in_flight(), 0);
+//! }) }
+//! ```
+//!
+//! # Semantics
+//!
+//! | what happens | leader (ran the work) | waiters (joined the flight) |
+//! |---|---|---|
+//! | work returns `v` | `Ok(v)` | `Ok(v.clone())` |
+//! | fallible work returns `Err(e)` ([`Group::try_call`]) | `Err(Error::Failed(e))` | `Err(Error::Failed(e.clone()))` |
+//! | work panics | the panic resumes (detached: `Err(Error::Panicked(message))`) | `Err(Error::Panicked(message))` |
+//! | leader dropped ([`LeaderDropPolicy::Takeover`], default) | — | the oldest waiter runs its own work, the others wait for it |
+//! | leader dropped ([`LeaderDropPolicy::FailWaiters`]) | — | `Err(Error::LeaderDropped)` |
+//! | a caller's timeout elapses ([`Group::timeout`]) | cancelled, as if dropped | only that waiter gets `Err(Error::Timeout)` |
+//! | every caller of detached work leaves | the work still finishes | — |
+//! | [`Group::forget`] during the flight | unaffected | unaffected; new calls start a new flight |
+//!
+//! A call registers on its first poll; a future never polled pins nothing. The key is never
+//! poisoned: after a panic or an error, the next call starts a new flight.
+//!
+//! # Cancel safety
+//!
+//! Every future here may be dropped at any `.await` point (`select!`, timeouts, client
+//! disconnects) without leaking a map entry or hanging another caller:
+//!
+//! * a waiter that is dropped leaves only itself;
+//! * a leader of [`Group::call`] that is dropped cancels its work, and the group's
+//!   [`LeaderDropPolicy`] decides what its waiters do;
+//! * the work of [`Group::call_detached`] and [`Group::call_blocking`] runs to its end no
+//!   matter who is dropped.
+//!
+//! # When not to use it
+//!
+//! Don't coalesce writes, calls whose side effects each caller relies on, or data that
+//! differs per caller unless the key says so. Coalescing is not caching: an outcome is
+//! shared only with calls that overlap its flight.
+//!
+//! # Runtime
+//!
+//! Detached work runs on async-std's executor ([`async_std::task::spawn`]) and blocking
+//! work on its blocking pool ([`async_std::task::spawn_blocking`]); dropping their handles
+//! detaches them. Timeouts use [`async_std::task::sleep`]. Any executor may poll the calls.
+//!
+//! # MSRV
+//!
+//! Rust 1.85.
+#![forbid(unsafe_code)]
+
+mod rt;
+
+pub use rt::{AsyncStdSpawner, AsyncStdTimer};
+pub use singleflight_core::{
+    Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, LeaderDropPolicy, Observer,
+    PanicMessage, Role, TryCall, WithRole,
+    rt::{Detached, SpawnBlockingWork, SpawnWork, Timeout, TryDetached},
+};
+
+/// Coalesces concurrent calls with equal keys on async-std: see the [crate docs](crate) and
+/// [`RuntimeGroup`](singleflight_core::rt::RuntimeGroup) for every method.
+///
+/// `K` is the key (`Hash + Eq`; look-ups take its borrowed form, so `&str` works for
+/// `String` keys), `T` the value every caller receives (a clone each: put big values in an
+/// `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher. Cloning shares the group.
+pub type Group<K, T, S = DefaultHashBuilder> =
+    singleflight_core::rt::RuntimeGroup<K, T, AsyncStdSpawner, AsyncStdTimer, S>;

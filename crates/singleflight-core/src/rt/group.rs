@@ -1,0 +1,478 @@
+//! A group bound to a runtime: the whole front-end surface, written once for every executor.
+
+use alloc::borrow::ToOwned;
+use alloc::sync::Arc;
+use core::borrow::Borrow;
+use core::fmt;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash};
+use core::time::Duration;
+
+use super::{Detached, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
+use crate::future::{Call, CallFuture, TryCall};
+use crate::group::{Group, LeaderDropPolicy};
+use crate::hash::DefaultHashBuilder;
+use crate::observer::Observer;
+
+/// A [`Group`] bound to a runtime's spawner `Sp` and timer `Tm`: the surface every async
+/// front-end offers. Each runtime crate exports it as its own `Group` type, with its
+/// `<Runtime>Spawner` and `<Runtime>Timer` filled in.
+///
+/// Cloning it is cheap and shares the group (the flights, the policy, the observer): hand
+/// clones to the tasks that should coalesce with each other.
+///
+/// | call | the work runs | it may borrow | dropping the caller |
+/// |---|---|---|---|
+/// | [`call`](Self::call), [`try_call`](Self::try_call) | inside the leading caller's task | yes | cancels the work if it leads (takeover or fail-waiters, per policy) |
+/// | [`call_detached`](Self::call_detached), [`try_call_detached`](Self::try_call_detached) | in a spawned task | no (`Send + 'static`) | only stops waiting: the work finishes |
+/// | [`call_blocking`](Self::call_blocking), [`try_call_blocking`](Self::try_call_blocking) | on the runtime's blocking pool | no (`Send + 'static`) | only stops waiting: the work finishes |
+///
+/// Any of them can be bounded with [`timeout`](Self::timeout) (or the `*_timeout` shorthands),
+/// and any of them tells its caller's role with [`CallFuture::with_role`].
+pub struct RuntimeGroup<K, T, Sp, Tm, S = DefaultHashBuilder> {
+    group: Arc<Group<K, T, S>>,
+    spawner: Sp,
+    timer: Tm,
+}
+
+impl<K, T, Sp: Default, Tm: Default> RuntimeGroup<K, T, Sp, Tm> {
+    /// Creates an empty group with the default hasher and the
+    /// [`Takeover`](LeaderDropPolicy::Takeover) policy.
+    pub fn new() -> Self {
+        Self::from_core(Group::new())
+    }
+}
+
+impl<K, T, Sp: Default, Tm: Default> Default for RuntimeGroup<K, T, Sp, Tm> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, T, S, Sp: Default, Tm: Default> RuntimeGroup<K, T, Sp, Tm, S> {
+    /// Creates an empty group that hashes keys with `hasher`.
+    pub fn with_hasher(hasher: S) -> Self {
+        Self::from_core(Group::with_hasher(hasher))
+    }
+
+    /// Wraps a configured core group.
+    pub fn from_core(group: Group<K, T, S>) -> Self {
+        Self::with_runtime(group, Sp::default(), Tm::default())
+    }
+}
+
+impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
+    /// Wraps a configured core group, with an explicit spawner and timer.
+    pub fn with_runtime(group: Group<K, T, S>, spawner: Sp, timer: Tm) -> Self {
+        Self {
+            group: Arc::new(group),
+            spawner,
+            timer,
+        }
+    }
+
+    fn configure(self, f: impl FnOnce(Group<K, T, S>) -> Group<K, T, S>) -> Self {
+        let Ok(group) = Arc::try_unwrap(self.group) else {
+            panic!("a group is configured before it is cloned or called");
+        };
+        Self {
+            group: Arc::new(f(group)),
+            ..self
+        }
+    }
+
+    /// Sets what waiters do when their leader is dropped before finishing: the oldest
+    /// takes over (the default), or all fail with [`Error::LeaderDropped`](crate::Error::LeaderDropped).
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned, or a call still holds it: configure it first.
+    pub fn with_leader_drop_policy(self, policy: LeaderDropPolicy) -> Self {
+        self.configure(|group| group.with_leader_drop_policy(policy))
+    }
+
+    /// Attaches an observer (statistics, metrics, tracing). One observer may watch many groups.
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned, or a call still holds it: configure it first.
+    pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
+        self.configure(|group| group.with_observer(observer))
+    }
+
+    /// The policy applied when a leader is dropped.
+    pub fn leader_drop_policy(&self) -> LeaderDropPolicy {
+        self.group.leader_drop_policy()
+    }
+
+    /// The number of flights in progress, detached work included (`0` once every call has
+    /// returned and every detached work has finished).
+    pub fn in_flight(&self) -> usize {
+        self.group.in_flight()
+    }
+
+    /// Detaches every flight from its key: running flights still deliver to their callers,
+    /// new calls start new flights. Returns how many flights were detached.
+    pub fn forget_all(&self) -> usize {
+        self.group.forget_all()
+    }
+
+    /// The runtime-free group underneath.
+    pub fn as_core(&self) -> &Arc<Group<K, T, S>> {
+        &self.group
+    }
+
+    /// The spawner detached work runs on.
+    pub fn spawner(&self) -> &Sp {
+        &self.spawner
+    }
+
+    /// The timer timeouts run on.
+    pub fn timer(&self) -> &Tm {
+        &self.timer
+    }
+}
+
+impl<K, T, S, Sp, Tm: super::Timer> RuntimeGroup<K, T, Sp, Tm, S> {
+    /// Bounds any call of this group (`call`, `try_call`, detached or blocking) by `duration`
+    /// on the runtime's timer; the clock starts now.
+    ///
+    /// A waiter that times out leaves only itself: the flight goes on and later callers
+    /// still join it. A leader that times out is cancelled, exactly as if dropped (the
+    /// group's [`LeaderDropPolicy`] applies). The caller of detached work stops waiting;
+    /// the work goes on. See [`Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`](crate::Error::Timeout) if `duration` passes first, and the call's own errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As the wrapped call.
+    pub fn timeout<C: CallFuture>(&self, duration: Duration, call: C) -> Timeout<C, Tm::Sleep> {
+        Timeout::new(
+            call,
+            self.timer.sleep(duration),
+            self.group.observer().cloned(),
+        )
+    }
+}
+
+impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    /// The number of callers waiting for the current flight of `key` (its leader not
+    /// counted; the caller that launched detached work waits too, and is counted); `0` if
+    /// none is in progress. Tests and dashboards use it instead of sleeping.
+    pub fn waiters<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        self.group.waiters(key)
+    }
+
+    /// Returns `true` if a flight for `key` is in progress (and not forgotten).
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        self.group.contains(key)
+    }
+
+    /// Detaches the current flight of `key`: its callers still receive its outcome, the next
+    /// call starts a new flight, and the old flight finishing never removes the new one.
+    /// Returns `false` (and leaves nothing behind) if `key` has no flight.
+    pub fn forget<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        self.group.forget(key)
+    }
+}
+
+impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Runs `work` once for all concurrent callers of `key`, inside the leading caller's
+    /// own task, and resolves to a clone of its value. See [`Group::call`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`](crate::Error::Panicked) (waiters) if the work panicked,
+    /// [`Error::LeaderDropped`](crate::Error::LeaderDropped) if the leader was dropped under
+    /// [`FailWaiters`](LeaderDropPolicy::FailWaiters), [`Error::Reentrant`](crate::Error::Reentrant)
+    /// if called from inside this key's own work.
+    ///
+    /// # Panics
+    ///
+    /// If this caller runs the work and it panics, the panic resumes here, after every
+    /// waiter has been handed `Error::Panicked`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before its first poll does nothing. Dropping a waiting call
+    /// removes only that caller. Dropping a leading call cancels its work, and the group's
+    /// [`LeaderDropPolicy`] decides: the oldest waiter takes over, or every waiter fails.
+    pub fn call<'a, Q, F, Fut>(&'a self, key: &'a Q, work: F) -> Call<'a, K, Q, T, S, F, Fut>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.group.call(key, work)
+    }
+
+    /// [`call`](Self::call) bounded by `duration`: see [`timeout`](Self::timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`](crate::Error::Timeout), and the errors of [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    #[allow(
+        clippy::type_complexity,
+        reason = "the named future of a timed call; an alias would only hide it"
+    )]
+    pub fn call_timeout<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        duration: Duration,
+        work: F,
+    ) -> Timeout<Call<'a, K, Q, T, S, F, Fut>, Tm::Sleep>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+        Tm: Timer,
+    {
+        self.timeout(duration, self.call(key, work))
+    }
+
+    /// Runs `work` once for all concurrent callers of `key`, as a task spawned on the
+    /// runtime: it runs exactly once and finishes even if every caller goes away (cache fills
+    /// behind callers with short timeouts). The caller that starts it waits for it like
+    /// any waiter, and its role is [`Role::Leader`](crate::Role::Leader).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`](crate::Error::Panicked) for every caller (the one that started it
+    /// too) if the work panicked or its task was dropped unfinished by the runtime, and the
+    /// errors of [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// If the runtime's spawner panics (tokio's does outside a runtime).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops only this caller waiting; once started, the work runs to
+    /// its end and still delivers to every other caller.
+    pub fn call_detached<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> Detached<'a, K, Q, T, S, SpawnWork<Sp, F>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        Sp: Clone,
+    {
+        Detached::new(&self.group, key, SpawnWork::new(self.spawner.clone(), work))
+    }
+
+    /// Runs blocking `work` once for all concurrent callers of `key`, on the runtime's
+    /// blocking pool; otherwise as [`call_detached`](Self::call_detached).
+    ///
+    /// # Errors
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Panics
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_detached`](Self::call_detached): a blocking closure is never interrupted.
+    pub fn call_blocking<'a, Q, F>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> Detached<'a, K, Q, T, S, SpawnBlockingWork<Sp, F>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> T + Send + 'static,
+        Sp: Clone,
+    {
+        Detached::new(
+            &self.group,
+            key,
+            SpawnBlockingWork::new(self.spawner.clone(), work),
+        )
+    }
+}
+
+impl<K, V, E, S, Sp, Tm> RuntimeGroup<K, Result<V, E>, Sp, Tm, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    V: Clone,
+    E: Clone,
+{
+    /// Like [`call`](Self::call), for fallible work: the leader's error reaches every waiter
+    /// as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the next call starts a
+    /// new flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`](crate::Error::Failed) with (a clone of) the work's error, and the
+    /// errors of [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub fn try_call<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> TryCall<'a, K, Q, V, E, S, F, Fut>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.group.try_call(key, work)
+    }
+
+    /// [`try_call`](Self::try_call) bounded by `duration`: see [`timeout`](Self::timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`](crate::Error::Timeout), and the errors of [`try_call`](Self::try_call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    #[allow(
+        clippy::type_complexity,
+        reason = "the named future of a timed call; an alias would only hide it"
+    )]
+    pub fn try_call_timeout<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        duration: Duration,
+        work: F,
+    ) -> Timeout<TryCall<'a, K, Q, V, E, S, F, Fut>, Tm::Sleep>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        Tm: Timer,
+    {
+        self.timeout(duration, self.try_call(key, work))
+    }
+
+    /// Like [`call_detached`](Self::call_detached), for fallible work.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`](crate::Error::Failed), and the errors of [`call_detached`](Self::call_detached).
+    ///
+    /// # Panics
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    pub fn try_call_detached<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        Sp: Clone,
+    {
+        TryDetached::new(&self.group, key, SpawnWork::new(self.spawner.clone(), work))
+    }
+
+    /// Like [`call_blocking`](Self::call_blocking), for fallible work.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`](crate::Error::Failed), and the errors of [`call_detached`](Self::call_detached).
+    ///
+    /// # Panics
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    pub fn try_call_blocking<'a, Q, F>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> TryDetached<'a, K, Q, V, E, S, SpawnBlockingWork<Sp, F>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Result<V, E> + Send + 'static,
+        Sp: Clone,
+    {
+        TryDetached::new(
+            &self.group,
+            key,
+            SpawnBlockingWork::new(self.spawner.clone(), work),
+        )
+    }
+}
+
+impl<K, T, S, Sp: Clone, Tm: Clone> Clone for RuntimeGroup<K, T, Sp, Tm, S> {
+    fn clone(&self) -> Self {
+        Self {
+            group: Arc::clone(&self.group),
+            spawner: self.spawner.clone(),
+            timer: self.timer.clone(),
+        }
+    }
+}
+
+impl<K, T, S, Sp, Tm> fmt::Debug for RuntimeGroup<K, T, Sp, Tm, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RuntimeGroup").field(&self.group).finish()
+    }
+}
