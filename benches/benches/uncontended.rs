@@ -1,6 +1,6 @@
 //! Uncontended cost per call: one thread, a fresh key per call, work that returns at once.
-#![allow(missing_docs, reason = "criterion_group! generates undocumented functions")]
 //! What a coalescer adds to every call that turns out not to need it.
+#![allow(missing_docs, reason = "criterion_group! generates undocumented functions")]
 
 use std::hint::black_box;
 
