@@ -39,7 +39,9 @@ pin_project! {
     enum State<'a, K, T, S, F, Fut> {
         Start { work: Option<F> },
         Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
-        Leading { leader: Option<Leader<&'a Group<K, T, S>>>, #[pin] fut: Fut },
+        // `fut` before `leader`: fields drop in order, so a cancelled leader's work is gone
+        // before its guard promotes a waiter, and two executions never overlap.
+        Leading { #[pin] fut: Fut, leader: Option<Leader<&'a Group<K, T, S>>> },
         Done,
     }
 }

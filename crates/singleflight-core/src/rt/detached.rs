@@ -141,9 +141,11 @@ impl<G: GroupRef> Drop for Guard<G> {
 pin_project! {
     /// The spawned task of detached async work.
     struct Task<G: GroupRef, Fut> {
-        guard: Guard<G>,
+        // `fut` before `guard`: fields drop in order, so work dropped unfinished is gone
+        // before its flight ends and a new one can start.
         #[pin]
         fut: Fut,
+        guard: Guard<G>,
         failed: fn(&G::Value) -> bool,
     }
 }
