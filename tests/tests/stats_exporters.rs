@@ -1,0 +1,434 @@
+//! The `metrics` and `tracing` exporters of `singleflight-stats`, checked against a test
+//! recorder and a test subscriber. Every caller runs on the test's thread (futures polled
+//! by hand), because both the local recorder and the default subscriber are thread-local.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_lite::future::{block_on, poll_once};
+use singleflight_core::{Group, LeaderDropPolicy};
+use singleflight_stats::{Fanout, Stats};
+use singleflight_tests::Gate;
+
+/// Polls `call` once: it registers, and (as the gates are closed) does not finish.
+fn start<F: Future>(mut call: Pin<Box<F>>) -> Pin<Box<F>> {
+    assert!(
+        block_on(poll_once(call.as_mut())).is_none(),
+        "the call waits"
+    );
+    call
+}
+
+mod metrics_exporter {
+    use super::*;
+    use metrics::{
+        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+    use singleflight_stats::{MetricsObserver, names};
+
+    /// Keeps every metric by `name{label=value,...}`.
+    #[derive(Default)]
+    struct TestRecorder {
+        counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+        gauges: Mutex<HashMap<String, Arc<AtomicU64>>>,
+        histograms: Mutex<HashMap<String, Arc<Samples>>>,
+        described: Mutex<Vec<String>>,
+    }
+
+    #[derive(Default)]
+    struct Samples(Mutex<Vec<f64>>);
+
+    impl HistogramFn for Samples {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    fn id(key: &Key) -> String {
+        let labels: Vec<_> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl TestRecorder {
+        fn counter(&self, name: &str) -> u64 {
+            let key = format!("{name}{{group=users}}");
+            let counters = self.counters.lock().unwrap();
+            counters
+                .get(&key)
+                .unwrap_or_else(|| panic!("no {key}"))
+                .load(Ordering::SeqCst)
+        }
+
+        fn gauge(&self, name: &str) -> f64 {
+            let key = format!("{name}{{group=users}}");
+            let gauges = self.gauges.lock().unwrap();
+            f64::from_bits(gauges.get(&key).expect("the gauge").load(Ordering::SeqCst))
+        }
+
+        fn samples(&self, name: &str) -> Vec<f64> {
+            let key = format!("{name}{{group=users}}");
+            let histograms = self.histograms.lock().unwrap();
+            histograms
+                .get(&key)
+                .expect("the histogram")
+                .0
+                .lock()
+                .unwrap()
+                .clone()
+        }
+    }
+
+    impl Recorder for TestRecorder {
+        fn describe_counter(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.described.lock().unwrap().push(key.as_str().to_owned());
+        }
+        fn describe_gauge(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+            self.described.lock().unwrap().push(key.as_str().to_owned());
+        }
+        fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, _: SharedString) {
+            assert_eq!(unit, Some(Unit::Seconds));
+            self.described.lock().unwrap().push(key.as_str().to_owned());
+        }
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut counters = self.counters.lock().unwrap();
+            Counter::from_arc(counters.entry(id(key)).or_default().clone())
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let mut gauges = self.gauges.lock().unwrap();
+            Gauge::from_arc(gauges.entry(id(key)).or_default().clone())
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            let mut histograms = self.histograms.lock().unwrap();
+            Histogram::from_arc(histograms.entry(id(key)).or_default().clone())
+        }
+    }
+
+    #[test]
+    fn every_counter_the_gauge_and_the_histogram_are_reported_with_the_group_label() {
+        let recorder = TestRecorder::default();
+        let stats = Arc::new(Stats::new());
+        metrics::with_local_recorder(&recorder, || {
+            MetricsObserver::describe();
+            let metrics = Arc::new(MetricsObserver::new("users"));
+            assert_eq!(metrics.group(), "users");
+            let group = Group::<String, Result<u32, String>>::new()
+                .with_observer(Arc::new(Fanout::new([stats.clone() as _, metrics as _])));
+            let gate = Gate::new();
+
+            // Six callers on one flight.
+            let leader = start(Box::pin(group.call("k", || async {
+                gate.opened().await;
+                Ok(1)
+            })));
+            let waiters: Vec<_> = (0..5)
+                .map(|_| start(Box::pin(group.call("k", || async { Ok(0) }))))
+                .collect();
+            assert_eq!(recorder.gauge(names::ACTIVE), 1.0);
+            gate.open();
+            assert_eq!(block_on(leader), Ok(Ok(1)));
+            for waiter in waiters {
+                assert_eq!(block_on(waiter), Ok(Ok(1)));
+            }
+
+            // A failing flight, a panicking one, and a dropped leader with a takeover.
+            assert_eq!(
+                block_on(group.call("e", || async { Err("down".to_string()) })),
+                Ok(Err("down".to_string()))
+            );
+            let never = Gate::new();
+            let dropped = start(Box::pin(group.call("d", || async {
+                never.opened().await;
+                Ok(2)
+            })));
+            let promoted = start(Box::pin(group.call("d", || async { Ok(3) })));
+            drop(dropped);
+            assert_eq!(block_on(promoted), Ok(Ok(3)));
+        });
+        // The exporter and `Stats` saw the same events. (`call`, unlike `try_call`, takes
+        // an `Err` for a value: no error is counted.)
+        let snapshot = stats.snapshot();
+        assert_eq!([snapshot.hits, snapshot.misses, snapshot.errors], [5, 4, 0]);
+        assert_eq!(
+            [snapshot.leader_drops, snapshot.takeovers, snapshot.active],
+            [1, 1, 0]
+        );
+        assert_eq!(recorder.counter(names::HITS), 5);
+        assert_eq!(recorder.counter(names::MISSES), 4);
+        assert_eq!(recorder.counter(names::LEADER_DROPS), 1);
+        assert_eq!(recorder.counter(names::TAKEOVERS), 1);
+        assert_eq!(recorder.counter(names::ERRORS), 0);
+        assert_eq!(recorder.counter(names::PANICS), 0);
+        assert_eq!(recorder.counter(names::TIMEOUTS), 0);
+        assert_eq!(recorder.gauge(names::ACTIVE), 0.0);
+        // One sample per execution (4), not per caller (9).
+        let samples = recorder.samples(names::EXECUTION_SECONDS);
+        assert_eq!(samples.len(), 4);
+        assert!(samples.iter().all(|s| *s >= 0.0));
+        assert_eq!(recorder.described.lock().unwrap().len(), 9);
+    }
+
+    #[test]
+    fn errors_and_panics_are_reported_once_per_execution() {
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let group = Group::<String, Result<u32, String>>::new()
+                .with_observer(Arc::new(MetricsObserver::new("users")));
+            let gate = Gate::new();
+            let leader = start(Box::pin(group.try_call("k", || async {
+                gate.opened().await;
+                Err("down".to_string())
+            })));
+            let waiter = start(Box::pin(group.try_call("k", || async { Ok(0) })));
+            gate.open();
+            assert!(block_on(leader).unwrap_err().is_failed());
+            assert!(block_on(waiter).unwrap_err().is_failed());
+
+            super::quiet_panics();
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                block_on(group.call("p", || async { panic!("expected: the work panics") }))
+            }));
+            assert!(panicked.is_err());
+        });
+        assert_eq!(recorder.counter(names::ERRORS), 1);
+        assert_eq!(recorder.counter(names::PANICS), 1);
+        assert_eq!(recorder.counter(names::HITS), 1);
+        assert_eq!(recorder.counter(names::MISSES), 2);
+        assert_eq!(recorder.samples(names::EXECUTION_SECONDS).len(), 2);
+    }
+
+    #[test]
+    fn timeouts_are_reported() {
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let observer = MetricsObserver::new("users");
+            singleflight_core::Observer::timeout(&observer);
+        });
+        assert_eq!(recorder.counter(names::TIMEOUTS), 1);
+    }
+}
+
+/// Panics whose message starts with `expected:` print nothing.
+fn quiet_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let expected = info
+            .payload()
+            .downcast_ref::<&str>()
+            .is_some_and(|m| m.starts_with("expected:"));
+        if !expected {
+            default(info);
+        }
+    }));
+}
+
+mod tracing_exporter {
+    use super::*;
+    use singleflight_stats::{EXECUTION_SPAN, TracingObserver};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Captured {
+        name: String,
+        level: Level,
+        parent: Option<u64>,
+        fields: String,
+    }
+
+    /// Records spans, events and span closes, up to `max_level`.
+    #[derive(Clone)]
+    struct Capture {
+        max_level: Level,
+        next_id: Arc<AtomicU64>,
+        spans: Arc<Mutex<Vec<(u64, Captured)>>>,
+        events: Arc<Mutex<Vec<Captured>>>,
+        closed: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Capture {
+        fn new(max_level: Level) -> Self {
+            Self {
+                max_level,
+                next_id: Arc::new(AtomicU64::new(1)),
+                spans: Arc::default(),
+                events: Arc::default(),
+                closed: Arc::default(),
+            }
+        }
+    }
+
+    struct Fields(String);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={:?};", field.name(), value));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push_str(&format!("{}={};", field.name(), value));
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            *metadata.level() <= self.max_level
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            let mut fields = Fields(String::new());
+            span.record(&mut fields);
+            self.spans.lock().unwrap().push((
+                id,
+                Captured {
+                    name: span.metadata().name().to_owned(),
+                    level: *span.metadata().level(),
+                    parent: span.parent().map(Id::into_u64),
+                    fields: fields.0,
+                },
+            ));
+            Id::from_u64(id)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.events.lock().unwrap().push(Captured {
+                name: event.metadata().name().to_owned(),
+                level: *event.metadata().level(),
+                parent: event.parent().map(|id| id.into_u64()),
+                fields: fields.0,
+            });
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+        fn try_close(&self, id: Id) -> bool {
+            self.closed.lock().unwrap().push(id.into_u64());
+            true
+        }
+    }
+
+    #[test]
+    fn a_span_per_execution_and_an_event_per_coalesced_caller() {
+        let capture = Capture::new(Level::TRACE);
+        let observer = Arc::new(TracingObserver::new("users"));
+        tracing::subscriber::with_default(capture.clone(), || {
+            let group = Group::<String, u32>::new().with_observer(observer.clone());
+            let gate = Gate::new();
+            let leader = start(Box::pin(group.call("k", || async {
+                gate.opened().await;
+                1
+            })));
+            let waiters: Vec<_> = (0..5)
+                .map(|_| start(Box::pin(group.call("k", || async { 0 }))))
+                .collect();
+            assert!(format!("{observer:?}").contains("executions: 1"));
+            gate.open();
+            assert_eq!(block_on(leader), Ok(1));
+            for waiter in waiters {
+                assert_eq!(block_on(waiter), Ok(1));
+            }
+        });
+
+        let spans = capture.spans.lock().unwrap().clone();
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let (span_id, span) = &spans[0];
+        assert_eq!(span.name, EXECUTION_SPAN);
+        assert_eq!(span.level, Level::DEBUG);
+        assert_eq!(span.fields, "group=users;");
+        assert_eq!(
+            *capture.closed.lock().unwrap(),
+            [*span_id],
+            "the span ends with the execution"
+        );
+
+        let events = capture.events.lock().unwrap().clone();
+        let finished: Vec<_> = events
+            .iter()
+            .filter(|e| e.parent == Some(*span_id))
+            .collect();
+        assert_eq!(finished.len(), 1, "{events:?}");
+        assert_eq!(finished[0].level, Level::DEBUG);
+        assert!(
+            finished[0].fields.contains("outcome=Completed"),
+            "{finished:?}"
+        );
+        let joined: Vec<_> = events.iter().filter(|e| e.level == Level::TRACE).collect();
+        assert_eq!(
+            joined.len(),
+            5,
+            "one event per coalesced caller: {events:?}"
+        );
+        assert!(joined.iter().all(|e| e.fields.contains("group=users")));
+        assert!(format!("{observer:?}").contains("executions: 0"));
+    }
+
+    #[test]
+    fn a_takeover_gets_its_own_span_and_a_debug_event() {
+        let capture = Capture::new(Level::DEBUG);
+        tracing::subscriber::with_default(capture.clone(), || {
+            let group = Group::<String, u32>::new()
+                .with_observer(Arc::new(TracingObserver::new("users")))
+                .with_leader_drop_policy(LeaderDropPolicy::Takeover);
+            let never = Gate::new();
+            let dropped = start(Box::pin(group.call("d", || async {
+                never.opened().await;
+                1
+            })));
+            let promoted = start(Box::pin(group.call("d", || async { 2 })));
+            drop(dropped);
+            assert_eq!(block_on(promoted), Ok(2));
+        });
+        let spans = capture.spans.lock().unwrap().clone();
+        assert_eq!(spans.len(), 2, "one span per execution: {spans:?}");
+        assert_eq!(capture.closed.lock().unwrap().len(), 2);
+        let events = capture.events.lock().unwrap().clone();
+        let outcome = |id: u64| {
+            events
+                .iter()
+                .find(|e| e.parent == Some(id))
+                .map(|e| e.fields.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            outcome(spans[0].0).contains("outcome=Dropped"),
+            "{events:?}"
+        );
+        assert!(
+            outcome(spans[1].0).contains("outcome=Completed"),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|e| e.fields.contains("took over")),
+            "{events:?}"
+        );
+        // TRACE is off: the waiter's event is filtered out.
+        assert!(events.iter().all(|e| e.level != Level::TRACE));
+    }
+
+    #[test]
+    fn a_disabled_span_stores_nothing() {
+        let capture = Capture::new(Level::INFO);
+        let observer = Arc::new(TracingObserver::new("users"));
+        tracing::subscriber::with_default(capture.clone(), || {
+            let group = Group::<String, u32>::new().with_observer(observer.clone());
+            let gate = Gate::new();
+            let leader = start(Box::pin(group.call("k", || async {
+                gate.opened().await;
+                1
+            })));
+            assert!(format!("{observer:?}").contains("executions: 0"));
+            gate.open();
+            assert_eq!(block_on(leader), Ok(1));
+        });
+        assert!(capture.spans.lock().unwrap().is_empty());
+        assert!(capture.events.lock().unwrap().is_empty());
+    }
+}
