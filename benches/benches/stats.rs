@@ -3,7 +3,10 @@
 //! `Stats` attached (counters only, the default), and with a `timed` `Stats` (counters plus
 //! two clock reads per execution). The gap is the whole cost of counting, since every hook
 //! runs and no wait hides it. Target: `stats` within 15% of `no-observer`.
-#![allow(missing_docs, reason = "criterion_group! defines an undocumented public function")]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented public function"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Uncontended cost per call: one thread, a fresh key per call, work that returns at once.
 //! What a coalescer adds to every call that turns out not to need it.
-#![allow(missing_docs, reason = "criterion_group! generates undocumented functions")]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates undocumented functions"
+)]
 
 use std::hint::black_box;
 
