@@ -2,6 +2,8 @@
 //! sleeping, and polling helpers that wait for observable state (waiter counts) instead of
 //! guessing durations.
 
+pub mod conformance;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

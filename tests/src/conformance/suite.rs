@@ -1,0 +1,677 @@
+//! The rules of DESIGN.md's semantics contract, one test body each, generic over the
+//! runtime [`Harness`]. Numbers in the docs refer to the contract's rules.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use singleflight_core::{Error, LeaderDropPolicy, Role};
+
+use super::{Caller, Counts, Ends, Harness, Kind, Probe, Report, Spec, Work, wait_until};
+use crate::Gate;
+
+fn group<H: Harness>() -> Arc<H::Group> {
+    Arc::new(H::group(LeaderDropPolicy::Takeover, None))
+}
+
+/// Starts a gated leader for `key` and waits until its work runs.
+async fn gated_leader<H: Harness>(
+    group: &Arc<H::Group>,
+    key: &str,
+    spec: Spec,
+    probe: &Probe,
+    gate: &Gate,
+    value: u64,
+) -> Caller {
+    let before = probe.started();
+    let leader = H::spawn_call(
+        group,
+        key,
+        spec,
+        Work::new(probe, Some(gate), Ends::Value(value)),
+    );
+    wait_until("the leader runs its work", || probe.started() > before).await;
+    leader
+}
+
+/// Starts `n` waiters for `key` (their own work would return `value`) and waits until they
+/// joined the flight.
+async fn join_waiters<H: Harness>(
+    group: &Arc<H::Group>,
+    key: &str,
+    spec: Spec,
+    probe: &Probe,
+    n: usize,
+    value: u64,
+) -> Vec<Caller> {
+    let before = H::waiters(group, key);
+    let waiters: Vec<_> = (0..n)
+        .map(|_| H::spawn_call(group, key, spec, Work::new(probe, None, Ends::Value(value))))
+        .collect();
+    wait_until("the waiters join", || H::waiters(group, key) == before + n).await;
+    waiters
+}
+
+/// 1, 3, 13: one execution per flight, shared by every overlapping caller; waiter counts.
+pub async fn coalesces_concurrent_callers<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 1).await;
+    assert_eq!(H::in_flight(&group), 1);
+    let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 5, 2).await;
+    assert_eq!(H::waiters(&group, "k"), 5);
+    gate.open();
+    assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+    for waiter in waiters {
+        assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
+    }
+    assert_eq!(probe.started(), 1);
+    assert_eq!(H::in_flight(&group), 0);
+    assert_eq!(H::waiters(&group, "k"), 0);
+}
+
+/// 1: different keys never wait on each other.
+pub async fn different_keys_do_not_wait<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let a = gated_leader::<H>(&group, "a", Spec::CALL, &probe, &gate, 1).await;
+    let b = H::spawn_call(
+        &group,
+        "b",
+        Spec::CALL,
+        Work::new(&probe, None, Ends::Value(2)),
+    );
+    assert_eq!(b.join().await, Report::Returned(Ok(2), Role::Leader));
+    assert!(!a.is_done());
+    assert_eq!(H::in_flight(&group), 1);
+    gate.open();
+    assert_eq!(a.join().await.value(), Some(1));
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 12: a `String`-keyed group is called with `&str`; the flight is found by borrowed key.
+pub async fn borrowed_key_joins_without_allocating_a_key<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let owned = String::from("user:42");
+    let leader = gated_leader::<H>(&group, &owned, Spec::CALL, &probe, &gate, 42).await;
+    assert!(H::contains(&group, "user:42"));
+    assert!(!H::contains(&group, "user:43"));
+    let waiters = join_waiters::<H>(&group, "user:42", Spec::CALL, &probe, 1, 0).await;
+    gate.open();
+    assert_eq!(leader.join().await.value(), Some(42));
+    for waiter in waiters {
+        assert_eq!(waiter.join().await.value(), Some(42));
+    }
+}
+
+/// 2: a fallible call shares the leader's error with every waiter; nothing is retried.
+pub async fn fallible_work_shares_the_error<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let spec = Spec::CALL.fallible();
+    let leader = H::spawn_call(
+        &group,
+        "k",
+        spec,
+        Work::new(&probe, Some(&gate), Ends::Fail("database is down")),
+    );
+    wait_until("the leader runs", || probe.started() == 1).await;
+    let waiters = join_waiters::<H>(&group, "k", spec, &probe, 3, 9).await;
+    gate.open();
+    let failed = Err(Error::Failed("database is down".to_string()));
+    assert_eq!(
+        leader.join().await,
+        Report::Returned(failed.clone(), Role::Leader)
+    );
+    for waiter in waiters {
+        assert_eq!(
+            waiter.join().await,
+            Report::Returned(failed.clone(), Role::Waiter)
+        );
+    }
+    assert_eq!(probe.started(), 1);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 4: waiters of a panicking leader get `Panicked` with the message; the leader's own call
+/// resumes the panic.
+pub async fn panic_reaches_waiters_with_its_message<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let leader = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL,
+        Work::new(&probe, Some(&gate), Ends::Panic("the work blew up")),
+    );
+    wait_until("the leader runs", || probe.started() == 1).await;
+    let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 3, 9).await;
+    gate.open();
+    assert_eq!(
+        leader.join().await,
+        Report::Panicked("the work blew up".to_string())
+    );
+    for waiter in waiters {
+        match waiter.join().await {
+            Report::Returned(Err(Error::Panicked(message)), Role::Waiter) => {
+                assert_eq!(message.as_str(), "the work blew up");
+            }
+            other => panic!("a waiter of a panicked flight got {other:?}"),
+        }
+    }
+    assert_eq!(probe.started(), 1, "waiters never re-run the work");
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 4: after a panic the key is not poisoned: the next call starts a fresh flight.
+pub async fn key_is_not_poisoned_after_a_panic<H: Harness>() {
+    let group = group::<H>();
+    let probe = Probe::default();
+    let panicking = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL,
+        Work::new(&probe, None, Ends::Panic("once")),
+    );
+    assert_eq!(panicking.join().await, Report::Panicked("once".to_string()));
+    let next = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL,
+        Work::new(&probe, None, Ends::Value(5)),
+    );
+    assert_eq!(next.join().await, Report::Returned(Ok(5), Role::Leader));
+    assert_eq!(probe.started(), 2);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 3: every call can tell whether it led or joined, for every kind of call.
+pub async fn role_tells_leader_from_waiter<H: Harness>() {
+    for kind in [Kind::Call, Kind::Detached, Kind::Blocking] {
+        for spec in [Spec::CALL.kind(kind), Spec::CALL.kind(kind).fallible()] {
+            let group = group::<H>();
+            let (probe, gate) = (Probe::default(), Gate::new());
+            let leader = gated_leader::<H>(&group, "k", spec, &probe, &gate, 3).await;
+            // The caller of detached work waits on its own flight, and counts as a waiter.
+            let base = H::waiters(&group, "k");
+            let waiter = H::spawn_call(&group, "k", spec, Work::new(&probe, None, Ends::Value(4)));
+            wait_until("the waiter joins", || H::waiters(&group, "k") == base + 1).await;
+            gate.open();
+            assert_eq!(
+                leader.join().await,
+                Report::Returned(Ok(3), Role::Leader),
+                "{spec:?}"
+            );
+            assert_eq!(
+                waiter.join().await,
+                Report::Returned(Ok(3), Role::Waiter),
+                "{spec:?}"
+            );
+            wait_until("the flight ends", || H::in_flight(&group) == 0).await;
+        }
+    }
+}
+
+/// 5: a dropped leader's oldest waiter takes over and runs its own work, the others wait
+/// for it, and at no moment do two executions run. (Blocking leaders cannot be dropped: the
+/// leader finishes and everyone shares its value.)
+pub async fn leader_drop_takeover_runs_one_execution_at_a_time<H: Harness>() {
+    let counts = Arc::new(Counts::default());
+    let group = Arc::new(H::group(LeaderDropPolicy::Takeover, Some(counts.clone())));
+    let (probe, first, second) = (Probe::default(), Gate::new(), Gate::new());
+    let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &first, 1).await;
+    let oldest = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL,
+        Work::new(&probe, Some(&second), Ends::Value(2)),
+    );
+    wait_until("the oldest waiter joins", || H::waiters(&group, "k") == 1).await;
+    let others = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 2, 3).await;
+    leader.cancel();
+    if H::CANCELLABLE {
+        assert_eq!(leader.join().await, Report::Cancelled);
+        wait_until("the oldest waiter takes over", || probe.started() == 2).await;
+        assert_eq!(H::waiters(&group, "k"), 2, "the others keep waiting");
+        assert_eq!(H::in_flight(&group), 1);
+        first.open();
+        second.open();
+        assert_eq!(oldest.join().await, Report::Returned(Ok(2), Role::Leader));
+        for other in others {
+            assert_eq!(other.join().await, Report::Returned(Ok(2), Role::Waiter));
+        }
+        assert_eq!(Counts::get(&counts.takeovers), 1);
+        assert_eq!(Counts::get(&counts.dropped), 1);
+    } else {
+        first.open();
+        assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(oldest.join().await, Report::Returned(Ok(1), Role::Waiter));
+        for other in others {
+            assert_eq!(other.join().await, Report::Returned(Ok(1), Role::Waiter));
+        }
+        assert_eq!(probe.started(), 1);
+    }
+    assert_eq!(probe.max_running(), 1, "two executions ran at once");
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 5: under `FailWaiters`, a dropped leader's waiters all get `LeaderDropped`, and the next
+/// call starts a new flight. (Blocking: the leader finishes; waiters share its value.)
+pub async fn leader_drop_fail_waiters<H: Harness>() {
+    let group = Arc::new(H::group(LeaderDropPolicy::FailWaiters, None));
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 1).await;
+    let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 3, 2).await;
+    leader.cancel();
+    if H::CANCELLABLE {
+        assert_eq!(leader.join().await, Report::Cancelled);
+        for waiter in waiters {
+            assert_eq!(
+                waiter.join().await,
+                Report::Returned(Err(Error::LeaderDropped), Role::Waiter)
+            );
+        }
+        assert_eq!(probe.started(), 1, "nobody took over");
+    } else {
+        gate.open();
+        assert_eq!(leader.join().await.value(), Some(1));
+        for waiter in waiters {
+            assert_eq!(waiter.join().await.value(), Some(1));
+        }
+    }
+    assert_eq!(H::in_flight(&group), 0);
+    let next = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL,
+        Work::new(&probe, None, Ends::Value(7)),
+    );
+    assert_eq!(next.join().await, Report::Returned(Ok(7), Role::Leader));
+}
+
+/// 7: a dropped waiter leaves only itself.
+pub async fn dropped_waiter_affects_no_one_else<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 1).await;
+    let mut waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 2, 2).await;
+    let leaving = waiters.remove(0);
+    leaving.cancel();
+    let left = if H::CANCELLABLE {
+        assert_eq!(leaving.join().await, Report::Cancelled);
+        assert_eq!(H::waiters(&group, "k"), 1);
+        None
+    } else {
+        Some(leaving)
+    };
+    assert!(!leader.is_done());
+    gate.open();
+    assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(
+        waiters.remove(0).join().await,
+        Report::Returned(Ok(1), Role::Waiter)
+    );
+    if let Some(leaving) = left {
+        assert_eq!(leaving.join().await.value(), Some(1));
+    }
+    assert_eq!(probe.started(), 1);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 6: detached work runs exactly once and finishes even if every caller goes away; a caller
+/// arriving meanwhile still joins it. (Blocking: callers cannot leave; the leader's thread
+/// runs the work to its end all the same.)
+pub async fn detached_work_survives_all_callers_leaving<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let spec = Spec::CALL.kind(Kind::Detached);
+    let first = gated_leader::<H>(&group, "k", spec, &probe, &gate, 1).await;
+    let base = H::waiters(&group, "k");
+    let second = H::spawn_call(&group, "k", spec, Work::new(&probe, None, Ends::Value(2)));
+    wait_until("the second caller joins", || {
+        H::waiters(&group, "k") == base + 1
+    })
+    .await;
+    first.cancel();
+    second.cancel();
+    let (first_report, second_report) = if H::CANCELLABLE {
+        let reports = (first.join().await, second.join().await);
+        assert_eq!(reports, (Report::Cancelled, Report::Cancelled));
+        assert_eq!(H::in_flight(&group), 1, "the work goes on without callers");
+        assert_eq!(H::waiters(&group, "k"), 0);
+        (None, None)
+    } else {
+        (Some(first), Some(second))
+    };
+    let late = H::spawn_call(&group, "k", spec, Work::new(&probe, None, Ends::Value(3)));
+    wait_until("a late caller joins", || {
+        H::waiters(&group, "k") == if H::CANCELLABLE { 1 } else { base + 2 }
+    })
+    .await;
+    gate.open();
+    assert_eq!(late.join().await, Report::Returned(Ok(1), Role::Waiter));
+    wait_until("the work finishes", || probe.finished() == 1).await;
+    wait_until("the flight ends", || H::in_flight(&group) == 0).await;
+    if let (Some(first), Some(second)) = (first_report, second_report) {
+        assert_eq!(first.join().await, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(second.join().await, Report::Returned(Ok(1), Role::Waiter));
+    }
+    assert_eq!(probe.started(), 1, "the work ran exactly once");
+}
+
+/// 4, 6: a panic of detached work reaches every caller, the one that started it included,
+/// as `Panicked` with the message. (Blocking: the leader's own call resumes the panic.)
+pub async fn detached_panic_reaches_every_caller<H: Harness>() {
+    for kind in [Kind::Detached, Kind::Blocking] {
+        let group = group::<H>();
+        let (probe, gate) = (Probe::default(), Gate::new());
+        let spec = Spec::CALL.kind(kind).fallible();
+        let first = H::spawn_call(
+            &group,
+            "k",
+            spec,
+            Work::new(&probe, Some(&gate), Ends::Panic("detached boom")),
+        );
+        wait_until("the work runs", || probe.started() == 1).await;
+        let base = H::waiters(&group, "k");
+        let second = H::spawn_call(&group, "k", spec, Work::new(&probe, None, Ends::Value(2)));
+        wait_until("the second caller joins", || {
+            H::waiters(&group, "k") == base + 1
+        })
+        .await;
+        gate.open();
+        let first = first.join().await;
+        if H::DETACHED {
+            match first {
+                Report::Returned(Err(Error::Panicked(message)), Role::Leader) => {
+                    assert_eq!(message.as_str(), "detached boom");
+                }
+                other => panic!("the starter of panicking detached work got {other:?}"),
+            }
+        } else {
+            assert_eq!(first, Report::Panicked("detached boom".to_string()));
+        }
+        match second.join().await {
+            Report::Returned(Err(Error::Panicked(message)), Role::Waiter) => {
+                assert_eq!(message.as_str(), "detached boom");
+            }
+            other => panic!("a waiter of panicking detached work got {other:?}"),
+        }
+        assert_eq!(probe.started(), 1);
+        wait_until("the flight ends", || H::in_flight(&group) == 0).await;
+    }
+}
+
+/// Blocking closures (tokio's `spawn_blocking`, smol's `unblock`) are coalesced like any work.
+pub async fn blocking_pool_work_is_coalesced<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let spec = Spec::CALL.kind(Kind::Blocking);
+    let leader = gated_leader::<H>(&group, "k", spec, &probe, &gate, 11).await;
+    let base = H::waiters(&group, "k");
+    let waiters: Vec<_> = (0..4)
+        .map(|_| H::spawn_call(&group, "k", spec, Work::new(&probe, None, Ends::Value(0))))
+        .collect();
+    wait_until("the waiters join", || H::waiters(&group, "k") == base + 4).await;
+    gate.open();
+    assert_eq!(leader.join().await, Report::Returned(Ok(11), Role::Leader));
+    for waiter in waiters {
+        assert_eq!(waiter.join().await, Report::Returned(Ok(11), Role::Waiter));
+    }
+    assert_eq!(probe.started(), 1);
+    wait_until("the flight ends", || H::in_flight(&group) == 0).await;
+}
+
+/// 10: a waiter's timeout ends only that waiter; the flight goes on and a later caller still
+/// joins the same flight.
+pub async fn waiter_timeout_ends_only_that_waiter<H: Harness>() {
+    let counts = Arc::new(Counts::default());
+    let group = Arc::new(H::group(LeaderDropPolicy::Takeover, Some(counts.clone())));
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 1).await;
+    let impatient = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL.timeout(H::TIMEOUT),
+        Work::new(&probe, None, Ends::Value(2)),
+    );
+    assert_eq!(
+        impatient.join().await,
+        Report::Returned(Err(Error::Timeout), Role::Waiter)
+    );
+    assert_eq!(H::waiters(&group, "k"), 0);
+    assert!(H::contains(&group, "k"), "the flight goes on");
+    assert!(!leader.is_done());
+    let later = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 3).await;
+    gate.open();
+    assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+    for waiter in later {
+        assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
+    }
+    assert_eq!(
+        probe.started(),
+        1,
+        "the later caller joined the same flight"
+    );
+    assert_eq!(Counts::get(&counts.timeouts), 1);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 10, 5: a leader's timeout cancels it: its oldest waiter takes over. (Blocking: a timeout
+/// bounds only waiting; the leading thread runs its work to the end.)
+pub async fn leader_timeout_is_a_cancellation<H: Harness>() {
+    let counts = Arc::new(Counts::default());
+    let group = Arc::new(H::group(LeaderDropPolicy::Takeover, Some(counts.clone())));
+    let (probe, first, second) = (Probe::default(), Gate::new(), Gate::new());
+    let leader = gated_leader::<H>(
+        &group,
+        "k",
+        // Long enough on a real clock for the waiter to join first.
+        Spec::CALL.timeout(H::TIMEOUT * 40),
+        &probe,
+        &first,
+        1,
+    )
+    .await;
+    let waiter = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL,
+        Work::new(&probe, Some(&second), Ends::Value(2)),
+    );
+    wait_until("the waiter joins", || H::waiters(&group, "k") == 1).await;
+    if H::CANCELLABLE {
+        assert_eq!(
+            leader.join().await,
+            Report::Returned(Err(Error::Timeout), Role::Leader)
+        );
+        wait_until("the waiter takes over", || probe.started() == 2).await;
+        second.open();
+        assert_eq!(waiter.join().await, Report::Returned(Ok(2), Role::Leader));
+        assert_eq!(Counts::get(&counts.timeouts), 1);
+        assert_eq!(Counts::get(&counts.takeovers), 1);
+    } else {
+        first.open();
+        assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(Counts::get(&counts.timeouts), 0);
+    }
+    assert_eq!(probe.max_running(), 1);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 9: `forget` while in flight: old callers get the old outcome, new calls start a new
+/// flight, and the old flight finishing never removes the new flight's entry.
+pub async fn forget_while_in_flight_keeps_the_new_flight<H: Harness>() {
+    let group = group::<H>();
+    let (probe, old_gate, new_gate) = (Probe::default(), Gate::new(), Gate::new());
+    let old = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &old_gate, 1).await;
+    let old_waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 2, 0).await;
+    assert!(H::forget(&group, "k"));
+    assert!(!H::contains(&group, "k"));
+    assert_eq!(H::waiters(&group, "k"), 0);
+    assert_eq!(H::in_flight(&group), 1, "a forgotten flight still runs");
+    let new = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &new_gate, 2).await;
+    assert_eq!(H::in_flight(&group), 2);
+    let new_waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 0).await;
+    old_gate.open();
+    assert_eq!(old.join().await, Report::Returned(Ok(1), Role::Leader));
+    for waiter in old_waiters {
+        assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
+    }
+    assert!(
+        H::contains(&group, "k"),
+        "the old flight removed the new entry"
+    );
+    assert_eq!(H::in_flight(&group), 1);
+    let late = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 0).await;
+    new_gate.open();
+    assert_eq!(new.join().await, Report::Returned(Ok(2), Role::Leader));
+    for waiter in new_waiters.into_iter().chain(late) {
+        assert_eq!(waiter.join().await, Report::Returned(Ok(2), Role::Waiter));
+    }
+    assert_eq!(probe.started(), 2);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 9: forgetting an absent key is a no-op that leaves nothing behind.
+pub async fn forget_absent_key_leaves_nothing<H: Harness>() {
+    let group = group::<H>();
+    assert!(!H::forget(&group, "nobody"));
+    assert_eq!(H::forget_all(&group), 0);
+    assert_eq!(H::in_flight(&group), 0);
+    let probe = Probe::default();
+    let call = H::spawn_call(
+        &group,
+        "nobody",
+        Spec::CALL,
+        Work::new(&probe, None, Ends::Value(1)),
+    );
+    assert_eq!(call.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert!(!H::forget(&group, "nobody"), "a finished flight is gone");
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 9: `forget_all` detaches every flight; each still delivers to its callers.
+pub async fn forget_all_detaches_every_flight<H: Harness>() {
+    let group = group::<H>();
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let a = gated_leader::<H>(&group, "a", Spec::CALL, &probe, &gate, 1).await;
+    let b = gated_leader::<H>(&group, "b", Spec::CALL, &probe, &gate, 2).await;
+    assert_eq!(H::forget_all(&group), 2);
+    assert_eq!(H::forget_all(&group), 0, "already detached");
+    let a2 = gated_leader::<H>(&group, "a", Spec::CALL, &probe, &gate, 3).await;
+    assert_eq!(H::in_flight(&group), 3);
+    gate.open();
+    assert_eq!(a.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(b.join().await, Report::Returned(Ok(2), Role::Leader));
+    assert_eq!(a2.join().await, Report::Returned(Ok(3), Role::Leader));
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 11: a call for K from inside K's own work returns `Reentrant` instead of hanging.
+pub async fn reentrant_call_is_detected<H: Harness>() {
+    let group = group::<H>();
+    let caller = H::spawn_reentrant(&group, "k");
+    assert_eq!(
+        caller.join().await,
+        Report::Returned(Ok(0), Role::Leader),
+        "the inner call did not return Error::Reentrant"
+    );
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// 8: a call registers on first poll; a future never polled pins nothing.
+pub async fn unpolled_call_pins_nothing<H: Harness>() {
+    let group = group::<H>();
+    assert_eq!(H::unpolled_in_flight(&group, "k"), 0);
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// The race between a caller registering and the leader publishing: every caller either
+/// joins the flight and gets its value, or starts a new flight; nobody hangs, nobody gets a
+/// stale value, and each execution has exactly one leader.
+pub async fn registering_at_the_instant_of_publication<H: Harness>() {
+    const ROUNDS: u64 = 300;
+    let group = group::<H>();
+    let probe = Probe::default();
+    let mut leaders = 0;
+    for round in 0..ROUNDS {
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                H::spawn_call(
+                    &group,
+                    "hot",
+                    Spec::CALL,
+                    Work::new(&probe, None, Ends::Value(round)),
+                )
+            })
+            .collect();
+        for caller in callers {
+            let report = caller.join().await;
+            assert_eq!(report.value(), Some(round), "round {round}: {report:?}");
+            if report.role() == Some(Role::Leader) {
+                leaders += 1;
+            }
+        }
+        assert_eq!(H::in_flight(&group), 0, "round {round}");
+    }
+    assert_eq!(leaders, probe.started(), "one leader per execution");
+    assert!(probe.started() >= ROUNDS as usize);
+}
+
+/// 7: 100,000 calls on distinct keys that register and are dropped mid-flight (a waiter
+/// with each) leave `in_flight() == 0`.
+pub async fn cancellation_churn_leaves_nothing_in_flight<H: Harness>() {
+    let counts = Arc::new(Counts::default());
+    let group = H::group(LeaderDropPolicy::Takeover, Some(counts.clone()));
+    H::churn(&group, 100_000);
+    assert_eq!(H::in_flight(&group), 0);
+    assert_eq!(
+        Counts::get(&counts.flights_started),
+        Counts::get(&counts.flights_finished)
+    );
+}
+
+/// Observer counting: every call is counted exactly once, as a hit or a miss, whatever its
+/// end (value, timeout, detached).
+pub async fn observer_counts_every_call_once<H: Harness>() {
+    let counts = Arc::new(Counts::default());
+    let group = Arc::new(H::group(LeaderDropPolicy::Takeover, Some(counts.clone())));
+    let (probe, gate) = (Probe::default(), Gate::new());
+    let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 1).await;
+    let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 3, 0).await;
+    let impatient = H::spawn_call(
+        &group,
+        "k",
+        Spec::CALL.timeout(H::TIMEOUT),
+        Work::new(&probe, None, Ends::Value(0)),
+    );
+    assert_eq!(
+        impatient.join().await,
+        Report::Returned(Err(Error::Timeout), Role::Waiter)
+    );
+    let detached = H::spawn_call(
+        &group,
+        "d",
+        Spec::CALL.kind(Kind::Detached),
+        Work::new(&probe, None, Ends::Value(5)),
+    );
+    assert_eq!(detached.join().await.value(), Some(5));
+    gate.open();
+    assert_eq!(leader.join().await.value(), Some(1));
+    for waiter in waiters {
+        assert_eq!(waiter.join().await.value(), Some(1));
+    }
+    wait_until("every flight ends", || H::in_flight(&group) == 0).await;
+    let (hits, misses) = (Counts::get(&counts.hits), Counts::get(&counts.misses));
+    assert_eq!(
+        (hits, misses),
+        (4, 2),
+        "3 waiters + 1 timed out; 2 executions"
+    );
+    assert_eq!(Counts::get(&counts.timeouts), 1);
+    assert_eq!(Counts::get(&counts.flights_started), 2);
+    assert_eq!(Counts::get(&counts.flights_finished), 2);
+    assert_eq!(counts.executions_finished.load(Ordering::SeqCst), 2);
+}
