@@ -1,0 +1,419 @@
+//! `#[coalesce]`: a function whose concurrent calls with equal arguments run once.
+//!
+//! The attribute is the one-line form of a singleflight group (Python's
+//! `@shared.group(key_fn=...)`): the first call for a key runs the body, and every call with
+//! an equal key made while it runs receives a clone of its outcome. Use it through the
+//! front-end your code runs on, with its `macros` feature:
+//!
+//! | front-end | attribute | annotates |
+//! |---|---|---|
+//! | `singleflight-blocking` | `singleflight_blocking::coalesce` | `fn` (std threads) |
+//! | `singleflight-tokio` | `singleflight_tokio::coalesce` | `async fn` |
+//! | `singleflight-smol` | `singleflight_smol::coalesce` | `async fn` |
+//! | `singleflight-async-std` | `singleflight_async_std::coalesce` | `async fn` |
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use singleflight_tokio::{Error, coalesce};
+//!
+//! static QUERIES: AtomicUsize = AtomicUsize::new(0);
+//!
+//! #[derive(Clone, Debug, PartialEq)]
+//! struct User { id: u64, name: String }
+//!
+//! /// Loads a user; concurrent loads of one id share a single query.
+//! #[coalesce]
+//! async fn load_user(id: u64) -> User {
+//!     QUERIES.fetch_add(1, Ordering::Relaxed);
+//!     User { id, name: "Ada".into() }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let (a, b) = tokio::join!(load_user(42), load_user(42));
+//!     assert_eq!(a, b);
+//!     assert_eq!(a, Ok(User { id: 42, name: "Ada".into() }));
+//!     assert_eq!(QUERIES.load(Ordering::Relaxed), 1);
+//!     // The generated accessor reaches the function's group.
+//!     assert_eq!(load_user_group().in_flight(), 0);
+//! }
+//! ```
+//!
+//! # What the attribute generates
+//!
+//! For `#[coalesce] async fn fetch(id: u64, region: String) -> Result<Page, DbError>`:
+//!
+//! * **`fetch`**, with the same name, visibility, arguments and attributes, returning
+//!   **`Result<Page, Error<DbError>>`**: the value, or why there is none. The return type
+//!   decides the call:
+//!
+//!   | the function returns | the work runs with | callers get |
+//!   |---|---|---|
+//!   | `T` (or nothing: `()`) | `call` | `Result<T, Error>` |
+//!   | `Result<V, E>` | `try_call` | `Result<V, Error<E>>`: the leader's `Err(e)` reaches every caller as `Error::Failed(e)` |
+//!
+//!   `Error` is the front-end's error: besides `Failed`, a waiter sees `Panicked` if the work
+//!   panicked (the leader's own call resumes the panic), `Timeout` if the `timeout` option
+//!   elapsed, `LeaderDropped` under `leader_drop = FailWaiters`, `Reentrant` if the call was
+//!   made from inside its own flight. Nothing is swallowed or defaulted: a caller who only
+//!   wants the value writes `?` or `.expect(..)` and sees why. `Result` is recognised by
+//!   its last path segment with two type arguments; an alias that hides the error type
+//!   (`io::Result<T>`) is rejected — write `Result<T, io::Error>`.
+//!
+//! * **`fetch_group()`** (rename it with `group = name`), with the function's visibility:
+//!   `&'static Group<K, T>`, the function's own group, where `K` is the key type and `T` the
+//!   value the work returns (`Result<Page, DbError>` here). Use it to `forget(&key)` a
+//!   flight, `forget_all()`, read `waiters(&key)` and `in_flight()` — tests wait on waiter
+//!   counts through it instead of sleeping.
+//!
+//! * A hidden `__coalesce_fetch` holding the original body, which the leader runs.
+//!
+//! The group is a `static` inside `fetch_group`, created on first use. Each annotated
+//! function has its own, so two functions never share keys, even with equal names in
+//! different modules (shared-call-py keys by function name and mixes those up).
+//!
+//! # The key
+//!
+//! By default the key is **the arguments, owned**: one argument is the key itself
+//! (`fetch_group().forget(&42)`), several make a tuple (`forget(&(42, "eu".to_string()))`),
+//! none make `()`. Each call clones its arguments into the key, so every argument must be
+//! `Hash + Eq + Clone` and owned (`String`, not `&str`; `&'static` references are fine).
+//! Anything else is a compile error naming the argument and the fix.
+//!
+//! A custom key replaces that (shared-call-py's `key_fn`), as an expression or a closure.
+//! Its type is written out, because it names the function's `static` group:
+//!
+//! ```
+//! # use singleflight_blocking::coalesce;
+//! # #[derive(Clone)] struct Profile;
+//! // An expression over the arguments, each seen as a shared reference (and `self`).
+//! #[coalesce(key: u64 = *user_id)]
+//! fn profile(user_id: u64, include_details: bool) -> Profile {
+//!     # let _ = include_details;
+//!     Profile
+//! }
+//!
+//! // A closure, given a shared reference to each argument in order.
+//! #[coalesce(key: String = |user_id, _include_details| format!("user:{user_id}"))]
+//! fn profile_by_name(user_id: u64, include_details: bool) -> Profile {
+//!     # let _ = include_details;
+//!     Profile
+//! }
+//! # profile(1, true).unwrap();
+//! # profile_by_name(1, true).unwrap();
+//! # assert!(!profile_group().contains(&1));
+//! # assert!(!profile_by_name_group().contains("user:1"));
+//! ```
+//!
+//! With a custom key, arguments need not be `Hash`, `Eq`, `Clone` or owned: calls that
+//! borrow (`name: &str`) are fine, since the work runs inside the leading call.
+//!
+//! ## Methods
+//!
+//! On a method, **`self` is not part of the automatic key**: the group belongs to the
+//! method, every instance shares it, and calls on two different instances with equal
+//! arguments coalesce. That is right for a client whose instances talk to the same service,
+//! and wrong when the instance matters — then put what matters in a custom key:
+//!
+//! ```
+//! # use singleflight_blocking::coalesce;
+//! struct Api { base: String }
+//!
+//! impl Api {
+//!     /// One request per endpoint in flight, across every `Api`.
+//!     #[coalesce]
+//!     fn get(&self, endpoint: String) -> String {
+//!         format!("{}{endpoint}", self.base)
+//!     }
+//!
+//!     /// One request per (base, endpoint) in flight.
+//!     #[coalesce(key: (String, String) = (self.base.clone(), endpoint.clone()))]
+//!     fn get_from(&self, endpoint: String) -> String {
+//!         format!("{}{endpoint}", self.base)
+//!     }
+//! }
+//! # let api = Api { base: "https://a".into() };
+//! # assert_eq!(api.get("/x".into()).unwrap(), "https://a/x");
+//! # assert_eq!(api.get_from("/x".into()).unwrap(), "https://a/x");
+//! # assert_eq!(Api::get_group().in_flight(), 0);
+//! ```
+//!
+//! In an `impl` block the accessor is an associated function (`Api::get_group()`). The
+//! receiver is what tells the attribute it is inside an `impl`, so an associated function
+//! without `self` is not supported (write a free function); neither are trait methods.
+//!
+//! # Options
+//!
+//! `#[coalesce(key: K = expr, detached, timeout = d, leader_drop = P, observer = o, group = name, crate = path)]`,
+//! all optional, in any order:
+//!
+//! | option | meaning | front-ends |
+//! |---|---|---|
+//! | `key: K = expr` | the custom key above | all |
+//! | `detached` | spawn the work (`call_detached`): it runs to the end even if every caller goes away; arguments are moved into it (`Send + 'static`), so it can't borrow `self` | async |
+//! | `timeout = d` | each caller waits at most `d` (a `Duration` expression, evaluated per call), then gets `Error::Timeout`; the flight goes on for everyone else (an async leader that times out is cancelled, as if dropped) | all |
+//! | `leader_drop = Takeover` or `FailWaiters` | what waiters do when the leading call is dropped: the oldest takes over (default), or all get `Error::LeaderDropped` | async |
+//! | `observer = expr` | attach an observer, such as a shared `Arc<singleflight_stats::Stats>`: an expression coercible to `Arc<dyn Observer>`, evaluated once, when the group is created (so it may name statics and functions, not the arguments) | all |
+//! | `group = name` | name the accessor (default `<fn>_group`) | all |
+//! | `crate = path` | where the front-end crate is, if renamed (see below) | all |
+//!
+//! # Which front-end, and renamed crates
+//!
+//! Each front-end re-exports its own entry point of this crate as `coalesce`
+//! (`coalesce_tokio` as `singleflight_tokio::coalesce`, and so on), so the attribute knows
+//! the runtime from the path it was called by. The expansion names the front-end only
+//! through its hidden `__private` module (`::singleflight_tokio::__private::Group`, ...), the
+//! one seam between the two crates. If the dependency is renamed in `Cargo.toml`
+//! (`sf = { package = "singleflight-tokio", ... }`) or reached through another crate, say
+//! where it is: `#[sf::coalesce(crate = ::sf)]`.
+//!
+//! # Use cases, with the attribute and with a `Group`
+//!
+//! Each of shared-call-py's scenarios twice: the attribute, and the same thing with the
+//! front-end's `Group` by hand — which is what the attribute writes, and what to reach for
+//! when one group should serve several functions, or the key is computed elsewhere.
+//!
+//! ## Protect a database
+//!
+//! A hundred requests for one user become one query; the connection pool stays calm.
+//!
+//! ```
+//! # #[derive(Clone, Debug, PartialEq)] struct User(u64);
+//! # #[derive(Clone, Debug, PartialEq)] struct DbError;
+//! # async fn query_user(id: u64) -> Result<User, DbError> { Ok(User(id)) }
+//! use std::sync::LazyLock;
+//! use singleflight_tokio::{Error, Group, coalesce};
+//!
+//! #[coalesce]
+//! async fn user_profile(user_id: u64) -> Result<User, DbError> {
+//!     query_user(user_id).await
+//! }
+//!
+//! // By hand:
+//! static PROFILES: LazyLock<Group<u64, Result<User, DbError>>> = LazyLock::new(Group::new);
+//!
+//! async fn user_profile_by_hand(user_id: u64) -> Result<User, Error<DbError>> {
+//!     PROFILES.try_call(&user_id, || query_user(user_id)).await
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! #     assert_eq!(user_profile(1).await, Ok(User(1)));
+//! #     assert_eq!(user_profile_by_hand(1).await, Ok(User(1)));
+//! # }
+//! ```
+//!
+//! ## Respect a rate limit
+//!
+//! Concurrent identical API calls spend one request of the quota, not one each. The
+//! client's instances share the method's group, so the endpoint alone is the key.
+//!
+//! ```
+//! # #[derive(Clone, Debug, PartialEq)] struct ApiError;
+//! # struct Http;
+//! # impl Http { async fn get(&self, endpoint: &str) -> Result<String, ApiError> { Ok(endpoint.into()) } }
+//! use singleflight_tokio::{Error, Group, coalesce};
+//!
+//! struct ApiClient { http: Http }
+//!
+//! impl ApiClient {
+//!     #[coalesce]
+//!     async fn fetch_data(&self, endpoint: String) -> Result<String, ApiError> {
+//!         self.http.get(&endpoint).await
+//!     }
+//! }
+//!
+//! // By hand: the group is a field, so each client has its own.
+//! struct ApiClientByHand { http: Http, flights: Group<String, Result<String, ApiError>> }
+//!
+//! impl ApiClientByHand {
+//!     async fn fetch_data(&self, endpoint: &str) -> Result<String, Error<ApiError>> {
+//!         self.flights.try_call(endpoint, || self.http.get(endpoint)).await
+//!     }
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! #     let client = ApiClient { http: Http };
+//! #     assert_eq!(client.fetch_data("/a".into()).await, Ok("/a".to_string()));
+//! #     let client = ApiClientByHand { http: Http, flights: Group::new() };
+//! #     assert_eq!(client.fetch_data("/a").await, Ok("/a".to_string()));
+//! # }
+//! ```
+//!
+//! ## Prevent a cache stampede
+//!
+//! When a cached entry expires, the first request refills it and the rest wait for that
+//! refill. `detached` lets the refill finish (and fill the cache) even if the callers give
+//! up on their `timeout` first; the `Stats` shows how many refills were saved.
+//!
+//! ```
+//! # fn cache_set(_: &str, _: &str) {}
+//! # async fn expensive_computation() -> String { "hot".into() }
+//! use std::sync::{Arc, LazyLock};
+//! use std::time::Duration;
+//! use singleflight_stats::Stats;
+//! use singleflight_tokio::{Error, Group, coalesce};
+//!
+//! static STATS: LazyLock<Arc<Stats>> = LazyLock::new(|| Arc::new(Stats::new()));
+//!
+//! #[coalesce(detached, timeout = Duration::from_secs(2), observer = STATS.clone())]
+//! async fn popular_item() -> String {
+//!     let item = expensive_computation().await;
+//!     cache_set("popular_item", &item);
+//!     item
+//! }
+//!
+//! // By hand:
+//! static REFILLS: LazyLock<Group<(), String>> =
+//!     LazyLock::new(|| Group::new().with_observer(STATS.clone()));
+//!
+//! async fn popular_item_by_hand() -> Result<String, Error> {
+//!     let refill = REFILLS.call_detached(&(), || async {
+//!         let item = expensive_computation().await;
+//!         cache_set("popular_item", &item);
+//!         item
+//!     });
+//!     REFILLS.timeout(Duration::from_secs(2), refill).await
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! #     assert_eq!(popular_item().await.as_deref(), Ok("hot"));
+//! #     assert_eq!(popular_item_by_hand().await.as_deref(), Ok("hot"));
+//! #     assert_eq!(STATS.snapshot().misses, 2);
+//! # }
+//! ```
+//!
+//! ## Deduplicate background jobs
+//!
+//! A webhook delivered twice while the first delivery is still being processed is
+//! processed once; both deliveries get the outcome. (Once the first has finished, a
+//! redelivery runs again: coalescing is not idempotency — keep a processed-ids table for
+//! that.) On threads:
+//!
+//! ```
+//! # #[derive(Clone, Debug, PartialEq)] struct Receipt;
+//! # #[derive(Clone, Debug, PartialEq)] struct PaymentError;
+//! # fn process_payment(_: &str) -> Result<Receipt, PaymentError> { Ok(Receipt) }
+//! use std::sync::LazyLock;
+//! use singleflight_blocking::{Error, Group, coalesce};
+//!
+//! #[coalesce]
+//! fn process_webhook(webhook_id: String) -> Result<Receipt, PaymentError> {
+//!     process_payment(&webhook_id)
+//! }
+//!
+//! // By hand:
+//! static WEBHOOKS: LazyLock<Group<String, Result<Receipt, PaymentError>>> =
+//!     LazyLock::new(Group::new);
+//!
+//! fn process_webhook_by_hand(webhook_id: &str) -> Result<Receipt, Error<PaymentError>> {
+//!     WEBHOOKS.try_call(webhook_id, || process_payment(webhook_id))
+//! }
+//! # assert_eq!(process_webhook("wh_1".into()), Ok(Receipt));
+//! # assert_eq!(process_webhook_by_hand("wh_1"), Ok(Receipt));
+//! ```
+//!
+//! # When not to coalesce
+//!
+//! Coalescing hands one execution's outcome to every caller that overlaps it.
+//!
+//! * **Writes** (`POST`, `PUT`, `DELETE`, `INSERT`): two callers who each mean to write
+//!   must each write; merging them loses one.
+//! * **Per-user data**: with a key that leaves out the user, one user's answer reaches
+//!   another. Put the user (or tenant, or permission set) in the key, or don't coalesce.
+//!   Mind methods: `self` is not in the automatic key.
+//! * **Side effects** each caller relies on (sending an email, charging a card, counting a
+//!   visit): they happen once per flight, not once per call.
+//! * **Freshness**: a caller that joins late receives a result computed a moment before
+//!   it asked. `forget` the key when that matters.
+//!
+//! # MSRV
+//!
+//! Rust 1.85 (the expansion uses `std::sync::LazyLock` and `#[diagnostic::on_unimplemented]`).
+#![forbid(unsafe_code)]
+
+mod expand;
+mod front_end;
+mod options;
+mod signature;
+
+use proc_macro::TokenStream;
+
+use front_end::FrontEnd;
+
+/// `#[coalesce]` for `singleflight-blocking`: use it as `singleflight_blocking::coalesce`
+/// on a plain `fn`. See the [crate docs](crate) for the key, the options and the generated
+/// items.
+///
+/// ```
+/// use singleflight_blocking::{Error, coalesce};
+///
+/// #[coalesce]
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// assert_eq!(square(7), Ok(49));
+/// assert_eq!(square_group().in_flight(), 0);
+/// ```
+#[proc_macro_attribute]
+pub fn coalesce_blocking(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::coalesce(FrontEnd::Blocking, attr.into(), item.into()).into()
+}
+
+/// `#[coalesce]` for `singleflight-tokio`: use it as `singleflight_tokio::coalesce` on an
+/// `async fn`. See the [crate docs](crate) for the key, the options and the generated items.
+///
+/// ```
+/// use singleflight_tokio::coalesce;
+///
+/// #[coalesce]
+/// async fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(square(7).await, Ok(49));
+/// # }
+/// ```
+#[proc_macro_attribute]
+pub fn coalesce_tokio(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::coalesce(FrontEnd::Tokio, attr.into(), item.into()).into()
+}
+
+/// `#[coalesce]` for `singleflight-smol`: use it as `singleflight_smol::coalesce` on an
+/// `async fn`. See the [crate docs](crate) for the key, the options and the generated items.
+///
+/// ```
+/// use singleflight_smol::coalesce;
+///
+/// #[coalesce]
+/// async fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// assert_eq!(smol::block_on(square(7)), Ok(49));
+/// ```
+#[proc_macro_attribute]
+pub fn coalesce_smol(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::coalesce(FrontEnd::Smol, attr.into(), item.into()).into()
+}
+
+/// `#[coalesce]` for `singleflight-async-std`: use it as `singleflight_async_std::coalesce`
+/// on an `async fn`. See the [crate docs](crate) for the key, the options and the generated
+/// items.
+///
+/// ```
+/// use singleflight_async_std::coalesce;
+///
+/// #[coalesce]
+/// async fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// assert_eq!(smol::block_on(square(7)), Ok(49));
+/// ```
+#[proc_macro_attribute]
+pub fn coalesce_async_std(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::coalesce(FrontEnd::AsyncStd, attr.into(), item.into()).into()
+}

@@ -1,0 +1,336 @@
+//! Reading the annotated function: what its arguments are, what it returns, and every
+//! reason it can't be coalesced, each reported at the offending tokens.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident};
+use syn::spanned::Spanned;
+use syn::{
+    FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, Receiver, ReturnType,
+    Type,
+};
+
+use crate::front_end::FrontEnd;
+use crate::options::Options;
+
+/// One argument besides the receiver.
+pub(crate) struct Arg {
+    /// The name the generated function gives it: the pattern's identifier, or `__arg<i>`.
+    pub(crate) ident: Ident,
+    /// The name error messages use (`id`, or `#2` for a destructuring pattern).
+    pub(crate) display: String,
+    pub(crate) ty: Type,
+}
+
+/// What the work returns, and so what every caller receives.
+pub(crate) enum Output {
+    /// `-> T` (or nothing: `()`): called with `call`, callers get `Result<T, Error>`.
+    Value(Type),
+    /// `-> Result<V, E>`: called with `try_call`, callers get `Result<V, Error<E>>`.
+    Fallible { ok: Type, err: Type },
+}
+
+/// The parts of the function the expansion needs.
+pub(crate) struct Signature {
+    pub(crate) receiver: Option<Receiver>,
+    pub(crate) args: Vec<Arg>,
+    pub(crate) output: Output,
+}
+
+/// Collects errors so that one compile shows every problem, not just the first.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, span: Span, message: impl std::fmt::Display) {
+        let error = syn::Error::new(span, message);
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+impl Signature {
+    pub(crate) fn read(front_end: FrontEnd, item: &ItemFn, options: &Options) -> syn::Result<Self> {
+        let sig = &item.sig;
+        let name = &sig.ident;
+        let mut errors = Errors::default();
+
+        match (front_end.is_async(), &sig.asyncness) {
+            (true, None) => errors.push(
+                sig.fn_token.span,
+                format!(
+                    "`{}`'s #[coalesce] is for `async fn`; for a plain `fn` use \
+                     singleflight-blocking's #[coalesce]",
+                    front_end.crate_name()
+                ),
+            ),
+            (false, Some(asyncness)) => errors.push(
+                asyncness.span,
+                "singleflight-blocking's #[coalesce] is for plain `fn`; for an `async fn` use the \
+                 #[coalesce] of singleflight-tokio, singleflight-smol or singleflight-async-std",
+            ),
+            _ => {}
+        }
+        if let Some(constness) = &sig.constness {
+            errors.push(
+                constness.span,
+                "a `const fn` can't be coalesced: its calls run at compile time",
+            );
+        }
+        if let Some(unsafety) = &sig.unsafety {
+            errors.push(unsafety.span, "#[coalesce] does not support `unsafe fn`");
+        }
+        if let Some(abi) = &sig.abi {
+            errors.push(
+                abi.span(),
+                "#[coalesce] does not support `extern` functions",
+            );
+        }
+        if let Some(variadic) = &sig.variadic {
+            errors.push(
+                variadic.span(),
+                "#[coalesce] does not support variadic functions",
+            );
+        }
+        for param in &sig.generics.params {
+            match param {
+                GenericParam::Lifetime(_) => {}
+                GenericParam::Type(_) | GenericParam::Const(_) => errors.push(
+                    param.span(),
+                    format!(
+                        "a #[coalesce] fn can't be generic: `{name}` has one group, a `static`, \
+                         and a static can't depend on type parameters; write one non-generic \
+                         #[coalesce] fn per type (each may call a generic helper)"
+                    ),
+                ),
+            }
+        }
+
+        let mut receiver = None;
+        let mut args = Vec::new();
+        for (index, input) in sig.inputs.iter().enumerate() {
+            match input {
+                FnArg::Receiver(r) => {
+                    if options.detached.is_some() && borrows_self(r) {
+                        errors.push(
+                            r.span(),
+                            "`detached` work is spawned and outlives its caller, so it can't \
+                             borrow `self`: take `self` by value or as `self: Arc<Self>`, or drop \
+                             `detached`",
+                        );
+                    }
+                    receiver = Some(r.clone());
+                }
+                FnArg::Typed(typed) => {
+                    let (ident, display) = match &*typed.pat {
+                        Pat::Ident(pat) if pat.subpat.is_none() => {
+                            (pat.ident.clone(), format!("`{}`", pat.ident))
+                        }
+                        _ => (format_ident!("__arg{}", index), format!("#{}", index + 1)),
+                    };
+                    let ty = (*typed.ty).clone();
+                    if let Some((span, problem)) = problem(&ty) {
+                        match problem {
+                            Problem::ImplTrait => errors.push(
+                                span,
+                                format!(
+                                    "argument {display} has an `impl Trait` type, which makes \
+                                     `{name}` generic; a #[coalesce] fn needs concrete types"
+                                ),
+                            ),
+                            Problem::Borrowed if options.key.is_none() => errors.push(
+                                span,
+                                format!(
+                                    "argument {display} is borrowed, but #[coalesce] keys each \
+                                     call by its arguments, owned, for as long as the call is in \
+                                     flight; take an owned type (`String`, not `&str`), or give \
+                                     the key yourself: `#[coalesce(key: <Type> = <expression over \
+                                     the arguments>)]`"
+                                ),
+                            ),
+                            Problem::Borrowed if options.detached.is_some() => errors.push(
+                                span,
+                                format!(
+                                    "argument {display} is borrowed, but `detached` work is \
+                                     spawned and outlives its caller; take an owned type"
+                                ),
+                            ),
+                            Problem::SelfType if options.key.is_none() => errors.push(
+                                span,
+                                format!(
+                                    "argument {display} names `Self`, which the function's \
+                                     `static` group can't; write the type out"
+                                ),
+                            ),
+                            Problem::Borrowed | Problem::SelfType => {}
+                        }
+                    }
+                    args.push(Arg { ident, display, ty });
+                }
+            }
+        }
+
+        let output = match &sig.output {
+            ReturnType::Default => Output::Value(syn::parse_quote!(())),
+            ReturnType::Type(_, ty) => {
+                if let Some((span, problem)) = problem(ty) {
+                    errors.push(
+                        span,
+                        match problem {
+                            Problem::Borrowed => {
+                                "a #[coalesce] fn can't return borrowed data: every caller \
+                                 receives a clone of one value, which outlives the call that \
+                                 made it; return an owned type (or an `Arc`)"
+                            }
+                            Problem::SelfType => {
+                                "the return type names `Self`, which the function's `static` \
+                                 group can't; write the type out"
+                            }
+                            Problem::ImplTrait => {
+                                "a #[coalesce] fn can't return `impl Trait`: every caller \
+                                 receives a clone of the value, so its type must be named"
+                            }
+                        },
+                    );
+                }
+                match result_types(ty) {
+                    ResultTypes::Both(ok, err) => Output::Fallible { ok, err },
+                    ResultTypes::Alias => {
+                        errors.push(
+                            ty.span(),
+                            "#[coalesce] shares the work's error with every caller, so it must \
+                             see the error type: write `Result<T, E>` in full (for example \
+                             `Result<T, std::io::Error>` instead of `io::Result<T>`)",
+                        );
+                        Output::Value((**ty).clone())
+                    }
+                    ResultTypes::NotResult => Output::Value((**ty).clone()),
+                }
+            }
+        };
+
+        if let Some(span) = options.detached {
+            if !front_end.is_async() {
+                errors.push(
+                    span,
+                    "`detached` spawns the work on an async runtime; a blocking call already runs \
+                     its work to the end on the leader's thread",
+                );
+            }
+        }
+        if let Some(policy) = &options.leader_drop {
+            if !front_end.is_async() {
+                errors.push(
+                    policy.span(),
+                    "`leader_drop` is for async front-ends: a blocking leader can't be dropped \
+                     before its work finishes",
+                );
+            }
+        }
+
+        errors.finish()?;
+        Ok(Self {
+            receiver,
+            args,
+            output,
+        })
+    }
+}
+
+fn borrows_self(receiver: &Receiver) -> bool {
+    receiver.reference.is_some() || matches!(&*receiver.ty, Type::Reference(_))
+}
+
+enum Problem {
+    /// A reference or lifetime other than `'static`.
+    Borrowed,
+    /// `Self`, which a `static` can't name.
+    SelfType,
+    /// `impl Trait`.
+    ImplTrait,
+}
+
+/// The first thing in `ty` that keeps it out of a `static` group.
+fn problem(ty: &Type) -> Option<(Span, Problem)> {
+    walk(ty.to_token_stream())
+}
+
+fn walk(tokens: TokenStream) -> Option<(Span, Problem)> {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let is_static = |at: usize| {
+        matches!(tokens.get(at), Some(TokenTree::Punct(p)) if p.as_char() == '\'')
+            && matches!(tokens.get(at + 1), Some(TokenTree::Ident(i)) if i == "static")
+    };
+    let mut index = 0;
+    while index < tokens.len() {
+        match &tokens[index] {
+            TokenTree::Group(group) => {
+                if let Some(found) = walk(group.stream()) {
+                    return Some(found);
+                }
+            }
+            TokenTree::Ident(ident) if ident == "Self" => {
+                return Some((ident.span(), Problem::SelfType));
+            }
+            TokenTree::Ident(ident) if ident == "impl" => {
+                return Some((ident.span(), Problem::ImplTrait));
+            }
+            TokenTree::Punct(punct) if punct.as_char() == '&' => {
+                if !is_static(index + 1) {
+                    return Some((punct.span(), Problem::Borrowed));
+                }
+                index += 2;
+            }
+            TokenTree::Punct(punct) if punct.as_char() == '\'' => {
+                if !is_static(index) {
+                    return Some((punct.span(), Problem::Borrowed));
+                }
+                index += 1;
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    None
+}
+
+enum ResultTypes {
+    Both(Type, Type),
+    /// `Result<T>`: an alias that hides the error type.
+    Alias,
+    NotResult,
+}
+
+/// Recognises `Result<V, E>` (any path ending in `Result`) by its last segment.
+fn result_types(ty: &Type) -> ResultTypes {
+    let Type::Path(path) = ty else {
+        return ResultTypes::NotResult;
+    };
+    let Some(last) = path.path.segments.last() else {
+        return ResultTypes::NotResult;
+    };
+    if last.ident != "Result" {
+        return ResultTypes::NotResult;
+    }
+    let PathArguments::AngleBracketed(arguments) = &last.arguments else {
+        return ResultTypes::NotResult;
+    };
+    let types: Vec<&Type> = arguments
+        .args
+        .iter()
+        .filter_map(|argument| match argument {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        })
+        .collect();
+    match types.as_slice() {
+        [ok, err] => ResultTypes::Both((*ok).clone(), (*err).clone()),
+        [_] => ResultTypes::Alias,
+        _ => ResultTypes::NotResult,
+    }
+}
