@@ -57,3 +57,15 @@ pub use group::{Group, Request};
 pub use singleflight_core::{
     DefaultHashBuilder, Error, Execution, FlightId, Observer, PanicMessage, Role,
 };
+
+#[cfg(feature = "macros")]
+pub use singleflight_macros::coalesce_blocking as coalesce;
+
+/// What `#[coalesce]` expansions name, and nothing else may: the one seam between this
+/// crate and `singleflight-macros`. Not public API.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::{Error, Group, Observer};
+    pub use std::sync::{Arc, LazyLock};
+}

@@ -97,3 +97,15 @@ pub use singleflight_core::{
 /// `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher. Cloning shares the group.
 pub type Group<K, T, S = DefaultHashBuilder> =
     singleflight_core::rt::RuntimeGroup<K, T, TokioSpawner, TokioTimer, S>;
+
+#[cfg(feature = "macros")]
+pub use singleflight_macros::coalesce_tokio as coalesce;
+
+/// What `#[coalesce]` expansions name, and nothing else may: the one seam between this
+/// crate and `singleflight-macros`. Not public API.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::{Error, Group, LeaderDropPolicy, Observer};
+    pub use std::sync::{Arc, LazyLock};
+}
