@@ -4,8 +4,8 @@
 //!
 //! Its own binary, with one test, so nothing else allocates in the process meanwhile.
 //! `MEMORY_CALLS` sets the calls per front-end: ten million in release builds (CI runs
-//! `cargo test --release -p singleflight-blocking --test memory -- --nocapture`), one
-//! million in debug builds.
+//! `cargo test --release -p singleflight-blocking --test memory -- --nocapture`), a hundred
+//! thousand in debug builds.
 
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -19,10 +19,15 @@ fn rss_kib() -> Option<u64> {
 }
 
 fn calls() -> u64 {
+    let default = if cfg!(debug_assertions) {
+        100_000
+    } else {
+        10_000_000
+    };
     std::env::var("MEMORY_CALLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_000)
+        .unwrap_or(default)
 }
 
 /// Growth allowed after the warm-up: allocator noise, not a per-call leak (a leak of even
