@@ -14,7 +14,7 @@ use crate::tokens::Tokens;
 /// Each child gets back the token it returned from `execution_started`. When every child
 /// returns `0` (none keeps per-execution state) nothing is stored; otherwise the children's
 /// tokens are kept in a small table for the length of the execution, which costs one
-/// allocation and two short lock acquisitions per execution. For a group's own [`Stats`]
+/// allocation and two short lock acquisitions per execution. For a group's own [`Stats`](crate::Stats)
 /// plus a shared one, [`Stats::with_parent`](crate::Stats::with_parent) is cheaper.
 ///
 /// # Examples
