@@ -1,5 +1,5 @@
 //! The cross-runtime conformance suite: every rule of the semantics contract, written once
-//! against [`Harness`] and instantiated per runtime by [`conformance!`](crate::conformance).
+//! against [`Harness`] and instantiated per runtime by [`conformance!`](crate::conformance!).
 //!
 //! A harness says how to make a group, start a caller in its own thread or task, and run a
 //! test body. Callers are driven only through [`Gate`]s and observable state (waiter counts,
