@@ -194,13 +194,13 @@ fn expand(
         })
         .zip(&signature.args)
     {
-        input.pat = Box::new(Pat::Ident(PatIdent {
+        *input.pat = Pat::Ident(PatIdent {
             attrs: Vec::new(),
             by_ref: None,
             mutability: None,
             ident: arg.ident.clone(),
             subpat: None,
-        }));
+        });
     }
     for input in &mut outer_sig.inputs {
         if let FnArg::Receiver(receiver) = input {

@@ -24,9 +24,9 @@ pub(crate) struct Arg {
 /// What the work returns, and so what every caller receives.
 pub(crate) enum Output {
     /// `-> T` (or nothing: `()`): called with `call`, callers get `Result<T, Error>`.
-    Value(Type),
+    Value(Box<Type>),
     /// `-> Result<V, E>`: called with `try_call`, callers get `Result<V, Error<E>>`.
-    Fallible { ok: Type, err: Type },
+    Fallible { ok: Box<Type>, err: Box<Type> },
 }
 
 /// The parts of the function the expansion needs.
@@ -176,7 +176,7 @@ impl Signature {
         }
 
         let output = match &sig.output {
-            ReturnType::Default => Output::Value(syn::parse_quote!(())),
+            ReturnType::Default => Output::Value(Box::new(syn::parse_quote!(()))),
             ReturnType::Type(_, ty) => {
                 if let Some((span, problem)) = problem(ty) {
                     errors.push(
@@ -207,9 +207,9 @@ impl Signature {
                              see the error type: write `Result<T, E>` in full (for example \
                              `Result<T, std::io::Error>` instead of `io::Result<T>`)",
                         );
-                        Output::Value((**ty).clone())
+                        Output::Value(ty.clone())
                     }
-                    ResultTypes::NotResult => Output::Value((**ty).clone()),
+                    ResultTypes::NotResult => Output::Value(ty.clone()),
                 }
             }
         };
@@ -300,7 +300,7 @@ fn walk(tokens: TokenStream) -> Option<(Span, Problem)> {
 }
 
 enum ResultTypes {
-    Both(Type, Type),
+    Both(Box<Type>, Box<Type>),
     /// `Result<T>`: an alias that hides the error type.
     Alias,
     NotResult,
@@ -329,7 +329,7 @@ fn result_types(ty: &Type) -> ResultTypes {
         })
         .collect();
     match types.as_slice() {
-        [ok, err] => ResultTypes::Both((*ok).clone(), (*err).clone()),
+        [ok, err] => ResultTypes::Both(Box::new((*ok).clone()), Box::new((*err).clone())),
         [_] => ResultTypes::Alias,
         _ => ResultTypes::NotResult,
     }

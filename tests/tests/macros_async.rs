@@ -1,0 +1,457 @@
+//! The semantics contract through `#[coalesce]`-generated `async fn`s, on every async
+//! front-end: one suite, instantiated per runtime by [`suite!`]. Callers are ordered by gates
+//! and by waiter counts read through the generated `<fn>_group()` accessors, never by
+//! sleeping; the only durations are the timeouts the timeout tests check.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use singleflight_tests::Gate;
+use singleflight_tests::conformance::Runtime;
+
+/// A spawned caller whose outcome (or panic) can be awaited.
+struct Joined<T> {
+    done: Gate,
+    slot: Arc<Mutex<Option<std::thread::Result<T>>>>,
+}
+
+impl<T> Joined<T> {
+    /// The caller's outcome, or its panic's payload.
+    async fn join(self) -> std::thread::Result<T> {
+        self.done.opened().await;
+        self.slot.lock().unwrap().take().expect("joined once")
+    }
+
+    /// The caller's outcome; fails the test if it panicked.
+    async fn value(self) -> T {
+        self.join().await.expect("the caller did not panic")
+    }
+}
+
+/// Spawns `future` on runtime `R`, catching a panic so that it never unwinds into the
+/// runtime's worker.
+fn spawn<R: Runtime, T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> Joined<T> {
+    let done = Gate::new();
+    let slot = Arc::new(Mutex::new(None));
+    let (task_done, task_slot) = (done.clone(), Arc::clone(&slot));
+    R::spawn(async move {
+        let outcome = CatchUnwind(Box::pin(future)).await;
+        *task_slot.lock().unwrap() = Some(outcome);
+        task_done.open();
+    });
+    Joined { done, slot }
+}
+
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// Polls `future` once, with a waker that does nothing: enough to make a call register
+/// (and, as a leader, start its work up to its first `.await`).
+fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(std::task::Waker::noop()))
+}
+
+macro_rules! suite {
+    ($name:ident, $runtime:ty, $krate:ident) => {
+        mod $name {
+            use std::sync::LazyLock;
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            use std::time::Duration;
+
+            use singleflight_tests::Gate;
+            use singleflight_tests::conformance::{Runtime, panic_message, wait_until};
+            use $krate::{Error, coalesce};
+
+            use super::{poll_once, spawn};
+
+            type Rt = $runtime;
+
+            #[test]
+            fn equal_arguments_coalesce_and_different_ones_do_not() {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce]
+                async fn fetch(id: u64) -> u64 {
+                    RUNS.fetch_add(1, Ordering::SeqCst);
+                    if id == 42 {
+                        GATE.opened().await;
+                    }
+                    id * 10
+                }
+
+                Rt::block_on(async {
+                    let leader = spawn::<Rt, _>(fetch(42));
+                    wait_until("the leader runs", || fetch_group().contains(&42)).await;
+                    let waiters: Vec<_> = (0..4).map(|_| spawn::<Rt, _>(fetch(42))).collect();
+                    wait_until("four callers join", || fetch_group().waiters(&42) == 4).await;
+
+                    // Another key runs on its own while 42 is in flight.
+                    assert_eq!(fetch(43).await, Ok(430));
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+
+                    GATE.open();
+                    assert_eq!(leader.value().await, Ok(420));
+                    for waiter in waiters {
+                        assert_eq!(waiter.value().await, Ok(420));
+                    }
+                    assert_eq!(
+                        RUNS.load(Ordering::SeqCst),
+                        2,
+                        "42 ran once for five callers"
+                    );
+                    assert_eq!(fetch_group().in_flight(), 0);
+                });
+            }
+
+            #[test]
+            fn the_error_reaches_every_caller() {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce]
+                async fn load(id: u64) -> Result<u64, String> {
+                    RUNS.fetch_add(1, Ordering::SeqCst);
+                    GATE.opened().await;
+                    Err(format!("database is down ({id})"))
+                }
+
+                Rt::block_on(async {
+                    let leader = spawn::<Rt, _>(load(7));
+                    wait_until("the leader runs", || load_group().contains(&7)).await;
+                    let waiter = spawn::<Rt, _>(load(7));
+                    wait_until("a caller joins", || load_group().waiters(&7) == 1).await;
+                    GATE.open();
+                    let expected = Err(Error::Failed("database is down (7)".to_string()));
+                    assert_eq!(leader.value().await, expected);
+                    assert_eq!(waiter.value().await, expected);
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+                });
+            }
+
+            #[test]
+            fn a_panic_reaches_waiters_and_poisons_nothing() {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce]
+                async fn risky(id: u64) -> u64 {
+                    let run = RUNS.fetch_add(1, Ordering::SeqCst);
+                    GATE.opened().await;
+                    if run == 0 {
+                        panic!("boom");
+                    }
+                    id
+                }
+
+                Rt::block_on(async {
+                    let leader = spawn::<Rt, _>(risky(1));
+                    wait_until("the leader runs", || risky_group().contains(&1)).await;
+                    let waiter = spawn::<Rt, _>(risky(1));
+                    wait_until("a caller joins", || risky_group().waiters(&1) == 1).await;
+                    GATE.open();
+
+                    let payload = leader.join().await.expect_err("the leader's panic resumes");
+                    assert_eq!(panic_message(&*payload), "boom");
+                    match waiter.value().await {
+                        Err(Error::Panicked(message)) => assert_eq!(message.as_str(), "boom"),
+                        other => panic!("the waiter got {other:?}"),
+                    }
+                    // The key is not poisoned: the next call runs the work again.
+                    assert_eq!(risky(1).await, Ok(1));
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+                });
+            }
+
+            #[test]
+            fn forget_starts_a_new_flight_and_forget_all_every_key() {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                /// Returns which execution answered.
+                #[coalesce]
+                async fn version(name: String) -> usize {
+                    let run = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+                    GATE.opened().await;
+                    let _ = name;
+                    run
+                }
+
+                Rt::block_on(async {
+                    assert!(!version_group().forget("absent"), "nothing to forget");
+                    let first = spawn::<Rt, _>(version("a".to_string()));
+                    wait_until("the first flight runs", || version_group().contains("a")).await;
+                    assert!(version_group().forget("a"));
+                    assert!(!version_group().contains("a"));
+
+                    let second = spawn::<Rt, _>(version("a".to_string()));
+                    wait_until("a second flight runs", || RUNS.load(Ordering::SeqCst) == 2).await;
+                    let other = spawn::<Rt, _>(version("b".to_string()));
+                    wait_until("b runs", || RUNS.load(Ordering::SeqCst) == 3).await;
+                    assert_eq!(version_group().in_flight(), 3);
+                    assert_eq!(
+                        version_group().forget_all(),
+                        2,
+                        "the two flights still keyed"
+                    );
+                    assert_eq!(
+                        version_group().in_flight(),
+                        3,
+                        "forgotten flights still run"
+                    );
+
+                    GATE.open();
+                    assert_eq!(first.value().await, Ok(1));
+                    assert_eq!(second.value().await, Ok(2));
+                    assert_eq!(other.value().await, Ok(3));
+                    assert_eq!(version_group().in_flight(), 0);
+                });
+            }
+
+            #[test]
+            fn a_custom_key_decides_what_coalesces() {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                // shared-call-py's `key_fn=lambda user_id, include_details: ...`.
+                #[coalesce(key: String = |user_id, _details| format!("user:{user_id}"))]
+                async fn profile(user_id: u64, details: bool) -> String {
+                    RUNS.fetch_add(1, Ordering::SeqCst);
+                    GATE.opened().await;
+                    format!("{user_id} details={details}")
+                }
+
+                Rt::block_on(async {
+                    let leader = spawn::<Rt, _>(profile(1, false));
+                    wait_until("the leader runs", || profile_group().contains("user:1")).await;
+                    let waiter = spawn::<Rt, _>(profile(1, true));
+                    wait_until("the other call joins", || {
+                        profile_group().waiters("user:1") == 1
+                    })
+                    .await;
+                    GATE.open();
+                    assert_eq!(leader.value().await.as_deref(), Ok("1 details=false"));
+                    assert_eq!(waiter.value().await.as_deref(), Ok("1 details=false"));
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+                });
+            }
+
+            #[test]
+            fn self_is_not_part_of_a_methods_key() {
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                struct Api {
+                    name: &'static str,
+                }
+
+                impl Api {
+                    #[coalesce]
+                    async fn get(&self, path: String) -> String {
+                        RUNS.fetch_add(1, Ordering::SeqCst);
+                        GATE.opened().await;
+                        format!("{}{path}", self.name)
+                    }
+
+                    #[coalesce(key: (&'static str, String) = (self.name, path.clone()))]
+                    async fn get_own(&self, path: String) -> String {
+                        format!("{}{path}", self.name)
+                    }
+                }
+
+                static A: Api = Api { name: "a" };
+                static B: Api = Api { name: "b" };
+                Rt::block_on(async {
+                    let leader = spawn::<Rt, _>(A.get("/x".to_string()));
+                    wait_until("a's call runs", || Api::get_group().contains("/x")).await;
+                    // Another instance, same arguments: it joins a's flight.
+                    let joined = spawn::<Rt, _>(B.get("/x".to_string()));
+                    wait_until("b's call joins", || Api::get_group().waiters("/x") == 1).await;
+                    GATE.open();
+                    assert_eq!(leader.value().await.as_deref(), Ok("a/x"));
+                    assert_eq!(joined.value().await.as_deref(), Ok("a/x"));
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+
+                    // With the instance in a custom key, each answers for itself.
+                    assert_eq!(B.get_own("/x".to_string()).await.as_deref(), Ok("b/x"));
+                    assert_eq!(Api::get_own_group().in_flight(), 0);
+                });
+            }
+
+            mod one {
+                pub(super) static GATE: std::sync::LazyLock<singleflight_tests::Gate> =
+                    std::sync::LazyLock::new(singleflight_tests::Gate::new);
+
+                #[$krate::coalesce]
+                pub(super) async fn load(id: u64) -> &'static str {
+                    GATE.opened().await;
+                    let _ = id;
+                    "one"
+                }
+            }
+
+            mod two {
+                #[$krate::coalesce]
+                pub(super) async fn load(id: u64) -> &'static str {
+                    let _ = id;
+                    "two"
+                }
+            }
+
+            #[test]
+            fn functions_with_equal_names_never_share_keys() {
+                Rt::block_on(async {
+                    let first = spawn::<Rt, _>(one::load(1));
+                    wait_until("one::load runs", || one::load_group().contains(&1)).await;
+                    // Same name, same key, another function: it runs on its own.
+                    assert_eq!(two::load(1).await, Ok("two"));
+                    assert_eq!(one::load_group().waiters(&1), 0);
+                    one::GATE.open();
+                    assert_eq!(first.value().await, Ok("one"));
+                });
+            }
+
+            #[test]
+            fn timeout_ends_the_wait_and_detached_work_still_finishes() {
+                static FINISHED: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce(detached, timeout = Duration::from_millis(20))]
+                async fn refill(id: u64) -> u64 {
+                    GATE.opened().await;
+                    FINISHED.fetch_add(1, Ordering::SeqCst);
+                    id
+                }
+
+                Rt::block_on(async {
+                    // The gate is closed, so the caller times out whatever the duration.
+                    assert_eq!(refill(3).await, Err(Error::Timeout));
+                    assert_eq!(refill_group().in_flight(), 1, "the spawned work goes on");
+                    GATE.open();
+                    wait_until("the work finishes", || refill_group().in_flight() == 0).await;
+                    assert_eq!(FINISHED.load(Ordering::SeqCst), 1);
+                    assert_eq!(refill(3).await, Ok(3));
+                });
+            }
+
+            #[test]
+            fn a_leader_that_times_out_is_cancelled() {
+                static STARTED: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce(timeout = Duration::from_millis(20))]
+                async fn slow(id: u64) -> u64 {
+                    STARTED.fetch_add(1, Ordering::SeqCst);
+                    GATE.opened().await;
+                    id
+                }
+
+                Rt::block_on(async {
+                    assert_eq!(slow(4).await, Err(Error::Timeout));
+                    assert_eq!(STARTED.load(Ordering::SeqCst), 1);
+                    assert_eq!(slow_group().in_flight(), 0, "the cancelled flight is gone");
+                });
+            }
+
+            #[test]
+            fn fail_waiters_when_the_leader_is_dropped() {
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce(leader_drop = FailWaiters)]
+                async fn fragile(id: u64) -> u64 {
+                    GATE.opened().await;
+                    id
+                }
+
+                Rt::block_on(async {
+                    let mut leader = Box::pin(fragile(5));
+                    assert!(poll_once(leader.as_mut()).is_pending());
+                    assert!(fragile_group().contains(&5));
+                    let waiter = spawn::<Rt, _>(fragile(5));
+                    wait_until("a caller joins", || fragile_group().waiters(&5) == 1).await;
+                    drop(leader);
+                    assert_eq!(waiter.value().await, Err(Error::LeaderDropped));
+                    assert_eq!(fragile_group().in_flight(), 0);
+                });
+            }
+
+            #[test]
+            fn an_observer_attached_once_counts_every_call() {
+                static STATS: LazyLock<std::sync::Arc<singleflight_stats::Stats>> =
+                    LazyLock::new(|| std::sync::Arc::new(singleflight_stats::Stats::new()));
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                #[coalesce(observer = STATS.clone(), group = counted_flights)]
+                async fn counted(id: u64) -> u64 {
+                    GATE.opened().await;
+                    id
+                }
+
+                Rt::block_on(async {
+                    let leader = spawn::<Rt, _>(counted(6));
+                    wait_until("the leader runs", || counted_flights().contains(&6)).await;
+                    let waiter = spawn::<Rt, _>(counted(6));
+                    wait_until("a caller joins", || counted_flights().waiters(&6) == 1).await;
+                    GATE.open();
+                    assert_eq!(leader.value().await, Ok(6));
+                    assert_eq!(waiter.value().await, Ok(6));
+                    let snapshot = STATS.snapshot();
+                    assert_eq!((snapshot.hits, snapshot.misses), (1, 1));
+                });
+            }
+
+            #[test]
+            fn a_renamed_front_end_is_reached_with_crate() {
+                use $krate as renamed;
+
+                #[renamed::coalesce(crate = renamed)]
+                async fn double(n: u64) -> u64 {
+                    n * 2
+                }
+
+                Rt::block_on(async {
+                    assert_eq!(double(21).await, Ok(42));
+                    assert_eq!(double_group().in_flight(), 0);
+                });
+            }
+        }
+    };
+}
+
+suite!(
+    tokio_current_thread,
+    singleflight_tests::conformance::TokioCurrentThread,
+    singleflight_tokio
+);
+suite!(
+    tokio_multi_thread,
+    singleflight_tests::conformance::TokioMultiThread,
+    singleflight_tokio
+);
+suite!(
+    smol,
+    singleflight_tests::conformance::Smol,
+    singleflight_smol
+);
+suite!(
+    async_std,
+    singleflight_tests::conformance::AsyncStd,
+    singleflight_async_std
+);

@@ -1,0 +1,355 @@
+//! The semantics contract through `#[coalesce]`-generated functions on std threads
+//! (`singleflight_blocking::coalesce`). Threads are ordered by gates and by waiter counts
+//! read through the generated `<fn>_group()` accessors, never by sleeping; the only
+//! duration is the timeout the timeout test checks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::thread;
+use std::time::Duration;
+
+use singleflight_blocking::{Error, coalesce};
+use singleflight_stats::Stats;
+use singleflight_tests::conformance::panic_message;
+use singleflight_tests::{Gate, wait_until};
+
+#[test]
+fn equal_arguments_coalesce_and_different_ones_do_not() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    #[coalesce]
+    fn fetch(id: u64) -> u64 {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        if id == 42 {
+            GATE.wait();
+        }
+        id * 10
+    }
+
+    thread::scope(|s| {
+        let leader = s.spawn(|| fetch(42));
+        wait_until("the leader runs", || fetch_group().contains(&42));
+        let waiters: Vec<_> = (0..4).map(|_| s.spawn(|| fetch(42))).collect();
+        wait_until("four callers join", || fetch_group().waiters(&42) == 4);
+
+        // Another key runs on its own while 42 is in flight.
+        assert_eq!(fetch(43), Ok(430));
+        assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+
+        GATE.open();
+        assert_eq!(leader.join().unwrap(), Ok(420));
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap(), Ok(420));
+        }
+    });
+    assert_eq!(
+        RUNS.load(Ordering::SeqCst),
+        2,
+        "42 ran once for five callers"
+    );
+    assert_eq!(fetch_group().in_flight(), 0);
+}
+
+#[test]
+fn the_error_reaches_every_caller() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    #[coalesce]
+    fn load(id: u64) -> Result<u64, String> {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        GATE.wait();
+        Err(format!("database is down ({id})"))
+    }
+
+    thread::scope(|s| {
+        let leader = s.spawn(|| load(7));
+        wait_until("the leader runs", || load_group().contains(&7));
+        let waiter = s.spawn(|| load(7));
+        wait_until("a caller joins", || load_group().waiters(&7) == 1);
+        GATE.open();
+        let expected = Err(Error::Failed("database is down (7)".to_string()));
+        assert_eq!(leader.join().unwrap(), expected);
+        assert_eq!(waiter.join().unwrap(), expected);
+    });
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_panic_reaches_waiters_and_poisons_nothing() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    #[coalesce]
+    fn risky(id: u64) -> u64 {
+        let run = RUNS.fetch_add(1, Ordering::SeqCst);
+        GATE.wait();
+        if run == 0 {
+            panic!("boom");
+        }
+        id
+    }
+
+    thread::scope(|s| {
+        let leader = s.spawn(|| risky(1));
+        wait_until("the leader runs", || risky_group().contains(&1));
+        let waiter = s.spawn(|| risky(1));
+        wait_until("a caller joins", || risky_group().waiters(&1) == 1);
+        GATE.open();
+
+        let payload = leader.join().expect_err("the leader's panic resumes");
+        assert_eq!(panic_message(&*payload), "boom");
+        match waiter.join().unwrap() {
+            Err(Error::Panicked(message)) => assert_eq!(message.as_str(), "boom"),
+            other => panic!("the waiter got {other:?}"),
+        }
+    });
+    // The key is not poisoned: the next call runs the work again.
+    assert_eq!(risky(1), Ok(1));
+    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn forget_starts_a_new_flight_and_forget_all_every_key() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    /// Returns which execution answered.
+    #[coalesce]
+    fn version(name: String) -> usize {
+        let run = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+        GATE.wait();
+        let _ = name;
+        run
+    }
+
+    assert!(!version_group().forget("absent"), "nothing to forget");
+    thread::scope(|s| {
+        let first = s.spawn(|| version("a".to_string()));
+        wait_until("the first flight runs", || version_group().contains("a"));
+        assert!(version_group().forget("a"));
+        assert!(!version_group().contains("a"));
+
+        let second = s.spawn(|| version("a".to_string()));
+        wait_until("a second flight runs", || RUNS.load(Ordering::SeqCst) == 2);
+        let other = s.spawn(|| version("b".to_string()));
+        wait_until("b runs", || RUNS.load(Ordering::SeqCst) == 3);
+        assert_eq!(version_group().in_flight(), 3);
+        assert_eq!(version_group().forget_all(), 2, "two flights still keyed");
+        assert_eq!(
+            version_group().in_flight(),
+            3,
+            "forgotten flights still run"
+        );
+
+        GATE.open();
+        assert_eq!(first.join().unwrap(), Ok(1));
+        assert_eq!(second.join().unwrap(), Ok(2));
+        assert_eq!(other.join().unwrap(), Ok(3));
+    });
+    assert_eq!(version_group().in_flight(), 0);
+}
+
+#[test]
+fn a_custom_key_decides_what_coalesces() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    // An expression over the arguments, which it sees as references.
+    #[coalesce(key: u64 = *user_id)]
+    fn profile(user_id: u64, details: bool) -> String {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        GATE.wait();
+        format!("{user_id} details={details}")
+    }
+
+    thread::scope(|s| {
+        let leader = s.spawn(|| profile(1, false));
+        wait_until("the leader runs", || profile_group().contains(&1));
+        let waiter = s.spawn(|| profile(1, true));
+        wait_until("the other call joins", || profile_group().waiters(&1) == 1);
+        GATE.open();
+        assert_eq!(leader.join().unwrap().as_deref(), Ok("1 details=false"));
+        assert_eq!(waiter.join().unwrap().as_deref(), Ok("1 details=false"));
+    });
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_custom_key_lets_arguments_borrow() {
+    #[coalesce(key: String = name.to_lowercase())]
+    fn greet(name: &str, punctuation: &str) -> String {
+        format!("hello {name}{punctuation}")
+    }
+
+    let name = String::from("Ada");
+    assert_eq!(greet(&name, "!").as_deref(), Ok("hello Ada!"));
+    assert!(!greet_group().contains("ada"));
+}
+
+#[test]
+fn self_is_not_part_of_a_methods_key() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    struct Api {
+        name: &'static str,
+    }
+
+    impl Api {
+        #[coalesce]
+        fn get(&self, path: String) -> String {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            GATE.wait();
+            format!("{}{path}", self.name)
+        }
+
+        #[coalesce(key: (&'static str, String) = (self.name, path.clone()))]
+        fn get_own(&self, path: String) -> String {
+            format!("{}{path}", self.name)
+        }
+    }
+
+    let (a, b) = (Api { name: "a" }, Api { name: "b" });
+    thread::scope(|s| {
+        let leader = s.spawn(|| a.get("/x".to_string()));
+        wait_until("a's call runs", || Api::get_group().contains("/x"));
+        // Another instance, same arguments: it joins a's flight.
+        let joined = s.spawn(|| b.get("/x".to_string()));
+        wait_until("b's call joins", || Api::get_group().waiters("/x") == 1);
+        GATE.open();
+        assert_eq!(leader.join().unwrap().as_deref(), Ok("a/x"));
+        assert_eq!(joined.join().unwrap().as_deref(), Ok("a/x"));
+    });
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+
+    // With the instance in a custom key, each answers for itself.
+    assert_eq!(b.get_own("/x".to_string()).as_deref(), Ok("b/x"));
+    assert!(!Api::get_own_group().contains(&("b", "/x".to_string())));
+}
+
+mod one {
+    use std::sync::LazyLock;
+
+    use singleflight_tests::Gate;
+
+    pub(super) static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    #[singleflight_blocking::coalesce]
+    pub(super) fn load(id: u64) -> &'static str {
+        GATE.wait();
+        let _ = id;
+        "one"
+    }
+}
+
+mod two {
+    #[singleflight_blocking::coalesce]
+    pub(super) fn load(id: u64) -> &'static str {
+        let _ = id;
+        "two"
+    }
+}
+
+#[test]
+fn functions_with_equal_names_never_share_keys() {
+    thread::scope(|s| {
+        let first = s.spawn(|| one::load(1));
+        wait_until("one::load runs", || one::load_group().contains(&1));
+        // Same name, same key, another function: it runs on its own.
+        assert_eq!(two::load(1), Ok("two"));
+        assert_eq!(one::load_group().waiters(&1), 0);
+        one::GATE.open();
+        assert_eq!(first.join().unwrap(), Ok("one"));
+    });
+}
+
+#[test]
+fn a_waiter_times_out_and_the_flight_goes_on() {
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    #[coalesce(timeout = Duration::from_millis(20))]
+    fn slow(id: u64) -> u64 {
+        GATE.wait();
+        id
+    }
+
+    thread::scope(|s| {
+        let leader = s.spawn(|| slow(4));
+        wait_until("the leader runs", || slow_group().contains(&4));
+        // The gate is closed, so the waiter times out whatever the duration.
+        assert_eq!(slow(4), Err(Error::Timeout));
+        assert!(slow_group().contains(&4), "the flight goes on");
+        GATE.open();
+        // A blocking leader can't be cancelled: it runs its work to the end.
+        assert_eq!(leader.join().unwrap(), Ok(4));
+    });
+    assert_eq!(slow_group().in_flight(), 0);
+}
+
+#[test]
+fn a_call_from_inside_its_own_flight_is_an_error() {
+    #[coalesce]
+    fn nested(id: u64) -> bool {
+        nested(id) == Err(Error::Reentrant)
+    }
+
+    assert_eq!(nested(8), Ok(true));
+}
+
+#[test]
+fn an_observer_attached_once_counts_every_call() {
+    static STATS: LazyLock<Arc<Stats>> = LazyLock::new(|| Arc::new(Stats::new()));
+    static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    #[coalesce(observer = STATS.clone(), group = counted_flights)]
+    fn counted(id: u64) -> u64 {
+        GATE.wait();
+        id
+    }
+
+    thread::scope(|s| {
+        let leader = s.spawn(|| counted(6));
+        wait_until("the leader runs", || counted_flights().contains(&6));
+        let waiter = s.spawn(|| counted(6));
+        wait_until("a caller joins", || counted_flights().waiters(&6) == 1);
+        GATE.open();
+        assert_eq!(leader.join().unwrap(), Ok(6));
+        assert_eq!(waiter.join().unwrap(), Ok(6));
+    });
+    let snapshot = STATS.snapshot();
+    assert_eq!((snapshot.hits, snapshot.misses), (1, 1));
+}
+
+#[test]
+fn arguments_without_names_and_no_arguments_make_keys_too() {
+    #[coalesce]
+    fn area((width, height): (u32, u32), mut scale: u32) -> u32 {
+        scale *= 2;
+        width * height * scale
+    }
+
+    #[coalesce]
+    fn constant() -> &'static str {
+        "fixed"
+    }
+
+    assert_eq!(area((2, 3), 1), Ok(12));
+    assert!(!area_group().contains(&((2, 3), 1)));
+    assert_eq!(constant(), Ok("fixed"));
+    assert!(!constant_group().contains(&()));
+}
+
+#[test]
+fn a_renamed_front_end_is_reached_with_crate() {
+    use singleflight_blocking as renamed;
+
+    #[renamed::coalesce(crate = renamed)]
+    fn double(n: u64) -> u64 {
+        n * 2
+    }
+
+    assert_eq!(double(21), Ok(42));
+    assert_eq!(double_group().in_flight(), 0);
+}

@@ -1,0 +1,7 @@
+// The attribute goes on functions only.
+use singleflight_blocking::coalesce;
+
+#[coalesce]
+struct Cache;
+
+fn main() {}
