@@ -1,0 +1,79 @@
+//! Misuse of the API gets a clear, documented panic: never a hang, never a lost result.
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use singleflight_core::{LeaderDropPolicy, Waited};
+
+fn panic_message(f: impl FnOnce()) -> String {
+    let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Configuring a runtime group after it was cloned would silently configure only one of
+/// the clones; it panics instead, saying what to do.
+#[test]
+fn configuring_a_cloned_runtime_group_panics_clearly() {
+    let group = singleflight_tokio::Group::<String, u32>::new();
+    let _clone = group.clone();
+    let message = panic_message(|| {
+        let _ = group.with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
+    });
+    assert_eq!(
+        message,
+        "a group is configured before it is cloned or called"
+    );
+}
+
+/// Configuring before cloning works, and every clone shares the configuration.
+#[test]
+fn configuring_before_cloning_is_shared_by_every_clone() {
+    let group = singleflight_smol::Group::<String, u32>::new()
+        .with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
+    let clone = group.clone();
+    assert_eq!(clone.leader_drop_policy(), LeaderDropPolicy::FailWaiters);
+}
+
+/// A call future polled after it completed panics with its name, like std's futures.
+#[test]
+fn polling_a_finished_call_panics_clearly() {
+    let group = singleflight_core::Group::<String, u32>::new();
+    let mut call = pin!(group.call("k", || async { 1 }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert_eq!(call.as_mut().poll(&mut cx), Poll::Ready(Ok(1)));
+    let message = panic_message(|| {
+        let _ = call.as_mut().poll(&mut cx);
+    });
+    assert_eq!(message, "`Call` polled after completion");
+    assert_eq!(group.in_flight(), 0);
+}
+
+/// A waiter polled after it received its outcome panics with its name.
+#[test]
+fn polling_a_finished_waiter_panics_clearly() {
+    let group = singleflight_core::Group::<String, u32>::new();
+    let Ok(singleflight_core::Entry::Leader(leader)) = group.enter("k") else {
+        panic!("leads")
+    };
+    let Ok(singleflight_core::Entry::Waiter(mut waiter)) = group.enter("k") else {
+        panic!("waits")
+    };
+    leader.complete(3);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(
+        waiter.poll(&mut cx),
+        Poll::Ready(Waited::Outcome(Ok(3)))
+    ));
+    let message = panic_message(|| {
+        let _ = waiter.poll(&mut cx);
+    });
+    assert_eq!(message, "`Waiter` polled after it finished");
+    drop(waiter);
+    assert_eq!(group.in_flight(), 0);
+}
