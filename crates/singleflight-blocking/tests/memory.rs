@@ -120,7 +120,7 @@ fn ten_million_calls_keep_resident_memory_flat() {
     let mut samples = Samples::new("async");
     for key in 0..total {
         if key % 16 == 0 {
-            let mut leader = Box::pin(group.call(&key, || std::future::pending::<u64>()));
+            let mut leader = Box::pin(group.call(&key, std::future::pending::<u64>));
             assert!(leader.as_mut().poll(&mut cx).is_pending());
             let mut waiter = pin!(group.call(&key, || async move { key }));
             assert!(waiter.as_mut().poll(&mut cx).is_pending());
