@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use singleflight_tokio::{Error, coalesce};
+//! use singleflight_tokio::coalesce;
 //!
 //! static QUERIES: AtomicUsize = AtomicUsize::new(0);
 //!
@@ -25,11 +25,13 @@
 //! #[coalesce]
 //! async fn load_user(id: u64) -> User {
 //!     QUERIES.fetch_add(1, Ordering::Relaxed);
+//!     tokio::task::yield_now().await; // the query's round trip: others join meanwhile
 //!     User { id, name: "Ada".into() }
 //! }
 //!
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() {
+//!     // Both calls start before the first one finishes: one query serves both.
 //!     let (a, b) = tokio::join!(load_user(42), load_user(42));
 //!     assert_eq!(a, b);
 //!     assert_eq!(a, Ok(User { id: 42, name: "Ada".into() }));
