@@ -352,6 +352,38 @@ macro_rules! suite {
             }
 
             #[test]
+            fn options_combine_with_fallible_work_and_owned_receivers() {
+                #[coalesce(detached, timeout = Duration::from_secs(3600), leader_drop = Takeover)]
+                async fn checked(id: u64) -> Result<u64, String> {
+                    if id == 0 {
+                        Err("zero".to_string())
+                    } else {
+                        Ok(id)
+                    }
+                }
+
+                struct Cache {
+                    scale: u64,
+                }
+
+                impl Cache {
+                    // Detached work can't borrow `self`, but it may own an `Arc` of it.
+                    #[coalesce(detached)]
+                    async fn fill(self: std::sync::Arc<Self>, id: u64) -> u64 {
+                        id * self.scale
+                    }
+                }
+
+                Rt::block_on(async {
+                    assert_eq!(checked(0).await, Err(Error::Failed("zero".to_string())));
+                    assert_eq!(checked(2).await, Ok(2));
+                    let cache = std::sync::Arc::new(Cache { scale: 3 });
+                    assert_eq!(cache.fill(5).await, Ok(15));
+                    assert_eq!(Cache::fill_group().in_flight(), 0);
+                });
+            }
+
+            #[test]
             fn a_leader_that_times_out_is_cancelled() {
                 static STARTED: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);

@@ -289,6 +289,21 @@ fn a_waiter_times_out_and_the_flight_goes_on() {
 }
 
 #[test]
+fn a_fallible_call_with_a_timeout_shares_its_error() {
+    #[coalesce(timeout = Duration::from_secs(3600))]
+    fn checked(id: u64) -> Result<u64, String> {
+        if id == 0 {
+            Err("zero".to_string())
+        } else {
+            Ok(id)
+        }
+    }
+
+    assert_eq!(checked(0), Err(Error::Failed("zero".to_string())));
+    assert_eq!(checked(2), Ok(2));
+}
+
+#[test]
 fn a_call_from_inside_its_own_flight_is_an_error() {
     #[coalesce]
     fn nested(id: u64) -> bool {
