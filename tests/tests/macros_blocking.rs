@@ -357,6 +357,25 @@ fn arguments_without_names_and_no_arguments_make_keys_too() {
 }
 
 #[test]
+fn an_associated_function_without_self_says_in_impl() {
+    struct Config;
+
+    impl Config {
+        #[coalesce(in_impl)]
+        fn load(name: String) -> String {
+            Self::normalise(&name)
+        }
+
+        fn normalise(name: &str) -> String {
+            name.to_lowercase()
+        }
+    }
+
+    assert_eq!(Config::load("App".to_string()).as_deref(), Ok("app"));
+    assert_eq!(Config::load_group().in_flight(), 0);
+}
+
+#[test]
 fn a_renamed_front_end_is_reached_with_crate() {
     use singleflight_blocking as renamed;
 

@@ -58,7 +58,7 @@ fn expand(
         .clone()
         .unwrap_or_else(|| format_ident!("{}_group", name.unraw(), span = name.span()));
     let work = format_ident!("__coalesce_{}", name.unraw(), span = name.span());
-    let in_impl = signature.receiver.is_some();
+    let in_impl = signature.receiver.is_some() || options.in_impl;
     let (accessor_path, work_path) = if in_impl {
         (quote!(Self::#accessor), quote!(Self::#work))
     } else {

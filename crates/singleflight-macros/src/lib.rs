@@ -141,12 +141,14 @@
 //! ```
 //!
 //! In an `impl` block the accessor is an associated function (`Api::get_group()`). The
-//! receiver is what tells the attribute it is inside an `impl`, so an associated function
-//! without `self` is not supported (write a free function); neither are trait methods.
+//! receiver is what tells the attribute it is inside an `impl`: an associated function
+//! without `self` says so with the `in_impl` option (`#[coalesce(in_impl)] fn load(id: u64)`).
+//! Trait methods (declarations or trait `impl`s) are not supported: the attribute adds
+//! items beside the function, which a trait does not allow.
 //!
 //! # Options
 //!
-//! `#[coalesce(key: K = expr, detached, timeout = d, leader_drop = P, observer = o, group = name, crate = path)]`,
+//! `#[coalesce(key: K = expr, detached, timeout = d, leader_drop = P, observer = o, group = name, in_impl, crate = path)]`,
 //! all optional, in any order:
 //!
 //! | option | meaning | front-ends |
@@ -157,6 +159,7 @@
 //! | `leader_drop = Takeover` or `FailWaiters` | what waiters do when the leading call is dropped: the oldest takes over (default), or all get `Error::LeaderDropped` | async |
 //! | `observer = expr` | attach an observer, such as a shared `Arc<singleflight_stats::Stats>`: an expression coercible to `Arc<dyn Observer>`, evaluated once, when the group is created (so it may name statics and functions, not the arguments) | all |
 //! | `group = name` | name the accessor (default `<fn>_group`) | all |
+//! | `in_impl` | the function is an associated function without `self` (a method with a receiver needs nothing) | all |
 //! | `crate = path` | where the front-end crate is, if renamed (see below) | all |
 //!
 //! # Which front-end, and renamed crates

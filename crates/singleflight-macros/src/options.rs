@@ -16,6 +16,8 @@ pub(crate) struct Options {
     pub(crate) key: Option<CustomKey>,
     /// The span of the `detached` flag, if set.
     pub(crate) detached: Option<Span>,
+    /// Set by `in_impl`: an associated function without `self`.
+    pub(crate) in_impl: bool,
     pub(crate) timeout: Option<Expr>,
     /// A `LeaderDropPolicy` variant.
     pub(crate) leader_drop: Option<Ident>,
@@ -26,7 +28,7 @@ pub(crate) struct Options {
     pub(crate) krate: Option<Path>,
 }
 
-const KNOWN: &str = "expected one of `key: <Type> = <expr>`, `detached`, `timeout = <Duration>`, \
+const KNOWN: &str = "expected one of `key: <Type> = <expr>`, `detached`, `in_impl`, `timeout = <Duration>`, \
                      `leader_drop = Takeover | FailWaiters`, `observer = <expr>`, `group = <name>`, \
                      `crate = <path>`";
 
@@ -72,6 +74,10 @@ impl Parse for Options {
                 "detached" => {
                     duplicate(options.detached.is_some())?;
                     options.detached = Some(name.span());
+                }
+                "in_impl" => {
+                    duplicate(options.in_impl)?;
+                    options.in_impl = true;
                 }
                 "timeout" => {
                     duplicate(options.timeout.is_some())?;
