@@ -7,22 +7,13 @@
 //! Where Go's semantics differ from this library's contract (a Go panic reaches every caller
 //! as a panic; here waiters get `Error::Panicked`), the port says so and asserts ours.
 
-use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use singleflight_blocking::{Error, Group, Role};
 use singleflight_core::{Entry, Waited};
-use singleflight_tests::{Gate, wait_until};
-
-fn panic_text(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
+use singleflight_tests::{Gate, panic_text, wait_until};
 
 /// Port of `TestDo`.
 #[test]

@@ -9,11 +9,7 @@ use singleflight_core::{LeaderDropPolicy, Waited};
 
 fn panic_message(f: impl FnOnce()) -> String {
     let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
+    singleflight_tests::panic_text(&*payload)
 }
 
 /// Configuring a runtime group after it was cloned would silently configure only one of
