@@ -1,4 +1,8 @@
-//! Baselines the criterion benchmarks in `benches/` measure the crates against; see
-//! `benches/README.md` for the scenarios and how to run them.
+//! Baselines, peer adapters and scenarios that the criterion benchmarks in `benches/` and
+//! the comparison report (`src/bin/report.rs`) share; see `benches/README.md` for the
+//! scenarios and how to run them.
 
 pub mod baseline;
+pub mod peers;
+pub mod scenarios;
+pub mod shared_baseline;

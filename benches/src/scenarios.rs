@@ -1,0 +1,286 @@
+//! The scenarios, each a function generic over the contender, so that the criterion
+//! benches and the report run exactly the same code.
+//!
+//! * **uncontended**: one thread, a fresh key per call, work that returns at once: what a
+//!   coalescer adds to a call that turns out not to need it (async on a current-thread
+//!   tokio runtime; blocking on a plain thread).
+//! * **herd**: `n` tasks call one key at once on tokio with 2 workers; the work sleeps
+//!   [`HERD_WORK`]. Executions (should be 1) and the time beyond the work.
+//! * **mixed**: [`MIXED_TASKS`] tasks, each making calls over [`MIXED_KEYS`] keys, the work
+//!   one `yield_now`: throughput with real coalescing and real contention.
+//! * **disjoint**: 2 threads hammering different keys: the cost of sharing the map.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use crate::peers::{AsyncCoalescer, BlockingCoalescer};
+
+/// What the herd's work takes.
+pub const HERD_WORK: Duration = Duration::from_millis(20);
+/// The herd sizes.
+pub const HERD_SIZES: [usize; 3] = [100, 1_000, 10_000];
+/// Client tasks in the mixed scenario.
+pub const MIXED_TASKS: usize = 64;
+/// Calls per client task in the mixed scenario (full run).
+pub const MIXED_CALLS: usize = 20_000;
+/// Keys the mixed scenario's calls spread over.
+pub const MIXED_KEYS: u64 = 1_000;
+
+/// A current-thread tokio runtime with timers.
+pub fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+/// A multi-thread tokio runtime with 2 workers and timers.
+pub fn two_workers() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a multi-thread runtime")
+}
+
+/// Uncontended async calls: `iters` calls on `rt`'s thread, each with a fresh key and work
+/// that is ready at once. Returns the time they took.
+pub fn uncontended_async<C: AsyncCoalescer>(rt: &Runtime, iters: u64) -> Duration {
+    let coalescer = C::create();
+    rt.block_on(async {
+        let start = Instant::now();
+        for key in 0..iters {
+            black_box(
+                coalescer
+                    .call(key, move || async move { black_box(key) * 2 })
+                    .await,
+            );
+        }
+        start.elapsed()
+    })
+}
+
+/// Uncontended blocking calls: `iters` calls on this thread, each with a fresh key and
+/// work that returns at once. Returns the time they took.
+pub fn uncontended_blocking<C: BlockingCoalescer>(iters: u64) -> Duration {
+    let coalescer = C::create();
+    let start = Instant::now();
+    for key in 0..iters {
+        black_box(coalescer.call(key, || black_box(key) * 2));
+    }
+    start.elapsed()
+}
+
+/// One herd's outcome.
+#[derive(Clone, Copy, Debug)]
+pub struct HerdRun {
+    /// How many times the work ran (1 if every caller joined the first flight).
+    pub executions: usize,
+    /// From the first spawn to the last caller's return.
+    pub elapsed: Duration,
+}
+
+impl HerdRun {
+    /// The time beyond the work itself.
+    pub fn overhead(&self) -> Duration {
+        self.elapsed.saturating_sub(HERD_WORK)
+    }
+}
+
+/// `n` tasks call one key at once on `rt` (2 workers); the work sleeps [`HERD_WORK`].
+pub fn herd<C: AsyncCoalescer>(rt: &Runtime, n: usize) -> HerdRun {
+    let coalescer = Arc::new(C::create());
+    let executions = Arc::new(AtomicUsize::new(0));
+    let elapsed = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let coalescer = Arc::clone(&coalescer);
+                let executions = Arc::clone(&executions);
+                tokio::spawn(async move {
+                    coalescer
+                        .call(0, move || async move {
+                            executions.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(HERD_WORK).await;
+                            42
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.expect("no caller panics"), 42);
+        }
+        start.elapsed()
+    });
+    HerdRun {
+        executions: executions.load(Ordering::Relaxed),
+        elapsed,
+    }
+}
+
+/// [`MIXED_TASKS`] tasks on `rt` (2 workers), each making `calls` calls spread over
+/// [`MIXED_KEYS`] keys (a per-task pseudo-random sequence); the work is one `yield_now`.
+/// Returns the time all of them took.
+pub fn mixed<C: AsyncCoalescer>(rt: &Runtime, calls: usize) -> Duration {
+    let coalescer = Arc::new(C::create());
+    rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..MIXED_TASKS as u64)
+            .map(|task| {
+                let coalescer = Arc::clone(&coalescer);
+                tokio::spawn(async move {
+                    let mut state = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..calls {
+                        // xorshift64: a cheap, per-task key sequence.
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let key = state % MIXED_KEYS;
+                        let value = coalescer
+                            .call(key, move || async move {
+                                tokio::task::yield_now().await;
+                                key
+                            })
+                            .await;
+                        assert_eq!(value, key);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("no client panics");
+        }
+        start.elapsed()
+    })
+}
+
+/// Two threads, each making `iters` blocking calls with keys the other never uses (fresh
+/// per call, work ready at once), on one shared coalescer. Returns the wall time.
+pub fn disjoint_blocking<C: BlockingCoalescer>(iters: u64) -> Duration {
+    let coalescer = C::create();
+    two_threads(|thread| {
+        for i in 0..iters {
+            let key = i * 2 + thread;
+            black_box(coalescer.call(key, || black_box(key)));
+        }
+    })
+}
+
+/// Two threads, each running a current-thread runtime that makes `iters` async calls with
+/// keys the other never uses, on one shared coalescer. Returns the wall time.
+pub fn disjoint_async<C: AsyncCoalescer>(iters: u64) -> Duration {
+    let coalescer = C::create();
+    let runtimes = [current_thread(), current_thread()];
+    two_threads(|thread| {
+        runtimes[thread as usize].block_on(async {
+            for i in 0..iters {
+                let key = i * 2 + thread;
+                black_box(
+                    coalescer
+                        .call(key, move || async move { black_box(key) })
+                        .await,
+                );
+            }
+        });
+    })
+}
+
+/// Runs `body(0)` and `body(1)` on two threads released together; returns the wall time
+/// from their release to the later one's end.
+fn two_threads(body: impl Fn(u64) + Sync) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|scope| {
+        for thread in 0..2 {
+            let (barrier, body) = (&barrier, &body);
+            scope.spawn(move || {
+                barrier.wait();
+                body(thread);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // Leaving the scope joins both threads.
+        start
+    })
+    .elapsed()
+}
+
+/// An async contender's scenarios as plain function pointers, so a list of them can mix
+/// types.
+#[derive(Clone, Copy, Debug)]
+pub struct AsyncContender {
+    /// Its name.
+    pub name: &'static str,
+    /// [`uncontended_async`].
+    pub uncontended: fn(&Runtime, u64) -> Duration,
+    /// [`herd`].
+    pub herd: fn(&Runtime, usize) -> HerdRun,
+    /// [`mixed`].
+    pub mixed: fn(&Runtime, usize) -> Duration,
+    /// [`disjoint_async`].
+    pub disjoint: fn(u64) -> Duration,
+}
+
+/// The scenarios of `C`.
+pub fn async_contender<C: AsyncCoalescer>() -> AsyncContender {
+    AsyncContender {
+        name: C::NAME,
+        uncontended: uncontended_async::<C>,
+        herd: herd::<C>,
+        mixed: mixed::<C>,
+        disjoint: disjoint_async::<C>,
+    }
+}
+
+/// A blocking contender's scenarios as plain function pointers.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockingContender {
+    /// Its name.
+    pub name: &'static str,
+    /// [`uncontended_blocking`].
+    pub uncontended: fn(u64) -> Duration,
+    /// [`disjoint_blocking`].
+    pub disjoint: fn(u64) -> Duration,
+}
+
+/// The scenarios of `C`.
+pub fn blocking_contender<C: BlockingCoalescer>() -> BlockingContender {
+    BlockingContender {
+        name: C::NAME,
+        uncontended: uncontended_blocking::<C>,
+        disjoint: disjoint_blocking::<C>,
+    }
+}
+
+/// Ours, then every async peer (the baseline first). The no-coalescing floor and the
+/// stats variant are not in the list: see [`crate::peers`].
+pub fn async_contenders() -> Vec<AsyncContender> {
+    use crate::peers::*;
+    vec![
+        async_contender::<Ours>(),
+        async_contender::<SharedBaseline>(),
+        async_contender::<Uniflight>(),
+        async_contender::<QuickCache>(),
+        async_contender::<Asyncband>(),
+        async_contender::<SingleflightAsync>(),
+        async_contender::<RsSingleflight>(),
+        async_contender::<AsyncSingleflight>(),
+        async_contender::<Moka>(),
+    ]
+}
+
+/// Ours, then every blocking peer (the baseline first).
+pub fn blocking_contenders() -> Vec<BlockingContender> {
+    use crate::peers::*;
+    vec![
+        blocking_contender::<OursBlocking>(),
+        blocking_contender::<CondvarBaseline>(),
+        blocking_contender::<QuickCache>(),
+        blocking_contender::<MokaSync>(),
+    ]
+}
