@@ -1,46 +1,39 @@
 //! Uncontended cost per call: one thread, a fresh key per call, work that returns at once.
-//! What a coalescer adds to every call that turns out not to need it.
+//! What a coalescer adds to every call that turns out not to need it. Async contenders run
+//! on a current-thread tokio runtime, blocking ones on this thread.
 #![allow(
     missing_docs,
     reason = "criterion_group! generates undocumented functions"
 )]
 
-use std::hint::black_box;
-
 use criterion::{Criterion, criterion_group, criterion_main};
-use singleflight_benches::baseline::MutexCondvarGroup;
+use singleflight_benches::peers::NoCoalescing;
+use singleflight_benches::scenarios::{self, async_contender, blocking_contender};
 
-fn blocking(c: &mut Criterion) {
-    let mut group = c.benchmark_group("uncontended/blocking");
-
-    group.bench_function("no-coalescing", |b| {
-        let mut key = 0u64;
-        b.iter(|| {
-            key += 1;
-            black_box(black_box(key) * 2)
+fn asynchronous(c: &mut Criterion) {
+    let mut group = c.benchmark_group("uncontended/async");
+    let runtime = scenarios::current_thread();
+    let mut contenders = scenarios::async_contenders();
+    contenders.push(async_contender::<NoCoalescing>());
+    for contender in contenders {
+        group.bench_function(contender.name, |b| {
+            b.iter_custom(|iters| (contender.uncontended)(&runtime, iters));
         });
-    });
-
-    group.bench_function("singleflight-blocking", |b| {
-        let flights = singleflight_blocking::Group::<u64, u64>::new();
-        let mut key = 0u64;
-        b.iter(|| {
-            key += 1;
-            flights.call(&key, || black_box(key) * 2)
-        });
-    });
-
-    group.bench_function("mutex-condvar-baseline", |b| {
-        let flights = MutexCondvarGroup::<u64, u64>::new();
-        let mut key = 0u64;
-        b.iter(|| {
-            key += 1;
-            flights.call(&key, || black_box(key) * 2)
-        });
-    });
-
+    }
     group.finish();
 }
 
-criterion_group!(benches, blocking);
+fn blocking(c: &mut Criterion) {
+    let mut group = c.benchmark_group("uncontended/blocking");
+    let mut contenders = scenarios::blocking_contenders();
+    contenders.push(blocking_contender::<NoCoalescing>());
+    for contender in contenders {
+        group.bench_function(contender.name, |b| {
+            b.iter_custom(|iters| (contender.uncontended)(iters));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, asynchronous, blocking);
 criterion_main!(benches);
