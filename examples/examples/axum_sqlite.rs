@@ -5,9 +5,10 @@
 //!
 //! Run: `cargo run --release -p singleflight-examples --example axum_sqlite`
 //!
-//! Options: `--requests N` (default 100), `--orders N` (rows in the orders table, default
-//! 200000; fewer make the query cheaper), `--chart PATH` (default
-//! `target/axum_sqlite_latency.svg`), `--quick` (100000 orders, for CI).
+//! Options: `--requests N` (default 100; at most 400, as each takes two sockets),
+//! `--orders N` (rows in the orders table, default 200000; fewer make the query cheaper),
+//! `--chart PATH` (default `target/axum_sqlite_latency.svg`), `--quick` (100000 orders,
+//! for CI).
 //! Everything listens on 127.0.0.1 and stops by itself.
 
 use std::error::Error;
@@ -28,7 +29,7 @@ const CUSTOMER: u64 = 42;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let quick = scale::flag("--quick");
-    let requests: usize = scale::value("--requests").unwrap_or(100).clamp(1, 1000);
+    let requests: usize = scale::value("--requests").unwrap_or(100).clamp(1, 400);
     let orders: u64 = scale::value("--orders").unwrap_or(if quick { 100_000 } else { 200_000 });
     let chart = scale::value::<PathBuf>("--chart").unwrap_or_else(|| {
         let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -65,3 +65,32 @@ impl MockDb {
         format!("user {user}: Ada Lovelace")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_slow_down_with_the_queries_running_beside_them() {
+        let db = MockDb::new(10, Scale::new(1.0));
+        assert_eq!(db.start(), Duration::from_millis(60));
+        assert_eq!(db.start(), Duration::from_millis(70));
+        assert_eq!(db.finish(1), "user 1: Ada Lovelace");
+        assert_eq!(db.start(), Duration::from_millis(70));
+        assert_eq!(db.queries(), 3);
+    }
+
+    #[test]
+    fn a_query_waits_for_a_free_connection() {
+        let db = MockDb::new(1, Scale::new(0.01));
+        let held = db.pool.try_acquire().expect("the only connection");
+        std::thread::scope(|s| {
+            let query = s.spawn(|| db.query_blocking(7));
+            // The query cannot start while the connection is taken.
+            assert_eq!(db.queries(), 0);
+            drop(held);
+            assert_eq!(query.join().expect("query thread"), "user 7: Ada Lovelace");
+        });
+        assert_eq!(db.queries(), 1);
+    }
+}
