@@ -209,7 +209,7 @@ fn main() -> std::io::Result<()> {
                 });
                 let _ = quotes.try_call("EURUSD", || {
                     thread::sleep(Duration::from_millis(3));
-                    if i % 5 == 0 {
+                    if i.is_multiple_of(5) {
                         Err("upstream 503".into())
                     } else {
                         Ok(108)
