@@ -24,6 +24,12 @@ pub trait Observer: Send + Sync {
     /// promoted after the leader went away. The returned token comes back to
     /// [`execution_finished`](Self::execution_finished), so an implementation can stamp the
     /// start time without the core knowing any clock.
+    ///
+    /// Every call comes right after either [`flight_started`](Self::flight_started) (a
+    /// flight's first execution) or [`takeover`](Self::takeover) (any later one), so
+    /// flights started = executions started - takeovers: an observer may count two of the
+    /// three and derive the third (`singleflight-stats` derives flights in progress this
+    /// way, to keep one atomic add off the uncontended path).
     fn execution_started(&self) -> u64 {
         0
     }
