@@ -39,7 +39,11 @@ impl Drop for Scope {
     fn drop(&mut self) {
         let _ = LEADING.try_with(|stack| {
             let mut stack = stack.borrow_mut();
-            if let Some(at) = stack.iter().rposition(|&entry| entry == self.entry) {
+            // Scopes nest, so ours is almost always on top: pop it without a search or a
+            // (zero-length) shift of the elements above it.
+            if stack.last() == Some(&self.entry) {
+                stack.pop();
+            } else if let Some(at) = stack.iter().rposition(|&entry| entry == self.entry) {
                 stack.remove(at);
             }
         });
