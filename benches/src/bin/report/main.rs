@@ -35,11 +35,11 @@ impl Plan {
         if quick {
             Self {
                 quick,
-                rounds: 3,
-                uncontended_iters: 50_000,
-                mixed_calls: 1_000,
-                disjoint_iters: 50_000,
-                herd_rounds: 2,
+                rounds: 5,
+                uncontended_iters: 100_000,
+                mixed_calls: 2_000,
+                disjoint_iters: 100_000,
+                herd_rounds: 3,
             }
         } else {
             Self {
