@@ -40,9 +40,20 @@
 //!
 //! # Cost
 //!
-//! A group without an observer skips every hook. With a `Stats` attached, each call adds a
-//! few relaxed atomic adds and, for the call that runs the work, two reads of the monotonic
-//! clock; nothing locks or allocates. The `stats` benchmark in the workspace measures it.
+//! A group without an observer skips every hook. With a `Stats` attached, a call that joins
+//! a flight adds one relaxed atomic add, and a call that runs the work two (its miss, and
+//! the flight's end); nothing locks or allocates, and flights in progress are derived
+//! rather than counted. On the uncontended path (one thread, a fresh key per call, the
+//! workspace's `stats` benchmark) that measured 39 ns against 36 ns without an observer,
+//! about +8%, on a 2-core virtual machine.
+//!
+//! Work time is opt-in ([`Stats::timed`]) because it costs more than all the counters: two
+//! reads of the monotonic clock per execution, some 25 ns each on that machine (101 ns a
+//! call in the same benchmark). Calls that join a flight are never timed.
+//!
+//! Counters are not padded to separate cache lines: nothing measured here showed a need
+//! (the benchmark is single-threaded). Under contention they share a few lines, and the
+//! joiners of a flight, the most numerous callers, touch `hits` alone.
 //!
 //! # Features
 //!

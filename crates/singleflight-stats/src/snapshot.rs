@@ -48,10 +48,11 @@ pub struct Snapshot {
     /// not touch it.
     pub active: u64,
     /// Total time spent running the work, summed over executions (one per leader, not per
-    /// caller), counting executions that finished in any way.
+    /// caller), counting executions that finished in any way. Zero unless the `Stats` is
+    /// [`timed`](crate::Stats::timed).
     #[cfg(feature = "std")]
     pub work_time: Duration,
-    /// The longest single execution.
+    /// The longest single execution since the last reset (zero unless timed).
     #[cfg(feature = "std")]
     pub max_work_time: Duration,
 }
