@@ -239,6 +239,19 @@ mod blocking {
         assert_eq!(counts(&snapshot), [0, 1, 0, 0, 0, 0, 0, 0]);
     }
 
+    /// A call rejected as re-entrant never joined or ran anything: it is not counted.
+    #[test]
+    fn a_reentrant_call_is_not_counted() {
+        let stats = Arc::new(Stats::new());
+        let group = observed::<u32>(&stats);
+        let outer = group.call("k", || {
+            assert_eq!(group.call("k", || 0), Err(Error::Reentrant));
+            1
+        });
+        assert_eq!(outer, Ok(1));
+        assert_counts(&stats, [0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+
     /// Many threads, few keys: whatever coalesced, every call was a hit or a miss.
     #[test]
     fn hits_plus_misses_is_the_number_of_calls() {
