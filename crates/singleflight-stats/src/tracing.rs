@@ -43,9 +43,9 @@ pub struct TracingObserver {
 
 impl TracingObserver {
     /// Creates an observer whose spans and events carry `group = <group>`.
-    pub fn new(group: &str) -> Self {
+    pub fn new(group: impl Into<Arc<str>>) -> Self {
         Self {
-            group: Arc::from(group),
+            group: group.into(),
             spans: Tokens::new(),
         }
     }
