@@ -1,0 +1,564 @@
+//! The fleet layer: what the one caller per process and key does with Redis.
+//!
+//! It runs as the body of the in-process leader's work, so local waiters never reach it.
+//! Subscribe, then `join`: the lease holder leads (renewing its lease, publishing its
+//! result, error or abandonment); everyone else follows, waiting for the push, re-checking
+//! on a jittered backoff and on disconnects, and re-electing when the leader vanished.
+//! Any Redis trouble makes the caller run the work itself and say why.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::backend::{Backend, BackendError, Event, Joined};
+use crate::config::Config;
+use crate::envelope::{self, HEADER_LEN, Header, Keys, Status};
+use crate::health::{Breaker, Counters, FleetStats, Warnings};
+use crate::outcome::{FallbackReason, Outcome, RemoteError};
+
+/// How the fleet layer ended a call that did not produce a value.
+#[derive(Clone, Debug)]
+pub(crate) enum Failure<E> {
+    /// The work ran here and failed.
+    Local(E),
+    /// The work ran in another process and failed there.
+    Remote(RemoteError),
+}
+
+/// Warning kinds (rate-limited separately).
+const WARN_REDIS: usize = 0;
+const WARN_DECODE: usize = 1;
+const WARN_SIZE: usize = 2;
+const WARN_LEASE: usize = 3;
+const WARN_PUBLISH: usize = 4;
+const WARN_WAIT: usize = 5;
+
+/// One group's fleet layer over backend `B`.
+#[derive(Debug)]
+pub(crate) struct Fleet<B> {
+    backend: B,
+    config: Config,
+    breaker: Breaker,
+    counters: Counters,
+    warnings: Warnings,
+    following: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a flight as following while it lives.
+struct Following<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// 64 random bits: std's randomly keyed SipHash over a counter, the time and the pid.
+pub(crate) fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    std::hash::RandomState::new().hash_one((
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now(),
+        std::process::id(),
+    ))
+}
+
+fn jitter(base: Duration) -> Duration {
+    // ±20 %
+    #[allow(clippy::cast_precision_loss, reason = "only a jitter factor")]
+    let unit = random_u64() as f64 / u64::MAX as f64;
+    base.mul_f64(0.8 + 0.4 * unit)
+}
+
+impl<B: Backend> Fleet<B> {
+    pub(crate) fn new(backend: B, config: Config) -> Self {
+        Self {
+            backend,
+            breaker: Breaker::new(config.breaker_failures, config.breaker_open),
+            warnings: Warnings::new(config.warn_interval),
+            counters: Counters::default(),
+            following: std::sync::atomic::AtomicUsize::new(0),
+            config,
+        }
+    }
+
+    /// Flights of this process waiting for another process's leader.
+    pub(crate) fn following(&self) -> usize {
+        self.following.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stats(&self) -> FleetStats {
+        self.counters.snapshot()
+    }
+
+    /// Runs one Redis command under the per-command deadline, feeding the breaker.
+    async fn op<T>(
+        &self,
+        what: &str,
+        command: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, FallbackReason> {
+        let reason = match tokio::time::timeout(self.config.op_timeout, command).await {
+            Ok(Ok(value)) => {
+                self.breaker.success();
+                return Ok(value);
+            }
+            Ok(Err(error)) if !error.timeout => {
+                let opened = self.breaker.failure();
+                self.warnings.warn(WARN_REDIS, || {
+                    format!(
+                        "redis {what} failed ({error}); running work locally{}",
+                        opened_note(opened)
+                    )
+                });
+                FallbackReason::RedisUnavailable
+            }
+            Ok(Err(_)) | Err(_) => {
+                let opened = self.breaker.failure();
+                self.warnings.warn(WARN_REDIS, || {
+                    format!(
+                        "redis {what} timed out after {:?}; running work locally{}",
+                        self.config.op_timeout,
+                        opened_note(opened)
+                    )
+                });
+                FallbackReason::RedisTimeout
+            }
+        };
+        Err(reason)
+    }
+
+    /// Runs the work here without fleet-wide coalescing.
+    async fn local<V, E, F, Fut>(
+        &self,
+        reason: FallbackReason,
+        work: F,
+    ) -> Result<(V, Outcome), Failure<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let outcome = Outcome::Fallback(reason);
+        self.counters.outcome(outcome);
+        match work().await {
+            Ok(value) => Ok((value, outcome)),
+            Err(error) => Err(Failure::Local(error)),
+        }
+    }
+
+    /// Coalesces `work` for `key` across the fleet.
+    pub(crate) async fn run<V, E, F, Fut>(
+        self: &Arc<Self>,
+        key: &str,
+        work: F,
+    ) -> Result<(V, Outcome), Failure<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        if !self.breaker.allow() {
+            return self.local(FallbackReason::CircuitOpen, work).await;
+        }
+        let keys = Keys::new(&self.config.namespace, key);
+        let token = format!("{:016x}{:016x}", random_u64(), random_u64());
+        // Subscribe before joining: a result published after our join cannot be missed.
+        let subscription = match self
+            .op("subscribe", self.backend.subscribe(&keys.channel))
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(reason) => return self.local(reason, work).await,
+        };
+        let joined = match self
+            .op(
+                "join",
+                self.backend.join(&keys, &token, self.config.lease_ttl, 0),
+            )
+            .await
+        {
+            Ok(joined) => joined,
+            Err(reason) => return self.local(reason, work).await,
+        };
+        let generation = match joined {
+            Joined::Leader(generation) => {
+                drop(subscription);
+                return self
+                    .lead(
+                        keys,
+                        &token,
+                        generation,
+                        Outcome::Leader { generation },
+                        work,
+                    )
+                    .await;
+            }
+            Joined::Follow(generation) => generation,
+            Joined::Result(envelope) => return self.settle_stored(&keys, &envelope, work).await,
+        };
+        self.follow(keys, &token, subscription, generation, work)
+            .await
+    }
+
+    async fn follow<V, E, F, Fut>(
+        self: &Arc<Self>,
+        keys: Keys,
+        token: &str,
+        mut subscription: crate::backend::Subscription,
+        mut generation: u64,
+        work: F,
+    ) -> Result<(V, Outcome), Failure<E>>
+    where
+        V: Serialize + DeserializeOwned,
+        E: Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.following.fetch_add(1, Ordering::Relaxed);
+        let following = Following(&self.following);
+        let deadline = Instant::now() + self.config.wait_timeout;
+        let mut poll = self.config.poll_min;
+        loop {
+            let recheck = tokio::select! {
+                event = subscription.rx.recv() => match event {
+                    Some(Event::Message(bytes)) => match Header::parse(&bytes) {
+                        Some((header, payload))
+                            if header.fingerprint == keys.fingerprint
+                                && header.generation >= generation =>
+                        {
+                            match header.status {
+                                Status::Ok | Status::Err | Status::TooLarge => {
+                                    let settled = self.settle(header, payload, work);
+                                    return self.resolve(settled).await;
+                                }
+                                Status::Ready => {
+                                    match self.op("fetch", self.backend.fetch(&keys)).await {
+                                        Ok(Some(envelope)) => {
+                                            return self.settle_stored(&keys, &envelope, work).await;
+                                        }
+                                        // Gone already: ask again, which re-elects if need be.
+                                        Ok(None) => true,
+                                        Err(reason) => return self.local(reason, work).await,
+                                    }
+                                }
+                                Status::Abandoned => true,
+                            }
+                        }
+                        // Another generation's or a foreign message: not ours to act on.
+                        _ => false,
+                    },
+                    // Messages may have been lost while the connection was down.
+                    Some(Event::Disconnected) => true,
+                    None => return self.local(FallbackReason::RedisUnavailable, work).await,
+                },
+                () = tokio::time::sleep(jitter(poll)) => {
+                    poll = (poll * 2).min(self.config.poll_max);
+                    true
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.warnings.warn(WARN_WAIT, || format!(
+                        "no result from the leader of generation {generation} within {:?}; running work locally",
+                        self.config.wait_timeout
+                    ));
+                    return self.local(FallbackReason::WaitTimeout, work).await;
+                }
+            };
+            if !recheck {
+                continue;
+            }
+            match self
+                .op(
+                    "join",
+                    self.backend
+                        .join(&keys, token, self.config.lease_ttl, generation),
+                )
+                .await
+            {
+                Err(reason) => return self.local(reason, work).await,
+                Ok(Joined::Result(envelope)) => {
+                    return self.settle_stored(&keys, &envelope, work).await;
+                }
+                Ok(Joined::Follow(current)) => generation = generation.max(current),
+                Ok(Joined::Leader(new)) => {
+                    drop(subscription);
+                    drop(following);
+                    let outcome = Outcome::Reelected { generation: new };
+                    return self.lead(keys, token, new, outcome, work).await;
+                }
+            }
+        }
+    }
+
+    /// A result envelope read from the result key.
+    async fn settle_stored<V, E, F, Fut>(
+        &self,
+        keys: &Keys,
+        envelope: &[u8],
+        work: F,
+    ) -> Result<(V, Outcome), Failure<E>>
+    where
+        V: DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        match Header::parse(envelope) {
+            Some((header, payload))
+                if header.fingerprint == keys.fingerprint && header.status != Status::Ready =>
+            {
+                let settled = self.settle(header, payload, work);
+                self.resolve(settled).await
+            }
+            _ => {
+                self.warnings.warn(WARN_DECODE, || {
+                    "stored result is not a valid envelope for this key; running work locally"
+                        .to_owned()
+                });
+                self.local(FallbackReason::Decode, work).await
+            }
+        }
+    }
+
+    async fn resolve<V, E, F, Fut>(
+        &self,
+        settled: Settled<V, E, F>,
+    ) -> Result<(V, Outcome), Failure<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        match settled {
+            Settled::Done(result) => result,
+            Settled::Local(reason, work) => self.local(reason, work).await,
+        }
+    }
+
+    /// A final message from the leader (value, error, or "too large").
+    fn settle<V, E, F>(&self, header: Header, payload: &[u8], work: F) -> Settled<V, E, F>
+    where
+        V: DeserializeOwned,
+    {
+        match header.status {
+            Status::Ok => match envelope::decode_value::<V>(header.codec, payload) {
+                Some(value) => {
+                    let outcome = Outcome::Follower {
+                        generation: header.generation,
+                    };
+                    self.counters.outcome(outcome);
+                    Settled::Done(Ok((value, outcome)))
+                }
+                None => {
+                    self.warnings.warn(WARN_DECODE, || {
+                        format!(
+                            "shared value of generation {} (codec {}) does not decode as {}; running work locally",
+                            header.generation,
+                            header.codec,
+                            std::any::type_name::<V>()
+                        )
+                    });
+                    Settled::Local(FallbackReason::Decode, work)
+                }
+            },
+            Status::Err => {
+                let outcome = Outcome::Follower {
+                    generation: header.generation,
+                };
+                self.counters.outcome(outcome);
+                self.counters.remote_error();
+                Settled::Done(Err(Failure::Remote(RemoteError::new(
+                    &String::from_utf8_lossy(payload),
+                ))))
+            }
+            _ => Settled::Local(FallbackReason::TooLarge, work),
+        }
+    }
+
+    async fn lead<V, E, F, Fut>(
+        self: &Arc<Self>,
+        keys: Keys,
+        token: &str,
+        generation: u64,
+        outcome: Outcome,
+        work: F,
+    ) -> Result<(V, Outcome), Failure<E>>
+    where
+        V: Serialize,
+        E: Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.counters.outcome(outcome);
+        let lock_value = format!("{generation}:{token}");
+        let mut guard = LeaderGuard {
+            renewal: Some(self.spawn_renewal(keys.clone(), lock_value.clone())),
+            fleet: Arc::clone(self),
+            keys,
+            lock_value,
+            generation,
+            armed: true,
+        };
+        let result = work().await;
+        if let Some(renewal) = guard.renewal.take() {
+            renewal.abort();
+        }
+        let header = |status| Header {
+            codec: self.config.codec.id(),
+            status,
+            generation,
+            fingerprint: guard.keys.fingerprint,
+        };
+        let envelope = match &result {
+            Ok(value) => {
+                match envelope::encode_value(self.config.codec, value) {
+                    Ok(payload) if payload.len() + HEADER_LEN <= self.config.max_value => {
+                        header(Status::Ok).encode(&payload)
+                    }
+                    Ok(payload) => {
+                        self.warnings.warn(WARN_SIZE, || {
+                        format!(
+                            "value of {} bytes exceeds max_value ({}); followers run the work themselves",
+                            payload.len(),
+                            self.config.max_value
+                        )
+                    });
+                        header(Status::TooLarge).encode(&[])
+                    }
+                    Err(error) => {
+                        self.warnings.warn(WARN_SIZE, || {
+                        format!("value does not serialize ({error}); followers run the work themselves")
+                    });
+                        header(Status::TooLarge).encode(&[])
+                    }
+                }
+            }
+            Err(error) => header(Status::Err).encode(error.to_string().as_bytes()),
+        };
+        let message = if envelope.len() <= self.config.inline_max {
+            envelope.clone()
+        } else {
+            header(Status::Ready).encode(&[])
+        };
+        let published = self
+            .op(
+                "complete",
+                self.backend.complete(
+                    &guard.keys,
+                    &guard.lock_value,
+                    generation,
+                    &envelope,
+                    self.config.result_linger,
+                    &message,
+                ),
+            )
+            .await;
+        guard.armed = false;
+        if published.is_err() {
+            // The value still reaches every caller in this process.
+            self.counters.publish_failed();
+            self.warnings.warn(WARN_PUBLISH, || {
+                format!(
+                    "result of generation {generation} was not published; followers will re-check"
+                )
+            });
+        }
+        match result {
+            Ok(value) => Ok((value, outcome)),
+            Err(error) => Err(Failure::Local(error)),
+        }
+    }
+
+    fn spawn_renewal(self: &Arc<Self>, keys: Keys, lock_value: String) -> JoinHandle<()> {
+        let fleet = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let every = fleet.config.lease_ttl / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                if started.elapsed() >= fleet.config.max_hold {
+                    fleet.warnings.warn(WARN_LEASE, || {
+                        format!(
+                            "work has held its lease for max_hold ({:?}); no longer renewing",
+                            fleet.config.max_hold
+                        )
+                    });
+                    return;
+                }
+                let renew = fleet
+                    .backend
+                    .renew(&keys, &lock_value, fleet.config.lease_ttl);
+                match fleet.op("renew", renew).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        fleet.counters.lease_lost();
+                        fleet.warnings.warn(WARN_LEASE, || {
+                            "lease lost while the work runs; another process may run it too"
+                                .to_owned()
+                        });
+                        return;
+                    }
+                    // Try again next time: the lease may still be alive.
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+}
+
+fn opened_note(opened: bool) -> &'static str {
+    if opened {
+        "; circuit breaker opened"
+    } else {
+        ""
+    }
+}
+
+enum Settled<V, E, F> {
+    Done(Result<(V, Outcome), Failure<E>>),
+    Local(FallbackReason, F),
+}
+
+/// A leader's duties on every early exit (panic, cancellation): stop renewing, release the
+/// lease and tell the followers to elect a new leader now rather than at lease expiry.
+struct LeaderGuard<B: Backend> {
+    fleet: Arc<Fleet<B>>,
+    keys: Keys,
+    lock_value: String,
+    generation: u64,
+    renewal: Option<JoinHandle<()>>,
+    armed: bool,
+}
+
+impl<B: Backend> Drop for LeaderGuard<B> {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let fleet = Arc::clone(&self.fleet);
+        let keys = self.keys.clone();
+        let lock_value = std::mem::take(&mut self.lock_value);
+        let message = Header {
+            codec: fleet.config.codec.id(),
+            status: Status::Abandoned,
+            generation: self.generation,
+            fingerprint: keys.fingerprint,
+        }
+        .encode(&[]);
+        runtime.spawn(async move {
+            let abandon = fleet.backend.abandon(&keys, &lock_value, &message);
+            let _ = fleet.op("abandon", abandon).await;
+        });
+    }
+}

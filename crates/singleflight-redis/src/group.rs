@@ -1,0 +1,187 @@
+//! [`RedisGroup`]: the in-process tokio group with the fleet layer as its leader's work.
+
+use std::convert::Infallible;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use singleflight_core::Observer;
+use singleflight_tokio::Group;
+
+use crate::config::Config;
+use crate::flight::{Failure, Fleet};
+use crate::health::FleetStats;
+use crate::outcome::{Error, Outcome};
+use crate::redis_backend::RedisBackend;
+
+type Local<V, E> = Group<String, Result<(V, Outcome), Failure<E>>>;
+
+/// Coalesces calls with equal keys within this process, then across every process that
+/// shares the Redis server and namespace: see the [crate docs](crate).
+///
+/// `V` is the value (`Clone` for this process's callers, serde for other processes'), `E`
+/// the error of fallible work (`Display` is what other processes receive, as
+/// [`RemoteError`](crate::RemoteError)). Cloning shares the group.
+pub struct RedisGroup<V, E = Infallible> {
+    local: Local<V, E>,
+    fleet: Arc<Fleet<Arc<RedisBackend>>>,
+}
+
+impl<V, E> Clone for RedisGroup<V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            local: self.local.clone(),
+            fleet: Arc::clone(&self.fleet),
+        }
+    }
+}
+
+impl<V, E> fmt::Debug for RedisGroup<V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisGroup")
+            .field("in_flight", &self.local.in_flight())
+            .field("fleet", &self.fleet.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V, E> RedisGroup<V, E>
+where
+    V: Clone + Serialize + DeserializeOwned,
+    E: Clone + Display,
+{
+    /// A group on `client`'s server, with keys under [`Config::new`]'s namespace. It
+    /// connects on first use over RESP3 (whatever the client's URL says) and reconnects
+    /// and resubscribes by itself; a server that is down is not an error here.
+    ///
+    /// # Errors
+    ///
+    /// If the client's settings cannot make a connection manager.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn new(client: &redis::Client, config: Config) -> redis::RedisResult<Self> {
+        let backend = RedisBackend::new(client, config.op_timeout)?;
+        Ok(Self {
+            local: Group::new(),
+            fleet: Arc::new(Fleet::new(backend, config)),
+        })
+    }
+
+    /// [`new`](Self::new) from a URL such as `redis://127.0.0.1:6379/`.
+    ///
+    /// # Errors
+    ///
+    /// If the URL is invalid.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn open(url: &str, config: Config) -> redis::RedisResult<Self> {
+        Self::new(&redis::Client::open(url)?, config)
+    }
+
+    /// Attaches an in-process observer (such as `singleflight-stats`' `Stats`): it counts
+    /// this process's calls as hits (joined another local caller) and misses (went to the
+    /// fleet layer). Fleet-wide outcomes are in [`fleet_stats`](Self::fleet_stats).
+    #[must_use]
+    pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            local: self.local.with_observer(observer),
+            fleet: self.fleet,
+        }
+    }
+
+    /// How the fleet layer settled this process's flights so far.
+    pub fn fleet_stats(&self) -> FleetStats {
+        self.fleet.stats()
+    }
+
+    /// Number of this process's flights in progress.
+    pub fn in_flight(&self) -> usize {
+        self.local.in_flight()
+    }
+
+    /// Number of this process's flights waiting for a leader in another process (tests
+    /// and dashboards can wait on it instead of sleeping).
+    pub fn fleet_waiting(&self) -> usize {
+        self.fleet.following()
+    }
+
+    /// Number of this process's callers waiting on `key`'s flight (not counting the one
+    /// that reached the fleet layer).
+    pub fn waiters(&self, key: &str) -> usize {
+        self.local.waiters(key)
+    }
+
+    /// Runs infallible `work` once for `key` across the fleet (best-effort) and returns a
+    /// copy of its value with how the call was settled.
+    ///
+    /// The work runs in this caller's task if this process leads, or falls back. Every
+    /// concurrent caller of `key` in this process shares this process's one fleet call and
+    /// its [`Outcome`].
+    ///
+    /// # Errors
+    ///
+    /// As [`try_call`](Self::try_call); `Error::Failed` cannot occur.
+    ///
+    /// # Panics
+    ///
+    /// If this caller runs the work and it panics, the panic resumes here (the fleet is
+    /// told at once, so another process takes over).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`try_call`](Self::try_call).
+    pub async fn call<F, Fut>(&self, key: &str, work: F) -> Result<(V, Outcome), Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        self.try_call(key, || async { Ok(work().await) }).await
+    }
+
+    /// Runs fallible `work` once for `key` across the fleet (best-effort): see
+    /// [`call`](Self::call). A leader's error reaches this process's callers as
+    /// [`Error::Failed`] and other processes' as [`Error::Remote`], at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] / [`Error::Remote`] if the work failed here / elsewhere,
+    /// [`Error::Panicked`] for this process's waiters if it panicked here,
+    /// [`Error::Reentrant`] if called from inside `key`'s own work. Redis trouble is never
+    /// an error: the work then runs here and the outcome says
+    /// [`Outcome::Fallback`].
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping a waiting caller affects no one else. Dropping the caller that runs the
+    /// work (or waits on Redis) cancels it: the oldest local waiter takes over, and if this
+    /// process held the fleet lease, it is released and the fleet told to elect a new
+    /// leader.
+    pub async fn try_call<F, Fut>(&self, key: &str, work: F) -> Result<(V, Outcome), Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let fleet = &self.fleet;
+        let result = self
+            .local
+            .try_call(key, || async move { fleet.run(key, work).await })
+            .await;
+        result.map_err(|error| match error {
+            singleflight_core::Error::Failed(Failure::Local(e)) => Error::Failed(e),
+            singleflight_core::Error::Failed(Failure::Remote(e)) => Error::Remote(e),
+            singleflight_core::Error::Panicked(message) => Error::Panicked(message),
+            singleflight_core::Error::Reentrant => Error::Reentrant,
+            _ => Error::LeaderDropped,
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Best-effort request coalescing across processes and machines, on Redis (or Valkey).
+//!
+//! [`RedisGroup`] is two levels of coalescing:
+//!
+//! 1. **In-process**: concurrent calls for a key share one flight of
+//!    [`singleflight-tokio`](singleflight_tokio), so at most one call per process and key
+//!    reaches Redis.
+//! 2. **Fleet-wide**: that call subscribes to the flight's channel, then tries a lease
+//!    (`SET NX PX` with a random token, in a Lua script). The winner runs the work,
+//!    renewing its lease while it runs, and publishes the result (or its error) to the
+//!    followers, which also find it in a result key if they missed the message. Followers
+//!    re-check on a jittered backoff and when the connection drops; a leader that vanished
+//!    is replaced when its lease expires by exactly one new leader (the lease is still
+//!    `SET NX`); a leader that panics or is cancelled says so at once.
+//!
+//! ```no_run
+//! use singleflight_redis::{Config, Outcome, RedisGroup};
+//!
+//! # async fn load_user(id: u64) -> String { format!("user {id}") }
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let users = RedisGroup::<String>::open("redis://127.0.0.1:6379/", Config::new("users:v1"))?;
+//! let (user, outcome) = users.call("user:42", || load_user(42)).await?;
+//! match outcome {
+//!     Outcome::Leader { generation } => println!("loaded {user} (flight {generation})"),
+//!     Outcome::Follower { .. } => println!("{user} came from another process"),
+//!     other => println!("{user}: {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees: best-effort, never a lock
+//!
+//! * **Healthy Redis**: one execution per key across the fleet per flight.
+//! * **Redis down, slow or unreachable**: the call runs the work in this process, still
+//!   coalesced within it (at most one execution per process and key), and the
+//!   [`Outcome`] says [`Fallback`](Outcome::Fallback) with the reason. Every Redis command
+//!   has its own deadline ([`Config::op_timeout`]); after repeated failures a circuit
+//!   breaker skips Redis for a while, so a dead Redis costs nothing per call.
+//! * **Rarely, two or more executions across processes**: a leader whose lease expired
+//!   (partition, stalled process), a Redis restart or failover, evicted keys.
+//! * **Never** use this as a mutual-exclusion lock for side effects. The generation in
+//!   [`Outcome`] grows with every election and can serve as a fencing token for
+//!   downstream writes; a late leader never overwrites a newer generation's result.
+//!
+//! Coalescing is not caching: a result is handed only to calls that overlapped its flight
+//! (it lingers briefly, [`Config::result_linger`], for followers that missed the push).
+//!
+//! # Values
+//!
+//! Values cross processes through serde in a small versioned envelope: JSON by default,
+//! MessagePack with the `msgpack` feature ([`Codec`]). A value that cannot be decoded
+//! (another version, codec, a corrupt key) or is larger than [`Config::max_value`] makes
+//! the follower run the work itself ([`FallbackReason::Decode`],
+//! [`FallbackReason::TooLarge`]). Put a schema version in the namespace. Errors cross as
+//! their `Display` text ([`RemoteError`]).
+//!
+//! # Reporting
+//!
+//! Each call's [`Outcome`]; [`RedisGroup::fleet_stats`]; an in-process
+//! [`Observer`](singleflight_core::Observer) via [`RedisGroup::with_observer`]; and
+//! `tracing` warnings (target `singleflight_redis`), at most one per kind of trouble per
+//! [`Config::warn_interval`].
+//!
+//! # Deployment
+//!
+//! Use `maxmemory-policy noeviction` (or a dedicated database): evicted leases mean
+//! duplicate executions. One group per process and namespace shares one connection for
+//! commands and subscriptions. Keys of one flight share a hash tag (`sf:{ns:hash}:…`),
+//! so the scripts are single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
+//!
+//! # Features
+//!
+//! * `msgpack`: the [`Codec::MessagePack`] codec.
+//!
+//! # MSRV
+//!
+//! Rust 1.88 (the `redis` crate's).
+#![forbid(unsafe_code)]
+
+mod backend;
+mod config;
+mod envelope;
+mod flight;
+mod group;
+mod health;
+mod outcome;
+mod redis_backend;
+
+#[cfg(test)]
+mod fake;
+
+pub use config::{Codec, Config};
+pub use group::RedisGroup;
+pub use health::FleetStats;
+pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};

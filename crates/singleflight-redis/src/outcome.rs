@@ -1,0 +1,184 @@
+//! What a call reports besides its value: how the fleet settled it, and its errors.
+
+use core::fmt;
+use std::sync::Arc;
+
+pub use singleflight_core::PanicMessage;
+
+/// How a call was settled across the fleet.
+///
+/// Every caller of one in-process flight sees the outcome of that flight: the process's
+/// caller that reached Redis decided it, and the others shared it (see the crate docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// This process won the lease and ran the work. `generation` is the flight's fencing
+    /// token: it grows with every election of the key.
+    Leader {
+        /// The flight's generation (fencing token).
+        generation: u64,
+    },
+    /// Another process ran the work; its result arrived through Redis.
+    Follower {
+        /// The generation of the flight whose result was received.
+        generation: u64,
+    },
+    /// This process followed another leader that went away (crashed, cancelled, panicked,
+    /// or its lease expired), then won the new election and ran the work.
+    Reelected {
+        /// The generation of the new flight.
+        generation: u64,
+    },
+    /// The work ran in this process without fleet-wide coalescing (it was still coalesced
+    /// within the process), for the reason given.
+    Fallback(FallbackReason),
+}
+
+impl Outcome {
+    /// Returns `true` if the work ran in this process (leader, re-elected or fallback).
+    pub fn ran_locally(&self) -> bool {
+        !matches!(self, Self::Follower { .. })
+    }
+
+    /// Returns `true` for [`Outcome::Fallback`].
+    pub fn is_fallback(&self) -> bool {
+        matches!(self, Self::Fallback(_))
+    }
+
+    /// The flight's generation, if Redis elected one.
+    pub fn generation(&self) -> Option<u64> {
+        match *self {
+            Self::Leader { generation }
+            | Self::Follower { generation }
+            | Self::Reelected { generation } => Some(generation),
+            Self::Fallback(_) => None,
+        }
+    }
+}
+
+/// Why a call ran its work locally instead of coalescing across the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FallbackReason {
+    /// A Redis command failed (connection refused or lost, server error).
+    RedisUnavailable,
+    /// A Redis command did not answer within its deadline
+    /// ([`Config::op_timeout`](crate::Config::op_timeout)).
+    RedisTimeout,
+    /// The circuit breaker is open after repeated Redis failures: Redis was not tried.
+    CircuitOpen,
+    /// The leader elsewhere did not deliver a result within
+    /// [`Config::wait_timeout`](crate::Config::wait_timeout).
+    WaitTimeout,
+    /// The shared result could not be decoded (another version, codec or a corrupt value).
+    Decode,
+    /// The leader's value was larger than [`Config::max_value`](crate::Config::max_value),
+    /// so it was not shared.
+    TooLarge,
+}
+
+impl FallbackReason {
+    pub(crate) const ALL: [Self; 6] = [
+        Self::RedisUnavailable,
+        Self::RedisTimeout,
+        Self::CircuitOpen,
+        Self::WaitTimeout,
+        Self::Decode,
+        Self::TooLarge,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::RedisUnavailable => 0,
+            Self::RedisTimeout => 1,
+            Self::CircuitOpen => 2,
+            Self::WaitTimeout => 3,
+            Self::Decode => 4,
+            Self::TooLarge => 5,
+        }
+    }
+}
+
+impl fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RedisUnavailable => "redis unavailable",
+            Self::RedisTimeout => "redis timed out",
+            Self::CircuitOpen => "circuit breaker open",
+            Self::WaitTimeout => "timed out waiting for the leader",
+            Self::Decode => "shared value could not be decoded",
+            Self::TooLarge => "value too large to share",
+        })
+    }
+}
+
+/// The error of a leader in another process, as its `Display` text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteError {
+    message: Arc<str>,
+}
+
+impl RemoteError {
+    pub(crate) fn new(message: &str) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The remote error's `Display` text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "leader in another process failed: {}", self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// Why a call did not produce a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The work ran in this process and returned this error (shared with this process's
+    /// other callers of the flight).
+    Failed(E),
+    /// The work ran in another process and failed there.
+    Remote(RemoteError),
+    /// The work panicked in this process (the caller that ran it resumes the panic instead).
+    Panicked(PanicMessage),
+    /// The in-process leader was dropped and the group fails its waiters
+    /// (see [`LeaderDropPolicy`](singleflight_core::LeaderDropPolicy)).
+    LeaderDropped,
+    /// The call was made from inside the work of the flight it would join.
+    Reentrant,
+}
+
+impl<E> Error<E> {
+    /// Returns `true` if the work failed, in this process or another.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Self::Failed(_) | Self::Remote(_))
+    }
+
+    /// Returns `true` if the error came from a leader in another process.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Remote(_))
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failed(e) => write!(f, "work failed: {e}"),
+            Self::Remote(e) => e.fmt(f),
+            Self::Panicked(m) => write!(f, "work panicked: {}", m.as_str()),
+            Self::LeaderDropped => f.write_str("leader dropped"),
+            Self::Reentrant => f.write_str("re-entrant call"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Error<E> {}

@@ -1,0 +1,832 @@
+//! Against a real `redis-server` on loopback, started per test and stopped by its pid.
+//! Processes are this test binary re-executed (`worker_process_entry`); faults are
+//! injected with signals and `CLIENT KILL`. Without a server the tests skip loudly, and
+//! fail under `CI=true`.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use singleflight_redis::{Config, Error, FallbackReason, Outcome, RedisGroup};
+use support::{Server, Worker, WorkerSpec, executions, temp_log, wait_until};
+use tokio::sync::watch;
+
+fn label(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Leader { .. } => "leader".to_owned(),
+        Outcome::Follower { .. } => "follower".to_owned(),
+        Outcome::Reelected { .. } => "reelected".to_owned(),
+        Outcome::Fallback(reason) => format!("fallback:{reason:?}"),
+        _ => "other".to_owned(),
+    }
+}
+
+/// The worker process: runs `SF_ROUNDS` rounds of `SF_CALLERS` concurrent callers of one
+/// key; the work of round `r` waits for the `r+1`-th `go` line on stdin. Prints
+/// `SF ready leader|follower`, then one `SF result <outcome> ok|err <text> <ms after go>`
+/// per caller, then `SF done`. A no-op unless `SF_WORKER` is set.
+#[test]
+fn worker_process_entry() {
+    if std::env::var_os("SF_WORKER").is_none() {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(worker_main());
+    // The stdin reader sits in tokio's blocking pool, which a runtime waits for on drop.
+    std::process::exit(0);
+}
+
+async fn worker_main() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} unset"));
+    let callers: usize = var("SF_CALLERS").parse().expect("callers");
+    let rounds: usize = var("SF_ROUNDS").parse().expect("rounds");
+    let work = Duration::from_millis(var("SF_WORK_MS").parse().expect("work"));
+    let lease = Duration::from_millis(var("SF_LEASE_MS").parse().expect("lease"));
+    let behaviour = var("SF_BEHAVIOUR");
+    let (key, log) = (var("SF_KEY"), var("SF_LOG"));
+    let config = Config::new(var("SF_NS"))
+        .lease_ttl(lease)
+        .poll(Duration::from_millis(20), Duration::from_millis(200))
+        .op_timeout(Duration::from_millis(300))
+        .wait_timeout(Duration::from_secs(10));
+    let group = RedisGroup::<String, String>::open(&var("SF_URL"), config).expect("group");
+
+    let (go_tx, go_rx) = watch::channel(0usize);
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == "go" {
+                go_tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+
+    for round in 0..rounds {
+        let started = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..callers {
+            let (group, key, log, behaviour) =
+                (group.clone(), key.clone(), log.clone(), behaviour.clone());
+            let (started, mut go) = (Arc::clone(&started), go_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                let result = group
+                    .try_call(&key, || async move {
+                        use std::io::Write;
+                        let mut file = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .expect("log");
+                        writeln!(file, "{round} {}", std::process::id()).expect("log");
+                        started.store(true, Ordering::SeqCst);
+                        go.wait_for(|&n| n > round).await.expect("go");
+                        tokio::time::sleep(work).await;
+                        match behaviour.as_str() {
+                            "err" => Err("boom".to_owned()),
+                            _ => Ok(format!("value-{round}")),
+                        }
+                    })
+                    .await;
+                (result, Instant::now())
+            }));
+        }
+        wait_until("every caller joined", || {
+            group.waiters(&key) == callers - 1
+                && (group.fleet_waiting() == 1 || started.load(Ordering::SeqCst))
+        })
+        .await;
+        let role = if started.load(Ordering::SeqCst) {
+            "leader"
+        } else {
+            "follower"
+        };
+        println!("SF ready {role}");
+        let mut go = go_rx.clone();
+        go.wait_for(|&n| n > round).await.expect("go");
+        let go_at = Instant::now();
+        for task in tasks {
+            let (result, at) = task.await.expect("caller");
+            let ms = at.saturating_duration_since(go_at).as_millis();
+            match result {
+                Ok((value, outcome)) => println!("SF result {} ok {value} {ms}", label(outcome)),
+                Err(Error::Remote(e)) => println!("SF result remote err {} {ms}", e.message()),
+                Err(Error::Failed(e)) => println!("SF result local err {e} {ms}"),
+                Err(e) => println!("SF result other err {e} {ms}"),
+            }
+        }
+        println!("SF done");
+    }
+}
+
+struct Results {
+    /// Per worker: (role, result lines).
+    workers: Vec<(String, Vec<Vec<String>>)>,
+}
+
+impl Results {
+    fn all(&self) -> impl Iterator<Item = &Vec<String>> {
+        self.workers.iter().flat_map(|(_, lines)| lines)
+    }
+}
+
+fn spec(server: &Server, name: &str, callers: usize) -> WorkerSpec {
+    WorkerSpec {
+        url: server.url(),
+        namespace: format!("test:{name}"),
+        key: "hot".to_owned(),
+        callers,
+        work_ms: 0,
+        behaviour: "ok",
+        lease_ms: 2000,
+        log: temp_log(name),
+        rounds: 1,
+    }
+}
+
+/// Waits for every worker's `ready` line; returns the roles.
+async fn ready(workers: &mut [Worker]) -> Vec<String> {
+    let mut roles = Vec::new();
+    for worker in workers.iter_mut() {
+        let line = worker.expect("ready").await;
+        roles.push(line["ready ".len()..].to_owned());
+    }
+    roles
+}
+
+/// Collects `callers` result lines and `done` from each worker.
+async fn collect(workers: &mut [Worker], roles: &[String], callers: usize) -> Results {
+    let mut out = Vec::new();
+    for (worker, role) in workers.iter_mut().zip(roles) {
+        let mut lines = Vec::new();
+        for _ in 0..callers {
+            let line = worker.expect("result").await;
+            lines.push(line.split(' ').skip(1).map(str::to_owned).collect());
+        }
+        worker.expect("done").await;
+        out.push((role.clone(), lines));
+    }
+    Results { workers: out }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_processes_of_25_callers_run_the_work_once() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let spec = spec(&server, "fleet", 25);
+    let mut workers: Vec<Worker> = (0..8).map(|_| Worker::spawn(&spec)).collect();
+    let roles = ready(&mut workers).await;
+    assert_eq!(
+        roles.iter().filter(|r| *r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, 25).await;
+    for (role, lines) in &results.workers {
+        for line in lines {
+            assert_eq!(
+                line[0],
+                if role == "leader" {
+                    "leader"
+                } else {
+                    "follower"
+                },
+                "{line:?}"
+            );
+            assert_eq!((line[1].as_str(), line[2].as_str()), ("ok", "value-0"));
+        }
+    }
+    assert_eq!(results.all().count(), 200);
+    assert_eq!(
+        executions(&spec.log),
+        1,
+        "one execution for 8 processes x 25 callers"
+    );
+    println!(
+        "fleet: 200 callers in 8 processes, executions = {}",
+        executions(&spec.log)
+    );
+    for worker in workers {
+        worker.wait().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_error_reaches_followers_at_once() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let mut spec = spec(&server, "error", 5);
+    spec.behaviour = "err";
+    spec.lease_ms = 10_000;
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(&spec)).collect();
+    let roles = ready(&mut workers).await;
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, 5).await;
+    for (role, lines) in &results.workers {
+        for line in lines {
+            let kind = if role == "leader" { "local" } else { "remote" };
+            assert_eq!(
+                (line[0].as_str(), line[1].as_str(), line[2].as_str()),
+                (kind, "err", "boom")
+            );
+            let ms: u64 = line[3].parse().expect("ms");
+            assert!(
+                ms < 1000,
+                "followers must not wait out the 10 s lease: {ms} ms"
+            );
+        }
+    }
+    assert_eq!(executions(&spec.log), 1);
+    let mut conn = server.connection().await;
+    let locks: Vec<String> = redis::cmd("KEYS")
+        .arg("sf:*:lock")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(locks.is_empty(), "the lease is released: {locks:?}");
+    for worker in workers {
+        worker.wait().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_by_exactly_one_process() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let mut spec = spec(&server, "kill", 5);
+    spec.lease_ms = 1000;
+    let mut workers: Vec<Worker> = (0..4).map(|_| Worker::spawn(&spec)).collect();
+    let roles = ready(&mut workers).await;
+    let leader = roles.iter().position(|r| r == "leader").expect("a leader");
+    let mut dead = workers.remove(leader);
+    let mut roles = roles;
+    roles.remove(leader);
+    dead.kill();
+    let killed_at = Instant::now();
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, 5).await;
+    let elapsed = killed_at.elapsed();
+    let mut reelected = 0;
+    for (_, lines) in &results.workers {
+        assert!(
+            lines.iter().all(|l| l[1] == "ok" && l[2] == "value-0"),
+            "{lines:?}"
+        );
+        let outcome = &lines[0][0];
+        assert!(
+            lines.iter().all(|l| &l[0] == outcome),
+            "one outcome per process"
+        );
+        match outcome.as_str() {
+            "reelected" => reelected += 1,
+            "follower" => {}
+            other => panic!("unexpected outcome {other}"),
+        }
+    }
+    assert_eq!(reelected, 1, "exactly one new leader, no herd");
+    assert_eq!(
+        executions(&spec.log),
+        2,
+        "the killed run and exactly one re-execution"
+    );
+    assert!(
+        elapsed < Duration::from_millis(1000 + 1500),
+        "took {elapsed:?}"
+    );
+    println!("leader killed: executions = 2, survivors done after {elapsed:?} (lease 1 s)");
+    for worker in workers {
+        worker.wait().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_work_renews_its_lease_and_runs_once() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let mut spec = spec(&server, "renew", 5);
+    spec.lease_ms = 300;
+    spec.work_ms = 1500;
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(&spec)).collect();
+    let roles = ready(&mut workers).await;
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, 5).await;
+    for (role, lines) in &results.workers {
+        for line in lines {
+            assert_eq!(
+                line[0],
+                if role == "leader" {
+                    "leader"
+                } else {
+                    "follower"
+                },
+                "{line:?}"
+            );
+            let ms: u64 = line[3].parse().expect("ms");
+            assert!(ms >= 1500, "the work took its time: {ms}");
+        }
+    }
+    assert_eq!(
+        executions(&spec.log),
+        1,
+        "work of 5 leases, renewed, ran once"
+    );
+    for worker in workers {
+        worker.wait().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_flight_still_answers_and_later_flights_coalesce() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let mut spec = spec(&server, "restart", 5);
+    spec.lease_ms = 1000;
+    spec.rounds = 2;
+    let mut workers: Vec<Worker> = (0..4).map(|_| Worker::spawn(&spec)).collect();
+    let roles = ready(&mut workers).await;
+    server.restart();
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, 5).await;
+    assert!(
+        results.all().all(|l| l[1] == "ok" && l[2] == "value-0"),
+        "every caller got a value"
+    );
+    let first = support::executions_in(&spec.log, 0);
+    assert!(
+        (1..=4).contains(&first),
+        "at most one execution per process: {first}"
+    );
+    println!("restart: round 1 executions = {first}");
+
+    let roles = ready(&mut workers).await;
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, 5).await;
+    assert!(results.all().all(|l| l[1] == "ok" && l[2] == "value-1"));
+    assert_eq!(
+        roles.iter().filter(|r| *r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    assert_eq!(
+        support::executions_in(&spec.log, 1),
+        1,
+        "coalesced again after the restart"
+    );
+    for worker in workers {
+        worker.wait().await;
+    }
+}
+
+// ---- In-process cases: each `RedisGroup` has its own connection, like a process. ----
+
+fn fast(namespace: &str) -> Config {
+    Config::new(namespace)
+        .lease_ttl(Duration::from_secs(1))
+        .poll(Duration::from_millis(20), Duration::from_millis(200))
+        .op_timeout(Duration::from_millis(200))
+        .wait_timeout(Duration::from_secs(5))
+}
+
+/// A gate the leader's work waits on.
+#[derive(Clone)]
+struct Gate(watch::Sender<bool>);
+
+impl Gate {
+    fn new() -> Self {
+        Self(watch::channel(false).0)
+    }
+    async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        rx.wait_for(|open| *open).await.expect("gate");
+    }
+    fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_calls_run_locally_once_per_process_and_say_so() {
+    let port = support::free_port(); // nothing listens here
+    let group = RedisGroup::<u64>::open(
+        &format!("redis://127.0.0.1:{port}/"),
+        fast("absent").breaker(3, Duration::from_secs(60)),
+    )
+    .expect("group");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Gate::new();
+    let mut tasks = Vec::new();
+    for _ in 0..25 {
+        let (group, runs, gate) = (group.clone(), Arc::clone(&runs), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            group
+                .call("k", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.wait().await;
+                    7
+                })
+                .await
+        }));
+    }
+    wait_until("callers joined", || {
+        group.waiters("k") == 24 && runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    gate.open();
+    for task in tasks {
+        let (value, outcome) = task.await.expect("task").expect("value");
+        assert_eq!(value, 7);
+        // Refused at once, or still retrying the connection at the deadline.
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Fallback(FallbackReason::RedisUnavailable | FallbackReason::RedisTimeout)
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "still coalesced within the process"
+    );
+    // Two more failures open the breaker; then Redis is not even tried.
+    for _ in 0..2 {
+        let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+        assert!(!matches!(
+            outcome,
+            Outcome::Fallback(FallbackReason::CircuitOpen)
+        ));
+    }
+    let started = Instant::now();
+    let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+    let open_cost = started.elapsed();
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::CircuitOpen));
+    assert!(open_cost < Duration::from_millis(50), "{open_cost:?}");
+    let stats = group.fleet_stats();
+    assert_eq!(
+        stats.fallbacks(FallbackReason::RedisUnavailable)
+            + stats.fallbacks(FallbackReason::RedisTimeout),
+        3
+    );
+    assert_eq!(stats.fallbacks(FallbackReason::CircuitOpen), 1);
+    println!("redis absent: circuit-open call took {open_cost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_at_most_the_deadline_and_service_resumes() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let config = fast("frozen").breaker(2, Duration::from_millis(300));
+    let group = RedisGroup::<u64>::open(&server.url(), config).expect("group");
+    let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+    assert!(matches!(outcome, Outcome::Leader { .. }), "{outcome:?}");
+    server.signal("STOP");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let (value, outcome) = group.call("k", || async { 2 }).await.expect("value");
+        let took = started.elapsed();
+        assert_eq!(
+            (value, outcome),
+            (2, Outcome::Fallback(FallbackReason::RedisTimeout))
+        );
+        assert!(
+            took < Duration::from_millis(200 + 300),
+            "one deadline (200 ms), took {took:?}"
+        );
+    }
+    let started = Instant::now();
+    let (_, outcome) = group.call("k", || async { 3 }).await.expect("value");
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::CircuitOpen));
+    assert!(started.elapsed() < Duration::from_millis(50));
+    server.signal("CONT");
+    // After the cool-down a probe goes through and Redis is used again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, outcome) = group.call("k", || async { 4 }).await.expect("value");
+        if matches!(outcome, Outcome::Leader { .. }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis never used again: {outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn client_list(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .expect("client list");
+    list.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_connection_is_killed_recovers() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let leader = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
+    let follower = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
+    let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let work = |gate: Gate, runs: Arc<AtomicUsize>| async move {
+        runs.fetch_add(1, Ordering::SeqCst);
+        gate.wait().await;
+        "v".to_owned()
+    };
+    let lead = tokio::spawn({
+        let (leader, gate, runs) = (leader.clone(), gate.clone(), Arc::clone(&runs));
+        async move { leader.call("k", || work(gate, runs)).await }
+    });
+    wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
+    let follow = tokio::spawn({
+        let (follower, gate, runs) = (follower.clone(), gate.clone(), Arc::clone(&runs));
+        async move { follower.call("k", || work(gate, runs)).await }
+    });
+    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    // The follower's connection is the only subscribed one once the leader unsubscribed.
+    let mut conn = server.connection().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let subscribed: Vec<String> = client_list(&mut conn)
+            .await
+            .into_iter()
+            .filter(|line| line.contains(" sub=1 "))
+            .collect();
+        if let [line] = subscribed.as_slice() {
+            break line
+                .split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .expect("id")
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "{subscribed:?}");
+        tokio::task::yield_now().await;
+    };
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .expect("kill");
+    assert_eq!(killed, 1);
+    // The follower re-checks on the disconnect, reconnects and resubscribes, and waits on.
+    wait_until("resubscribed", || follower.fleet_waiting() == 1).await;
+    let resubscribed = Instant::now() + Duration::from_secs(10);
+    while !client_list(&mut conn)
+        .await
+        .iter()
+        .any(|l| l.contains(" sub=1 "))
+    {
+        assert!(Instant::now() < resubscribed, "never resubscribed");
+        tokio::task::yield_now().await;
+    }
+    gate.open();
+    let (value, outcome) = follow.await.expect("task").expect("value");
+    assert_eq!(value, "v");
+    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    assert!(matches!(
+        lead.await.expect("task").expect("value").1,
+        Outcome::Leader { .. }
+    ));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A leader in one group and a follower in another; returns the follower's outcome and
+/// the number of executions.
+async fn lead_and_follow<V, W>(
+    server: &Server,
+    leader_config: Config,
+    follower_config: Config,
+    leader_value: V,
+    follower_value: W,
+    tamper: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
+    follower_first: bool,
+) -> (Outcome, W, usize)
+where
+    V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    W: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let leader = RedisGroup::<V>::open(&server.url(), leader_config).expect("group");
+    let follower = RedisGroup::<W>::open(&server.url(), follower_config).expect("group");
+    let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let lead = tokio::spawn({
+        let (gate, runs) = (gate.clone(), Arc::clone(&runs));
+        async move {
+            leader
+                .call("k", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.wait().await;
+                    leader_value
+                })
+                .await
+        }
+    });
+    wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
+    let follow = tokio::spawn({
+        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
+        async move {
+            follower
+                .call("k", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    follower_value
+                })
+                .await
+        }
+    });
+    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    let mut conn = server.connection().await;
+    tamper(&mut conn).await;
+    if !follower_first {
+        gate.open();
+    }
+    let (value, outcome) = follow.await.expect("task").expect("value");
+    gate.open();
+    assert!(lead.await.expect("task").is_ok());
+    (outcome, value, runs.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_go_by_the_result_key_and_oversized_ones_run_locally() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let sized = |ns| fast(ns).inline_max(1024).max_value(16 * 1024);
+    let big = "x".repeat(8 * 1024);
+    let (outcome, value, runs) = lead_and_follow(
+        &server,
+        sized("large"),
+        sized("large"),
+        big.clone(),
+        String::new(),
+        async |_| {},
+        false,
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    assert_eq!((value, runs), (big, 1));
+
+    let huge = "x".repeat(64 * 1024);
+    let (outcome, value, runs) = lead_and_follow(
+        &server,
+        sized("huge"),
+        sized("huge"),
+        huge,
+        "mine".to_owned(),
+        async |_| {},
+        false,
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::TooLarge));
+    assert_eq!((value.as_str(), runs), ("mine", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incompatible_and_corrupt_values_run_locally() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    // Another version of the value type under the same namespace.
+    let (outcome, value, runs) = lead_and_follow(
+        &server,
+        fast("types"),
+        fast("types"),
+        "text".to_owned(),
+        5u64,
+        async |_| {},
+        false,
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::Decode));
+    assert_eq!((value, runs), (5, 2));
+
+    // Garbage in the result key (with a generation the follower accepts) and on the channel.
+    let (outcome, value, runs) = lead_and_follow(
+        &server,
+        fast("corrupt"),
+        fast("corrupt"),
+        1u64,
+        2u64,
+        async |conn| {
+            let locks: Vec<String> = redis::cmd("KEYS")
+                .arg("sf:{corrupt:*:lock")
+                .query_async(conn)
+                .await
+                .expect("keys");
+            let base = locks[0].strip_suffix(":lock").expect("lock key").to_owned();
+            let _: () = redis::cmd("PUBLISH")
+                .arg(format!("{base}:done"))
+                .arg("\u{0}garbage")
+                .query_async(conn)
+                .await
+                .expect("publish");
+            let _: () = redis::cmd("HSET")
+                .arg(format!("{base}:res"))
+                .arg("g")
+                .arg(1_000_000)
+                .arg("v")
+                .arg("SF\u{1}garbage that is no envelope")
+                .query_async(conn)
+                .await
+                .expect("hset");
+        },
+        true,
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::Decode));
+    assert_eq!((value, runs), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_latency_on_loopback() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    const ROUNDS: u32 = 100;
+    let local = singleflight_tokio::Group::<String, u64>::new();
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        local.call("k", || async { 1 }).await.expect("value");
+    }
+    let baseline = started.elapsed() / ROUNDS;
+    let leader = RedisGroup::<u64>::open(&server.url(), fast("latency")).expect("group");
+    let follower = RedisGroup::<u64>::open(&server.url(), fast("latency")).expect("group");
+    leader.call("warm", || async { 0 }).await.expect("value");
+    follower.call("warm", || async { 0 }).await.expect("value");
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        let (_, outcome) = leader.call("k", || async { 1 }).await.expect("value");
+        assert!(matches!(outcome, Outcome::Leader { .. }));
+    }
+    let lead = started.elapsed() / ROUNDS;
+    // Follower: from the leader's work finishing to the follower having the value.
+    let mut follow = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        let gate = Gate::new();
+        let started_flag = Arc::new(AtomicBool::new(false));
+        let lead_task = tokio::spawn({
+            let (leader, gate, flag) = (leader.clone(), gate.clone(), Arc::clone(&started_flag));
+            async move {
+                leader
+                    .call("f", || async move {
+                        flag.store(true, Ordering::SeqCst);
+                        gate.wait().await;
+                        1
+                    })
+                    .await
+            }
+        });
+        wait_until("leader runs", || started_flag.load(Ordering::SeqCst)).await;
+        let follow_task = tokio::spawn({
+            let follower = follower.clone();
+            async move { follower.call("f", || async { 2 }).await }
+        });
+        wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+        let opened = Instant::now();
+        gate.open();
+        let (value, outcome) = follow_task.await.expect("task").expect("value");
+        follow += opened.elapsed();
+        assert_eq!(value, 1);
+        assert!(matches!(outcome, Outcome::Follower { .. }));
+        lead_task.await.expect("task").expect("value");
+    }
+    let follow = follow / ROUNDS;
+    println!(
+        "latency ({} build): in-process call {baseline:?}; leader call {lead:?} (+{:?}); follower receives the value {follow:?} after the leader's work ends",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        lead.saturating_sub(baseline),
+    );
+    assert!(lead < Duration::from_millis(50) && follow < Duration::from_millis(50));
+}

@@ -1,0 +1,292 @@
+//! A real `redis-server` per test on a free loopback port, stopped by its pid; and the
+//! worker processes (this test binary re-executed) that stand in for app servers.
+
+#![allow(dead_code, reason = "each test uses part of the support code")]
+#![allow(unreachable_pub, reason = "test support module")]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// The server binary: `SF_REDIS_SERVER`, or `redis-server` on the `PATH`.
+fn server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SF_REDIS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("redis-server"))
+            .find(|path| path.is_file())
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A `redis-server` child on 127.0.0.1.
+pub struct Server {
+    binary: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a server, or returns `None` (after saying why) if there is no server binary.
+    /// Under `CI=true` a missing server fails the test instead.
+    pub fn start() -> Option<Self> {
+        let Some(binary) = server_binary() else {
+            let why = "redis-server not found (install it, or set SF_REDIS_SERVER)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}: CI=true requires it");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        };
+        let mut server = Self {
+            binary,
+            port: free_port(),
+            child: None,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn pings(&self) -> bool {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut reply = [0; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (`"STOP"`, `"CONT"`) to the server.
+    pub fn signal(&self, signal: &str) {
+        signal_pid(self.pid(), signal);
+    }
+
+    /// Kills the server (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A fresh, empty server on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// A plain connection for the test's own commands.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped server ignores SIGKILL until continued on some systems' shells;
+            // continue it first so it really exits.
+            signal_pid(child.id(), "CONT");
+        }
+        self.kill();
+    }
+}
+
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Polls `condition` until it holds (a state, not a timing assumption), for at most 20 s.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// One worker process: this test binary, re-executed to run only the worker entry.
+pub struct Worker {
+    pub pid: u32,
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+/// The settings a worker reads from its environment.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    pub url: String,
+    pub namespace: String,
+    pub key: String,
+    pub callers: usize,
+    pub work_ms: u64,
+    pub behaviour: &'static str,
+    pub lease_ms: u64,
+    pub log: PathBuf,
+    pub rounds: usize,
+}
+
+impl Worker {
+    pub fn spawn(spec: &WorkerSpec) -> Self {
+        let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "worker_process_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SF_WORKER", "1")
+            .env("SF_URL", &spec.url)
+            .env("SF_NS", &spec.namespace)
+            .env("SF_KEY", &spec.key)
+            .env("SF_CALLERS", spec.callers.to_string())
+            .env("SF_WORK_MS", spec.work_ms.to_string())
+            .env("SF_BEHAVIOUR", spec.behaviour)
+            .env("SF_LEASE_MS", spec.lease_ms.to_string())
+            .env("SF_LOG", &spec.log)
+            .env("SF_ROUNDS", spec.rounds.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn worker");
+        let pid = child.id().expect("pid");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                // libtest may print its own "test ... " before our first line.
+                if let Some(at) = line.find("SF ")
+                    && tx.send(line[at + 3..].to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self {
+            pid,
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line of the worker's protocol, which must start with `prefix`.
+    pub async fn expect(&mut self, prefix: &str) -> String {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "worker {} said nothing for 30 s (wanted {prefix})",
+                    self.pid
+                )
+            })
+            .unwrap_or_else(|| panic!("worker {} exited (wanted {prefix})", self.pid));
+        assert!(
+            line.starts_with(prefix),
+            "worker {}: wanted {prefix}, got {line}",
+            self.pid
+        );
+        line
+    }
+
+    /// Lets the work of the current round finish.
+    pub async fn go(&mut self) {
+        let _ = self.stdin.write_all(b"go\n").await;
+        let _ = self.stdin.flush().await;
+    }
+
+    pub fn kill(&mut self) {
+        signal_pid(self.pid, "KILL");
+    }
+
+    pub async fn wait(mut self) {
+        drop(self.stdin);
+        let status = self.child.wait().await.expect("wait worker");
+        assert!(status.success(), "worker {} failed: {status}", self.pid);
+    }
+}
+
+/// Executions recorded by the workers' work functions (one line each).
+pub fn executions(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |s| s.lines().count())
+}
+
+pub fn temp_log(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "sf-redis-{name}-{}-{}.log",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Executions of round `round` (lines `"<round> <pid>"`).
+pub fn executions_in(log: &std::path::Path, round: usize) -> usize {
+    let prefix = format!("{round} ");
+    std::fs::read_to_string(log).map_or(0, |s| s.lines().filter(|l| l.starts_with(&prefix)).count())
+}
