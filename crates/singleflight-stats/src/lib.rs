@@ -44,12 +44,12 @@
 //! a flight adds one relaxed atomic add, and a call that runs the work two (its miss, and
 //! the flight's end); nothing locks or allocates, and flights in progress are derived
 //! rather than counted. On the uncontended path (one thread, a fresh key per call, the
-//! workspace's `stats` benchmark) that measured 39 ns against 36 ns without an observer,
-//! about +8%, on a 2-core virtual machine.
+//! workspace's `stats` benchmark) it measured 5-10% slower than with no observer on a
+//! 2-core virtual machine (about 49 ns against 46 ns, medians of interleaved runs).
 //!
 //! Work time is opt-in ([`Stats::timed`]) because it costs more than all the counters: two
-//! reads of the monotonic clock per execution, some 25 ns each on that machine (101 ns a
-//! call in the same benchmark). Calls that join a flight are never timed.
+//! reads of the monotonic clock per execution, some 25 ns each on that machine (about
+//! 105 ns a call in the same benchmark). Calls that join a flight are never timed.
 //!
 //! Counters are not padded to separate cache lines: nothing measured here showed a need
 //! (the benchmark is single-threaded). Under contention they share a few lines, and the
