@@ -2,7 +2,8 @@
 
 use alloc::sync::Arc;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use singleflight_core::{Execution, Observer};
 
@@ -116,9 +117,12 @@ impl Counters {
     /// flights started = misses - takeovers, all counted since creation: no hook has to
     /// count flight starts, and no reset can disturb the difference.
     fn active(&self) -> u64 {
-        // Read the finishes first: every flight they count had started before, so the
-        // started count read afterwards is at least as large (clamped all the same).
-        let finished = self.total.flights_finished.load(Relaxed);
+        // Read the finishes first, with `Acquire` (paired with the `Release` that counts
+        // them): the misses of every flight seen finished are then visible too, so a flight
+        // that ended never makes the gauge dip below the flights still running. A takeover
+        // caught between its two hooks may still skew it by one while calls run; the
+        // result is clamped at zero all the same.
+        let finished = self.total.flights_finished.load(Acquire);
         let takeovers = self.total.takeovers.load(Relaxed);
         let misses = self.total.misses.load(Relaxed);
         misses.saturating_sub(takeovers).saturating_sub(finished)
@@ -299,7 +303,7 @@ impl Observer for Stats {
     #[inline]
     fn flight_finished(&self) {
         self.each(|c| {
-            c.total.flights_finished.fetch_add(1, Relaxed);
+            c.total.flights_finished.fetch_add(1, Release);
         });
     }
 
