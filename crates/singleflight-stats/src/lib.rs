@@ -70,6 +70,13 @@
 //! Rust 1.85.
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(all(feature = "std", feature = "metrics", feature = "tracing")),
+    allow(
+        rustdoc::broken_intra_doc_links,
+        reason = "the docs link the items of every feature; docs.rs builds with all of them"
+    )
+)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
