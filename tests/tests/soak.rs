@@ -242,7 +242,7 @@ async fn soak_task<Sp, Tm>(
     until: Instant,
 ) where
     Sp: Spawn + Clone + Send + Sync + 'static,
-    Tm: Timer + Send + Sync + 'static,
+    Tm: Timer + Clone + Send + Sync + 'static,
     Tm::Sleep: Send,
 {
     let mut rng = Rng::new(slot as u64 + 1);

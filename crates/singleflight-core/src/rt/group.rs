@@ -135,7 +135,7 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
 
 impl<K, T, S, Sp, Tm: super::Timer> RuntimeGroup<K, T, Sp, Tm, S> {
     /// Bounds any call of this group (`call`, `try_call`, detached or blocking) by `duration`
-    /// on the runtime's timer; the clock starts now.
+    /// on the runtime's timer; the clock starts at the first poll.
     ///
     /// A waiter that times out leaves only itself: the flight goes on and later callers
     /// still join it. A leader that times out is cancelled, exactly as if dropped (the
@@ -149,10 +149,14 @@ impl<K, T, S, Sp, Tm: super::Timer> RuntimeGroup<K, T, Sp, Tm, S> {
     /// # Cancel safety
     ///
     /// As the wrapped call.
-    pub fn timeout<C: CallFuture>(&self, duration: Duration, call: C) -> Timeout<C, Tm::Sleep> {
+    pub fn timeout<C: CallFuture>(&self, duration: Duration, call: C) -> Timeout<C, Tm>
+    where
+        Tm: Clone,
+    {
         Timeout::new(
             call,
-            self.timer.sleep(duration),
+            self.timer.clone(),
+            duration,
             self.group.observer().cloned(),
         )
     }
@@ -253,13 +257,13 @@ where
         key: &'a Q,
         duration: Duration,
         work: F,
-    ) -> Timeout<Call<'a, K, Q, T, S, F, Fut>, Tm::Sleep>
+    ) -> Timeout<Call<'a, K, Q, T, S, F, Fut>, Tm>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
-        Tm: Timer,
+        Tm: Timer + Clone,
     {
         self.timeout(duration, self.call(key, work))
     }
@@ -390,13 +394,13 @@ where
         key: &'a Q,
         duration: Duration,
         work: F,
-    ) -> Timeout<TryCall<'a, K, Q, V, E, S, F, Fut>, Tm::Sleep>
+    ) -> Timeout<TryCall<'a, K, Q, V, E, S, F, Fut>, Tm>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
-        Tm: Timer,
+        Tm: Timer + Clone,
     {
         self.timeout(duration, self.try_call(key, work))
     }

@@ -8,6 +8,9 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use core::time::Duration;
+
+use super::Timer;
 use crate::error::Error;
 use crate::future::CallFuture;
 use crate::group::Role;
@@ -28,6 +31,10 @@ pin_project! {
     /// departure itself. An outcome that is ready when the timer fires wins: the call is
     /// polled before the timer.
     ///
+    /// The clock starts at the first poll, when the call registers, not when the future is
+    /// made: a timed call built ahead of time (or outside the runtime, which tokio's timer
+    /// would reject) waits its full duration once awaited.
+    ///
     /// # Cancel safety
     ///
     /// As the wrapped call: dropping a `Timeout` drops the call.
@@ -36,32 +43,43 @@ pin_project! {
     ///
     /// Polling after completion panics, and so does whatever the wrapped call panics with.
     #[must_use = "futures do nothing unless polled"]
-    pub struct Timeout<C, Sl> {
+    pub struct Timeout<C, Tm: Timer> {
         #[pin]
         call: Option<C>,
+        timer: Tm,
+        duration: Duration,
+        // Made at the first poll.
         #[pin]
-        sleep: Sl,
+        sleep: Option<Tm::Sleep>,
         observer: Option<Arc<dyn Observer>>,
         role: Option<Role>,
     }
 }
 
-impl<C, Sl> Timeout<C, Sl> {
-    /// Bounds `call` by `sleep`; `observer` (the group's, if any) is told of a timeout.
-    pub fn new(call: C, sleep: Sl, observer: Option<Arc<dyn Observer>>) -> Self {
+impl<C, Tm: Timer> Timeout<C, Tm> {
+    /// Bounds `call` by `duration` on `timer`, counted from the first poll; `observer` (the
+    /// group's, if any) is told of a timeout.
+    pub fn new(
+        call: C,
+        timer: Tm,
+        duration: Duration,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Self {
         Self {
             call: Some(call),
-            sleep,
+            timer,
+            duration,
+            sleep: None,
             observer,
             role: None,
         }
     }
 }
 
-impl<C, Sl, V, E> Future for Timeout<C, Sl>
+impl<C, Tm, V, E> Future for Timeout<C, Tm>
 where
     C: CallFuture<Output = Result<V, Error<E>>>,
-    Sl: Future,
+    Tm: Timer,
 {
     type Output = Result<V, Error<E>>;
 
@@ -77,7 +95,11 @@ where
             this.call.set(None);
             return Poll::Ready(output);
         }
-        if this.sleep.poll(cx).is_pending() {
+        if this.sleep.is_none() {
+            this.sleep.set(Some(this.timer.sleep(*this.duration)));
+        }
+        let sleep = this.sleep.as_pin_mut().expect("the sleep was just made");
+        if sleep.poll(cx).is_pending() {
             return Poll::Pending;
         }
         // Not registered yet, or still waiting: either way this caller shared no execution.
@@ -91,10 +113,10 @@ where
     }
 }
 
-impl<C, Sl, V, E> CallFuture for Timeout<C, Sl>
+impl<C, Tm, V, E> CallFuture for Timeout<C, Tm>
 where
     C: CallFuture<Output = Result<V, Error<E>>>,
-    Sl: Future,
+    Tm: Timer,
 {
     fn role(&self) -> Option<Role> {
         match &self.call {
@@ -104,10 +126,12 @@ where
     }
 }
 
-impl<C: fmt::Debug, Sl> fmt::Debug for Timeout<C, Sl> {
+impl<C: fmt::Debug, Tm: Timer> fmt::Debug for Timeout<C, Tm> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Timeout")
             .field("call", &self.call)
+            .field("duration", &self.duration)
+            .field("started", &self.sleep.is_some())
             .field("role", &self.role)
             .finish_non_exhaustive()
     }
