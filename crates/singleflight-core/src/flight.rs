@@ -1,10 +1,13 @@
 //! The part of a flight that waiters share: the outcome slot, the queue of waiting callers
-//! (oldest first, for takeover) and the event that wakes them.
+//! (oldest first, for takeover) with the wakers of those that wait asynchronously, and the
+//! event that wakes those that block.
 //!
 //! It is allocated only when a second caller joins a flight; a flight that nobody joins
 //! lives entirely in its map slot.
 
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::task::Waker;
 
 use event_listener::Event;
 
@@ -29,6 +32,8 @@ impl<T: Clone> Outcome<T> {
 }
 
 pub(crate) struct Shared<T> {
+    /// Wakes blocked waiters (`Waiter::wait`). Async waiters leave a [`Waker`] in their seat
+    /// instead, which costs no allocation; nothing allocates here until a thread blocks.
     pub(crate) event: Event,
     pub(crate) state: Mutex<FlightState<T>>,
 }
@@ -42,11 +47,19 @@ impl<T> Shared<T> {
     }
 }
 
-/// The waiters' side of one flight. Tickets are handed out in join order; `waiting[i]`
-/// tells whether the caller holding ticket `base + i` still waits.
+/// A joined caller's place in its flight's queue.
+enum Seat {
+    /// It waits; an async caller that was polled leaves its task's waker here.
+    Waiting(Option<Waker>),
+    /// It received the outcome, left, or was promoted.
+    Left,
+}
+
+/// The waiters' side of one flight. Tickets are handed out in join order; `waiting[i]` is
+/// the seat of the caller holding ticket `base + i`.
 pub(crate) struct FlightState<T> {
     outcome: Option<Outcome<T>>,
-    waiting: VecDeque<bool>,
+    waiting: VecDeque<Seat>,
     base: u64,
     /// Callers that joined and have neither received the outcome, left, nor been promoted.
     live: usize,
@@ -69,7 +82,7 @@ impl<T> FlightState<T> {
     /// Registers a new waiter and returns its ticket.
     pub(crate) fn join(&mut self) -> u64 {
         let ticket = self.base + self.waiting.len() as u64;
-        self.waiting.push_back(true);
+        self.waiting.push_back(Seat::Waiting(None));
         self.live += 1;
         ticket
     }
@@ -85,33 +98,46 @@ impl<T> FlightState<T> {
             .checked_sub(self.base)
             .and_then(|i| self.waiting.get_mut(i as usize))
         {
-            if *slot {
-                *slot = false;
+            if let Seat::Waiting(_) = core::mem::replace(slot, Seat::Left) {
                 self.live -= 1;
             }
         }
         self.trim();
     }
 
+    /// Leaves `waker` in the seat of `ticket`, to be woken when the outcome or a promotion
+    /// arrives. Call it under the same lock that found neither, so no wake-up is lost.
+    pub(crate) fn register(&mut self, ticket: u64, waker: &Waker) {
+        if let Some(Seat::Waiting(seat)) = ticket
+            .checked_sub(self.base)
+            .and_then(|i| self.waiting.get_mut(i as usize))
+        {
+            match seat {
+                Some(registered) if registered.will_wake(waker) => {}
+                _ => *seat = Some(waker.clone()),
+            }
+        }
+    }
+
     fn trim(&mut self) {
-        while self.waiting.front() == Some(&false) {
+        while matches!(self.waiting.front(), Some(Seat::Left)) {
             self.waiting.pop_front();
             self.base += 1;
         }
     }
 
-    /// Chooses the oldest waiting caller to take over the work; `false` if none is left.
-    pub(crate) fn promote_oldest(&mut self) -> bool {
+    /// Chooses the oldest waiting caller to take over the work; `None` if nobody is left, else
+    /// its waker (if it was polled), to wake once the lock is released.
+    pub(crate) fn promote_oldest(&mut self) -> Option<Option<Waker>> {
         self.trim();
-        if self.waiting.pop_front().is_some() {
-            self.promoted = Some(self.base);
-            self.base += 1;
-            self.live -= 1;
-            self.trim();
-            true
-        } else {
-            false
-        }
+        let Some(Seat::Waiting(waker)) = self.waiting.pop_front() else {
+            return None;
+        };
+        self.promoted = Some(self.base);
+        self.base += 1;
+        self.live -= 1;
+        self.trim();
+        Some(waker)
     }
 
     /// Claims the promotion if it names `ticket`.
@@ -129,16 +155,30 @@ impl<T> FlightState<T> {
         self.promoted == Some(ticket)
     }
 
-    /// Publishes the outcome for whoever still waits.
-    pub(crate) fn publish(&mut self, outcome: Outcome<T>) {
+    /// Publishes the outcome for whoever still waits, and returns the wakers of the waiters
+    /// that were polled, to wake once the lock is released (see [`wake_all`]).
+    pub(crate) fn publish(&mut self, outcome: Outcome<T>) -> Vec<Waker> {
         debug_assert!(self.outcome.is_none(), "a flight has one outcome");
         self.outcome = Some(outcome);
+        self.waiting
+            .iter_mut()
+            .filter_map(|seat| match seat {
+                Seat::Waiting(waker) => waker.take(),
+                Seat::Left => None,
+            })
+            .collect()
     }
 
     #[cfg(test)]
     pub(crate) fn has_outcome(&self) -> bool {
         self.outcome.is_some()
     }
+}
+
+/// Wakes the waiters that [`FlightState::publish`] or [`FlightState::promote_oldest`]
+/// returned, outside the lock, so that none of them wakes up only to wait for it.
+pub(crate) fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
+    wakers.into_iter().for_each(Waker::wake);
 }
 
 impl<T: Clone> FlightState<T> {
@@ -167,13 +207,13 @@ mod tests {
         let c = state.join();
         state.leave(a);
         assert_eq!(state.live(), 2);
-        assert!(state.promote_oldest());
+        assert!(state.promote_oldest().is_some());
         assert!(state.is_promoted(b));
         assert!(!state.take_promotion(c));
         assert!(state.take_promotion(b));
         assert_eq!(state.live(), 1);
         state.leave(c);
-        assert!(!state.promote_oldest());
+        assert!(state.promote_oldest().is_none());
         assert_eq!(state.live(), 0);
     }
 
@@ -182,7 +222,7 @@ mod tests {
         let mut state = FlightState::<alloc::string::String>::new();
         let a = state.join();
         let b = state.join();
-        state.publish(Outcome::Value("v".into()));
+        assert!(state.publish(Outcome::Value("v".into())).is_empty());
         assert!(matches!(state.receive(a), Some(Outcome::Value(v)) if v == "v"));
         assert!(state.has_outcome());
         assert!(matches!(state.receive(b), Some(Outcome::Value(v)) if v == "v"));

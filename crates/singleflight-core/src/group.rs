@@ -9,7 +9,7 @@ use core::hash::{BuildHasher, Hash};
 use hashbrown::HashTable;
 
 use crate::error::Error;
-use crate::flight::{Outcome, Shared};
+use crate::flight::{Outcome, Shared, wake_all};
 use crate::hash::DefaultHashBuilder;
 use crate::leader::Leader;
 use crate::observer::{Execution, Observer};
@@ -220,10 +220,13 @@ impl<K, T, S> Group<K, T, S> {
         });
         if let Some(shared) = shared {
             let mut state = shared.state.lock();
-            if state.live() > 0 {
-                state.publish(outcome());
-            }
+            let wakers = if state.live() > 0 {
+                state.publish(outcome())
+            } else {
+                alloc::vec::Vec::new()
+            };
             drop(state);
+            wake_all(wakers);
             shared.event.notify(usize::MAX);
         }
     }
@@ -250,18 +253,24 @@ impl<K, T, S> Group<K, T, S> {
         };
         if let Some(shared) = slot.get().shared.clone() {
             let mut state = shared.state.lock();
-            if self.policy == LeaderDropPolicy::Takeover && state.promote_oldest() {
-                drop(state);
-                drop(table);
-                shared.event.notify(usize::MAX);
-                return;
+            if self.policy == LeaderDropPolicy::Takeover {
+                if let Some(waker) = state.promote_oldest() {
+                    drop(state);
+                    drop(table);
+                    wake_all(waker);
+                    shared.event.notify(usize::MAX);
+                    return;
+                }
             }
-            if state.live() > 0 {
-                state.publish(Outcome::LeaderDropped);
-            }
+            let wakers = if state.live() > 0 {
+                state.publish(Outcome::LeaderDropped)
+            } else {
+                alloc::vec::Vec::new()
+            };
             drop(state);
             slot.remove();
             drop(table);
+            wake_all(wakers);
             shared.event.notify(usize::MAX);
         } else {
             slot.remove();

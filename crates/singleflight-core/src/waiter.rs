@@ -1,9 +1,10 @@
-//! The waiter: a caller that joined a flight and waits for its outcome. One wait loop
-//! serves `.await` and blocking waits alike (event-listener-strategy's `Strategy`).
+//! The waiter: a caller that joined a flight and waits for its outcome. An async waiter
+//! leaves its task's waker in its seat (no allocation per waiter); blocking waits go through
+//! event-listener-strategy's `Strategy` over the flight's event.
 
 use core::fmt;
 use core::pin::Pin;
-use core::task::Poll;
+use core::task::{Poll, Waker};
 
 use event_listener::EventListener;
 use event_listener_strategy::{EventListenerFuture, Strategy};
@@ -37,7 +38,8 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 /// A caller waiting for the outcome of a flight someone else runs.
 ///
 /// It is a future (via [`poll`](Self::poll)) and a blocking wait ([`wait`](Self::wait),
-/// [`wait_deadline`](Self::wait_deadline)) over the same loop.
+/// [`wait_deadline`](Self::wait_deadline)) over the same state: an async waiter keeps its
+/// task's waker in the flight, a blocking one listens to the flight's event.
 ///
 /// # Cancel safety
 ///
@@ -107,8 +109,9 @@ impl<G: GroupRef> Waiter<G>
 where
     G::Value: Clone,
 {
-    /// Takes the outcome or the promotion, if either is there.
-    fn check(&mut self) -> Option<Waited<G>> {
+    /// Takes the outcome or the promotion, if either is there; otherwise leaves `waker` (if
+    /// any) in this waiter's seat, under the same lock.
+    fn check(&mut self, waker: Option<&Waker>) -> Option<Waited<G>> {
         assert!(!self.done, "`Waiter` polled after it finished");
         let mut state = self.shared.state.lock();
         if let Some(outcome) = state.receive(self.ticket) {
@@ -137,6 +140,9 @@ where
                 started,
             )));
         }
+        if let Some(waker) = waker {
+            state.register(self.ticket, waker);
+        }
         None
     }
 
@@ -146,7 +152,10 @@ where
     ///
     /// If polled again after it returned `Ready`.
     pub fn poll(&mut self, cx: &mut core::task::Context<'_>) -> Poll<Waited<G>> {
-        Pin::new(self).poll_with_strategy(&mut event_listener_strategy::NonBlocking::default(), cx)
+        match self.check(Some(cx.waker())) {
+            Some(waited) => Poll::Ready(waited),
+            None => Poll::Pending,
+        }
     }
 
     /// Blocks the current thread until the outcome (or a promotion) arrives.
@@ -178,7 +187,7 @@ where
             }
             if strategy.expired {
                 // An outcome that landed at the deadline is still taken.
-                if let Some(waited) = self.check() {
+                if let Some(waited) = self.check(None) {
                     return Some(waited);
                 }
                 self.group.group().notify(|o| o.timeout());
@@ -201,7 +210,7 @@ where
     ) -> Poll<Waited<G>> {
         let this = self.get_mut();
         loop {
-            if let Some(waited) = this.check() {
+            if let Some(waited) = this.check(None) {
                 this.listener = None;
                 return Poll::Ready(waited);
             }

@@ -266,3 +266,112 @@ fn last_callers_leaving_remove_the_entry() {
         assert_eq!(group.in_flight(), 0);
     });
 }
+
+/// Wakes a loom thread parked in [`wait_async`].
+struct Unpark(thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Waits like `Waiter::wait`, but through `Waiter::poll` (the async path, which leaves a
+/// waker in the flight instead of listening to its event): polls, and parks until woken.
+fn wait_async<G: singleflight_core::GroupRef>(mut waiter: singleflight_core::Waiter<G>) -> Waited<G>
+where
+    G::Value: Clone,
+{
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(waited) = waiter.poll(&mut cx) {
+            return waited;
+        }
+        thread::park();
+    }
+}
+
+/// An async waiter polled while the leader publishes: its waker is either registered before
+/// the outcome (and woken) or the outcome is already there; it never hangs.
+#[test]
+fn async_waiter_while_leader_publishes() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
+        let waiting = thread::spawn(move || matches!(wait_async(waiter), Waited::Outcome(Ok(7))));
+        assert_eq!(leader.complete(7), 7);
+        assert!(waiting.join().unwrap());
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// Leader dropped with an async and a blocking waiter: exactly one is promoted (and woken,
+/// whichever way it waits) and runs the work, the other receives its value.
+#[test]
+fn leader_dropped_takeover_async_and_blocking() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let c = counters();
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let waiters: Vec<_> = (0..2u32)
+            .map(|i| {
+                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+                    panic!("waits")
+                };
+                let c = c.clone();
+                thread::spawn(move || {
+                    let waited = if i == 0 {
+                        wait_async(waiter)
+                    } else {
+                        waiter.wait()
+                    };
+                    match waited {
+                        Waited::Outcome(outcome) => outcome.unwrap(),
+                        Waited::Promoted(leader) => {
+                            assert_eq!(c.running.fetch_add(1, Ordering::SeqCst), 0);
+                            c.runs.fetch_add(1, Ordering::SeqCst);
+                            c.running.fetch_sub(1, Ordering::SeqCst);
+                            leader.complete(100 + i)
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(leader);
+        let values: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(c.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(values[0], values[1]);
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// Leader dropped under `FailWaiters` with an async waiter: it is woken with `LeaderDropped`.
+#[test]
+fn leader_dropped_fail_async_waiter() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
+        let waiting = thread::spawn(move || {
+            matches!(
+                wait_async(waiter),
+                Waited::Outcome(Err(Error::LeaderDropped))
+            )
+        });
+        drop(leader);
+        assert!(waiting.join().unwrap());
+        assert_eq!(group.in_flight(), 0);
+    });
+}

@@ -2,12 +2,13 @@
 //! failures, panics, cancellations (of leaders and waiters), forget, forget_all, polls —
 //! applied to the real group and to a small reference model. After every step the two
 //! must agree on roles, outcomes, executions, flight and waiter counts, and the observer's
-//! counters.
+//! counters; and a waiter whose last poll was pending must have been woken before its
+//! outcome or promotion is there to take.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use proptest::prelude::*;
 use singleflight_core::{
@@ -188,8 +189,22 @@ enum Real<'g> {
     Done,
 }
 
-fn poll_once<'g>(waiter: &mut Waiter<&'g Group<u8, u32>>) -> Poll<Waited<&'g Group<u8, u32>>> {
-    waiter.poll(&mut Context::from_waker(Waker::noop()))
+/// A waker that records that it was woken.
+#[derive(Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn poll_once<'g>(
+    waiter: &mut Waiter<&'g Group<u8, u32>>,
+    woken: &Arc<Woken>,
+) -> Poll<Waited<&'g Group<u8, u32>>> {
+    woken.0.store(false, Ordering::SeqCst);
+    waiter.poll(&mut Context::from_waker(&Waker::from(woken.clone())))
 }
 
 fn run(ops: Vec<Op>, fail_waiters: bool) {
@@ -207,6 +222,8 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
         ..Model::default()
     };
     let mut real: Vec<Real<'_>> = Vec::new();
+    // Per caller: the waker of its last poll, if that poll was pending.
+    let mut pending: Vec<Option<Arc<Woken>>> = Vec::new();
 
     for op in ops {
         let pick = |i: usize, len: usize| (len > 0).then(|| i % len);
@@ -218,6 +235,7 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
                     (Entry::Waiter(w), MCaller::Waiting(_)) => real.push(Real::Waiter(w)),
                     (entry, expected) => panic!("role mismatch: {entry:?} vs {expected:?}"),
                 }
+                pending.push(None);
             }
             Op::Complete(i, value) | Op::Fail(i, value) => {
                 let Some(c) = pick(i, real.len()) else {
@@ -286,9 +304,18 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
                 let Real::Waiter(waiter) = &mut real[c] else {
                     continue;
                 };
-                let polled = poll_once(waiter);
+                if let Some(woken) = pending[c].take() {
+                    if matches!(model.callers[c], MCaller::Ready(_) | MCaller::Promoted(_)) {
+                        assert!(
+                            woken.0.load(Ordering::SeqCst),
+                            "a pending waiter was not woken"
+                        );
+                    }
+                }
+                let woken = Arc::new(Woken::default());
+                let polled = poll_once(waiter, &woken);
                 match (polled, model.callers[c].clone()) {
-                    (Poll::Pending, MCaller::Waiting(_)) => {}
+                    (Poll::Pending, MCaller::Waiting(_)) => pending[c] = Some(woken),
                     (Poll::Ready(Waited::Outcome(got)), MCaller::Ready(want)) => {
                         let got = match got {
                             Ok(v) => Outcome::Value(v),
