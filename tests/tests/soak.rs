@@ -379,12 +379,19 @@ fn soak_async<Sp, Tm>(
     verify(name, &tally, &stats);
 }
 
+/// Resident set size of the process in KiB (Linux), for the report.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn verify(name: &str, tally: &Tally, stats: &Stats) {
     let load = |c: &AtomicU64| c.load(Ordering::SeqCst);
     let snapshot = stats.snapshot();
     eprintln!(
         "soak {name}: {} calls, {} executions, {} errors, {} panics, {} timeouts, {} cancelled, {} forgets; \
-         strict group: {} hits / {} misses",
+         strict group: {} hits / {} misses; process RSS {} KiB",
         load(&tally.calls),
         load(&tally.executions),
         load(&tally.errors),
@@ -394,6 +401,7 @@ fn verify(name: &str, tally: &Tally, stats: &Stats) {
         load(&tally.forgets),
         snapshot.hits,
         snapshot.misses,
+        rss_kib().map_or_else(|| "unknown".to_string(), |kib| kib.to_string()),
     );
     assert_eq!(
         load(&tally.overlaps),
@@ -445,8 +453,10 @@ fn soak_blocking() {
                     }
                     let work = || {
                         let running = record_start(tally, key, on_strict);
-                        for _ in 0..spins {
-                            thread::yield_now();
+                        // Busy for a moment without yielding the core: a yield per spin
+                        // would hand it to the other soaks and starve this one.
+                        for _ in 0..spins * 100 {
+                            std::hint::spin_loop();
                         }
                         record_end(running, fate)
                     };
