@@ -435,38 +435,39 @@ where
     {
         let hash = self.hasher.hash_one(key);
         let mut guard = self.table.lock();
-        let table = &mut *guard;
-        if let Some(slot) = table
-            .slots
-            .find_mut(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
-        {
-            #[cfg(feature = "std")]
-            if crate::reentrancy::is_leading(self.address(), slot.id) {
-                return Err(Error::Reentrant);
-            }
-            let id = slot.id;
-            let shared = slot.shared.get_or_insert_with(|| Arc::new(Shared::new()));
-            let ticket = shared.state.lock().join();
-            return Ok(Registered::Waiter {
-                hash,
-                id,
-                shared: Arc::clone(shared),
-                ticket,
-            });
-        }
-        let id = table.next_id;
-        table.next_id += 1;
-        table.slots.insert_unique(
+        let Table { slots, next_id } = &mut *guard;
+        let vacant = match slots.entry(
             hash,
-            Slot {
-                hash,
-                id,
-                key: key.to_owned(),
-                forgotten: false,
-                shared: None,
-            },
+            |slot| !slot.forgotten && slot.key.borrow() == key,
             |slot| slot.hash,
-        );
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
+                #[cfg(feature = "std")]
+                if crate::reentrancy::is_leading(self.address(), slot.id) {
+                    return Err(Error::Reentrant);
+                }
+                let id = slot.id;
+                let shared = slot.shared.get_or_insert_with(|| Arc::new(Shared::new()));
+                let ticket = shared.state.lock().join();
+                return Ok(Registered::Waiter {
+                    hash,
+                    id,
+                    shared: Arc::clone(shared),
+                    ticket,
+                });
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
+        };
+        let id = *next_id;
+        *next_id += 1;
+        vacant.insert(Slot {
+            hash,
+            id,
+            key: key.to_owned(),
+            forgotten: false,
+            shared: None,
+        });
         drop(guard);
         let mut started = 0;
         self.notify(|o| {
