@@ -1,1 +1,236 @@
+//! An in-memory Redis with the scripts' semantics, for the leader/follower logic under a
+//! paused clock. Each [`FakeConn`] stands for one process's connection and can be made to
+//! fail or hang.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backend::{Backend, BackendError, Hub, Joined, Subscription};
+use crate::envelope::Keys;
+
+#[derive(Debug, Default)]
+struct State {
+    locks: HashMap<String, (String, Instant)>,
+    generations: HashMap<String, u64>,
+    results: HashMap<String, (u64, Vec<u8>, Instant)>,
+}
+
+/// The shared server.
+#[derive(Debug, Default)]
+pub(crate) struct FakeRedis {
+    state: Mutex<State>,
+    hubs: Mutex<Vec<Weak<Hub>>>,
+}
+
+impl FakeRedis {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// A new connection (a process).
+    pub(crate) fn connect(self: &Arc<Self>) -> FakeConn {
+        let hub = Hub::new(Box::new(|_| {}));
+        self.hubs.lock().unwrap().push(Arc::downgrade(&hub));
+        FakeConn {
+            redis: Arc::clone(self),
+            hub,
+            mode: Arc::new(AtomicU8::new(UP)),
+        }
+    }
+
+    fn publish(&self, channel: &str, message: &[u8]) {
+        for hub in self.hubs.lock().unwrap().iter().filter_map(Weak::upgrade) {
+            hub.deliver(channel, message);
+        }
+    }
+
+    /// The stored result's generation and envelope.
+    pub(crate) fn result(&self, keys: &Keys) -> Option<(u64, Vec<u8>)> {
+        let state = self.state.lock().unwrap();
+        state
+            .results
+            .get(&keys.result)
+            .filter(|(_, _, until)| Instant::now() < *until)
+            .map(|(g, v, _)| (*g, v.clone()))
+    }
+
+    pub(crate) fn lock_held(&self, keys: &Keys) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .locks
+            .get(&keys.lock)
+            .is_some_and(|(_, until)| Instant::now() < *until)
+    }
+}
+
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const HUNG: u8 = 2;
+
+/// One process's connection.
+#[derive(Clone, Debug)]
+pub(crate) struct FakeConn {
+    redis: Arc<FakeRedis>,
+    hub: Arc<Hub>,
+    mode: Arc<AtomicU8>,
+}
+
+impl FakeConn {
+    /// Every command fails at once.
+    pub(crate) fn down(&self) {
+        self.mode.store(DOWN, Ordering::SeqCst);
+    }
+
+    /// Every command hangs (a frozen server, or a crashed process that sends nothing).
+    pub(crate) fn hang(&self) {
+        self.mode.store(HUNG, Ordering::SeqCst);
+    }
+
+    pub(crate) fn up(&self) {
+        self.mode.store(UP, Ordering::SeqCst);
+    }
+
+    /// The connection dropped and came back: subscribers hear `Disconnected`.
+    pub(crate) fn blip(&self) {
+        self.hub.disconnected();
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        match self.mode.load(Ordering::SeqCst) {
+            UP => Ok(()),
+            DOWN => Err(BackendError::new("connection refused")),
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.redis.state.lock().unwrap()
+    }
+}
+
+fn live<T>(entry: Option<&(T, Instant)>) -> Option<&T> {
+    entry
+        .filter(|(_, until)| Instant::now() < *until)
+        .map(|(v, _)| v)
+}
+
+impl Backend for FakeConn {
+    async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
+        self.check().await?;
+        Ok(self.hub.register(channel))
+    }
+
+    async fn join(
+        &self,
+        keys: &Keys,
+        token: &str,
+        lease: Duration,
+        min_generation: u64,
+    ) -> Result<Joined, BackendError> {
+        self.check().await?;
+        let mut state = self.state();
+        let now = Instant::now();
+        if min_generation > 0
+            && let Some((g, v, until)) = state.results.get(&keys.result)
+            && now < *until
+            && *g >= min_generation
+        {
+            return Ok(Joined::Result(v.clone()));
+        }
+        if let Some(value) = live(state.locks.get(&keys.lock)) {
+            let (g, holder) = value.split_once(':').unwrap();
+            let g = g.parse().unwrap();
+            return Ok(if holder == token {
+                Joined::Leader(g)
+            } else {
+                Joined::Follow(g)
+            });
+        }
+        let g = state
+            .generations
+            .entry(keys.generation.clone())
+            .or_default();
+        *g += 1;
+        let g = *g;
+        state
+            .locks
+            .insert(keys.lock.clone(), (format!("{g}:{token}"), now + lease));
+        Ok(Joined::Leader(g))
+    }
+
+    async fn renew(
+        &self,
+        keys: &Keys,
+        lock_value: &str,
+        lease: Duration,
+    ) -> Result<bool, BackendError> {
+        self.check().await?;
+        let mut state = self.state();
+        if live(state.locks.get(&keys.lock)).is_some_and(|v| v == lock_value) {
+            state.locks.get_mut(&keys.lock).unwrap().1 = Instant::now() + lease;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn complete(
+        &self,
+        keys: &Keys,
+        lock_value: &str,
+        generation: u64,
+        envelope: &[u8],
+        linger: Duration,
+        message: &[u8],
+    ) -> Result<(), BackendError> {
+        self.check().await?;
+        {
+            let mut state = self.state();
+            let now = Instant::now();
+            let newer = state
+                .results
+                .get(&keys.result)
+                .is_some_and(|(g, _, until)| now < *until && *g > generation);
+            if !newer {
+                state.results.insert(
+                    keys.result.clone(),
+                    (generation, envelope.to_vec(), now + linger),
+                );
+            }
+            if live(state.locks.get(&keys.lock)).is_some_and(|v| v == lock_value) {
+                state.locks.remove(&keys.lock);
+            }
+        }
+        self.redis.publish(&keys.channel, message);
+        Ok(())
+    }
+
+    async fn abandon(
+        &self,
+        keys: &Keys,
+        lock_value: &str,
+        message: &[u8],
+    ) -> Result<(), BackendError> {
+        self.check().await?;
+        let released = {
+            let mut state = self.state();
+            let mine = live(state.locks.get(&keys.lock)).is_some_and(|v| v == lock_value);
+            if mine {
+                state.locks.remove(&keys.lock);
+            }
+            mine
+        };
+        if released {
+            self.redis.publish(&keys.channel, message);
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, keys: &Keys) -> Result<Option<Vec<u8>>, BackendError> {
+        self.check().await?;
+        Ok(self.redis.result(keys).map(|(_, v)| v))
+    }
+}
