@@ -167,15 +167,16 @@ impl Warnings {
         }
     }
 
-    /// Logs `message` for kind `kind` unless one was logged within the interval.
-    pub(crate) fn warn(&self, kind: usize, message: impl FnOnce() -> String) {
+    /// Logs `message` for kind `kind` unless one was logged within the interval; returns
+    /// whether it did.
+    pub(crate) fn warn(&self, kind: usize, message: impl FnOnce() -> String) -> bool {
         let now = std::time::Instant::now();
         let suppressed = {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
             let (at, suppressed) = &mut last[kind % 8];
             if at.is_some_and(|at| now.duration_since(at) < self.interval) {
                 *suppressed += 1;
-                return;
+                return false;
             }
             *at = Some(now);
             std::mem::take(suppressed)
@@ -186,12 +187,23 @@ impl Warnings {
             "{}",
             message()
         );
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_rate_limited_per_kind() {
+        let warnings = Warnings::new(Duration::from_secs(3600));
+        assert!(warnings.warn(0, || "first".to_owned()));
+        assert!(!warnings.warn(0, || unreachable!("suppressed messages are not even built")));
+        assert!(warnings.warn(1, || "another kind".to_owned()));
+        let warnings = Warnings::new(Duration::ZERO);
+        assert!(warnings.warn(0, String::new) && warnings.warn(0, String::new));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_the_threshold_and_probes_once_after_cool_down() {

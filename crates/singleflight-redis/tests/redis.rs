@@ -830,3 +830,80 @@ async fn added_latency_on_loopback() {
     );
     assert!(lead < Duration::from_millis(50) && follow < Duration::from_millis(50));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_leader_hands_over_at_once() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let config = || fast("panic").lease_ttl(Duration::from_secs(10));
+    let leader = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
+    let follower = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
+    let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let lead = tokio::spawn({
+        let (gate, runs) = (gate.clone(), Arc::clone(&runs));
+        async move {
+            leader
+                .call("k", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.wait().await;
+                    panic!("work failed hard")
+                })
+                .await
+        }
+    });
+    wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
+    let follow = tokio::spawn({
+        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
+        async move {
+            follower
+                .call("k", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    2
+                })
+                .await
+        }
+    });
+    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    let opened = Instant::now();
+    gate.open();
+    assert!(
+        lead.await
+            .expect_err("the panic resumes in the leader")
+            .is_panic()
+    );
+    let (value, outcome) = follow.await.expect("task").expect("value");
+    let took = opened.elapsed();
+    assert_eq!(value, 2);
+    assert!(
+        matches!(outcome, Outcome::Reelected { generation: 2 }),
+        "{outcome:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "not at the 10 s lease expiry: {took:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[cfg(feature = "msgpack")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_pack_values_are_shared() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let config = || fast("msgpack").codec(singleflight_redis::Codec::MessagePack);
+    let value = vec!["a".to_owned(), "b".to_owned()];
+    let (outcome, got, runs) = lead_and_follow(
+        &server,
+        config(),
+        config(),
+        value.clone(),
+        Vec::new(),
+        async |_| {},
+        false,
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    assert_eq!((got, runs), (value, 1));
+}
