@@ -70,6 +70,7 @@ impl FakeRedis {
 const UP: u8 = 0;
 const DOWN: u8 = 1;
 const HUNG: u8 = 2;
+const APPLY_THEN_HANG: u8 = 3;
 
 /// One process's connection.
 #[derive(Clone, Debug)]
@@ -90,6 +91,12 @@ impl FakeConn {
         self.mode.store(HUNG, Ordering::SeqCst);
     }
 
+    /// The next join takes effect on the server but its answer never arrives (a
+    /// client-side timeout); later commands work.
+    pub(crate) fn apply_then_hang_once(&self) {
+        self.mode.store(APPLY_THEN_HANG, Ordering::SeqCst);
+    }
+
     pub(crate) fn up(&self) {
         self.mode.store(UP, Ordering::SeqCst);
     }
@@ -103,6 +110,7 @@ impl FakeConn {
         match self.mode.load(Ordering::SeqCst) {
             UP => Ok(()),
             DOWN => Err(BackendError::new("connection refused")),
+            APPLY_THEN_HANG => Ok(()),
             _ => std::future::pending().await,
         }
     }
@@ -116,6 +124,40 @@ fn live<T>(entry: Option<&(T, Instant)>) -> Option<&T> {
     entry
         .filter(|(_, until)| Instant::now() < *until)
         .map(|(v, _)| v)
+}
+
+impl FakeConn {
+    /// The join script's effect.
+    fn join_now(&self, keys: &Keys, token: &str, lease: Duration, min_generation: u64) -> Joined {
+        let mut state = self.state();
+        let now = Instant::now();
+        if min_generation > 0
+            && let Some((g, v, until)) = state.results.get(&keys.result)
+            && now < *until
+            && *g >= min_generation
+        {
+            return Joined::Result(v.clone());
+        }
+        if let Some(value) = live(state.locks.get(&keys.lock)) {
+            let (g, holder) = value.split_once(':').unwrap();
+            let g = g.parse().unwrap();
+            return if holder == token {
+                Joined::Leader(g)
+            } else {
+                Joined::Follow(g)
+            };
+        }
+        let g = state
+            .generations
+            .entry(keys.generation.clone())
+            .or_default();
+        *g += 1;
+        let g = *g;
+        state
+            .locks
+            .insert(keys.lock.clone(), (format!("{g}:{token}"), now + lease));
+        Joined::Leader(g)
+    }
 }
 
 impl Backend for FakeConn {
@@ -132,34 +174,15 @@ impl Backend for FakeConn {
         min_generation: u64,
     ) -> Result<Joined, BackendError> {
         self.check().await?;
-        let mut state = self.state();
-        let now = Instant::now();
-        if min_generation > 0
-            && let Some((g, v, until)) = state.results.get(&keys.result)
-            && now < *until
-            && *g >= min_generation
-        {
-            return Ok(Joined::Result(v.clone()));
+        let hang = self
+            .mode
+            .compare_exchange(APPLY_THEN_HANG, UP, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        let joined = self.join_now(keys, token, lease, min_generation);
+        if hang {
+            std::future::pending::<()>().await;
         }
-        if let Some(value) = live(state.locks.get(&keys.lock)) {
-            let (g, holder) = value.split_once(':').unwrap();
-            let g = g.parse().unwrap();
-            return Ok(if holder == token {
-                Joined::Leader(g)
-            } else {
-                Joined::Follow(g)
-            });
-        }
-        let g = state
-            .generations
-            .entry(keys.generation.clone())
-            .or_default();
-        *g += 1;
-        let g = *g;
-        state
-            .locks
-            .insert(keys.lock.clone(), (format!("{g}:{token}"), now + lease));
-        Ok(Joined::Leader(g))
+        Ok(joined)
     }
 
     async fn renew(

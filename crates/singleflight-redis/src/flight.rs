@@ -186,7 +186,12 @@ impl<B: Backend> Fleet<B> {
             .await
         {
             Ok(joined) => joined,
-            Err(reason) => return self.local(reason, work).await,
+            Err(reason) => {
+                if reason == FallbackReason::RedisTimeout {
+                    self.release_later(keys, token);
+                }
+                return self.local(reason, work).await;
+            }
         };
         let generation = match joined {
             Joined::Leader(generation) => {
@@ -472,6 +477,29 @@ impl<B: Backend> Fleet<B> {
             Ok(value) => Ok((value, outcome)),
             Err(error) => Err(Failure::Local(error)),
         }
+    }
+
+    /// A join that timed out may still have taken the lease on the server. Ask again with
+    /// the same token (joining is idempotent for the holder) and, if the lease is ours,
+    /// release it and tell the followers, so they need not wait for it to expire.
+    fn release_later(self: &Arc<Self>, keys: Keys, token: String) {
+        let fleet = Arc::clone(self);
+        tokio::spawn(async move {
+            let deadline = fleet.config.op_timeout;
+            let join = fleet.backend.join(&keys, &token, fleet.config.lease_ttl, 0);
+            if let Ok(Ok(Joined::Leader(generation))) = tokio::time::timeout(deadline, join).await {
+                let message = Header {
+                    codec: fleet.config.codec.id(),
+                    status: Status::Abandoned,
+                    generation,
+                    fingerprint: keys.fingerprint,
+                }
+                .encode(&[]);
+                let lock_value = format!("{generation}:{token}");
+                let abandon = fleet.backend.abandon(&keys, &lock_value, &message);
+                let _ = tokio::time::timeout(deadline, abandon).await;
+            }
+        });
     }
 
     fn spawn_renewal(self: &Arc<Self>, keys: Keys, lock_value: String) -> JoinHandle<()> {
@@ -856,6 +884,26 @@ mod tests {
         assert_eq!(stats.fallbacks(FallbackReason::RedisTimeout), 3);
         assert_eq!(stats.fallbacks(FallbackReason::CircuitOpen), 1);
         assert_eq!(stats.leaders, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_that_timed_out_after_taking_the_lease_releases_it() {
+        let redis = FakeRedis::new();
+        let (a, a_conn) = process(&redis, config());
+        let (b, _) = process(&redis, config());
+        a_conn.apply_then_hang_once();
+        let work = Work::new();
+        work.open();
+        let (_, outcome) = work.run(&a, Ok(1)).await.unwrap().unwrap();
+        assert_eq!(outcome, Outcome::Fallback(FallbackReason::RedisTimeout));
+        until(|| !redis.lock_held(&keys())).await;
+        let started = Instant::now();
+        let (_, outcome) = work.run(&b, Ok(2)).await.unwrap().unwrap();
+        assert_eq!(outcome, Outcome::Leader { generation: 2 });
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "not after the lease"
+        );
     }
 
     #[tokio::test(start_paused = true)]
