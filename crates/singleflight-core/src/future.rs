@@ -2,6 +2,7 @@
 //! borrow from the caller and need not be `'static` or `Send` (unless the caller's task is).
 
 use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
 use core::borrow::Borrow;
 use core::fmt;
 use core::future::Future;
@@ -39,9 +40,11 @@ pin_project! {
     enum State<'a, K, T, S, F, Fut> {
         Start { work: Option<F> },
         Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
+        // The work's future is boxed: only the one caller that leads pays for it, instead of
+        // every waiting call carrying room for it (a herd of waiting tasks stays small).
         // `fut` before `leader`: fields drop in order, so a cancelled leader's work is gone
         // before its guard promotes a waiter, and two executions never overlap.
-        Leading { #[pin] fut: Fut, leader: Option<Leader<&'a Group<K, T, S>>> },
+        Leading { fut: Pin<Box<Fut>>, leader: Option<Leader<&'a Group<K, T, S>>> },
         Done,
     }
 }
@@ -84,7 +87,8 @@ where
     /// The call registers on first poll. If a flight for `key` is in progress, the caller
     /// waits for it and `work` is never called (unless this caller takes over after the
     /// leader is dropped); otherwise it leads, calling `work` and driving its future inside
-    /// the caller's own task.
+    /// the caller's own task. That future is boxed (one allocation per flight), so a waiting
+    /// call stays small however large the work's future is.
     ///
     /// # Errors
     ///
@@ -196,7 +200,7 @@ where
                         }
                         Ok(Entry::Leader(leader)) => {
                             *this.role = Some(Role::Leader);
-                            let fut = work();
+                            let fut = Box::pin(work());
                             this.state.set(State::Leading {
                                 leader: Some(leader),
                                 fut,
@@ -220,7 +224,7 @@ where
                     Poll::Ready(Waited::Promoted(leader)) => {
                         *this.role = Some(Role::Leader);
                         let work = work.take().expect("a waiter keeps its work");
-                        let fut = work();
+                        let fut = Box::pin(work());
                         this.state.set(State::Leading {
                             leader: Some(leader),
                             fut,
@@ -232,7 +236,7 @@ where
                         let guard = leader
                             .as_ref()
                             .expect("the leader is present while leading");
-                        poll_leader(guard, fut, cx)
+                        poll_leader(guard, fut.as_mut(), cx)
                     };
                     let value = match polled {
                         Poll::Pending => return Poll::Pending,
