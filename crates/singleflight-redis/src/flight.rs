@@ -231,6 +231,9 @@ impl<B: Backend> Fleet<B> {
         let following = Following(&self.following);
         let deadline = Instant::now() + self.config.wait_timeout;
         let mut poll = self.config.poll_min;
+        // One failed re-check is forgiven (the first command after a reconnect can fail);
+        // the next in a row sends the work local.
+        let mut failed_rechecks = 0;
         loop {
             let recheck = tokio::select! {
                 event = subscription.rx.recv() => match event {
@@ -287,11 +290,20 @@ impl<B: Backend> Fleet<B> {
                 )
                 .await
             {
-                Err(reason) => return self.local(reason, work).await,
+                Err(reason) => {
+                    failed_rechecks += 1;
+                    if failed_rechecks >= 2 {
+                        return self.local(reason, work).await;
+                    }
+                    poll = self.config.poll_min;
+                }
                 Ok(Joined::Result(envelope)) => {
                     return self.settle_stored(&keys, &envelope, work).await;
                 }
-                Ok(Joined::Follow(current)) => generation = generation.max(current),
+                Ok(Joined::Follow(current)) => {
+                    failed_rechecks = 0;
+                    generation = generation.max(current);
+                }
                 Ok(Joined::Leader(new)) => {
                     drop(subscription);
                     drop(following);
@@ -922,6 +934,46 @@ mod tests {
             (2, Outcome::Fallback(FallbackReason::WaitTimeout))
         );
         assert_eq!(started.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_failed_recheck_is_forgiven_two_in_a_row_are_not() {
+        let redis = FakeRedis::new();
+        let (a, _) = process(&redis, config());
+        let (b, b_conn) = process(&redis, config());
+        let work = Work::new();
+        let lead = work.run(&a, Ok(1));
+        until(|| work.runs() == 1).await;
+        let follow = work.run(&b, Ok(2));
+        until(|| b.following() == 1).await;
+        b_conn.down();
+        b_conn.blip(); // re-check at once: fails
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(b.following(), 1, "still following");
+        b_conn.up();
+        work.open();
+        assert_eq!(
+            follow.await.unwrap().unwrap(),
+            (1, Outcome::Follower { generation: 1 })
+        );
+        assert!(lead.await.unwrap().is_ok());
+
+        let again = Work::new();
+        let lead = again.run(&a, Ok(3));
+        until(|| again.runs() == 1).await;
+        let mine = Work::new();
+        mine.open();
+        let follow = mine.run(&b, Ok(4));
+        until(|| b.following() == 1).await;
+        b_conn.down();
+        b_conn.blip(); // fails; the next poll fails too
+        let (value, outcome) = follow.await.unwrap().unwrap();
+        assert_eq!(
+            (value, outcome),
+            (4, Outcome::Fallback(FallbackReason::RedisUnavailable))
+        );
+        again.open();
+        assert!(lead.await.unwrap().is_ok());
     }
 
     #[tokio::test(start_paused = true)]
