@@ -84,8 +84,18 @@ pub(crate) struct Slot<K, T> {
 
 pub(crate) struct Table<K, T> {
     pub(crate) slots: HashTable<Slot<K, T>>,
+    /// Numbers this shard's flights: flight ids are `next_id * SHARDS + shard index`.
     next_id: u64,
 }
+
+/// The map is split by key hash into this many shards, each under its own lock, so callers
+/// of unrelated keys on different threads seldom share a lock or its cache line. A power
+/// of two.
+const SHARDS: usize = 16;
+
+/// One shard, on cache lines of its own, so that no two shards' locks share one.
+#[repr(align(128))]
+struct Shard<K, T>(Mutex<Table<K, T>>);
 
 /// Coalesces concurrent calls with equal keys: one caller (the leader) runs the work, and
 /// every caller that arrives while it runs (a waiter) receives a clone of the same outcome.
@@ -101,7 +111,7 @@ pub(crate) struct Table<K, T> {
 ///   values in an `Arc`. Fallible work shares `T = Result<V, E>`.
 /// * `S`: the hasher, [`DefaultHashBuilder`] unless chosen with [`with_hasher`](Self::with_hasher).
 pub struct Group<K, T, S = DefaultHashBuilder> {
-    table: Mutex<Table<K, T>>,
+    shards: [Shard<K, T>; SHARDS],
     hasher: S,
     policy: LeaderDropPolicy,
     observer: Option<AllocArc<dyn Observer>>,
@@ -132,9 +142,11 @@ impl<K, T, S> Group<K, T, S> {
     /// Creates an empty group that hashes keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
         Self {
-            table: Mutex::new(Table {
-                slots: HashTable::new(),
-                next_id: 0,
+            shards: core::array::from_fn(|_| {
+                Shard(Mutex::new(Table {
+                    slots: HashTable::new(),
+                    next_id: 0,
+                }))
             }),
             hasher,
             policy: LeaderDropPolicy::default(),
@@ -169,19 +181,36 @@ impl<K, T, S> Group<K, T, S> {
     /// Once every call has returned (and no detached work is running) this is `0`: finished,
     /// cancelled and panicked flights never linger.
     pub fn in_flight(&self) -> usize {
-        self.table.lock().slots.len()
+        self.shards
+            .iter()
+            .map(|shard| shard.0.lock().slots.len())
+            .sum()
     }
 
     /// Detaches every flight from its key: their callers still get their outcomes, and the
     /// next call for any key starts a new flight. Returns the number of flights detached.
     pub fn forget_all(&self) -> usize {
-        let mut table = self.table.lock();
         let mut detached = 0;
-        for slot in table.slots.iter_mut().filter(|slot| !slot.forgotten) {
-            slot.forgotten = true;
-            detached += 1;
+        for shard in &self.shards {
+            let mut table = shard.0.lock();
+            for slot in table.slots.iter_mut().filter(|slot| !slot.forgotten) {
+                slot.forgotten = true;
+                detached += 1;
+            }
         }
         detached
+    }
+
+    /// The shard of keys with this hash, chosen by bits that hashbrown uses neither for its
+    /// control bytes (the top 7) nor for the bucket in any table under 2^48 slots.
+    #[inline]
+    fn shard_index(hash: u64) -> usize {
+        (hash >> 48) as usize & (SHARDS - 1)
+    }
+
+    #[inline]
+    fn table(&self, hash: u64) -> &Mutex<Table<K, T>> {
+        &self.shards[Self::shard_index(hash)].0
     }
 
     #[inline]
@@ -199,7 +228,7 @@ impl<K, T, S> Group<K, T, S> {
 
     /// Removes the slot of flight `id` and returns its shared part.
     fn remove(&self, hash: u64, id: u64) -> Option<Arc<Shared<T>>> {
-        let mut table = self.table.lock();
+        let mut table = self.table(hash).lock();
         let slot = table.slots.find_entry(hash, |slot| slot.id == id).ok()?;
         slot.remove().0.shared
     }
@@ -233,7 +262,7 @@ impl<K, T, S> Group<K, T, S> {
 
     /// Registers one more waiter on flight `id` (see `Leader::subscribe`).
     pub(crate) fn subscribe(&self, hash: u64, id: u64) -> (Arc<Shared<T>>, u64) {
-        let mut table = self.table.lock();
+        let mut table = self.table(hash).lock();
         let slot = table
             .slots
             .find_mut(hash, |slot| slot.id == id)
@@ -246,7 +275,7 @@ impl<K, T, S> Group<K, T, S> {
     /// The leader of flight `id` went away without an outcome: promote a waiter, or end the
     /// flight (failing its waiters, if any).
     pub(crate) fn abandon(&self, hash: u64, id: u64) {
-        let mut table = self.table.lock();
+        let mut table = self.table(hash).lock();
         let Ok(slot) = table.slots.find_entry(hash, |slot| slot.id == id) else {
             debug_assert!(false, "an abandoned flight is still in the map");
             return;
@@ -340,7 +369,7 @@ where
         Q: ?Sized + Hash + Eq,
     {
         let hash = self.hasher.hash_one(key);
-        let table = self.table.lock();
+        let table = self.table(hash).lock();
         table
             .slots
             .find(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
@@ -355,7 +384,7 @@ where
         Q: ?Sized + Hash + Eq,
     {
         let hash = self.hasher.hash_one(key);
-        let table = self.table.lock();
+        let table = self.table(hash).lock();
         table
             .slots
             .find(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
@@ -371,7 +400,7 @@ where
         Q: ?Sized + Hash + Eq,
     {
         let hash = self.hasher.hash_one(key);
-        let mut table = self.table.lock();
+        let mut table = self.table(hash).lock();
         match table
             .slots
             .find_mut(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
@@ -434,7 +463,7 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let hash = self.hasher.hash_one(key);
-        let mut guard = self.table.lock();
+        let mut guard = self.table(hash).lock();
         let Table { slots, next_id } = &mut *guard;
         let vacant = match slots.entry(
             hash,
@@ -459,7 +488,7 @@ where
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
         };
-        let id = *next_id;
+        let id = *next_id * SHARDS as u64 + Self::shard_index(hash) as u64;
         *next_id += 1;
         vacant.insert(Slot {
             hash,
