@@ -3,11 +3,10 @@
 //! event-listener-strategy's `Strategy` over the flight's event.
 
 use core::fmt;
-use core::pin::Pin;
 use core::task::{Poll, Waker};
 
 use event_listener::EventListener;
-use event_listener_strategy::{EventListenerFuture, Strategy};
+use event_listener_strategy::Strategy;
 
 use crate::error::Error;
 use crate::flight::{Outcome, Shared};
@@ -158,14 +157,42 @@ where
         }
     }
 
+    /// The blocking wait loop over the flight's event: `strategy` blocks until notified
+    /// (or, for a deadline, gives up with `Pending`). Not a public trait impl, so no
+    /// event-listener type shows in this crate's API.
+    #[cfg_attr(
+        not(feature = "std"),
+        allow(dead_code, reason = "blocking waits need std; async waits use wakers")
+    )]
+    fn poll_with_strategy<'a, S: Strategy<'a>>(
+        &mut self,
+        strategy: &mut S,
+        cx: &mut S::Context,
+    ) -> Poll<Waited<G>> {
+        loop {
+            if let Some(waited) = self.check(None) {
+                self.listener = None;
+                return Poll::Ready(waited);
+            }
+            if self.listener.is_none() {
+                // Register, then check again: a notification sent before registering is
+                // not lost, because the state it announces is already visible.
+                self.listener = Some(self.shared.event.listen());
+                continue;
+            }
+            match strategy.poll(&mut self.listener, cx) {
+                Poll::Ready(()) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
     /// Blocks the current thread until the outcome (or a promotion) arrives.
     #[cfg(feature = "std")]
     pub fn wait(mut self) -> Waited<G> {
         let mut blocking = event_listener_strategy::Blocking::default();
         loop {
-            if let Poll::Ready(waited) =
-                Pin::new(&mut self).poll_with_strategy(&mut blocking, &mut ())
-            {
+            if let Poll::Ready(waited) = self.poll_with_strategy(&mut blocking, &mut ()) {
                 return waited;
             }
         }
@@ -180,9 +207,7 @@ where
             expired: false,
         };
         loop {
-            if let Poll::Ready(waited) =
-                Pin::new(&mut self).poll_with_strategy(&mut strategy, &mut ())
-            {
+            if let Poll::Ready(waited) = self.poll_with_strategy(&mut strategy, &mut ()) {
                 return Some(waited);
             }
             if strategy.expired {
@@ -192,37 +217,6 @@ where
                 }
                 self.group.group().notify(|o| o.timeout());
                 return None;
-            }
-        }
-    }
-}
-
-impl<G: GroupRef> EventListenerFuture for Waiter<G>
-where
-    G::Value: Clone,
-{
-    type Output = Waited<G>;
-
-    fn poll_with_strategy<'a, S: Strategy<'a>>(
-        self: Pin<&mut Self>,
-        strategy: &mut S,
-        cx: &mut S::Context,
-    ) -> Poll<Waited<G>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(waited) = this.check(None) {
-                this.listener = None;
-                return Poll::Ready(waited);
-            }
-            if this.listener.is_none() {
-                // Register, then check again: a notification sent before registering is
-                // not lost, because the state it announces is already visible.
-                this.listener = Some(this.shared.event.listen());
-                continue;
-            }
-            match strategy.poll(&mut this.listener, cx) {
-                Poll::Ready(()) => {}
-                Poll::Pending => return Poll::Pending,
             }
         }
     }
