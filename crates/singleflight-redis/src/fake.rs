@@ -58,6 +58,11 @@ impl FakeRedis {
             .map(|(g, v, _)| (*g, v.clone()))
     }
 
+    /// A restart without persistence: every key is gone.
+    pub(crate) fn flush(&self) {
+        *self.state.lock().unwrap() = State::default();
+    }
+
     pub(crate) fn lock_held(&self, keys: &Keys) -> bool {
         let state = self.state.lock().unwrap();
         state
@@ -151,7 +156,7 @@ impl FakeConn {
             .generations
             .entry(keys.generation.clone())
             .or_default();
-        *g += 1;
+        *g = (*g).max(min_generation) + 1;
         let g = *g;
         state
             .locks
@@ -217,6 +222,11 @@ impl Backend for FakeConn {
                 .results
                 .get(&keys.result)
                 .is_some_and(|(g, _, until)| now < *until && *g > generation);
+            let counter = state
+                .generations
+                .entry(keys.generation.clone())
+                .or_default();
+            *counter = (*counter).max(generation);
             if !newer {
                 state.results.insert(
                     keys.result.clone(),

@@ -833,6 +833,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_redis_restart_never_hands_out_a_generation_twice() {
+        let redis = FakeRedis::new();
+        let ((a, _), (b, _)) = (process(&redis, config()), process(&redis, config()));
+        let work = Work::new();
+        let lead = work.run(&a, Ok(1));
+        until(|| work.runs() == 1).await;
+        redis.flush();
+        work.open();
+        assert_eq!(
+            lead.await.unwrap().unwrap(),
+            (1, Outcome::Leader { generation: 1 })
+        );
+        // The next flight gets a new generation, and its follower never takes the
+        // previous flight's lingering result for its own.
+        let next = Work::new();
+        let lead = next.run(&a, Ok(2));
+        until(|| next.runs() == 1).await;
+        let follow = next.run(&b, Ok(3));
+        until(|| b.following() == 1).await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // several re-checks
+        next.open();
+        assert_eq!(
+            lead.await.unwrap().unwrap(),
+            (2, Outcome::Leader { generation: 2 })
+        );
+        assert_eq!(
+            follow.await.unwrap().unwrap(),
+            (2, Outcome::Follower { generation: 2 })
+        );
+        // A follower that re-elects after a restart starts above the generation it saw.
+        redis.flush();
+        let third = Work::new();
+        third.open();
+        let (_, outcome) = third.run(&b, Ok(4)).await.unwrap().unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Leader { generation: 1 },
+            "a fresh key starts at 1"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn long_work_keeps_its_lease() {
         let redis = FakeRedis::new();
         let ((a, _), (b, _)) = (process(&redis, config()), process(&redis, config()));

@@ -29,6 +29,10 @@ if l then
   if string.sub(l, sep + 1) == ARGV[1] then return {1, g, ''} end
   return {2, g, ''}
 end
+-- After a restart the counter may be behind generations still in flight: never reuse one.
+if min > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') < min then
+  redis.call('SET', KEYS[2], min)
+end
 local g = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
 redis.call('SET', KEYS[1], g .. ':' .. ARGV[1], 'PX', ARGV[2])
@@ -43,9 +47,14 @@ end
 return 0
 ";
 
-/// KEYS: lock, result. ARGV: lock value, generation, envelope, linger (ms), channel,
-/// message. A result of a newer generation is never overwritten.
+/// KEYS: lock, result, generation counter. ARGV: lock value, generation, envelope,
+/// linger (ms), channel, message. A result of a newer generation is never overwritten,
+/// and the counter is raised to this generation (a leader elected before a Redis restart
+/// must not see its generation handed out again).
 const COMPLETE: &str = r"
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', 86400000)
+end
 local cur = redis.call('HGET', KEYS[2], 'g')
 if (not cur) or tonumber(cur) <= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[2], 'g', ARGV[2], 'v', ARGV[3])
@@ -242,6 +251,7 @@ impl Backend for Arc<RedisBackend> {
             .complete
             .key(&keys.lock)
             .key(&keys.result)
+            .key(&keys.generation)
             .arg(lock_value)
             .arg(generation)
             .arg(envelope)

@@ -259,6 +259,12 @@ impl Worker {
         let _ = self.stdin.flush().await;
     }
 
+    /// Starts the next round.
+    pub async fn next(&mut self) {
+        let _ = self.stdin.write_all(b"next\n").await;
+        let _ = self.stdin.flush().await;
+    }
+
     pub fn kill(&mut self) {
         signal_pid(self.pid, "KILL");
     }
