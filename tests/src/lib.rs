@@ -85,3 +85,43 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_default()
 }
+
+/// Silences panics whose message starts with `expected:` (tests that panic on purpose),
+/// leaving every other panic to the default hook. Installed once per test binary.
+pub fn quiet_expected_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !panic_text(info.payload()).starts_with("expected:") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// A statistics snapshot's counters, in the order
+/// `[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active]`.
+pub fn counts(s: &singleflight_stats::Snapshot) -> [u64; 8] {
+    [
+        s.hits,
+        s.misses,
+        s.errors,
+        s.panics,
+        s.leader_drops,
+        s.takeovers,
+        s.timeouts,
+        s.active,
+    ]
+}
+
+/// Asserts the counters of `stats` (see [`counts`] for the order).
+#[track_caller]
+pub fn assert_counts(stats: &singleflight_stats::Stats, expected: [u64; 8]) {
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        counts(&snapshot),
+        expected,
+        "[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active] of {snapshot:?}"
+    );
+}

@@ -7,49 +7,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use singleflight_stats::{Fanout, Snapshot, Stats};
-use singleflight_tests::{Gate, wait_until};
+use singleflight_stats::{Fanout, Stats};
+use singleflight_tests::{Gate, assert_counts, counts, quiet_expected_panics, wait_until};
 
 /// Six callers on one flight: the leader blocks on `release` until five waiters joined.
 const CALLERS: usize = 6;
-
-fn counts(s: &Snapshot) -> [u64; 8] {
-    [
-        s.hits,
-        s.misses,
-        s.errors,
-        s.panics,
-        s.leader_drops,
-        s.takeovers,
-        s.timeouts,
-        s.active,
-    ]
-}
-
-/// `[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active]`.
-#[track_caller]
-fn assert_counts(stats: &Stats, expected: [u64; 8]) {
-    let snapshot = stats.snapshot();
-    assert_eq!(
-        counts(&snapshot),
-        expected,
-        "[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active] of {snapshot:?}"
-    );
-}
-
-fn silence_panics() {
-    // Expected panics in the work would otherwise print a backtrace per test.
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let expected = info
-            .payload()
-            .downcast_ref::<&str>()
-            .is_some_and(|m| m.starts_with("expected:"));
-        if !expected {
-            default(info);
-        }
-    }));
-}
 
 mod blocking {
     use super::*;
@@ -120,7 +82,7 @@ mod blocking {
 
     #[test]
     fn a_panic_is_counted_once() {
-        silence_panics();
+        quiet_expected_panics();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -447,7 +409,7 @@ mod core_async {
 
     #[test]
     fn a_panic_is_counted_once() {
-        silence_panics();
+        quiet_expected_panics();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();

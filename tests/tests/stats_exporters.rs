@@ -190,7 +190,7 @@ mod metrics_exporter {
             assert!(block_on(leader).unwrap_err().is_failed());
             assert!(block_on(waiter).unwrap_err().is_failed());
 
-            super::quiet_panics();
+            singleflight_tests::quiet_expected_panics();
             let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 block_on(group.call("p", || async { panic!("expected: the work panics") }))
             }));
@@ -212,20 +212,6 @@ mod metrics_exporter {
         });
         assert_eq!(recorder.counter(names::TIMEOUTS), 1);
     }
-}
-
-/// Panics whose message starts with `expected:` print nothing.
-fn quiet_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let expected = info
-            .payload()
-            .downcast_ref::<&str>()
-            .is_some_and(|m| m.starts_with("expected:"));
-        if !expected {
-            default(info);
-        }
-    }));
 }
 
 mod tracing_exporter {

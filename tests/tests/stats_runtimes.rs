@@ -13,42 +13,8 @@ use std::time::Duration;
 
 use futures_lite::future::poll_once;
 use singleflight_core::{CallFuture, Role};
-use singleflight_stats::{Snapshot, Stats};
-use singleflight_tests::{Gate, wait_until};
-
-/// `[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active]`.
-#[track_caller]
-fn assert_counts(stats: &Stats, expected: [u64; 8]) {
-    let s: Snapshot = stats.snapshot();
-    let counts = [
-        s.hits,
-        s.misses,
-        s.errors,
-        s.panics,
-        s.leader_drops,
-        s.takeovers,
-        s.timeouts,
-        s.active,
-    ];
-    assert_eq!(
-        counts, expected,
-        "[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active] of {s:?}"
-    );
-}
-
-/// Panics whose message starts with `expected:` print nothing.
-fn quiet_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let expected = info
-            .payload()
-            .downcast_ref::<&str>()
-            .is_some_and(|m| m.starts_with("expected:"));
-        if !expected {
-            default(info);
-        }
-    }));
-}
+use singleflight_stats::Stats;
+use singleflight_tests::{Gate, assert_counts, quiet_expected_panics, wait_until};
 
 /// A call that was polled (and so registered) before being handed to a timeout, so the
 /// timeout's clock can start after the test has put other callers in place.
@@ -137,7 +103,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn a_panic_is_counted_once() {
-                quiet_panics();
+                quiet_expected_panics();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let release = Gate::new();
