@@ -82,6 +82,18 @@ pub(crate) struct Slot<K, T> {
     pub(crate) shared: Option<Arc<Shared<T>>>,
 }
 
+impl<K, T> Slot<K, T> {
+    /// Is this the flight new calls for `key` join (the key's, and not forgotten)?
+    #[inline]
+    fn is_current<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        !self.forgotten && self.key.borrow() == key
+    }
+}
+
 pub(crate) struct Table<K, T> {
     pub(crate) slots: HashTable<Slot<K, T>>,
     /// Numbers this shard's flights: flight ids are `next_id * SHARDS + shard index`.
@@ -368,13 +380,10 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
-        let hash = self.hasher.hash_one(key);
-        let table = self.table(hash).lock();
-        table
-            .slots
-            .find(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
-            .and_then(|slot| slot.shared.as_ref())
-            .map_or(0, |shared| shared.state.lock().live())
+        self.with_current(key, |slot| {
+            slot.and_then(|slot| slot.shared.as_ref())
+                .map_or(0, |shared| shared.state.lock().live())
+        })
     }
 
     /// Returns `true` if a flight for `key` is in progress (and not forgotten).
@@ -383,12 +392,7 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
-        let hash = self.hasher.hash_one(key);
-        let table = self.table(hash).lock();
-        table
-            .slots
-            .find(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
-            .is_some()
+        self.with_current(key, |slot| slot.is_some())
     }
 
     /// Detaches the current flight of `key` from the key: its callers still get its outcome,
@@ -399,18 +403,18 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
+        self.with_current(key, |slot| slot.map(|slot| slot.forgotten = true).is_some())
+    }
+
+    /// Runs `f` on the current flight of `key` (if any), under its shard's lock.
+    fn with_current<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&mut Slot<K, T>>) -> R) -> R
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
         let hash = self.hasher.hash_one(key);
         let mut table = self.table(hash).lock();
-        match table
-            .slots
-            .find_mut(hash, |slot| !slot.forgotten && slot.key.borrow() == key)
-        {
-            Some(slot) => {
-                slot.forgotten = true;
-                true
-            }
-            None => false,
-        }
+        f(table.slots.find_mut(hash, |slot| slot.is_current(key)))
     }
 }
 
@@ -465,11 +469,7 @@ where
         let hash = self.hasher.hash_one(key);
         let mut guard = self.table(hash).lock();
         let Table { slots, next_id } = &mut *guard;
-        let vacant = match slots.entry(
-            hash,
-            |slot| !slot.forgotten && slot.key.borrow() == key,
-            |slot| slot.hash,
-        ) {
+        let vacant = match slots.entry(hash, |slot| slot.is_current(key), |slot| slot.hash) {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
                 let slot = occupied.get_mut();
                 #[cfg(feature = "std")]
