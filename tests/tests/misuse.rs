@@ -36,6 +36,34 @@ fn configuring_before_cloning_is_shared_by_every_clone() {
     assert_eq!(clone.leader_drop_policy(), LeaderDropPolicy::FailWaiters);
 }
 
+/// A shard count that is not a power of two (or is zero, or too large) is refused at once,
+/// on every front-end, with the rule in the message.
+#[test]
+fn a_bad_shard_count_panics_clearly() {
+    let message = panic_message(|| {
+        let _ = singleflight_blocking::Group::<String, u32>::new().with_shards(48);
+    });
+    assert_eq!(
+        message,
+        "a group's shard count is a power of two from 1 to 65536, not 48"
+    );
+    let message = panic_message(|| {
+        let _ = singleflight_tokio::Group::<String, u32>::new().with_shards(1 << 17);
+    });
+    assert!(message.ends_with("not 131072"), "{message}");
+}
+
+/// A group of one shard (the least memory) still coalesces and keeps its keys apart.
+#[test]
+fn a_one_shard_group_coalesces_and_keeps_keys_apart() {
+    let group = singleflight_blocking::Group::<u32, u32>::new().with_shards(1);
+    assert_eq!(group.as_core().shards(), 1);
+    let values: Vec<_> = (0..8).map(|key| group.call(&key, || key * 2)).collect();
+    assert_eq!(values, (0..8).map(|key| Ok(key * 2)).collect::<Vec<_>>());
+    let smol = singleflight_smol::Group::<u32, u32>::new().with_shards(4);
+    assert_eq!(smol.as_core().shards(), 4);
+}
+
 /// A call future polled after it completed panics with its name, like std's futures.
 #[test]
 fn polling_a_finished_call_panics_clearly() {

@@ -50,6 +50,19 @@ impl<K, T, S> Group<K, T, S> {
         }
     }
 
+    /// Splits the map of flights into `shards` shards, each under its own lock
+    /// ([`DEFAULT_SHARDS`](sf::DEFAULT_SHARDS) unless set): fewer save memory (128 bytes or
+    /// more each), more keep threads calling unrelated keys further apart.
+    ///
+    /// # Panics
+    ///
+    /// If `shards` is not a power of two between 1 and [`MAX_SHARDS`](sf::MAX_SHARDS).
+    pub fn with_shards(self, shards: usize) -> Self {
+        Self {
+            inner: self.inner.with_shards(shards),
+        }
+    }
+
     /// The number of flights in progress (`0` once every call has returned).
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight()

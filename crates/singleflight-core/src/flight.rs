@@ -6,7 +6,6 @@
 //! lives entirely in its map slot.
 
 use alloc::collections::VecDeque;
-use alloc::vec::Vec;
 use core::task::Waker;
 
 use event_listener::Event;
@@ -32,6 +31,10 @@ impl<T: Clone> Outcome<T> {
 }
 
 pub(crate) struct Shared<T> {
+    /// The flight's key hash and id, which find its map slot: kept here rather than in
+    /// every waiter, so that a waiting call stays small.
+    pub(crate) hash: u64,
+    pub(crate) id: u64,
     /// Wakes blocked waiters (`Waiter::wait`). Async waiters leave a [`Waker`] in their seat
     /// instead, which costs no allocation; nothing allocates here until a thread blocks.
     pub(crate) event: Event,
@@ -39,24 +42,24 @@ pub(crate) struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(hash: u64, id: u64) -> Self {
         Self {
+            hash,
+            id,
             event: Event::new(),
             state: Mutex::new(FlightState::new()),
         }
     }
 }
 
-/// A joined caller's place in its flight's queue.
-enum Seat {
-    /// It waits; an async caller that was polled leaves its task's waker here.
-    Waiting(Option<Waker>),
-    /// It received the outcome, left, or was promoted.
-    Left,
-}
+/// A joined caller's place in its flight's queue: the waker of a caller that waits (a no-op
+/// one for a blocking caller, which listens to the flight's event instead), `None` once it
+/// left or was promoted. One word pair per waiter, however large the herd.
+type Seat = Option<Waker>;
 
-/// The waiters' side of one flight. Tickets are handed out in join order; `waiting[i]` is
-/// the seat of the caller holding ticket `base + i`.
+/// The waiters' side of one flight. Tickets are handed out in join order; until the outcome
+/// is published, `waiting[i]` is the seat of the caller holding ticket `base + i`. Publishing
+/// empties the queue (its wakers are woken), since nobody can join or be promoted any more.
 pub(crate) struct FlightState<T> {
     outcome: Option<Outcome<T>>,
     waiting: VecDeque<Seat>,
@@ -79,10 +82,13 @@ impl<T> FlightState<T> {
         }
     }
 
-    /// Registers a new waiter and returns its ticket.
-    pub(crate) fn join(&mut self) -> u64 {
+    /// Registers a new waiter and returns its ticket; an async caller leaves its task's
+    /// `waker` at once, which saves it a second visit to this lock before it can sleep.
+    pub(crate) fn join(&mut self, waker: Option<&Waker>) -> u64 {
+        debug_assert!(self.outcome.is_none(), "nobody joins a published flight");
         let ticket = self.base + self.waiting.len() as u64;
-        self.waiting.push_back(Seat::Waiting(None));
+        self.waiting
+            .push_back(Some(waker.unwrap_or(Waker::noop()).clone()));
         self.live += 1;
         ticket
     }
@@ -92,13 +98,19 @@ impl<T> FlightState<T> {
         self.live
     }
 
-    /// Unregisters a waiter that stops waiting without an outcome.
+    /// Unregisters a waiter that stops waiting without an outcome (or, once the outcome is
+    /// published, with it). Each caller leaves at most once.
     pub(crate) fn leave(&mut self, ticket: u64) {
+        if self.outcome.is_some() {
+            // The queue is gone: a caller that is still counted just stops being counted.
+            self.live -= 1;
+            return;
+        }
         if let Some(slot) = ticket
             .checked_sub(self.base)
             .and_then(|i| self.waiting.get_mut(i as usize))
         {
-            if let Seat::Waiting(_) = core::mem::replace(slot, Seat::Left) {
+            if slot.take().is_some() {
                 self.live -= 1;
             }
         }
@@ -108,29 +120,28 @@ impl<T> FlightState<T> {
     /// Leaves `waker` in the seat of `ticket`, to be woken when the outcome or a promotion
     /// arrives. Call it under the same lock that found neither, so no wake-up is lost.
     pub(crate) fn register(&mut self, ticket: u64, waker: &Waker) {
-        if let Some(Seat::Waiting(seat)) = ticket
+        if let Some(Some(seat)) = ticket
             .checked_sub(self.base)
             .and_then(|i| self.waiting.get_mut(i as usize))
         {
-            match seat {
-                Some(registered) if registered.will_wake(waker) => {}
-                _ => *seat = Some(waker.clone()),
+            if !seat.will_wake(waker) {
+                seat.clone_from(waker);
             }
         }
     }
 
     fn trim(&mut self) {
-        while matches!(self.waiting.front(), Some(Seat::Left)) {
+        while matches!(self.waiting.front(), Some(None)) {
             self.waiting.pop_front();
             self.base += 1;
         }
     }
 
     /// Chooses the oldest waiting caller to take over the work; `None` if nobody is left, else
-    /// its waker (if it was polled), to wake once the lock is released.
-    pub(crate) fn promote_oldest(&mut self) -> Option<Option<Waker>> {
+    /// its waker, to wake once the lock is released.
+    pub(crate) fn promote_oldest(&mut self) -> Option<Waker> {
         self.trim();
-        let Some(Seat::Waiting(waker)) = self.waiting.pop_front() else {
+        let Some(Some(waker)) = self.waiting.pop_front() else {
             return None;
         };
         self.promoted = Some(self.base);
@@ -155,18 +166,12 @@ impl<T> FlightState<T> {
         self.promoted == Some(ticket)
     }
 
-    /// Publishes the outcome for whoever still waits, and returns the wakers of the waiters
-    /// that were polled, to wake once the lock is released (see [`wake_all`]).
-    pub(crate) fn publish(&mut self, outcome: Outcome<T>) -> Vec<Waker> {
+    /// Publishes the outcome for whoever still waits, and hands back the queue, whose wakers
+    /// are to be woken once the lock is released (see [`Wakers::wake`]).
+    pub(crate) fn publish(&mut self, outcome: Outcome<T>) -> Wakers {
         debug_assert!(self.outcome.is_none(), "a flight has one outcome");
         self.outcome = Some(outcome);
-        self.waiting
-            .iter_mut()
-            .filter_map(|seat| match seat {
-                Seat::Waiting(waker) => waker.take(),
-                Seat::Left => None,
-            })
-            .collect()
+        Wakers(core::mem::take(&mut self.waiting))
     }
 
     #[cfg(test)]
@@ -175,18 +180,27 @@ impl<T> FlightState<T> {
     }
 }
 
-/// Wakes the waiters that [`FlightState::publish`] or [`FlightState::promote_oldest`]
-/// returned, outside the lock, so that none of them wakes up only to wait for it.
-pub(crate) fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
-    wakers.into_iter().for_each(Waker::wake);
+/// The queue of a published flight: its wakers are woken outside the lock, so that none of
+/// the waiters wakes up only to wait for it.
+#[must_use = "the waiters sleep until woken"]
+pub(crate) struct Wakers(VecDeque<Seat>);
+
+impl Wakers {
+    pub(crate) fn none() -> Self {
+        Self(VecDeque::new())
+    }
+
+    pub(crate) fn wake(self) {
+        self.0.into_iter().flatten().for_each(Waker::wake);
+    }
 }
 
 impl<T: Clone> FlightState<T> {
-    /// Hands the outcome to the waiter holding `ticket`: a clone, or the original for the
-    /// last waiter, so a flight clones its value once per waiter and no more.
-    pub(crate) fn receive(&mut self, ticket: u64) -> Option<Outcome<T>> {
+    /// Hands the outcome to a waiter: a clone, or the original for the last waiter, so a
+    /// flight clones its value once per waiter and no more.
+    pub(crate) fn receive(&mut self) -> Option<Outcome<T>> {
         self.outcome.as_ref()?;
-        self.leave(ticket);
+        self.live -= 1;
         if self.live == 0 {
             self.outcome.take()
         } else {
@@ -202,9 +216,9 @@ mod tests {
     #[test]
     fn promotion_skips_departed_waiters_in_join_order() {
         let mut state = FlightState::<u8>::new();
-        let a = state.join();
-        let b = state.join();
-        let c = state.join();
+        let a = state.join(None);
+        let b = state.join(None);
+        let c = state.join(None);
         state.leave(a);
         assert_eq!(state.live(), 2);
         assert!(state.promote_oldest().is_some());
@@ -220,22 +234,37 @@ mod tests {
     #[test]
     fn the_last_receiver_takes_the_value_and_the_others_clone_it() {
         let mut state = FlightState::<alloc::string::String>::new();
-        let a = state.join();
-        let b = state.join();
-        assert!(state.publish(Outcome::Value("v".into())).is_empty());
-        assert!(matches!(state.receive(a), Some(Outcome::Value(v)) if v == "v"));
+        state.join(None);
+        state.join(None);
+        state.publish(Outcome::Value("v".into())).wake();
+        assert!(matches!(state.receive(), Some(Outcome::Value(v)) if v == "v"));
         assert!(state.has_outcome());
-        assert!(matches!(state.receive(b), Some(Outcome::Value(v)) if v == "v"));
+        assert!(matches!(state.receive(), Some(Outcome::Value(v)) if v == "v"));
         assert!(!state.has_outcome());
     }
 
     #[test]
     fn leaving_twice_counts_once() {
         let mut state = FlightState::<u8>::new();
-        let a = state.join();
-        let _b = state.join();
+        let a = state.join(None);
+        let _b = state.join(None);
         state.leave(a);
         state.leave(a);
         assert_eq!(state.live(), 1);
+    }
+
+    #[test]
+    fn publishing_hands_back_the_queue_and_leaving_still_counts() {
+        let mut state = FlightState::<u8>::new();
+        let a = state.join(Some(Waker::noop()));
+        state.join(None);
+        let wakers = state.publish(Outcome::Value(1));
+        assert_eq!(wakers.0.len(), 2);
+        assert!(state.waiting.is_empty());
+        wakers.wake();
+        state.leave(a);
+        assert_eq!(state.live(), 1);
+        assert!(matches!(state.receive(), Some(Outcome::Value(1))));
+        assert!(!state.has_outcome());
     }
 }

@@ -13,7 +13,7 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::error::Error;
-use crate::group::{Entry, Group, Role};
+use crate::group::{Entry, Group, Role, enter_with};
 use crate::leader::Leader;
 use crate::waiter::{Waited, Waiter};
 
@@ -36,9 +36,11 @@ pub trait CallFuture: Future {
 }
 
 pin_project! {
+    // Each state holds only what it needs (the group and key only until the call
+    // registers), so that a waiting call, of which a herd has thousands, stays small.
     #[project = StateProj]
-    enum State<'a, K, T, S, F, Fut> {
-        Start { work: Option<F> },
+    enum State<'a, K, Q: ?Sized, T, S, F, Fut> {
+        Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<F> },
         Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
         // The work's future is boxed: only the one caller that leads pays for it, instead of
         // every waiting call carrying room for it (a herd of waiting tasks stays small).
@@ -66,12 +68,10 @@ pin_project! {
     /// been handed [`Error::Panicked`] (with `std`). Polling after completion panics.
     #[must_use = "futures do nothing unless polled"]
     pub struct Call<'a, K, Q: ?Sized, T, S, F, Fut> {
-        group: &'a Group<K, T, S>,
-        key: &'a Q,
         failed: fn(&T) -> bool,
         role: Option<Role>,
         #[pin]
-        state: State<'a, K, T, S, F, Fut>,
+        state: State<'a, K, Q, T, S, F, Fut>,
     }
 }
 
@@ -124,11 +124,13 @@ where
         Fut: Future<Output = T>,
     {
         Call {
-            group: self,
-            key,
             failed: |_| false,
             role: None,
-            state: State::Start { work: Some(work) },
+            state: State::Start {
+                group: self,
+                key,
+                work: Some(work),
+            },
         }
     }
 }
@@ -163,11 +165,13 @@ where
     {
         TryCall {
             inner: Call {
-                group: self,
-                key,
                 failed: Result::is_err,
                 role: None,
-                state: State::Start { work: Some(work) },
+                state: State::Start {
+                    group: self,
+                    key,
+                    work: Some(work),
+                },
             },
         }
     }
@@ -188,11 +192,11 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Start { work } => {
+                StateProj::Start { group, key, work } => {
                     let work = work
                         .take()
                         .expect("work is present until the call registers");
-                    match this.group.enter(*this.key) {
+                    match enter_with(*group, *key, Some(cx.waker())) {
                         Err(error) => {
                             *this.role = Some(Role::Waiter);
                             this.state.set(State::Done);
@@ -207,10 +211,12 @@ where
                             });
                         }
                         Ok(Entry::Waiter(waiter)) => {
+                            // Joined with this task's waker: nothing to check until woken.
                             this.state.set(State::Waiting {
                                 waiter,
                                 work: Some(work),
                             });
+                            return Poll::Pending;
                         }
                     }
                 }

@@ -1,15 +1,17 @@
 //! The group: a map from keys to the flights in progress.
 
 use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
 use alloc::sync::Arc as AllocArc;
 use core::borrow::Borrow;
 use core::fmt;
 use core::hash::{BuildHasher, Hash};
+use core::task::Waker;
 
 use hashbrown::HashTable;
 
 use crate::error::Error;
-use crate::flight::{Outcome, Shared, wake_all};
+use crate::flight::{Outcome, Shared, Wakers};
 use crate::hash::DefaultHashBuilder;
 use crate::leader::Leader;
 use crate::observer::{Execution, Observer};
@@ -94,20 +96,104 @@ impl<K, T> Slot<K, T> {
     }
 }
 
+/// One shard's flights. The first few live in the shard itself, on the cache lines of its
+/// lock, so that a shard with few flights in progress (the usual case) is served without
+/// touching another line: when callers on other cores used it last, that is one cache miss
+/// instead of three (lock, control bytes, slot). More flights spill into a hash table.
 pub(crate) struct Table<K, T> {
-    pub(crate) slots: HashTable<Slot<K, T>>,
-    /// Numbers this shard's flights: flight ids are `next_id * SHARDS + shard index`.
+    /// Numbers this shard's flights: flight ids are `next_id * shard count + shard index`.
     next_id: u64,
+    inline: [Option<Slot<K, T>>; INLINE_SLOTS],
+    spill: HashTable<Slot<K, T>>,
 }
 
-/// The map is split by key hash into this many shards, each under its own lock, so callers
-/// of unrelated keys on different threads seldom share a lock or its cache line. A power
-/// of two.
-const SHARDS: usize = 16;
+/// Flights a shard holds before it spills into its hash table.
+const INLINE_SLOTS: usize = 2;
+
+impl<K, T> Table<K, T> {
+    fn new() -> Self {
+        Self {
+            next_id: 0,
+            inline: [const { None }; INLINE_SLOTS],
+            spill: HashTable::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.inline.iter().flatten().count() + self.spill.len()
+    }
+
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot<K, T>> {
+        self.inline
+            .iter_mut()
+            .flatten()
+            .chain(self.spill.iter_mut())
+    }
+
+    /// The slot with this hash for which `eq` holds.
+    #[inline]
+    fn find_mut(&mut self, hash: u64, eq: impl Fn(&Slot<K, T>) -> bool) -> Option<&mut Slot<K, T>> {
+        if let Some(slot) = self
+            .inline
+            .iter_mut()
+            .flatten()
+            .find(|slot| slot.hash == hash && eq(slot))
+        {
+            return Some(slot);
+        }
+        if self.spill.is_empty() {
+            return None;
+        }
+        self.spill.find_mut(hash, eq)
+    }
+
+    /// Adds a slot; its key must not be current in the table.
+    #[inline]
+    fn insert(&mut self, slot: Slot<K, T>) {
+        match self.inline.iter_mut().find(|free| free.is_none()) {
+            Some(free) => *free = Some(slot),
+            None => {
+                self.spill.insert_unique(slot.hash, slot, |slot| slot.hash);
+            }
+        }
+    }
+
+    /// Removes the slot of flight `id`.
+    #[inline]
+    fn remove(&mut self, hash: u64, id: u64) -> Option<Slot<K, T>> {
+        if let Some(inline) = self
+            .inline
+            .iter_mut()
+            .find(|inline| inline.as_ref().is_some_and(|slot| slot.id == id))
+        {
+            return inline.take();
+        }
+        let entry = self.spill.find_entry(hash, |slot| slot.id == id).ok()?;
+        Some(entry.remove().0)
+    }
+}
+
+/// The number of shards a group has unless [`Group::with_shards`] says otherwise.
+///
+/// Calls of unrelated keys on different threads meet only when their keys share a shard, so
+/// more shards mean fewer cache lines passed between cores, even on two cores (see the
+/// benches' `mixed` scenario). Each shard takes 128 bytes (more for keys over 8 bytes), so
+/// 256 cost 32 KiB per group. Built for loom (`--cfg loom`), groups have two, which keeps
+/// the models fast and still spans shards.
+pub const DEFAULT_SHARDS: usize = if cfg!(loom) { 2 } else { 256 };
+
+/// The most shards a group may have.
+pub const MAX_SHARDS: usize = 1 << 16;
 
 /// One shard, on cache lines of its own, so that no two shards' locks share one.
 #[repr(align(128))]
 struct Shard<K, T>(Mutex<Table<K, T>>);
+
+fn new_shards<K, T>(count: usize) -> Box<[Shard<K, T>]> {
+    (0..count)
+        .map(|_| Shard(Mutex::new(Table::new())))
+        .collect()
+}
 
 /// Coalesces concurrent calls with equal keys: one caller (the leader) runs the work, and
 /// every caller that arrives while it runs (a waiter) receives a clone of the same outcome.
@@ -123,7 +209,7 @@ struct Shard<K, T>(Mutex<Table<K, T>>);
 ///   values in an `Arc`. Fallible work shares `T = Result<V, E>`.
 /// * `S`: the hasher, [`DefaultHashBuilder`] unless chosen with [`with_hasher`](Self::with_hasher).
 pub struct Group<K, T, S = DefaultHashBuilder> {
-    shards: [Shard<K, T>; SHARDS],
+    shards: Box<[Shard<K, T>]>,
     hasher: S,
     policy: LeaderDropPolicy,
     observer: Option<AllocArc<dyn Observer>>,
@@ -154,16 +240,41 @@ impl<K, T, S> Group<K, T, S> {
     /// Creates an empty group that hashes keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
         Self {
-            shards: core::array::from_fn(|_| {
-                Shard(Mutex::new(Table {
-                    slots: HashTable::new(),
-                    next_id: 0,
-                }))
-            }),
+            shards: new_shards(DEFAULT_SHARDS),
             hasher,
             policy: LeaderDropPolicy::default(),
             observer: None,
         }
+    }
+
+    /// Splits the map into `shards` shards, each under its own lock ([`DEFAULT_SHARDS`] unless
+    /// set): fewer save memory (128 bytes or more each), more keep threads calling unrelated
+    /// keys further apart. Any flights in progress are forgotten by the map (their callers
+    /// still finish), so set it before the group is used.
+    ///
+    /// # Panics
+    ///
+    /// If `shards` is not a power of two between 1 and [`MAX_SHARDS`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // A small group for a memory-tight target: one lock, 128 bytes of map.
+    /// let group = singleflight_core::Group::<u32, u32>::new().with_shards(1);
+    /// assert_eq!(group.shards(), 1);
+    /// ```
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        assert!(
+            shards.is_power_of_two() && shards <= MAX_SHARDS,
+            "a group's shard count is a power of two from 1 to {MAX_SHARDS}, not {shards}"
+        );
+        self.shards = new_shards(shards);
+        self
+    }
+
+    /// The number of shards the map is split into (see [`with_shards`](Self::with_shards)).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     /// Sets what waiters do when their leader is dropped before finishing.
@@ -193,19 +304,16 @@ impl<K, T, S> Group<K, T, S> {
     /// Once every call has returned (and no detached work is running) this is `0`: finished,
     /// cancelled and panicked flights never linger.
     pub fn in_flight(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.0.lock().slots.len())
-            .sum()
+        self.shards.iter().map(|shard| shard.0.lock().len()).sum()
     }
 
     /// Detaches every flight from its key: their callers still get their outcomes, and the
     /// next call for any key starts a new flight. Returns the number of flights detached.
     pub fn forget_all(&self) -> usize {
         let mut detached = 0;
-        for shard in &self.shards {
+        for shard in &*self.shards {
             let mut table = shard.0.lock();
-            for slot in table.slots.iter_mut().filter(|slot| !slot.forgotten) {
+            for slot in table.slots_mut().filter(|slot| !slot.forgotten) {
                 slot.forgotten = true;
                 detached += 1;
             }
@@ -214,15 +322,15 @@ impl<K, T, S> Group<K, T, S> {
     }
 
     /// The shard of keys with this hash, chosen by bits that hashbrown uses neither for its
-    /// control bytes (the top 7) nor for the bucket in any table under 2^48 slots.
+    /// control bytes (the top 7) nor for the bucket in any table under 2^32 slots.
     #[inline]
-    fn shard_index(hash: u64) -> usize {
-        (hash >> 48) as usize & (SHARDS - 1)
+    fn shard_index(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & (self.shards.len() - 1)
     }
 
     #[inline]
     fn table(&self, hash: u64) -> &Mutex<Table<K, T>> {
-        &self.shards[Self::shard_index(hash)].0
+        &self.shards[self.shard_index(hash)].0
     }
 
     #[inline]
@@ -240,9 +348,7 @@ impl<K, T, S> Group<K, T, S> {
 
     /// Removes the slot of flight `id` and returns its shared part.
     fn remove(&self, hash: u64, id: u64) -> Option<Arc<Shared<T>>> {
-        let mut table = self.table(hash).lock();
-        let slot = table.slots.find_entry(hash, |slot| slot.id == id).ok()?;
-        slot.remove().0.shared
+        self.table(hash).lock().remove(hash, id)?.shared
     }
 
     /// Ends flight `id` with `outcome`, handing it to every caller still waiting.
@@ -264,10 +370,10 @@ impl<K, T, S> Group<K, T, S> {
             let wakers = if state.live() > 0 {
                 state.publish(outcome())
             } else {
-                alloc::vec::Vec::new()
+                Wakers::none()
             };
             drop(state);
-            wake_all(wakers);
+            wakers.wake();
             shared.event.notify(usize::MAX);
         }
     }
@@ -276,11 +382,12 @@ impl<K, T, S> Group<K, T, S> {
     pub(crate) fn subscribe(&self, hash: u64, id: u64) -> (Arc<Shared<T>>, u64) {
         let mut table = self.table(hash).lock();
         let slot = table
-            .slots
             .find_mut(hash, |slot| slot.id == id)
             .expect("a leader's flight is in the map until the leader finishes");
-        let shared = slot.shared.get_or_insert_with(|| Arc::new(Shared::new()));
-        let ticket = shared.state.lock().join();
+        let shared = slot
+            .shared
+            .get_or_insert_with(|| Arc::new(Shared::new(hash, id)));
+        let ticket = shared.state.lock().join(None);
         (Arc::clone(shared), ticket)
     }
 
@@ -288,17 +395,17 @@ impl<K, T, S> Group<K, T, S> {
     /// flight (failing its waiters, if any).
     pub(crate) fn abandon(&self, hash: u64, id: u64) {
         let mut table = self.table(hash).lock();
-        let Ok(slot) = table.slots.find_entry(hash, |slot| slot.id == id) else {
+        let Some(slot) = table.find_mut(hash, |slot| slot.id == id) else {
             debug_assert!(false, "an abandoned flight is still in the map");
             return;
         };
-        if let Some(shared) = slot.get().shared.clone() {
+        if let Some(shared) = slot.shared.clone() {
             let mut state = shared.state.lock();
             if self.policy == LeaderDropPolicy::Takeover {
                 if let Some(waker) = state.promote_oldest() {
                     drop(state);
                     drop(table);
-                    wake_all(waker);
+                    waker.wake();
                     shared.event.notify(usize::MAX);
                     return;
                 }
@@ -306,15 +413,15 @@ impl<K, T, S> Group<K, T, S> {
             let wakers = if state.live() > 0 {
                 state.publish(Outcome::LeaderDropped)
             } else {
-                alloc::vec::Vec::new()
+                Wakers::none()
             };
             drop(state);
-            slot.remove();
+            table.remove(hash, id);
             drop(table);
-            wake_all(wakers);
+            wakers.wake();
             shared.event.notify(usize::MAX);
         } else {
-            slot.remove();
+            table.remove(hash, id);
             drop(table);
         }
         self.notify(|o| o.flight_finished());
@@ -355,7 +462,7 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        enter_with(self, key)
+        enter_with(self, key, None)
     }
 
     /// Like [`enter`](Self::enter), but the returned guard owns a handle to the group, so it
@@ -369,7 +476,7 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        enter_with(AllocArc::clone(self), key)
+        enter_with(AllocArc::clone(self), key, None)
     }
 
     /// The number of callers waiting for the current flight of `key` (not counting its
@@ -414,26 +521,27 @@ where
     {
         let hash = self.hasher.hash_one(key);
         let mut table = self.table(hash).lock();
-        f(table.slots.find_mut(hash, |slot| slot.is_current(key)))
+        f(table.find_mut(hash, |slot| slot.is_current(key)))
     }
 }
 
-fn enter_with<G, Q>(group_ref: G, key: &Q) -> Result<Entry<G>, Error>
+/// Registers a caller (see [`Group::enter`]); an async caller passes its task's `waker`,
+/// to be woken when the outcome arrives, so that it can sleep at once.
+pub(crate) fn enter_with<G, Q>(
+    group_ref: G,
+    key: &Q,
+    waker: Option<&Waker>,
+) -> Result<Entry<G>, Error>
 where
     G: GroupRef,
     G::Key: Hash + Eq + Borrow<Q>,
     G::Hasher: BuildHasher,
     Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
 {
-    match group_ref.group().register(key)? {
-        Registered::Waiter {
-            hash,
-            id,
-            shared,
-            ticket,
-        } => Ok(Entry::Waiter(Waiter::new(
-            group_ref, hash, id, shared, ticket,
-        ))),
+    match group_ref.group().register(key, waker)? {
+        Registered::Waiter { shared, ticket } => {
+            Ok(Entry::Waiter(Waiter::new(group_ref, shared, ticket)))
+        }
         Registered::Leader { hash, id, started } => {
             Ok(Entry::Leader(Leader::new(group_ref, hash, id, started)))
         }
@@ -441,17 +549,8 @@ where
 }
 
 enum Registered<T> {
-    Leader {
-        hash: u64,
-        id: u64,
-        started: u64,
-    },
-    Waiter {
-        hash: u64,
-        id: u64,
-        shared: Arc<Shared<T>>,
-        ticket: u64,
-    },
+    Leader { hash: u64, id: u64, started: u64 },
+    Waiter { shared: Arc<Shared<T>>, ticket: u64 },
 }
 
 impl<K, T, S> Group<K, T, S>
@@ -459,45 +558,41 @@ where
     K: Hash + Eq,
     S: BuildHasher,
 {
-    /// Joins the flight of `key`, or starts one: one hash, one probe, one lock.
+    /// Joins the flight of `key`, or starts one: one hash, one lock, and a look at the
+    /// shard's inline slots (a probe of its table too, once it has spilled).
     #[inline]
-    fn register<Q>(&self, key: &Q) -> Result<Registered<T>, Error>
+    fn register<Q>(&self, key: &Q, waker: Option<&Waker>) -> Result<Registered<T>, Error>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let hash = self.hasher.hash_one(key);
-        let mut guard = self.table(hash).lock();
-        let Table { slots, next_id } = &mut *guard;
-        let vacant = match slots.entry(hash, |slot| slot.is_current(key), |slot| slot.hash) {
-            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
-                let slot = occupied.get_mut();
-                #[cfg(feature = "std")]
-                if crate::reentrancy::is_leading(self.address(), slot.id) {
-                    return Err(Error::Reentrant);
-                }
-                let id = slot.id;
-                let shared = slot.shared.get_or_insert_with(|| Arc::new(Shared::new()));
-                let ticket = shared.state.lock().join();
-                return Ok(Registered::Waiter {
-                    hash,
-                    id,
-                    shared: Arc::clone(shared),
-                    ticket,
-                });
+        let mut table = self.table(hash).lock();
+        if let Some(slot) = table.find_mut(hash, |slot| slot.is_current(key)) {
+            #[cfg(feature = "std")]
+            if crate::reentrancy::is_leading(self.address(), slot.id) {
+                return Err(Error::Reentrant);
             }
-            hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
-        };
-        let id = *next_id * SHARDS as u64 + Self::shard_index(hash) as u64;
-        *next_id += 1;
-        vacant.insert(Slot {
+            let id = slot.id;
+            let shared = slot
+                .shared
+                .get_or_insert_with(|| Arc::new(Shared::new(hash, id)));
+            let ticket = shared.state.lock().join(waker);
+            return Ok(Registered::Waiter {
+                shared: Arc::clone(shared),
+                ticket,
+            });
+        }
+        let id = table.next_id * self.shards.len() as u64 + self.shard_index(hash) as u64;
+        table.next_id += 1;
+        table.insert(Slot {
             hash,
             id,
             key: key.to_owned(),
             forgotten: false,
             shared: None,
         });
-        drop(guard);
+        drop(table);
         let mut started = 0;
         self.notify(|o| {
             o.flight_started();
@@ -560,4 +655,52 @@ pub enum Entry<G: GroupRef> {
     Leader(Leader<G>),
     /// A flight was in progress: this caller waits for its outcome.
     Waiter(Waiter<G>),
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+    use crate::Waited;
+
+    #[test]
+    fn one_shard_spills_past_its_inline_slots_and_finds_every_flight() {
+        let group = Group::<u32, u32>::new().with_shards(1);
+        let leaders: alloc::vec::Vec<_> = (0..6)
+            .map(|key| match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => leader,
+                _ => panic!("key {key} starts a flight"),
+            })
+            .collect();
+        assert_eq!(group.in_flight(), 6);
+        assert!(group.forget(&1));
+        let Ok(Entry::Leader(newer)) = group.enter(&1) else {
+            panic!("a forgotten key starts a new flight")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter(&4) else {
+            panic!("a spilled flight is found")
+        };
+        assert_eq!(group.waiters(&4), 1);
+        assert_eq!(group.in_flight(), 7);
+        // Finish in an order that empties inline slots while others are spilled.
+        for (key, leader) in leaders.into_iter().enumerate().rev() {
+            assert_eq!(leader.complete(key as u32 * 10), key as u32 * 10);
+        }
+        assert!(matches!(waiter.wait(), Waited::Outcome(Ok(40))));
+        assert!(group.contains(&1));
+        assert_eq!(newer.complete(11), 11);
+        assert_eq!(group.in_flight(), 0);
+        assert!(!group.contains(&1));
+    }
+
+    #[test]
+    #[should_panic(expected = "a group's shard count is a power of two from 1 to 65536, not 3")]
+    fn a_shard_count_that_is_not_a_power_of_two_is_refused() {
+        let _ = Group::<u32, u32>::new().with_shards(3);
+    }
+
+    #[test]
+    #[should_panic(expected = "not 0")]
+    fn zero_shards_are_refused() {
+        let _ = Group::<u32, u32>::new().with_shards(0);
+    }
 }

@@ -83,7 +83,7 @@ impl<G: GroupRef> Leader<G> {
     /// as a hit, because it already counted as the flight's execution (a miss).
     pub(crate) fn subscribe(&self) -> Waiter<G> {
         let (shared, ticket) = self.group.group().subscribe(self.hash, self.id);
-        Waiter::new_uncounted(self.group.clone(), self.hash, self.id, shared, ticket)
+        Waiter::new_uncounted(self.group.clone(), shared, ticket)
     }
 
     fn settle(mut self, value: G::Value, execution: Execution) -> G::Value

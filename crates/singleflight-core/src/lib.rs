@@ -83,7 +83,9 @@ mod waiter;
 
 pub use error::{Error, PanicMessage};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
-pub use group::{Entry, FlightId, Group, GroupRef, LeaderDropPolicy, Role};
+pub use group::{
+    DEFAULT_SHARDS, Entry, FlightId, Group, GroupRef, LeaderDropPolicy, MAX_SHARDS, Role,
+};
 pub use hash::{DefaultHashBuilder, DefaultHasher};
 pub use leader::Leader;
 pub use observer::{Execution, Observer};

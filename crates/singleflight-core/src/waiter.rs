@@ -47,12 +47,10 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 /// dropped leader would.
 #[must_use = "a waiter does nothing unless it is polled or waited on"]
 pub struct Waiter<G: GroupRef> {
+    // Kept small: a herd is thousands of waiting calls, each holding one of these.
     group: G,
-    hash: u64,
-    id: u64,
     shared: Arc<Shared<G::Value>>,
     ticket: u64,
-    listener: Option<EventListener>,
     done: bool,
     /// Observers count this caller as a hit when it leaves; `false` for the caller of a
     /// detached call, which already counted as its flight's execution.
@@ -60,34 +58,19 @@ pub struct Waiter<G: GroupRef> {
 }
 
 impl<G: GroupRef> Waiter<G> {
-    pub(crate) fn new(
-        group: G,
-        hash: u64,
-        id: u64,
-        shared: Arc<Shared<G::Value>>,
-        ticket: u64,
-    ) -> Self {
+    pub(crate) fn new(group: G, shared: Arc<Shared<G::Value>>, ticket: u64) -> Self {
         Self {
             group,
-            hash,
-            id,
             shared,
             ticket,
-            listener: None,
             done: false,
             counted: true,
         }
     }
 
     /// A waiter that observers do not count (see [`Leader::subscribe`]).
-    pub(crate) fn new_uncounted(
-        group: G,
-        hash: u64,
-        id: u64,
-        shared: Arc<Shared<G::Value>>,
-        ticket: u64,
-    ) -> Self {
-        let mut waiter = Self::new(group, hash, id, shared, ticket);
+    pub(crate) fn new_uncounted(group: G, shared: Arc<Shared<G::Value>>, ticket: u64) -> Self {
+        let mut waiter = Self::new(group, shared, ticket);
         waiter.counted = false;
         waiter
     }
@@ -100,7 +83,7 @@ impl<G: GroupRef> Waiter<G> {
 
     /// The flight this caller waits for.
     pub fn flight(&self) -> FlightId {
-        FlightId(self.id)
+        FlightId(self.shared.id)
     }
 }
 
@@ -113,7 +96,7 @@ where
     fn check(&mut self, waker: Option<&Waker>) -> Option<Waited<G>> {
         assert!(!self.done, "`Waiter` polled after it finished");
         let mut state = self.shared.state.lock();
-        if let Some(outcome) = state.receive(self.ticket) {
+        if let Some(outcome) = state.receive() {
             drop(state);
             self.done = true;
             self.notify_joined();
@@ -134,8 +117,8 @@ where
             });
             return Some(Waited::Promoted(Leader::new(
                 self.group.clone(),
-                self.hash,
-                self.id,
+                self.shared.hash,
+                self.shared.id,
                 started,
             )));
         }
@@ -166,21 +149,22 @@ where
     )]
     fn poll_with_strategy<'a, S: Strategy<'a>>(
         &mut self,
+        listener: &mut Option<EventListener>,
         strategy: &mut S,
         cx: &mut S::Context,
     ) -> Poll<Waited<G>> {
         loop {
             if let Some(waited) = self.check(None) {
-                self.listener = None;
+                *listener = None;
                 return Poll::Ready(waited);
             }
-            if self.listener.is_none() {
+            if listener.is_none() {
                 // Register, then check again: a notification sent before registering is
                 // not lost, because the state it announces is already visible.
-                self.listener = Some(self.shared.event.listen());
+                *listener = Some(self.shared.event.listen());
                 continue;
             }
-            match strategy.poll(&mut self.listener, cx) {
+            match strategy.poll(listener, cx) {
                 Poll::Ready(()) => {}
                 Poll::Pending => return Poll::Pending,
             }
@@ -191,8 +175,11 @@ where
     #[cfg(feature = "std")]
     pub fn wait(mut self) -> Waited<G> {
         let mut blocking = event_listener_strategy::Blocking::default();
+        let mut listener = None;
         loop {
-            if let Poll::Ready(waited) = self.poll_with_strategy(&mut blocking, &mut ()) {
+            if let Poll::Ready(waited) =
+                self.poll_with_strategy(&mut listener, &mut blocking, &mut ())
+            {
                 return waited;
             }
         }
@@ -206,8 +193,11 @@ where
             deadline,
             expired: false,
         };
+        let mut listener = None;
         loop {
-            if let Poll::Ready(waited) = self.poll_with_strategy(&mut strategy, &mut ()) {
+            if let Poll::Ready(waited) =
+                self.poll_with_strategy(&mut listener, &mut strategy, &mut ())
+            {
                 return Some(waited);
             }
             if strategy.expired {
@@ -231,7 +221,7 @@ impl<G: GroupRef> Drop for Waiter<G> {
         let group = self.group.group();
         if state.take_promotion(self.ticket) {
             drop(state);
-            group.abandon(self.hash, self.id);
+            group.abandon(self.shared.hash, self.shared.id);
         } else {
             state.leave(self.ticket);
             drop(state);

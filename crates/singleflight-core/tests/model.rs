@@ -12,8 +12,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use proptest::prelude::*;
 use singleflight_core::{
-    Entry, Error, Execution, Group, Leader, LeaderDropPolicy, Observer, PanicMessage, Waited,
-    Waiter,
+    DEFAULT_SHARDS, Entry, Error, Execution, Group, Leader, LeaderDropPolicy, Observer,
+    PanicMessage, Waited, Waiter,
 };
 
 const KEYS: u8 = 3;
@@ -207,7 +207,9 @@ fn poll_once<'g>(
     waiter.poll(&mut Context::from_waker(&Waker::from(woken.clone())))
 }
 
-fn run(ops: Vec<Op>, fail_waiters: bool) {
+/// `one_shard` puts every key in one shard, whose flights then spill past its inline slots
+/// into its hash table.
+fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
     let counts = Arc::new(Counts::default());
     let policy = if fail_waiters {
         LeaderDropPolicy::FailWaiters
@@ -215,6 +217,7 @@ fn run(ops: Vec<Op>, fail_waiters: bool) {
         LeaderDropPolicy::Takeover
     };
     let group = Group::<u8, u32>::new()
+        .with_shards(if one_shard { 1 } else { DEFAULT_SHARDS })
         .with_leader_drop_policy(policy)
         .with_observer(counts.clone());
     let mut model = Model {
@@ -393,12 +396,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn takeover_policy_matches_the_model(ops in proptest::collection::vec(op(), 1..80)) {
-        run(ops, false);
+    fn takeover_policy_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..80),
+        one_shard in any::<bool>(),
+    ) {
+        run(ops, false, one_shard);
     }
 
     #[test]
-    fn fail_waiters_policy_matches_the_model(ops in proptest::collection::vec(op(), 1..80)) {
-        run(ops, true);
+    fn fail_waiters_policy_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..80),
+        one_shard in any::<bool>(),
+    ) {
+        run(ops, true, one_shard);
     }
 }

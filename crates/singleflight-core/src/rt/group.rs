@@ -100,6 +100,19 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
         self.configure(|group| group.with_observer(observer))
     }
 
+    /// Splits the map of flights into `shards` shards, each under its own lock
+    /// ([`DEFAULT_SHARDS`](crate::DEFAULT_SHARDS) unless set): fewer save memory (128 bytes
+    /// or more each), more keep tasks calling unrelated keys on different threads further
+    /// apart. See [`Group::with_shards`].
+    ///
+    /// # Panics
+    ///
+    /// If `shards` is not a power of two between 1 and [`MAX_SHARDS`](crate::MAX_SHARDS), or
+    /// if the group was cloned, or a call still holds it: configure it first.
+    pub fn with_shards(self, shards: usize) -> Self {
+        self.configure(|group| group.with_shards(shards))
+    }
+
     /// The policy applied when a leader is dropped.
     pub fn leader_drop_policy(&self) -> LeaderDropPolicy {
         self.group.leader_drop_policy()
