@@ -347,11 +347,13 @@ impl<K, T, S> Group<K, T, S> {
     }
 
     /// Removes the slot of flight `id` and returns its shared part.
+    #[inline]
     fn remove(&self, hash: u64, id: u64) -> Option<Arc<Shared<T>>> {
         self.table(hash).lock().remove(hash, id)?.shared
     }
 
     /// Ends flight `id` with `outcome`, handing it to every caller still waiting.
+    #[inline]
     pub(crate) fn finish(
         &self,
         hash: u64,
@@ -527,6 +529,7 @@ where
 
 /// Registers a caller (see [`Group::enter`]); an async caller passes its task's `waker`,
 /// to be woken when the outcome arrives, so that it can sleep at once.
+#[inline]
 pub(crate) fn enter_with<G, Q>(
     group_ref: G,
     key: &Q,

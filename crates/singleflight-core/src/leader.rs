@@ -86,6 +86,7 @@ impl<G: GroupRef> Leader<G> {
         Waiter::new_uncounted(self.group.clone(), shared, ticket)
     }
 
+    #[inline]
     fn settle(mut self, value: G::Value, execution: Execution) -> G::Value
     where
         G::Value: Clone,
@@ -151,6 +152,7 @@ impl<G: GroupRef> Leader<G> {
         }
     }
 
+    #[inline]
     pub(crate) fn finish_classified(
         self,
         value: G::Value,
@@ -168,6 +170,7 @@ impl<G: GroupRef> Leader<G> {
 
     /// Polls the leader's work with panic capture and re-entrancy tracking.
     #[cfg(feature = "std")]
+    #[inline]
     pub(crate) fn poll_work<F: core::future::Future<Output = G::Value>>(
         &self,
         work: core::pin::Pin<&mut F>,
