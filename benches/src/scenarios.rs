@@ -123,6 +123,33 @@ pub fn herd<C: AsyncCoalescer>(rt: &Runtime, n: usize) -> HerdRun {
     }
 }
 
+/// The floor under every herd: `n` tasks, spawned as [`herd`] spawns them, that each sleep
+/// until one shared deadline [`HERD_WORK`] after the start and then return. No coalescer is
+/// involved; what remains beyond the work is tokio's own cost of waking `n` tasks at once,
+/// running them to completion and joining them, which no coalescer can undercut.
+pub fn herd_floor(rt: &Runtime, n: usize) -> HerdRun {
+    let elapsed = rt.block_on(async {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::from_std(start + HERD_WORK);
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(deadline).await;
+                    42
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.expect("no task panics"), 42);
+        }
+        start.elapsed()
+    });
+    HerdRun {
+        executions: 1,
+        elapsed,
+    }
+}
+
 /// [`MIXED_TASKS`] tasks on `rt` (2 workers), each making `calls` calls spread over
 /// [`MIXED_KEYS`] keys (a per-task pseudo-random sequence); the work is one `yield_now`.
 /// Returns the time all of them took.

@@ -237,13 +237,20 @@ fn main() {
 
     eprintln!("herd ({} rounds per size)…", plan.herd_rounds);
     let workers = scenarios::two_workers();
+    // The floor runs in the no-coalescing column: tasks that all wake at the work's end on
+    // their own timers, with nothing coalesced (see `scenarios::herd_floor`).
+    let mut herd_list = async_list.clone();
+    herd_list.push(scenarios::AsyncContender {
+        herd: scenarios::herd_floor,
+        ..scenarios::async_contender::<NoCoalescing>()
+    });
     let mut herd_series: Vec<(&'static str, Vec<(usize, f64)>)> =
-        async_list.iter().map(|c| (c.name, Vec::new())).collect();
+        herd_list.iter().map(|c| (c.name, Vec::new())).collect();
     for n in HERD_SIZES {
         let mut row = Row::new(format!("herd of {n}: overhead"), "ms", Better::Lower);
         let mut executions: BTreeMap<&'static str, usize> = BTreeMap::new();
         let results = interleaved(
-            &async_list,
+            &herd_list,
             |c| c.name,
             plan.herd_rounds,
             |c| {
@@ -257,7 +264,9 @@ fn main() {
             row.figures.insert(column(name), value);
             series.1.push((n, value));
             let runs = executions[name];
-            if runs != 1 {
+            if column(name) == FLOOR {
+                row.notes.insert(column(name), "tokio floor".to_owned());
+            } else if runs != 1 {
                 row.notes.insert(column(name), format!("ran {runs}×"));
             }
         }
@@ -512,6 +521,19 @@ fn print_report(
         lead("herd of 10000: overhead"),
         2.0,
     );
+    if let Some(row) = rows
+        .iter()
+        .find(|r| r.scenario == "herd of 10000: overhead")
+    {
+        if let (Some(floor), Some((_, best))) = (row.figures.get(FLOOR), row.best_peer()) {
+            println!(
+                "  - tokio's own floor for this herd is {floor:.2} ms, {:.2}× the best peer's \
+                 overhead: a 2× lead needs {:.2} ms",
+                best / floor,
+                best / 2.0
+            );
+        }
+    }
     check(
         "herd of 10,000 peak memory",
         lead("herd of 10000: peak"),
