@@ -188,82 +188,118 @@ where
 {
     type Output = Result<T, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                StateProj::Start { group, key, work } => {
-                    let work = work
-                        .take()
-                        .expect("work is present until the call registers");
-                    match enter_with(*group, *key, Some(cx.waker())) {
-                        Err(error) => {
-                            *this.role = Some(Role::Waiter);
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error));
-                        }
-                        Ok(Entry::Leader(leader)) => {
-                            *this.role = Some(Role::Leader);
-                            let fut = Box::pin(work());
-                            this.state.set(State::Leading {
-                                leader: Some(leader),
-                                fut,
-                            });
-                        }
-                        Ok(Entry::Waiter(waiter)) => {
-                            // Joined with this task's waker: nothing to check until woken.
-                            this.state.set(State::Waiting {
-                                waiter,
-                                work: Some(work),
-                            });
-                            return Poll::Pending;
-                        }
-                    }
-                }
-                StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Waited::Outcome(outcome)) => {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        match this.state.as_mut().project() {
+            StateProj::Start { group, key, work } => {
+                let work = work
+                    .take()
+                    .expect("work is present until the call registers");
+                match enter_with(*group, *key, Some(cx.waker())) {
+                    Err(error) => {
                         *this.role = Some(Role::Waiter);
                         this.state.set(State::Done);
-                        return Poll::Ready(outcome);
+                        Poll::Ready(Err(error))
                     }
-                    Poll::Ready(Waited::Promoted(leader)) => {
+                    Ok(Entry::Leader(leader)) => {
                         *this.role = Some(Role::Leader);
-                        let work = work.take().expect("a waiter keeps its work");
                         let fut = Box::pin(work());
-                        this.state.set(State::Leading {
-                            leader: Some(leader),
-                            fut,
-                        });
+                        start_leading(this.state, leader, fut, *this.failed, cx)
                     }
-                },
-                StateProj::Leading { leader, fut } => {
-                    let polled = {
-                        let guard = leader
-                            .as_ref()
-                            .expect("the leader is present while leading");
-                        poll_leader(guard, fut.as_mut(), cx)
-                    };
-                    let value = match polled {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(value) => value,
-                    };
-                    let leader = leader.take().expect("the leader is present while leading");
-                    let failed = *this.failed;
-                    this.state.set(State::Done);
-                    match value {
-                        Ok(value) => {
-                            return Poll::Ready(Ok(leader.finish_classified(value, failed)));
-                        }
-                        #[cfg(feature = "std")]
-                        Err(payload) => {
-                            leader.panicked(crate::error::PanicMessage::from_payload(&*payload));
-                            std::panic::resume_unwind(payload)
-                        }
+                    Ok(Entry::Waiter(waiter)) => {
+                        // Joined with this task's waker: nothing to check until woken.
+                        this.state.set(State::Waiting {
+                            waiter,
+                            work: Some(work),
+                        });
+                        Poll::Pending
                     }
                 }
-                StateProj::Done => panic!("`Call` polled after completion"),
             }
+            StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Waited::Outcome(outcome)) => {
+                    *this.role = Some(Role::Waiter);
+                    this.state.set(State::Done);
+                    Poll::Ready(outcome)
+                }
+                Poll::Ready(Waited::Promoted(leader)) => {
+                    *this.role = Some(Role::Leader);
+                    let work = work.take().expect("a waiter keeps its work");
+                    let fut = Box::pin(work());
+                    start_leading(this.state, leader, fut, *this.failed, cx)
+                }
+            },
+            StateProj::Leading { leader, fut } => {
+                let polled = {
+                    let guard = leader
+                        .as_ref()
+                        .expect("the leader is present while leading");
+                    poll_leader(guard, fut.as_mut(), cx)
+                };
+                let value = match polled {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(value) => value,
+                };
+                let leader = leader.take().expect("the leader is present while leading");
+                // The finished work is dropped before its outcome is handed out.
+                this.state.set(State::Done);
+                settle(leader, value, *this.failed)
+            }
+            StateProj::Done => panic!("`Call` polled after completion"),
+        }
+    }
+}
+
+/// Polls a new leader's work once before keeping it: work that is ready at once (a cache
+/// hit behind the coalescer) finishes without the call ever storing the leading state.
+///
+/// Arguments drop in reverse order, so if the work panics without `std` (nothing catches
+/// it), `fut` is gone before `leader`'s guard hands the flight on.
+fn start_leading<'a, K, Q, T, S, F, Fut>(
+    mut state: Pin<&mut State<'a, K, Q, T, S, F, Fut>>,
+    leader: Leader<&'a Group<K, T, S>>,
+    mut fut: Pin<Box<Fut>>,
+    failed: fn(&T) -> bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, Error>>
+where
+    Q: ?Sized,
+    T: Clone,
+    Fut: Future<Output = T>,
+{
+    match poll_leader(&leader, fut.as_mut(), cx) {
+        Poll::Pending => {
+            state.set(State::Leading {
+                fut,
+                leader: Some(leader),
+            });
+            Poll::Pending
+        }
+        Poll::Ready(value) => {
+            drop(fut);
+            state.set(State::Done);
+            settle(leader, value, failed)
+        }
+    }
+}
+
+/// Ends a leader's flight with what its work's last poll gave: the value, or (with `std`)
+/// the panic, which every waiter learns of before it resumes here.
+fn settle<K, T, S>(
+    leader: Leader<&Group<K, T, S>>,
+    value: Polled<T>,
+    failed: fn(&T) -> bool,
+) -> Poll<Result<T, Error>>
+where
+    T: Clone,
+{
+    match value {
+        Ok(value) => Poll::Ready(Ok(leader.finish_classified(value, failed))),
+        #[cfg(feature = "std")]
+        Err(payload) => {
+            leader.panicked(crate::error::PanicMessage::from_payload(&*payload));
+            std::panic::resume_unwind(payload)
         }
     }
 }
