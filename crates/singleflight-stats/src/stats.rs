@@ -322,6 +322,15 @@ impl Observer for Stats {
     #[inline]
     fn execution_finished(&self, started: u64, execution: Execution) {
         #[cfg(feature = "std")]
+        let timed = self.clock.is_some();
+        #[cfg(not(feature = "std"))]
+        let timed = false;
+        if execution == Execution::Completed && !timed {
+            // The common case, a completed untimed execution, touches nothing: leave before
+            // any of the work below.
+            return;
+        }
+        #[cfg(feature = "std")]
         let work = self
             .clock
             .as_ref()
@@ -334,7 +343,6 @@ impl Observer for Stats {
             Execution::Panicked => |t| &t.panics,
             Execution::Dropped => |t| &t.leader_drops,
             _ => {
-                // The common case: a completed, untimed execution touches nothing.
                 #[cfg(feature = "std")]
                 if let Some(work) = work {
                     self.each(|c| c.record_work(work));
