@@ -123,18 +123,30 @@ pub fn herd<C: AsyncCoalescer>(rt: &Runtime, n: usize) -> HerdRun {
     }
 }
 
-/// The floor under every herd: `n` tasks, spawned as [`herd`] spawns them, that each sleep
-/// until one shared deadline [`HERD_WORK`] after the start and then return. No coalescer is
-/// involved; what remains beyond the work is tokio's own cost of waking `n` tasks at once,
-/// running them to completion and joining them, which no coalescer can undercut.
+/// The floor under every herd: `n` tasks, spawned as [`herd`] spawns them, wait on one
+/// `tokio::sync::watch` channel that the first task sets after [`HERD_WORK`]. No map, no
+/// work to share: what remains beyond the work is tokio's own cost of waking `n` tasks
+/// from one event, running them to completion and joining them, which a coalescer can
+/// approach but not undercut by much.
 pub fn herd_floor(rt: &Runtime, n: usize) -> HerdRun {
+    let (done, watch) = tokio::sync::watch::channel(false);
+    let mut done = Some(done);
     let elapsed = rt.block_on(async {
         let start = Instant::now();
-        let deadline = tokio::time::Instant::from_std(start + HERD_WORK);
         let tasks: Vec<_> = (0..n)
             .map(|_| {
+                let mut watch = watch.clone();
+                let done = done.take();
                 tokio::spawn(async move {
-                    tokio::time::sleep_until(deadline).await;
+                    if let Some(done) = done {
+                        tokio::time::sleep(HERD_WORK).await;
+                        done.send_replace(true);
+                    } else {
+                        watch
+                            .wait_for(|done| *done)
+                            .await
+                            .expect("the first task sets it");
+                    }
                     42
                 })
             })

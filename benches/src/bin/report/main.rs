@@ -39,16 +39,17 @@ impl Plan {
                 uncontended_iters: 100_000,
                 mixed_calls: 2_000,
                 disjoint_iters: 100_000,
-                herd_rounds: 3,
+                herd_rounds: 5,
             }
         } else {
+            // Multi-thread figures are bimodal here: the herd, cheap to run, gets more rounds.
             Self {
                 quick,
-                rounds: 5,
+                rounds: 9,
                 uncontended_iters: 300_000,
                 mixed_calls: scenarios::MIXED_CALLS,
                 disjoint_iters: 300_000,
-                herd_rounds: 5,
+                herd_rounds: 15,
             }
         }
     }
@@ -237,8 +238,8 @@ fn main() {
 
     eprintln!("herd ({} rounds per size)…", plan.herd_rounds);
     let workers = scenarios::two_workers();
-    // The floor runs in the no-coalescing column: tasks that all wake at the work's end on
-    // their own timers, with nothing coalesced (see `scenarios::herd_floor`).
+    // The floor runs in the no-coalescing column: tasks that all wait on one watch channel
+    // set at the work's end, with no map and nothing coalesced (see `scenarios::herd_floor`).
     let mut herd_list = async_list.clone();
     herd_list.push(scenarios::AsyncContender {
         herd: scenarios::herd_floor,
