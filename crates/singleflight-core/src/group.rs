@@ -364,8 +364,7 @@ impl<K, T, S> Group<K, T, S> {
     ) {
         let shared = self.remove(hash, id);
         self.notify(|o| {
-            o.execution_finished(started, execution);
-            o.flight_finished();
+            o.leader_finished(started, execution);
         });
         if let Some(shared) = shared {
             let mut state = shared.state.lock();
@@ -598,8 +597,7 @@ where
         drop(table);
         let mut started = 0;
         self.notify(|o| {
-            o.flight_started();
-            started = o.execution_started();
+            started = o.leader_started();
         });
         Ok(Registered::Leader { hash, id, started })
     }

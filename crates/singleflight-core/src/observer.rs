@@ -6,6 +6,10 @@
 /// A group without an observer skips these calls entirely: statistics cost nothing until
 /// they are attached with [`Group::with_observer`](crate::Group::with_observer).
 ///
+/// A flight's usual life is two calls: [`leader_started`](Self::leader_started) and
+/// [`leader_finished`](Self::leader_finished), which by default call the finer hooks below
+/// in pairs; joins, takeovers, timeouts and cancellations call the finer hooks directly.
+///
 /// Hooks are called outside the group's locks, on the caller's thread, and must not block.
 /// Each call is counted exactly once, when its role is settled: as a *hit*
 /// ([`joined`](Self::joined)) if it shared another caller's execution, or a *miss*
@@ -38,6 +42,24 @@ pub trait Observer: Send + Sync {
     /// returned for it.
     fn execution_finished(&self, started: u64, execution: Execution) {
         let _ = (started, execution);
+    }
+
+    /// A new flight began and its leader started running the work: the pair
+    /// [`flight_started`](Self::flight_started), [`execution_started`](Self::execution_started)
+    /// in one call, which the core makes instead of those two. The default calls them; an
+    /// observer on a hot path may override it to do both in one pass.
+    fn leader_started(&self) -> u64 {
+        self.flight_started();
+        self.execution_started()
+    }
+
+    /// A flight's execution ended, and the flight with it (its outcome is published): the
+    /// pair [`execution_finished`](Self::execution_finished), [`flight_finished`](Self::flight_finished)
+    /// in one call, which the core makes instead of those two. The default calls them; an
+    /// observer on a hot path may override it to do both in one pass.
+    fn leader_finished(&self, started: u64, execution: Execution) {
+        self.execution_finished(started, execution);
+        self.flight_finished();
     }
 
     /// A caller left a flight it joined without running the work (a hit): it received the

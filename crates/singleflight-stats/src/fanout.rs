@@ -49,6 +49,26 @@ impl Fanout {
     }
 }
 
+impl Fanout {
+    /// Starts an execution on every child, keeping their tokens if any needs one.
+    fn start(&self, start: impl Fn(&dyn Observer) -> u64) -> u64 {
+        let tokens: Box<[u64]> = self.observers.iter().map(|o| start(&**o)).collect();
+        if tokens.iter().all(|&token| token == 0) {
+            0
+        } else {
+            self.tokens.insert(tokens)
+        }
+    }
+
+    /// Ends an execution on every child, handing each the token it returned.
+    fn finish(&self, started: u64, finish: impl Fn(&dyn Observer, u64)) {
+        let tokens = self.tokens.remove(started);
+        for (i, observer) in self.observers.iter().enumerate() {
+            finish(&**observer, tokens.as_ref().map_or(0, |tokens| tokens[i]));
+        }
+    }
+}
+
 impl fmt::Debug for Fanout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fanout")
@@ -68,24 +88,19 @@ impl Observer for Fanout {
     }
 
     fn execution_started(&self) -> u64 {
-        let tokens: Box<[u64]> = self
-            .observers
-            .iter()
-            .map(|o| o.execution_started())
-            .collect();
-        if tokens.iter().all(|&token| token == 0) {
-            0
-        } else {
-            self.tokens.insert(tokens)
-        }
+        self.start(|o| o.execution_started())
     }
 
     fn execution_finished(&self, started: u64, execution: Execution) {
-        let tokens = self.tokens.remove(started);
-        for (i, observer) in self.observers.iter().enumerate() {
-            let token = tokens.as_ref().map_or(0, |tokens| tokens[i]);
-            observer.execution_finished(token, execution);
-        }
+        self.finish(started, |o, token| o.execution_finished(token, execution));
+    }
+
+    fn leader_started(&self) -> u64 {
+        self.start(|o| o.leader_started())
+    }
+
+    fn leader_finished(&self, started: u64, execution: Execution) {
+        self.finish(started, |o, token| o.leader_finished(token, execution));
     }
 
     fn joined(&self) {

@@ -360,6 +360,29 @@ impl Observer for Stats {
     }
 
     #[inline]
+    fn leader_started(&self) -> u64 {
+        // `flight_started` counts nothing here.
+        self.execution_started()
+    }
+
+    #[inline]
+    fn leader_finished(&self, started: u64, execution: Execution) {
+        #[cfg(feature = "std")]
+        let timed = self.clock.is_some();
+        #[cfg(not(feature = "std"))]
+        let timed = false;
+        if execution == Execution::Completed && !timed {
+            // The common case: one pass, one add per level.
+            self.each(|c| {
+                c.total.flights_finished.fetch_add(1, Release);
+            });
+        } else {
+            self.execution_finished(started, execution);
+            self.flight_finished();
+        }
+    }
+
+    #[inline]
     fn joined(&self) {
         self.each(|c| {
             c.total.hits.fetch_add(1, Relaxed);
