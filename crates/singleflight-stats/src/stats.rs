@@ -179,6 +179,7 @@ impl Stats {
     }
 
     /// Whether this measures work time (see [`timed`](Self::timed)).
+    #[inline]
     pub fn is_timed(&self) -> bool {
         #[cfg(feature = "std")]
         {
@@ -321,11 +322,7 @@ impl Observer for Stats {
 
     #[inline]
     fn execution_finished(&self, started: u64, execution: Execution) {
-        #[cfg(feature = "std")]
-        let timed = self.clock.is_some();
-        #[cfg(not(feature = "std"))]
-        let timed = false;
-        if execution == Execution::Completed && !timed {
+        if execution == Execution::Completed && !self.is_timed() {
             // The common case, a completed untimed execution, touches nothing: leave before
             // any of the work below.
             return;
@@ -367,11 +364,7 @@ impl Observer for Stats {
 
     #[inline]
     fn leader_finished(&self, started: u64, execution: Execution) {
-        #[cfg(feature = "std")]
-        let timed = self.clock.is_some();
-        #[cfg(not(feature = "std"))]
-        let timed = false;
-        if execution == Execution::Completed && !timed {
+        if execution == Execution::Completed && !self.is_timed() {
             // The common case: one pass, one add per level.
             self.each(|c| {
                 c.total.flights_finished.fetch_add(1, Release);
