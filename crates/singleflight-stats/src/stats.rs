@@ -269,6 +269,15 @@ impl Stats {
         self.counters.max_work_nanos.store(0, Relaxed);
     }
 
+    /// [`Observer::leader_finished`] for a timed or unsuccessful execution, kept out of line
+    /// so that the common case stays a leaf.
+    #[cold]
+    #[inline(never)]
+    fn leader_finished_slowly(&self, started: u64, execution: Execution) {
+        self.execution_finished(started, execution);
+        self.flight_finished();
+    }
+
     /// Applies `update` to these counters and to every ancestor's.
     #[inline]
     fn each(&self, update: impl Fn(&Counters)) {
@@ -370,8 +379,7 @@ impl Observer for Stats {
                 c.total.flights_finished.fetch_add(1, Release);
             });
         } else {
-            self.execution_finished(started, execution);
-            self.flight_finished();
+            self.leader_finished_slowly(started, execution);
         }
     }
 
