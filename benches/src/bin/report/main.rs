@@ -296,7 +296,7 @@ fn main() {
     }
 
     eprintln!("mixed ({} calls per task)…", plan.mixed_calls);
-    let mixed_rounds = if plan.quick { 2 } else { 3 };
+    let mixed_rounds = if plan.quick { 2 } else { 5 };
     let calls = (scenarios::MIXED_TASKS * plan.mixed_calls) as f64;
     let mut row = Row::new(
         format!(
