@@ -450,6 +450,19 @@ macro_rules! suite {
             }
 
             #[test]
+            fn the_shards_option_sizes_the_group_once() {
+                #[coalesce(shards = 8, group = small_flights)]
+                async fn small(n: u64) -> u64 {
+                    n + 1
+                }
+
+                Rt::block_on(async {
+                    assert_eq!(small(1).await, Ok(2));
+                    assert_eq!(small_flights().as_core().shards(), 8);
+                });
+            }
+
+            #[test]
             fn a_renamed_front_end_is_reached_with_crate() {
                 use $krate as renamed;
 

@@ -387,3 +387,31 @@ fn a_renamed_front_end_is_reached_with_crate() {
     assert_eq!(double(21), Ok(42));
     assert_eq!(double_group().in_flight(), 0);
 }
+
+#[test]
+fn the_shards_option_sizes_the_group_once() {
+    const SHARDS: usize = 2;
+
+    #[coalesce(shards = SHARDS * 2, group = small_flights)]
+    fn small(id: u64) -> u64 {
+        id + 1
+    }
+
+    assert_eq!(small(1), Ok(2));
+    assert_eq!(small_flights().as_core().shards(), 4);
+    assert_eq!(small_flights().in_flight(), 0);
+}
+
+#[test]
+fn a_bad_shards_option_panics_clearly_at_the_first_call() {
+    #[coalesce(shards = 3)]
+    fn odd(id: u64) -> u64 {
+        id
+    }
+
+    let payload = std::panic::catch_unwind(|| odd(1)).expect_err("three shards are refused");
+    assert_eq!(
+        panic_message(&*payload),
+        "a group's shard count is a power of two from 1 to 65536, not 3"
+    );
+}

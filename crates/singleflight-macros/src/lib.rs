@@ -148,7 +148,7 @@
 //!
 //! # Options
 //!
-//! `#[coalesce(key: K = expr, detached, timeout = d, leader_drop = P, observer = o, group = name, in_impl, crate = path)]`,
+//! `#[coalesce(key: K = expr, detached, timeout = d, leader_drop = P, observer = o, shards = n, group = name, in_impl, crate = path)]`,
 //! all optional, in any order:
 //!
 //! | option | meaning | front-ends |
@@ -158,6 +158,7 @@
 //! | `timeout = d` | each caller waits at most `d` (a `Duration` expression, evaluated per call), then gets `Error::Timeout`; the flight goes on for everyone else (an async leader that times out is cancelled, as if dropped) | all |
 //! | `leader_drop = Takeover` or `FailWaiters` | what waiters do when the leading call is dropped: the oldest takes over (default), or all get `Error::LeaderDropped` | async |
 //! | `observer = expr` | attach an observer, such as a shared `Arc<singleflight_stats::Stats>`: an expression coercible to `Arc<dyn Observer>`, evaluated once, when the group is created (so it may name statics and functions, not the arguments) | all |
+//! | `shards = n` | split the group's map into `n` shards (a `usize` expression, evaluated once, when the group is created; a power of two up to `MAX_SHARDS`, else the first call panics): the default is 256 shards, 32 KiB per group, allocated at the function's first call; a function called from few threads at once needs fewer | all |
 //! | `group = name` | name the accessor (default `<fn>_group`) | all |
 //! | `in_impl` | the function is an associated function without `self` (a method with a receiver needs nothing) | all |
 //! | `crate = path` | where the front-end crate is, if renamed (see below) | all |

@@ -22,6 +22,8 @@ pub(crate) struct Options {
     /// A `LeaderDropPolicy` variant.
     pub(crate) leader_drop: Option<Ident>,
     pub(crate) observer: Option<Expr>,
+    /// The number of shards of the group's map.
+    pub(crate) shards: Option<Expr>,
     /// The name of the generated group accessor.
     pub(crate) group: Option<Ident>,
     /// The path of the front-end crate, if renamed.
@@ -29,8 +31,8 @@ pub(crate) struct Options {
 }
 
 const KNOWN: &str = "expected one of `key: <Type> = <expr>`, `detached`, `in_impl`, `timeout = <Duration>`, \
-                     `leader_drop = Takeover | FailWaiters`, `observer = <expr>`, `group = <name>`, \
-                     `crate = <path>`";
+                     `leader_drop = Takeover | FailWaiters`, `observer = <expr>`, `shards = <expr>`, \
+                     `group = <name>`, `crate = <path>`";
 
 impl Parse for Options {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -100,6 +102,11 @@ impl Parse for Options {
                     duplicate(options.observer.is_some())?;
                     input.parse::<Token![=]>()?;
                     options.observer = Some(input.parse()?);
+                }
+                "shards" => {
+                    duplicate(options.shards.is_some())?;
+                    input.parse::<Token![=]>()?;
+                    options.shards = Some(input.parse()?);
                 }
                 "group" => {
                     duplicate(options.group.is_some())?;
