@@ -375,3 +375,62 @@ fn leader_dropped_fail_async_waiter() {
         assert_eq!(group.in_flight(), 0);
     });
 }
+
+/// Runs `future` to completion on this loom thread: polls, and parks until woken.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
+/// Pending once (waking its task at once), then ready: work that is still running when the
+/// other caller arrives, in some interleavings.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// Two `Group::call` futures of one key. A call that joins leaves its task's waker in the
+/// flight as it joins and sleeps without looking again, so the leader's publish must find
+/// that waker in every interleaving (a lost wake-up is a deadlock to loom).
+#[test]
+fn call_futures_join_with_their_waker() {
+    loom::model(|| {
+        let group = Arc::new(Flights::new());
+        let c = counters();
+        let work = |c: Arc<Counters>| {
+            move || async move {
+                c.runs.fetch_add(1, Ordering::SeqCst);
+                YieldOnce(false).await;
+                7
+            }
+        };
+        let other = {
+            let (group, c) = (group.clone(), c.clone());
+            thread::spawn(move || block_on(group.call(&1, work(c))))
+        };
+        assert_eq!(block_on(group.call(&1, work(c.clone()))), Ok(7));
+        assert_eq!(other.join().unwrap(), Ok(7));
+        assert!((1..=2).contains(&c.runs.load(Ordering::SeqCst)));
+        assert_eq!(group.in_flight(), 0);
+    });
+}
