@@ -163,6 +163,12 @@ fn interleaved<C: Copy>(
     rounds: usize,
     mut measure: impl FnMut(&C) -> f64,
 ) -> Vec<(&'static str, f64)> {
+    // One untimed round first: whoever runs first would otherwise pay for the runtime's and
+    // the allocator's first touches (worker threads' arenas, cold caches), which a median
+    // of two or three rounds does not discard.
+    for contender in contenders {
+        measure(contender);
+    }
     let mut samples = vec![Vec::with_capacity(rounds); contenders.len()];
     for _ in 0..rounds {
         for (contender, samples) in contenders.iter().zip(&mut samples) {
