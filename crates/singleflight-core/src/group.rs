@@ -249,8 +249,8 @@ impl<K, T, S> Group<K, T, S> {
 
     /// Splits the map into `shards` shards, each under its own lock ([`DEFAULT_SHARDS`] unless
     /// set): fewer save memory (128 bytes or more each), more keep threads calling unrelated
-    /// keys further apart. Any flights in progress are forgotten by the map (their callers
-    /// still finish), so set it before the group is used.
+    /// keys further apart. It takes the group by value, like the other settings, so no call
+    /// can be in progress: configure the group before sharing it.
     ///
     /// # Panics
     ///
