@@ -167,10 +167,14 @@ impl<T> FlightState<T> {
     }
 
     /// Publishes the outcome for whoever still waits, and hands back the queue, whose wakers
-    /// are to be woken once the lock is released (see [`Wakers::wake`]).
-    pub(crate) fn publish(&mut self, outcome: Outcome<T>) -> Wakers {
+    /// are to be woken once the lock is released (see [`Wakers::wake`]). With nobody waiting,
+    /// `outcome` is never called: a value is not cloned for no one.
+    pub(crate) fn publish(&mut self, outcome: impl FnOnce() -> Outcome<T>) -> Wakers {
         debug_assert!(self.outcome.is_none(), "a flight has one outcome");
-        self.outcome = Some(outcome);
+        if self.live == 0 {
+            return Wakers(VecDeque::new());
+        }
+        self.outcome = Some(outcome());
         Wakers(core::mem::take(&mut self.waiting))
     }
 
@@ -186,10 +190,6 @@ impl<T> FlightState<T> {
 pub(crate) struct Wakers(VecDeque<Seat>);
 
 impl Wakers {
-    pub(crate) fn none() -> Self {
-        Self(VecDeque::new())
-    }
-
     pub(crate) fn wake(self) {
         self.0.into_iter().flatten().for_each(Waker::wake);
     }
@@ -236,7 +236,7 @@ mod tests {
         let mut state = FlightState::<alloc::string::String>::new();
         state.join(None);
         state.join(None);
-        state.publish(Outcome::Value("v".into())).wake();
+        state.publish(|| Outcome::Value("v".into())).wake();
         assert!(matches!(state.receive(), Some(Outcome::Value(v)) if v == "v"));
         assert!(state.has_outcome());
         assert!(matches!(state.receive(), Some(Outcome::Value(v)) if v == "v"));
@@ -254,11 +254,21 @@ mod tests {
     }
 
     #[test]
+    fn with_nobody_left_publishing_makes_no_outcome() {
+        let mut state = FlightState::<u8>::new();
+        let a = state.join(None);
+        state.leave(a);
+        let wakers = state.publish(|| unreachable!("nobody waits for a clone"));
+        assert!(wakers.0.is_empty());
+        assert!(!state.has_outcome());
+    }
+
+    #[test]
     fn publishing_hands_back_the_queue_and_leaving_still_counts() {
         let mut state = FlightState::<u8>::new();
         let a = state.join(Some(Waker::noop()));
         state.join(None);
-        let wakers = state.publish(Outcome::Value(1));
+        let wakers = state.publish(|| Outcome::Value(1));
         assert_eq!(wakers.0.len(), 2);
         assert!(state.waiting.is_empty());
         wakers.wake();

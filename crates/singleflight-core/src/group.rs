@@ -11,7 +11,7 @@ use core::task::Waker;
 use hashbrown::HashTable;
 
 use crate::error::Error;
-use crate::flight::{Outcome, Shared, Wakers};
+use crate::flight::{Outcome, Shared};
 use crate::hash::DefaultHashBuilder;
 use crate::leader::Leader;
 use crate::observer::{Execution, Observer};
@@ -367,13 +367,7 @@ impl<K, T, S> Group<K, T, S> {
             o.leader_finished(started, execution);
         });
         if let Some(shared) = shared {
-            let mut state = shared.state.lock();
-            let wakers = if state.live() > 0 {
-                state.publish(outcome())
-            } else {
-                Wakers::none()
-            };
-            drop(state);
+            let wakers = shared.state.lock().publish(outcome);
             wakers.wake();
             shared.event.notify(usize::MAX);
         }
@@ -411,11 +405,7 @@ impl<K, T, S> Group<K, T, S> {
                     return;
                 }
             }
-            let wakers = if state.live() > 0 {
-                state.publish(Outcome::LeaderDropped)
-            } else {
-                Wakers::none()
-            };
+            let wakers = state.publish(|| Outcome::LeaderDropped);
             drop(state);
             table.remove(hash, id);
             drop(table);
