@@ -158,6 +158,7 @@ pub fn herd_reference(rt: &Runtime, n: usize) -> HerdRun {
         start.elapsed()
     });
     HerdRun {
+        // The one sleeping task stands for the work, run once.
         executions: 1,
         elapsed,
     }
