@@ -3,6 +3,9 @@
 //! guessing durations.
 
 pub mod conformance;
+mod watchdog;
+
+pub use watchdog::{TEST_LIMIT, Watchdog};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
