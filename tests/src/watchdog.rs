@@ -14,7 +14,7 @@ use std::time::Duration;
 pub const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 /// Guards one test: if it is still alive after its limit, the process exits with code 101
-/// after printing `watchdog: `<name>` hung for <limit>` to stderr. Dropping it (the test
+/// after printing ``watchdog: `NAME` hung for LIMIT`` to stderr. Dropping it (the test
 /// returned or panicked) disarms it.
 ///
 /// Made by [`watchdog!`](crate::watchdog!), which names it after the enclosing function.
