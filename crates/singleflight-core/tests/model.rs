@@ -4,6 +4,12 @@
 //! must agree on roles, outcomes, executions, flight and waiter counts, and the observer's
 //! counters; and a waiter whose last poll was pending must have been woken before its
 //! outcome or promotion is there to take.
+//!
+//! Failing cases are persisted in the target directory
+//! (`target/tmp/model.proptest-regressions`), never in the source tree: a rerun on the same
+//! machine replays them first, and nothing is written where it could be committed by
+//! accident. A failure prints its minimal operation sequence; to keep one for good, add it
+//! as a named `#[test]` calling `run` with that sequence.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -393,7 +399,14 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/model.proptest-regressions"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn takeover_policy_matches_the_model(
