@@ -89,7 +89,7 @@ mod redis_backend;
 #[cfg(test)]
 mod fake;
 
-pub use config::{Codec, Config};
-pub use group::RedisGroup;
+pub use config::{Codec, Config, ConfigError};
+pub use group::{OpenError, RedisGroup};
 pub use health::FleetStats;
 pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};

@@ -786,7 +786,7 @@ async fn incompatible_and_corrupt_values_run_locally() {
         true,
     )
     .await;
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::Decode));
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::ForeignData));
     assert_eq!((value, runs), (2, 2));
 }
 

@@ -36,12 +36,22 @@ pub struct Server {
     binary: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Extra arguments (kept for restarts).
+    args: Vec<String>,
+    /// The default user's password, if the server requires one.
+    password: Option<String>,
 }
 
 impl Server {
     /// Starts a server, or returns `None` (after saying why) if there is no server binary.
     /// Under `CI=true` a missing server fails the test instead.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments (`--requirepass` is
+    /// understood: [`url`](Self::url) then carries the password).
+    pub fn start_with(args: &[&str]) -> Option<Self> {
         let Some(binary) = server_binary() else {
             let why = "redis-server not found (install it, or set SF_REDIS_SERVER)";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -52,10 +62,16 @@ impl Server {
             let _ = writeln!(std::io::stderr(), "SKIPPED (singleflight-redis): {why}");
             return None;
         };
+        let password = args
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .map(|at| args[at + 1].to_owned());
         let mut server = Self {
             binary,
             port: free_port(),
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            password,
         };
         server.spawn();
         Some(server)
@@ -72,6 +88,7 @@ impl Server {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,11 +114,15 @@ impl Server {
         let mut reply = [0; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
+    /// The URL of the server, with the default user's password if it has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -297,4 +318,68 @@ pub fn temp_log(name: &str) -> PathBuf {
 pub fn executions_in(log: &std::path::Path, round: usize) -> usize {
     let prefix = format!("{round} ");
     std::fs::read_to_string(log).map_or(0, |s| s.lines().filter(|l| l.starts_with(&prefix)).count())
+}
+
+/// `tracing` events of the process (every test of the binary shares them): install once,
+/// then look for a message.
+pub mod warnings {
+    use std::sync::{Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    static MESSAGES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+
+    struct Recorder;
+
+    struct Message<'a>(&'a mut String);
+
+    impl Visit for Message<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                *self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut text = String::new();
+            event.record(&mut Message(&mut text));
+            MESSAGES
+                .get_or_init(Mutex::default)
+                .lock()
+                .unwrap()
+                .push(text);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// Starts recording (idempotent).
+    pub fn install() {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            let _ = tracing::subscriber::set_global_default(Recorder);
+        });
+    }
+
+    /// Whether a recorded message contains every one of `parts`.
+    pub fn logged(parts: &[&str]) -> bool {
+        MESSAGES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| parts.iter().all(|p| m.contains(p)))
+    }
 }
