@@ -34,6 +34,8 @@ pub(crate) struct BackendError {
     pub(crate) timeout: bool,
     /// The server refused our credentials.
     pub(crate) auth: bool,
+    /// The connection was lost (the client is replacing it): worth one more try.
+    pub(crate) reconnect: bool,
 }
 
 impl BackendError {
@@ -42,6 +44,7 @@ impl BackendError {
             message: message.into(),
             timeout: false,
             auth: false,
+            reconnect: false,
         }
     }
 }

@@ -122,14 +122,24 @@ impl<B: Backend> Fleet<B> {
         self.config.lease_ttl.max(self.config.result_linger)
     }
 
-    /// Runs one Redis command under the per-command deadline, feeding the breaker.
-    async fn op<T>(
+    /// Runs one Redis command under the per-command deadline, feeding the breaker. A
+    /// command that found the connection lost is sent once more within the deadline: the
+    /// client reconnects on that error, and every command is idempotent for its caller.
+    async fn op<T, Fut>(
         &self,
         what: &str,
         health: Health,
-        command: impl Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, FallbackReason> {
-        let reason = match tokio::time::timeout(self.config.op_timeout, command).await {
+        command: impl Fn() -> Fut,
+    ) -> Result<T, FallbackReason>
+    where
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let deadline = Instant::now() + self.config.op_timeout;
+        let mut result = tokio::time::timeout_at(deadline, command()).await;
+        if matches!(&result, Ok(Err(error)) if error.reconnect) {
+            result = tokio::time::timeout_at(deadline, command()).await;
+        }
+        let reason = match result {
             Ok(Ok(value)) => {
                 if health == Health::Proves {
                     self.breaker.success();
@@ -237,11 +247,9 @@ impl<B: Backend> Fleet<B> {
         };
         // Subscribe before joining: a result published after our join cannot be missed.
         let subscription = match self
-            .op(
-                "subscribe",
-                Health::ProvesNothing,
-                self.backend.subscribe(&lease.keys.channel),
-            )
+            .op("subscribe", Health::ProvesNothing, || {
+                self.backend.subscribe(&lease.keys.channel)
+            })
             .await
         {
             Ok(subscription) => subscription,
@@ -279,17 +287,15 @@ impl<B: Backend> Fleet<B> {
     ) -> Result<Joined, FallbackReason> {
         lease.armed = true;
         let joined = self
-            .op(
-                "join",
-                Health::Proves,
+            .op("join", Health::Proves, || {
                 self.backend.join(
                     &lease.keys,
                     &lease.token,
                     self.config.lease_ttl,
                     self.foreign_limit(),
                     min_generation,
-                ),
-            )
+                )
+            })
             .await;
         lease.armed = !matches!(
             joined,
@@ -327,7 +333,7 @@ impl<B: Backend> Fleet<B> {
                         Ok(envelope) if envelope.status == Status::Abandoned => true,
                         Ok(envelope) if envelope.generation >= generation => {
                             if envelope.status == Status::Ready {
-                                match self.op("fetch", Health::Proves, self.backend.fetch(&lease.keys)).await {
+                                match self.op("fetch", Health::Proves, || self.backend.fetch(&lease.keys)).await {
                                     Ok(Some(stored)) => {
                                         return self.settle_stored(&lease.keys, &stored, work).await;
                                     }
@@ -539,9 +545,7 @@ impl<B: Backend> Fleet<B> {
             seal(Status::Ready, &[])
         };
         let published = self
-            .op(
-                "complete",
-                Health::Proves,
+            .op("complete", Health::Proves, || {
                 self.backend.complete(
                     &lease.keys,
                     &lock_value,
@@ -549,8 +553,8 @@ impl<B: Backend> Fleet<B> {
                     &envelope,
                     self.config.result_linger,
                     &message,
-                ),
-            )
+                )
+            })
             .await;
         if published.is_err() {
             // The value still reaches every caller in this process; the guard releases
@@ -586,9 +590,11 @@ impl<B: Backend> Fleet<B> {
                     });
                     return;
                 }
-                let renew = fleet
-                    .backend
-                    .renew(&keys, &lock_value, fleet.config.lease_ttl);
+                let renew = || {
+                    fleet
+                        .backend
+                        .renew(&keys, &lock_value, fleet.config.lease_ttl)
+                };
                 match fleet.op("renew", Health::Proves, renew).await {
                     Ok(true) => {}
                     Ok(false) => {
@@ -665,9 +671,23 @@ impl<B: Backend> LeaseGuard<B> {
         let message = fleet.sealer.seal(Status::Abandoned, 0, &keys.key, &[]);
         // Sent after the call's own commands on the same connection, so Redis applies it
         // after a join that was still on its way. Not fed to the breaker: the call is over.
+        // Retried (Redis may be unreachable right now) until the lease would have expired
+        // anyway, so followers need not wait for it once Redis is back.
         runtime.spawn(async move {
-            let release = fleet.backend.release(&keys, &token, &message);
-            let _ = tokio::time::timeout(fleet.config.op_timeout, release).await;
+            let config = &fleet.config;
+            let give_up = Instant::now() + config.lease_ttl;
+            let mut pause = config.poll_min;
+            loop {
+                let release = fleet.backend.release(&keys, &token, &message);
+                if let Ok(Ok(_)) = tokio::time::timeout(config.op_timeout, release).await {
+                    return;
+                }
+                if Instant::now() + pause >= give_up {
+                    return;
+                }
+                tokio::time::sleep(jitter(pause)).await;
+                pause = pause.saturating_mul(2).min(config.poll_max);
+            }
         });
     }
 }

@@ -96,6 +96,11 @@ where
     /// Outside a tokio runtime.
     pub fn new(client: &redis::Client, config: Config) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
+        #[cfg(feature = "tls")]
+        {
+            // `Err` if the process already has a default provider: that one is used.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let backend = RedisBackend::new(client, config.op_timeout).map_err(OpenError::Redis)?;
         Ok(Self {
             local: Group::new(),
@@ -104,7 +109,11 @@ where
     }
 
     /// [`new`](Self::new) from a URL: `redis://[[user]:password@]host:port/[db]`, or
-    /// `rediss://` for TLS (with the `tls` feature).
+    /// `rediss://` for TLS (with the `tls` feature: the server's certificate is checked
+    /// against the platform's root certificates; for a private CA or client certificates,
+    /// build the client with `redis::Client::build_with_tls` and call [`new`](Self::new)).
+    /// With the `tls` feature, opening a group installs rustls's `ring` provider as the
+    /// process's default unless one is installed already.
     ///
     /// # Errors
     ///

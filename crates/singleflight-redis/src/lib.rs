@@ -47,12 +47,29 @@
 //!
 //! # Values
 //!
-//! Values cross processes through serde in a small versioned envelope: JSON by default,
-//! MessagePack with the `msgpack` feature ([`Codec`]). A value that cannot be decoded
-//! (another version, codec, a corrupt key) or is larger than [`Config::max_value`] makes
-//! the follower run the work itself ([`FallbackReason::Decode`],
-//! [`FallbackReason::TooLarge`]). Put a schema version in the namespace. Errors cross as
-//! their `Display` text ([`RemoteError`]).
+//! Values cross processes through serde in a small versioned envelope that names the full
+//! key: JSON by default, MessagePack with the `msgpack` feature ([`Codec`]). A value that
+//! cannot be decoded (another version or codec) or is larger than the leader's or the
+//! follower's own [`Config::max_value`] makes the follower run the work itself
+//! ([`FallbackReason::Decode`], [`FallbackReason::TooLarge`]). Put a schema version in
+//! the namespace. Errors cross as their `Display` text ([`RemoteError`]).
+//!
+//! # Trust
+//!
+//! Without [`Config::secret`], **Redis and everyone who can write to it (or `PUBLISH` on
+//! it) are trusted**: they can hand every follower any value or error. Key names are
+//! SHA-256 of (namespace, key), truncated to 128 bits, and every envelope carries the full
+//! key, so no two keys can be made to share a flight by accident or design.
+//!
+//! With a secret (the same in every process of the namespace), leaders sign each result
+//! with HMAC-SHA256 and followers run the work themselves rather than accept one that is
+//! unsigned or signed with another secret ([`FallbackReason::Unverified`], warned about).
+//! Whoever can write to Redis can then still delay or prevent coalescing (hold a lease,
+//! delete keys) and replay a result of the same key, but not forge one.
+//!
+//! Data at a flight's keys that is not ours (another format, a truncated lease) is
+//! reported as [`FallbackReason::ForeignData`], warned about, and given a TTL of at most
+//! one lease (or [`Config::result_linger`], if longer): the key coalesces again after it.
 //!
 //! # Reporting
 //!
@@ -63,14 +80,23 @@
 //!
 //! # Deployment
 //!
-//! Use `maxmemory-policy noeviction` (or a dedicated database): evicted leases mean
-//! duplicate executions. One group per process and namespace shares one connection for
-//! commands and subscriptions. Keys of one flight share a hash tag (`sf:{ns:hash}:…`),
+//! **Redis 6 or later** (or Valkey): the connection speaks RESP3, so pub/sub messages
+//! arrive on the command connection. Use `maxmemory-policy noeviction` (or a dedicated
+//! database): evicted leases mean duplicate executions. One group per process and
+//! namespace shares one connection for commands and subscriptions.
+//!
+//! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
+//! for the default user). The user needs `EVALSHA`, `EVAL`, `SUBSCRIBE`, `UNSUBSCRIBE` and
+//! `HGET` on the keys `sf:*` and the channels `sf:*`. Refused credentials are reported as
+//! [`FallbackReason::AuthFailed`] (and warned about), not as a timeout; the connection
+//! keeps the refusal, so fix the credentials and restart the process. Keys of one flight share a hash tag (`sf:{ns:hash}:…`),
 //! so the scripts are single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
 //!
 //! # Features
 //!
 //! * `msgpack`: the [`Codec::MessagePack`] codec.
+//! * `tls`: `rediss://` URLs, through the `redis` crate's rustls support with the `ring`
+//!   provider and the platform's root certificates (see [`RedisGroup::open`]).
 //!
 //! # MSRV
 //!

@@ -142,6 +142,7 @@ fn err(e: redis::RedisError) -> BackendError {
     BackendError {
         timeout: e.is_timeout(),
         auth,
+        reconnect: e.is_io_error() || e.is_connection_dropped(),
         message: e.to_string(),
     }
 }
