@@ -471,3 +471,53 @@ async fn password_and_acl_users_work_and_a_wrong_password_is_reported() {
     }
     assert!(warnings::logged(&["redis refused the credentials"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refused() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    warnings::install();
+    const SECRET: &[u8] = b"a shared secret of 32 bytes.....";
+    let signed = |ns: &str| fast(ns).secret(SECRET).warn_interval(Duration::ZERO);
+    // Inline in the message, and by the result key.
+    for inline_max in [64 * 1024, 8] {
+        let (outcome, value, runs) = lead_and_follow(
+            &server,
+            signed("signed").inline_max(inline_max),
+            signed("signed").inline_max(inline_max),
+            "v".to_owned(),
+            "mine".to_owned(),
+            async |_| {},
+            false,
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+        assert_eq!((value.as_str(), runs), ("v", 1));
+    }
+    for (leader, name) in [
+        (fast("unsigned"), "unsigned"),
+        (
+            fast("other").secret(*b"another secret, also long enough"),
+            "other",
+        ),
+    ] {
+        let (outcome, value, runs) = lead_and_follow(
+            &server,
+            leader,
+            signed(name),
+            "forged".to_owned(),
+            "mine".to_owned(),
+            async |_| {},
+            false,
+        )
+        .await;
+        assert_eq!(
+            outcome,
+            Outcome::Fallback(FallbackReason::Unverified),
+            "{name}"
+        );
+        assert_eq!((value.as_str(), runs), ("mine", 2), "{name}");
+    }
+    assert!(warnings::logged(&["not signed with this group's secret"]));
+}
