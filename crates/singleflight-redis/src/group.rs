@@ -206,9 +206,10 @@ where
     /// # Cancel safety
     ///
     /// Dropping a waiting caller affects no one else. Dropping the caller that runs the
-    /// work (or waits on Redis) cancels it: the oldest local waiter takes over, and if this
-    /// process held the fleet lease, it is released and the fleet told to elect a new
-    /// leader.
+    /// work (or waits on Redis) cancels it, whatever point it was dropped at: the oldest
+    /// local waiter takes over; a lease this call's token may hold (even one taken by a
+    /// command still on its way) is released and the fleet told to elect a new leader; a
+    /// circuit-breaker probe it was making ends, so the next call probes.
     pub async fn try_call<F, Fut>(&self, key: &str, work: F) -> Result<(V, Outcome), Error<E>>
     where
         F: FnOnce() -> Fut,

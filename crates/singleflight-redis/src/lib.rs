@@ -86,8 +86,9 @@
 //! namespace shares one connection for commands and subscriptions.
 //!
 //! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
-//! for the default user). The user needs `EVALSHA`, `EVAL`, `SUBSCRIBE`, `UNSUBSCRIBE` and
-//! `HGET` on the keys `sf:*` and the channels `sf:*`. Refused credentials are reported as
+//! for the default user). The least an ACL user needs (tested):
+//! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
+//! and, for the scripts, `+get +set +incr +pexpire +pttl +type +hmget +hset +del +publish`. Refused credentials are reported as
 //! [`FallbackReason::AuthFailed`] (and warned about), not as a timeout; the connection
 //! keeps the refusal, so fix the credentials and restart the process. Keys of one flight share a hash tag (`sf:{ns:hash}:…`),
 //! so the scripts are single-slot; Redis Cluster (sharded pub/sub) is not supported yet.

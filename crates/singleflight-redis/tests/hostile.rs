@@ -439,18 +439,81 @@ async fn password_and_acl_users_work_and_a_wrong_password_is_reported() {
         ],
     )
     .await;
+    // The least a user needs (as the crate docs list it).
+    let _: () = query(
+        &server,
+        &[
+            "ACL",
+            "SETUSER",
+            "least",
+            "on",
+            ">least-pw",
+            "resetchannels",
+            "~sf:*",
+            "&sf:*",
+            "-@all",
+            "+hello",
+            "+evalsha",
+            "+eval",
+            "+script|load",
+            "+subscribe",
+            "+unsubscribe",
+            "+hget",
+            "+get",
+            "+set",
+            "+incr",
+            "+pexpire",
+            "+pttl",
+            "+type",
+            "+hmget",
+            "+hset",
+            "+del",
+            "+publish",
+        ],
+    )
+    .await;
     let port = server.port;
     for (url, name) in [
         (server.url(), "password"),
         (format!("redis://app:app-pw@127.0.0.1:{port}/"), "acl"),
+        (format!("redis://least:least-pw@127.0.0.1:{port}/"), "least"),
     ] {
-        let group = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
-        let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+        let leader = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
+        let follower = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
+        let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+        let lead = tokio::spawn({
+            let (gate, runs) = (gate.clone(), Arc::clone(&runs));
+            async move {
+                leader
+                    .call("k", || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        gate.wait().await;
+                        1
+                    })
+                    .await
+            }
+        });
+        wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
+        let follow = tokio::spawn({
+            let follower = follower.clone();
+            async move { follower.call("k", || async { 2 }).await }
+        });
+        wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+        gate.open();
+        let (value, outcome) = follow.await.expect("task").expect("value");
+        assert_eq!(value, 1, "{name}");
+        assert!(
+            matches!(outcome, Outcome::Follower { .. }),
+            "{name}: {outcome:?}"
+        );
+        let (_, outcome) = lead.await.expect("task").expect("value");
         assert!(
             matches!(outcome, Outcome::Leader { .. }),
             "{name}: {outcome:?}"
         );
     }
+    let denied: Vec<redis::Value> = query(&server, &["ACL", "LOG"]).await;
+    assert!(denied.is_empty(), "{denied:?}");
     for (url, name) in [
         (
             format!("redis://:wrong@127.0.0.1:{port}/"),
