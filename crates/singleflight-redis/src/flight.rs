@@ -1051,6 +1051,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_call_dropped_while_its_join_is_on_its_way_releases_the_lease_at_once() {
+        let redis = FakeRedis::new();
+        let (a, a_conn) = process(&redis, config());
+        let (b, _) = process(&redis, config());
+        a_conn.apply_then_hang_once();
+        let (dropped, work) = (Work::new(), Work::new());
+        let call = dropped.run(&a, Ok(1));
+        until(|| redis.lock_held(&keys())).await;
+        let follow = work.run(&b, Ok(2));
+        until(|| b.following() == 1).await;
+        let cancelled = Instant::now();
+        call.abort(); // a client timeout, before the join's answer
+        until(|| work.runs() == 1).await;
+        assert_eq!(cancelled.elapsed(), Duration::ZERO, "not at lease expiry");
+        work.open();
+        assert_eq!(
+            follow.await.unwrap().unwrap(),
+            (2, Outcome::Reelected { generation: 2 })
+        );
+        assert_eq!(dropped.runs(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_follower_runs_locally_at_its_wait_timeout() {
         let redis = FakeRedis::new();
         let (a, _) = process(&redis, config());
