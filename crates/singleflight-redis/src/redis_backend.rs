@@ -44,7 +44,8 @@ local lk = kind(KEYS[1])
 if lk ~= 'none' then
   local l = lk == 'string' and redis.call('GET', KEYS[1]) or ''
   local g, holder = string.match(l, '^(%d+):(.+)$')
-  if not g then tame(KEYS[1], lease); return {3, 0, 'lease'} end
+  -- Our leases always expire: one that never does is not ours, whatever it looks like.
+  if not g or redis.call('PTTL', KEYS[1]) == -1 then tame(KEYS[1], lease); return {3, 0, 'lease'} end
   if holder == ARGV[1] then return {1, tonumber(g), ''} end
   return {2, tonumber(g), ''}
 end
@@ -169,7 +170,12 @@ impl RedisBackend {
                 return;
             };
             let channel = channel.to_owned();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                // No runtime to unsubscribe on (the process is shutting down).
+                backend.hub.forget_if_empty(&channel, &server);
+                return;
+            };
+            {
                 handle.spawn(async move {
                     let mut subscribed = server.lock().await;
                     if backend.hub.has_subscribers(&channel) {
