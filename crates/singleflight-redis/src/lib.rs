@@ -38,6 +38,10 @@
 //!   breaker skips Redis for a while, so a dead Redis costs nothing per call.
 //! * **Rarely, two or more executions across processes**: a leader whose lease expired
 //!   (partition, stalled process), a Redis restart or failover, evicted keys.
+//! * **Cancelled calls leave nothing behind**: a call dropped at any point (a client
+//!   timeout) releases a lease its token may hold, even one taken by a command still on
+//!   its way, and ends a circuit-breaker probe it was making. A command that finds its
+//!   connection lost is sent once more within its deadline on the new connection.
 //! * **Never** use this as a mutual-exclusion lock for side effects. The generation in
 //!   [`Outcome`] grows with every election and can serve as a fencing token for
 //!   downstream writes; a late leader never overwrites a newer generation's result.
@@ -88,10 +92,13 @@
 //! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
 //! for the default user). The least an ACL user needs (tested):
 //! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
-//! and, for the scripts, `+get +set +incr +pexpire +pttl +type +hmget +hset +del +publish`. Refused credentials are reported as
-//! [`FallbackReason::AuthFailed`] (and warned about), not as a timeout; the connection
-//! keeps the refusal, so fix the credentials and restart the process. Keys of one flight share a hash tag (`sf:{ns:hash}:…`),
-//! so the scripts are single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
+//! and, for the scripts, `+get +set +incr +pexpire +pttl +type +hmget +hset +del
+//! +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
+//! warned about), not as a timeout; the connection keeps the refusal, so fix the
+//! credentials and restart the process.
+//!
+//! Keys of one flight share a hash tag (`sf:{ns:hash}:…`), so the scripts are
+//! single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
 //!
 //! # Features
 //!
