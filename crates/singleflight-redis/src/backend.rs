@@ -192,6 +192,48 @@ impl Hub {
         (subscription, server)
     }
 
+    /// Registers a subscriber of `channel` and, unless the server has the channel
+    /// subscribed already, subscribes it there with `subscribe`, under the channel's lock.
+    pub(crate) async fn subscribe<Fut>(
+        self: &Arc<Self>,
+        channel: &str,
+        subscribe: impl FnOnce() -> Fut,
+    ) -> Result<Subscription, BackendError>
+    where
+        Fut: Future<Output = Result<(), BackendError>>,
+    {
+        // Register first: a message that arrives right after the server's confirmation
+        // must find us.
+        let (subscription, server) = self.register(channel);
+        let mut subscribed = server.lock().await;
+        if !*subscribed {
+            subscribe().await?;
+            *subscribed = true;
+        }
+        Ok(subscription)
+    }
+
+    /// The work of `on_empty`: under the channel's lock, unsubscribes the server with
+    /// `unsubscribe` unless a subscriber came back, then forgets the channel if it is
+    /// still empty. A subscriber that registers meanwhile waits for the lock, and then
+    /// subscribes the server again.
+    pub(crate) async fn unsubscribe<Fut>(
+        &self,
+        channel: &str,
+        server: &ServerState,
+        unsubscribe: impl FnOnce() -> Fut,
+    ) where
+        Fut: Future<Output = ()>,
+    {
+        let mut subscribed = server.lock().await;
+        if self.has_subscribers(channel) {
+            return;
+        }
+        unsubscribe().await;
+        *subscribed = false;
+        self.forget_if_empty(channel, server);
+    }
+
     /// Whether `channel` has subscribers.
     pub(crate) fn has_subscribers(&self, channel: &str) -> bool {
         self.lock()
@@ -260,5 +302,79 @@ impl Drop for Subscription {
         if let (Some(server), Some(on_empty)) = (emptied, &self.hub.on_empty) {
             on_empty(&self.channel, server);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    fn subscribe(log: &Log) -> impl Future<Output = Result<(), BackendError>> + use<> {
+        let log = Arc::clone(log);
+        async move {
+            log.lock().unwrap().push("SUBSCRIBE");
+            Ok(())
+        }
+    }
+
+    /// The race the lock prevents: the last subscriber leaves, the unsubscription checks
+    /// that the channel is empty, and before its UNSUBSCRIBE is written a new subscriber
+    /// arrives. Its SUBSCRIBE must reach the server after the UNSUBSCRIBE, or the server
+    /// would drop the new subscriber's subscription.
+    #[tokio::test]
+    async fn an_unsubscribe_never_overtakes_a_newer_subscribe() {
+        let log: Log = Arc::default();
+        let emptied: Arc<Mutex<Option<(String, ServerState)>>> = Arc::default();
+        let hub = Hub::new(Some(Box::new({
+            let emptied = Arc::clone(&emptied);
+            move |channel: &str, server| {
+                *emptied.lock().unwrap() = Some((channel.to_owned(), server));
+            }
+        })));
+        let first = hub.subscribe("c", || subscribe(&log)).await.unwrap();
+        drop(first);
+        let (channel, server) = emptied.lock().unwrap().take().expect("on_empty called");
+        let written = tokio::sync::watch::channel(false).0;
+        let unsubscription = tokio::spawn({
+            let (hub, log, server) = (Arc::clone(&hub), Arc::clone(&log), Arc::clone(&server));
+            let mut gate = written.subscribe();
+            async move {
+                hub.unsubscribe(&channel, &server, || async {
+                    // Checked empty; the UNSUBSCRIBE is not written yet.
+                    gate.wait_for(|go| *go).await.unwrap();
+                    log.lock().unwrap().push("UNSUBSCRIBE");
+                })
+                .await;
+            }
+        });
+        // Until the unsubscription holds the channel's lock.
+        while server.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let (hub, log) = (Arc::clone(&hub), Arc::clone(&log));
+            async move { hub.subscribe("c", || subscribe(&log)).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["SUBSCRIBE"],
+            "the new SUBSCRIBE waits"
+        );
+        written.send_replace(true);
+        unsubscription.await.unwrap();
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE"],
+            "the server ends subscribed"
+        );
+        assert!(hub.has_subscribers("c"));
+        drop(second);
+        assert!(emptied.lock().unwrap().is_some(), "emptied again");
     }
 }

@@ -177,14 +177,15 @@ impl RedisBackend {
             };
             {
                 handle.spawn(async move {
-                    let mut subscribed = server.lock().await;
-                    if backend.hub.has_subscribers(&channel) {
-                        return;
-                    }
                     let mut conn = backend.conn.clone();
-                    let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&channel)).await;
-                    *subscribed = false;
-                    backend.hub.forget_if_empty(&channel, &server);
+                    let name = channel.clone();
+                    let unsubscribe = || async move {
+                        let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&name)).await;
+                    };
+                    backend
+                        .hub
+                        .unsubscribe(&channel, &server, unsubscribe)
+                        .await;
                 });
             }
         })));
@@ -240,14 +241,12 @@ impl Backend for Arc<RedisBackend> {
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
         // Register first: a message that arrives right after the server's confirmation
         // must find us.
-        let (subscription, server) = self.hub.register(channel);
-        let mut subscribed = server.lock().await;
-        if !*subscribed {
-            let mut conn = self.conn.clone();
-            conn.subscribe(channel).await.map_err(err)?;
-            *subscribed = true;
-        }
-        Ok(subscription)
+        let mut conn = self.conn.clone();
+        self.hub
+            .subscribe(channel, || async move {
+                conn.subscribe(channel).await.map_err(err)
+            })
+            .await
     }
 
     async fn join(
