@@ -84,6 +84,8 @@
 //!
 //! Rust 1.85.
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod rt;
 
@@ -114,3 +116,8 @@ pub mod __private {
     pub use crate::{Error, Group, LeaderDropPolicy, Observer};
     pub use std::sync::{Arc, LazyLock};
 }
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -62,6 +62,8 @@
 //! Rust 1.85.
 #![no_std]
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 extern crate alloc;
@@ -90,3 +92,8 @@ pub use hash::{DefaultHashBuilder, DefaultHasher};
 pub use leader::Leader;
 pub use observer::{Execution, Observer};
 pub use waiter::{Waited, Waiter};
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -76,6 +76,8 @@
 //!
 //! Rust 1.88 (the `redis` crate's).
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod config;
@@ -93,3 +95,8 @@ pub use config::{Codec, Config};
 pub use group::RedisGroup;
 pub use health::FleetStats;
 pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
