@@ -57,7 +57,7 @@ mod group;
 
 pub use group::{Group, Request};
 pub use singleflight_core::{
-    DefaultHashBuilder, Error, Execution, FlightId, Observer, PanicMessage, Role,
+    BoxedError, DefaultHashBuilder, Error, Execution, FlightId, Observer, PanicMessage, Role,
 };
 
 #[cfg(feature = "macros")]

@@ -80,10 +80,11 @@ mod observer;
 #[cfg(feature = "std")]
 mod reentrancy;
 pub mod rt;
+mod shared_error;
 mod sync;
 mod waiter;
 
-pub use error::{Error, PanicMessage};
+pub use error::{BoxedError, Error, PanicMessage};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
 pub use group::{
     DEFAULT_SHARDS, Entry, FlightId, Group, GroupRef, LeaderDropPolicy, MAX_SHARDS, Role,

@@ -70,7 +70,7 @@
 //!
 //! # Features
 //!
-//! * `msgpack`: the [`Codec::MessagePack`] codec.
+//! * `msgpack`: the `Codec::MessagePack` codec (see [`Codec`]).
 //!
 //! # MSRV
 //!
