@@ -6,7 +6,9 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use singleflight_core::{self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, Waited};
+use singleflight_core::{
+    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited,
+};
 
 /// Coalesces concurrent blocking calls with equal keys: one thread runs the work, the others
 /// block and receive clones of its outcome.
@@ -215,7 +217,6 @@ where
     K: Hash + Eq,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Like [`call`](Self::call), for fallible work: when the work fails, the leader and
     /// every waiter get [`Error::Failed`] with (a clone of) its error. Nothing is retried and
@@ -240,6 +241,7 @@ where
     /// ```
     pub fn try_call<Q, F>(&self, key: &Q, work: F) -> Result<V, Error<E>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
@@ -258,6 +260,7 @@ where
     /// As [`call`](Self::call).
     pub fn try_call_timeout<Q, F>(&self, key: &Q, timeout: Duration, work: F) -> Result<V, Error<E>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
@@ -402,7 +405,6 @@ where
     Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Runs a fallible call (see [`Group::try_call`]) and reports this thread's role.
     ///
@@ -415,6 +417,7 @@ where
     /// As [`Group::call`].
     pub fn try_call<F>(self, work: F) -> (Result<V, Error<E>>, Role)
     where
+        E: ShareableError,
         F: FnOnce() -> Result<V, E>,
     {
         let (outcome, role) = self.run(work, Result::is_err);

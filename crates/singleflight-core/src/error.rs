@@ -269,6 +269,18 @@ impl<E: core::error::Error + 'static> core::error::Error for Error<E> {
     }
 }
 
+/// What `try_call` needs of the work's error: `Clone`, since every caller of a flight gets a
+/// copy of the leader's error. Implemented for every `Clone` type; it exists so that an
+/// error that is not `Clone` (`std::io::Error`) fails to compile with a message that names
+/// the way out: the `try_call_arc` methods, which share the error as one `Arc<E>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `Clone`, so a flight cannot hand a copy of it to every caller: use `try_call_arc` (a group of `Result<V, Arc<{Self}>>`), which shares the error as one `Arc`",
+    label = "the work's error type is not `Clone`"
+)]
+pub trait ShareableError: Clone {}
+
+impl<E: Clone> ShareableError for E {}
+
 /// An [`Error`] whose work error is boxed, so that it is an error type whatever the work's
 /// error was (a `String` too): what [`Error::into_boxed`] returns. `?` converts it into
 /// `Box<dyn Error>` (with or without `Send + Sync`) or any error type that takes a

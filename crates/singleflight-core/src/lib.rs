@@ -84,7 +84,7 @@ mod shared_error;
 mod sync;
 mod waiter;
 
-pub use error::{BoxedError, Error, PanicMessage};
+pub use error::{BoxedError, Error, PanicMessage, ShareableError};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
 pub use group::{
     DEFAULT_SHARDS, Entry, FlightId, Group, GroupRef, LeaderDropPolicy, MAX_SHARDS, Role,

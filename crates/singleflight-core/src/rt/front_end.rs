@@ -358,8 +358,7 @@ macro_rules! __front_end_group {
             K: ::core::hash::Hash + Eq,
             S: ::core::hash::BuildHasher,
             V: Clone,
-            E: Clone,
-        {
+                {
             /// Like [`call`](Self::call), for fallible work: the leader's error reaches every
             /// waiter as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the
             /// next call starts a new flight. For an error that is not `Clone`, see
@@ -383,6 +382,7 @@ macro_rules! __front_end_group {
                 work: F,
             ) -> $crate::TryCall<'a, K, Q, V, E, S, F, Fut>
             where
+                E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
@@ -417,6 +417,7 @@ macro_rules! __front_end_group {
                 work: F,
             ) -> $crate::rt::Timeout<$crate::TryCall<'a, K, Q, V, E, S, F, Fut>, $timer>
             where
+                E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
@@ -445,6 +446,7 @@ macro_rules! __front_end_group {
                 work: F,
             ) -> $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnWork<$spawner, F>>
             where
+                E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
@@ -482,6 +484,7 @@ macro_rules! __front_end_group {
                 $timer,
             >
             where
+                E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
@@ -510,6 +513,7 @@ macro_rules! __front_end_group {
                 work: F,
             ) -> $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnBlockingWork<$spawner, F>>
             where
+                E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
                 F: FnOnce() -> ::core::result::Result<V, E> + Send + 'static,

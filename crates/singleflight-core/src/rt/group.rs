@@ -9,7 +9,7 @@ use core::hash::{BuildHasher, Hash};
 use core::time::Duration;
 
 use super::{Detached, Spawn, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
-use crate::error::Error;
+use crate::error::{Error, ShareableError};
 use crate::future::{Call, CallFuture, TryCall};
 use crate::group::{Group, LeaderDropPolicy};
 use crate::hash::DefaultHashBuilder;
@@ -397,7 +397,6 @@ where
     K: Hash + Eq,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Like [`call`](Self::call), for fallible work: the leader's error reaches every waiter
     /// as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the next call starts a
@@ -421,6 +420,7 @@ where
         work: F,
     ) -> TryCall<'a, K, Q, V, E, S, F, Fut>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -453,6 +453,7 @@ where
         work: F,
     ) -> Timeout<TryCall<'a, K, Q, V, E, S, F, Fut>, Tm>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -481,6 +482,7 @@ where
         work: F,
     ) -> TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -516,6 +518,7 @@ where
         work: F,
     ) -> Timeout<TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>, Tm>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -550,6 +553,7 @@ where
         work: F,
     ) -> TryDetached<'a, K, Q, V, E, S, SpawnBlockingWork<Sp, F>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E> + Send + 'static,
