@@ -102,7 +102,7 @@
 //!
 //! # Features
 //!
-//! * `msgpack`: the [`Codec::MessagePack`] codec.
+//! * `msgpack`: the `Codec::MessagePack` codec (see [`Codec`]).
 //! * `tls`: `rediss://` URLs, through the `redis` crate's rustls support with the `ring`
 //!   provider and the platform's root certificates (see [`RedisGroup::open`]).
 //!
@@ -110,6 +110,8 @@
 //!
 //! Rust 1.88 (the `redis` crate's).
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod config;
@@ -127,3 +129,8 @@ pub use config::{Codec, Config, ConfigError};
 pub use group::{OpenError, RedisGroup};
 pub use health::FleetStats;
 pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
