@@ -1,0 +1,101 @@
+//! The seam with the coalescing group: every use of `singleflight_tokio`'s group and of its
+//! `Error` is here, so the rest of the crate speaks only of [`Ended`].
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use singleflight_tokio::{CallFuture, Error, Group, Observer, Role};
+
+use crate::gauge::Gauge;
+
+/// How a caller's flight ended, for this caller.
+pub(crate) enum Ended<T> {
+    /// The shared work's value, and whether this caller launched the work.
+    Value(T, Role),
+    /// The shared work panicked (or its task was dropped by the runtime).
+    Panicked,
+    /// This caller's timeout elapsed; the flight goes on for everyone else.
+    TimedOut,
+    /// The flight ended without a value for another reason the group reports (for detached
+    /// work, none is expected).
+    Abandoned,
+}
+
+/// The flights of one service: a tokio group keyed by request keys.
+pub(crate) struct Flights<T> {
+    group: Group<Vec<u8>, T>,
+}
+
+impl<T> Clone for Flights<T> {
+    fn clone(&self) -> Self {
+        Self {
+            group: self.group.clone(),
+        }
+    }
+}
+
+impl<T> Flights<T>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    /// A group, watched by `observer` if there is one.
+    pub(crate) fn new(observer: Option<Arc<dyn Observer>>) -> Self {
+        let group = Group::new();
+        let group = match observer {
+            Some(observer) => group.with_observer(observer),
+            None => group,
+        };
+        Self { group }
+    }
+
+    /// Joins the flight of `key`, or starts one by spawning `work()`'s future (detached: it
+    /// finishes even if every caller goes away), and waits for it at most `timeout`.
+    /// `waiting` counts this caller while it waits for a flight it did not start.
+    pub(crate) async fn run<F, Fut>(
+        &self,
+        key: &[u8],
+        timeout: Option<Duration>,
+        waiting: &Gauge,
+        work: F,
+    ) -> Ended<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let call = self.group.call_detached(key, work);
+        match timeout {
+            None => drive(call, waiting).await,
+            Some(duration) => drive(self.group.timeout(duration, call), waiting).await,
+        }
+    }
+}
+
+/// Polls `call` to its end, counting this caller in `waiting` while it waits on a flight
+/// another caller started (it registered, and has no role yet).
+async fn drive<C, T>(call: C, waiting: &Gauge) -> Ended<T>
+where
+    C: CallFuture<Output = Result<T, Error>>,
+{
+    let mut call = pin!(call);
+    let mut counted = None;
+    let result = poll_fn(|cx| {
+        let poll = call.as_mut().poll(cx);
+        if poll.is_pending() && counted.is_none() && call.as_ref().get_ref().role().is_none() {
+            counted = Some(waiting.enter());
+        }
+        poll
+    })
+    .await;
+    drop(counted);
+    match result {
+        Ok(value) => Ended::Value(
+            value,
+            call.as_ref().get_ref().role().unwrap_or(Role::Waiter),
+        ),
+        Err(error) if error.is_panicked() => Ended::Panicked,
+        Err(error) if error.is_timeout() => Ended::TimedOut,
+        Err(_) => Ended::Abandoned,
+    }
+}
