@@ -160,6 +160,11 @@ pub(crate) struct Buffered {
 }
 
 impl Buffered {
+    /// The response itself, for the last caller to hold it: nothing is copied.
+    pub(crate) fn into_response<B>(self) -> Response<CoalesceBody<B>> {
+        Response::from_parts(self.head, CoalesceBody::buffered(self.data, self.trailers))
+    }
+
     /// A caller's own copy: the same status, version, headers (extensions are not copied:
     /// they are not `Clone`), body and trailers.
     pub(crate) fn to_response<B>(&self) -> Response<CoalesceBody<B>> {
@@ -182,6 +187,13 @@ pub(crate) enum Read<B: Body> {
     /// whatever was read of it first.
     Unshared(Response<CoalesceBody<B>>),
     /// Its body failed while it was read.
+    Failed(B::Error),
+}
+
+/// A body read to its end, or as far as the limit.
+enum Collected<B: Body> {
+    All(Bytes, Option<HeaderMap>),
+    TooLong(Bytes, Pin<Box<B>>),
     Failed(B::Error),
 }
 
@@ -208,22 +220,33 @@ impl ShareRules {
         if !self.shareable(&head.headers) || body.size_hint().lower() > self.limit as u64 {
             return Read::Unshared(Response::from_parts(head, CoalesceBody::inner(body)));
         }
-        let mut body = Box::pin(body);
+        match self.collect(Box::pin(body)).await {
+            Collected::All(data, trailers) => Read::Shared(Buffered {
+                head,
+                data,
+                trailers,
+            }),
+            Collected::TooLong(prefix, rest) => {
+                Read::Unshared(Response::from_parts(head, CoalesceBody::rest(prefix, rest)))
+            }
+            Collected::Failed(error) => Read::Failed(error),
+        }
+    }
+
+    /// Reads `body` to its end, or until it passes the limit.
+    async fn collect<B: Body>(&self, mut body: Pin<Box<B>>) -> Collected<B> {
         let mut chunks = Chunks::default();
         let mut trailers: Option<HeaderMap> = None;
         while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
             let frame = match frame {
                 Ok(frame) => frame,
-                Err(error) => return Read::Failed(error),
+                Err(error) => return Collected::Failed(error),
             };
             match frame.into_data() {
                 Ok(mut data) => {
                     chunks.push(data.copy_to_bytes(data.remaining()));
                     if chunks.len > self.limit {
-                        return Read::Unshared(Response::from_parts(
-                            head,
-                            CoalesceBody::rest(chunks.into_bytes(), body),
-                        ));
+                        return Collected::TooLong(chunks.into_bytes(), body);
                     }
                 }
                 Err(frame) => {
@@ -233,11 +256,7 @@ impl ShareRules {
                 }
             }
         }
-        Read::Shared(Buffered {
-            head,
-            data: chunks.into_bytes(),
-            trailers,
-        })
+        Collected::All(chunks.into_bytes(), trailers)
     }
 
     fn shareable(&self, headers: &HeaderMap) -> bool {
@@ -265,33 +284,41 @@ impl ShareRules {
     }
 }
 
-/// The chunks of a body read so far: one chunk (the usual case) is kept without a copy.
+/// The chunks of a body read so far: the first (often the only one) is kept as it is, and
+/// only a second one makes a list.
 #[derive(Default)]
 struct Chunks {
-    chunks: Vec<Bytes>,
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
     len: usize,
 }
 
 impl Chunks {
     fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push(chunk);
+        if chunk.is_empty() {
+            return;
+        }
+        self.len += chunk.len();
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.more.push(chunk);
         }
     }
 
-    fn into_bytes(mut self) -> Bytes {
-        match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().expect("one chunk"),
-            _ => {
-                let mut all = BytesMut::with_capacity(self.len);
-                for chunk in self.chunks {
-                    all.extend_from_slice(&chunk);
-                }
-                all.freeze()
-            }
+    fn into_bytes(self) -> Bytes {
+        let Some(first) = self.first else {
+            return Bytes::new();
+        };
+        if self.more.is_empty() {
+            return first;
         }
+        let mut all = BytesMut::with_capacity(self.len);
+        all.extend_from_slice(&first);
+        for chunk in self.more {
+            all.extend_from_slice(&chunk);
+        }
+        all.freeze()
     }
 }
 

@@ -249,7 +249,11 @@ where
         })
         .await;
     let (mut response, how) = match ended {
-        Ended::Value(Outcome::Shared(buffered), role) => (buffered.to_response(), served(role)),
+        Ended::Value(Outcome::Shared(buffered), role) => {
+            let response = Arc::try_unwrap(buffered)
+                .map_or_else(|buffered| buffered.to_response(), Buffered::into_response);
+            (response, served(role))
+        }
         Ended::Value(Outcome::Unshared(slot), Role::Leader) => {
             let response = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             match response {
