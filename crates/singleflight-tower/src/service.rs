@@ -30,6 +30,11 @@ use crate::layer::{Config, Unshared};
 /// permit) until its flight ends, to run its own request if the leader's response cannot be
 /// shared ([`Unshared::RunOwn`]). So put a concurrency limit outside this layer, where it
 /// counts requests, not flights.
+///
+/// # Panics
+///
+/// A request that may coalesce spawns its flight's task with `tokio::spawn`, so `call`
+/// must run inside a tokio runtime (as every tokio server's does).
 pub struct Coalesce<S> {
     inner: S,
     config: Arc<Config>,

@@ -317,3 +317,18 @@ async fn a_timeout_answers_its_caller_while_the_flight_goes_on() {
     );
     assert_eq!(backend.executions(), 1);
 }
+
+/// What servers need of the service, its future and its body, checked at compile time.
+#[test]
+fn the_service_its_future_and_its_body_are_send() {
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    fn unpin<T: Unpin>() {}
+    send_sync_clone::<CoalesceLayer>();
+    send_sync_clone::<Coalesce<Inner>>();
+    send::<<Coalesce<Inner> as tower::Service<Request<()>>>::Future>();
+    send::<CoalesceBody<Chunks>>();
+    unpin::<CoalesceBody<Chunks>>();
+    send_sync_clone::<Coalesce<axum::routing::Route>>();
+    send::<<Coalesce<axum::routing::Route> as tower::Service<axum::extract::Request>>::Future>();
+}
