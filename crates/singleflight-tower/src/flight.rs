@@ -12,8 +12,8 @@ use crate::gauge::Gauge;
 
 /// How a caller's flight ended, for this caller.
 pub(crate) enum Ended<T> {
-    /// The shared work's value, and whether this caller launched the work.
-    Value(T, Role),
+    /// The shared work's value; `led` if this caller launched the work.
+    Value { value: T, led: bool },
     /// The shared work panicked (or its task was dropped by the runtime).
     Panicked,
     /// This caller's timeout elapsed; the flight goes on for everyone else.
@@ -90,10 +90,10 @@ where
     .await;
     drop(counted);
     match result {
-        Ok(value) => Ended::Value(
+        Ok(value) => Ended::Value {
             value,
-            call.as_ref().get_ref().role().unwrap_or(Role::Waiter),
-        ),
+            led: call.as_ref().get_ref().role() == Some(Role::Leader),
+        },
         Err(error) if error.is_panicked() => Ended::Panicked,
         Err(error) if error.is_timeout() => Ended::TimedOut,
         Err(_) => Ended::Abandoned,

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use singleflight_tokio::Role;
 use tower_service::Service;
 
 use crate::body::{Buffered, CoalesceBody, Read, status_response};
@@ -254,19 +253,28 @@ where
         })
         .await;
     let (mut response, how) = match ended {
-        Ended::Value(Outcome::Shared(buffered), role) => {
+        Ended::Value {
+            value: Outcome::Shared(buffered),
+            led,
+        } => {
             let response = Arc::try_unwrap(buffered)
                 .map_or_else(|buffered| buffered.to_response(), Buffered::into_response);
-            (response, served(role))
+            (response, served(led))
         }
-        Ended::Value(Outcome::Unshared(slot), Role::Leader) => {
+        Ended::Value {
+            value: Outcome::Unshared(slot),
+            led: true,
+        } => {
             let response = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             match response {
                 Some(response) => (response, Some(LED)),
                 None => (status_response(config.error_status), Some(LED)),
             }
         }
-        Ended::Value(Outcome::Unshared(_), _) => match config.unshared {
+        Ended::Value {
+            value: Outcome::Unshared(_),
+            led: false,
+        } => match config.unshared {
             Unshared::Respond(status) => (status_response(status), Some(JOINED)),
             Unshared::RunOwn => {
                 let (mut inner, request) = own.take().expect("a waiter keeps its request");
@@ -274,9 +282,10 @@ where
                 (response.map(CoalesceBody::inner), Some(OWN))
             }
         },
-        Ended::Value(Outcome::Failed(_) | Outcome::BodyFailed, role) => {
-            (status_response(config.error_status), served(role))
-        }
+        Ended::Value {
+            value: Outcome::Failed(_) | Outcome::BodyFailed,
+            led,
+        } => (status_response(config.error_status), served(led)),
         // The caller's role is not reported with these; no header says one.
         Ended::Panicked => (status_response(config.panic_status), None),
         Ended::TimedOut => (status_response(config.timeout_status), None),
@@ -294,6 +303,6 @@ const LED: &str = "led";
 const JOINED: &str = "joined";
 const OWN: &str = "own";
 
-fn served(role: Role) -> Option<&'static str> {
-    Some(if role.is_leader() { LED } else { JOINED })
+fn served(led: bool) -> Option<&'static str> {
+    Some(if led { LED } else { JOINED })
 }
