@@ -91,8 +91,9 @@
 //! # Frameworks
 //!
 //! * **axum**: `Router::route_layer(CoalesceLayer::new())` coalesces the routes added
-//!   before it, each route on its own (it needs axum's `Body` error to be boxed, which it
-//!   is); `Router::layer` coalesces the whole router, fallback included. `axum::serve`
+//!   before it, each route on its own; `Router::layer` coalesces the whole router, fallback
+//!   included. A `HEAD` that axum answers with the `GET` handler is its own flight (the
+//!   method is in the key). `axum::serve`
 //!   resolves every route once; a `Router` called as a plain `Service` without
 //!   `.with_state(..)` rebuilds each handler's route, layer and all, for every request, and
 //!   then nothing coalesces: finish a router with `.with_state(..)` before wrapping it in
@@ -113,7 +114,9 @@
 //!
 //! Not for writes, not for responses a caller must not see from another's request (unless
 //! the key says whose it is), and not for cheap handlers: coalescing costs a hash-map
-//! entry, a spawned task and a copy of the headers per request. Coalescing is not caching:
+//! entry, a spawned task and a copy of the headers per request (about 1 µs of CPU a
+//! request on a route where nothing coalesces, in this workspace's HTTP benchmark; a
+//! request that passes through costs some 50 ns). Coalescing is not caching:
 //! a response is shared only with requests that overlap its execution.
 //!
 //! # MSRV

@@ -232,13 +232,15 @@ async fn private_responses_are_not_shared_unless_configured() {
     bodies.sort();
     assert_eq!(bodies, ["execution 1", "execution 2", "execution 3"]);
 
-    // Shared when the route says so.
+    // Shared when the route says so: status, headers and body.
     let (layer, backend) = (CoalesceLayer::new().share_private(true), Backend::new());
     let service = layer.layer(backend.service());
     let calls = gather(&layer, &backend, &service, 3, "/private").await;
     backend.gate.add_permits(1);
     for call in calls {
-        let (status, bytes, copy) = body(call.await.unwrap().unwrap()).await;
+        let response = call.await.unwrap().unwrap();
+        assert_eq!(response.headers()["cache-control"], "max-age=60, Private");
+        let (status, bytes, copy) = body(response).await;
         assert_eq!(
             (status, &bytes[..], copy),
             (StatusCode::OK, &b"execution 1"[..], true)
@@ -266,6 +268,22 @@ async fn an_error_answers_every_caller_with_the_status_and_passes_through_otherw
         .unwrap_err();
     assert_eq!(error.to_string(), "the backend failed");
     assert_eq!(backend.executions(), 2);
+}
+
+#[tokio::test]
+async fn get_and_head_never_share() {
+    let (layer, backend) = (CoalesceLayer::new(), Backend::new());
+    let service = layer.layer(backend.service());
+    let calls = [
+        call(&service, Method::GET, "/r", ""),
+        call(&service, Method::HEAD, "/r", ""),
+    ];
+    until(|| backend.executions() == 2).await;
+    assert_eq!(layer.waiting(), 0);
+    backend.gate.add_permits(2);
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
 }
 
 #[tokio::test]
