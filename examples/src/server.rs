@@ -40,6 +40,7 @@ pub const LAYERED: &str = "/layer/report";
 pub struct App {
     db: Db,
     reports: Group<u64, Result<Report, DbError>>,
+    layer: CoalesceLayer,
 }
 
 impl App {
@@ -48,6 +49,7 @@ impl App {
         Self {
             db,
             reports: Group::new(),
+            layer: CoalesceLayer::new().debug_header(HeaderName::from_static(ROLE_HEADER)),
         }
     }
 
@@ -61,12 +63,17 @@ impl App {
         &self.reports
     }
 
+    /// The layer in front of the [`LAYERED`] route.
+    pub fn layer(&self) -> &CoalesceLayer {
+        &self.layer
+    }
+
     /// The service's routes.
     pub fn router(self: Arc<Self>) -> Router {
         // The plain handler, coalesced by a layer: one line, no change to the handler.
         let layered = Router::new()
             .route(&format!("{LAYERED}/{{customer}}"), get(uncoalesced))
-            .route_layer(CoalesceLayer::new().debug_header(HeaderName::from_static(ROLE_HEADER)));
+            .route_layer(self.layer.clone());
         Router::new()
             .route(&format!("{COALESCED}/{{customer}}"), get(coalesced))
             .route(&format!("{UNCOALESCED}/{{customer}}"), get(uncoalesced))
