@@ -256,6 +256,7 @@ fn herd(rounds: usize) -> String {
 enum Inline {
     Plain,
     LayerUniqueGets,
+    LayerAttachedUniqueGets,
     LayerPassthrough,
     ResilienceUniqueGets,
 }
@@ -266,7 +267,11 @@ fn overhead(rt: &tokio::runtime::Runtime, variant: Inline, iters: usize) -> f64 
     let handler = tower::service_fn(|_: Request<Empty<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
     });
-    let layered = CoalesceLayer::new().layer(handler);
+    let layered = match variant {
+        Inline::LayerAttachedUniqueGets => CoalesceLayer::new().detached(false),
+        _ => CoalesceLayer::new(),
+    }
+    .layer(handler);
     let resilience =
         tower_resilience_coalesce::CoalesceLayer::new(|request: &Request<Empty<Bytes>>| {
             request.uri().path().to_owned()
@@ -301,7 +306,9 @@ fn overhead(rt: &tokio::runtime::Runtime, variant: Inline, iters: usize) -> f64 
                         .to_bytes()
                         .len()
                 }
-                Inline::LayerUniqueGets | Inline::LayerPassthrough => {
+                Inline::LayerUniqueGets
+                | Inline::LayerAttachedUniqueGets
+                | Inline::LayerPassthrough => {
                     let response = layered.clone().oneshot(request).await.unwrap();
                     response
                         .into_body()
@@ -339,6 +346,10 @@ fn overheads(rounds: usize, iters: usize) -> String {
         (
             Inline::LayerUniqueGets,
             "singleflight-tower, GETs with distinct keys (each leads its own flight)",
+        ),
+        (
+            Inline::LayerAttachedUniqueGets,
+            "singleflight-tower `detached(false)`, GETs with distinct keys",
         ),
         (
             Inline::LayerPassthrough,

@@ -50,12 +50,15 @@ where
         Self { group }
     }
 
-    /// Joins the flight of `key`, or starts one by spawning `work()`'s future (detached: it
-    /// finishes even if every caller goes away), and waits for it at most `timeout`.
-    /// `waiting` counts this caller while it waits for a flight it did not start.
+    /// Joins the flight of `key`, or starts one with `work()`, and waits for it at most
+    /// `timeout`. `detached`: the work's future is spawned, and finishes even if every caller
+    /// goes away; otherwise it runs inside this caller's future, and if this caller is
+    /// dropped, the oldest waiter takes over with its own `work`. `waiting` counts this
+    /// caller while it waits for a flight it did not start.
     pub(crate) async fn run<F, Fut>(
         &self,
         key: &[u8],
+        detached: bool,
         timeout: Option<Duration>,
         waiting: &Gauge,
         work: F,
@@ -64,16 +67,21 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let call = self.group.call_detached(key, work);
-        match timeout {
-            None => drive(call, waiting).await,
-            Some(duration) => drive(self.group.timeout(duration, call), waiting).await,
+        let group = &self.group;
+        match (detached, timeout) {
+            (true, None) => drive(group.call_detached(key, work), waiting).await,
+            (true, Some(d)) => {
+                drive(group.timeout(d, group.call_detached(key, work)), waiting).await
+            }
+            (false, None) => drive(group.call(key, work), waiting).await,
+            (false, Some(d)) => drive(group.timeout(d, group.call(key, work)), waiting).await,
         }
     }
 }
 
 /// Polls `call` to its end, counting this caller in `waiting` while it waits on a flight
-/// another caller started (it registered, and has no role yet).
+/// another caller started (it registered, and has no role yet; a waiter promoted to lead
+/// stops counting).
 async fn drive<C, T>(call: C, waiting: &Gauge) -> Ended<T>
 where
     C: CallFuture<Output = Result<T, Error>>,
@@ -82,8 +90,10 @@ where
     let mut counted = None;
     let result = poll_fn(|cx| {
         let poll = call.as_mut().poll(cx);
-        if poll.is_pending() && counted.is_none() && call.as_ref().get_ref().role().is_none() {
-            counted = Some(waiting.enter());
+        // Waiting: registered, pending, and not (or no longer, once promoted) leading.
+        let waits = poll.is_pending() && call.as_ref().get_ref().role().is_none();
+        if waits != counted.is_some() {
+            counted = waits.then(|| waiting.enter());
         }
         poll
     })

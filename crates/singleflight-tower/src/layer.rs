@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) key: KeyPolicy,
     pub(crate) rules: ShareRules,
     pub(crate) unshared: Unshared,
+    pub(crate) detached: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) timeout_status: StatusCode,
     pub(crate) panic_status: StatusCode,
@@ -94,6 +95,7 @@ impl CoalesceLayer {
                     share_private: false,
                 },
                 unshared: Unshared::RunOwn,
+                detached: true,
                 timeout: None,
                 timeout_status: StatusCode::GATEWAY_TIMEOUT,
                 panic_status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -159,6 +161,20 @@ impl CoalesceLayer {
     /// has `Authorization` and `Cookie`).
     pub fn share_private(self, share: bool) -> Self {
         self.with(|c| c.rules.share_private = share)
+    }
+
+    /// Whether the leader's request runs in a task of its own (`true`, the default) or
+    /// inside the leader's own response future (`false`).
+    ///
+    /// Detached, a client that disconnects cancels nothing: the request goes on for the
+    /// others, and finishes even if every client leaves (a cache behind the handler is
+    /// filled once). Attached, the leader's client disconnecting cancels the handler, and
+    /// the oldest waiter takes over with its own request (one more execution, never two at
+    /// once); a panic of the handler then reaches the leader's server task as it would
+    /// without the layer (its waiters still get [`panic_status`](Self::panic_status)), and
+    /// no task is spawned, which makes a request that nothing joins cheaper.
+    pub fn detached(self, detached: bool) -> Self {
+        self.with(|c| c.detached = detached)
     }
 
     /// Bounds each caller's wait: after `duration`, that caller gets an empty response with
@@ -235,6 +251,7 @@ impl fmt::Debug for Config {
             .field("max_body", &self.rules.limit)
             .field("share_private", &self.rules.share_private)
             .field("unshared", &self.unshared)
+            .field("detached", &self.detached)
             .field("timeout", &self.timeout)
             .field("timeout_status", &self.timeout_status)
             .field("panic_status", &self.panic_status)

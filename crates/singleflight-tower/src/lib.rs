@@ -52,7 +52,7 @@
 //! | `Cache-Control: no-store` or `private` (unless [`share_private`](CoalesceLayer::share_private)) | the response as it is | the [`Unshared`] outcome |
 //! | the inner service returns an error | [`error_status`](CoalesceLayer::error_status) (500) | the same |
 //! | its body fails while it is read | [`error_status`](CoalesceLayer::error_status) (500) | the same |
-//! | the inner service panics | [`panic_status`](CoalesceLayer::panic_status) (500) | the same |
+//! | the inner service panics | [`panic_status`](CoalesceLayer::panic_status) (500); attached, the panic goes on in its future | [`panic_status`](CoalesceLayer::panic_status) |
 //!
 //! The [`Unshared`] outcome is the user's choice: [`Unshared::RunOwn`] (the default) runs
 //! each waiter's own request through the inner service, which is always correct but gives
@@ -74,6 +74,11 @@
 //! needs an owned, `'static` service, which is why the inner service must be `Clone`: see
 //! [`Coalesce`] for how the ready instance travels with the request. The request, its
 //! body included, moves into that task. The service must be called inside a tokio runtime.
+//!
+//! [`detached(false)`](CoalesceLayer::detached) runs the leader's request inside its own
+//! response future instead, with no spawned task: if that client disconnects, the request
+//! is cancelled and the oldest waiter takes over with its own request (which it kept, with
+//! its own ready service), so the others still get an answer from one execution at a time.
 //!
 //! [`timeout`](CoalesceLayer::timeout) bounds each caller's wait: when it elapses, that
 //! caller gets the configured status (say 504) and the flight goes on; callers that arrive

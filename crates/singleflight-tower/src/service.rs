@@ -233,24 +233,30 @@ where
     // Taken by the work if this caller leads; kept to run its own request otherwise.
     let mut own = Some((inner, request));
     let ended = flights
-        .run(&key, config.timeout, &config.waiting, || {
-            let (mut inner, request) = own.take().expect("the work starts once");
-            let rules = config.rules.clone();
-            let running = config.running.clone();
-            async move {
-                let _running = running.enter();
-                match inner.call(request).await {
-                    Err(error) => Outcome::Failed(Arc::new(error)),
-                    Ok(response) => match rules.read(response).await {
-                        Read::Shared(buffered) => Outcome::Shared(Arc::new(buffered)),
-                        Read::Unshared(response) => {
-                            Outcome::Unshared(Arc::new(Mutex::new(Some(response))))
-                        }
-                        Read::Failed(_) => Outcome::BodyFailed,
-                    },
+        .run(
+            &key,
+            config.detached,
+            config.timeout,
+            &config.waiting,
+            || {
+                let (mut inner, request) = own.take().expect("the work starts once");
+                let rules = config.rules.clone();
+                let running = config.running.clone();
+                async move {
+                    let _running = running.enter();
+                    match inner.call(request).await {
+                        Err(error) => Outcome::Failed(Arc::new(error)),
+                        Ok(response) => match rules.read(response).await {
+                            Read::Shared(buffered) => Outcome::Shared(Arc::new(buffered)),
+                            Read::Unshared(response) => {
+                                Outcome::Unshared(Arc::new(Mutex::new(Some(response))))
+                            }
+                            Read::Failed(_) => Outcome::BodyFailed,
+                        },
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
     let (mut response, how) = match ended {
         Ended::Value {

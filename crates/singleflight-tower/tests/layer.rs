@@ -350,3 +350,31 @@ fn the_service_its_future_and_its_body_are_send() {
     send_sync_clone::<Coalesce<axum::routing::Route>>();
     send::<<Coalesce<axum::routing::Route> as tower::Service<axum::extract::Request>>::Future>();
 }
+
+#[tokio::test]
+async fn attached_a_dropped_leader_hands_over_to_a_waiter() {
+    let (layer, backend) = (CoalesceLayer::new().detached(false), Backend::new());
+    let service = layer.layer(backend.service());
+    let leader = call(&service, Method::GET, "/r", "");
+    until(|| backend.executions() == 1).await;
+    let waiters = [
+        call(&service, Method::GET, "/r", ""),
+        call(&service, Method::GET, "/r", ""),
+    ];
+    until(|| layer.waiting() == 2).await;
+    // The leader's client goes away: its handler is cancelled, the oldest waiter runs its
+    // own request, the other waits for that one.
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    until(|| backend.executions() == 2 && layer.waiting() == 1).await;
+    assert_eq!(layer.running(), 1);
+    backend.gate.add_permits(1);
+    for call in waiters {
+        let (status, bytes, _) = body(call.await.unwrap().unwrap()).await;
+        assert_eq!(
+            (status, &bytes[..]),
+            (StatusCode::OK, &b"execution 2 for "[..])
+        );
+    }
+    assert_eq!(backend.executions(), 2);
+}
