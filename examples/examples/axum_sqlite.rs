@@ -1,7 +1,8 @@
 //! The real-service demo: an axum HTTP server whose handler reads a report from a real
 //! SQLite database through a pool of 10 connections, hit by N concurrent requests over
 //! loopback — first on a route without coalescing, then on the same handler coalesced
-//! through `singleflight-tokio`. Prints the table and writes a latency chart (SVG).
+//! through `singleflight-tokio`, then on the plain handler behind `singleflight-tower`'s
+//! layer. Prints the table and writes a latency chart (SVG).
 //!
 //! Run: `cargo run --release -p singleflight-examples --example axum_sqlite`
 //!
@@ -21,7 +22,7 @@ use singleflight_examples::db::Db;
 use singleflight_examples::load::{self, Load, Progress};
 use singleflight_examples::report::{Run, ms, print_improvement};
 use singleflight_examples::scale;
-use singleflight_examples::server::{App, COALESCED, Server, UNCOALESCED};
+use singleflight_examples::server::{App, COALESCED, LAYERED, Server, UNCOALESCED};
 
 const CONNECTIONS: usize = 10;
 const CUSTOMER: u64 = 42;
@@ -80,6 +81,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "WITH coalescing",
     )
     .await?;
+    let layered = run(
+        &db,
+        addr,
+        &format!("{LAYERED}/{CUSTOMER}"),
+        requests,
+        "WITH the tower layer",
+    )
+    .await?;
     server.shutdown().await?;
     println!();
 
@@ -93,6 +102,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
         with.1.count_role("leader"),
         with.1.count_role("shared")
     );
+    layered
+        .0
+        .print("WITH the tower layer (singleflight-tower)", "DB queries");
+    println!("   HTTP 200 responses:    {}", layered.1.ok());
+    println!(
+        "   Roles:                 {} led, {} joined\n",
+        layered.1.count_role("led"),
+        layered.1.count_role("joined")
+    );
     print_improvement(&without_run, &with_run, "DB queries");
 
     let distinct: std::collections::HashSet<_> = with.1.responses.iter().map(|r| &r.body).collect();
@@ -100,6 +118,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         distinct.len(),
         1,
         "every coalesced caller gets the same report"
+    );
+    let layered_bodies: std::collections::HashSet<_> =
+        layered.1.responses.iter().map(|r| &r.body).collect();
+    assert_eq!(
+        layered_bodies.len(),
+        1,
+        "every caller behind the layer gets the same report"
     );
 
     draw(&chart, &without_run, &with_run)?;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use singleflight_tokio::{CallFuture as _, Group};
+use singleflight_tower::CoalesceLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,11 +30,17 @@ pub const COALESCED: &str = "/report";
 /// The same query without coalescing: `GET /uncoalesced/report/{customer}`.
 pub const UNCOALESCED: &str = "/uncoalesced/report";
 
+/// The uncoalesced handler behind `singleflight-tower`'s layer instead: `GET
+/// /layer/report/{customer}`. Its [`ROLE_HEADER`] is the layer's debug header: `led` or
+/// `joined`.
+pub const LAYERED: &str = "/layer/report";
+
 /// The service's state: the database and the group that coalesces report queries.
 #[derive(Debug)]
 pub struct App {
     db: Db,
     reports: Group<u64, Result<Report, DbError>>,
+    layer: CoalesceLayer,
 }
 
 impl App {
@@ -42,6 +49,7 @@ impl App {
         Self {
             db,
             reports: Group::new(),
+            layer: CoalesceLayer::new().debug_header(HeaderName::from_static(ROLE_HEADER)),
         }
     }
 
@@ -55,11 +63,21 @@ impl App {
         &self.reports
     }
 
+    /// The layer in front of the [`LAYERED`] route.
+    pub fn layer(&self) -> &CoalesceLayer {
+        &self.layer
+    }
+
     /// The service's routes.
     pub fn router(self: Arc<Self>) -> Router {
+        // The plain handler, coalesced by a layer: one line, no change to the handler.
+        let layered = Router::new()
+            .route(&format!("{LAYERED}/{{customer}}"), get(uncoalesced))
+            .route_layer(self.layer.clone());
         Router::new()
             .route(&format!("{COALESCED}/{{customer}}"), get(coalesced))
             .route(&format!("{UNCOALESCED}/{{customer}}"), get(uncoalesced))
+            .merge(layered)
             .with_state(self)
     }
 }

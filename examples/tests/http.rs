@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use singleflight_examples::db::Db;
 use singleflight_examples::load;
-use singleflight_examples::server::{App, COALESCED, Server, UNCOALESCED};
+use singleflight_examples::server::{App, COALESCED, LAYERED, Server, UNCOALESCED};
 
 const CONNECTIONS: usize = 10;
 const REQUESTS: usize = 20;
@@ -70,6 +70,46 @@ async fn concurrent_requests_share_one_query() {
         "one report for all"
     );
     assert_eq!(app.reports().in_flight(), 0);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tower_layer_shares_one_query() {
+    let (app, server) = start(2_000).await;
+    let addr = server.addr();
+    // As above: the first request's query waits for a connection while the rest join it.
+    let held: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            app.db()
+                .permits()
+                .try_acquire_arc()
+                .expect("an idle connection")
+        })
+        .collect();
+    let load =
+        tokio::spawn(
+            async move { load::fire(addr, &format!("{LAYERED}/42"), REQUESTS, |_| {}).await },
+        );
+    wait_until("every other request to join the first", || {
+        app.layer().waiting() == REQUESTS - 1
+    })
+    .await;
+    assert_eq!(app.db().queries(), 0, "the query is held back");
+    drop(held);
+    let load = load
+        .await
+        .expect("load task")
+        .expect("every request answered");
+    assert_eq!(app.db().queries(), 1, "one query served every request");
+    assert_eq!(load.ok(), REQUESTS);
+    assert_eq!(load.count_role("led"), 1);
+    assert_eq!(load.count_role("joined"), REQUESTS - 1);
+    let body = &load.responses[0].body;
+    assert!(body.starts_with("customer 42: "), "{body}");
+    assert!(
+        load.responses.iter().all(|r| &r.body == body),
+        "one report for all"
+    );
     server.shutdown().await.expect("clean shutdown");
 }
 

@@ -1,0 +1,183 @@
+//! Which requests share a response: the methods that coalesce and the key of a request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::request::Parts;
+use http::{HeaderName, Method};
+
+/// A user's key function: the key of a request, or `None` to let it pass through.
+type KeyFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
+
+/// How the key of a request is made.
+#[derive(Clone)]
+pub(crate) enum KeyPolicy {
+    /// Method, path and query, and these headers (in this order).
+    Headers(Vec<HeaderName>),
+    /// The user's function.
+    Custom(Arc<KeyFn>),
+}
+
+impl KeyPolicy {
+    /// `Authorization` and `Cookie`: two users never share a response unless a route says so.
+    pub(crate) fn default_headers() -> Self {
+        Self::Headers(vec![AUTHORIZATION, COOKIE])
+    }
+
+    pub(crate) fn custom(f: impl Fn(&Parts) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        Self::Custom(Arc::new(f))
+    }
+
+    /// Adds `name` to the headers of the key (a custom key function is replaced).
+    pub(crate) fn add_header(&mut self, name: HeaderName) {
+        match self {
+            Self::Headers(names) if names.contains(&name) => {}
+            Self::Headers(names) => names.push(name),
+            Self::Custom(_) => *self = Self::Headers(vec![name]),
+        }
+    }
+
+    /// Removes `name` from the headers of the key.
+    pub(crate) fn remove_header(&mut self, name: &HeaderName) {
+        if let Self::Headers(names) = self {
+            names.retain(|n| n != name);
+        }
+    }
+
+    /// The key of a request, or `None` if it must not coalesce.
+    ///
+    /// The default key is unambiguous: every field is length-prefixed, and a header that
+    /// appears several times contributes every value in order, so no two different requests
+    /// (say, a header value that contains the next field's separator) map to one key.
+    pub(crate) fn key(&self, parts: &Parts) -> Option<Vec<u8>> {
+        match self {
+            Self::Custom(f) => f(parts),
+            Self::Headers(names) => {
+                let target = parts
+                    .uri
+                    .path_and_query()
+                    .map_or(parts.uri.path(), |pq| pq.as_str());
+                let mut key = Vec::with_capacity(16 + target.len());
+                push_field(&mut key, parts.method.as_str().as_bytes());
+                push_field(&mut key, target.as_bytes());
+                for name in names {
+                    let mut values = parts.headers.get_all(name).iter();
+                    match values.next() {
+                        // An absent header and an empty one differ.
+                        None => key.push(0),
+                        Some(first) => {
+                            key.push(1);
+                            push_field(&mut key, first.as_bytes());
+                            for value in values {
+                                key.push(1);
+                                push_field(&mut key, value.as_bytes());
+                            }
+                            key.push(0);
+                        }
+                    }
+                }
+                Some(key)
+            }
+        }
+    }
+}
+
+fn push_field(key: &mut Vec<u8>, field: &[u8]) {
+    key.extend_from_slice(&(field.len() as u32).to_le_bytes());
+    key.extend_from_slice(field);
+}
+
+impl fmt::Debug for KeyPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Headers(names) => f.debug_tuple("Headers").field(names).finish(),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// The methods that coalesce: GET and HEAD unless configured.
+pub(crate) fn default_methods() -> Vec<Method> {
+    vec![Method::GET, Method::HEAD]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(builder: http::request::Builder) -> Parts {
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn authorization_and_cookie_are_in_the_default_key() {
+        let policy = KeyPolicy::default_headers();
+        let a = policy.key(&parts(
+            Request::get("/r?x=1").header("authorization", "Bearer a"),
+        ));
+        let b = policy.key(&parts(
+            Request::get("/r?x=1").header("authorization", "Bearer b"),
+        ));
+        let none = policy.key(&parts(Request::get("/r?x=1")));
+        let empty = policy.key(&parts(Request::get("/r?x=1").header("authorization", "")));
+        let cookie = policy.key(&parts(Request::get("/r?x=1").header("cookie", "s=1")));
+        assert_ne!(a, b);
+        assert_ne!(none, empty);
+        assert_ne!(none, cookie);
+        assert_eq!(none, policy.key(&parts(Request::get("/r?x=1"))));
+    }
+
+    #[test]
+    fn method_path_and_query_are_in_the_key() {
+        let policy = KeyPolicy::default_headers();
+        let get = policy.key(&parts(Request::get("/r?x=1")));
+        assert_ne!(get, policy.key(&parts(Request::head("/r?x=1"))));
+        assert_ne!(get, policy.key(&parts(Request::get("/r?x=2"))));
+        assert_ne!(get, policy.key(&parts(Request::get("/s?x=1"))));
+        // Headers outside the key don't split flights.
+        assert_eq!(
+            get,
+            policy.key(&parts(Request::get("/r?x=1").header("accept", "a/b")))
+        );
+    }
+
+    #[test]
+    fn named_headers_join_the_key_and_repeated_values_all_count() {
+        let mut policy = KeyPolicy::default_headers();
+        policy.add_header(HeaderName::from_static("accept"));
+        let json = policy.key(&parts(
+            Request::get("/r").header("accept", "application/json"),
+        ));
+        let html = policy.key(&parts(Request::get("/r").header("accept", "text/html")));
+        assert_ne!(json, html);
+        let one = policy.key(&parts(Request::get("/r").header("accept", "a")));
+        let two = policy.key(&parts(
+            Request::get("/r")
+                .header("accept", "a")
+                .header("accept", "b"),
+        ));
+        assert_ne!(one, two);
+        policy.remove_header(&AUTHORIZATION);
+        assert_eq!(
+            policy.key(&parts(Request::get("/r").header("authorization", "a"))),
+            policy.key(&parts(Request::get("/r").header("authorization", "b")))
+        );
+    }
+
+    #[test]
+    fn a_key_function_decides_alone() {
+        let policy = KeyPolicy::custom(|parts| {
+            parts
+                .headers
+                .get("x-tenant")
+                .map(|tenant| tenant.as_bytes().to_vec())
+        });
+        assert_eq!(policy.key(&parts(Request::get("/a"))), None);
+        assert_eq!(
+            policy.key(&parts(Request::get("/a").header("x-tenant", "t1"))),
+            policy.key(&parts(Request::get("/b").header("x-tenant", "t1")))
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! The layer and its configuration.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, Method, StatusCode};
+use singleflight_tokio::Observer;
+use tower_layer::Layer;
+
+use crate::body::ShareRules;
+use crate::gauge::Gauge;
+use crate::key::{self, KeyPolicy};
+use crate::service::Coalesce;
+
+/// The default limit of a shared response's body: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// What the callers that joined a flight get when the leader's response cannot be shared:
+/// its body is over [`CoalesceLayer::max_body`], it is a stream (`text/event-stream`), or it
+/// says `Cache-Control: no-store` or `private` (see [`CoalesceLayer::share_private`]).
+///
+/// The leader always gets that response as it is, streamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unshared {
+    /// Each waiter calls the inner service itself with its own request, and gets its own
+    /// response (unbuffered). Correct for every response; the backend then sees one call
+    /// per waiter for that flight. The default.
+    RunOwn,
+    /// Each waiter gets an empty response with this status (say 503 Service Unavailable),
+    /// and the backend sees one call per flight.
+    Respond(StatusCode),
+}
+
+/// The settings every service made by one layer reads.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) methods: Vec<Method>,
+    pub(crate) key: KeyPolicy,
+    pub(crate) rules: ShareRules,
+    pub(crate) unshared: Unshared,
+    pub(crate) detached: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) timeout_status: StatusCode,
+    pub(crate) panic_status: StatusCode,
+    pub(crate) error_status: StatusCode,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    pub(crate) debug_header: Option<HeaderName>,
+    pub(crate) waiting: Gauge,
+    pub(crate) running: Gauge,
+}
+
+/// A tower [`Layer`] that coalesces identical HTTP requests: while one request runs, every
+/// identical request that arrives waits for it and receives a copy of its response. See the
+/// [crate docs](crate) for the rules.
+///
+/// Each service it makes ([`Layer::layer`]) coalesces on its own: two routes never share a
+/// flight, even when their keys are equal. Clones of one service (axum clones a route's
+/// service for every request) share its flights.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use http::{HeaderName, StatusCode};
+/// use singleflight_tower::{CoalesceLayer, Unshared};
+///
+/// let layer = CoalesceLayer::new()
+///     .key_header(HeaderName::from_static("accept"))
+///     .key_header(HeaderName::from_static("x-tenant"))
+///     .max_body(256 * 1024)
+///     .unshared(Unshared::Respond(StatusCode::SERVICE_UNAVAILABLE))
+///     .timeout(Duration::from_secs(2), StatusCode::GATEWAY_TIMEOUT);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct CoalesceLayer {
+    config: Arc<Config>,
+}
+
+impl CoalesceLayer {
+    /// A layer with the defaults: GET and HEAD coalesce, keyed by method, path and query,
+    /// `Authorization` and `Cookie`; bodies up to [`DEFAULT_MAX_BODY`] are shared; waiters
+    /// of an unshareable response run their own ([`Unshared::RunOwn`]); no timeout; a panic
+    /// answers 500, an error of the inner service 500; no observer, no debug header.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config {
+                methods: key::default_methods(),
+                key: KeyPolicy::default_headers(),
+                rules: ShareRules {
+                    limit: DEFAULT_MAX_BODY,
+                    share_private: false,
+                },
+                unshared: Unshared::RunOwn,
+                detached: true,
+                timeout: None,
+                timeout_status: StatusCode::GATEWAY_TIMEOUT,
+                panic_status: StatusCode::INTERNAL_SERVER_ERROR,
+                error_status: StatusCode::INTERNAL_SERVER_ERROR,
+                observer: None,
+                debug_header: None,
+                waiting: Gauge::default(),
+                running: Gauge::default(),
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Coalesces requests with these methods only (GET and HEAD by default); any other
+    /// request passes through untouched. Add `POST` only for a route whose POSTs are reads
+    /// (a query API, a gRPC unary read) and whose key says everything that matters: the
+    /// request body is never part of the default key.
+    pub fn methods(self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.with(|c| c.methods = methods.into_iter().collect())
+    }
+
+    /// Adds a request header to the key (after `Authorization` and `Cookie`): requests that
+    /// differ in it never share a response. Name every header the response varies on
+    /// (`Accept`, `Accept-Encoding`, `Accept-Language`, a tenant header). Replaces a key
+    /// function set with [`key_fn`](Self::key_fn).
+    pub fn key_header(self, name: HeaderName) -> Self {
+        self.with(|c| c.key.add_header(name))
+    }
+
+    /// Removes a header from the key: for instance `Authorization` on a route whose
+    /// response is the same for every user, so that all users share it.
+    pub fn without_key_header(self, name: &HeaderName) -> Self {
+        self.with(|c| c.key.remove_header(name))
+    }
+
+    /// Replaces the default key with `f`: requests whose keys are equal share a response,
+    /// and a request for which `f` returns `None` passes through. The method and URI are
+    /// part of the key only if `f` puts them there. Only requests with one of the
+    /// [`methods`](Self::methods) reach `f`.
+    pub fn key_fn(self, f: impl Fn(&Parts) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        self.with(|c| c.key = KeyPolicy::custom(f))
+    }
+
+    /// The largest body shared, in bytes ([`DEFAULT_MAX_BODY`] by default). A longer one
+    /// goes to the leader as it is, and its waiters get the [`unshared`](Self::unshared)
+    /// outcome.
+    pub fn max_body(self, bytes: usize) -> Self {
+        self.with(|c| c.rules.limit = bytes)
+    }
+
+    /// What the waiters of a response that cannot be shared get ([`Unshared::RunOwn`] by
+    /// default).
+    pub fn unshared(self, outcome: Unshared) -> Self {
+        self.with(|c| c.unshared = outcome)
+    }
+
+    /// Shares responses marked `Cache-Control: private` or `no-store` too (they are not
+    /// shared by default). Safe when the key says whose response it is (the default key
+    /// has `Authorization` and `Cookie`).
+    pub fn share_private(self, share: bool) -> Self {
+        self.with(|c| c.rules.share_private = share)
+    }
+
+    /// Whether the leader's request runs in a task of its own (`true`, the default) or
+    /// inside the leader's own response future (`false`).
+    ///
+    /// Detached, a client that disconnects cancels nothing: the request goes on for the
+    /// others, and finishes even if every client leaves (a cache behind the handler is
+    /// filled once). Attached, the leader's client disconnecting cancels the handler, and
+    /// the oldest waiter takes over with its own request (one more execution, never two at
+    /// once); a panic of the handler then reaches the leader's server task as it would
+    /// without the layer (its waiters still get [`panic_status`](Self::panic_status)), and
+    /// no task is spawned, which makes a request that nothing joins cheaper.
+    pub fn detached(self, detached: bool) -> Self {
+        self.with(|c| c.detached = detached)
+    }
+
+    /// Bounds each caller's wait: after `duration`, that caller gets an empty response with
+    /// `status` (say 504 Gateway Timeout), and the flight goes on for the others; later
+    /// callers still join it.
+    pub fn timeout(self, duration: Duration, status: StatusCode) -> Self {
+        self.with(|c| {
+            c.timeout = Some(duration);
+            c.timeout_status = status;
+        })
+    }
+
+    /// The status every caller of a flight gets when the inner service panics (500 by
+    /// default). The next request runs the service again.
+    pub fn panic_status(self, status: StatusCode) -> Self {
+        self.with(|c| c.panic_status = status)
+    }
+
+    /// The status every caller of a flight gets when the inner service returns an error, or
+    /// the shared response's body fails while it is read (500 by default). The error itself
+    /// is shared by the callers and dropped after the last one; it is never retried.
+    pub fn error_status(self, status: StatusCode) -> Self {
+        self.with(|c| c.error_status = status)
+    }
+
+    /// Attaches an observer to the group of every service this layer makes:
+    /// `singleflight_stats::Stats` counts hits (joined requests), misses (executions),
+    /// panics and timeouts.
+    pub fn observer(self, observer: Arc<dyn Observer>) -> Self {
+        self.with(|c| c.observer = Some(observer))
+    }
+
+    /// Adds this header to coalesced responses, saying how each was served: `led` (ran the
+    /// inner service for its flight), `joined` (a copy of the leader's response, or the
+    /// [`Unshared::Respond`] status) or `own` (joined, then ran its own, per
+    /// [`Unshared::RunOwn`]); a panic's, a timeout's or an error's status response has no
+    /// such header. Off by default: it tells clients about other clients' traffic.
+    pub fn debug_header(self, name: HeaderName) -> Self {
+        self.with(|c| c.debug_header = Some(name))
+    }
+
+    /// The number of callers now waiting for a flight another request started, over every
+    /// service of this layer. Tests and dashboards wait on it instead of sleeping.
+    pub fn waiting(&self) -> usize {
+        self.config.waiting.get()
+    }
+
+    /// The number of shared executions of the inner service now running (each started by
+    /// a flight's leader), over every service of this layer.
+    pub fn running(&self) -> usize {
+        self.config.running.get()
+    }
+}
+
+impl Default for CoalesceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for CoalesceLayer {
+    type Service = Coalesce<S>;
+
+    fn layer(&self, inner: S) -> Coalesce<S> {
+        Coalesce::new(inner, self.config.clone())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("methods", &self.methods)
+            .field("key", &self.key)
+            .field("max_body", &self.rules.limit)
+            .field("share_private", &self.rules.share_private)
+            .field("unshared", &self.unshared)
+            .field("detached", &self.detached)
+            .field("timeout", &self.timeout)
+            .field("timeout_status", &self.timeout_status)
+            .field("panic_status", &self.panic_status)
+            .field("error_status", &self.error_status)
+            .field("observer", &self.observer.is_some())
+            .field("debug_header", &self.debug_header)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CoalesceLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CoalesceLayer").field(&self.config).finish()
+    }
+}
