@@ -51,7 +51,8 @@
 //! a lock is the value's `Clone` in [`Flight::receive`], under the outcome lock: `T` need
 //! only be `Send`, so two threads must not clone from `&T` at once. That lock guards nothing
 //! but the outcome, is taken under no other lock, and a panicking clone leaves it
-//! consistent (the reader count is settled before the clone starts).
+//! consistent (the reader count is settled before the clone starts); with `std` the panic
+//! is caught and resumed after the lock is released, so the lock is never poisoned.
 
 use alloc::collections::VecDeque;
 use core::task::Waker;
@@ -127,13 +128,19 @@ pub(crate) enum Found {
     NeedsWaker,
 }
 
-/// Wakers to wake, or drop, once the lock that handed them out is released.
+/// The waiters of a published flight, woken when this is dropped: the async ones through
+/// the wakers their seats held, the blocked ones through the flight's event. Dropped once
+/// the locks are released, and after the leader's observer hook, so that an observer that
+/// counts flights has counted this one before any of its callers returns.
 #[must_use = "the waiters sleep until woken"]
-pub(crate) struct Wakers(VecDeque<Seat>);
+pub(crate) struct Wake<'a> {
+    seats: VecDeque<Seat>,
+    event: &'a Event,
+}
 
-impl Wakers {
-    pub(crate) fn wake(self) {
-        for seat in self.0 {
+impl Drop for Wake<'_> {
+    fn drop(&mut self) {
+        for seat in core::mem::take(&mut self.seats) {
             if let Seat::Waiting {
                 waker: Some(waker), ..
             } = seat
@@ -141,6 +148,7 @@ impl Wakers {
                 waker.wake();
             }
         }
+        self.event.notify(usize::MAX);
     }
 }
 
@@ -243,11 +251,11 @@ impl<T> Flight<T> {
         false
     }
 
-    /// Publishes `outcome` (the slot has left the table: nobody can join any more) and
-    /// wakes every waiter. Returns whether a caller that joined got it (the leader's `shared`
-    /// answer). If nobody waits any more,
-    /// `outcome` is dropped here, after the lock.
-    pub(crate) fn publish(&self, outcome: Outcome<T>) -> bool {
+    /// Publishes `outcome` (the slot has left the table: nobody can join any more). Returns
+    /// whether a caller that joined gets it (the leader's `shared` answer), and the waiters,
+    /// woken when that is dropped. If nobody waits any more, `outcome` is dropped here, after
+    /// the lock.
+    pub(crate) fn publish(&self, outcome: Outcome<T>) -> (bool, Wake<'_>) {
         let mut state = self.state.lock();
         debug_assert!(!state.published, "a flight is published once");
         debug_assert!(
@@ -265,14 +273,15 @@ impl<T> Flight<T> {
         } else {
             Some(outcome)
         };
-        let wakers = Wakers(core::mem::take(&mut state.waiting));
+        let wake = Wake {
+            seats: core::mem::take(&mut state.waiting),
+            event: &self.event,
+        };
         state.live = 0;
         state.joined = 0;
         drop(state);
         drop(unused);
-        wakers.wake();
-        self.event.notify(usize::MAX);
-        shared
+        (shared, wake)
     }
 
     /// Ends the flight with no outcome if nobody waits for one: then the leader need not
@@ -305,17 +314,34 @@ impl<T: Clone> Flight<T> {
         let mut slot = self.outcome.lock();
         debug_assert!(slot.readers > 0, "every reader is counted at publish");
         slot.readers -= 1;
-        let outcome = if slot.readers == 0 {
-            slot.outcome.take()
-        } else {
-            slot.outcome.as_ref().map(|outcome| match outcome {
-                Outcome::Value(value) => Outcome::Value(value.clone()),
-                Outcome::Panicked(message) => Outcome::Panicked(message.clone()),
-                Outcome::LeaderDropped => Outcome::LeaderDropped,
-            })
-        };
+        if slot.readers == 0 {
+            let outcome = slot.outcome.take();
+            drop(slot);
+            return outcome.expect("a published flight holds its outcome until its last reader");
+        }
+        let outcome = slot
+            .outcome
+            .as_ref()
+            .expect("a published flight holds its outcome until its last reader");
+        // The clone's panic (with `std`) is caught and resumed once the lock is released,
+        // so the lock is never held by an unwinding thread.
+        #[cfg(feature = "std")]
+        let copy = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| duplicate(outcome)));
+        #[cfg(not(feature = "std"))]
+        let copy: Result<_, crate::group::Caught> = Ok(duplicate(outcome));
         drop(slot);
-        outcome.expect("a published flight holds its outcome until its last reader")
+        match copy {
+            Ok(copy) => copy,
+            Err(payload) => crate::group::resume(payload),
+        }
+    }
+}
+
+fn duplicate<T: Clone>(outcome: &Outcome<T>) -> Outcome<T> {
+    match outcome {
+        Outcome::Value(value) => Outcome::Value(value.clone()),
+        Outcome::Panicked(message) => Outcome::Panicked(message.clone()),
+        Outcome::LeaderDropped => Outcome::LeaderDropped,
     }
 }
 
@@ -444,7 +470,7 @@ mod tests {
         let flight = Flight::<alloc::string::String>::new(at());
         flight.join(true, None).unwrap();
         flight.join(true, None).unwrap();
-        assert!(flight.publish(Outcome::Value("v".into())));
+        assert!(flight.publish(Outcome::Value("v".into())).0);
         assert!(matches!(flight.receive(), Outcome::Value(v) if v == "v"));
         assert!(flight.outcome.lock().outcome.is_some());
         assert!(matches!(flight.receive(), Outcome::Value(v) if v == "v"));
@@ -481,7 +507,7 @@ mod tests {
         flight.join(true, None).unwrap();
         assert_eq!(flight.joined(), 1);
         assert!(!flight.shared(), "not before publish");
-        assert!(flight.publish(Outcome::Value(1)));
+        assert!(flight.publish(Outcome::Value(1)).0);
         assert!(flight.shared());
         assert!(!flight.leave(launcher));
     }
@@ -491,7 +517,7 @@ mod tests {
         let flight = Flight::<u8>::new(at());
         let a = flight.join(true, None).unwrap();
         flight.join(true, None).unwrap();
-        flight.publish(Outcome::Value(1));
+        drop(flight.publish(Outcome::Value(1)));
         assert!(!flight.leave(a));
         assert_eq!(flight.outcome.lock().readers, 1);
         assert!(matches!(flight.receive(), Outcome::Value(1)));

@@ -316,10 +316,14 @@ impl<K, T, S> Group<K, T, S> {
             outcome: None,
             execution,
             started,
+            ended: false,
         };
         let done = match flight.close_if_unwatched() {
             // Nobody waits any more (and now nobody can join): no clone for no one.
-            Some(shared) => (value, shared),
+            Some(shared) => {
+                ending.end();
+                (value, shared)
+            }
             None => {
                 let Outcome::Value(original) = ending.outcome.insert(Outcome::Value(value)) else {
                     unreachable!("just stored a value")
@@ -343,8 +347,7 @@ impl<K, T, S> Group<K, T, S> {
                 };
                 #[cfg(not(feature = "std"))]
                 let copy = original.clone();
-                let outcome = ending.outcome.take().expect("stored above");
-                (copy, flight.publish(outcome))
+                (copy, ending.end())
             }
         };
         drop(ending);
@@ -374,13 +377,15 @@ impl<K, T, S> Group<K, T, S> {
     ) {
         let mut slot = self.remove(at);
         let flight = slot.as_mut().and_then(|slot| slot.flight.take());
-        let ending = Ending {
+        let mut ending = Ending {
             group: self,
             flight: flight.as_deref(),
             outcome: Some(outcome),
             execution,
             started,
+            ended: false,
         };
+        ending.end();
         drop(ending);
         drop(flight);
         drop(slot);
@@ -442,7 +447,7 @@ impl<K, T, S> Group<K, T, S> {
         shard.count(&table);
         drop(table);
         if let Some(flight) = slot.as_ref().and_then(|slot| slot.flight.as_ref()) {
-            flight.publish(Outcome::LeaderDropped);
+            drop(flight.publish(Outcome::LeaderDropped));
         }
         drop(slot);
         true
@@ -468,8 +473,9 @@ pub(crate) fn resume(payload: Caught) -> ! {
     match payload {}
 }
 
-/// Publishes a leader's outcome and tells the observer the flight ended, when dropped:
-/// so both happen even if the leader's clone of its value panics on the way.
+/// Ends a leader's flight: publishes its outcome, tells the observer, then wakes the
+/// waiters ([`end`](Self::end)), or does all that when dropped, so that it happens even if
+/// the leader's clone of its value panics on the way.
 struct Ending<'g, K, T, S> {
     group: &'g Group<K, T, S>,
     flight: Option<&'g Flight<T>>,
@@ -477,16 +483,44 @@ struct Ending<'g, K, T, S> {
     outcome: Option<Outcome<T>>,
     execution: Execution,
     started: u64,
+    ended: bool,
+}
+
+impl<K, T, S> Ending<'_, K, T, S> {
+    /// Publishes the outcome (if any), calls `leader_finished`, then wakes the waiters; a
+    /// panic of the hook goes on after they are woken. Returns the leader's `shared` answer.
+    fn end(&mut self) -> bool {
+        self.ended = true;
+        let (shared, wake) = match (self.flight, self.outcome.take()) {
+            (Some(flight), Some(outcome)) => {
+                let (shared, wake) = flight.publish(outcome);
+                (shared, Some(wake))
+            }
+            _ => (false, None),
+        };
+        let (started, execution) = (self.started, self.execution);
+        #[cfg(feature = "std")]
+        if std::thread::panicking() {
+            self.group
+                .observe_in_drop(|o| o.leader_finished(started, execution));
+            return shared;
+        }
+        let hook = self
+            .group
+            .observe_caught(|o| o.leader_finished(started, execution));
+        drop(wake);
+        if let Err(payload) = hook {
+            resume(payload);
+        }
+        shared
+    }
 }
 
 impl<K, T, S> Drop for Ending<'_, K, T, S> {
     fn drop(&mut self) {
-        if let (Some(flight), Some(outcome)) = (self.flight, self.outcome.take()) {
-            flight.publish(outcome);
+        if !self.ended {
+            self.end();
         }
-        let (started, execution) = (self.started, self.execution);
-        self.group
-            .observe_in_drop(|o| o.leader_finished(started, execution));
     }
 }
 

@@ -125,6 +125,13 @@ where
     /// Takes the outcome or the promotion, if either is there; otherwise makes sure the seat
     /// holds a waker for `waker`'s task (if given), cloning it with no lock held.
     fn check(&mut self, waker: Option<&Waker>) -> Option<Waited<G>> {
+        let found = self.look(waker);
+        self.take(found)
+    }
+
+    /// Looks for the outcome or the promotion; failing both, makes sure the seat holds a
+    /// waker for `waker`'s task (if given), cloning it with no lock held.
+    fn look(&mut self, waker: Option<&Waker>) -> Found {
         assert!(!self.done, "`Waiter` polled after it finished");
         let checked = if self.has_waker || waker.is_none() {
             self.flight.check(self.ticket, waker)
@@ -140,6 +147,12 @@ where
             }
             (found, _) => found,
         };
+        found
+    }
+
+    /// Takes what [`look`](Self::look) found: the outcome (receiving it runs the value's
+    /// `Clone`), or the promotion; `None` if there is nothing yet.
+    fn take(&mut self, found: Found) -> Option<Waited<G>> {
         match found {
             Found::Waiting | Found::NeedsWaker => None,
             Found::Published => {
@@ -201,8 +214,12 @@ where
         cx: &mut S::Context,
     ) -> Poll<Waited<G>> {
         loop {
-            if let Some(waited) = self.check(None) {
+            let found = self.look(None);
+            if !matches!(found, Found::Waiting | Found::NeedsWaker) {
+                // The listener goes first, so that a clone that panics while receiving
+                // unwinds past no listener.
                 *listener = None;
+                let waited = self.take(found).expect("found an outcome or a promotion");
                 return Poll::Ready(waited);
             }
             if listener.is_none() {

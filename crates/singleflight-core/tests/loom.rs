@@ -524,45 +524,10 @@ fn leader_clone_panics_at_publication() {
     });
 }
 
-/// A waiter's clone panics while the other receives: exactly one waiter panics, the other
-/// and the leader get the value, every reader is accounted for, nothing leaks.
-#[test]
-fn waiter_clone_panics_at_publication() {
-    loom::model(|| {
-        let group = Arc::new(Group::<u8, Fragile, Fixed>::with_hasher(Fixed::default()));
-        let clones = Arc::new(AtomicUsize::new(0));
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
-            panic!("leads")
-        };
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
-                    panic!("waits")
-                };
-                thread::spawn(move || {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match waiter.wait() {
-                        Waited::Outcome(Ok(fragile)) => fragile.value,
-                        other => panic!("the waiter gets the value, not {other:?}"),
-                    }))
-                    .ok()
-                })
-            })
-            .collect();
-        // Clone #0 is the leader's copy; #1 is the first waiter to receive (the last
-        // receiver takes the original).
-        let value = Fragile {
-            value: 4,
-            clones: Arc::clone(&clones),
-            panic_at: 1,
-        };
-        assert_eq!(leader.complete(value).value, 4);
-        let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
-        assert_eq!(got.iter().filter(|v| v.is_none()).count(), 1, "{got:?}");
-        assert_eq!(got.iter().flatten().copied().collect::<Vec<_>>(), vec![4]);
-        assert_eq!(clones.load(Ordering::SeqCst), 2);
-        assert_eq!(group.in_flight(), 0);
-    });
-}
+// A waiter's own clone panicking is not modelled here: loom runs every model thread on
+// one OS thread, so while one model thread unwinds, the locks the others release look
+// poisoned to loom. The hostile-types suite (tests/tests/hostile.rs) runs that case on every
+// front-end, and the model test (tests/model.rs) with random interleavings of calls.
 
 /// A spawner for detached work under loom: each task runs on a new model thread.
 struct LoomSpawn;
