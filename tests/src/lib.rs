@@ -3,6 +3,7 @@
 //! guessing durations.
 
 pub mod conformance;
+pub mod hostile;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
