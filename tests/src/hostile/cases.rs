@@ -30,6 +30,7 @@ pub(super) fn cases<F: Front>(front: &'static str) -> Vec<Case> {
         execution_finished_panics,
         flight_finished_panics,
         joined_panics,
+        joined_panics_for_a_waiter_that_leaves,
         takeover_panics,
         execution_started_panics_at_a_takeover,
         timeout_panics,
@@ -45,6 +46,7 @@ pub(super) fn cases<F: Front>(front: &'static str) -> Vec<Case> {
     if F::CANCELLABLE {
         cases.extend(case_list![F, front;
             leader_started_panics_under_fail_waiters,
+            hook_panics_while_a_leader_unwinds,
             detached_launcher_is_not_a_waiter,
         ]);
     }
@@ -392,6 +394,85 @@ pub(super) async fn joined_panics<F: Front>() {
         &panicked("observer Joined"),
         &Report::Returned(Ok(1), Role::Waiter),
     );
+    setup.next_call_leads(KEY).await;
+}
+
+/// `joined` panics for a waiter that leaves without the outcome (async: dropped; blocking:
+/// timed out): the call that left panics, the flight goes on for the others.
+pub(super) async fn joined_panics_for_a_waiter_that_leaves<F: Front>() {
+    let tripwire = Tripwire::new(&[Hook::Joined]);
+    let setup = Setup::<F>::new(LeaderDropPolicy::Takeover, Some(tripwire.clone()));
+    let gate = Gate::new();
+    let leader = setup
+        .leader(HKey::new(KEY), setup.work(1).gated(&gate))
+        .await;
+    let waiter = setup.waiters(KEY, 1, 2).await;
+    let leaving = if F::CANCELLABLE {
+        let leaving = setup.waiters(KEY, 1, 3).await.remove(0);
+        leaving.cancel();
+        leaving
+    } else {
+        F::spawn_call(
+            &setup.group,
+            HKey::new(KEY),
+            setup.work(3),
+            Some(F::TIMEOUT),
+        )
+    };
+    assert_eq!(
+        join(leaving, "the leaving waiter returns").await,
+        panicked("observer Joined")
+    );
+    assert_eq!(F::waiters(&setup.group, &HKey::new(KEY)), 1);
+    gate.open();
+    assert_eq!(
+        join(leader, "the leader returns").await,
+        Report::Returned(Ok(1), Role::Leader)
+    );
+    for waiter in join_all(waiter, "the waiter returns").await {
+        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+    }
+    assert_eq!(tripwire.fired(), [Hook::Joined]);
+    setup.next_call_leads(KEY).await;
+}
+
+/// A leading call is dropped while its task unwinds from an unrelated panic, and the
+/// dropped leader's `execution_finished` hook panics too: that second panic is caught and
+/// discarded (escaping, it would abort), the caller's own panic goes on, and the flight is
+/// taken over.
+pub(super) async fn hook_panics_while_a_leader_unwinds<F: Front>() {
+    let tripwire = Tripwire::new(&[Hook::ExecutionFinished]);
+    let setup = Setup::<F>::new(LeaderDropPolicy::Takeover, Some(tripwire.clone()));
+    let (held, go) = (Gate::new(), Gate::new());
+    let leader = F::spawn_unwinding_leader(
+        &setup.group,
+        HKey::new(KEY),
+        setup.work(1).gated(&held),
+        &go,
+    )
+    .expect("an async front-end can hold a call");
+    wait_for("the leader runs its work", || setup.started() == 1).await;
+    let waiters = setup.waiters(KEY, 2, 2).await;
+    go.open();
+    assert_eq!(
+        join(leader, "the unwinding caller returns").await,
+        panicked("caller unwinds")
+    );
+    let waiters = join_all(waiters, "the waiters return").await;
+    let new_leader = waiters
+        .iter()
+        .position(|r| r.role() == Some(Role::Leader))
+        .unwrap_or_else(|| panic!("a waiter takes over: {waiters:?}"));
+    for (i, report) in waiters.iter().enumerate() {
+        let role = if i == new_leader {
+            Role::Leader
+        } else {
+            Role::Waiter
+        };
+        assert_eq!(*report, Report::Returned(Ok(2), role));
+    }
+    assert_eq!(tripwire.fired(), [Hook::ExecutionFinished]);
+    held.open();
     setup.next_call_leads(KEY).await;
 }
 

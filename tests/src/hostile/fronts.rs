@@ -12,6 +12,7 @@ use singleflight_core::rt::RuntimeGroup;
 use singleflight_core::{Error, LeaderDropPolicy, Observer};
 
 use super::types::{HKey, HValue, HWork};
+use crate::Gate;
 use crate::conformance::{Caller, Report, Runtime, drive, panic_message};
 
 /// Maps a call's output to a report's value.
@@ -56,6 +57,17 @@ pub trait Front: 'static {
 
     /// Starts a `call_detached` caller, where the front-end has detached calls.
     fn spawn_detached(group: &Arc<Self::Group>, key: HKey, work: HWork) -> Option<Caller>;
+
+    /// Where a call can be held unpolled (async front-ends): starts a caller whose task
+    /// polls its call once (it leads, its work starts), waits for `go`, then panics with
+    /// `expected: caller unwinds` while the call is alive, so that the leading call is
+    /// dropped by the unwinding.
+    fn spawn_unwinding_leader(
+        group: &Arc<Self::Group>,
+        key: HKey,
+        work: HWork,
+        go: &Gate,
+    ) -> Option<Caller>;
 
     /// Runs a case's body on this front-end's runtime.
     fn block_on<F: Future<Output = ()>>(body: F);
@@ -128,9 +140,31 @@ impl Front for Blocking {
         None
     }
 
+    fn spawn_unwinding_leader(
+        _group: &Arc<Self::Group>,
+        _key: HKey,
+        _work: HWork,
+        _go: &Gate,
+    ) -> Option<Caller> {
+        None
+    }
+
     fn block_on<F: Future<Output = ()>>(body: F) {
         park_on(body);
     }
+}
+
+/// Runs `future`, turning a panic in any of its polls (its locals' drops included) into
+/// [`Report::Panicked`].
+async fn caught(future: impl Future<Output = Report>) -> Report {
+    let mut future = pin!(future);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(polled) => polled,
+            Err(payload) => Poll::Ready(Report::Panicked(panic_message(&*payload))),
+        }
+    })
+    .await
 }
 
 /// Runs a future on the current thread, parking it until woken.
@@ -198,13 +232,16 @@ impl<R: Runtime> Front for Async<R> {
         let (caller, side) = Caller::new();
         let group = Arc::clone(group);
         R::spawn(async move {
-            let call = group.call(&key, || work.run_async());
-            let report = match timeout {
-                None => drive(call, side.cancel_gate(), value).await,
-                Some(timeout) => {
-                    drive(group.timeout(timeout, call), side.cancel_gate(), value).await
+            let report = caught(async {
+                let call = group.call(&key, || work.run_async());
+                match timeout {
+                    None => drive(call, side.cancel_gate(), value).await,
+                    Some(timeout) => {
+                        drive(group.timeout(timeout, call), side.cancel_gate(), value).await
+                    }
                 }
-            };
+            })
+            .await;
             drop(key);
             side.finish(report);
         });
@@ -215,11 +252,11 @@ impl<R: Runtime> Front for Async<R> {
         let (caller, side) = Caller::new();
         let group = Arc::clone(group);
         std::thread::spawn(move || {
-            let report = park_on(drive(
+            let report = park_on(caught(drive(
                 group.call(&key, || work.run_async()),
                 side.cancel_gate(),
                 value,
-            ));
+            )));
             drop(key);
             side.finish(report);
         });
@@ -230,8 +267,38 @@ impl<R: Runtime> Front for Async<R> {
         let (caller, side) = Caller::new();
         let group = Arc::clone(group);
         R::spawn(async move {
-            let call = group.call_detached(&key, || work.run_async());
-            let report = drive(call, side.cancel_gate(), value).await;
+            let report = caught(async {
+                let call = group.call_detached(&key, || work.run_async());
+                drive(call, side.cancel_gate(), value).await
+            })
+            .await;
+            drop(key);
+            side.finish(report);
+        });
+        Some(caller)
+    }
+
+    fn spawn_unwinding_leader(
+        group: &Arc<Self::Group>,
+        key: HKey,
+        work: HWork,
+        go: &Gate,
+    ) -> Option<Caller> {
+        let (caller, side) = Caller::new();
+        let (group, go) = (Arc::clone(group), go.clone());
+        R::spawn(async move {
+            let report = caught(async {
+                let mut call = Box::pin(group.call(&key, || work.run_async()));
+                let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+                assert!(first.is_pending(), "the leader's work waits for its gate");
+                go.opened().await;
+                if go.is_open() {
+                    panic!("expected: caller unwinds");
+                }
+                drop(call);
+                Report::Cancelled
+            })
+            .await;
             drop(key);
             side.finish(report);
         });
