@@ -525,7 +525,6 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                     Some(Poll::Ready(ready)) => panic!("a detached call waits: {ready:?}"),
                     Some(Poll::Pending) => match model.active(key) {
                         Some(flight) => {
-                            assert_eq!(call.role(), None, "a joined call has no role yet");
                             model.flights[flight].queue.push_back(c);
                             model.callers.push(MCaller::Waiting(flight));
                             real.push(Real::Detached(call, slot));
