@@ -531,7 +531,7 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                             pending.push(Some(woken));
                         }
                         None => {
-                            assert_eq!(call.role(), Some(Role::Leader));
+                            assert!(call.role().is_some_and(Role::is_leader));
                             let flight = model.new_flight(key);
                             model.flights[flight].launcher = Some(c);
                             model.callers.push(MCaller::Launcher(flight));
@@ -728,7 +728,7 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                             }
                             (Some(Poll::Pending), MCaller::Promoted(flight)) => {
                                 // Promoted, the call launched its own work.
-                                assert_eq!(call.role(), Some(Role::Leader));
+                                assert!(call.role().is_some_and(Role::is_leader));
                                 let leader = slot.borrow_mut().take().expect("the work launched");
                                 model.takeovers += 1;
                                 model.executions += 1;
@@ -743,8 +743,9 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                                 let role = call.role();
                                 assert_eq!(outcome_of(got), want);
                                 assert_eq!(
-                                    role,
-                                    Some(if counted { Role::Waiter } else { Role::Leader })
+                                    role.map(Role::is_leader),
+                                    Some(!counted),
+                                    "a launcher leads, a joined call waits"
                                 );
                                 model.hits += u64::from(counted);
                                 model.callers[c] = MCaller::Done;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use singleflight_core::{Error, LeaderDropPolicy, Observer, Role};
+use singleflight_core::{Error, LeaderDropPolicy, Observer};
 
 use super::{
     Case, ClonePlan, Front, HKey, HWork, Hook, Trap, Tripwire, case_list, stage, wait_for,
@@ -111,7 +111,7 @@ impl<F: Front> Setup<F> {
         let next = F::spawn_call(&group, HKey::new(key), HWork::value(&started, 99), None);
         assert_eq!(
             join(next, "the next call returns").await,
-            Report::Returned(Ok(99), Role::Leader),
+            Got::Led(Ok(99)),
             "the next call on the key leads"
         );
         assert_eq!(started.load(Ordering::SeqCst), before + 1);
@@ -120,12 +120,12 @@ impl<F: Front> Setup<F> {
 }
 
 /// Waits for a caller to end (bounded by the watchdog, which names `what`).
-async fn join(caller: Caller, what: &'static str) -> Report {
+async fn join(caller: Caller, what: &'static str) -> Got {
     stage(what);
-    caller.join().await
+    caller.join().await.into()
 }
 
-async fn join_all(callers: Vec<Caller>, what: &'static str) -> Vec<Report> {
+async fn join_all(callers: Vec<Caller>, what: &'static str) -> Vec<Got> {
     let mut reports = Vec::new();
     for caller in callers {
         reports.push(join(caller, what).await);
@@ -133,13 +133,50 @@ async fn join_all(callers: Vec<Caller>, what: &'static str) -> Vec<Report> {
     reports
 }
 
-fn panicked(message: &str) -> Report {
-    Report::Panicked(format!("expected: {message}"))
+/// How a caller ended, with its role reduced to led or joined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Got {
+    /// Returned, having run the work.
+    Led(Result<u64, Error<String>>),
+    /// Returned, having joined another caller's flight.
+    Joined(Result<u64, Error<String>>),
+    /// Panicked with this message.
+    Panicked(String),
+    /// Dropped on request.
+    Cancelled,
+}
+
+impl From<Report> for Got {
+    fn from(report: Report) -> Self {
+        match report {
+            Report::Returned(output, role) if role.is_leader() => Self::Led(output),
+            Report::Returned(output, _) => Self::Joined(output),
+            Report::Panicked(message) => Self::Panicked(message),
+            Report::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl Got {
+    fn led(&self) -> bool {
+        matches!(self, Self::Led(_))
+    }
+
+    fn value(&self) -> Option<u64> {
+        match self {
+            Self::Led(Ok(n)) | Self::Joined(Ok(n)) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+fn panicked(message: &str) -> Got {
+    Got::Panicked(format!("expected: {message}"))
 }
 
 /// Asserts that exactly one of `reports` is `odd` and the others are `usual`.
 #[track_caller]
-fn one_of(reports: &[Report], odd: &Report, usual: &Report) {
+fn one_of(reports: &[Got], odd: &Got, usual: &Got) {
     let odd_ones = reports.iter().filter(|r| *r == odd).count();
     let usual_ones = reports.iter().filter(|r| *r == usual).count();
     assert!(
@@ -160,12 +197,12 @@ async fn clone_panics<F: Front>(k: usize) {
     gate.open();
     let leader = join(leader, "the leader returns").await;
     let waiters = join_all(waiters, "the waiters return").await;
-    let value = Report::Returned(Ok(1), Role::Waiter);
+    let value = Got::Joined(Ok(1));
     if k == 1 {
         assert_eq!(leader, panicked("clone #1"));
         assert!(waiters.iter().all(|w| *w == value), "{waiters:?}");
     } else {
-        assert_eq!(leader, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(leader, Got::Led(Ok(1)));
         one_of(&waiters, &panicked(&format!("clone #{k}")), &value);
     }
     assert_eq!(setup.started(), 1, "the work ran once");
@@ -234,7 +271,7 @@ async fn start_hook_panics<F: Front>(
     hook: Hook,
     then: &[Hook],
     policy: LeaderDropPolicy,
-) -> (Report, Vec<Report>, Arc<AtomicUsize>) {
+) -> (Got, Vec<Got>, Arc<AtomicUsize>) {
     let mut hooks = vec![hook];
     hooks.extend_from_slice(then);
     let Joiners {
@@ -273,16 +310,16 @@ async fn start_hook_panics_takeover<F: Front>(hook: Hook) {
     // Two joiners: one took over and ran its work (whose value both get).
     let leader = joiners
         .iter()
-        .position(|r| r.role() == Some(Role::Leader))
+        .position(|r| r.led())
         .unwrap_or_else(|| panic!("a joiner takes over: {joiners:?}"));
     let value = joiners[leader].value().expect("the new leader's value");
     for (i, report) in joiners.iter().enumerate() {
-        let role = if i == leader {
-            Role::Leader
+        let expected = if i == leader {
+            Got::Led(Ok(value))
         } else {
-            Role::Waiter
+            Got::Joined(Ok(value))
         };
-        assert_eq!(*report, Report::Returned(Ok(value), role));
+        assert_eq!(*report, expected);
     }
     // The leader that panicked never ran its work; the joiner's ran once, then the next
     // call's.
@@ -306,10 +343,7 @@ pub(super) async fn leader_started_panics_under_fail_waiters<F: Front>() {
     let (_, joiners, started) =
         start_hook_panics::<F>(Hook::LeaderStarted, &[], LeaderDropPolicy::FailWaiters).await;
     for report in &joiners {
-        assert_eq!(
-            *report,
-            Report::Returned(Err(Error::LeaderDropped), Role::Waiter)
-        );
+        assert_eq!(*report, Got::Joined(Err(Error::LeaderDropped)));
     }
     assert_eq!(started.load(Ordering::SeqCst), 1, "only the next call ran");
 }
@@ -320,7 +354,7 @@ async fn takeover_hook_panics<F: Front>(hook: Hook) {
         start_hook_panics::<F>(Hook::LeaderStarted, &[hook], LeaderDropPolicy::Takeover).await;
     let odd = panicked(&format!("observer {hook:?}"));
     let promoted = joiners.iter().position(|r| *r == odd);
-    let leader = joiners.iter().position(|r| r.role() == Some(Role::Leader));
+    let leader = joiners.iter().position(|r| r.led());
     assert!(
         promoted.is_some() && leader.is_some(),
         "one joiner panics taking over, the other leads: {joiners:?}"
@@ -354,7 +388,7 @@ async fn finish_hook_panics<F: Front>(hook: Hook) {
         panicked(&format!("observer {hook:?}"))
     );
     for waiter in join_all(waiters, "the waiters get the value").await {
-        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(Ok(1)));
     }
     assert_eq!(tripwire.fired(), [hook]);
     assert_eq!(setup.started(), 1);
@@ -384,16 +418,9 @@ pub(super) async fn joined_panics<F: Front>() {
         .await;
     let waiters = setup.waiters(KEY, 2, 2).await;
     gate.open();
-    assert_eq!(
-        join(leader, "the leader returns").await,
-        Report::Returned(Ok(1), Role::Leader)
-    );
+    assert_eq!(join(leader, "the leader returns").await, Got::Led(Ok(1)));
     let waiters = join_all(waiters, "the waiters return").await;
-    one_of(
-        &waiters,
-        &panicked("observer Joined"),
-        &Report::Returned(Ok(1), Role::Waiter),
-    );
+    one_of(&waiters, &panicked("observer Joined"), &Got::Joined(Ok(1)));
     setup.next_call_leads(KEY).await;
 }
 
@@ -425,23 +452,21 @@ pub(super) async fn joined_panics_for_a_waiter_that_leaves<F: Front>() {
     );
     assert_eq!(F::waiters(&setup.group, &HKey::new(KEY)), 1);
     gate.open();
-    assert_eq!(
-        join(leader, "the leader returns").await,
-        Report::Returned(Ok(1), Role::Leader)
-    );
+    assert_eq!(join(leader, "the leader returns").await, Got::Led(Ok(1)));
     for waiter in join_all(waiter, "the waiter returns").await {
-        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(Ok(1)));
     }
     assert_eq!(tripwire.fired(), [Hook::Joined]);
     setup.next_call_leads(KEY).await;
 }
 
 /// A leading call is dropped while its task unwinds from an unrelated panic, and the
-/// dropped leader's `execution_finished` hook panics too: that second panic is caught and
+/// dropped leader's `execution_finished` hook (for [`Execution::Dropped`](
+/// singleflight_core::Execution::Dropped)) panics too: that second panic is caught and
 /// discarded (escaping, it would abort), the caller's own panic goes on, and the flight is
 /// taken over.
 pub(super) async fn hook_panics_while_a_leader_unwinds<F: Front>() {
-    let tripwire = Tripwire::new(&[Hook::ExecutionFinished]);
+    let tripwire = Tripwire::new(&[Hook::ExecutionDropped]);
     let setup = Setup::<F>::new(LeaderDropPolicy::Takeover, Some(tripwire.clone()));
     let (held, go) = (Gate::new(), Gate::new());
     let leader = F::spawn_unwinding_leader(
@@ -461,17 +486,17 @@ pub(super) async fn hook_panics_while_a_leader_unwinds<F: Front>() {
     let waiters = join_all(waiters, "the waiters return").await;
     let new_leader = waiters
         .iter()
-        .position(|r| r.role() == Some(Role::Leader))
+        .position(|r| r.led())
         .unwrap_or_else(|| panic!("a waiter takes over: {waiters:?}"));
     for (i, report) in waiters.iter().enumerate() {
-        let role = if i == new_leader {
-            Role::Leader
+        let expected = if i == new_leader {
+            Got::Led(Ok(2))
         } else {
-            Role::Waiter
+            Got::Joined(Ok(2))
         };
-        assert_eq!(*report, Report::Returned(Ok(2), role));
+        assert_eq!(*report, expected);
     }
-    assert_eq!(tripwire.fired(), [Hook::ExecutionFinished]);
+    assert_eq!(tripwire.fired(), [Hook::ExecutionDropped]);
     held.open();
     setup.next_call_leads(KEY).await;
 }
@@ -498,12 +523,9 @@ pub(super) async fn timeout_panics<F: Front>() {
     );
     assert_eq!(F::waiters(&setup.group, &HKey::new(KEY)), 1);
     gate.open();
-    assert_eq!(
-        join(leader, "the leader returns").await,
-        Report::Returned(Ok(1), Role::Leader)
-    );
+    assert_eq!(join(leader, "the leader returns").await, Got::Led(Ok(1)));
     for waiter in join_all(waiter, "the waiter returns").await {
-        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(Ok(1)));
     }
     setup.next_call_leads(KEY).await;
 }
@@ -525,12 +547,9 @@ async fn key_panics_beside_a_flight<F: Front>(hostile: HKey, message: &str) {
     assert_eq!(F::in_flight(&setup.group), 1);
     assert_eq!(F::waiters(&setup.group, &HKey::new(KEY)), 1);
     gate.open();
-    assert_eq!(
-        join(leader, "the leader returns").await,
-        Report::Returned(Ok(1), Role::Leader)
-    );
+    assert_eq!(join(leader, "the leader returns").await, Got::Led(Ok(1)));
     for waiter in join_all(waiters, "the waiter returns").await {
-        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(Ok(1)));
     }
     assert_eq!(setup.started(), 1);
     setup.next_call_leads(KEY).await;
@@ -585,12 +604,9 @@ pub(super) async fn key_drop_calls_back_when_its_flight_ends<F: Front>() {
     let leader = setup.leader(key, setup.work(1).gated(&gate)).await;
     let waiters = setup.waiters(KEY, 1, 2).await;
     gate.open();
-    assert_eq!(
-        join(leader, "the leader returns").await,
-        Report::Returned(Ok(1), Role::Leader)
-    );
+    assert_eq!(join(leader, "the leader returns").await, Got::Led(Ok(1)));
     for waiter in join_all(waiters, "the waiter returns").await {
-        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(Ok(1)));
     }
     // The caller's key and the group's copy.
     wait_for("both keys are dropped", || runs.load(Ordering::SeqCst) == 2).await;
@@ -612,7 +628,7 @@ pub(super) async fn key_drop_calls_back_after_forget<F: Front>() {
     old_gate.open();
     assert_eq!(
         join(old, "the forgotten flight's leader returns").await,
-        Report::Returned(Ok(1), Role::Leader)
+        Got::Led(Ok(1))
     );
     wait_for("both keys are dropped", || runs.load(Ordering::SeqCst) == 2).await;
     assert!(F::contains(&setup.group, &HKey::new(KEY)));
@@ -620,7 +636,7 @@ pub(super) async fn key_drop_calls_back_after_forget<F: Front>() {
     new_gate.open();
     assert_eq!(
         join(new, "the new flight's leader returns").await,
-        Report::Returned(Ok(2), Role::Leader)
+        Got::Led(Ok(2))
     );
     setup.next_call_leads(KEY).await;
 }
@@ -648,7 +664,7 @@ pub(super) async fn work_drop_panics<F: Front>() {
         )))
     };
     for waiter in join_all(waiters, "the waiters return").await {
-        assert_eq!(waiter, Report::Returned(expected.clone(), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(expected.clone()));
     }
     assert_eq!(setup.started(), 1, "the work ran once");
     setup.next_call_leads(KEY).await;
@@ -672,10 +688,10 @@ pub(super) async fn detached_launcher_is_not_a_waiter<F: Front>() {
     gate.open();
     assert_eq!(
         join(launcher, "the launcher returns").await,
-        Report::Returned(Ok(1), Role::Leader)
+        Got::Led(Ok(1))
     );
     for waiter in join_all(waiters, "the waiters return").await {
-        assert_eq!(waiter, Report::Returned(Ok(1), Role::Waiter));
+        assert_eq!(waiter, Got::Joined(Ok(1)));
     }
     setup.next_call_leads(KEY).await;
 }

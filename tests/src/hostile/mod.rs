@@ -20,7 +20,7 @@
 //! | `leader_finished` (or `execution_finished` / `flight_finished` under the default) panics | the leader's call | the outcome is already published: the waiters get the value |
 //! | `joined` panics (a waiter receiving the value) | that waiter's call | the leader and the other waiter get the value |
 //! | `joined` panics for a waiter that leaves (async: its call dropped; blocking: timed out) | the leaving call (its drop, or its timed-out call) | the flight goes on: the leader and the other waiter get the value |
-//! | a leading call dropped while its task unwinds from another panic, whose `execution_finished` (dropped) hook panics (async front-ends) | the caller's own panic goes on; the hook's second panic is caught and discarded (escaping, it would abort) | the oldest waiter takes over, the other gets its value |
+//! | a leading call dropped while its task unwinds from another panic, whose `execution_finished` hook (for `Execution::Dropped`) panics (async front-ends) | the caller's own panic goes on; the hook's second panic is caught and discarded (escaping, it would abort) | the oldest waiter takes over, the other gets its value |
 //! | `takeover` panics (the waiter promoted after `leader_started` panicked) | the promoted waiter's call | leadership passes on: the next waiter runs its work |
 //! | `execution_started` panics at a takeover | the promoted waiter's call | as `takeover` |
 //! | `timeout` panics | the timed-out waiter's call (instead of `Timeout`) | the leader and the other waiter get the value |

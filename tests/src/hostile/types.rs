@@ -312,8 +312,10 @@ pub enum Hook {
     LeaderStarted,
     /// `leader_finished`.
     LeaderFinished,
-    /// `execution_finished` (the default `leader_finished`, and dropped leaders).
+    /// `execution_finished` of an execution that ended (the default `leader_finished`).
     ExecutionFinished,
+    /// `execution_finished` of a dropped leader's execution ([`Execution::Dropped`]).
+    ExecutionDropped,
     /// `flight_finished` (the default `leader_finished`, and abandoned flights).
     FlightFinished,
     /// `joined`.
@@ -396,8 +398,12 @@ impl Observer for Tripwire {
         self.trip(Hook::ExecutionStarted);
         0
     }
-    fn execution_finished(&self, _started: u64, _execution: Execution) {
-        self.trip(Hook::ExecutionFinished);
+    fn execution_finished(&self, _started: u64, execution: Execution) {
+        self.trip(if execution == Execution::Dropped {
+            Hook::ExecutionDropped
+        } else {
+            Hook::ExecutionFinished
+        });
     }
     fn leader_started(&self) -> u64 {
         self.trip(Hook::LeaderStarted);
