@@ -261,6 +261,11 @@ pub fn main() {
     );
     let filters: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
     let list = args.iter().any(|arg| arg == "--list");
+    if args.iter().any(|arg| arg == "--ignored") {
+        // No case is ignored.
+        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        return;
+    }
     let cases: Vec<Case> = all_cases()
         .into_iter()
         .filter(|case| filters.is_empty() || filters.iter().any(|f| case.id().contains(*f)))
