@@ -47,6 +47,7 @@ pub(super) fn cases<F: Front>(front: &'static str) -> Vec<Case> {
         cases.extend(case_list![F, front;
             leader_started_panics_under_fail_waiters,
             hook_panics_while_a_leader_unwinds,
+            clone_panics_in_detached_work,
             detached_launcher_is_not_a_waiter,
         ]);
     }
@@ -666,6 +667,42 @@ pub(super) async fn work_drop_panics<F: Front>() {
     for waiter in join_all(waiters, "the waiters return").await {
         assert_eq!(waiter, Got::Joined(expected.clone()));
     }
+    assert_eq!(setup.started(), 1, "the work ran once");
+    setup.next_call_leads(KEY).await;
+}
+
+/// Detached work whose value's first clone panics: a panic in the spawned task stays in
+/// that task, and a panic in a receiver's clone stays in that receiver's call. Which side
+/// makes clone #1 (the task, for its receivers, or a receiver) is the core's choice; every
+/// other caller gets the value, the work runs once, the key is free after.
+pub(super) async fn clone_panics_in_detached_work<F: Front>() {
+    let plan = ClonePlan::new(1);
+    let setup = Setup::<F>::plain();
+    let gate = Gate::new();
+    let launcher = F::spawn_detached(
+        &setup.group,
+        HKey::new(KEY),
+        setup.work(1).gated(&gate).planned(&plan),
+    )
+    .expect("an async front-end has detached calls");
+    wait_for("the detached work runs", || setup.started() == 1).await;
+    let waiters = setup.waiters(KEY, 2, 2).await;
+    gate.open();
+    let mut callers = vec![join(launcher, "the launcher returns").await];
+    callers.extend(join_all(waiters, "the waiters return").await);
+    let panicked_ones = callers
+        .iter()
+        .filter(|got| **got == panicked("clone #1"))
+        .count();
+    let with_value = [Got::Led(Ok(1)), Got::Joined(Ok(1))];
+    assert!(
+        panicked_ones <= 1
+            && callers
+                .iter()
+                .all(|got| *got == panicked("clone #1") || with_value.contains(got)),
+        "at most one receiver panics, every other caller gets the value: {callers:?}"
+    );
+    assert!(plan.clones() >= 1, "the value was cloned for its receivers");
     assert_eq!(setup.started(), 1, "the work ran once");
     setup.next_call_leads(KEY).await;
 }

@@ -29,6 +29,7 @@
 //! | `ToOwned` (the key's `Clone`) panics starting a flight | that caller's call | nothing is registered |
 //! | a key whose `Drop` calls `in_flight`, `contains`, `waiters` and `forget` (the group's copy, dropped when its flight ends, or after `forget`) | nobody: no deadlock | everyone gets the value |
 //! | the work's state panics when dropped after producing its value | async: the leader's call (its waiters get the value); blocking: counts as the work panicking | blocking waiters get `Error::Panicked` |
+//! | detached work whose value's clone #1 panics (async front-ends) | the spawned task (the panic stays there) or the one receiver that made that clone | the launcher and the waiters get the value |
 //! | `waiters(key)` during a detached call (async front-ends) | — | the launcher is the leader and is not counted |
 
 mod cases;
