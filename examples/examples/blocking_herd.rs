@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use singleflight_blocking::{Group, Role};
+use singleflight_blocking::Group;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -44,7 +44,7 @@ fn herd(callers: usize, latency: Duration, coalesce: bool) -> Run {
                 if coalesce {
                     let (row, role) = group.request("user:42").call(|| query(&queries, latency));
                     assert_eq!(row.as_deref(), Ok("row 42"));
-                    if role == Role::Leader {
+                    if role.is_leader() {
                         leaders.fetch_add(1, Ordering::SeqCst);
                     }
                 } else {

@@ -126,7 +126,10 @@ fn the_role_tells_leader_from_waiter() {
         let waiter = s.spawn(|| group.request("k").call(|| 2));
         wait_until("the waiter joined", || group.waiters("k") == 1);
         release.open();
-        assert_eq!(leader.join().unwrap(), (Ok(1), Role::Leader));
+        assert_eq!(
+            leader.join().unwrap(),
+            (Ok(1), Role::Leader { shared: true })
+        );
         assert_eq!(waiter.join().unwrap(), (Ok(1), Role::Waiter));
     });
 }

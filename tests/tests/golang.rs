@@ -308,7 +308,10 @@ fn example_group() {
         wait_until("the second call joins", || group.waiters("key") == 1);
         release.open();
         let (first, second) = (first.join().unwrap(), second.join().unwrap());
-        assert_eq!(first, (Ok("func 1".to_string()), Role::Leader));
+        assert_eq!(
+            first,
+            (Ok("func 1".to_string()), Role::Leader { shared: true })
+        );
         assert_eq!(second, (Ok("func 1".to_string()), Role::Waiter));
     });
 }

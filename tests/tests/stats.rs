@@ -129,7 +129,13 @@ mod blocking {
                 .collect();
             drop(leader);
             let results: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
-            assert_eq!(results[0], (Ok(100), singleflight_blocking::Role::Leader));
+            assert_eq!(
+                results[0],
+                (
+                    Ok(100),
+                    singleflight_blocking::Role::Leader { shared: true }
+                )
+            );
             assert_eq!(results[1], (Ok(100), singleflight_blocking::Role::Waiter));
             assert_eq!(results[2], (Ok(100), singleflight_blocking::Role::Waiter));
         });

@@ -261,8 +261,8 @@ macro_rules! stats_suite {
                     let waiters: Vec<_> = (0..5)
                         .map(|_| s.spawn(|| $block_on(group.call("k", || async { 0 }))))
                         .collect();
-                    // The detached caller waits as well: five joiners plus it.
-                    wait_until("five waiters joined", || group.waiters("k") == 6);
+                    // The detached caller leads: it is not one of the waiters.
+                    wait_until("five waiters joined", || group.waiters("k") == 5);
                     release.open();
                     assert_eq!(leader.join().unwrap(), Ok(7));
                     for waiter in waiters {

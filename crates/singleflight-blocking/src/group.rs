@@ -135,7 +135,11 @@ where
     /// # Panics
     ///
     /// If this thread runs the work and it panics, the panic resumes here, after every
-    /// waiter has been handed [`Error::Panicked`].
+    /// waiter has been handed [`Error::Panicked`]. User code this thread runs for the call
+    /// panics here as well, and affects no other thread: the key's `Hash`, `Eq` or
+    /// `ToOwned`, the value's `Clone` (the leader's clone for its waiters, who then get the
+    /// original; or this waiter's own clone), an observer hook. Every other caller still
+    /// gets its outcome and the key is free afterwards.
     ///
     /// # Examples
     ///
@@ -183,7 +187,7 @@ where
     ///
     /// let group = Group::<String, u32>::new();
     /// let (value, role) = group.request("k").timeout(Duration::from_secs(1)).call(|| 1);
-    /// assert_eq!((value, role), (Ok(1), Role::Leader));
+    /// assert_eq!((value, role), (Ok(1), Role::Leader { shared: false }));
     /// ```
     pub fn request<'a, Q>(&'a self, key: &'a Q) -> Request<'a, K, Q, T, S>
     where
@@ -312,7 +316,10 @@ where
     {
         let waiter = match self.group.inner.enter(self.key) {
             Err(error) => return (Err(error), Role::Waiter),
-            Ok(Entry::Leader(leader)) => return (Ok(leader.run(work, failed)), Role::Leader),
+            Ok(Entry::Leader(leader)) => {
+                let (value, role) = leader.run_with_role(work, failed);
+                return (Ok(value), role);
+            }
             Ok(Entry::Waiter(waiter)) => waiter,
         };
         let waited = match self.deadline {
@@ -326,7 +333,10 @@ where
             Waited::Outcome(outcome) => (outcome, Role::Waiter),
             // A blocking leader is never dropped mid-work, but a promotion is honoured all
             // the same: this thread runs its own work for the flight.
-            Waited::Promoted(leader) => (Ok(leader.run(work, failed)), Role::Leader),
+            Waited::Promoted(leader) => {
+                let (value, role) = leader.run_with_role(work, failed);
+                (Ok(value), role)
+            }
         }
     }
 }

@@ -1,9 +1,57 @@
-//! The part of a flight that waiters share: the outcome slot, the queue of waiting callers
-//! (oldest first, for takeover) with the wakers of those that wait asynchronously, and the
-//! event that wakes those that block.
+//! The part of a flight that its waiters share: the queue of waiting callers (oldest first,
+//! for takeover) with the wakers of those that wait asynchronously, the event that wakes
+//! those that block, and the slot the outcome is handed out from.
 //!
 //! It is allocated only when a second caller joins a flight; a flight that nobody joins
 //! lives entirely in its map slot.
+//!
+//! # Implementation
+//!
+//! ## States
+//!
+//! | state | where it is | what holds |
+//! |---|---|---|
+//! | **solo** | in its shard's table, no [`Flight`] allocated | a leader runs the work; nobody joined |
+//! | **joined** | in the table, with a [`Flight`] | a leader runs the work; its queue has seats (some may have left) |
+//! | **promoted** | in the table | the leader went away; the oldest waiter is named in `promoted` and runs its own work once it notices |
+//! | **forgotten** | in the table, flagged | any of the three above, but new calls no longer find it |
+//! | **published** | out of the table | `published` is set, the queue is empty, and the outcome (if anyone still waited) sits in the outcome slot |
+//!
+//! ## Transitions (one verb each)
+//!
+//! * **start**: none → solo, under the shard lock (`Group::register`).
+//! * **join**: solo or joined → joined, under the shard lock, then this flight's lock
+//!   ([`FlightState::join`]). Never after publish: a published flight is out of the table.
+//! * **leave**: a waiter gives up ([`Flight::leave`]): before publish it empties its seat;
+//!   after publish it gives up its claim on the outcome.
+//! * **promote**: joined → promoted, when the leader is dropped under the takeover policy
+//!   ([`FlightState::promote`]); **claim**: the promoted waiter becomes the leader
+//!   ([`FlightState::claim`]), or passes the promotion on by being dropped.
+//! * **forget**: sets the table slot's flag; nothing here changes.
+//! * **publish**: solo, joined or promoted → published: the slot leaves the table first
+//!   (so nobody can join), then the outcome is stored and the queue's wakers are woken
+//!   ([`Flight::publish`]). A leader that goes away with nobody to promote publishes
+//!   `LeaderDropped` (or, solo, just leaves the table).
+//! * **receive**: a waiter of a published flight takes its copy ([`Flight::receive`]).
+//!
+//! ## Invariants (checked by `debug_assert`s)
+//!
+//! * `joined <= live <= waiting.len()`: `live` counts the occupied seats, `joined` the
+//!   occupied seats of callers that joined (not the launcher of detached work).
+//! * A promotion is pending only before publish; publishing empties the queue.
+//! * After publish, `readers` (in the outcome slot) is the number of waiters that have yet to
+//!   receive or leave; the one that brings it to zero takes the original instead of a clone.
+//!
+//! ## Locks and user code
+//!
+//! Lock order: a shard lock, then a flight's state lock, then its outcome lock; never the
+//! reverse. The state lock guards [`FlightState`]; the outcome lock guards the outcome and
+//! its reader count. No user code runs under the shard or state lock: wakers are cloned
+//! before locking and dropped or woken after unlocking. The one place user code runs under
+//! a lock is the value's `Clone` in [`Flight::receive`], under the outcome lock: `T` need
+//! only be `Send`, so two threads must not clone from `&T` at once. That lock guards nothing
+//! but the outcome, is taken under no other lock, and a panicking clone leaves it
+//! consistent (the reader count is settled before the clone starts).
 
 use alloc::collections::VecDeque;
 use core::task::Waker;
@@ -12,6 +60,7 @@ use event_listener::Event;
 
 use crate::error::PanicMessage;
 use crate::sync::Mutex;
+use crate::types::FlightRef;
 
 /// How a flight ended, as its waiters see it.
 pub(crate) enum Outcome<T> {
@@ -20,139 +69,342 @@ pub(crate) enum Outcome<T> {
     LeaderDropped,
 }
 
-impl<T: Clone> Outcome<T> {
-    fn duplicate(&self) -> Self {
-        match self {
-            Self::Value(value) => Self::Value(value.clone()),
-            Self::Panicked(message) => Self::Panicked(message.clone()),
-            Self::LeaderDropped => Self::LeaderDropped,
-        }
-    }
-}
-
-pub(crate) struct Shared<T> {
-    /// The flight's key hash and id, which find its map slot: kept here rather than in
-    /// every waiter, so that a waiting call stays small.
-    pub(crate) hash: u64,
-    pub(crate) id: u64,
+/// The shared part of one flight (see the module docs for its states).
+pub(crate) struct Flight<T> {
+    /// Where the flight's table slot is: kept here rather than in every waiter, so that a
+    /// waiting call stays small.
+    pub(crate) at: FlightRef,
     /// Wakes blocked waiters (`Waiter::wait`). Async waiters leave a [`Waker`] in their seat
     /// instead, which costs no allocation; nothing allocates here until a thread blocks.
     pub(crate) event: Event,
-    pub(crate) state: Mutex<FlightState<T>>,
+    state: Mutex<FlightState>,
+    outcome: Mutex<OutcomeSlot<T>>,
 }
 
-impl<T> Shared<T> {
-    pub(crate) fn new(hash: u64, id: u64) -> Self {
-        Self {
-            hash,
-            id,
-            event: Event::new(),
-            state: Mutex::new(FlightState::new()),
+/// A joined caller's place in its flight's queue.
+enum Seat {
+    /// The caller left, or was promoted.
+    Empty,
+    /// The caller waits: with its task's waker once it has left one (a blocking caller
+    /// listens to the flight's event instead). `counted` is `false` for the launcher of
+    /// detached work, which is its flight's leader and not one of its waiters.
+    Waiting { waker: Option<Waker>, counted: bool },
+}
+
+/// The waiters' side of one flight. Tickets are handed out in join order; until the outcome
+/// is published, `waiting[i]` is the seat of the caller holding ticket `base + i`.
+pub(crate) struct FlightState {
+    waiting: VecDeque<Seat>,
+    base: u64,
+    /// Occupied seats.
+    live: usize,
+    /// Occupied seats of callers that joined (what `Group::waiters` reports).
+    joined: usize,
+    /// Set at publish: whether a caller that joined still waited for the outcome (the
+    /// leader's `shared` answer).
+    shared: bool,
+    /// The ticket of the waiter chosen to run the work after the leader went away, until
+    /// that waiter claims it.
+    promoted: Option<u64>,
+    published: bool,
+}
+
+struct OutcomeSlot<T> {
+    outcome: Option<Outcome<T>>,
+    /// Waiters that have yet to receive the outcome or leave.
+    readers: usize,
+}
+
+/// What a waiter finds when it looks at its flight.
+pub(crate) enum Found {
+    /// The outcome is published: [`Flight::receive`] it.
+    Published,
+    /// This waiter was promoted and has now claimed the promotion: it leads.
+    Promoted,
+    /// Nothing yet; the seat holds a waker for this waiter's task (or it waits blocking).
+    Waiting,
+    /// Nothing yet, and the seat holds no waker for the task that polled: it needs one.
+    NeedsWaker,
+}
+
+/// Wakers to wake, or drop, once the lock that handed them out is released.
+#[must_use = "the waiters sleep until woken"]
+pub(crate) struct Wakers(VecDeque<Seat>);
+
+impl Wakers {
+    pub(crate) fn wake(self) {
+        for seat in self.0 {
+            if let Seat::Waiting {
+                waker: Some(waker), ..
+            } = seat
+            {
+                waker.wake();
+            }
         }
     }
 }
 
-/// A joined caller's place in its flight's queue: the waker of a caller that waits (a no-op
-/// one for a blocking caller, which listens to the flight's event instead), `None` once it
-/// left or was promoted. One word pair per waiter, however large the herd.
-type Seat = Option<Waker>;
+impl<T> Flight<T> {
+    pub(crate) fn new(at: FlightRef) -> Self {
+        Self {
+            at,
+            event: Event::new(),
+            state: Mutex::new(FlightState::new()),
+            outcome: Mutex::new(OutcomeSlot {
+                outcome: None,
+                readers: 0,
+            }),
+        }
+    }
 
-/// The waiters' side of one flight. Tickets are handed out in join order; until the outcome
-/// is published, `waiting[i]` is the seat of the caller holding ticket `base + i`. Publishing
-/// empties the queue (its wakers are woken), since nobody can join or be promoted any more.
-pub(crate) struct FlightState<T> {
-    outcome: Option<Outcome<T>>,
-    waiting: VecDeque<Seat>,
-    base: u64,
-    /// Callers that joined and have neither received the outcome, left, nor been promoted.
-    live: usize,
-    /// The ticket of the waiter chosen to run the work after the leader went away, until
-    /// that waiter notices.
-    promoted: Option<u64>,
+    /// **join**: registers a new waiter, with `waker` (cloned before the call, so no waker
+    /// code runs under the lock), and returns its ticket; or hands `waker` back if the
+    /// flight was published meanwhile (the caller found it in the table but took its seat
+    /// only after releasing the shard lock): that flight is over, and the caller looks again.
+    pub(crate) fn join(&self, counted: bool, waker: Option<Waker>) -> Result<u64, Option<Waker>> {
+        let mut state = self.state.lock();
+        if state.published {
+            return Err(waker);
+        }
+        Ok(state.join(counted, waker))
+    }
+
+    /// Callers that joined and still wait (the launcher of detached work not counted).
+    pub(crate) fn joined(&self) -> usize {
+        self.state.lock().joined
+    }
+
+    /// Whether the outcome went to a caller that joined this flight (`false` until it is
+    /// published).
+    pub(crate) fn shared(&self) -> bool {
+        self.state.lock().shared
+    }
+
+    /// Looks for the outcome or a promotion of `ticket`. Failing both, it reports whether
+    /// the seat's waker would wake the same task as `waker` (if one is given): if not, the
+    /// caller clones `waker` with no lock held and hands it to [`install`](Self::install).
+    pub(crate) fn check(&self, ticket: u64, waker: Option<&Waker>) -> Found {
+        let mut state = self.state.lock();
+        if state.published {
+            return Found::Published;
+        }
+        if state.claim(ticket) {
+            return Found::Promoted;
+        }
+        match (waker, state.seat(ticket)) {
+            (Some(waker), Some(Seat::Waiting { waker: seat, .. }))
+                if !seat.as_ref().is_some_and(|seat| seat.will_wake(waker)) =>
+            {
+                Found::NeedsWaker
+            }
+            _ => Found::Waiting,
+        }
+    }
+
+    /// Like [`check`](Self::check), but failing both, leaves `waker` in the seat. The waker
+    /// it replaces (or `waker` itself, if it was not needed) comes back, to be dropped after
+    /// the lock.
+    pub(crate) fn install(&self, ticket: u64, waker: Waker) -> (Found, Option<Waker>) {
+        let mut state = self.state.lock();
+        if state.published {
+            return (Found::Published, Some(waker));
+        }
+        if state.claim(ticket) {
+            return (Found::Promoted, Some(waker));
+        }
+        (Found::Waiting, state.install(ticket, waker))
+    }
+
+    /// A waiter that holds ticket `ticket` stops waiting without receiving. Returns `true`
+    /// if it was promoted and had not claimed it yet: the caller must then pass the
+    /// promotion on ([`Group::abandon`](crate::Group)).
+    pub(crate) fn leave(&self, ticket: u64) -> bool {
+        let mut state = self.state.lock();
+        if state.claim(ticket) {
+            return true;
+        }
+        if state.published {
+            drop(state);
+            // Its claim on the outcome goes: the last claim takes the value, to drop here.
+            let mut slot = self.outcome.lock();
+            slot.readers -= 1;
+            let last = if slot.readers == 0 {
+                slot.outcome.take()
+            } else {
+                None
+            };
+            drop(slot);
+            drop(last);
+            return false;
+        }
+        let old = state.leave(ticket);
+        drop(state);
+        drop(old);
+        false
+    }
+
+    /// Publishes `outcome` (the slot has left the table: nobody can join any more) and
+    /// wakes every waiter. Returns whether a caller that joined got it (the leader's `shared`
+    /// answer). If nobody waits any more,
+    /// `outcome` is dropped here, after the lock.
+    pub(crate) fn publish(&self, outcome: Outcome<T>) -> bool {
+        let mut state = self.state.lock();
+        debug_assert!(!state.published, "a flight is published once");
+        debug_assert!(
+            state.promoted.is_none(),
+            "a promotion is claimed before publish"
+        );
+        state.published = true;
+        state.shared = state.joined > 0;
+        let shared = state.shared;
+        let unused = if state.live > 0 {
+            let mut slot = self.outcome.lock();
+            slot.readers = state.live;
+            slot.outcome = Some(outcome);
+            None
+        } else {
+            Some(outcome)
+        };
+        let wakers = Wakers(core::mem::take(&mut state.waiting));
+        state.live = 0;
+        state.joined = 0;
+        drop(state);
+        drop(unused);
+        wakers.wake();
+        self.event.notify(usize::MAX);
+        shared
+    }
+
+    /// Ends the flight with no outcome if nobody waits for one: then the leader need not
+    /// clone its value. Returns the leader's `shared` answer (`false`: nobody got the
+    /// outcome) if it did end it; `None` if somebody waits.
+    pub(crate) fn close_if_unwatched(&self) -> Option<bool> {
+        let mut state = self.state.lock();
+        if state.live > 0 {
+            return None;
+        }
+        debug_assert!(!state.published, "a flight is published once");
+        state.published = true;
+        state.check_invariants();
+        Some(false)
+    }
+
+    /// **promote**: names the oldest waiting caller to take over the work. `None` if nobody
+    /// is left; else its waker (if it left one), to wake once every lock is released.
+    pub(crate) fn promote(&self) -> Option<Option<Waker>> {
+        self.state.lock().promote()
+    }
 }
 
-impl<T> FlightState<T> {
+impl<T: Clone> Flight<T> {
+    /// Hands the published outcome to a waiter: a clone, or the original for the last one,
+    /// so a flight clones its value once per waiter but one. Call it once per waiter, after
+    /// [`check`](Self::check) found the flight published, and count the waiter as done
+    /// first: if the value's `Clone` panics, the panic is this waiter's alone.
+    pub(crate) fn receive(&self) -> Outcome<T> {
+        let mut slot = self.outcome.lock();
+        debug_assert!(slot.readers > 0, "every reader is counted at publish");
+        slot.readers -= 1;
+        let outcome = if slot.readers == 0 {
+            slot.outcome.take()
+        } else {
+            slot.outcome.as_ref().map(|outcome| match outcome {
+                Outcome::Value(value) => Outcome::Value(value.clone()),
+                Outcome::Panicked(message) => Outcome::Panicked(message.clone()),
+                Outcome::LeaderDropped => Outcome::LeaderDropped,
+            })
+        };
+        drop(slot);
+        outcome.expect("a published flight holds its outcome until its last reader")
+    }
+}
+
+impl FlightState {
     fn new() -> Self {
         Self {
-            outcome: None,
             waiting: VecDeque::new(),
             base: 0,
             live: 0,
+            joined: 0,
+            shared: false,
             promoted: None,
+            published: false,
         }
     }
 
-    /// Registers a new waiter and returns its ticket; an async caller leaves its task's
-    /// `waker` at once, which saves it a second visit to this lock before it can sleep.
-    pub(crate) fn join(&mut self, waker: Option<&Waker>) -> u64 {
-        debug_assert!(self.outcome.is_none(), "nobody joins a published flight");
+    fn check_invariants(&self) {
+        debug_assert!(self.joined <= self.live && self.live <= self.waiting.len());
+        debug_assert!(!self.published || (self.waiting.is_empty() && self.promoted.is_none()));
+    }
+
+    fn join(&mut self, counted: bool, waker: Option<Waker>) -> u64 {
         let ticket = self.base + self.waiting.len() as u64;
-        self.waiting
-            .push_back(Some(waker.unwrap_or(Waker::noop()).clone()));
+        self.waiting.push_back(Seat::Waiting { waker, counted });
         self.live += 1;
+        self.joined += usize::from(counted);
+        self.check_invariants();
         ticket
     }
 
-    /// Callers still waiting for this flight.
-    pub(crate) fn live(&self) -> usize {
-        self.live
+    fn seat(&mut self, ticket: u64) -> Option<&mut Seat> {
+        ticket
+            .checked_sub(self.base)
+            .and_then(|i| self.waiting.get_mut(usize::try_from(i).ok()?))
     }
 
-    /// Unregisters a waiter that stops waiting without an outcome (or, once the outcome is
-    /// published, with it). Each caller leaves at most once.
-    pub(crate) fn leave(&mut self, ticket: u64) {
-        if self.outcome.is_some() {
-            // The queue is gone: a caller that is still counted just stops being counted.
-            self.live -= 1;
-            return;
+    /// Puts `waker` in the seat of `ticket`; returns the waker it replaces.
+    fn install(&mut self, ticket: u64, waker: Waker) -> Option<Waker> {
+        match self.seat(ticket) {
+            Some(Seat::Waiting { waker: seat, .. }) => seat.replace(waker),
+            // Not waiting (left, or promoted and not yet claimed): nothing to wake.
+            _ => Some(waker),
         }
-        if let Some(slot) = ticket
-            .checked_sub(self.base)
-            .and_then(|i| self.waiting.get_mut(i as usize))
-        {
-            if slot.take().is_some() {
+    }
+
+    /// Empties the seat of `ticket`; returns its waker, to drop after the lock.
+    fn leave(&mut self, ticket: u64) -> Option<Waker> {
+        let seat = self
+            .seat(ticket)
+            .map(|seat| core::mem::replace(seat, Seat::Empty));
+        let waker = match seat {
+            Some(Seat::Waiting { waker, counted }) => {
                 self.live -= 1;
+                self.joined -= usize::from(counted);
+                waker
             }
-        }
+            _ => None,
+        };
         self.trim();
-    }
-
-    /// Leaves `waker` in the seat of `ticket`, to be woken when the outcome or a promotion
-    /// arrives. Call it under the same lock that found neither, so no wake-up is lost.
-    pub(crate) fn register(&mut self, ticket: u64, waker: &Waker) {
-        if let Some(Some(seat)) = ticket
-            .checked_sub(self.base)
-            .and_then(|i| self.waiting.get_mut(i as usize))
-        {
-            if !seat.will_wake(waker) {
-                seat.clone_from(waker);
-            }
-        }
+        self.check_invariants();
+        waker
     }
 
     fn trim(&mut self) {
-        while matches!(self.waiting.front(), Some(None)) {
+        while matches!(self.waiting.front(), Some(Seat::Empty)) {
             self.waiting.pop_front();
             self.base += 1;
         }
     }
 
-    /// Chooses the oldest waiting caller to take over the work; `None` if nobody is left, else
-    /// its waker, to wake once the lock is released.
-    pub(crate) fn promote_oldest(&mut self) -> Option<Waker> {
+    /// Names the oldest waiting caller as the one to take over; `None` if nobody is left,
+    /// else its waker (if it left one), to wake once the lock is released.
+    fn promote(&mut self) -> Option<Option<Waker>> {
         self.trim();
-        let Some(Some(waker)) = self.waiting.pop_front() else {
+        let Some(Seat::Waiting { waker, counted }) = self.waiting.pop_front() else {
             return None;
         };
+        debug_assert!(counted, "the launcher of detached work is never promoted");
         self.promoted = Some(self.base);
         self.base += 1;
         self.live -= 1;
+        self.joined -= usize::from(counted);
         self.trim();
+        self.check_invariants();
         Some(waker)
     }
 
     /// Claims the promotion if it names `ticket`.
-    pub(crate) fn take_promotion(&mut self, ticket: u64) -> bool {
+    fn claim(&mut self, ticket: u64) -> bool {
         if self.promoted == Some(ticket) {
             self.promoted = None;
             true
@@ -160,121 +412,117 @@ impl<T> FlightState<T> {
             false
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn is_promoted(&self, ticket: u64) -> bool {
-        self.promoted == Some(ticket)
-    }
-
-    /// Publishes the outcome for whoever still waits, and hands back the queue, whose wakers
-    /// are to be woken once the lock is released (see [`Wakers::wake`]). With nobody waiting,
-    /// `outcome` is never called: a value is not cloned for no one.
-    pub(crate) fn publish(&mut self, outcome: impl FnOnce() -> Outcome<T>) -> Wakers {
-        debug_assert!(self.outcome.is_none(), "a flight has one outcome");
-        if self.live == 0 {
-            return Wakers(VecDeque::new());
-        }
-        self.outcome = Some(outcome());
-        Wakers(core::mem::take(&mut self.waiting))
-    }
-
-    #[cfg(test)]
-    pub(crate) fn has_outcome(&self) -> bool {
-        self.outcome.is_some()
-    }
 }
 
-/// The queue of a published flight: its wakers are woken outside the lock, so that none of
-/// the waiters wakes up only to wait for it.
-#[must_use = "the waiters sleep until woken"]
-pub(crate) struct Wakers(VecDeque<Seat>);
-
-impl Wakers {
-    pub(crate) fn wake(self) {
-        self.0.into_iter().flatten().for_each(Waker::wake);
-    }
-}
-
-impl<T: Clone> FlightState<T> {
-    /// Hands the outcome to a waiter: a clone, or the original for the last waiter, so a
-    /// flight clones its value once per waiter and no more.
-    pub(crate) fn receive(&mut self) -> Option<Outcome<T>> {
-        self.outcome.as_ref()?;
-        self.live -= 1;
-        if self.live == 0 {
-            self.outcome.take()
-        } else {
-            self.outcome.as_ref().map(Outcome::duplicate)
-        }
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
+    fn at() -> FlightRef {
+        FlightRef { hash: 0, id: 0 }
+    }
+
     #[test]
     fn promotion_skips_departed_waiters_in_join_order() {
-        let mut state = FlightState::<u8>::new();
-        let a = state.join(None);
-        let b = state.join(None);
-        let c = state.join(None);
-        state.leave(a);
-        assert_eq!(state.live(), 2);
-        assert!(state.promote_oldest().is_some());
-        assert!(state.is_promoted(b));
-        assert!(!state.take_promotion(c));
-        assert!(state.take_promotion(b));
-        assert_eq!(state.live(), 1);
-        state.leave(c);
-        assert!(state.promote_oldest().is_none());
-        assert_eq!(state.live(), 0);
+        let flight = Flight::<u8>::new(at());
+        let a = flight.join(true, None).unwrap();
+        let b = flight.join(true, None).unwrap();
+        let c = flight.join(true, None).unwrap();
+        assert!(!flight.leave(a));
+        assert_eq!(flight.joined(), 2);
+        assert!(flight.promote().is_some());
+        assert!(matches!(flight.check(c, None), Found::Waiting));
+        assert!(matches!(flight.check(b, None), Found::Promoted));
+        assert_eq!(flight.joined(), 1);
+        assert!(!flight.leave(c));
+        assert!(flight.promote().is_none());
+        assert_eq!(flight.joined(), 0);
     }
 
     #[test]
     fn the_last_receiver_takes_the_value_and_the_others_clone_it() {
-        let mut state = FlightState::<alloc::string::String>::new();
-        state.join(None);
-        state.join(None);
-        state.publish(|| Outcome::Value("v".into())).wake();
-        assert!(matches!(state.receive(), Some(Outcome::Value(v)) if v == "v"));
-        assert!(state.has_outcome());
-        assert!(matches!(state.receive(), Some(Outcome::Value(v)) if v == "v"));
-        assert!(!state.has_outcome());
+        let flight = Flight::<alloc::string::String>::new(at());
+        flight.join(true, None).unwrap();
+        flight.join(true, None).unwrap();
+        assert!(flight.publish(Outcome::Value("v".into())));
+        assert!(matches!(flight.receive(), Outcome::Value(v) if v == "v"));
+        assert!(flight.outcome.lock().outcome.is_some());
+        assert!(matches!(flight.receive(), Outcome::Value(v) if v == "v"));
+        assert!(flight.outcome.lock().outcome.is_none());
     }
 
     #[test]
     fn leaving_twice_counts_once() {
-        let mut state = FlightState::<u8>::new();
-        let a = state.join(None);
-        let _b = state.join(None);
-        state.leave(a);
-        state.leave(a);
-        assert_eq!(state.live(), 1);
+        let flight = Flight::<u8>::new(at());
+        let a = flight.join(true, None).unwrap();
+        let _b = flight.join(true, None).unwrap();
+        flight.leave(a);
+        flight.leave(a);
+        assert_eq!(flight.joined(), 1);
     }
 
     #[test]
-    fn with_nobody_left_publishing_makes_no_outcome() {
-        let mut state = FlightState::<u8>::new();
-        let a = state.join(None);
-        state.leave(a);
-        let wakers = state.publish(|| unreachable!("nobody waits for a clone"));
-        assert!(wakers.0.is_empty());
-        assert!(!state.has_outcome());
+    fn with_nobody_left_publishing_keeps_no_outcome() {
+        let flight = Flight::<u8>::new(at());
+        let a = flight.join(true, None).unwrap();
+        flight.leave(a);
+        assert!(
+            !flight.publish(Outcome::Value(1)),
+            "the one who joined had left"
+        );
+        assert!(flight.outcome.lock().outcome.is_none());
     }
 
     #[test]
-    fn publishing_hands_back_the_queue_and_leaving_still_counts() {
-        let mut state = FlightState::<u8>::new();
-        let a = state.join(Some(Waker::noop()));
-        state.join(None);
-        let wakers = state.publish(|| Outcome::Value(1));
-        assert_eq!(wakers.0.len(), 2);
-        assert!(state.waiting.is_empty());
-        wakers.wake();
-        state.leave(a);
-        assert_eq!(state.live(), 1);
-        assert!(matches!(state.receive(), Some(Outcome::Value(1))));
-        assert!(!state.has_outcome());
+    fn the_launcher_of_detached_work_is_not_a_waiter() {
+        let flight = Flight::<u8>::new(at());
+        let launcher = flight.join(false, None).unwrap();
+        assert_eq!(flight.joined(), 0);
+        flight.join(true, None).unwrap();
+        assert_eq!(flight.joined(), 1);
+        assert!(!flight.shared(), "not before publish");
+        assert!(flight.publish(Outcome::Value(1)));
+        assert!(flight.shared());
+        assert!(!flight.leave(launcher));
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_after_publish_gives_up_its_claim() {
+        let flight = Flight::<u8>::new(at());
+        let a = flight.join(true, None).unwrap();
+        flight.join(true, None).unwrap();
+        flight.publish(Outcome::Value(1));
+        assert!(!flight.leave(a));
+        assert_eq!(flight.outcome.lock().readers, 1);
+        assert!(matches!(flight.receive(), Outcome::Value(1)));
+        assert!(flight.outcome.lock().outcome.is_none());
+    }
+
+    struct Task;
+
+    impl alloc::task::Wake for Task {
+        fn wake(self: alloc::sync::Arc<Self>) {}
+    }
+
+    #[test]
+    fn a_waker_is_swapped_in_and_the_old_one_handed_back() {
+        let flight = Flight::<u8>::new(at());
+        let a = flight.join(true, None).unwrap();
+        let waker = Waker::from(alloc::sync::Arc::new(Task));
+        let other = Waker::from(alloc::sync::Arc::new(Task));
+        assert!(matches!(flight.check(a, Some(&waker)), Found::NeedsWaker));
+        let (found, old) = flight.install(a, waker.clone());
+        assert!(matches!(found, Found::Waiting) && old.is_none());
+        assert!(matches!(flight.check(a, Some(&waker)), Found::Waiting));
+        assert!(matches!(flight.check(a, Some(&other)), Found::NeedsWaker));
+        let (_, old) = flight.install(a, other.clone());
+        assert!(old.is_some_and(|old| old.will_wake(&waker)));
+    }
+
+    #[test]
+    fn a_published_flight_takes_no_new_seat() {
+        let flight = Flight::<u8>::new(at());
+        assert_eq!(flight.close_if_unwatched(), Some(false));
+        assert!(flight.join(true, None).is_err());
     }
 }

@@ -13,8 +13,9 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::error::Error;
-use crate::group::{Entry, Group, Role, enter_with};
+use crate::group::{Entry, Group, enter_with};
 use crate::leader::Leader;
+use crate::types::Role;
 use crate::waiter::{Waited, Waiter};
 
 /// A future of a coalesced call that can tell which role its caller played.
@@ -26,7 +27,8 @@ pub trait CallFuture: Future {
     fn role(&self) -> Option<Role>;
 
     /// Makes the future resolve to `(output, role)`: whether this caller ran the work or
-    /// shared someone else's execution (Go's `shared` flag).
+    /// shared someone else's execution, and for a leader whether anyone joined it (Go's
+    /// `shared` flag: [`Role::is_shared`]).
     fn with_role(self) -> WithRole<Self>
     where
         Self: Sized,
@@ -66,6 +68,13 @@ pin_project! {
     ///
     /// If the work panics, the panic resumes in this future's `poll` after every waiter has
     /// been handed [`Error::Panicked`] (with `std`). Polling after completion panics.
+    ///
+    /// User code that this caller runs panics here too, and only here: the key's `Hash`,
+    /// `Eq` or `ToOwned`; the value's `Clone` (a leader's clone for its waiters: they get
+    /// the original; a waiter's own clone: the others get theirs); the work's `Drop` after
+    /// it produced a value (the waiters get the value); an observer hook run for this call.
+    /// Every other caller still gets its outcome and the key is free afterwards (see the
+    /// crate docs' table of user code).
     #[must_use = "futures do nothing unless polled"]
     pub struct Call<'a, K, Q: ?Sized, T, S, F, Fut> {
         failed: fn(&T) -> bool,
@@ -202,9 +211,9 @@ where
                         Poll::Ready(Err(error))
                     }
                     Ok(Entry::Leader(leader)) => {
-                        *this.role = Some(Role::Leader);
+                        *this.role = Some(Role::Leader { shared: false });
                         let fut = Box::pin(work());
-                        start_leading(this.state, leader, fut, *this.failed, cx)
+                        start_leading(this.state, this.role, leader, fut, *this.failed, cx)
                     }
                     Ok(Entry::Waiter(waiter)) => {
                         // Joined with this task's waker: nothing to check until woken.
@@ -224,10 +233,10 @@ where
                     Poll::Ready(outcome)
                 }
                 Poll::Ready(Waited::Promoted(leader)) => {
-                    *this.role = Some(Role::Leader);
+                    *this.role = Some(Role::Leader { shared: false });
                     let work = work.take().expect("a waiter keeps its work");
                     let fut = Box::pin(work());
-                    start_leading(this.state, leader, fut, *this.failed, cx)
+                    start_leading(this.state, this.role, leader, fut, *this.failed, cx)
                 }
             },
             StateProj::Leading { leader, fut } => {
@@ -243,8 +252,8 @@ where
                 };
                 let leader = leader.take().expect("the leader is present while leading");
                 // The finished work is dropped before its outcome is handed out.
-                this.state.set(State::Done);
-                settle(leader, value, *this.failed)
+                let dropped = drop_work(|| this.state.set(State::Done));
+                settle(leader, value, dropped, *this.failed, this.role)
             }
             StateProj::Done => panic!("`Call` polled after completion"),
         }
@@ -258,6 +267,7 @@ where
 /// it), `fut` is gone before `leader`'s guard hands the flight on.
 fn start_leading<'a, K, Q, T, S, F, Fut>(
     mut state: Pin<&mut State<'a, K, Q, T, S, F, Fut>>,
+    role: &mut Option<Role>,
     leader: Leader<&'a Group<K, T, S>>,
     mut fut: Pin<Box<Fut>>,
     failed: fn(&T) -> bool,
@@ -277,27 +287,64 @@ where
             Poll::Pending
         }
         Poll::Ready(value) => {
-            drop(fut);
-            state.set(State::Done);
-            settle(leader, value, failed)
+            let dropped = drop_work(|| {
+                drop(fut);
+                state.set(State::Done);
+            });
+            settle(leader, value, dropped, failed, role)
         }
     }
 }
 
-/// Ends a leader's flight with what its work's last poll gave: the value, or (with `std`)
-/// the panic, which every waiter learns of before it resumes here.
+/// Drops a leader's finished work (`drop`) and tells whether its `Drop` panicked (with
+/// `std`; without it nothing is caught).
+#[inline]
+fn drop_work(drop: impl FnOnce()) -> Dropped {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(drop))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        drop();
+        Ok(())
+    }
+}
+
+#[cfg(feature = "std")]
+type Dropped = Result<(), std::boxed::Box<dyn core::any::Any + Send>>;
+#[cfg(not(feature = "std"))]
+type Dropped = Result<(), core::convert::Infallible>;
+
+/// Ends a leader's flight with what its work's last poll gave: the value (this caller's
+/// role then says whether anyone shared it), or (with `std`) the work's panic, which every
+/// waiter learns of before it resumes here. If dropping the finished work panicked, the
+/// waiters still get the value and that panic resumes here instead.
+#[inline]
 fn settle<K, T, S>(
     leader: Leader<&Group<K, T, S>>,
     value: Polled<T>,
+    dropped: Dropped,
     failed: fn(&T) -> bool,
+    role: &mut Option<Role>,
 ) -> Poll<Result<T, Error>>
 where
     T: Clone,
 {
-    match value {
-        Ok(value) => Poll::Ready(Ok(leader.finish_classified(value, failed))),
+    match (value, dropped) {
+        (Ok(value), Ok(())) => {
+            let (value, settled) = leader.finish_classified(value, failed);
+            *role = Some(settled);
+            Poll::Ready(Ok(value))
+        }
         #[cfg(feature = "std")]
-        Err(payload) => {
+        (Ok(value), Err(payload)) => {
+            // The value goes to the waiters as it is: this call has no use for a copy.
+            leader.hand_over(value, failed);
+            std::panic::resume_unwind(payload)
+        }
+        #[cfg(feature = "std")]
+        (Err(payload), _) => {
             leader.panicked(crate::error::PanicMessage::from_payload(&*payload));
             std::panic::resume_unwind(payload)
         }

@@ -1,4 +1,11 @@
-//! The group: a map from keys to the flights in progress.
+//! The group: a map from keys to the flights in progress, split into shards.
+//!
+//! Each shard's [`Table`] sits under its own lock (see [`table`](crate::table)); a flight
+//! that somebody joined also has a [`Flight`] with its own locks (see
+//! [`flight`](crate::flight) for the flight's states and the lock order). This module
+//! drives the transitions that involve the table: **start** (a caller finds no flight),
+//! **join**, **publish** (the leader's outcome), **abandon** (the leader went away) and
+//! **forget**; and it is the one place observers are called from.
 
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
@@ -8,170 +15,15 @@ use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::task::Waker;
 
-use hashbrown::HashTable;
-
 use crate::error::Error;
-use crate::flight::{Outcome, Shared};
+use crate::flight::{Flight, Outcome};
 use crate::hash::DefaultHashBuilder;
 use crate::leader::Leader;
 use crate::observer::{Execution, Observer};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
+use crate::table::{Slot, Table};
+use crate::types::{FlightRef, LeaderDropPolicy};
 use crate::waiter::Waiter;
-
-/// What the waiters of a flight do when its leader is dropped (cancelled) before finishing.
-///
-/// Only async callers can be dropped mid-flight; a blocking leader always finishes or panics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LeaderDropPolicy {
-    /// The oldest caller still waiting is promoted and runs its own work; the others keep
-    /// waiting for it. The flight (and its [`FlightId`]) carries on, so at no moment do two
-    /// executions run for one key.
-    #[default]
-    Takeover,
-    /// Every waiter returns [`Error::LeaderDropped`] and the flight ends; the next call for
-    /// the key starts a new one.
-    FailWaiters,
-}
-
-/// Identifies one flight within its group. Ids are never reused by a group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FlightId(pub(crate) u64);
-
-impl FlightId {
-    /// The id as a number.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for FlightId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "flight#{}", self.0)
-    }
-}
-
-/// Whether a caller ran the work or shared another caller's execution (Go's `shared` flag,
-/// inverted).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// This caller ran the work: it found no flight for its key, or it took over after the
-    /// leader was dropped.
-    Leader,
-    /// This caller joined a flight and received its outcome (or gave up waiting).
-    Waiter,
-}
-
-impl Role {
-    /// Returns `true` for [`Role::Leader`].
-    pub fn is_leader(self) -> bool {
-        self == Self::Leader
-    }
-
-    /// Returns `true` for [`Role::Waiter`]: the outcome was shared with this caller.
-    pub fn is_shared(self) -> bool {
-        self == Self::Waiter
-    }
-}
-
-pub(crate) struct Slot<K, T> {
-    pub(crate) hash: u64,
-    pub(crate) id: u64,
-    key: K,
-    /// Set by `forget`: the flight keeps running for its callers but no longer takes new ones.
-    forgotten: bool,
-    /// Allocated when the second caller joins.
-    pub(crate) shared: Option<Arc<Shared<T>>>,
-}
-
-impl<K, T> Slot<K, T> {
-    /// Is this the flight new calls for `key` join (the key's, and not forgotten)?
-    #[inline]
-    fn is_current<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Eq,
-    {
-        !self.forgotten && self.key.borrow() == key
-    }
-}
-
-/// One shard's flights. The first few live in the shard itself, on the cache lines of its
-/// lock, so that a shard with few flights in progress (the usual case) is served without
-/// touching another line: when callers on other cores used it last, that is one cache miss
-/// instead of three (lock, control bytes, slot). More flights spill into a hash table.
-pub(crate) struct Table<K, T> {
-    /// Numbers this shard's flights: flight ids are `next_id * shard count + shard index`.
-    next_id: u64,
-    inline: [Option<Slot<K, T>>; INLINE_SLOTS],
-    spill: HashTable<Slot<K, T>>,
-}
-
-/// Flights a shard holds before it spills into its hash table.
-const INLINE_SLOTS: usize = 2;
-
-impl<K, T> Table<K, T> {
-    fn new() -> Self {
-        Self {
-            next_id: 0,
-            inline: [const { None }; INLINE_SLOTS],
-            spill: HashTable::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.inline.iter().flatten().count() + self.spill.len()
-    }
-
-    fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot<K, T>> {
-        self.inline
-            .iter_mut()
-            .flatten()
-            .chain(self.spill.iter_mut())
-    }
-
-    /// The slot with this hash for which `eq` holds.
-    #[inline]
-    fn find_mut(&mut self, hash: u64, eq: impl Fn(&Slot<K, T>) -> bool) -> Option<&mut Slot<K, T>> {
-        if let Some(slot) = self
-            .inline
-            .iter_mut()
-            .flatten()
-            .find(|slot| slot.hash == hash && eq(slot))
-        {
-            return Some(slot);
-        }
-        if self.spill.is_empty() {
-            return None;
-        }
-        self.spill.find_mut(hash, eq)
-    }
-
-    /// Adds a slot; its key must not be current in the table.
-    #[inline]
-    fn insert(&mut self, slot: Slot<K, T>) {
-        match self.inline.iter_mut().find(|free| free.is_none()) {
-            Some(free) => *free = Some(slot),
-            None => {
-                self.spill.insert_unique(slot.hash, slot, |slot| slot.hash);
-            }
-        }
-    }
-
-    /// Removes the slot of flight `id`.
-    #[inline]
-    fn remove(&mut self, hash: u64, id: u64) -> Option<Slot<K, T>> {
-        if let Some(inline) = self
-            .inline
-            .iter_mut()
-            .find(|inline| inline.as_ref().is_some_and(|slot| slot.id == id))
-        {
-            return inline.take();
-        }
-        let entry = self.spill.find_entry(hash, |slot| slot.id == id).ok()?;
-        Some(entry.remove().0)
-    }
-}
 
 /// The number of shards a group has unless [`Group::with_shards`] says otherwise.
 ///
@@ -187,12 +39,38 @@ pub const MAX_SHARDS: usize = 1 << 16;
 
 /// One shard, on cache lines of its own, so that no two shards' locks share one.
 #[repr(align(128))]
-struct Shard<K, T>(Mutex<Table<K, T>>);
+struct Shard<K, T> {
+    table: Mutex<Table<K, T>>,
+    /// The table's flight count, stored under the lock at every change and read without
+    /// it as a hint: a caller that finds its shard empty expects to lead, so it clones its
+    /// key before taking the lock and takes the lock once. Any other caller probes first,
+    /// so a caller that joins a flight never clones a key.
+    flights: AtomicUsize,
+}
+
+impl<K, T> Shard<K, T> {
+    fn new() -> Self {
+        Self {
+            table: Mutex::new(Table::new()),
+            flights: AtomicUsize::new(0),
+        }
+    }
+
+    /// Publishes the table's flight count for [`looks_empty`](Self::looks_empty); called
+    /// under the lock after every insert and removal.
+    #[inline]
+    fn count(&self, table: &Table<K, T>) {
+        self.flights.store(table.len(), Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn looks_empty(&self) -> bool {
+        self.flights.load(Ordering::Relaxed) == 0
+    }
+}
 
 fn new_shards<K, T>(count: usize) -> Box<[Shard<K, T>]> {
-    (0..count)
-        .map(|_| Shard(Mutex::new(Table::new())))
-        .collect()
+    (0..count).map(|_| Shard::new()).collect()
 }
 
 /// Coalesces concurrent calls with equal keys: one caller (the leader) runs the work, and
@@ -304,7 +182,10 @@ impl<K, T, S> Group<K, T, S> {
     /// Once every call has returned (and no detached work is running) this is `0`: finished,
     /// cancelled and panicked flights never linger.
     pub fn in_flight(&self) -> usize {
-        self.shards.iter().map(|shard| shard.0.lock().len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.table.lock().len())
+            .sum()
     }
 
     /// Detaches every flight from its key: their callers still get their outcomes, and the
@@ -312,7 +193,7 @@ impl<K, T, S> Group<K, T, S> {
     pub fn forget_all(&self) -> usize {
         let mut detached = 0;
         for shard in &*self.shards {
-            let mut table = shard.0.lock();
+            let mut table = shard.table.lock();
             for slot in table.slots_mut().filter(|slot| !slot.forgotten) {
                 slot.forgotten = true;
                 detached += 1;
@@ -329,15 +210,39 @@ impl<K, T, S> Group<K, T, S> {
     }
 
     #[inline]
-    fn table(&self, hash: u64) -> &Mutex<Table<K, T>> {
-        &self.shards[self.shard_index(hash)].0
+    fn shard(&self, hash: u64) -> &Shard<K, T> {
+        &self.shards[self.shard_index(hash)]
     }
 
     #[inline]
-    pub(crate) fn notify(&self, f: impl FnOnce(&dyn Observer)) {
+    fn table(&self, hash: u64) -> &Mutex<Table<K, T>> {
+        &self.shard(hash).table
+    }
+
+    /// Calls the observer, if any. Every call sits where the group is already consistent,
+    /// so a hook that panics unwinds through the call that ran it and breaks nothing.
+    #[inline]
+    pub(crate) fn observe(&self, f: impl FnOnce(&dyn Observer)) {
         if let Some(observer) = &self.observer {
             f(&**observer);
         }
+    }
+
+    /// Calls the observer from a `Drop` (or a guard that may run while unwinding). While
+    /// the thread is already panicking, a hook that panics too would abort the process:
+    /// that second panic is caught and discarded (with `std`; without it, panics are
+    /// expected to abort anyway).
+    #[inline]
+    pub(crate) fn observe_in_drop(&self, f: impl FnOnce(&dyn Observer)) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        #[cfg(feature = "std")]
+        if std::thread::panicking() {
+            let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| f(&**observer)));
+            return;
+        }
+        f(&**observer);
     }
 
     /// A number that identifies this group while it is borrowed (for re-entrancy checks).
@@ -346,76 +251,184 @@ impl<K, T, S> Group<K, T, S> {
         core::ptr::from_ref(self).cast::<u8>() as usize
     }
 
-    /// Removes the slot of flight `id` and returns its shared part.
+    /// Takes the slot of the flight at `at` out of its table. The slot (and its key) is
+    /// dropped by the caller, after the lock.
     #[inline]
-    fn remove(&self, hash: u64, id: u64) -> Option<Arc<Shared<T>>> {
-        self.table(hash).lock().remove(hash, id)?.shared
+    fn remove(&self, at: FlightRef) -> Option<Slot<K, T>> {
+        let shard = self.shard(at.hash);
+        let mut table = shard.table.lock();
+        let slot = table.remove(at);
+        shard.count(&table);
+        drop(table);
+        slot
     }
 
-    /// Ends flight `id` with `outcome`, handing it to every caller still waiting.
+    /// **publish**: ends the flight at `at` with its leader's `value` and tells the
+    /// observer. Each waiter gets a clone, and `value` comes back: the leader's clone is
+    /// made (outside every lock) only if somebody still waits. Also returns whether anyone
+    /// joined the flight.
+    ///
+    /// If the leader's clone panics, the waiters get the original, the observer still
+    /// hears of the end, and the panic goes on to the leader's caller.
     #[inline]
-    pub(crate) fn finish(
+    pub(crate) fn publish_kept(
         &self,
-        hash: u64,
-        id: u64,
-        outcome: impl FnOnce() -> Outcome<T>,
+        at: FlightRef,
+        value: T,
+        execution: Execution,
+        started: u64,
+    ) -> (T, bool)
+    where
+        T: Clone,
+    {
+        let mut slot = self.remove(at);
+        let Some(flight) = slot.as_mut().and_then(|slot| slot.flight.take()) else {
+            // Solo: nobody ever joined, nothing to hand out.
+            self.observe(|o| o.leader_finished(started, execution));
+            drop(slot);
+            return (value, false);
+        };
+        let mut ending = Ending {
+            group: self,
+            flight: Some(&flight),
+            outcome: None,
+            execution,
+            started,
+        };
+        let done = match flight.close_if_unwatched() {
+            // Nobody waits any more (and now nobody can join): no clone for no one.
+            Some(shared) => (value, shared),
+            None => {
+                let Outcome::Value(original) = ending.outcome.insert(Outcome::Value(value)) else {
+                    unreachable!("just stored a value")
+                };
+                // User code, under no lock; if it panics, `ending` publishes the original.
+                let copy = original.clone();
+                let outcome = ending.outcome.take().expect("stored above");
+                (copy, flight.publish(outcome))
+            }
+        };
+        drop(ending);
+        drop(flight);
+        drop(slot);
+        done
+    }
+
+    /// **publish**: ends the flight at `at` with `value` for its waiters alone (nothing is
+    /// cloned here), and tells the observer.
+    pub(crate) fn publish_owned(
+        &self,
+        at: FlightRef,
+        value: T,
         execution: Execution,
         started: u64,
     ) {
-        let shared = self.remove(hash, id);
-        self.notify(|o| {
-            o.leader_finished(started, execution);
-        });
-        if let Some(shared) = shared {
-            let wakers = shared.state.lock().publish(outcome);
-            wakers.wake();
-            shared.event.notify(usize::MAX);
-        }
+        self.publish_outcome(at, Outcome::Value(value), execution, started);
     }
 
-    /// Registers one more waiter on flight `id` (see `Leader::subscribe`).
-    pub(crate) fn subscribe(&self, hash: u64, id: u64) -> (Arc<Shared<T>>, u64) {
-        let mut table = self.table(hash).lock();
-        let slot = table
-            .find_mut(hash, |slot| slot.id == id)
-            .expect("a leader's flight is in the map until the leader finishes");
-        let shared = slot
-            .shared
-            .get_or_insert_with(|| Arc::new(Shared::new(hash, id)));
-        let ticket = shared.state.lock().join(None);
-        (Arc::clone(shared), ticket)
-    }
-
-    /// The leader of flight `id` went away without an outcome: promote a waiter, or end the
-    /// flight (failing its waiters, if any).
-    pub(crate) fn abandon(&self, hash: u64, id: u64) {
-        let mut table = self.table(hash).lock();
-        let Some(slot) = table.find_mut(hash, |slot| slot.id == id) else {
-            debug_assert!(false, "an abandoned flight is still in the map");
-            return;
+    fn publish_outcome(
+        &self,
+        at: FlightRef,
+        outcome: Outcome<T>,
+        execution: Execution,
+        started: u64,
+    ) {
+        let mut slot = self.remove(at);
+        let flight = slot.as_mut().and_then(|slot| slot.flight.take());
+        let ending = Ending {
+            group: self,
+            flight: flight.as_deref(),
+            outcome: Some(outcome),
+            execution,
+            started,
         };
-        if let Some(shared) = slot.shared.clone() {
-            let mut state = shared.state.lock();
+        drop(ending);
+        drop(flight);
+        drop(slot);
+    }
+
+    /// **publish** without a value: the work panicked (or detached work was dropped), and
+    /// every waiter gets [`Error::Panicked`] with `message`.
+    pub(crate) fn publish_panic(
+        &self,
+        at: FlightRef,
+        message: crate::error::PanicMessage,
+        execution: Execution,
+        started: u64,
+    ) {
+        self.publish_outcome(at, Outcome::Panicked(message), execution, started);
+    }
+
+    /// Registers one more waiter on the flight at `at` for the caller that leads it from
+    /// elsewhere (a detached call): a seat that is not counted as a join.
+    pub(crate) fn subscribe(&self, at: FlightRef) -> (Arc<Flight<T>>, u64) {
+        let mut table = self.table(at.hash).lock();
+        let slot = table
+            .get_mut(at)
+            .expect("a leader's flight is in the map until the leader finishes");
+        let flight = Arc::clone(slot.flight.get_or_insert_with(|| Arc::new(Flight::new(at))));
+        drop(table);
+        let ticket = flight
+            .join(false, None)
+            .expect("a leader's flight is not published before its leader finishes");
+        (flight, ticket)
+    }
+
+    /// **abandon**: the leader of the flight at `at` went away without an outcome. Under
+    /// the takeover policy the oldest waiter is promoted; otherwise, or with nobody left,
+    /// the flight ends (its waiters, if any, get [`Error::LeaderDropped`]). Returns `true`
+    /// if the flight ended. Tells the observer nothing: the caller does, afterwards.
+    pub(crate) fn abandon(&self, at: FlightRef) -> bool {
+        let shard = self.shard(at.hash);
+        let mut table = shard.table.lock();
+        let Some(slot) = table.get_mut(at) else {
+            debug_assert!(false, "an abandoned flight is still in the map");
+            return true;
+        };
+        if let Some(flight) = &slot.flight {
             if self.policy == LeaderDropPolicy::Takeover {
-                if let Some(waker) = state.promote_oldest() {
-                    drop(state);
+                // Under the shard lock, so nobody joins a flight that is about to end.
+                if let Some(waker) = flight.promote() {
+                    let flight = Arc::clone(flight);
                     drop(table);
-                    waker.wake();
-                    shared.event.notify(usize::MAX);
-                    return;
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                    flight.event.notify(usize::MAX);
+                    return false;
                 }
             }
-            let wakers = state.publish(|| Outcome::LeaderDropped);
-            drop(state);
-            table.remove(hash, id);
-            drop(table);
-            wakers.wake();
-            shared.event.notify(usize::MAX);
-        } else {
-            table.remove(hash, id);
-            drop(table);
         }
-        self.notify(|o| o.flight_finished());
+        let slot = table.remove(at);
+        shard.count(&table);
+        drop(table);
+        if let Some(flight) = slot.as_ref().and_then(|slot| slot.flight.as_ref()) {
+            flight.publish(Outcome::LeaderDropped);
+        }
+        drop(slot);
+        true
+    }
+}
+
+/// Publishes a leader's outcome and tells the observer the flight ended, when dropped:
+/// so both happen even if the leader's clone of its value panics on the way.
+struct Ending<'g, K, T, S> {
+    group: &'g Group<K, T, S>,
+    flight: Option<&'g Flight<T>>,
+    /// Still to publish (the original value, if the leader's clone panicked).
+    outcome: Option<Outcome<T>>,
+    execution: Execution,
+    started: u64,
+}
+
+impl<K, T, S> Drop for Ending<'_, K, T, S> {
+    fn drop(&mut self) {
+        if let (Some(flight), Some(outcome)) = (self.flight, self.outcome.take()) {
+            flight.publish(outcome);
+        }
+        let (started, execution) = (self.started, self.execution);
+        self.group
+            .observe_in_drop(|o| o.leader_finished(started, execution));
     }
 }
 
@@ -434,6 +447,13 @@ where
     ///
     /// [`Error::Reentrant`] (with `std`) if the current thread is running the work of the
     /// flight it would join, which would wait for itself forever.
+    ///
+    /// # Panics
+    ///
+    /// If the key's `Hash`, `Eq` or `ToOwned` panics, or the observer's
+    /// [`leader_started`](Observer::leader_started) does: the panic is this caller's, and
+    /// leaves the group as it was (a flight whose start hook panicked is abandoned, as if
+    /// its leader had been dropped).
     ///
     /// # Examples
     ///
@@ -462,6 +482,10 @@ where
     /// # Errors
     ///
     /// As [`enter`](Self::enter).
+    ///
+    /// # Panics
+    ///
+    /// As [`enter`](Self::enter).
     pub fn enter_arc<Q>(self: &AllocArc<Self>, key: &Q) -> Result<Entry<AllocArc<Self>>, Error>
     where
         K: Borrow<Q>,
@@ -470,18 +494,17 @@ where
         enter_with(AllocArc::clone(self), key, None)
     }
 
-    /// The number of callers waiting for the current flight of `key` (not counting its
-    /// leader); `0` when no flight is in progress. Tests and dashboards use it to wait for
-    /// callers to join instead of sleeping.
+    /// The number of callers that joined the current flight of `key` and still wait for it;
+    /// `0` when no flight is in progress. The leader is never counted, and neither is the
+    /// caller that launched detached work (it is that flight's leader). Tests and
+    /// dashboards use it to wait for callers to join instead of sleeping.
     pub fn waiters<Q>(&self, key: &Q) -> usize
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
-        self.with_current(key, |slot| {
-            slot.and_then(|slot| slot.shared.as_ref())
-                .map_or(0, |shared| shared.state.lock().live())
-        })
+        let flight = self.with_current(key, |slot| slot.and_then(|slot| slot.flight.clone()));
+        flight.map_or(0, |flight| flight.joined())
     }
 
     /// Returns `true` if a flight for `key` is in progress (and not forgotten).
@@ -504,7 +527,8 @@ where
         self.with_current(key, |slot| slot.map(|slot| slot.forgotten = true).is_some())
     }
 
-    /// Runs `f` on the current flight of `key` (if any), under its shard's lock.
+    /// Runs `f` on the current flight of `key` (if any), under its shard's lock. `f` must not
+    /// run user code.
     fn with_current<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&mut Slot<K, T>>) -> R) -> R
     where
         K: Borrow<Q>,
@@ -513,6 +537,18 @@ where
         let hash = self.hasher.hash_one(key);
         let mut table = self.table(hash).lock();
         f(table.find_mut(hash, |slot| slot.is_current(key)))
+    }
+}
+
+impl<K, T> Slot<K, T> {
+    /// Is this the flight new calls for `key` join (the key's, and not forgotten)?
+    #[inline]
+    fn is_current<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        !self.forgotten && self.key.borrow() == key
     }
 }
 
@@ -531,18 +567,28 @@ where
     Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
 {
     match group_ref.group().register(key, waker)? {
-        Registered::Waiter { shared, ticket } => {
-            Ok(Entry::Waiter(Waiter::new(group_ref, shared, ticket)))
-        }
-        Registered::Leader { hash, id, started } => {
-            Ok(Entry::Leader(Leader::new(group_ref, hash, id, started)))
+        Registered::Waiter { flight, ticket } => Ok(Entry::Waiter(Waiter::new(
+            group_ref,
+            flight,
+            ticket,
+            waker.is_some(),
+        ))),
+        Registered::Leader(at) => {
+            // The guard exists before the hook runs: if the hook panics, dropping the guard
+            // abandons the flight like any dropped leader's.
+            let mut leader = Leader::new(group_ref, at, 0);
+            let group = leader.group_ref().group();
+            let mut started = 0;
+            group.observe(|o| started = o.leader_started());
+            leader.set_started(started);
+            Ok(Entry::Leader(leader))
         }
     }
 }
 
 enum Registered<T> {
-    Leader { hash: u64, id: u64, started: u64 },
-    Waiter { shared: Arc<Shared<T>>, ticket: u64 },
+    Leader(FlightRef),
+    Waiter { flight: Arc<Flight<T>>, ticket: u64 },
 }
 
 impl<K, T, S> Group<K, T, S>
@@ -550,8 +596,16 @@ where
     K: Hash + Eq,
     S: BuildHasher,
 {
-    /// Joins the flight of `key`, or starts one: one hash, one lock, and a look at the
-    /// shard's inline slots (a probe of its table too, once it has spilled).
+    /// **start** or **join**: the caller joins the current flight of `key`, or starts one.
+    ///
+    /// One hash (the key's `Hash`, before any lock), then under the shard lock a look at
+    /// the shard's inline slots (a probe of its table too, once it has spilled), which runs
+    /// the key's `Eq`. A joining caller takes its seat under the flight's own lock after the
+    /// shard lock is released, with its waker already cloned. A caller that starts a flight
+    /// clones its key (`ToOwned`) with no lock held: before locking if its shard looks empty
+    /// (then it almost surely leads, and locks once), otherwise after a probe that found
+    /// nothing, and then it looks again, since another caller may have started the key's
+    /// flight meanwhile.
     #[inline]
     fn register<Q>(&self, key: &Q, waker: Option<&Waker>) -> Result<Registered<T>, Error>
     where
@@ -559,37 +613,52 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let hash = self.hasher.hash_one(key);
-        let mut table = self.table(hash).lock();
-        if let Some(slot) = table.find_mut(hash, |slot| slot.is_current(key)) {
-            #[cfg(feature = "std")]
-            if crate::reentrancy::is_leading(self.address(), slot.id) {
-                return Err(Error::Reentrant);
+        let index = self.shard_index(hash);
+        let shard = &self.shards[index];
+        // User code, under no lock: a caller that will most likely lead clones its key now.
+        let mut owned: Option<K> = shard.looks_empty().then(|| key.to_owned());
+        loop {
+            let mut table = shard.table.lock();
+            let flight = match table.find_mut(hash, |slot| slot.is_current(key)) {
+                Some(slot) => {
+                    #[cfg(feature = "std")]
+                    if crate::reentrancy::is_leading(self.address(), slot.at.id) {
+                        return Err(Error::Reentrant);
+                    }
+                    let at = slot.at;
+                    Arc::clone(slot.flight.get_or_insert_with(|| Arc::new(Flight::new(at))))
+                }
+                None => match owned.take() {
+                    Some(key) => {
+                        let at = FlightRef {
+                            hash,
+                            id: table.next_id * self.shards.len() as u64 + index as u64,
+                        };
+                        table.next_id += 1;
+                        table.insert(Slot {
+                            at,
+                            key,
+                            forgotten: false,
+                            flight: None,
+                        });
+                        shard.count(&table);
+                        return Ok(Registered::Leader(at));
+                    }
+                    None => {
+                        drop(table);
+                        owned = Some(key.to_owned());
+                        continue;
+                    }
+                },
+            };
+            drop(table);
+            // A key made for a flight that somebody else started meanwhile goes, unlocked.
+            drop(owned.take());
+            if let Ok(ticket) = flight.join(true, waker.cloned()) {
+                return Ok(Registered::Waiter { flight, ticket });
             }
-            let id = slot.id;
-            let shared = slot
-                .shared
-                .get_or_insert_with(|| Arc::new(Shared::new(hash, id)));
-            let ticket = shared.state.lock().join(waker);
-            return Ok(Registered::Waiter {
-                shared: Arc::clone(shared),
-                ticket,
-            });
+            // Published between the two locks: that flight is over; look again.
         }
-        let id = table.next_id * self.shards.len() as u64 + self.shard_index(hash) as u64;
-        table.next_id += 1;
-        table.insert(Slot {
-            hash,
-            id,
-            key: key.to_owned(),
-            forgotten: false,
-            shared: None,
-        });
-        drop(table);
-        let mut started = 0;
-        self.notify(|o| {
-            started = o.leader_started();
-        });
-        Ok(Registered::Leader { hash, id, started })
     }
 }
 
@@ -681,6 +750,55 @@ mod tests {
         assert_eq!(newer.complete(11), 11);
         assert_eq!(group.in_flight(), 0);
         assert!(!group.contains(&1));
+    }
+
+    #[test]
+    fn a_shard_gives_its_table_back_after_a_burst_and_keeps_it_at_a_steady_load() {
+        let group = Group::<u32, u32>::new().with_shards(1);
+        let bytes = || group.shards[0].table.lock().spill_bytes();
+        let burst: alloc::vec::Vec<_> = (0..10_000)
+            .map(|key| match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => leader,
+                _ => panic!("key {key} starts a flight"),
+            })
+            .collect();
+        assert!(bytes() >= 10_000 * size_of::<Slot<u32, u32>>());
+        for leader in burst {
+            leader.complete(0);
+        }
+        assert_eq!(group.in_flight(), 0);
+        assert_eq!(bytes(), 0, "an empty shard keeps no table after a burst");
+
+        // A steady load of a few dozen flights: once the table has room for the tombstones
+        // that churn leaves (one growth, early), it stops reallocating.
+        let mut steady: alloc::collections::VecDeque<_> = (0..40)
+            .map(|key| match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => leader,
+                _ => panic!("key {key} starts a flight"),
+            })
+            .collect();
+        let mut sizes = alloc::vec::Vec::new();
+        for key in 40..20_000 {
+            steady.pop_front().expect("forty in flight").complete(0);
+            match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => steady.push_back(leader),
+                _ => panic!("key {key} starts a flight"),
+            }
+            if sizes.last() != Some(&bytes()) {
+                sizes.push(bytes());
+            }
+        }
+        assert!(
+            sizes.len() <= 2,
+            "the table settles at a steady load: {sizes:?}"
+        );
+    }
+
+    #[test]
+    fn a_shard_fits_its_cache_lines() {
+        // A word-sized key: one line pair, as `DEFAULT_SHARDS`' docs say.
+        assert_eq!(size_of::<Shard<u64, u64>>(), 128);
+        assert_eq!(size_of::<Shard<alloc::string::String, u64>>(), 256);
     }
 
     #[test]

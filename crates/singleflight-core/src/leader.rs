@@ -4,9 +4,9 @@
 use core::fmt;
 
 use crate::error::PanicMessage;
-use crate::flight::Outcome;
-use crate::group::{FlightId, GroupRef};
+use crate::group::GroupRef;
 use crate::observer::Execution;
+use crate::types::{FlightId, FlightRef, Role};
 use crate::waiter::Waiter;
 
 /// The caller that runs the work of a flight.
@@ -18,49 +18,73 @@ use crate::waiter::Waiter;
 #[must_use = "dropping a leader cancels its flight"]
 pub struct Leader<G: GroupRef> {
     group: G,
-    hash: u64,
-    id: u64,
+    at: FlightRef,
     started: u64,
     done: bool,
 }
 
 impl<G: GroupRef> Leader<G> {
-    pub(crate) fn new(group: G, hash: u64, id: u64, started: u64) -> Self {
+    pub(crate) fn new(group: G, at: FlightRef, started: u64) -> Self {
         Self {
             group,
-            hash,
-            id,
+            at,
             started,
             done: false,
         }
     }
 
+    pub(crate) fn group_ref(&self) -> &G {
+        &self.group
+    }
+
+    /// Keeps the observer's token for this execution (see `Observer::execution_started`).
+    pub(crate) fn set_started(&mut self, started: u64) {
+        self.started = started;
+    }
+
     /// The flight this caller leads.
     pub fn flight(&self) -> FlightId {
-        FlightId(self.id)
+        self.at.id()
     }
 
     /// Ends the flight with `value`: each waiter receives a clone, and `value` comes back to
     /// the leader. No clone is made when nobody waits.
+    ///
+    /// # Panics
+    ///
+    /// If `value`'s `Clone` panics (the one clone made here, with no lock held, when
+    /// somebody waits), or the observer's [`leader_finished`](crate::Observer::leader_finished)
+    /// does. Either way the waiters get their outcome first (the original value, if the
+    /// clone panicked), and the key is free.
+    #[inline]
     pub fn complete(self, value: G::Value) -> G::Value
     where
         G::Value: Clone,
     {
-        self.settle(value, Execution::Completed)
+        self.publish(value, Execution::Completed).0
     }
 
     /// Like [`complete`](Self::complete), for a value that stands for a failure (the `Err` of
     /// fallible work): waiters receive it all the same, and observers count an error.
+    ///
+    /// # Panics
+    ///
+    /// As [`complete`](Self::complete).
     pub fn complete_failed(self, value: G::Value) -> G::Value
     where
         G::Value: Clone,
     {
-        self.settle(value, Execution::Failed)
+        self.publish(value, Execution::Failed).0
     }
 
     /// Ends the flight because the work panicked: each waiter receives
     /// [`Error::Panicked`](crate::Error::Panicked) with `message`. The key is not poisoned;
     /// the next call starts a new flight.
+    ///
+    /// # Panics
+    ///
+    /// If the observer's [`leader_finished`](crate::Observer::leader_finished) panics, after
+    /// the waiters got their outcome.
     pub fn panicked(self, message: PanicMessage) {
         self.end_panicked(message, Execution::Panicked);
     }
@@ -69,37 +93,42 @@ impl<G: GroupRef> Leader<G> {
     /// with `message`, and observers see the execution end as `execution`.
     pub(crate) fn end_panicked(mut self, message: PanicMessage, execution: Execution) {
         self.done = true;
-        self.group.group().finish(
-            self.hash,
-            self.id,
-            || Outcome::Panicked(message),
-            execution,
-            self.started,
-        );
+        self.group
+            .group()
+            .publish_panic(self.at, message, execution, self.started);
     }
 
     /// Registers one more waiter on this leader's own flight, for a caller whose work runs
-    /// elsewhere (a detached call): it waits like any waiter, but observers do not count it
-    /// as a hit, because it already counted as the flight's execution (a miss).
+    /// elsewhere (a detached call): it waits like any waiter, but it is not counted as one
+    /// (by `waiters`, by observers, by the leader's `shared` answer): it already counted as
+    /// the flight's execution.
     pub(crate) fn subscribe(&self) -> Waiter<G> {
-        let (shared, ticket) = self.group.group().subscribe(self.hash, self.id);
-        Waiter::new_uncounted(self.group.clone(), shared, ticket)
+        let (flight, ticket) = self.group.group().subscribe(self.at);
+        Waiter::new_uncounted(self.group.clone(), flight, ticket)
     }
 
+    /// **publish**: ends the flight with `value`, cloning it for the waiters; returns the
+    /// value and whether anyone joined.
     #[inline]
-    fn settle(mut self, value: G::Value, execution: Execution) -> G::Value
+    fn publish(mut self, value: G::Value, execution: Execution) -> (G::Value, bool)
     where
         G::Value: Clone,
     {
         self.done = true;
-        self.group.group().finish(
-            self.hash,
-            self.id,
-            || Outcome::Value(value.clone()),
-            execution,
-            self.started,
-        );
-        value
+        self.group
+            .group()
+            .publish_kept(self.at, value, execution, self.started)
+    }
+
+    /// Ends the flight with `value` for the waiters alone: the leader keeps no copy, so
+    /// nothing is cloned. For work whose own caller is gone or waits as a waiter (detached
+    /// work), and for a leader that is unwinding and can't use a value.
+    pub(crate) fn hand_over(mut self, value: G::Value, failed: fn(&G::Value) -> bool) {
+        self.done = true;
+        let execution = classify(&value, failed);
+        self.group
+            .group()
+            .publish_owned(self.at, value, execution, self.started);
     }
 
     /// Runs blocking `work` on the current thread and completes the flight with its result;
@@ -110,15 +139,34 @@ impl<G: GroupRef> Leader<G> {
     /// If `work` panics, every waiter receives [`Error::Panicked`](crate::Error::Panicked)
     /// with the message, and then the original panic resumes here. (Without `std`, a panic
     /// cannot be caught: the guard is dropped while unwinding, which waiters see as a leader
-    /// cancellation.)
+    /// cancellation.) Also as [`complete`](Self::complete).
+    #[inline]
     pub fn run(self, work: impl FnOnce() -> G::Value, failed: fn(&G::Value) -> bool) -> G::Value
+    where
+        G::Value: Clone,
+    {
+        self.run_with_role(work, failed).0
+    }
+
+    /// Like [`run`](Self::run), and also tells this caller's [`Role`]: a leader, shared if
+    /// anyone joined the flight.
+    ///
+    /// # Panics
+    ///
+    /// As [`run`](Self::run).
+    #[inline]
+    pub fn run_with_role(
+        self,
+        work: impl FnOnce() -> G::Value,
+        failed: fn(&G::Value) -> bool,
+    ) -> (G::Value, Role)
     where
         G::Value: Clone,
     {
         #[cfg(feature = "std")]
         {
             match self.run_caught(work, failed) {
-                Ok(value) => value,
+                Ok(done) => done,
                 Err(payload) => std::panic::resume_unwind(payload),
             }
         }
@@ -129,18 +177,19 @@ impl<G: GroupRef> Leader<G> {
         }
     }
 
-    /// Like [`run`](Self::run), but a panic of `work` is handed back (after every waiter got
-    /// [`Error::Panicked`](crate::Error::Panicked)) instead of resumed.
+    /// Like [`run_with_role`](Self::run_with_role), but a panic of `work` is handed back
+    /// (after every waiter got [`Error::Panicked`](crate::Error::Panicked)) instead of resumed.
     #[cfg(feature = "std")]
+    #[inline]
     pub(crate) fn run_caught(
         self,
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
-    ) -> Result<G::Value, std::boxed::Box<dyn core::any::Any + Send>>
+    ) -> Result<(G::Value, Role), std::boxed::Box<dyn core::any::Any + Send>>
     where
         G::Value: Clone,
     {
-        let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.id);
+        let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
         let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
         drop(scope);
         match result {
@@ -152,20 +201,46 @@ impl<G: GroupRef> Leader<G> {
         }
     }
 
+    /// Runs blocking `work` here and hands its value to the waiters without keeping a copy
+    /// (detached blocking work, whose callers all wait as waiters). A panic of `work` is
+    /// handed to the waiters as [`Error::Panicked`](crate::Error::Panicked) and goes no
+    /// further (with `std`).
+    pub(crate) fn run_handing_over(
+        self,
+        work: impl FnOnce() -> G::Value,
+        failed: fn(&G::Value) -> bool,
+    ) {
+        #[cfg(feature = "std")]
+        {
+            let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
+            let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
+            drop(scope);
+            match result {
+                Ok(value) => self.hand_over(value, failed),
+                Err(payload) => self.panicked(PanicMessage::from_payload(&*payload)),
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let value = work();
+            self.hand_over(value, failed);
+        }
+    }
+
+    /// Completes the flight with `value`, as a failure if `failed` says so; returns the
+    /// value and this caller's role.
     #[inline]
     pub(crate) fn finish_classified(
         self,
         value: G::Value,
         failed: fn(&G::Value) -> bool,
-    ) -> G::Value
+    ) -> (G::Value, Role)
     where
         G::Value: Clone,
     {
-        if failed(&value) {
-            self.complete_failed(value)
-        } else {
-            self.complete(value)
-        }
+        let execution = classify(&value, failed);
+        let (value, shared) = self.publish(value, execution);
+        (value, Role::Leader { shared })
     }
 
     /// Polls the leader's work with panic capture and re-entrancy tracking.
@@ -176,18 +251,44 @@ impl<G: GroupRef> Leader<G> {
         work: core::pin::Pin<&mut F>,
         cx: &mut core::task::Context<'_>,
     ) -> Result<core::task::Poll<G::Value>, std::boxed::Box<dyn core::any::Any + Send>> {
-        let _scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.id);
+        let _scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
         std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| work.poll(cx)))
     }
 }
 
+#[inline]
+fn classify<T>(value: &T, failed: fn(&T) -> bool) -> Execution {
+    if failed(value) {
+        Execution::Failed
+    } else {
+        Execution::Completed
+    }
+}
+
 impl<G: GroupRef> Drop for Leader<G> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
-            let group = self.group.group();
-            group.notify(|o| o.execution_finished(self.started, Execution::Dropped));
-            group.abandon(self.hash, self.id);
+            self.abandon();
         }
+    }
+}
+
+impl<G: GroupRef> Leader<G> {
+    /// **abandon**: the leader went away unfinished. The group's state comes first, so it
+    /// is consistent before any observer code runs.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        let group = self.group.group();
+        let ended = group.abandon(self.at);
+        let started = self.started;
+        group.observe_in_drop(|o| {
+            o.execution_finished(started, Execution::Dropped);
+            if ended {
+                o.flight_finished();
+            }
+        });
     }
 }
 

@@ -26,7 +26,8 @@
 //!   per flight. Different keys never wait on each other.
 //! * **Sharing**: every caller receives a clone of the same `T`; a fallible flight shares the
 //!   leader's error ([`Error::Failed`]).
-//! * **Role**: [`Role`] says whether a caller ran the work ([`CallFuture::with_role`]).
+//! * **Role**: [`Role`] says whether a caller ran the work ([`CallFuture::with_role`]),
+//!   and for a leader whether anyone joined its flight (Go's `shared`).
 //! * **Panics**: waiters get [`Error::Panicked`] with the message; the leader's own call
 //!   resumes the panic; the key is never poisoned (needs `std`: without it a panic can't be
 //!   caught and waiters see it as a leader cancellation).
@@ -35,6 +36,9 @@
 //!   Never two executions at once for one key.
 //! * **Waiter cancelled**: affects no one else. When every caller of a flight is gone, its
 //!   entry is removed.
+//! * **Memory follows load**: a shard's table shrinks when it falls to a quarter of its
+//!   capacity and is freed when it empties, so after a burst of keys the group gives its
+//!   memory back.
 //! * **Lazy registration**: a [`Call`] registers on its first poll.
 //! * **Forget**: [`Group::forget`] detaches a flight from its key; its callers still get its
 //!   outcome and it never removes the newer flight's entry.
@@ -42,6 +46,27 @@
 //!   [`Error::Reentrant`] when it runs on the same thread (blocking work, or a nested
 //!   `.await` inside the work). A call that reaches its own flight from another task or
 //!   thread the work waits for cannot be detected and waits for itself: don't.
+//!
+//! # User code
+//!
+//! Keys, values, the work, observers and wakers are user code, and none of it can break a
+//! flight: a panic in it affects only the call whose code panicked (that call panics, as
+//! its own code would), every other caller gets its outcome, the key is free afterwards,
+//! and nothing leaks. No user code runs under a lock where it can be avoided (the lock
+//! order and the exceptions are in the crate's `sync` module).
+//!
+//! | user code | where it runs | if it panics |
+//! |---|---|---|
+//! | key `Hash` | the calling call, before any lock | that call panics; nothing changed |
+//! | key `Eq` (through `Borrow`) | the calling call, under its shard's lock (a probe changes nothing) | that call panics; the table is as it was |
+//! | key `ToOwned` | a call that starts a flight, with no lock held | that call panics; no flight started |
+//! | key `Drop` | the call that ends the flight (its leader; a dropped leader or promoted waiter), after the lock and after the outcome is handed out | the flight's callers already have their outcome; that call panics |
+//! | value `Clone` (leader) | the leader, once, if somebody waits; no lock | the waiters get the original value; the leader's call panics |
+//! | value `Clone` (waiter) | each waiter but the last to receive, under that flight's outcome lock only | that waiter's call panics; the others get the value |
+//! | value `Drop` | whoever holds the copy; an unreceived outcome, the last caller to leave, after the lock | that call panics |
+//! | the work (its future or closure, and its `Drop`) | the leader, with no lock | waiters get [`Error::Panicked`]; the leader's call resumes the panic (a work future whose `Drop` panics after producing a value: the waiters get the value, the leader's call panics) |
+//! | observer hooks | the call the event belongs to, with no lock, after the group's state is consistent | that call panics; a start hook's flight is abandoned as if its leader were dropped. A hook that panics while its call is already unwinding is caught and discarded (with `std`), since a second panic would abort |
+//! | `Waker::clone`, `Waker::wake`, `Waker::drop` | the waiting call (clone, drop) or the publishing one (wake), with no lock | that call panics |
 //!
 //! # When not to use it
 //!
@@ -79,14 +104,15 @@ mod observer;
 mod reentrancy;
 pub mod rt;
 mod sync;
+mod table;
+mod types;
 mod waiter;
 
 pub use error::{Error, PanicMessage};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
-pub use group::{
-    DEFAULT_SHARDS, Entry, FlightId, Group, GroupRef, LeaderDropPolicy, MAX_SHARDS, Role,
-};
+pub use group::{DEFAULT_SHARDS, Entry, Group, GroupRef, MAX_SHARDS};
 pub use hash::{DefaultHashBuilder, DefaultHasher};
 pub use leader::Leader;
 pub use observer::{Execution, Observer};
+pub use types::{FlightId, LeaderDropPolicy, Role};
 pub use waiter::{Waited, Waiter};

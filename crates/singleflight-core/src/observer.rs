@@ -11,6 +11,13 @@
 /// in pairs; joins, takeovers, timeouts and cancellations call the finer hooks directly.
 ///
 /// Hooks are called outside the group's locks, on the caller's thread, and must not block.
+/// Each is called once the group's state is consistent, so a hook that panics unwinds
+/// through the call that ran it and breaks no flight: the waiters of a flight whose
+/// [`leader_finished`](Self::leader_finished) panics already have its outcome, and a flight
+/// whose [`leader_started`](Self::leader_started) panics is abandoned as if its leader had
+/// been dropped. A hook called while its call is already unwinding from another panic (a
+/// dropped guard's [`execution_finished`](Self::execution_finished), say) has its own panic
+/// caught and discarded (with `std`), since a second panic would abort the process.
 /// Each call is counted exactly once, when its role is settled: as a *hit*
 /// ([`joined`](Self::joined)) if it shared another caller's execution, or a *miss*
 /// ([`execution_started`](Self::execution_started)) if it ran the work itself, so

@@ -11,12 +11,34 @@
 //!
 //! The locks guard O(1) map and queue updates only; no lock is ever held while the work
 //! runs or while a caller waits, so the spin lock of a `no_std` build never spins for long.
+//!
+//! # Lock order and user code
+//!
+//! There are three kinds of lock, always taken in this order and never the reverse:
+//!
+//! 1. a **shard lock** (`group.rs`, `table.rs`): one shard's table of flights;
+//! 2. a **flight's state lock** (`flight.rs`): its queue of waiters, counts and promotion;
+//! 3. a **flight's outcome lock** (`flight.rs`): its published outcome and reader count.
+//!
+//! No user code runs under a shard lock or a state lock but the key's `Eq`, during a
+//! probe, which changes nothing: a panic there leaves every table as it was. Keys are
+//! hashed before locking, cloned (`ToOwned`) with no lock held and dropped after the
+//! guard; wakers are cloned before locking and woken or dropped after; observers are called
+//! with no lock held. The value's `Clone` runs under the outcome lock alone, which guards
+//! nothing else and is taken under no other lock (see `flight.rs` for why). Every guard is
+//! dropped explicitly before the code that follows it could call out.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 
 #[cfg(not(loom))]
 pub(crate) use alloc::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock with the same API on every backend. Poisoning is ignored: every
 /// critical section in this crate leaves the state consistent before anything can panic.

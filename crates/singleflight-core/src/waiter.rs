@@ -9,10 +9,11 @@ use event_listener::EventListener;
 use event_listener_strategy::Strategy;
 
 use crate::error::Error;
-use crate::flight::{Outcome, Shared};
-use crate::group::{FlightId, GroupRef};
+use crate::flight::{Flight, Found, Outcome};
+use crate::group::GroupRef;
 use crate::leader::Leader;
 use crate::sync::Arc;
+use crate::types::FlightId;
 
 /// What a [`Waiter`] ends with.
 pub enum Waited<G: GroupRef> {
@@ -45,45 +46,75 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 /// Dropping a waiter affects no one else: it leaves the flight's queue. A waiter dropped
 /// right after being promoted passes the promotion on (or ends the flight), exactly as a
 /// dropped leader would.
+///
+/// # Panics
+///
+/// Receiving the outcome clones the value (every waiter but the last to receive it gets a
+/// clone); if that `Clone` panics, the panic is this waiter's alone: the others still get
+/// the value. So is a panic of the observer's [`joined`](crate::Observer::joined),
+/// [`takeover`](crate::Observer::takeover) or `execution_started` hooks that this waiter
+/// runs: a promoted waiter whose hook panics passes its promotion on.
 #[must_use = "a waiter does nothing unless it is polled or waited on"]
 pub struct Waiter<G: GroupRef> {
     // Kept small: a herd is thousands of waiting calls, each holding one of these.
     group: G,
-    shared: Arc<Shared<G::Value>>,
+    flight: Arc<Flight<G::Value>>,
     ticket: u64,
     done: bool,
     /// Observers count this caller as a hit when it leaves; `false` for the caller of a
     /// detached call, which already counted as its flight's execution.
     counted: bool,
+    /// Whether this waiter's seat holds a waker (an async caller's), so a poll first asks
+    /// whether it is still the right one before cloning another.
+    has_waker: bool,
 }
 
 impl<G: GroupRef> Waiter<G> {
-    pub(crate) fn new(group: G, shared: Arc<Shared<G::Value>>, ticket: u64) -> Self {
+    pub(crate) fn new(
+        group: G,
+        flight: Arc<Flight<G::Value>>,
+        ticket: u64,
+        has_waker: bool,
+    ) -> Self {
         Self {
             group,
-            shared,
+            flight,
             ticket,
             done: false,
             counted: true,
+            has_waker,
         }
     }
 
-    /// A waiter that observers do not count (see [`Leader::subscribe`]).
-    pub(crate) fn new_uncounted(group: G, shared: Arc<Shared<G::Value>>, ticket: u64) -> Self {
-        let mut waiter = Self::new(group, shared, ticket);
+    /// A waiter that is not counted as one (see [`Leader::subscribe`]).
+    pub(crate) fn new_uncounted(group: G, flight: Arc<Flight<G::Value>>, ticket: u64) -> Self {
+        let mut waiter = Self::new(group, flight, ticket, false);
         waiter.counted = false;
         waiter
     }
 
-    fn notify_joined(&self) {
-        if self.counted {
-            self.group.group().notify(|o| o.joined());
-        }
-    }
-
     /// The flight this caller waits for.
     pub fn flight(&self) -> FlightId {
-        FlightId(self.shared.id)
+        self.flight.at.id()
+    }
+
+    /// Whether anyone joined this waiter's flight (the leader's `shared` answer, for the
+    /// launcher of detached work, which waits as an uncounted waiter). Final once the
+    /// outcome is received.
+    pub(crate) fn flight_shared(&self) -> bool {
+        self.flight.shared()
+    }
+}
+
+/// Tells the observer a counted waiter is done, when dropped: so it is counted even if the
+/// value's clone panics on the way.
+struct CountJoin<'a, G: GroupRef>(&'a Waiter<G>);
+
+impl<G: GroupRef> Drop for CountJoin<'_, G> {
+    fn drop(&mut self) {
+        if self.0.counted {
+            self.0.group.group().observe_in_drop(|o| o.joined());
+        }
     }
 }
 
@@ -91,41 +122,53 @@ impl<G: GroupRef> Waiter<G>
 where
     G::Value: Clone,
 {
-    /// Takes the outcome or the promotion, if either is there; otherwise leaves `waker` (if
-    /// any) in this waiter's seat, under the same lock.
+    /// Takes the outcome or the promotion, if either is there; otherwise makes sure the seat
+    /// holds a waker for `waker`'s task (if given), cloning it with no lock held.
     fn check(&mut self, waker: Option<&Waker>) -> Option<Waited<G>> {
         assert!(!self.done, "`Waiter` polled after it finished");
-        let mut state = self.shared.state.lock();
-        if let Some(outcome) = state.receive() {
-            drop(state);
-            self.done = true;
-            self.notify_joined();
-            return Some(Waited::Outcome(match outcome {
-                Outcome::Value(value) => Ok(value),
-                Outcome::Panicked(message) => Err(Error::Panicked(message)),
-                Outcome::LeaderDropped => Err(Error::LeaderDropped),
-            }));
+        let checked = if self.has_waker || waker.is_none() {
+            self.flight.check(self.ticket, waker)
+        } else {
+            Found::NeedsWaker
+        };
+        let found = match (checked, waker) {
+            (Found::NeedsWaker, Some(waker)) => {
+                let (found, unused) = self.flight.install(self.ticket, waker.clone());
+                drop(unused);
+                self.has_waker = true;
+                found
+            }
+            (found, _) => found,
+        };
+        match found {
+            Found::Waiting | Found::NeedsWaker => None,
+            Found::Published => {
+                // Done before receiving: a clone that panics must not leave twice.
+                self.done = true;
+                let count = CountJoin(self);
+                let outcome = self.flight.receive();
+                drop(count);
+                Some(Waited::Outcome(match outcome {
+                    Outcome::Value(value) => Ok(value),
+                    Outcome::Panicked(message) => Err(Error::Panicked(message)),
+                    Outcome::LeaderDropped => Err(Error::LeaderDropped),
+                }))
+            }
+            Found::Promoted => {
+                self.done = true;
+                // The guard exists before the hooks run: if one panics, dropping it passes
+                // the promotion on.
+                let mut leader = Leader::new(self.group.clone(), self.flight.at, 0);
+                let group = self.group.group();
+                let mut started = 0;
+                group.observe(|o| {
+                    o.takeover();
+                    started = o.execution_started();
+                });
+                leader.set_started(started);
+                Some(Waited::Promoted(leader))
+            }
         }
-        if state.take_promotion(self.ticket) {
-            drop(state);
-            self.done = true;
-            let group = self.group.group();
-            let mut started = 0;
-            group.notify(|o| {
-                o.takeover();
-                started = o.execution_started();
-            });
-            return Some(Waited::Promoted(Leader::new(
-                self.group.clone(),
-                self.shared.hash,
-                self.shared.id,
-                started,
-            )));
-        }
-        if let Some(waker) = waker {
-            state.register(self.ticket, waker);
-        }
-        None
     }
 
     /// Polls for the outcome from an async context.
@@ -161,7 +204,7 @@ where
             if listener.is_none() {
                 // Register, then check again: a notification sent before registering is
                 // not lost, because the state it announces is already visible.
-                *listener = Some(self.shared.event.listen());
+                *listener = Some(self.flight.event.listen());
                 continue;
             }
             match strategy.poll(listener, cx) {
@@ -205,7 +248,11 @@ where
                 if let Some(waited) = self.check(None) {
                     return Some(waited);
                 }
-                self.group.group().notify(|o| o.timeout());
+                // Leave first, then tell the observer: a hook that panics finds the
+                // group consistent.
+                let group = self.group.clone();
+                drop(self);
+                group.group().observe(|o| o.timeout());
                 return None;
             }
         }
@@ -217,16 +264,17 @@ impl<G: GroupRef> Drop for Waiter<G> {
         if self.done {
             return;
         }
-        let mut state = self.shared.state.lock();
         let group = self.group.group();
-        if state.take_promotion(self.ticket) {
-            drop(state);
-            group.abandon(self.shared.hash, self.shared.id);
-        } else {
-            state.leave(self.ticket);
-            drop(state);
-        }
-        self.notify_joined();
+        // **leave** (or, promoted, **abandon**) first: observer code runs after.
+        let ended = self.flight.leave(self.ticket) && group.abandon(self.flight.at);
+        group.observe_in_drop(|o| {
+            if self.counted {
+                o.joined();
+            }
+            if ended {
+                o.flight_finished();
+            }
+        });
     }
 }
 

@@ -15,7 +15,7 @@
 //!     // The work runs inside the caller's task and may borrow.
 //!     let name = "Ada".to_string();
 //!     let (user, role) = group.call("user:42", || async { name.clone() }).with_role().await;
-//!     assert_eq!((user.as_deref(), role), (Ok("Ada"), Role::Leader));
+//!     assert_eq!((user.as_deref(), role), (Ok("Ada"), Role::Leader { shared: false }));
 //!
 //!     // Detached work is spawned: it finishes (and fills caches) even if this caller
 //!     // gives up after 5 s.

@@ -60,7 +60,10 @@ pub async fn coalesces_concurrent_callers<H: Harness>() {
     let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 5, 2).await;
     assert_eq!(H::waiters(&group, "k"), 5);
     gate.open();
-    assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(
+        leader.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: true })
+    );
     for waiter in waiters {
         assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
     }
@@ -80,7 +83,10 @@ pub async fn different_keys_do_not_wait<H: Harness>() {
         Spec::CALL,
         Work::new(&probe, None, Ends::Value(2)),
     );
-    assert_eq!(b.join().await, Report::Returned(Ok(2), Role::Leader));
+    assert_eq!(
+        b.join().await,
+        Report::Returned(Ok(2), Role::Leader { shared: false })
+    );
     assert!(!a.is_done());
     assert_eq!(H::in_flight(&group), 1);
     gate.open();
@@ -121,7 +127,7 @@ pub async fn fallible_work_shares_the_error<H: Harness>() {
     let failed = Err(Error::Failed("database is down".to_string()));
     assert_eq!(
         leader.join().await,
-        Report::Returned(failed.clone(), Role::Leader)
+        Report::Returned(failed.clone(), Role::Leader { shared: true })
     );
     for waiter in waiters {
         assert_eq!(
@@ -180,7 +186,10 @@ pub async fn key_is_not_poisoned_after_a_panic<H: Harness>() {
         Spec::CALL,
         Work::new(&probe, None, Ends::Value(5)),
     );
-    assert_eq!(next.join().await, Report::Returned(Ok(5), Role::Leader));
+    assert_eq!(
+        next.join().await,
+        Report::Returned(Ok(5), Role::Leader { shared: false })
+    );
     assert_eq!(probe.started(), 2);
     assert_eq!(H::in_flight(&group), 0);
 }
@@ -199,7 +208,7 @@ pub async fn role_tells_leader_from_waiter<H: Harness>() {
             gate.open();
             assert_eq!(
                 leader.join().await,
-                Report::Returned(Ok(3), Role::Leader),
+                Report::Returned(Ok(3), Role::Leader { shared: true }),
                 "{spec:?}"
             );
             assert_eq!(
@@ -236,7 +245,10 @@ pub async fn leader_drop_takeover_runs_one_execution_at_a_time<H: Harness>() {
         assert_eq!(H::in_flight(&group), 1);
         first.open();
         second.open();
-        assert_eq!(oldest.join().await, Report::Returned(Ok(2), Role::Leader));
+        assert_eq!(
+            oldest.join().await,
+            Report::Returned(Ok(2), Role::Leader { shared: true })
+        );
         for other in others {
             assert_eq!(other.join().await, Report::Returned(Ok(2), Role::Waiter));
         }
@@ -244,7 +256,10 @@ pub async fn leader_drop_takeover_runs_one_execution_at_a_time<H: Harness>() {
         assert_eq!(Counts::get(&counts.dropped), 1);
     } else {
         first.open();
-        assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(
+            leader.join().await,
+            Report::Returned(Ok(1), Role::Leader { shared: true })
+        );
         assert_eq!(oldest.join().await, Report::Returned(Ok(1), Role::Waiter));
         for other in others {
             assert_eq!(other.join().await, Report::Returned(Ok(1), Role::Waiter));
@@ -286,7 +301,10 @@ pub async fn leader_drop_fail_waiters<H: Harness>() {
         Spec::CALL,
         Work::new(&probe, None, Ends::Value(7)),
     );
-    assert_eq!(next.join().await, Report::Returned(Ok(7), Role::Leader));
+    assert_eq!(
+        next.join().await,
+        Report::Returned(Ok(7), Role::Leader { shared: false })
+    );
 }
 
 /// 7: a dropped waiter leaves only itself.
@@ -306,7 +324,10 @@ pub async fn dropped_waiter_affects_no_one_else<H: Harness>() {
     };
     assert!(!leader.is_done());
     gate.open();
-    assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(
+        leader.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: true })
+    );
     assert_eq!(
         waiters.remove(0).join().await,
         Report::Returned(Ok(1), Role::Waiter)
@@ -353,7 +374,10 @@ pub async fn detached_work_survives_all_callers_leaving<H: Harness>() {
     wait_until("the work finishes", || probe.finished() == 1).await;
     wait_until("the flight ends", || H::in_flight(&group) == 0).await;
     if let (Some(first), Some(second)) = (first_report, second_report) {
-        assert_eq!(first.join().await, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(
+            first.join().await,
+            Report::Returned(Ok(1), Role::Leader { shared: true })
+        );
         assert_eq!(second.join().await, Report::Returned(Ok(1), Role::Waiter));
     }
     assert_eq!(probe.started(), 1, "the work ran exactly once");
@@ -383,7 +407,7 @@ pub async fn detached_panic_reaches_every_caller<H: Harness>() {
         let first = first.join().await;
         if H::DETACHED {
             match first {
-                Report::Returned(Err(Error::Panicked(message)), Role::Leader) => {
+                Report::Returned(Err(Error::Panicked(message)), Role::Leader { shared: true }) => {
                     assert_eq!(message.as_str(), "detached boom");
                 }
                 other => panic!("the starter of panicking detached work got {other:?}"),
@@ -414,7 +438,10 @@ pub async fn blocking_pool_work_is_coalesced<H: Harness>() {
         .collect();
     wait_until("the waiters join", || H::waiters(&group, "k") == base + 4).await;
     gate.open();
-    assert_eq!(leader.join().await, Report::Returned(Ok(11), Role::Leader));
+    assert_eq!(
+        leader.join().await,
+        Report::Returned(Ok(11), Role::Leader { shared: true })
+    );
     for waiter in waiters {
         assert_eq!(waiter.join().await, Report::Returned(Ok(11), Role::Waiter));
     }
@@ -444,7 +471,10 @@ pub async fn waiter_timeout_ends_only_that_waiter<H: Harness>() {
     assert!(!leader.is_done());
     let later = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 3).await;
     gate.open();
-    assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(
+        leader.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: true })
+    );
     for waiter in later {
         assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
     }
@@ -483,16 +513,22 @@ pub async fn leader_timeout_is_a_cancellation<H: Harness>() {
     if H::CANCELLABLE {
         assert_eq!(
             leader.join().await,
-            Report::Returned(Err(Error::Timeout), Role::Leader)
+            Report::Returned(Err(Error::Timeout), Role::Leader { shared: false })
         );
         wait_until("the waiter takes over", || probe.started() == 2).await;
         second.open();
-        assert_eq!(waiter.join().await, Report::Returned(Ok(2), Role::Leader));
+        assert_eq!(
+            waiter.join().await,
+            Report::Returned(Ok(2), Role::Leader { shared: false })
+        );
         assert_eq!(Counts::get(&counts.timeouts), 1);
         assert_eq!(Counts::get(&counts.takeovers), 1);
     } else {
         first.open();
-        assert_eq!(leader.join().await, Report::Returned(Ok(1), Role::Leader));
+        assert_eq!(
+            leader.join().await,
+            Report::Returned(Ok(1), Role::Leader { shared: true })
+        );
         assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
         assert_eq!(Counts::get(&counts.timeouts), 0);
     }
@@ -515,7 +551,10 @@ pub async fn forget_while_in_flight_keeps_the_new_flight<H: Harness>() {
     assert_eq!(H::in_flight(&group), 2);
     let new_waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 0).await;
     old_gate.open();
-    assert_eq!(old.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(
+        old.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: true })
+    );
     for waiter in old_waiters {
         assert_eq!(waiter.join().await, Report::Returned(Ok(1), Role::Waiter));
     }
@@ -526,7 +565,10 @@ pub async fn forget_while_in_flight_keeps_the_new_flight<H: Harness>() {
     assert_eq!(H::in_flight(&group), 1);
     let late = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 0).await;
     new_gate.open();
-    assert_eq!(new.join().await, Report::Returned(Ok(2), Role::Leader));
+    assert_eq!(
+        new.join().await,
+        Report::Returned(Ok(2), Role::Leader { shared: true })
+    );
     for waiter in new_waiters.into_iter().chain(late) {
         assert_eq!(waiter.join().await, Report::Returned(Ok(2), Role::Waiter));
     }
@@ -547,7 +589,10 @@ pub async fn forget_absent_key_leaves_nothing<H: Harness>() {
         Spec::CALL,
         Work::new(&probe, None, Ends::Value(1)),
     );
-    assert_eq!(call.join().await, Report::Returned(Ok(1), Role::Leader));
+    assert_eq!(
+        call.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: false })
+    );
     assert!(!H::forget(&group, "nobody"), "a finished flight is gone");
     assert_eq!(H::in_flight(&group), 0);
 }
@@ -563,9 +608,18 @@ pub async fn forget_all_detaches_every_flight<H: Harness>() {
     let a2 = gated_leader::<H>(&group, "a", Spec::CALL, &probe, &gate, 3).await;
     assert_eq!(H::in_flight(&group), 3);
     gate.open();
-    assert_eq!(a.join().await, Report::Returned(Ok(1), Role::Leader));
-    assert_eq!(b.join().await, Report::Returned(Ok(2), Role::Leader));
-    assert_eq!(a2.join().await, Report::Returned(Ok(3), Role::Leader));
+    assert_eq!(
+        a.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: false })
+    );
+    assert_eq!(
+        b.join().await,
+        Report::Returned(Ok(2), Role::Leader { shared: false })
+    );
+    assert_eq!(
+        a2.join().await,
+        Report::Returned(Ok(3), Role::Leader { shared: false })
+    );
     assert_eq!(H::in_flight(&group), 0);
 }
 
@@ -575,7 +629,7 @@ pub async fn reentrant_call_is_detected<H: Harness>() {
     let caller = H::spawn_reentrant(&group, "k");
     assert_eq!(
         caller.join().await,
-        Report::Returned(Ok(0), Role::Leader),
+        Report::Returned(Ok(0), Role::Leader { shared: false }),
         "the inner call did not return Error::Reentrant"
     );
     assert_eq!(H::in_flight(&group), 0);
@@ -610,7 +664,7 @@ pub async fn registering_at_the_instant_of_publication<H: Harness>() {
         for caller in callers {
             let report = caller.join().await;
             assert_eq!(report.value(), Some(round), "round {round}: {report:?}");
-            if report.role() == Some(Role::Leader) {
+            if report.role().is_some_and(Role::is_leader) {
                 leaders += 1;
             }
         }

@@ -23,9 +23,10 @@ use pin_project_lite::pin_project;
 use super::{Spawn, SpawnBlocking};
 use crate::error::{Error, PanicMessage};
 use crate::future::{CallFuture, flatten};
-use crate::group::{Entry, Group, GroupRef, Role};
+use crate::group::{Entry, Group, GroupRef};
 use crate::leader::Leader;
 use crate::observer::Execution;
+use crate::types::Role;
 use crate::waiter::{Waited, Waiter};
 
 /// What callers see when the runtime drops detached work before it finished (a runtime
@@ -112,16 +113,9 @@ where
         let work = self.work;
         self.spawner.spawn_blocking(move || {
             let leader = guard.0.take().expect("the closure runs once");
-            #[cfg(feature = "std")]
-            {
-                // Waiters (and this flight's own caller) already got `Panicked`; the pool
-                // thread must not unwind.
-                let _ = leader.run_caught(work, failed);
-            }
-            #[cfg(not(feature = "std"))]
-            {
-                let _ = leader.run(work, failed);
-            }
+            // Waiters (and this flight's own caller) get `Panicked` if the work panics;
+            // the pool thread must not unwind.
+            leader.run_handing_over(work, failed);
         });
     }
 }
@@ -181,7 +175,8 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(value) => {
                 let leader = this.guard.0.take().expect("checked above");
-                leader.finish_classified(value, *this.failed);
+                // Nobody here keeps a copy: the callers wait as waiters, so nothing is cloned.
+                leader.hand_over(value, *this.failed);
                 Poll::Ready(())
             }
         }
@@ -254,7 +249,7 @@ where
         let Some(launch) = self.launch.take() else {
             return false;
         };
-        self.role = Some(Role::Leader);
+        self.role = Some(Role::Leader { shared: false });
         // Subscribe before launching: the task may finish at once on another thread.
         self.waiter = Some(leader.subscribe());
         launch.launch(leader, self.failed);
@@ -279,9 +274,15 @@ where
                 match waiter.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Waited::Outcome(outcome)) => {
+                        this.role = Some(match this.role {
+                            // The launcher learns its `shared` answer with the outcome.
+                            Some(Role::Leader { .. }) => Role::Leader {
+                                shared: waiter.flight_shared(),
+                            },
+                            _ => Role::Waiter,
+                        });
                         this.waiter = None;
                         this.done = true;
-                        this.role.get_or_insert(Role::Waiter);
                         return Poll::Ready(outcome);
                     }
                     Poll::Ready(Waited::Promoted(leader)) => {

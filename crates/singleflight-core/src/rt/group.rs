@@ -10,9 +10,10 @@ use core::time::Duration;
 
 use super::{Detached, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
 use crate::future::{Call, CallFuture, TryCall};
-use crate::group::{Group, LeaderDropPolicy};
+use crate::group::Group;
 use crate::hash::DefaultHashBuilder;
 use crate::observer::Observer;
+use crate::types::LeaderDropPolicy;
 
 /// A [`Group`] bound to a runtime's spawner `Sp` and timer `Tm`: the surface every async
 /// front-end offers. Each runtime crate exports it as its own `Group` type, with its
@@ -180,9 +181,10 @@ where
     K: Hash + Eq,
     S: BuildHasher,
 {
-    /// The number of callers waiting for the current flight of `key` (its leader not
-    /// counted; the caller that launched detached work waits too, and is counted); `0` if
-    /// none is in progress. Tests and dashboards use it instead of sleeping.
+    /// The number of callers that joined the current flight of `key` and still wait for it;
+    /// `0` if none is in progress. Its leader is not counted, and neither is the caller that
+    /// launched detached work (it is that flight's leader, even while it waits for the
+    /// spawned work). Tests and dashboards use it instead of sleeping.
     pub fn waiters<Q>(&self, key: &Q) -> usize
     where
         K: Borrow<Q>,

@@ -13,8 +13,8 @@ use core::time::Duration;
 use super::Timer;
 use crate::error::Error;
 use crate::future::CallFuture;
-use crate::group::Role;
 use crate::observer::Observer;
+use crate::types::Role;
 
 pin_project! {
     /// A call that gives up when its sleep completes first, resolving to [`Error::Timeout`].
