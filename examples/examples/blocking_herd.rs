@@ -2,7 +2,8 @@
 //! without coalescing, then through a `singleflight_blocking::Group`.
 //!
 //! Run: `cargo run --release -p singleflight-examples --example blocking_herd`
-//! (`HERD_CALLERS` and `HERD_QUERY_MS` shrink it).
+//! (`--quick` or `SCALE` shrink the query's latency, as in every example; `HERD_CALLERS`
+//! and `HERD_QUERY_MS` set the herd's size and the unscaled latency).
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use singleflight_blocking::Group;
+use singleflight_examples::scale::Scale;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -62,8 +64,12 @@ fn herd(callers: usize, latency: Duration, coalesce: bool) -> Run {
 
 fn main() {
     let callers = env("HERD_CALLERS", 100) as usize;
-    let latency = Duration::from_millis(env("HERD_QUERY_MS", 50));
-    println!("{callers} threads ask for user:42 at once; the query takes {latency:?}\n");
+    let scale = Scale::from_env();
+    let latency = scale.ms(env("HERD_QUERY_MS", 50) as f64);
+    println!(
+        "{callers} threads ask for user:42 at once; the query takes {latency:?}{}\n",
+        scale.note()
+    );
 
     let without = herd(callers, latency, false);
     println!("WITHOUT coalescing");

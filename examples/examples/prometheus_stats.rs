@@ -1,5 +1,9 @@
-//! Serves `singleflight-stats` counters in the Prometheus text format from a real HTTP
+//! Serves `singleflight-stats` metrics in the Prometheus text format from a real HTTP
 //! endpoint on loopback, while background traffic coalesces through two groups.
+//!
+//! Each group reports through a `MetricsObserver` (the `metrics` feature of
+//! `singleflight-stats`) to the `metrics` facade, whose recorder here is
+//! `metrics-exporter-prometheus`: it renders the exposition text for each scrape.
 //!
 //! Run: `cargo run -p singleflight-examples --example prometheus_stats`, then
 //! `curl http://127.0.0.1:9898/metrics`.
@@ -11,9 +15,9 @@
 //!   and check each reply (needs `--requests`), so CI can run it with no other tool:
 //!   `cargo run -p singleflight-examples --example prometheus_stats -- --addr 127.0.0.1:0 --requests 3 --self-scrape`
 //!
-//! The server is std only: one thread, `TcpListener`, `Connection: close`.
+//! The server is std only: one thread, `TcpListener`, `Connection: close` (the exporter's own
+//! HTTP listener would bring hyper and tokio for three lines of HTTP).
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -21,8 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use singleflight_blocking::Group;
-use singleflight_stats::{Snapshot, Stats};
+use singleflight_stats::MetricsObserver;
 
 struct Options {
     addr: SocketAddr,
@@ -60,91 +65,8 @@ fn options() -> Options {
     }
 }
 
-/// One metric family: `# HELP`, `# TYPE`, and a sample per group.
-fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    groups: &[(&str, Snapshot)],
-    value: impl Fn(&Snapshot) -> f64,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (group, snapshot) in groups {
-        let _ = writeln!(out, "{name}{{group=\"{group}\"}} {}", value(snapshot));
-    }
-}
-
-/// A counter family: its name between `singleflight_` and `_total`, help text, and value.
-type Counter = (&'static str, &'static str, fn(&Snapshot) -> u64);
-
-#[allow(
-    clippy::cast_precision_loss,
-    reason = "Prometheus samples are floats; counts past 2^53 lose digits no scrape needs"
-)]
-fn render(groups: &[(&str, Snapshot)]) -> String {
-    let mut out = String::new();
-    let counters: [Counter; 7] = [
-        ("hits", "Calls that joined another caller's flight.", |s| {
-            s.hits
-        }),
-        ("misses", "Calls that ran the work.", |s| s.misses),
-        ("errors", "Executions whose work returned an error.", |s| {
-            s.errors
-        }),
-        ("panics", "Executions whose work panicked.", |s| s.panics),
-        (
-            "leader_drops",
-            "Executions cancelled because the leader was dropped.",
-            |s| s.leader_drops,
-        ),
-        ("takeovers", "Waiters promoted to run the work.", |s| {
-            s.takeovers
-        }),
-        ("timeouts", "Callers whose timeout elapsed.", |s| s.timeouts),
-    ];
-    for (name, help, get) in counters {
-        let name = format!("singleflight_{name}_total");
-        family(&mut out, &name, "counter", help, groups, |s| get(s) as f64);
-    }
-    family(
-        &mut out,
-        "singleflight_active_flights",
-        "gauge",
-        "Flights in progress.",
-        groups,
-        |s| s.active as f64,
-    );
-    family(
-        &mut out,
-        "singleflight_hit_ratio",
-        "gauge",
-        "hits / (hits + misses).",
-        groups,
-        Snapshot::hit_rate,
-    );
-    family(
-        &mut out,
-        "singleflight_work_seconds_total",
-        "counter",
-        "Time spent running the work, one execution per flight.",
-        groups,
-        |s| s.work_time.as_secs_f64(),
-    );
-    family(
-        &mut out,
-        "singleflight_work_seconds_max",
-        "gauge",
-        "The longest execution.",
-        groups,
-        |s| s.max_work_time.as_secs_f64(),
-    );
-    out
-}
-
 /// Answers one request: `GET /metrics` gets the counters, anything else a 404.
-fn serve(mut stream: TcpStream, groups: &[(&str, &Stats)]) -> std::io::Result<()> {
+fn serve(mut stream: TcpStream, metrics: &PrometheusHandle) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new((&stream).take(16 * 1024));
     let mut request_line = String::new();
@@ -155,11 +77,7 @@ fn serve(mut stream: TcpStream, groups: &[(&str, &Stats)]) -> std::io::Result<()
         header.clear();
     }
     let (status, body) = if request_line.starts_with("GET /metrics ") {
-        let snapshots: Vec<_> = groups
-            .iter()
-            .map(|(name, s)| (*name, s.snapshot()))
-            .collect();
-        ("200 OK", render(&snapshots))
+        ("200 OK", metrics.render())
     } else {
         ("404 Not Found", "try /metrics\n".to_string())
     };
@@ -188,11 +106,15 @@ fn scrape(addr: SocketAddr) -> std::io::Result<String> {
 
 fn main() -> std::io::Result<()> {
     let options = options();
-    let users_stats = Arc::new(Stats::new().timed());
-    let quotes_stats = Arc::new(Stats::new().timed());
-    let users = Arc::new(Group::<u32, String>::new().with_observer(users_stats.clone()));
-    let quotes =
-        Arc::new(Group::<String, Result<u32, String>>::new().with_observer(quotes_stats.clone()));
+    // The recorder first: a `MetricsObserver` registers its handles with the recorder in
+    // effect when it is created.
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(std::io::Error::other)?;
+    MetricsObserver::describe();
+    let users = Group::<u32, String>::new().with_observer(Arc::new(MetricsObserver::new("users")));
+    let quotes = Group::<String, Result<u32, String>>::new()
+        .with_observer(Arc::new(MetricsObserver::new("quotes")));
 
     // Background traffic: eight clients looking up a few hot users and a flaky quote feed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -236,10 +158,11 @@ fn main() -> std::io::Result<()> {
         _ => None,
     };
 
-    let groups = [("users", &*users_stats), ("quotes", &*quotes_stats)];
     let mut served = 0;
     for stream in listener.incoming() {
-        if let Err(e) = stream.and_then(|stream| serve(stream, &groups)) {
+        // Histograms are summarised over a window; upkeep drains old samples.
+        metrics.run_upkeep();
+        if let Err(e) = stream.and_then(|stream| serve(stream, &metrics)) {
             eprintln!("request failed: {e}");
         }
         served += 1;
@@ -259,6 +182,7 @@ fn main() -> std::io::Result<()> {
             "singleflight_hits_total",
             "singleflight_misses_total",
             "singleflight_active_flights",
+            "singleflight_execution_seconds_count",
         ] {
             assert!(
                 body.contains(&format!("{family}{{group=\"users\"}} ")),

@@ -1,9 +1,13 @@
 //! Shared fixtures for the behavioural tests: gates that order threads and tasks without
-//! sleeping, and polling helpers that wait for observable state (waiter counts) instead of
-//! guessing durations.
+//! sleeping, polling helpers that wait for observable state (waiter counts) instead of
+//! guessing durations, and the [`watchdog!`] every test arms, so that a hang fails the run
+//! with the test's name instead of waiting for CI's outer timeout.
 
 pub mod conformance;
 pub mod hostile;
+mod watchdog;
+
+pub use watchdog::{TEST_LIMIT, Watchdog};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,6 +12,7 @@ use singleflight_tests::{Gate, wait_until};
 /// Rule 1: different keys never wait on each other.
 #[test]
 fn different_keys_do_not_wait_on_each_other() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let release = Gate::new();
     thread::scope(|s| {
@@ -32,6 +33,7 @@ fn different_keys_do_not_wait_on_each_other() {
 /// Rule 1: once a flight ended, the next call runs the work again (coalescing is not caching).
 #[test]
 fn sequential_calls_each_run_the_work() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<u64, u64>::new();
     let runs = AtomicUsize::new(0);
     for _ in 0..3 {
@@ -44,6 +46,7 @@ fn sequential_calls_each_run_the_work() {
 /// Rule 2: every waiter receives its own clone, and the value is cloned once per waiter.
 #[test]
 fn waiters_receive_clones_and_the_value_is_cloned_once_per_waiter() {
+    let _watchdog = singleflight_tests::watchdog!();
     static CLONES: AtomicUsize = AtomicUsize::new(0);
     #[derive(Debug, PartialEq)]
     struct Counted(u32);
@@ -81,6 +84,7 @@ fn waiters_receive_clones_and_the_value_is_cloned_once_per_waiter() {
 /// Rule 2: a failing flight shares the leader's error with every waiter; nothing is retried.
 #[test]
 fn the_leaders_error_reaches_every_waiter() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, Result<u32, String>>::new();
     let release = Gate::new();
     let runs = AtomicUsize::new(0);
@@ -113,6 +117,7 @@ fn the_leaders_error_reaches_every_waiter() {
 /// Rule 3: the role says who ran the work.
 #[test]
 fn the_role_tells_leader_from_waiter() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let release = Gate::new();
     thread::scope(|s| {
@@ -138,6 +143,7 @@ fn the_role_tells_leader_from_waiter() {
 /// still joins it.
 #[test]
 fn a_waiters_timeout_ends_only_that_waiter() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let release = Gate::new();
     let runs = AtomicUsize::new(0);
@@ -174,6 +180,7 @@ fn a_waiters_timeout_ends_only_that_waiter() {
 /// Rule 10 (blocking): a leader's timeout does not cut its work short; it only bounds waits.
 #[test]
 fn a_leader_with_a_timeout_runs_its_work_to_the_end() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let result = group.call_timeout("k", Duration::ZERO, || 5);
     assert_eq!(result, Ok(5));
@@ -182,6 +189,7 @@ fn a_leader_with_a_timeout_runs_its_work_to_the_end() {
 /// A timeout too large for an `Instant` means no timeout, not a panic.
 #[test]
 fn an_unrepresentable_timeout_means_no_timeout() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let release = Gate::new();
     thread::scope(|s| {
@@ -204,6 +212,7 @@ fn an_unrepresentable_timeout_means_no_timeout() {
 /// detaches every flight and later calls start new ones.
 #[test]
 fn forget_absent_key_and_forget_all() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     assert!(!group.forget("nothing"));
     assert_eq!(group.in_flight(), 0);
@@ -242,6 +251,7 @@ fn forget_absent_key_and_forget_all() {
 /// other keys work from inside the work.
 #[test]
 fn reentrant_calls_fail_instead_of_deadlocking() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, Result<u32, Error>>::new();
     let outcome = group.try_call("outer", || {
         let inner_other = group
@@ -260,6 +270,7 @@ fn reentrant_calls_fail_instead_of_deadlocking() {
 /// Rule 11: the same key on another thread is not re-entrancy: it waits as usual.
 #[test]
 fn the_same_key_from_another_thread_is_not_reentrancy() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let value = group.call("k", || {
         thread::scope(|s| {
@@ -274,6 +285,7 @@ fn the_same_key_from_another_thread_is_not_reentrancy() {
 /// Rule 12: `String` keys are looked up by `&str`; a custom hasher is accepted.
 #[test]
 fn borrowed_keys_and_custom_hashers() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group: Group<String, u32, BuildHasherDefault<std::hash::DefaultHasher>> =
         Group::with_hasher(BuildHasherDefault::default());
     let key = String::from("borrowed");
@@ -286,6 +298,7 @@ fn borrowed_keys_and_custom_hashers() {
 /// Rule 13: introspection counts flights and waiters.
 #[test]
 fn introspection_counts_flights_and_waiters() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Arc::new(Group::<String, u32>::new());
     let release = Gate::new();
     thread::scope(|s| {
@@ -312,6 +325,7 @@ fn introspection_counts_flights_and_waiters() {
 /// The group is `Send + Sync` for `Send` keys and values, so it can be shared.
 #[test]
 fn groups_are_send_and_sync() {
+    let _watchdog = singleflight_tests::watchdog!();
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Group<String, u32>>();
     assert_send_sync::<Group<String, Result<Vec<u8>, String>>>();

@@ -25,6 +25,7 @@ impl Drop for Probe<'_> {
 /// overlap even for an instant (the work may hold a connection or a lock).
 #[test]
 fn a_cancelled_leaders_work_is_dropped_before_a_waiter_takes_over() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let waiters_at_drop = AtomicUsize::new(usize::MAX);
     let mut cx = Context::from_waker(Waker::noop());

@@ -18,6 +18,7 @@ use singleflight_tests::{Gate, panic_text, wait_until};
 /// Port of `TestDo`.
 #[test]
 fn test_do() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, String>::new();
     let value = group.call("key", || "bar".to_string());
     assert_eq!(value.as_deref(), Ok("bar"));
@@ -26,6 +27,7 @@ fn test_do() {
 /// Port of `TestDoErr`.
 #[test]
 fn test_do_err() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, Result<String, String>>::new();
     let value = group.try_call("key", || Err("Some error".to_string()));
     assert_eq!(value, Err(Error::Failed("Some error".to_string())));
@@ -36,6 +38,7 @@ fn test_do_err() {
 /// released, so exactly one call runs.
 #[test]
 fn test_do_dup_suppress() {
+    let _watchdog = singleflight_tests::watchdog!();
     const N: usize = 10;
     let group = Group::<String, String>::new();
     let calls = AtomicUsize::new(0);
@@ -68,6 +71,7 @@ fn test_do_dup_suppress() {
 /// the second flight and receives its value.
 #[test]
 fn test_forget() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let first_started = Gate::new();
     let unblock_first = Gate::new();
@@ -116,6 +120,7 @@ fn test_forget() {
 /// front-end's equivalent is a call on another thread, joined.
 #[test]
 fn test_do_chan() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, String>::new();
     let value = thread::scope(|s| {
         s.spawn(|| group.call("key", || "bar".to_string()))
@@ -130,6 +135,7 @@ fn test_do_chan() {
 /// returns `Error::Panicked` with the message.
 #[test]
 fn test_panic_do() {
+    let _watchdog = singleflight_tests::watchdog!();
     const N: usize = 5;
     const MESSAGE: &str = "invalid memory address or nil pointer dereference";
     let group = Group::<String, u32>::new();
@@ -175,6 +181,7 @@ fn test_panic_do() {
 /// oldest waiter runs the work instead, and the rest share its value.
 #[test]
 fn test_goexit_do() {
+    let _watchdog = singleflight_tests::watchdog!();
     const N: usize = 5;
     let group = singleflight_core::Group::<String, u32>::new();
     let Ok(Entry::Leader(leader)) = group.enter("key") else {
@@ -211,6 +218,7 @@ fn test_goexit_do() {
 /// with its original payload, where it can be observed (and recovered).
 #[test]
 fn test_panic_do_chan() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let outcome = thread::scope(|s| {
         s.spawn(|| group.call("", || panic!("Panicking in DoChan")))
@@ -226,6 +234,7 @@ fn test_panic_do_chan() {
 /// callback"). Here the joined caller gets `Error::Panicked` with the leader's message.
 #[test]
 fn test_panic_do_shared_by_do_chan() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     let blocked = Gate::new();
     let unblock = Gate::new();
@@ -267,6 +276,7 @@ fn test_panic_do_shared_by_do_chan() {
 /// payloads (any other payload reads `Box<dyn Any>`).
 #[test]
 fn test_panic_error_unwrap() {
+    let _watchdog = singleflight_tests::watchdog!();
     #[derive(Debug, PartialEq)]
     struct ErrValue;
 
@@ -294,6 +304,7 @@ fn test_panic_error_unwrap() {
 /// the `shared` flag (here `Role`) tells them apart.
 #[test]
 fn example_group() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, String>::new();
     let release = Gate::new();
     thread::scope(|s| {

@@ -16,6 +16,7 @@ const THREADS: u64 = 4;
 
 #[test]
 fn one_hundred_thousand_calls_leave_nothing_in_flight() {
+    let _watchdog = singleflight_tests::watchdog!();
     panic::set_hook(Box::new(|_| {}));
     let group = Group::<u64, u64>::new();
     let (panics, timeouts, values) = (

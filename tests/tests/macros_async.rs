@@ -85,6 +85,7 @@ macro_rules! suite {
 
             #[test]
             fn equal_arguments_coalesce_and_different_ones_do_not() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -123,6 +124,7 @@ macro_rules! suite {
 
             #[test]
             fn the_error_reaches_every_caller() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -148,6 +150,7 @@ macro_rules! suite {
 
             #[test]
             fn a_panic_reaches_waiters_and_poisons_nothing() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -182,6 +185,7 @@ macro_rules! suite {
 
             #[test]
             fn forget_starts_a_new_flight_and_forget_all_every_key() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -227,6 +231,7 @@ macro_rules! suite {
 
             #[test]
             fn a_custom_key_decides_what_coalesces() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -255,6 +260,7 @@ macro_rules! suite {
 
             #[test]
             fn self_is_not_part_of_a_methods_key() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -317,6 +323,7 @@ macro_rules! suite {
 
             #[test]
             fn functions_with_equal_names_never_share_keys() {
+                let _watchdog = singleflight_tests::watchdog!();
                 Rt::block_on(async {
                     let first = spawn::<Rt, _>(one::load(1));
                     wait_until("one::load runs", || one::load_group().contains(&1)).await;
@@ -330,6 +337,7 @@ macro_rules! suite {
 
             #[test]
             fn timeout_ends_the_wait_and_detached_work_still_finishes() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static FINISHED: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -353,6 +361,7 @@ macro_rules! suite {
 
             #[test]
             fn options_combine_with_fallible_work_and_owned_receivers() {
+                let _watchdog = singleflight_tests::watchdog!();
                 #[coalesce(detached, timeout = Duration::from_secs(3600), leader_drop = Takeover)]
                 async fn checked(id: u64) -> Result<u64, String> {
                     if id == 0 {
@@ -385,6 +394,7 @@ macro_rules! suite {
 
             #[test]
             fn a_leader_that_times_out_is_cancelled() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static STARTED: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -404,6 +414,7 @@ macro_rules! suite {
 
             #[test]
             fn fail_waiters_when_the_leader_is_dropped() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
                 #[coalesce(leader_drop = FailWaiters)]
@@ -426,6 +437,7 @@ macro_rules! suite {
 
             #[test]
             fn an_observer_attached_once_counts_every_call() {
+                let _watchdog = singleflight_tests::watchdog!();
                 static STATS: LazyLock<std::sync::Arc<singleflight_stats::Stats>> =
                     LazyLock::new(|| std::sync::Arc::new(singleflight_stats::Stats::new()));
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
@@ -451,6 +463,7 @@ macro_rules! suite {
 
             #[test]
             fn the_shards_option_sizes_the_group_once() {
+                let _watchdog = singleflight_tests::watchdog!();
                 #[coalesce(shards = 8, group = small_flights)]
                 async fn small(n: u64) -> u64 {
                     n + 1
@@ -464,6 +477,7 @@ macro_rules! suite {
 
             #[test]
             fn a_renamed_front_end_is_reached_with_crate() {
+                let _watchdog = singleflight_tests::watchdog!();
                 use $krate as renamed;
 
                 #[renamed::coalesce(crate = renamed)]

@@ -15,6 +15,7 @@ use singleflight_tests::{Gate, wait_until};
 
 #[test]
 fn equal_arguments_coalesce_and_different_ones_do_not() {
+    let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -53,6 +54,7 @@ fn equal_arguments_coalesce_and_different_ones_do_not() {
 
 #[test]
 fn the_error_reaches_every_caller() {
+    let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -78,6 +80,7 @@ fn the_error_reaches_every_caller() {
 
 #[test]
 fn a_panic_reaches_waiters_and_poisons_nothing() {
+    let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -112,6 +115,7 @@ fn a_panic_reaches_waiters_and_poisons_nothing() {
 
 #[test]
 fn forget_starts_a_new_flight_and_forget_all_every_key() {
+    let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -153,6 +157,7 @@ fn forget_starts_a_new_flight_and_forget_all_every_key() {
 
 #[test]
 fn a_custom_key_decides_what_coalesces() {
+    let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -178,6 +183,7 @@ fn a_custom_key_decides_what_coalesces() {
 
 #[test]
 fn a_custom_key_lets_arguments_borrow() {
+    let _watchdog = singleflight_tests::watchdog!();
     #[coalesce(key: String = name.to_lowercase())]
     fn greet(name: &str, punctuation: &str) -> String {
         format!("hello {name}{punctuation}")
@@ -190,6 +196,7 @@ fn a_custom_key_lets_arguments_borrow() {
 
 #[test]
 fn self_is_not_part_of_a_methods_key() {
+    let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -254,6 +261,7 @@ mod two {
 
 #[test]
 fn functions_with_equal_names_never_share_keys() {
+    let _watchdog = singleflight_tests::watchdog!();
     thread::scope(|s| {
         let first = s.spawn(|| one::load(1));
         wait_until("one::load runs", || one::load_group().contains(&1));
@@ -267,6 +275,7 @@ fn functions_with_equal_names_never_share_keys() {
 
 #[test]
 fn a_waiter_times_out_and_the_flight_goes_on() {
+    let _watchdog = singleflight_tests::watchdog!();
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
     #[coalesce(timeout = Duration::from_millis(20))]
@@ -290,6 +299,7 @@ fn a_waiter_times_out_and_the_flight_goes_on() {
 
 #[test]
 fn a_fallible_call_with_a_timeout_shares_its_error() {
+    let _watchdog = singleflight_tests::watchdog!();
     #[coalesce(timeout = Duration::from_secs(3600))]
     fn checked(id: u64) -> Result<u64, String> {
         if id == 0 {
@@ -305,6 +315,7 @@ fn a_fallible_call_with_a_timeout_shares_its_error() {
 
 #[test]
 fn a_call_from_inside_its_own_flight_is_an_error() {
+    let _watchdog = singleflight_tests::watchdog!();
     #[coalesce]
     fn nested(id: u64) -> bool {
         nested(id) == Err(Error::Reentrant)
@@ -315,6 +326,7 @@ fn a_call_from_inside_its_own_flight_is_an_error() {
 
 #[test]
 fn an_observer_attached_once_counts_every_call() {
+    let _watchdog = singleflight_tests::watchdog!();
     static STATS: LazyLock<Arc<Stats>> = LazyLock::new(|| Arc::new(Stats::new()));
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
@@ -339,6 +351,7 @@ fn an_observer_attached_once_counts_every_call() {
 
 #[test]
 fn arguments_without_names_and_no_arguments_make_keys_too() {
+    let _watchdog = singleflight_tests::watchdog!();
     #[coalesce]
     fn area((width, height): (u32, u32), mut scale: u32) -> u32 {
         scale *= 2;
@@ -358,6 +371,7 @@ fn arguments_without_names_and_no_arguments_make_keys_too() {
 
 #[test]
 fn an_associated_function_without_self_says_in_impl() {
+    let _watchdog = singleflight_tests::watchdog!();
     struct Config;
 
     impl Config {
@@ -377,6 +391,7 @@ fn an_associated_function_without_self_says_in_impl() {
 
 #[test]
 fn a_renamed_front_end_is_reached_with_crate() {
+    let _watchdog = singleflight_tests::watchdog!();
     use singleflight_blocking as renamed;
 
     #[renamed::coalesce(crate = renamed)]
@@ -390,6 +405,7 @@ fn a_renamed_front_end_is_reached_with_crate() {
 
 #[test]
 fn the_shards_option_sizes_the_group_once() {
+    let _watchdog = singleflight_tests::watchdog!();
     const SHARDS: usize = 2;
 
     #[coalesce(shards = SHARDS * 2, group = small_flights)]
@@ -404,6 +420,7 @@ fn the_shards_option_sizes_the_group_once() {
 
 #[test]
 fn a_bad_shards_option_panics_clearly_at_the_first_call() {
+    let _watchdog = singleflight_tests::watchdog!();
     #[coalesce(shards = 3)]
     fn odd(id: u64) -> u64 {
         id

@@ -16,6 +16,7 @@ fn panic_message(f: impl FnOnce()) -> String {
 /// the clones; it panics instead, saying what to do.
 #[test]
 fn configuring_a_cloned_runtime_group_panics_clearly() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_tokio::Group::<String, u32>::new();
     let _clone = group.clone();
     let message = panic_message(|| {
@@ -30,6 +31,7 @@ fn configuring_a_cloned_runtime_group_panics_clearly() {
 /// Configuring before cloning works, and every clone shares the configuration.
 #[test]
 fn configuring_before_cloning_is_shared_by_every_clone() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_smol::Group::<String, u32>::new()
         .with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
     let clone = group.clone();
@@ -40,6 +42,7 @@ fn configuring_before_cloning_is_shared_by_every_clone() {
 /// on every front-end, with the rule in the message.
 #[test]
 fn a_bad_shard_count_panics_clearly() {
+    let _watchdog = singleflight_tests::watchdog!();
     let message = panic_message(|| {
         let _ = singleflight_blocking::Group::<String, u32>::new().with_shards(48);
     });
@@ -56,6 +59,7 @@ fn a_bad_shard_count_panics_clearly() {
 /// A group of one shard (the least memory) still coalesces and keeps its keys apart.
 #[test]
 fn a_one_shard_group_coalesces_and_keeps_keys_apart() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_blocking::Group::<u32, u32>::new().with_shards(1);
     assert_eq!(group.as_core().shards(), 1);
     let values: Vec<_> = (0..8).map(|key| group.call(&key, || key * 2)).collect();
@@ -67,6 +71,7 @@ fn a_one_shard_group_coalesces_and_keeps_keys_apart() {
 /// A call future polled after it completed panics with its name, like std's futures.
 #[test]
 fn polling_a_finished_call_panics_clearly() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_core::Group::<String, u32>::new();
     let mut call = pin!(group.call("k", || async { 1 }));
     let mut cx = Context::from_waker(Waker::noop());
@@ -81,6 +86,7 @@ fn polling_a_finished_call_panics_clearly() {
 /// A waiter polled after it received its outcome panics with its name.
 #[test]
 fn polling_a_finished_waiter_panics_clearly() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_core::Group::<String, u32>::new();
     let Ok(singleflight_core::Entry::Leader(leader)) = group.enter("k") else {
         panic!("leads")

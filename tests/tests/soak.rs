@@ -424,6 +424,8 @@ fn verify(name: &str, tally: &Tally, stats: &Stats) {
 
 #[test]
 fn soak_blocking() {
+    let limit = soak_duration() + singleflight_tests::TEST_LIMIT;
+    let _watchdog = singleflight_tests::watchdog!(limit);
     quiet_panics();
     let stats = Arc::new(Stats::new());
     let strict =
@@ -490,6 +492,8 @@ fn soak_blocking() {
 
 #[test]
 fn soak_tokio_current_thread() {
+    let limit = soak_duration() + singleflight_tests::TEST_LIMIT;
+    let _watchdog = singleflight_tests::watchdog!(limit);
     soak_async::<singleflight_tokio::TokioSpawner, singleflight_tokio::TokioTimer>(
         "tokio current-thread",
         |tasks| {
@@ -509,6 +513,8 @@ fn soak_tokio_current_thread() {
 
 #[test]
 fn soak_tokio_multi_thread() {
+    let limit = soak_duration() + singleflight_tests::TEST_LIMIT;
+    let _watchdog = singleflight_tests::watchdog!(limit);
     soak_async::<singleflight_tokio::TokioSpawner, singleflight_tokio::TokioTimer>(
         "tokio multi-thread",
         |tasks| {
@@ -529,6 +535,8 @@ fn soak_tokio_multi_thread() {
 
 #[test]
 fn soak_smol() {
+    let limit = soak_duration() + singleflight_tests::TEST_LIMIT;
+    let _watchdog = singleflight_tests::watchdog!(limit);
     soak_async::<singleflight_smol::SmolSpawner, singleflight_smol::SmolTimer>("smol", |tasks| {
         smol::block_on(async {
             let handles: Vec<_> = tasks.into_iter().map(smol::spawn).collect();
@@ -541,6 +549,8 @@ fn soak_smol() {
 
 #[test]
 fn soak_async_std() {
+    let limit = soak_duration() + singleflight_tests::TEST_LIMIT;
+    let _watchdog = singleflight_tests::watchdog!(limit);
     soak_async::<singleflight_async_std::AsyncStdSpawner, singleflight_async_std::AsyncStdTimer>(
         "async-std",
         |tasks| {

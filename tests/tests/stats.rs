@@ -23,6 +23,7 @@ mod blocking {
 
     #[test]
     fn six_callers_on_one_flight_are_five_hits_and_one_miss() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -53,6 +54,7 @@ mod blocking {
 
     #[test]
     fn a_failing_flight_counts_one_error_not_one_per_caller() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<Result<u32, String>>(&stats);
         let release = Gate::new();
@@ -82,6 +84,7 @@ mod blocking {
 
     #[test]
     fn a_panic_is_counted_once() {
+        let _watchdog = singleflight_tests::watchdog!();
         quiet_expected_panics();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
@@ -112,6 +115,7 @@ mod blocking {
     /// waiters honour the promotion: one leader drop, one takeover, two misses.
     #[test]
     fn a_leader_drop_and_the_takeover_are_each_counted_once() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let Ok(singleflight_core::Entry::Leader(leader)) = group.as_core().enter("k") else {
@@ -145,6 +149,7 @@ mod blocking {
 
     #[test]
     fn a_waiter_timeout_is_counted_and_is_also_a_hit() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -167,6 +172,7 @@ mod blocking {
 
     #[test]
     fn reset_during_a_flight_never_leaves_active_negative() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         assert_eq!(group.call("warm", || 0), Ok(0));
@@ -194,6 +200,7 @@ mod blocking {
 
     #[test]
     fn a_snapshot_does_not_change_afterwards() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         assert_eq!(group.call("a", || 1), Ok(1));
@@ -210,6 +217,7 @@ mod blocking {
     /// A call rejected as re-entrant never joined or ran anything: it is not counted.
     #[test]
     fn a_reentrant_call_is_not_counted() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let outer = group.call("k", || {
@@ -223,6 +231,7 @@ mod blocking {
     /// Many threads, few keys: whatever coalesced, every call was a hit or a miss.
     #[test]
     fn hits_plus_misses_is_the_number_of_calls() {
+        let _watchdog = singleflight_tests::watchdog!();
         const THREADS: usize = 8;
         const CALLS: usize = 300;
         let stats = Arc::new(Stats::new());
@@ -251,6 +260,7 @@ mod blocking {
 
     #[test]
     fn per_group_stats_add_up_into_a_shared_parent() {
+        let _watchdog = singleflight_tests::watchdog!();
         let all = Arc::new(Stats::new());
         let a_stats = Arc::new(Stats::with_parent(all.clone()).timed());
         let b_stats = Arc::new(Stats::with_parent(all.clone()));
@@ -273,6 +283,7 @@ mod blocking {
     /// Work time: one sample per execution, however many callers shared it.
     #[test]
     fn work_time_is_measured_once_per_execution() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new().timed());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -314,6 +325,7 @@ mod blocking {
 
     #[test]
     fn an_untimed_stats_reports_no_work_time() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         assert_eq!(
@@ -328,6 +340,7 @@ mod blocking {
 
     #[test]
     fn a_fanout_hands_each_observer_its_own_token() {
+        let _watchdog = singleflight_tests::watchdog!();
         let timed = Arc::new(Stats::new().timed());
         let plain = Arc::new(Stats::new());
         let fanout = Arc::new(Fanout::new([timed.clone() as _, plain.clone() as _]));
@@ -361,6 +374,7 @@ mod core_async {
 
     #[test]
     fn six_callers_on_one_flight_are_five_hits_and_one_miss() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -389,6 +403,7 @@ mod core_async {
 
     #[test]
     fn a_failing_flight_counts_one_error() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<Result<u32, String>>(&stats);
         let release = Gate::new();
@@ -415,6 +430,7 @@ mod core_async {
 
     #[test]
     fn a_panic_is_counted_once() {
+        let _watchdog = singleflight_tests::watchdog!();
         quiet_expected_panics();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
@@ -466,6 +482,7 @@ mod core_async {
 
     #[test]
     fn a_leader_drop_and_the_takeover_are_each_counted_once() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let results = drop_the_leader(&group, 3);
@@ -476,6 +493,7 @@ mod core_async {
 
     #[test]
     fn a_leader_drop_that_fails_the_waiters_is_counted_once() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats).with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
         let results = drop_the_leader(&group, 3);
@@ -489,6 +507,7 @@ mod core_async {
 
     #[test]
     fn a_dropped_waiter_is_a_hit_and_changes_nothing_else() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -508,6 +527,7 @@ mod core_async {
 
     #[test]
     fn reset_during_a_flight_never_leaves_active_negative() {
+        let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
         let release = Gate::new();
@@ -526,6 +546,7 @@ mod core_async {
 
     #[test]
     fn hits_plus_misses_is_the_number_of_calls() {
+        let _watchdog = singleflight_tests::watchdog!();
         const THREADS: usize = 6;
         const CALLS: usize = 200;
         let stats = Arc::new(Stats::new());

@@ -112,6 +112,7 @@ mod metrics_exporter {
 
     #[test]
     fn every_counter_the_gauge_and_the_histogram_are_reported_with_the_group_label() {
+        let _watchdog = singleflight_tests::watchdog!();
         let recorder = TestRecorder::default();
         let stats = Arc::new(Stats::new());
         metrics::with_local_recorder(&recorder, || {
@@ -176,6 +177,7 @@ mod metrics_exporter {
 
     #[test]
     fn errors_and_panics_are_reported_once_per_execution() {
+        let _watchdog = singleflight_tests::watchdog!();
         let recorder = TestRecorder::default();
         metrics::with_local_recorder(&recorder, || {
             let group = Group::<String, Result<u32, String>>::new()
@@ -205,6 +207,7 @@ mod metrics_exporter {
 
     #[test]
     fn timeouts_are_reported() {
+        let _watchdog = singleflight_tests::watchdog!();
         let recorder = TestRecorder::default();
         metrics::with_local_recorder(&recorder, || {
             let observer = MetricsObserver::new("users");
@@ -303,6 +306,7 @@ mod tracing_exporter {
 
     #[test]
     fn a_span_per_execution_and_an_event_per_coalesced_caller() {
+        let _watchdog = singleflight_tests::watchdog!();
         let capture = Capture::new(Level::TRACE);
         let observer = Arc::new(TracingObserver::new("users"));
         tracing::subscriber::with_default(capture.clone(), || {
@@ -358,6 +362,7 @@ mod tracing_exporter {
 
     #[test]
     fn a_takeover_gets_its_own_span_and_a_debug_event() {
+        let _watchdog = singleflight_tests::watchdog!();
         let capture = Capture::new(Level::DEBUG);
         tracing::subscriber::with_default(capture.clone(), || {
             let group = Group::<String, u32>::new()
@@ -401,6 +406,7 @@ mod tracing_exporter {
 
     #[test]
     fn a_disabled_span_stores_nothing() {
+        let _watchdog = singleflight_tests::watchdog!();
         let capture = Capture::new(Level::INFO);
         let observer = Arc::new(TracingObserver::new("users"));
         tracing::subscriber::with_default(capture.clone(), || {

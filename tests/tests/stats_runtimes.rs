@@ -51,6 +51,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn six_callers_on_one_flight_are_five_hits_and_one_miss() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let release = Gate::new();
@@ -77,6 +78,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn a_failing_flight_counts_one_error() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<Result<u32, String>>(&stats);
                 let release = Gate::new();
@@ -103,6 +105,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn a_panic_is_counted_once() {
+                let _watchdog = singleflight_tests::watchdog!();
                 quiet_expected_panics();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
@@ -154,6 +157,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn a_leader_drop_and_the_takeover_are_each_counted_once() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let results = drop_the_leader(&observed(&stats));
                 assert_eq!(results, [Ok(100), Ok(100), Ok(100)]);
@@ -162,6 +166,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn a_leader_drop_that_fails_the_waiters_is_counted_once() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed(&stats).with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
                 let results = drop_the_leader(&group);
@@ -174,6 +179,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn a_waiter_timeout_is_a_timeout_and_a_hit() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let release = Gate::new();
@@ -199,6 +205,7 @@ macro_rules! stats_suite {
             /// waiter takes over.
             #[test]
             fn a_leader_timeout_is_a_timeout_a_leader_drop_and_a_takeover() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let never = Gate::new();
@@ -226,6 +233,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn reset_during_a_flight_never_leaves_active_negative() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let release = Gate::new();
@@ -246,6 +254,7 @@ macro_rules! stats_suite {
             /// the callers that join it are hits.
             #[test]
             fn detached_work_is_one_miss_and_its_joiners_are_hits() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let release = Gate::new();
@@ -276,6 +285,7 @@ macro_rules! stats_suite {
             /// its own and is counted once, not as a leader drop.
             #[test]
             fn detached_work_outlives_its_callers_timeout() {
+                let _watchdog = singleflight_tests::watchdog!();
                 let stats = Arc::new(Stats::new());
                 let group = observed::<u32>(&stats);
                 let release = Gate::new();
@@ -296,6 +306,7 @@ macro_rules! stats_suite {
 
             #[test]
             fn hits_plus_misses_is_the_number_of_calls() {
+                let _watchdog = singleflight_tests::watchdog!();
                 const THREADS: usize = 4;
                 const CALLS: usize = 150;
                 let stats = Arc::new(Stats::new());

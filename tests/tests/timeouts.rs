@@ -11,6 +11,7 @@ use singleflight_tokio::{Error, Group};
 
 #[test]
 fn a_timed_call_built_outside_the_runtime_can_be_awaited_inside_it() {
+    let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
     // Building the future touches no timer: tokio's would panic outside a runtime.
     let call = group.call_timeout("k", Duration::from_secs(5), || async { 7 });
@@ -24,6 +25,7 @@ fn a_timed_call_built_outside_the_runtime_can_be_awaited_inside_it() {
 
 #[test]
 fn the_clock_starts_at_the_first_poll() {
+    let _watchdog = singleflight_tests::watchdog!();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

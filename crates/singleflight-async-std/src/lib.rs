@@ -84,24 +84,30 @@
 //!
 //! Rust 1.85.
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod rt;
 
 pub use rt::{AsyncStdSpawner, AsyncStdTimer};
 pub use singleflight_core::{
-    Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, LeaderDropPolicy, Observer,
-    PanicMessage, Role, TryCall, WithRole,
+    BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, LeaderDropPolicy,
+    Observer, PanicMessage, Role, TryCall, WithRole,
     rt::{Detached, SpawnBlockingWork, SpawnWork, Timeout, TryDetached},
 };
 
-/// Coalesces concurrent calls with equal keys on async-std: see the [crate docs](crate) and
-/// [`RuntimeGroup`](singleflight_core::rt::RuntimeGroup) for every method.
-///
-/// `K` is the key (`Hash + Eq`; look-ups take its borrowed form, so `&str` works for
-/// `String` keys), `T` the value every caller receives (a clone each: put big values in an
-/// `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher. Cloning shares the group.
-pub type Group<K, T, S = DefaultHashBuilder> =
-    singleflight_core::rt::RuntimeGroup<K, T, AsyncStdSpawner, AsyncStdTimer, S>;
+singleflight_core::__front_end_group! {
+    /// Coalesces concurrent calls with equal keys on async-std: see the [crate docs](crate).
+    ///
+    /// `K` is the key (`Hash + Eq`; look-ups take its borrowed form, so `&str` works for
+    /// `String` keys), `T` the value every caller receives (a clone each: put big values in an
+    /// `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher. Cloning shares the group.
+    ///
+    /// Its methods are those of the runtime-generic
+    /// [`RuntimeGroup`](singleflight_core::rt::RuntimeGroup), with [`AsyncStdSpawner`] and [`AsyncStdTimer`]
+    /// filled in.
+    pub struct Group(AsyncStdSpawner, AsyncStdTimer);
+}
 
 #[cfg(feature = "macros")]
 pub use singleflight_macros::coalesce_async_std as coalesce;
@@ -114,3 +120,8 @@ pub mod __private {
     pub use crate::{Error, Group, LeaderDropPolicy, Observer};
     pub use std::sync::{Arc, LazyLock};
 }
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

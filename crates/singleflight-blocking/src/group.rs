@@ -6,7 +6,9 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use singleflight_core::{self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, Waited};
+use singleflight_core::{
+    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited,
+};
 
 /// Coalesces concurrent blocking calls with equal keys: one thread runs the work, the others
 /// block and receive clones of its outcome.
@@ -15,16 +17,18 @@ use singleflight_core::{self as sf, DefaultHashBuilder, Entry, Error, Observer, 
 /// `String` keys and joining a flight allocates nothing); `T` is the value every caller
 /// receives (a clone each: put big values in an `Arc`); `S` is the hasher.
 ///
-/// A `Group` is `Sync`: share it by reference (scoped threads) or in an `Arc`.
+/// Cloning a `Group` is cheap and shares it: the clone's calls coalesce with the
+/// original's (one map of flights, one observer), as with the async front-ends' groups. It is
+/// also `Sync`, so scoped threads can share it by reference.
 pub struct Group<K, T, S = DefaultHashBuilder> {
-    inner: sf::Group<K, T, S>,
+    inner: Arc<sf::Group<K, T, S>>,
 }
 
 impl<K, T> Group<K, T> {
     /// Creates an empty group.
     pub fn new() -> Self {
         Self {
-            inner: sf::Group::new(),
+            inner: Arc::new(sf::Group::new()),
         }
     }
 }
@@ -39,15 +43,26 @@ impl<K, T, S> Group<K, T, S> {
     /// Creates an empty group that hashes keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
         Self {
-            inner: sf::Group::with_hasher(hasher),
+            inner: Arc::new(sf::Group::with_hasher(hasher)),
+        }
+    }
+
+    fn configure(self, f: impl FnOnce(sf::Group<K, T, S>) -> sf::Group<K, T, S>) -> Self {
+        let Ok(group) = Arc::try_unwrap(self.inner) else {
+            panic!("a group is configured before it is cloned");
+        };
+        Self {
+            inner: Arc::new(f(group)),
         }
     }
 
     /// Attaches an observer (statistics, metrics, tracing). One observer may watch many groups.
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned: configure it first.
     pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
-        Self {
-            inner: self.inner.with_observer(observer),
-        }
+        self.configure(|group| group.with_observer(observer))
     }
 
     /// Splits the map of flights into `shards` shards, each under its own lock
@@ -56,11 +71,10 @@ impl<K, T, S> Group<K, T, S> {
     ///
     /// # Panics
     ///
-    /// If `shards` is not a power of two between 1 and [`MAX_SHARDS`](sf::MAX_SHARDS).
+    /// If `shards` is not a power of two between 1 and [`MAX_SHARDS`](sf::MAX_SHARDS), or if
+    /// the group was cloned: configure it first.
     pub fn with_shards(self, shards: usize) -> Self {
-        Self {
-            inner: self.inner.with_shards(shards),
-        }
+        self.configure(|group| group.with_shards(shards))
     }
 
     /// The number of flights in progress (`0` once every call has returned).
@@ -207,7 +221,6 @@ where
     K: Hash + Eq,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Like [`call`](Self::call), for fallible work: when the work fails, the leader and
     /// every waiter get [`Error::Failed`] with (a clone of) its error. Nothing is retried and
@@ -232,6 +245,7 @@ where
     /// ```
     pub fn try_call<Q, F>(&self, key: &Q, work: F) -> Result<V, Error<E>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
@@ -250,11 +264,65 @@ where
     /// As [`call`](Self::call).
     pub fn try_call_timeout<Q, F>(&self, key: &Q, timeout: Duration, work: F) -> Result<V, Error<E>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
     {
         self.request(key).timeout(timeout).try_call(work).0
+    }
+}
+
+impl<K, V, E, S> Group<K, Result<V, Arc<E>>, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    V: Clone,
+{
+    /// Like [`try_call`](Self::try_call), for work whose error `E` is not `Clone`
+    /// (`std::io::Error`, say): declare the group as `Group<K, Result<V, Arc<E>>>`; the work
+    /// returns its plain `Result<V, E>`, and every caller, the leader too, gets the leader's
+    /// error as the same `Arc<E>` in [`Error::Failed`] (as moka's `try_get_with` does).
+    /// `Error<Arc<E>>` implements `std::error::Error` when `E` does, so `?` into
+    /// `Box<dyn Error>` works, and `Error<Arc<io::Error>>` converts into `io::Error`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] with the work's error in an `Arc`, and the errors of
+    /// [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{fs, io, sync::Arc};
+    /// use singleflight_blocking::Group;
+    ///
+    /// fn config(files: &Group<String, Result<String, Arc<io::Error>>>) -> io::Result<String> {
+    ///     Ok(files.try_call_arc("/no/such/file", || fs::read_to_string("/no/such/file"))?)
+    /// }
+    ///
+    /// let files = Group::new();
+    /// assert_eq!(config(&files).unwrap_err().kind(), io::ErrorKind::NotFound);
+    /// ```
+    pub fn try_call_arc<Q, F>(&self, key: &Q, work: F) -> Result<V, Error<Arc<E>>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.try_call(key, || work().map_err(Arc::new))
+    }
+}
+
+impl<K, T, S> Clone for Group<K, T, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -347,7 +415,6 @@ where
     Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Runs a fallible call (see [`Group::try_call`]) and reports this thread's role.
     ///
@@ -360,6 +427,7 @@ where
     /// As [`Group::call`].
     pub fn try_call<F>(self, work: F) -> (Result<V, Error<E>>, Role)
     where
+        E: ShareableError,
         F: FnOnce() -> Result<V, E>,
     {
         let (outcome, role) = self.run(work, Result::is_err);

@@ -50,12 +50,14 @@
 //!
 //! Rust 1.85.
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod group;
 
 pub use group::{Group, Request};
 pub use singleflight_core::{
-    DefaultHashBuilder, Error, Execution, FlightId, Observer, PanicMessage, Role,
+    BoxedError, DefaultHashBuilder, Error, Execution, FlightId, Observer, PanicMessage, Role,
 };
 
 #[cfg(feature = "macros")]
@@ -69,3 +71,8 @@ pub mod __private {
     pub use crate::{Error, Group, Observer};
     pub use std::sync::{Arc, LazyLock};
 }
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -7,7 +7,9 @@
 //! `cargo test --release -p singleflight-blocking --test memory -- --nocapture`), a hundred
 //! thousand in debug builds.
 
+use std::io::Write as _;
 use std::pin::pin;
+use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -80,6 +82,7 @@ impl Samples {
 
 #[test]
 fn ten_million_calls_keep_resident_memory_flat() {
+    let _watchdog = Watchdog::arm("ten_million_calls_keep_resident_memory_flat", LIMIT);
     let total = calls();
 
     // Blocking: fresh keys; every 64th call leads a flight that another thread joins with a
@@ -136,4 +139,30 @@ fn ten_million_calls_keep_resident_memory_flat() {
     }
     assert_eq!(group.in_flight(), 0);
     samples.check(total);
+}
+
+/// How long the test may run before its watchdog fails it, as for every other suite (ten
+/// million calls in release take a few seconds; a debug build runs a hundred thousand).
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Fails the test run, naming the test, if it is still running after its limit, instead of
+/// leaving a hang to CI's outer timeout. A hung thread cannot be interrupted, so the
+/// watchdog ends the process (exit code 101) after printing straight to stderr, past the
+/// test harness's output capture. Dropping it disarms it.
+struct Watchdog(#[allow(dead_code, reason = "dropping it disarms the watchdog")] Sender<()>);
+
+impl Watchdog {
+    fn arm(name: &'static str, limit: Duration) -> Self {
+        let (armed, disarmed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = disarmed.recv_timeout(limit) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "watchdog: `{name}` hung for {limit:?}; failing the test run"
+                );
+                std::process::exit(101);
+            }
+        });
+        Self(armed)
+    }
 }

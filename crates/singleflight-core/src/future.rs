@@ -149,7 +149,6 @@ where
     K: Hash + Eq,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Like [`call`](Self::call), for fallible work: the leader's error reaches every waiter
     /// as [`Error::Failed`].
@@ -167,6 +166,7 @@ where
         work: F,
     ) -> TryCall<'a, K, Q, V, E, S, F, Fut>
     where
+        E: crate::error::ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,

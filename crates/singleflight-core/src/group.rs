@@ -228,6 +228,28 @@ impl<K, T, S> Group<K, T, S> {
         }
     }
 
+    /// Calls the observer where a panic must not unwind past the caller before it cleans up
+    /// (a start hook, whose flight must be abandoned first). With `std` the panic is caught
+    /// and handed back, to be resumed once the group is consistent again: the clean-up then
+    /// runs on a thread that is not unwinding, so waking blocked waiters from it is safe.
+    #[inline]
+    pub(crate) fn observe_caught<R: Default>(
+        &self,
+        f: impl FnOnce(&dyn Observer) -> R,
+    ) -> Result<R, Caught> {
+        let Some(observer) = &self.observer else {
+            return Ok(R::default());
+        };
+        #[cfg(feature = "std")]
+        {
+            std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| f(&**observer)))
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            Ok(f(&**observer))
+        }
+    }
+
     /// Calls the observer from a `Drop` (or a guard that may run while unwinding). While
     /// the thread is already panicking, a hook that panics too would abort the process:
     /// that second panic is caught and discarded (with `std`; without it, panics are
@@ -302,7 +324,24 @@ impl<K, T, S> Group<K, T, S> {
                 let Outcome::Value(original) = ending.outcome.insert(Outcome::Value(value)) else {
                     unreachable!("just stored a value")
                 };
-                // User code, under no lock; if it panics, `ending` publishes the original.
+                // User code, under no lock. If it panics, the waiters get the original, and
+                // only then does the panic go on: with `std` it is caught first, so that the
+                // waiters are woken from a thread that is not unwinding (a blocked waiter's
+                // parker would see its lock poisoned); without it, `ending` publishes while
+                // unwinding.
+                #[cfg(feature = "std")]
+                let copy = match std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+                    original.clone()
+                })) {
+                    Ok(copy) => copy,
+                    Err(payload) => {
+                        drop(ending);
+                        drop(flight);
+                        drop(slot);
+                        resume(payload)
+                    }
+                };
+                #[cfg(not(feature = "std"))]
                 let copy = original.clone();
                 let outcome = ending.outcome.take().expect("stored above");
                 (copy, flight.publish(outcome))
@@ -408,6 +447,25 @@ impl<K, T, S> Group<K, T, S> {
         drop(slot);
         true
     }
+}
+
+/// A panic caught from user code, to be resumed once the group is consistent (nothing can
+/// be caught without `std`).
+#[cfg(feature = "std")]
+pub(crate) type Caught = std::boxed::Box<dyn core::any::Any + Send>;
+#[cfg(not(feature = "std"))]
+pub(crate) type Caught = core::convert::Infallible;
+
+/// Resumes a panic caught from user code.
+#[cfg(feature = "std")]
+pub(crate) fn resume(payload: Caught) -> ! {
+    std::panic::resume_unwind(payload)
+}
+
+/// Resumes a panic caught from user code.
+#[cfg(not(feature = "std"))]
+pub(crate) fn resume(payload: Caught) -> ! {
+    match payload {}
 }
 
 /// Publishes a leader's outcome and tells the observer the flight ended, when dropped:
@@ -575,12 +633,19 @@ where
         ))),
         Registered::Leader(at) => {
             // The guard exists before the hook runs: if the hook panics, dropping the guard
-            // abandons the flight like any dropped leader's.
+            // abandons the flight like any dropped leader's, and then the panic goes on.
             let mut leader = Leader::new(group_ref, at, 0);
-            let group = leader.group_ref().group();
-            let mut started = 0;
-            group.observe(|o| started = o.leader_started());
-            leader.set_started(started);
+            match leader
+                .group_ref()
+                .group()
+                .observe_caught(|o| o.leader_started())
+            {
+                Ok(started) => leader.set_started(started),
+                Err(payload) => {
+                    drop(leader);
+                    resume(payload)
+                }
+            }
             Ok(Entry::Leader(leader))
         }
     }

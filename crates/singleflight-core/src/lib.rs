@@ -87,6 +87,8 @@
 //! Rust 1.85.
 #![no_std]
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 extern crate alloc;
@@ -103,12 +105,13 @@ mod observer;
 #[cfg(feature = "std")]
 mod reentrancy;
 pub mod rt;
+mod shared_error;
 mod sync;
 mod table;
 mod types;
 mod waiter;
 
-pub use error::{Error, PanicMessage};
+pub use error::{BoxedError, Error, PanicMessage, ShareableError};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
 pub use group::{DEFAULT_SHARDS, Entry, Group, GroupRef, MAX_SHARDS};
 pub use hash::{DefaultHashBuilder, DefaultHasher};
@@ -116,3 +119,8 @@ pub use leader::Leader;
 pub use observer::{Execution, Observer};
 pub use types::{FlightId, LeaderDropPolicy, Role};
 pub use waiter::{Waited, Waiter};
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

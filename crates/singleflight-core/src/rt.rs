@@ -8,7 +8,7 @@
 //! * [`Detached`]: a call whose work is handed to a spawned task (or a blocking thread), so it
 //!   runs exactly once and finishes even if every caller goes away.
 //! * [`RuntimeGroup`]: a group bound to a spawner and a timer, with the whole front-end
-//!   surface; each runtime crate names it `Group`.
+//!   surface; each runtime crate wraps it in its own `Group`, whose methods forward to it.
 //!
 //! Nothing here needs `std`, except that catching a panic of detached work needs it: without
 //! `std` a panic unwinds through (or aborts) the task, and its callers see
@@ -18,6 +18,7 @@ use core::future::Future;
 use core::time::Duration;
 
 mod detached;
+mod front_end;
 mod group;
 mod timeout;
 

@@ -157,15 +157,19 @@ where
             Found::Promoted => {
                 self.done = true;
                 // The guard exists before the hooks run: if one panics, dropping it passes
-                // the promotion on.
+                // the promotion on, and then the panic goes on.
                 let mut leader = Leader::new(self.group.clone(), self.flight.at, 0);
-                let group = self.group.group();
-                let mut started = 0;
-                group.observe(|o| {
+                let hooks = self.group.group().observe_caught(|o| {
                     o.takeover();
-                    started = o.execution_started();
+                    o.execution_started()
                 });
-                leader.set_started(started);
+                match hooks {
+                    Ok(started) => leader.set_started(started),
+                    Err(payload) => {
+                        drop(leader);
+                        crate::group::resume(payload)
+                    }
+                }
                 Some(Waited::Promoted(leader))
             }
         }

@@ -19,7 +19,16 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use singleflight_core::{Entry, Error, Group, LeaderDropPolicy, PanicMessage, Waited};
 
-type Flights = Group<u8, u32>;
+/// A hasher with fixed keys: loom replays every schedule and needs each run to make the
+/// same choices, so a key must land in the same shard every time (the default hasher is
+/// seeded afresh per group).
+type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+type Flights = Group<u8, u32, Fixed>;
+
+fn flights() -> Flights {
+    Group::with_hasher(Fixed::default())
+}
 
 /// Runs the work for a caller of `key`, however it is registered, and returns its outcome.
 /// Counts executions, and fails if two ever overlap.
@@ -66,7 +75,7 @@ fn counters() -> Arc<Counters> {
 #[test]
 fn duplicate_suppression() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let c = counters();
         let other = {
             let (group, c) = (group.clone(), c.clone());
@@ -88,7 +97,7 @@ fn duplicate_suppression() {
 #[test]
 fn waiter_registers_while_leader_publishes() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -114,7 +123,7 @@ fn waiter_registers_while_leader_publishes() {
 #[test]
 fn leader_dropped_takeover() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let c = counters();
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
@@ -148,7 +157,7 @@ fn leader_dropped_takeover() {
 #[test]
 fn leader_dropped_fail_waiters() {
     loom::model(|| {
-        let group = Arc::new(Flights::new().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
+        let group = Arc::new(flights().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -168,7 +177,7 @@ fn leader_dropped_fail_waiters() {
 #[test]
 fn leader_panic_reaches_waiters() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -191,7 +200,7 @@ fn leader_panic_reaches_waiters() {
 #[test]
 fn forget_during_flight() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let Ok(Entry::Leader(old)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -228,7 +237,7 @@ fn forget_during_flight() {
 #[test]
 fn waiter_leaves_while_leader_completes() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -253,7 +262,7 @@ fn waiter_leaves_while_leader_completes() {
 #[test]
 fn last_callers_leaving_remove_the_entry() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -297,7 +306,7 @@ where
 #[test]
 fn async_waiter_while_leader_publishes() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -316,7 +325,7 @@ fn async_waiter_while_leader_publishes() {
 #[test]
 fn leader_dropped_takeover_async_and_blocking() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let c = counters();
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
@@ -357,7 +366,7 @@ fn leader_dropped_takeover_async_and_blocking() {
 #[test]
 fn leader_dropped_fail_async_waiter() {
     loom::model(|| {
-        let group = Arc::new(Flights::new().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
+        let group = Arc::new(flights().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
@@ -415,7 +424,7 @@ impl std::future::Future for YieldOnce {
 #[test]
 fn call_futures_join_with_their_waker() {
     loom::model(|| {
-        let group = Arc::new(Flights::new());
+        let group = Arc::new(flights());
         let c = counters();
         let work = |c: Arc<Counters>| {
             move || async move {
@@ -431,6 +440,210 @@ fn call_futures_join_with_their_waker() {
         assert_eq!(block_on(group.call(&1, work(c.clone()))), Ok(7));
         assert_eq!(other.join().unwrap(), Ok(7));
         assert!((1..=2).contains(&c.runs.load(Ordering::SeqCst)));
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+// Blocking deadlines are not modelled here: event-listener refuses timed parking under
+// loom. The race of a deadline with a publish is the async `elapsed_timeout_races_the_publish`
+// below, and the blocking final re-check has its stress test (tests/tests/timer_races.rs).
+
+/// `forget_all` racing a new caller and the old flight's completion: the old flight never
+/// removes the new one, and the new caller gets a value, never nothing.
+#[test]
+fn forget_all_during_flight() {
+    loom::model(|| {
+        let group = Arc::new(flights());
+        let c = counters();
+        let Ok(Entry::Leader(old)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let forgetter = {
+            let group = Arc::clone(&group);
+            thread::spawn(move || group.forget_all())
+        };
+        let newcomer = {
+            let (group, c) = (Arc::clone(&group), Arc::clone(&c));
+            thread::spawn(move || call(&group, 1, 2, &c.running, &c.runs).unwrap())
+        };
+        old.complete(1);
+        assert!(forgetter.join().unwrap() <= 1);
+        assert!(matches!(newcomer.join().unwrap(), 1 | 2));
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// A value whose `Clone` panics on one chosen clone (counted across the model's threads).
+#[derive(Debug)]
+struct Fragile {
+    value: u32,
+    clones: Arc<AtomicUsize>,
+    panic_at: usize,
+}
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        let n = self.clones.fetch_add(1, Ordering::SeqCst);
+        assert_ne!(n, self.panic_at, "clone #{n} panics");
+        Self {
+            value: self.value,
+            clones: Arc::clone(&self.clones),
+            panic_at: self.panic_at,
+        }
+    }
+}
+
+/// The leader's clone panics as it publishes: the waiter still gets the value (the
+/// original), the leader's call panics, and the key is free. (The core catches the panic,
+/// publishes, then resumes it: nothing wakes a waiter from an unwinding thread.)
+#[test]
+fn leader_clone_panics_at_publication() {
+    loom::model(|| {
+        let group = Arc::new(Group::<u8, Fragile, Fixed>::with_hasher(Fixed::default()));
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+            panic!("waits")
+        };
+        let waiting = thread::spawn(move || match waiter.wait() {
+            Waited::Outcome(Ok(fragile)) => fragile.value,
+            other => panic!("the waiter gets the value, not {other:?}"),
+        });
+        let value = Fragile {
+            value: 9,
+            clones: Arc::new(AtomicUsize::new(0)),
+            panic_at: 0,
+        };
+        let completed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| leader.complete(value)));
+        assert!(completed.is_err(), "the leader's clone panicked");
+        assert_eq!(waiting.join().unwrap(), 9);
+        assert_eq!(group.in_flight(), 0);
+        assert!(matches!(group.enter(&1), Ok(Entry::Leader(_))));
+    });
+}
+
+/// A waiter's clone panics while the other receives: exactly one waiter panics, the other
+/// and the leader get the value, every reader is accounted for, nothing leaks.
+#[test]
+fn waiter_clone_panics_at_publication() {
+    loom::model(|| {
+        let group = Arc::new(Group::<u8, Fragile, Fixed>::with_hasher(Fixed::default()));
+        let clones = Arc::new(AtomicUsize::new(0));
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+                    panic!("waits")
+                };
+                thread::spawn(move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match waiter.wait() {
+                        Waited::Outcome(Ok(fragile)) => fragile.value,
+                        other => panic!("the waiter gets the value, not {other:?}"),
+                    }))
+                    .ok()
+                })
+            })
+            .collect();
+        // Clone #0 is the leader's copy; #1 is the first waiter to receive (the last
+        // receiver takes the original).
+        let value = Fragile {
+            value: 4,
+            clones: Arc::clone(&clones),
+            panic_at: 1,
+        };
+        assert_eq!(leader.complete(value).value, 4);
+        let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(got.iter().filter(|v| v.is_none()).count(), 1, "{got:?}");
+        assert_eq!(got.iter().flatten().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(clones.load(Ordering::SeqCst), 2);
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// A spawner for detached work under loom: each task runs on a new model thread.
+struct LoomSpawn;
+
+impl singleflight_core::rt::Spawn for LoomSpawn {
+    fn spawn<F>(&self, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        thread::spawn(move || block_on(future));
+    }
+}
+
+/// A detached call and a plain caller of one key: the work runs once, on its own thread;
+/// the launcher leads (it is not counted among the waiters) and both get the value.
+#[test]
+fn detached_call_and_a_joining_caller() {
+    use singleflight_core::rt::{Detached, SpawnWork};
+    loom::model(|| {
+        let group = Arc::new(flights());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let launcher = {
+            let (group, runs) = (Arc::clone(&group), Arc::clone(&runs));
+            thread::spawn(move || {
+                let work = SpawnWork::new(LoomSpawn, move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    3
+                });
+                block_on(Detached::new(&group, &1, work))
+            })
+        };
+        let joined = {
+            let (group, runs) = (Arc::clone(&group), Arc::clone(&runs));
+            thread::spawn(move || {
+                block_on(group.call(&1, || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    3
+                }))
+            })
+        };
+        assert_eq!(launcher.join().unwrap(), Ok(3));
+        assert_eq!(joined.join().unwrap(), Ok(3));
+        assert!(matches!(runs.load(Ordering::SeqCst), 1 | 2));
+        assert_eq!(group.in_flight(), 0);
+    });
+}
+
+/// Sleeps that are over at once: a timeout that has already passed when first polled.
+struct Elapsed;
+
+impl singleflight_core::rt::Timer for Elapsed {
+    type Sleep = std::future::Ready<()>;
+
+    fn sleep(&self, _: std::time::Duration) -> Self::Sleep {
+        std::future::ready(())
+    }
+}
+
+/// A caller whose timeout has already passed, racing the leader's publish: it returns the
+/// value (an outcome that is ready when the timer fires wins) or `Timeout`, never hangs,
+/// and leaves nothing behind.
+#[test]
+fn elapsed_timeout_races_the_publish() {
+    use singleflight_core::rt::Timeout;
+    loom::model(|| {
+        let group = Arc::new(flights());
+        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+            panic!("leads")
+        };
+        let caller = {
+            let group = Arc::clone(&group);
+            thread::spawn(move || {
+                let call = group.call(&1, || async { 0 });
+                block_on(Timeout::new(call, Elapsed, std::time::Duration::ZERO, None))
+            })
+        };
+        leader.complete(6);
+        assert!(matches!(
+            caller.join().unwrap(),
+            Ok(6) | Ok(0) | Err(Error::Timeout)
+        ));
         assert_eq!(group.in_flight(), 0);
     });
 }

@@ -14,6 +14,12 @@
 //! on. Which caller's clone of a value panics is the core's business; the model checks that
 //! a panic comes exactly from the clone or hook that was set to panic, and that every other
 //! caller still gets its outcome.
+//!
+//! Failing cases are persisted in the target directory
+//! (`target/tmp/model.proptest-regressions`), never in the source tree: a rerun on the same
+//! machine replays them first, and nothing is written where it could be committed by
+//! accident. A failure prints its minimal operation sequence; to keep one for good, add it
+//! as a named `#[test]` calling `run` with that sequence.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -888,7 +894,14 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
     }
 }
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/model.proptest-regressions"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn takeover_policy_matches_the_model(

@@ -423,3 +423,8 @@ pub fn coalesce_smol(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn coalesce_async_std(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::coalesce(FrontEnd::AsyncStd, attr.into(), item.into()).into()
 }
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -21,6 +21,9 @@ pub(crate) enum Joined {
     Leader(u64),
     /// Another caller holds the lease for this generation.
     Follow(u64),
+    /// A key of the flight holds data that is not ours (named); the script made it
+    /// expire within one lease.
+    Foreign(String),
 }
 
 /// A Redis command failed (the caller applies its own deadline on top).
@@ -29,6 +32,10 @@ pub(crate) struct BackendError {
     pub(crate) message: String,
     /// The client gave up waiting for the answer (the server may be frozen).
     pub(crate) timeout: bool,
+    /// The server refused our credentials.
+    pub(crate) auth: bool,
+    /// The connection was lost (the client is replacing it): worth one more try.
+    pub(crate) reconnect: bool,
 }
 
 impl BackendError {
@@ -36,6 +43,8 @@ impl BackendError {
         Self {
             message: message.into(),
             timeout: false,
+            auth: false,
+            reconnect: false,
         }
     }
 }
@@ -49,6 +58,7 @@ impl fmt::Display for BackendError {
 /// The scripts and subscriptions a flight needs.
 ///
 /// `lock_value` is `"<generation>:<token>"`, exactly what `join` stored.
+/// `limit` bounds how long foreign data found at the flight's keys may live on.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Subscribes to `channel`; resolves once the server confirmed it.
     fn subscribe(
@@ -63,6 +73,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         keys: &Keys,
         token: &str,
         lease: Duration,
+        limit: Duration,
         min_generation: u64,
     ) -> impl Future<Output = Result<Joined, BackendError>> + Send;
 
@@ -90,13 +101,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
         message: &[u8],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Releases the lease if it is still `lock_value` and then publishes `message`.
-    fn abandon(
+    /// Releases the lease if `token` holds it (whatever its generation) and then
+    /// publishes `message`; `true` if it did.
+    fn release(
         &self,
         keys: &Keys,
-        lock_value: &str,
+        token: &str,
         message: &[u8],
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
     /// The stored result envelope, if any.
     fn fetch(
@@ -114,13 +126,22 @@ pub(crate) enum Event {
     Disconnected,
 }
 
-type Subscribers = HashMap<String, Vec<(u64, mpsc::UnboundedSender<Event>)>>;
+/// Whether the server has the channel subscribed; held while (un)subscribing, so an
+/// UNSUBSCRIBE never overtakes a newer subscriber's SUBSCRIBE.
+pub(crate) type ServerState = Arc<tokio::sync::Mutex<bool>>;
+
+struct Channel {
+    subscribers: Vec<(u64, mpsc::UnboundedSender<Event>)>,
+    server: ServerState,
+}
+
+type OnEmpty = Box<dyn Fn(&str, ServerState) + Send + Sync>;
 
 /// Routes pub/sub messages of the one shared connection to the waiting followers.
 pub(crate) struct Hub {
-    channels: Mutex<Subscribers>,
+    channels: Mutex<HashMap<String, Channel>>,
     next_id: AtomicU64,
-    on_empty: Box<dyn Fn(&str) + Send + Sync>,
+    on_empty: Option<OnEmpty>,
 }
 
 impl fmt::Debug for Hub {
@@ -130,8 +151,11 @@ impl fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub that calls `on_empty(channel)` when a channel's last subscriber leaves.
-    pub(crate) fn new(on_empty: Box<dyn Fn(&str) + Send + Sync>) -> Arc<Self> {
+    /// A hub that calls `on_empty(channel, server)` when a channel's last subscriber
+    /// leaves; it must unsubscribe under `server`'s lock and then call
+    /// [`forget_if_empty`](Self::forget_if_empty). Without it, empty channels are
+    /// forgotten at once.
+    pub(crate) fn new(on_empty: Option<OnEmpty>) -> Arc<Self> {
         Arc::new(Self {
             channels: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -139,35 +163,99 @@ impl Hub {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a subscriber of `channel` (the caller subscribes on the server).
-    pub(crate) fn register(self: &Arc<Self>, channel: &str) -> Subscription {
+    /// Registers a subscriber of `channel`; the caller subscribes on the server under
+    /// the returned state's lock unless it says so already.
+    pub(crate) fn register(self: &Arc<Self>, channel: &str) -> (Subscription, ServerState) {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(channel.to_owned())
-            .or_default()
-            .push((id, tx));
-        Subscription {
+        let server = {
+            let mut channels = self.lock();
+            let entry = channels
+                .entry(channel.to_owned())
+                .or_insert_with(|| Channel {
+                    subscribers: Vec::new(),
+                    server: Arc::new(tokio::sync::Mutex::new(false)),
+                });
+            entry.subscribers.push((id, tx));
+            Arc::clone(&entry.server)
+        };
+        let subscription = Subscription {
             rx,
             hub: Arc::clone(self),
             channel: channel.to_owned(),
             id,
+        };
+        (subscription, server)
+    }
+
+    /// Registers a subscriber of `channel` and, unless the server has the channel
+    /// subscribed already, subscribes it there with `subscribe`, under the channel's lock.
+    pub(crate) async fn subscribe<Fut>(
+        self: &Arc<Self>,
+        channel: &str,
+        subscribe: impl FnOnce() -> Fut,
+    ) -> Result<Subscription, BackendError>
+    where
+        Fut: Future<Output = Result<(), BackendError>>,
+    {
+        // Register first: a message that arrives right after the server's confirmation
+        // must find us.
+        let (subscription, server) = self.register(channel);
+        let mut subscribed = server.lock().await;
+        if !*subscribed {
+            subscribe().await?;
+            *subscribed = true;
         }
+        Ok(subscription)
+    }
+
+    /// The work of `on_empty`: under the channel's lock, unsubscribes the server with
+    /// `unsubscribe` unless a subscriber came back, then forgets the channel if it is
+    /// still empty. A subscriber that registers meanwhile waits for the lock, and then
+    /// subscribes the server again.
+    pub(crate) async fn unsubscribe<Fut>(
+        &self,
+        channel: &str,
+        server: &ServerState,
+        unsubscribe: impl FnOnce() -> Fut,
+    ) where
+        Fut: Future<Output = ()>,
+    {
+        let mut subscribed = server.lock().await;
+        if self.has_subscribers(channel) {
+            return;
+        }
+        unsubscribe().await;
+        *subscribed = false;
+        self.forget_if_empty(channel, server);
     }
 
     /// Whether `channel` has subscribers.
     pub(crate) fn has_subscribers(&self, channel: &str) -> bool {
-        self.lock().contains_key(channel)
+        self.lock()
+            .get(channel)
+            .is_some_and(|c| !c.subscribers.is_empty())
+    }
+
+    /// Forgets `channel` if it still has no subscribers and `server` is its state.
+    pub(crate) fn forget_if_empty(&self, channel: &str, server: &ServerState) {
+        let mut channels = self.lock();
+        if channels
+            .get(channel)
+            .is_some_and(|c| c.subscribers.is_empty() && Arc::ptr_eq(&c.server, server))
+        {
+            channels.remove(channel);
+        }
     }
 
     /// Hands a message to every subscriber of `channel`.
     pub(crate) fn deliver(&self, channel: &str, payload: &[u8]) {
-        if let Some(subscribers) = self.lock().get(channel) {
-            for (_, tx) in subscribers {
+        if let Some(entry) = self.lock().get(channel) {
+            for (_, tx) in &entry.subscribers {
                 let _ = tx.send(Event::Message(payload.to_vec()));
             }
         }
@@ -175,8 +263,8 @@ impl Hub {
 
     /// Tells every subscriber that messages may have been lost.
     pub(crate) fn disconnected(&self) {
-        for subscribers in self.lock().values() {
-            for (_, tx) in subscribers {
+        for entry in self.lock().values() {
+            for (_, tx) in &entry.subscribers {
                 let _ = tx.send(Event::Disconnected);
             }
         }
@@ -197,19 +285,96 @@ impl Drop for Subscription {
         let emptied = {
             let mut channels = self.hub.lock();
             match channels.get_mut(&self.channel) {
-                Some(subscribers) => {
-                    subscribers.retain(|(id, _)| *id != self.id);
-                    let empty = subscribers.is_empty();
-                    if empty {
+                Some(entry) => {
+                    entry.subscribers.retain(|(id, _)| *id != self.id);
+                    if !entry.subscribers.is_empty() {
+                        None
+                    } else if self.hub.on_empty.is_some() {
+                        Some(Arc::clone(&entry.server))
+                    } else {
                         channels.remove(&self.channel);
+                        None
                     }
-                    empty
                 }
-                None => false,
+                None => None,
             }
         };
-        if emptied {
-            (self.hub.on_empty)(&self.channel);
+        if let (Some(server), Some(on_empty)) = (emptied, &self.hub.on_empty) {
+            on_empty(&self.channel, server);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    fn subscribe(log: &Log) -> impl Future<Output = Result<(), BackendError>> + use<> {
+        let log = Arc::clone(log);
+        async move {
+            log.lock().unwrap().push("SUBSCRIBE");
+            Ok(())
+        }
+    }
+
+    /// The race the lock prevents: the last subscriber leaves, the unsubscription checks
+    /// that the channel is empty, and before its UNSUBSCRIBE is written a new subscriber
+    /// arrives. Its SUBSCRIBE must reach the server after the UNSUBSCRIBE, or the server
+    /// would drop the new subscriber's subscription.
+    #[tokio::test]
+    async fn an_unsubscribe_never_overtakes_a_newer_subscribe() {
+        let log: Log = Arc::default();
+        let emptied: Arc<Mutex<Option<(String, ServerState)>>> = Arc::default();
+        let hub = Hub::new(Some(Box::new({
+            let emptied = Arc::clone(&emptied);
+            move |channel: &str, server| {
+                *emptied.lock().unwrap() = Some((channel.to_owned(), server));
+            }
+        })));
+        let first = hub.subscribe("c", || subscribe(&log)).await.unwrap();
+        drop(first);
+        let (channel, server) = emptied.lock().unwrap().take().expect("on_empty called");
+        let written = tokio::sync::watch::channel(false).0;
+        let unsubscription = tokio::spawn({
+            let (hub, log, server) = (Arc::clone(&hub), Arc::clone(&log), Arc::clone(&server));
+            let mut gate = written.subscribe();
+            async move {
+                hub.unsubscribe(&channel, &server, || async {
+                    // Checked empty; the UNSUBSCRIBE is not written yet.
+                    gate.wait_for(|go| *go).await.unwrap();
+                    log.lock().unwrap().push("UNSUBSCRIBE");
+                })
+                .await;
+            }
+        });
+        // Until the unsubscription holds the channel's lock.
+        while server.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let (hub, log) = (Arc::clone(&hub), Arc::clone(&log));
+            async move { hub.subscribe("c", || subscribe(&log)).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["SUBSCRIBE"],
+            "the new SUBSCRIBE waits"
+        );
+        written.send_replace(true);
+        unsubscription.await.unwrap();
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE"],
+            "the server ends subscribed"
+        );
+        assert!(hub.has_subscribers("c"));
+        drop(second);
+        assert!(emptied.lock().unwrap().is_some(), "emptied again");
     }
 }

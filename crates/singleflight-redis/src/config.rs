@@ -1,5 +1,7 @@
-//! Knobs: namespace, deadlines, lease, sizes, codec and circuit breaker.
+//! Knobs: namespace, deadlines, lease, sizes, codec and circuit breaker; and their
+//! validation when a group opens.
 
+use std::fmt;
 use std::time::Duration;
 
 /// How values are serialized for other processes.
@@ -25,7 +27,8 @@ impl Codec {
     }
 }
 
-/// Settings of a [`RedisGroup`](crate::RedisGroup). Start from [`Config::new`] and adjust.
+/// Settings of a [`RedisGroup`](crate::RedisGroup). Start from [`Config::new`] and adjust;
+/// [`RedisGroup::open`](crate::RedisGroup::open) checks them ([`Config::validate`]).
 ///
 /// | knob | default |
 /// |---|---|
@@ -37,7 +40,13 @@ impl Codec {
 /// | [`result_linger`](Self::result_linger) | 5 s |
 /// | [`inline_max`](Self::inline_max) / [`max_value`](Self::max_value) | 64 KiB / 8 MiB |
 /// | [`breaker`](Self::breaker) | open after 3 failures in a row, for 5 s |
-#[derive(Clone, Debug)]
+/// | [`secret`](Self::secret) (sign shared results) | none |
+///
+/// `Duration::MAX` means "no limit" for the limits that are optional:
+/// [`wait_timeout`](Self::wait_timeout) (followers wait for as long as the leader holds
+/// its lease), [`max_hold`](Self::max_hold) (renew for as long as the work runs) and
+/// [`warn_interval`](Self::warn_interval) (warn once per kind).
+#[derive(Clone)]
 pub struct Config {
     pub(crate) namespace: String,
     pub(crate) codec: Codec,
@@ -53,26 +62,99 @@ pub struct Config {
     pub(crate) breaker_failures: u32,
     pub(crate) breaker_open: Duration,
     pub(crate) warn_interval: Duration,
+    pub(crate) secret: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("namespace", &self.namespace)
+            .field("codec", &self.codec)
+            .field("op_timeout", &self.op_timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("max_hold", &self.max_hold)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("poll_min", &self.poll_min)
+            .field("poll_max", &self.poll_max)
+            .field("result_linger", &self.result_linger)
+            .field("inline_max", &self.inline_max)
+            .field("max_value", &self.max_value)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_open", &self.breaker_open)
+            .field("warn_interval", &self.warn_interval)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A [`Config`] setting outside its accepted range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: &'static str,
+    accepted: &'static str,
+    got: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, accepted: &'static str, got: impl fmt::Debug) -> Self {
+        Self {
+            setting,
+            accepted,
+            got: format!("{got:?}"),
+        }
+    }
+
+    /// The setting's name, as the [`Config`] method that sets it (`"lease_ttl"`).
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+
+    /// The accepted range, in words.
+    pub fn accepted(&self) -> &'static str {
+        self.accepted
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid singleflight-redis setting `{}`: got {}, accepted {}",
+            self.setting, self.got, self.accepted
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const MS: Duration = Duration::from_millis(1);
+const DAY: Duration = Duration::from_secs(86_400);
+/// Redis's largest string.
+const MAX_VALUE: usize = 512 * 1024 * 1024;
+
+fn within(
+    setting: &'static str,
+    accepted: &'static str,
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(setting, accepted, value))
+    }
 }
 
 impl Config {
     /// Settings with the defaults above for keys under `namespace`.
     ///
     /// Put a schema version in the namespace (`"users:v3"`): processes whose value types
-    /// differ then never read each other's values during a rolling deploy.
-    ///
-    /// # Panics
-    ///
-    /// If `namespace` contains `{` or `}`, which would break the hash tag that keeps all
-    /// keys of a flight in one cluster slot.
+    /// differ then never read each other's values during a rolling deploy. It must not
+    /// contain `{` or `}` (they would break the hash tag that keeps all keys of a flight
+    /// in one cluster slot): [`validate`](Self::validate) rejects it.
     pub fn new(namespace: impl Into<String>) -> Self {
-        let namespace = namespace.into();
-        assert!(
-            !namespace.contains(['{', '}']),
-            "singleflight-redis: the namespace must not contain '{{' or '}}'"
-        );
         Self {
-            namespace,
+            namespace: namespace.into(),
             codec: Codec::Json,
             op_timeout: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(10),
@@ -86,7 +168,77 @@ impl Config {
             breaker_failures: 3,
             breaker_open: Duration::from_secs(5),
             warn_interval: Duration::from_secs(10),
+            secret: None,
         }
+    }
+
+    /// Checks every setting against its accepted range (each method's docs give it).
+    /// [`RedisGroup::open`](crate::RedisGroup::open) calls this.
+    ///
+    /// # Errors
+    ///
+    /// The first setting out of range, naming it and the accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                "namespace",
+                "a non-empty name without '{' or '}'",
+                &self.namespace,
+            ));
+        }
+        within("op_timeout", "1 ms ..= 1 day", self.op_timeout, MS..=DAY)?;
+        within(
+            "lease_ttl",
+            "10 ms ..= 1 day",
+            self.lease_ttl,
+            10 * MS..=DAY,
+        )?;
+        within(
+            "poll",
+            "min 1 ms ..= 1 day, max min ..= 1 day",
+            self.poll_min,
+            MS..=DAY,
+        )?;
+        within(
+            "poll",
+            "min 1 ms ..= 1 day, max min ..= 1 day",
+            self.poll_max,
+            self.poll_min..=DAY,
+        )?;
+        within(
+            "result_linger",
+            "1 ms ..= 1 day",
+            self.result_linger,
+            MS..=DAY,
+        )?;
+        within(
+            "breaker",
+            "failures >= 1, open 1 ms ..= 1 day",
+            self.breaker_open,
+            MS..=DAY,
+        )?;
+        if self.breaker_failures == 0 {
+            return Err(ConfigError::new(
+                "breaker",
+                "failures >= 1, open 1 ms ..= 1 day",
+                self.breaker_failures,
+            ));
+        }
+        if !(1..=MAX_VALUE).contains(&self.max_value) {
+            return Err(ConfigError::new(
+                "max_value",
+                "1 ..= 512 MiB (Redis's largest string)",
+                self.max_value,
+            ));
+        }
+        if self.secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::new(
+                "secret",
+                "at least 16 bytes (32 random bytes recommended)",
+                "<redacted, too short>",
+            ));
+        }
+        Ok(())
     }
 
     /// The codec for values (default [`Codec::Json`]).
@@ -96,56 +248,63 @@ impl Config {
     }
 
     /// The deadline of each Redis command; a command that misses it counts as a failure
-    /// and the call falls back to local work.
+    /// and the call falls back to local work. Accepted: 1 ms ..= 1 day.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
     }
 
     /// How long a leader's lease lasts without renewal: the time it takes the fleet to
-    /// notice a crashed leader. Renewed every third of it while the work runs.
+    /// notice a crashed leader. Renewed every third of it while the work runs, so keep it
+    /// well above three [`op_timeout`](Self::op_timeout)s. Accepted: 10 ms ..= 1 day.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
     }
 
     /// Renewals stop after this long, so a wedged leader eventually lets another take over.
+    /// Any duration; `Duration::MAX` renews for as long as the work runs.
     pub fn max_hold(mut self, max_hold: Duration) -> Self {
         self.max_hold = max_hold;
         self
     }
 
     /// How long a follower waits for a result before it runs the work itself
-    /// ([`FallbackReason::WaitTimeout`](crate::FallbackReason::WaitTimeout)).
+    /// ([`FallbackReason::WaitTimeout`](crate::FallbackReason::WaitTimeout)). Any
+    /// duration; `Duration::MAX` waits for as long as a leader holds the lease (a vanished
+    /// leader is still replaced when its lease expires).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = timeout;
         self
     }
 
     /// The follower's safety re-check: first after `min`, then doubling up to `max`, each
-    /// with ±20 % jitter. Results normally arrive by pub/sub long before.
+    /// with ±20 % jitter. Results normally arrive by pub/sub long before. Accepted: `min`
+    /// 1 ms ..= 1 day (zero would spin), `max` from `min` to 1 day.
     pub fn poll(mut self, min: Duration, max: Duration) -> Self {
         self.poll_min = min;
-        self.poll_max = max.max(min);
+        self.poll_max = max;
         self
     }
 
     /// How long a result stays readable after its flight, for followers that missed the
-    /// push. It is never served to calls that start after the flight.
+    /// push. It is never served to calls that start after the flight. Accepted:
+    /// 1 ms ..= 1 day.
     pub fn result_linger(mut self, linger: Duration) -> Self {
         self.result_linger = linger;
         self
     }
 
     /// Encoded values up to this size travel inside the pub/sub message; larger ones are
-    /// announced and then read from the result key.
+    /// announced and then read from the result key. Any size.
     pub fn inline_max(mut self, bytes: usize) -> Self {
         self.inline_max = bytes;
         self
     }
 
     /// Encoded values larger than this are not shared: followers run the work themselves
-    /// ([`FallbackReason::TooLarge`](crate::FallbackReason::TooLarge)).
+    /// ([`FallbackReason::TooLarge`](crate::FallbackReason::TooLarge)). A follower applies
+    /// its own limit too, before decoding what it received. Accepted: 1 ..= 512 MiB.
     pub fn max_value(mut self, bytes: usize) -> Self {
         self.max_value = bytes;
         self
@@ -153,16 +312,98 @@ impl Config {
 
     /// After `failures` Redis failures in a row, skip Redis for `open` (calls run locally
     /// with [`FallbackReason::CircuitOpen`](crate::FallbackReason::CircuitOpen)); then one
-    /// call probes Redis again.
+    /// call probes Redis again. Accepted: `failures >= 1`, `open` 1 ms ..= 1 day.
     pub fn breaker(mut self, failures: u32, open: Duration) -> Self {
-        self.breaker_failures = failures.max(1);
+        self.breaker_failures = failures;
         self.breaker_open = open;
         self
     }
 
     /// At most one `tracing` warning per kind of trouble in this interval (default 10 s).
+    /// Any duration.
     pub fn warn_interval(mut self, interval: Duration) -> Self {
         self.warn_interval = interval;
         self
+    }
+
+    /// Signs every shared result with HMAC-SHA256 under `secret`, shared by every process
+    /// of the namespace; a follower accepts only results signed with it and runs the work
+    /// itself otherwise ([`FallbackReason::Unverified`](crate::FallbackReason::Unverified)).
+    /// Accepted: at least 16 bytes (use 32 random bytes).
+    ///
+    /// Without a secret, Redis and everyone who can write to it are trusted: they can hand
+    /// every follower any value. With one, they can still delay or prevent coalescing
+    /// (hold a lease, delete keys), and replay an earlier result of the same key within
+    /// its flight, but not make a follower accept a value no leader produced.
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::new("ns").validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_with_its_range() {
+        let bad = [
+            (Config::new(""), "namespace"),
+            (Config::new("a{b}"), "namespace"),
+            (Config::new("n").op_timeout(Duration::ZERO), "op_timeout"),
+            (Config::new("n").op_timeout(Duration::MAX), "op_timeout"),
+            (Config::new("n").lease_ttl(Duration::ZERO), "lease_ttl"),
+            (Config::new("n").lease_ttl(Duration::MAX), "lease_ttl"),
+            (
+                Config::new("n").poll(Duration::ZERO, Duration::ZERO),
+                "poll",
+            ),
+            (Config::new("n").poll(MS * 10, MS), "poll"),
+            (Config::new("n").poll(MS, Duration::MAX), "poll"),
+            (
+                Config::new("n").result_linger(Duration::MAX),
+                "result_linger",
+            ),
+            (
+                Config::new("n").result_linger(Duration::ZERO),
+                "result_linger",
+            ),
+            (Config::new("n").max_value(0), "max_value"),
+            (Config::new("n").max_value(usize::MAX), "max_value"),
+            (Config::new("n").breaker(0, MS), "breaker"),
+            (Config::new("n").breaker(1, Duration::MAX), "breaker"),
+            (Config::new("n").secret(*b"short"), "secret"),
+        ];
+        for (config, setting) in bad {
+            let error = config.validate().expect_err(setting);
+            assert_eq!(error.setting(), setting, "{error}");
+            let text = error.to_string();
+            assert!(
+                text.contains(setting) && text.contains(error.accepted()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_limit_is_accepted_where_a_limit_is_optional() {
+        let config = Config::new("n")
+            .wait_timeout(Duration::MAX)
+            .max_hold(Duration::MAX)
+            .warn_interval(Duration::MAX)
+            .inline_max(usize::MAX);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_secret_is_not_printed() {
+        let config = Config::new("n").secret(*b"0123456789abcdef-secret");
+        assert!(!format!("{config:?}").contains("secret\""));
+        assert!(format!("{config:?}").contains("<redacted>"));
     }
 }

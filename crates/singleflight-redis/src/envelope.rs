@@ -1,17 +1,25 @@
 //! Key names and the versioned envelope that carries a result between processes.
 //!
-//! Layout (big-endian): `b"SF"`, version `1`, codec id, status, generation (u64), key
-//! fingerprint (u64), then the payload: the encoded value (`Ok`), the error's text (`Err`),
-//! or nothing. The fixed header lets a follower classify a message without decoding it.
+//! Layout (big-endian): `b"SF"`, version `2`, codec id, status, flags (bit 0: signed),
+//! generation (u64), the key's length (u32) and bytes, then the payload: the encoded value
+//! (`Ok`), the error's text (`Err`), or nothing; if signed, an HMAC-SHA256 tag of the
+//! namespace and everything before it ends the envelope. The fixed header lets a follower
+//! classify a message without decoding it, and the full key in it means a result is only
+//! ever taken for the key it was produced for.
 
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::config::Codec;
 
 const MAGIC: &[u8; 2] = b"SF";
-const VERSION: u8 = 1;
-pub(crate) const HEADER_LEN: usize = 21;
+const VERSION: u8 = 2;
+/// Magic, version, codec, status, flags, generation, key length.
+const FIXED_LEN: usize = 2 + 1 + 1 + 1 + 1 + 8 + 4;
+const SIGNED: u8 = 1;
+const TAG_LEN: usize = 32;
 
 /// What a leader reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,42 +49,141 @@ impl Status {
     }
 }
 
-/// A parsed envelope header.
+/// A parsed envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Header {
+pub(crate) struct Envelope<'a> {
     pub(crate) codec: u8,
     pub(crate) status: Status,
     pub(crate) generation: u64,
-    pub(crate) fingerprint: u64,
+    pub(crate) key: &'a [u8],
+    pub(crate) payload: &'a [u8],
+    /// The signed bytes and their tag, if signed.
+    signature: Option<(&'a [u8], &'a [u8])>,
 }
 
-impl Header {
-    /// Splits `bytes` into header and payload; `None` if they are no envelope of ours.
-    pub(crate) fn parse(bytes: &[u8]) -> Option<(Self, &[u8])> {
-        if bytes.len() < HEADER_LEN || &bytes[..2] != MAGIC || bytes[2] != VERSION {
-            return None;
+/// Why an envelope was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// Not an envelope of ours (another format or version, truncated), or for another key.
+    Foreign,
+    /// Ours, but unsigned or not signed with this group's secret.
+    Unverified,
+}
+
+/// Encodes and checks envelopes for one namespace (and secret, if any).
+#[derive(Clone)]
+pub(crate) struct Sealer {
+    codec: Codec,
+    namespace: Vec<u8>,
+    mac: Option<Hmac<Sha256>>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("codec", &self.codec)
+            .field("signed", &self.mac.is_some())
+            .finish()
+    }
+}
+
+impl Sealer {
+    /// `secret` must be valid for HMAC (any length is); `Config::validate` asks for 16+.
+    pub(crate) fn new(codec: Codec, namespace: &str, secret: Option<&[u8]>) -> Self {
+        Self {
+            codec,
+            namespace: namespace.as_bytes().to_vec(),
+            mac: secret.map(|secret| {
+                <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any size")
+            }),
         }
-        let header = Self {
-            codec: bytes[3],
-            status: Status::from_u8(bytes[4])?,
-            generation: u64::from_be_bytes(bytes[5..13].try_into().ok()?),
-            fingerprint: u64::from_be_bytes(bytes[13..21].try_into().ok()?),
-        };
-        Some((header, &bytes[HEADER_LEN..]))
     }
 
-    /// The envelope with this header and `payload`.
-    pub(crate) fn encode(&self, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    pub(crate) fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    fn tag(&self, mac: &Hmac<Sha256>, signed: &[u8]) -> Hmac<Sha256> {
+        let mut mac = mac.clone();
+        mac.update(&(self.namespace.len() as u64).to_be_bytes());
+        mac.update(&self.namespace);
+        mac.update(signed);
+        mac
+    }
+
+    /// The envelope for `key`'s flight `generation`.
+    pub(crate) fn seal(
+        &self,
+        status: Status,
+        generation: u64,
+        key: &str,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let key = key.as_bytes();
+        let mut out = Vec::with_capacity(FIXED_LEN + key.len() + payload.len() + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(self.codec);
-        out.push(self.status as u8);
-        out.extend_from_slice(&self.generation.to_be_bytes());
-        out.extend_from_slice(&self.fingerprint.to_be_bytes());
+        out.push(self.codec.id());
+        out.push(status as u8);
+        out.push(if self.mac.is_some() { SIGNED } else { 0 });
+        out.extend_from_slice(&generation.to_be_bytes());
+        // Keys longer than 4 GiB do not reach Redis (512 MiB strings).
+        out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(key);
         out.extend_from_slice(payload);
+        if let Some(mac) = &self.mac {
+            let tag = self.tag(mac, &out).finalize().into_bytes();
+            out.extend_from_slice(&tag);
+        }
         out
     }
+
+    /// Parses `bytes` as an envelope for `key`, checking its signature if this group
+    /// signs.
+    pub(crate) fn open<'a>(&self, bytes: &'a [u8], key: &str) -> Result<Envelope<'a>, Rejected> {
+        let envelope = parse(bytes).ok_or(Rejected::Foreign)?;
+        if envelope.key != key.as_bytes() {
+            return Err(Rejected::Foreign);
+        }
+        if let Some(mac) = &self.mac {
+            let (signed, tag) = envelope.signature.ok_or(Rejected::Unverified)?;
+            self.tag(mac, signed)
+                .verify_slice(tag)
+                .map_err(|_| Rejected::Unverified)?;
+        }
+        Ok(envelope)
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Envelope<'_>> {
+    if bytes.len() < FIXED_LEN || &bytes[..2] != MAGIC || bytes[2] != VERSION {
+        return None;
+    }
+    let flags = bytes[5];
+    if flags & !SIGNED != 0 {
+        return None;
+    }
+    let generation = u64::from_be_bytes(bytes[6..14].try_into().ok()?);
+    let key_len = usize::try_from(u32::from_be_bytes(bytes[14..18].try_into().ok()?)).ok()?;
+    let key_end = FIXED_LEN.checked_add(key_len)?;
+    let (body, signature) = if flags & SIGNED == 0 {
+        (bytes, None)
+    } else {
+        let split = bytes.len().checked_sub(TAG_LEN)?;
+        let (signed, tag) = bytes.split_at(split);
+        (signed, Some((signed, tag)))
+    };
+    if body.len() < key_end {
+        return None;
+    }
+    Some(Envelope {
+        codec: bytes[3],
+        status: Status::from_u8(bytes[4])?,
+        generation,
+        key: &body[FIXED_LEN..key_end],
+        payload: &body[key_end..],
+        signature,
+    })
 }
 
 /// Serializes a value with `codec`.
@@ -106,40 +213,34 @@ pub(crate) struct Keys {
     pub(crate) generation: String,
     pub(crate) result: String,
     pub(crate) channel: String,
-    /// A second, independent hash of the key, checked on every envelope: a hash collision
-    /// of the key names is treated as a miss, never as someone else's value.
-    pub(crate) fingerprint: u64,
+    /// The caller's key, checked against every envelope: a result is never taken for
+    /// another key's, whatever the names.
+    pub(crate) key: String,
 }
 
 impl Keys {
     pub(crate) fn new(namespace: &str, key: &str) -> Self {
-        let hash = fnv1a_128(key.as_bytes());
-        let base = format!("sf:{{{namespace}:{hash:032x}}}");
+        let hash = name_hash(namespace, key);
+        let base = format!("sf:{{{namespace}:{hash}}}");
         Self {
             lock: format!("{base}:lock"),
             generation: format!("{base}:gen"),
             result: format!("{base}:res"),
             channel: format!("{base}:done"),
-            fingerprint: fingerprint(key.as_bytes()),
+            key: key.to_owned(),
         }
     }
 }
 
-/// FNV-1a, 128 bits: stable across builds and platforms, unlike std's hashers.
-fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    bytes
-        .iter()
-        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
-}
-
-/// A 64-bit hash unrelated to [`fnv1a_128`] (djb2 over the bytes and the length).
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let h = bytes
-        .iter()
-        .fold(5381u64, |h, &b| h.wrapping_mul(33) ^ u64::from(b));
-    h ^ (bytes.len() as u64).rotate_left(32)
+/// SHA-256 of the length-prefixed namespace and the key, truncated to 128 bits (hex):
+/// stable across builds and platforms, and nobody can craft two keys that share names.
+fn name_hash(namespace: &str, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((namespace.len() as u64).to_be_bytes());
+    hasher.update(namespace.as_bytes());
+    hasher.update(key.as_bytes());
+    let digest = hasher.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -147,23 +248,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_round_trips_and_rejects_foreign_bytes() {
-        let header = Header {
-            codec: 1,
-            status: Status::Err,
-            generation: 42,
-            fingerprint: 7,
-        };
-        let bytes = header.encode(b"boom");
-        assert_eq!(Header::parse(&bytes), Some((header, &b"boom"[..])));
-        assert_eq!(Header::parse(b"SF"), None);
-        assert_eq!(Header::parse(&[0; 40]), None);
-        let mut wrong_version = bytes.clone();
-        wrong_version[2] = 9;
-        assert_eq!(Header::parse(&wrong_version), None);
-        let mut wrong_status = bytes;
-        wrong_status[4] = 200;
-        assert_eq!(Header::parse(&wrong_status), None);
+    fn envelopes_round_trip_and_reject_foreign_bytes() {
+        let sealer = Sealer::new(Codec::Json, "ns", None);
+        let bytes = sealer.seal(Status::Err, 42, "user:1", b"boom");
+        let envelope = sealer.open(&bytes, "user:1").expect("ours");
+        assert_eq!(
+            (envelope.status, envelope.generation, envelope.payload),
+            (Status::Err, 42, &b"boom"[..])
+        );
+        assert_eq!(sealer.open(&bytes, "user:2"), Err(Rejected::Foreign));
+        assert_eq!(sealer.open(b"SF", "user:1"), Err(Rejected::Foreign));
+        assert_eq!(sealer.open(&[0; 40], "user:1"), Err(Rejected::Foreign));
+        for (at, byte) in [(2, 9), (4, 200), (5, 4)] {
+            let mut wrong = bytes.clone();
+            wrong[at] = byte;
+            assert_eq!(
+                sealer.open(&wrong, "user:1"),
+                Err(Rejected::Foreign),
+                "{at}"
+            );
+        }
+        // A key length beyond the envelope is truncation, not a panic.
+        let mut wrong = bytes.clone();
+        wrong[14..18].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(sealer.open(&wrong, "user:1"), Err(Rejected::Foreign));
+        for len in 0..bytes.len() {
+            let _ = sealer.open(&bytes[..len], "user:1");
+        }
+    }
+
+    #[test]
+    fn signed_envelopes_verify_only_with_the_same_secret_and_namespace() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let signer = Sealer::new(Codec::Json, "ns", Some(secret));
+        let bytes = signer.seal(Status::Ok, 3, "k", b"1");
+        assert_eq!(signer.open(&bytes, "k").expect("signed").payload, b"1");
+        let unsigned = Sealer::new(Codec::Json, "ns", None);
+        assert!(
+            unsigned.open(&bytes, "k").is_ok(),
+            "no secret: trusted as is"
+        );
+        assert_eq!(
+            signer.open(&unsigned.seal(Status::Ok, 3, "k", b"1"), "k"),
+            Err(Rejected::Unverified)
+        );
+        let other = Sealer::new(Codec::Json, "ns", Some(b"another secret, long enough"));
+        assert_eq!(other.open(&bytes, "k"), Err(Rejected::Unverified));
+        let other_ns = Sealer::new(Codec::Json, "ns2", Some(secret));
+        assert_eq!(other_ns.open(&bytes, "k"), Err(Rejected::Unverified));
+        let mut tampered = bytes.clone();
+        let at = tampered.len() - TAG_LEN - 1;
+        tampered[at] = b'2';
+        assert_eq!(signer.open(&tampered, "k"), Err(Rejected::Unverified));
     }
 
     #[test]
@@ -174,6 +310,7 @@ mod tests {
         assert_eq!(tag(&keys.lock), tag(&keys.generation));
         assert_eq!(tag(&keys.lock), tag(&keys.channel));
         assert!(keys.lock.starts_with("sf:{users:v1:"));
+        assert_eq!(tag(&keys.lock).len(), "{users:v1:}".len() + 32, "128 bits");
         assert_ne!(
             Keys::new("users:v1", "a").lock,
             Keys::new("users:v1", "b").lock
@@ -182,6 +319,16 @@ mod tests {
             Keys::new("users:v1", "a").lock,
             Keys::new("users:v2", "a").lock
         );
+        // The namespace is length-prefixed: ("a", "bc") and ("ab", "c") differ.
+        assert_ne!(name_hash("a", "bc"), name_hash("ab", "c"));
+        // SHA-256("\0\0\0\0\0\0\0\x02ns" "k"), first 16 bytes: stable across builds.
+        let mut hasher = Sha256::new();
+        hasher.update(b"\0\0\0\0\0\0\0\x02nsk");
+        let expected: String = hasher.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(name_hash("ns", "k"), expected);
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl FakeRedis {
 
     /// A new connection (a process).
     pub(crate) fn connect(self: &Arc<Self>) -> FakeConn {
-        let hub = Hub::new(Box::new(|_| {}));
+        let hub = Hub::new(None);
         self.hubs.lock().unwrap().push(Arc::downgrade(&hub));
         FakeConn {
             redis: Arc::clone(self),
@@ -168,7 +168,7 @@ impl FakeConn {
 impl Backend for FakeConn {
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
         self.check().await?;
-        Ok(self.hub.register(channel))
+        Ok(self.hub.register(channel).0)
     }
 
     async fn join(
@@ -176,6 +176,7 @@ impl Backend for FakeConn {
         keys: &Keys,
         token: &str,
         lease: Duration,
+        _limit: Duration,
         min_generation: u64,
     ) -> Result<Joined, BackendError> {
         self.check().await?;
@@ -241,16 +242,17 @@ impl Backend for FakeConn {
         Ok(())
     }
 
-    async fn abandon(
+    async fn release(
         &self,
         keys: &Keys,
-        lock_value: &str,
+        token: &str,
         message: &[u8],
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
         self.check().await?;
         let released = {
             let mut state = self.state();
-            let mine = live(state.locks.get(&keys.lock)).is_some_and(|v| v == lock_value);
+            let mine = live(state.locks.get(&keys.lock))
+                .is_some_and(|v| v.split_once(':').is_some_and(|(_, holder)| holder == token));
             if mine {
                 state.locks.remove(&keys.lock);
             }
@@ -259,7 +261,7 @@ impl Backend for FakeConn {
         if released {
             self.redis.publish(&keys.channel, message);
         }
-        Ok(())
+        Ok(released)
     }
 
     async fn fetch(&self, keys: &Keys) -> Result<Option<Vec<u8>>, BackendError> {

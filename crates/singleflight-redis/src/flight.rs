@@ -5,12 +5,17 @@
 //! result, error or abandonment); everyone else follows, waiting for the push, re-checking
 //! on a jittered backoff and on disconnects, and re-electing when the leader vanished.
 //! Any Redis trouble makes the caller run the work itself and say why.
+//!
+//! Two guards make a dropped call (a client timeout, a cancelled request) leave nothing
+//! behind, whatever point it was dropped at: the breaker's [`Probe`] ends a half-open probe,
+//! and the [`LeaseGuard`], armed from the first command that may take the lease, releases
+//! the lease by this call's token and tells the followers to elect again.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -18,9 +23,9 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, Event, Joined};
+use crate::backend::{Backend, BackendError, Event, Joined, Subscription};
 use crate::config::Config;
-use crate::envelope::{self, HEADER_LEN, Header, Keys, Status};
+use crate::envelope::{self, Envelope, Keys, Rejected, Sealer, Status};
 use crate::health::{Breaker, Counters, FleetStats, Warnings};
 use crate::outcome::{FallbackReason, Outcome, RemoteError};
 
@@ -40,20 +45,23 @@ const WARN_SIZE: usize = 2;
 const WARN_LEASE: usize = 3;
 const WARN_PUBLISH: usize = 4;
 const WARN_WAIT: usize = 5;
+const WARN_FOREIGN: usize = 6;
+const WARN_AUTH: usize = 7;
 
 /// One group's fleet layer over backend `B`.
 #[derive(Debug)]
 pub(crate) struct Fleet<B> {
     backend: B,
     config: Config,
+    sealer: Sealer,
     breaker: Breaker,
     counters: Counters,
     warnings: Warnings,
-    following: std::sync::atomic::AtomicUsize,
+    following: AtomicUsize,
 }
 
 /// Counts a flight as following while it lives.
-struct Following<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Following<'a>(&'a AtomicUsize);
 
 impl Drop for Following<'_> {
     fn drop(&mut self) {
@@ -78,6 +86,15 @@ fn jitter(base: Duration) -> Duration {
     base.mul_f64(0.8 + 0.4 * unit)
 }
 
+/// Whether a command's success says Redis is healthy (closes the breaker).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// A script: reads, writes and Lua all work.
+    Proves,
+    /// A subscription: works even when scripts or writes fail (out of memory, a replica).
+    ProvesNothing,
+}
+
 impl<B: Backend> Fleet<B> {
     pub(crate) fn new(backend: B, config: Config) -> Self {
         Self {
@@ -85,7 +102,8 @@ impl<B: Backend> Fleet<B> {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             warnings: Warnings::new(config.warn_interval),
             counters: Counters::default(),
-            following: std::sync::atomic::AtomicUsize::new(0),
+            following: AtomicUsize::new(0),
+            sealer: Sealer::new(config.codec, &config.namespace, config.secret.as_deref()),
             config,
         }
     }
@@ -99,16 +117,44 @@ impl<B: Backend> Fleet<B> {
         self.counters.snapshot()
     }
 
-    /// Runs one Redis command under the per-command deadline, feeding the breaker.
-    async fn op<T>(
+    /// How long foreign data at a flight's keys may live on.
+    fn foreign_limit(&self) -> Duration {
+        self.config.lease_ttl.max(self.config.result_linger)
+    }
+
+    /// Runs one Redis command under the per-command deadline, feeding the breaker. A
+    /// command that found the connection lost is sent once more within the deadline: the
+    /// client reconnects on that error, and every command is idempotent for its caller.
+    async fn op<T, Fut>(
         &self,
         what: &str,
-        command: impl Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, FallbackReason> {
-        let reason = match tokio::time::timeout(self.config.op_timeout, command).await {
+        health: Health,
+        command: impl Fn() -> Fut,
+    ) -> Result<T, FallbackReason>
+    where
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let deadline = Instant::now() + self.config.op_timeout;
+        let mut result = tokio::time::timeout_at(deadline, command()).await;
+        if matches!(&result, Ok(Err(error)) if error.reconnect) {
+            result = tokio::time::timeout_at(deadline, command()).await;
+        }
+        let reason = match result {
             Ok(Ok(value)) => {
-                self.breaker.success();
+                if health == Health::Proves {
+                    self.breaker.success();
+                }
                 return Ok(value);
+            }
+            Ok(Err(error)) if error.auth => {
+                let opened = self.breaker.failure();
+                self.warnings.warn(WARN_AUTH, || {
+                    format!(
+                        "redis refused the credentials on {what} ({error}); running work locally{}",
+                        opened_note(opened)
+                    )
+                });
+                FallbackReason::AuthFailed
             }
             Ok(Err(error)) if !error.timeout => {
                 let opened = self.breaker.failure();
@@ -153,6 +199,27 @@ impl<B: Backend> Fleet<B> {
         }
     }
 
+    fn foreign(&self, keys: &Keys, what: &str) -> FallbackReason {
+        self.warnings.warn(WARN_FOREIGN, || {
+            format!(
+                "the {what} of {} holds data that is not a singleflight-redis {what} of this key; running work locally until it expires (within {:?})",
+                keys.lock.trim_end_matches(":lock"),
+                self.foreign_limit()
+            )
+        });
+        FallbackReason::ForeignData
+    }
+
+    fn unverified(&self, keys: &Keys) -> FallbackReason {
+        self.warnings.warn(WARN_FOREIGN, || {
+            format!(
+                "a result for {} is not signed with this group's secret; running work locally",
+                keys.lock.trim_end_matches(":lock")
+            )
+        });
+        FallbackReason::Unverified
+    }
+
     /// Coalesces `work` for `key` across the fleet.
     pub(crate) async fn run<V, E, F, Fut>(
         self: &Arc<Self>,
@@ -165,59 +232,82 @@ impl<B: Backend> Fleet<B> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        if !self.breaker.allow() {
+        // Held for the whole call: a call dropped while probing ends the probe.
+        let Some(_probe) = self.breaker.allow() else {
             return self.local(FallbackReason::CircuitOpen, work).await;
-        }
+        };
         let keys = Keys::new(&self.config.namespace, key);
         let token = format!("{:016x}{:016x}", random_u64(), random_u64());
+        let mut lease = LeaseGuard {
+            fleet: Arc::clone(self),
+            keys,
+            token,
+            renewal: None,
+            armed: false,
+        };
         // Subscribe before joining: a result published after our join cannot be missed.
         let subscription = match self
-            .op("subscribe", self.backend.subscribe(&keys.channel))
+            .op("subscribe", Health::ProvesNothing, || {
+                self.backend.subscribe(&lease.keys.channel)
+            })
             .await
         {
             Ok(subscription) => subscription,
             Err(reason) => return self.local(reason, work).await,
         };
-        let joined = match self
-            .op(
-                "join",
-                self.backend.join(&keys, &token, self.config.lease_ttl, 0),
-            )
-            .await
-        {
-            Ok(joined) => joined,
+        let joined = self.join(&mut lease, 0).await;
+        let generation = match joined {
             Err(reason) => {
-                if reason == FallbackReason::RedisTimeout {
-                    self.release_later(keys, token);
-                }
+                lease.release_now();
+                return self.local(reason, work).await;
+            }
+            Ok(Joined::Leader(generation)) => {
+                drop(subscription);
+                let outcome = Outcome::Leader { generation };
+                return self.lead(lease, generation, outcome, work).await;
+            }
+            Ok(Joined::Follow(generation)) => generation,
+            Ok(Joined::Result(envelope)) => {
+                return self.settle_stored(&lease.keys, &envelope, work).await;
+            }
+            Ok(Joined::Foreign(what)) => {
+                let reason = self.foreign(&lease.keys, &what);
                 return self.local(reason, work).await;
             }
         };
-        let generation = match joined {
-            Joined::Leader(generation) => {
-                drop(subscription);
-                return self
-                    .lead(
-                        keys,
-                        &token,
-                        generation,
-                        Outcome::Leader { generation },
-                        work,
-                    )
-                    .await;
-            }
-            Joined::Follow(generation) => generation,
-            Joined::Result(envelope) => return self.settle_stored(&keys, &envelope, work).await,
-        };
-        self.follow(keys, &token, subscription, generation, work)
-            .await
+        self.follow(lease, subscription, generation, work).await
+    }
+
+    /// One `join`, with the lease guard armed while its effect is unknown: a join that
+    /// failed, timed out or was dropped may still have taken the lease.
+    async fn join(
+        &self,
+        lease: &mut LeaseGuard<B>,
+        min_generation: u64,
+    ) -> Result<Joined, FallbackReason> {
+        lease.armed = true;
+        let joined = self
+            .op("join", Health::Proves, || {
+                self.backend.join(
+                    &lease.keys,
+                    &lease.token,
+                    self.config.lease_ttl,
+                    self.foreign_limit(),
+                    min_generation,
+                )
+            })
+            .await;
+        lease.armed = !matches!(
+            joined,
+            Ok(Joined::Follow(_) | Joined::Result(_) | Joined::Foreign(_))
+        );
+        joined
     }
 
     async fn follow<V, E, F, Fut>(
         self: &Arc<Self>,
-        keys: Keys,
-        token: &str,
-        mut subscription: crate::backend::Subscription,
+        mut lease: LeaseGuard<B>,
+        mut subscription: Subscription,
         mut generation: u64,
         work: F,
     ) -> Result<(V, Outcome), Failure<E>>
@@ -229,7 +319,8 @@ impl<B: Backend> Fleet<B> {
     {
         self.following.fetch_add(1, Ordering::Relaxed);
         let following = Following(&self.following);
-        let deadline = Instant::now() + self.config.wait_timeout;
+        // `Duration::MAX`: no deadline of our own.
+        let deadline = Instant::now().checked_add(self.config.wait_timeout);
         let mut poll = self.config.poll_min;
         // One failed re-check is forgiven (the first command after a reconnect can fail);
         // the next in a row sends the work local.
@@ -237,28 +328,27 @@ impl<B: Backend> Fleet<B> {
         loop {
             let recheck = tokio::select! {
                 event = subscription.rx.recv() => match event {
-                    Some(Event::Message(bytes)) => match Header::parse(&bytes) {
-                        Some((header, payload))
-                            if header.fingerprint == keys.fingerprint
-                                && header.generation >= generation =>
-                        {
-                            match header.status {
-                                Status::Ok | Status::Err | Status::TooLarge => {
-                                    let settled = self.settle(header, payload, work);
-                                    return self.resolve(settled).await;
-                                }
-                                Status::Ready => {
-                                    match self.op("fetch", self.backend.fetch(&keys)).await {
-                                        Ok(Some(envelope)) => {
-                                            return self.settle_stored(&keys, &envelope, work).await;
-                                        }
-                                        // Gone already: ask again, which re-elects if need be.
-                                        Ok(None) => true,
-                                        Err(reason) => return self.local(reason, work).await,
+                    Some(Event::Message(bytes)) => match self.sealer.open(&bytes, &lease.keys.key) {
+                        // A hint (a leader gave up): ask Redis, whatever generation it names.
+                        Ok(envelope) if envelope.status == Status::Abandoned => true,
+                        Ok(envelope) if envelope.generation >= generation => {
+                            if envelope.status == Status::Ready {
+                                match self.op("fetch", Health::Proves, || self.backend.fetch(&lease.keys)).await {
+                                    Ok(Some(stored)) => {
+                                        return self.settle_stored(&lease.keys, &stored, work).await;
                                     }
+                                    // Gone already: ask again, which re-elects if need be.
+                                    Ok(None) => true,
+                                    Err(reason) => return self.local(reason, work).await,
                                 }
-                                Status::Abandoned => true,
+                            } else {
+                                let settled = self.settle(envelope, work);
+                                return self.resolve(settled).await;
                             }
+                        }
+                        Err(Rejected::Unverified) => {
+                            let reason = self.unverified(&lease.keys);
+                            return self.local(reason, work).await;
                         }
                         // Another generation's or a foreign message: not ours to act on.
                         _ => false,
@@ -268,10 +358,10 @@ impl<B: Backend> Fleet<B> {
                     None => return self.local(FallbackReason::RedisUnavailable, work).await,
                 },
                 () = tokio::time::sleep(jitter(poll)) => {
-                    poll = (poll * 2).min(self.config.poll_max);
+                    poll = poll.saturating_mul(2).min(self.config.poll_max);
                     true
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = sleep_until(deadline) => {
                     self.warnings.warn(WARN_WAIT, || format!(
                         "no result from the leader of generation {generation} within {:?}; running work locally",
                         self.config.wait_timeout
@@ -282,33 +372,31 @@ impl<B: Backend> Fleet<B> {
             if !recheck {
                 continue;
             }
-            match self
-                .op(
-                    "join",
-                    self.backend
-                        .join(&keys, token, self.config.lease_ttl, generation),
-                )
-                .await
-            {
+            match self.join(&mut lease, generation).await {
                 Err(reason) => {
                     failed_rechecks += 1;
                     if failed_rechecks >= 2 {
+                        lease.release_now();
                         return self.local(reason, work).await;
                     }
                     poll = self.config.poll_min;
                 }
                 Ok(Joined::Result(envelope)) => {
-                    return self.settle_stored(&keys, &envelope, work).await;
+                    return self.settle_stored(&lease.keys, &envelope, work).await;
                 }
                 Ok(Joined::Follow(current)) => {
                     failed_rechecks = 0;
                     generation = generation.max(current);
                 }
+                Ok(Joined::Foreign(what)) => {
+                    let reason = self.foreign(&lease.keys, &what);
+                    return self.local(reason, work).await;
+                }
                 Ok(Joined::Leader(new)) => {
                     drop(subscription);
                     drop(following);
                     let outcome = Outcome::Reelected { generation: new };
-                    return self.lead(keys, token, new, outcome, work).await;
+                    return self.lead(lease, new, outcome, work).await;
                 }
             }
         }
@@ -318,7 +406,7 @@ impl<B: Backend> Fleet<B> {
     async fn settle_stored<V, E, F, Fut>(
         &self,
         keys: &Keys,
-        envelope: &[u8],
+        stored: &[u8],
         work: F,
     ) -> Result<(V, Outcome), Failure<E>>
     where
@@ -326,21 +414,17 @@ impl<B: Backend> Fleet<B> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        match Header::parse(envelope) {
-            Some((header, payload))
-                if header.fingerprint == keys.fingerprint && header.status != Status::Ready =>
+        let reason = match self.sealer.open(stored, &keys.key) {
+            Ok(envelope)
+                if matches!(envelope.status, Status::Ok | Status::Err | Status::TooLarge) =>
             {
-                let settled = self.settle(header, payload, work);
-                self.resolve(settled).await
+                let settled = self.settle(envelope, work);
+                return self.resolve(settled).await;
             }
-            _ => {
-                self.warnings.warn(WARN_DECODE, || {
-                    "stored result is not a valid envelope for this key; running work locally"
-                        .to_owned()
-                });
-                self.local(FallbackReason::Decode, work).await
-            }
-        }
+            Err(Rejected::Unverified) => self.unverified(keys),
+            _ => self.foreign(keys, "result"),
+        };
+        self.local(reason, work).await
     }
 
     async fn resolve<V, E, F, Fut>(
@@ -358,16 +442,27 @@ impl<B: Backend> Fleet<B> {
     }
 
     /// A final message from the leader (value, error, or "too large").
-    fn settle<V, E, F>(&self, header: Header, payload: &[u8], work: F) -> Settled<V, E, F>
+    fn settle<V, E, F>(&self, envelope: Envelope<'_>, work: F) -> Settled<V, E, F>
     where
         V: DeserializeOwned,
     {
-        match header.status {
-            Status::Ok => match envelope::decode_value::<V>(header.codec, payload) {
+        let outcome = Outcome::Follower {
+            generation: envelope.generation,
+        };
+        match envelope.status {
+            // Our own limit, before decoding a byte of it.
+            Status::Ok if envelope.payload.len() > self.config.max_value => {
+                self.warnings.warn(WARN_SIZE, || {
+                    format!(
+                        "shared value of {} bytes exceeds this process's max_value ({}); running work locally",
+                        envelope.payload.len(),
+                        self.config.max_value
+                    )
+                });
+                Settled::Local(FallbackReason::TooLarge, work)
+            }
+            Status::Ok => match envelope::decode_value::<V>(envelope.codec, envelope.payload) {
                 Some(value) => {
-                    let outcome = Outcome::Follower {
-                        generation: header.generation,
-                    };
                     self.counters.outcome(outcome);
                     Settled::Done(Ok((value, outcome)))
                 }
@@ -375,8 +470,8 @@ impl<B: Backend> Fleet<B> {
                     self.warnings.warn(WARN_DECODE, || {
                         format!(
                             "shared value of generation {} (codec {}) does not decode as {}; running work locally",
-                            header.generation,
-                            header.codec,
+                            envelope.generation,
+                            envelope.codec,
                             std::any::type_name::<V>()
                         )
                     });
@@ -384,13 +479,11 @@ impl<B: Backend> Fleet<B> {
                 }
             },
             Status::Err => {
-                let outcome = Outcome::Follower {
-                    generation: header.generation,
-                };
                 self.counters.outcome(outcome);
                 self.counters.remote_error();
+                let text = &envelope.payload[..envelope.payload.len().min(self.config.max_value)];
                 Settled::Done(Err(Failure::Remote(RemoteError::new(
-                    &String::from_utf8_lossy(payload),
+                    &String::from_utf8_lossy(text),
                 ))))
             }
             _ => Settled::Local(FallbackReason::TooLarge, work),
@@ -399,8 +492,7 @@ impl<B: Backend> Fleet<B> {
 
     async fn lead<V, E, F, Fut>(
         self: &Arc<Self>,
-        keys: Keys,
-        token: &str,
+        mut lease: LeaseGuard<B>,
         generation: u64,
         outcome: Outcome,
         work: F,
@@ -412,106 +504,74 @@ impl<B: Backend> Fleet<B> {
         Fut: Future<Output = Result<V, E>>,
     {
         self.counters.outcome(outcome);
-        let lock_value = format!("{generation}:{token}");
-        let mut guard = LeaderGuard {
-            renewal: Some(self.spawn_renewal(keys.clone(), lock_value.clone())),
-            fleet: Arc::clone(self),
-            keys,
-            lock_value,
-            generation,
-            armed: true,
-        };
+        let lock_value = format!("{generation}:{}", lease.token);
+        lease.renewal = Some(self.spawn_renewal(lease.keys.clone(), lock_value.clone()));
+        lease.armed = true;
         let result = work().await;
-        if let Some(renewal) = guard.renewal.take() {
+        if let Some(renewal) = lease.renewal.take() {
             renewal.abort();
         }
-        let header = |status| Header {
-            codec: self.config.codec.id(),
-            status,
-            generation,
-            fingerprint: guard.keys.fingerprint,
+        let seal = |status, payload: &[u8]| {
+            self.sealer
+                .seal(status, generation, &lease.keys.key, payload)
         };
         let envelope = match &result {
-            Ok(value) => {
-                match envelope::encode_value(self.config.codec, value) {
-                    Ok(payload) if payload.len() + HEADER_LEN <= self.config.max_value => {
-                        header(Status::Ok).encode(&payload)
-                    }
-                    Ok(payload) => {
-                        self.warnings.warn(WARN_SIZE, || {
+            Ok(value) => match envelope::encode_value(self.sealer.codec(), value) {
+                Ok(payload) if payload.len() <= self.config.max_value => seal(Status::Ok, &payload),
+                Ok(payload) => {
+                    self.warnings.warn(WARN_SIZE, || {
                         format!(
                             "value of {} bytes exceeds max_value ({}); followers run the work themselves",
                             payload.len(),
                             self.config.max_value
                         )
                     });
-                        header(Status::TooLarge).encode(&[])
-                    }
-                    Err(error) => {
-                        self.warnings.warn(WARN_SIZE, || {
-                        format!("value does not serialize ({error}); followers run the work themselves")
-                    });
-                        header(Status::TooLarge).encode(&[])
-                    }
+                    seal(Status::TooLarge, &[])
                 }
-            }
-            Err(error) => header(Status::Err).encode(error.to_string().as_bytes()),
+                Err(error) => {
+                    self.warnings.warn(WARN_SIZE, || {
+                        format!(
+                            "value does not serialize ({error}); followers run the work themselves"
+                        )
+                    });
+                    seal(Status::TooLarge, &[])
+                }
+            },
+            Err(error) => seal(Status::Err, error.to_string().as_bytes()),
         };
         let message = if envelope.len() <= self.config.inline_max {
             envelope.clone()
         } else {
-            header(Status::Ready).encode(&[])
+            seal(Status::Ready, &[])
         };
         let published = self
-            .op(
-                "complete",
+            .op("complete", Health::Proves, || {
                 self.backend.complete(
-                    &guard.keys,
-                    &guard.lock_value,
+                    &lease.keys,
+                    &lock_value,
                     generation,
                     &envelope,
                     self.config.result_linger,
                     &message,
-                ),
-            )
+                )
+            })
             .await;
-        guard.armed = false;
         if published.is_err() {
-            // The value still reaches every caller in this process.
+            // The value still reaches every caller in this process; the guard releases
+            // the lease if the result did not.
             self.counters.publish_failed();
             self.warnings.warn(WARN_PUBLISH, || {
                 format!(
                     "result of generation {generation} was not published; followers will re-check"
                 )
             });
+        } else {
+            lease.armed = false;
         }
         match result {
             Ok(value) => Ok((value, outcome)),
             Err(error) => Err(Failure::Local(error)),
         }
-    }
-
-    /// A join that timed out may still have taken the lease on the server. Ask again with
-    /// the same token (joining is idempotent for the holder) and, if the lease is ours,
-    /// release it and tell the followers, so they need not wait for it to expire.
-    fn release_later(self: &Arc<Self>, keys: Keys, token: String) {
-        let fleet = Arc::clone(self);
-        tokio::spawn(async move {
-            let deadline = fleet.config.op_timeout;
-            let join = fleet.backend.join(&keys, &token, fleet.config.lease_ttl, 0);
-            if let Ok(Ok(Joined::Leader(generation))) = tokio::time::timeout(deadline, join).await {
-                let message = Header {
-                    codec: fleet.config.codec.id(),
-                    status: Status::Abandoned,
-                    generation,
-                    fingerprint: keys.fingerprint,
-                }
-                .encode(&[]);
-                let lock_value = format!("{generation}:{token}");
-                let abandon = fleet.backend.abandon(&keys, &lock_value, &message);
-                let _ = tokio::time::timeout(deadline, abandon).await;
-            }
-        });
     }
 
     fn spawn_renewal(self: &Arc<Self>, keys: Keys, lock_value: String) -> JoinHandle<()> {
@@ -530,10 +590,12 @@ impl<B: Backend> Fleet<B> {
                     });
                     return;
                 }
-                let renew = fleet
-                    .backend
-                    .renew(&keys, &lock_value, fleet.config.lease_ttl);
-                match fleet.op("renew", renew).await {
+                let renew = || {
+                    fleet
+                        .backend
+                        .renew(&keys, &lock_value, fleet.config.lease_ttl)
+                };
+                match fleet.op("renew", Health::Proves, renew).await {
                     Ok(true) => {}
                     Ok(false) => {
                         fleet.counters.lease_lost();
@@ -551,6 +613,14 @@ impl<B: Backend> Fleet<B> {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn opened_note(opened: bool) -> &'static str {
     if opened {
         "; circuit breaker opened"
@@ -564,23 +634,31 @@ enum Settled<V, E, F> {
     Local(FallbackReason, F),
 }
 
-/// A leader's duties on every early exit (panic, cancellation): stop renewing, release the
-/// lease and tell the followers to elect a new leader now rather than at lease expiry.
-struct LeaderGuard<B: Backend> {
+/// A call's duties towards the fleet on every early exit (panic, cancellation, a command
+/// that failed after it may have taken effect): stop renewing, release the lease if this
+/// call's token holds it, and tell the followers to elect a new leader now rather than at
+/// lease expiry. Armed whenever this call may hold the lease.
+struct LeaseGuard<B: Backend> {
     fleet: Arc<Fleet<B>>,
     keys: Keys,
-    lock_value: String,
-    generation: u64,
+    token: String,
     renewal: Option<JoinHandle<()>>,
     armed: bool,
 }
 
-impl<B: Backend> Drop for LeaderGuard<B> {
+impl<B: Backend> Drop for LeaseGuard<B> {
     fn drop(&mut self) {
+        self.release_now();
+    }
+}
+
+impl<B: Backend> LeaseGuard<B> {
+    /// Does the guard's duties now (before this call runs the work locally).
+    fn release_now(&mut self) {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
-        if !self.armed {
+        if !std::mem::take(&mut self.armed) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -588,17 +666,28 @@ impl<B: Backend> Drop for LeaderGuard<B> {
         };
         let fleet = Arc::clone(&self.fleet);
         let keys = self.keys.clone();
-        let lock_value = std::mem::take(&mut self.lock_value);
-        let message = Header {
-            codec: fleet.config.codec.id(),
-            status: Status::Abandoned,
-            generation: self.generation,
-            fingerprint: keys.fingerprint,
-        }
-        .encode(&[]);
+        let token = std::mem::take(&mut self.token);
+        // Generation 0: a hint to re-check, whichever generation a follower is at.
+        let message = fleet.sealer.seal(Status::Abandoned, 0, &keys.key, &[]);
+        // Sent after the call's own commands on the same connection, so Redis applies it
+        // after a join that was still on its way. Not fed to the breaker: the call is over.
+        // Retried (Redis may be unreachable right now) until the lease would have expired
+        // anyway, so followers need not wait for it once Redis is back.
         runtime.spawn(async move {
-            let abandon = fleet.backend.abandon(&keys, &lock_value, &message);
-            let _ = fleet.op("abandon", abandon).await;
+            let config = &fleet.config;
+            let give_up = Instant::now() + config.lease_ttl;
+            let mut pause = config.poll_min;
+            loop {
+                let release = fleet.backend.release(&keys, &token, &message);
+                if let Ok(Ok(_)) = tokio::time::timeout(config.op_timeout, release).await {
+                    return;
+                }
+                if Instant::now() + pause >= give_up {
+                    return;
+                }
+                tokio::time::sleep(jitter(pause)).await;
+                pause = pause.saturating_mul(2).min(config.poll_max);
+            }
         });
     }
 }
@@ -828,7 +917,8 @@ mod tests {
         );
         let (generation, envelope) = redis.result(&keys()).unwrap();
         assert_eq!(generation, 2);
-        assert_eq!(Header::parse(&envelope).unwrap().1, b"2");
+        let sealer = Sealer::new(crate::config::Codec::Json, "t", None);
+        assert_eq!(sealer.open(&envelope, "key").unwrap().payload, b"2");
         assert_eq!(a.stats().leases_lost, 1, "its renewal found the lease gone");
     }
 
@@ -958,6 +1048,29 @@ mod tests {
             started.elapsed() < Duration::from_secs(3),
             "not after the lease"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_dropped_while_its_join_is_on_its_way_releases_the_lease_at_once() {
+        let redis = FakeRedis::new();
+        let (a, a_conn) = process(&redis, config());
+        let (b, _) = process(&redis, config());
+        a_conn.apply_then_hang_once();
+        let (dropped, work) = (Work::new(), Work::new());
+        let call = dropped.run(&a, Ok(1));
+        until(|| redis.lock_held(&keys())).await;
+        let follow = work.run(&b, Ok(2));
+        until(|| b.following() == 1).await;
+        let cancelled = Instant::now();
+        call.abort(); // a client timeout, before the join's answer
+        until(|| work.runs() == 1).await;
+        assert_eq!(cancelled.elapsed(), Duration::ZERO, "not at lease expiry");
+        work.open();
+        assert_eq!(
+            follow.await.unwrap().unwrap(),
+            (2, Outcome::Reelected { generation: 2 })
+        );
+        assert_eq!(dropped.runs(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,13 +10,41 @@ use serde::de::DeserializeOwned;
 use singleflight_core::Observer;
 use singleflight_tokio::Group;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::flight::{Failure, Fleet};
 use crate::health::FleetStats;
 use crate::outcome::{Error, Outcome};
 use crate::redis_backend::RedisBackend;
 
 type Local<V, E> = Group<String, Result<(V, Outcome), Failure<E>>>;
+
+/// Why a [`RedisGroup`] could not be opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A setting is out of its accepted range.
+    Config(ConfigError),
+    /// The Redis client rejected the URL or settings.
+    Redis(redis::RedisError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::Redis(e) => write!(f, "redis client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Redis(e) => Some(e),
+        }
+    }
+}
 
 /// Coalesces calls with equal keys within this process, then across every process that
 /// shares the Redis server and namespace: see the [crate docs](crate).
@@ -54,34 +82,49 @@ where
 {
     /// A group on `client`'s server, with keys under [`Config::new`]'s namespace. It
     /// connects on first use over RESP3 (whatever the client's URL says) and reconnects
-    /// and resubscribes by itself; a server that is down is not an error here.
+    /// and resubscribes by itself; a server that is down is not an error here (nor are
+    /// wrong credentials: calls then run locally with
+    /// [`FallbackReason::AuthFailed`](crate::FallbackReason::AuthFailed)).
     ///
     /// # Errors
     ///
-    /// If the client's settings cannot make a connection manager.
+    /// [`OpenError::Config`] if a setting is out of range ([`Config::validate`]),
+    /// [`OpenError::Redis`] if the client's settings cannot make a connection manager.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn new(client: &redis::Client, config: Config) -> redis::RedisResult<Self> {
-        let backend = RedisBackend::new(client, config.op_timeout)?;
+    pub fn new(client: &redis::Client, config: Config) -> Result<Self, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        #[cfg(feature = "tls")]
+        {
+            // `Err` if the process already has a default provider: that one is used.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let backend = RedisBackend::new(client, config.op_timeout).map_err(OpenError::Redis)?;
         Ok(Self {
             local: Group::new(),
             fleet: Arc::new(Fleet::new(backend, config)),
         })
     }
 
-    /// [`new`](Self::new) from a URL such as `redis://127.0.0.1:6379/`.
+    /// [`new`](Self::new) from a URL: `redis://[[user]:password@]host:port/[db]`, or
+    /// `rediss://` for TLS (with the `tls` feature: the server's certificate is checked
+    /// against the platform's root certificates; for a private CA or client certificates,
+    /// build the client with `redis::Client::build_with_tls` and call [`new`](Self::new)).
+    /// With the `tls` feature, opening a group installs rustls's `ring` provider as the
+    /// process's default unless one is installed already.
     ///
     /// # Errors
     ///
-    /// If the URL is invalid.
+    /// As [`new`](Self::new), and [`OpenError::Redis`] if the URL is invalid.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn open(url: &str, config: Config) -> redis::RedisResult<Self> {
-        Self::new(&redis::Client::open(url)?, config)
+    pub fn open(url: &str, config: Config) -> Result<Self, OpenError> {
+        let client = redis::Client::open(url).map_err(OpenError::Redis)?;
+        Self::new(&client, config)
     }
 
     /// Attaches an in-process observer (such as `singleflight-stats`' `Stats`): it counts
@@ -163,9 +206,10 @@ where
     /// # Cancel safety
     ///
     /// Dropping a waiting caller affects no one else. Dropping the caller that runs the
-    /// work (or waits on Redis) cancels it: the oldest local waiter takes over, and if this
-    /// process held the fleet lease, it is released and the fleet told to elect a new
-    /// leader.
+    /// work (or waits on Redis) cancels it, whatever point it was dropped at: the oldest
+    /// local waiter takes over; a lease this call's token may hold (even one taken by a
+    /// command still on its way) is released and the fleet told to elect a new leader; a
+    /// circuit-breaker probe it was making ends, so the next call probes.
     pub async fn try_call<F, Fut>(&self, key: &str, work: F) -> Result<(V, Outcome), Error<E>>
     where
         F: FnOnce() -> Fut,

@@ -21,7 +21,30 @@ pub(crate) struct Breaker {
 struct BreakerState {
     failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// The half-open probe in progress, by number: only its own [`Probe`] may end it.
+    probing: Option<u64>,
+    probes: u64,
+}
+
+/// A call's permission to use Redis. If it is the half-open probe and the call is dropped
+/// before any command settled it (a client timeout, a cancelled request), dropping this
+/// ends the probe, so the next call probes again instead of the breaker staying open.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Probe<'a> {
+    breaker: &'a Breaker,
+    id: Option<u64>,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut state = self.breaker.state();
+            if state.probing == Some(id) {
+                state.probing = None;
+            }
+        }
+    }
 }
 
 impl Breaker {
@@ -37,31 +60,44 @@ impl Breaker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether this call may use Redis.
-    pub(crate) fn allow(&self) -> bool {
+    /// Whether this call may use Redis: `Some` while closed, and for the one probe after
+    /// the cool-down; keep the [`Probe`] for as long as the call uses Redis.
+    pub(crate) fn allow(&self) -> Option<Probe<'_>> {
         let mut state = self.state();
         match state.open_until {
-            None => true,
-            Some(until) if Instant::now() >= until && !state.probing => {
-                state.probing = true;
-                true
+            None => Some(Probe {
+                breaker: self,
+                id: None,
+            }),
+            Some(until) if Instant::now() >= until && state.probing.is_none() => {
+                state.probes += 1;
+                let id = state.probes;
+                state.probing = Some(id);
+                Some(Probe {
+                    breaker: self,
+                    id: Some(id),
+                })
             }
-            Some(_) => false,
+            Some(_) => None,
         }
     }
 
     pub(crate) fn success(&self) {
         let mut state = self.state();
-        *state = BreakerState::default();
+        state.failures = 0;
+        state.open_until = None;
+        state.probing = None;
     }
 
     /// Records a failure; `true` if this opened the breaker.
     pub(crate) fn failure(&self) -> bool {
         let mut state = self.state();
         state.failures = state.failures.saturating_add(1);
-        if state.probing || (state.open_until.is_none() && state.failures >= self.threshold) {
+        if state.probing.is_some()
+            || (state.open_until.is_none() && state.failures >= self.threshold)
+        {
             state.open_until = Some(Instant::now() + self.open_for);
-            state.probing = false;
+            state.probing = None;
             return true;
         }
         false
@@ -77,7 +113,7 @@ pub(crate) struct Counters {
     remote_errors: AtomicU64,
     leases_lost: AtomicU64,
     publish_failures: AtomicU64,
-    fallbacks: [AtomicU64; 6],
+    fallbacks: [AtomicU64; FallbackReason::COUNT],
 }
 
 impl Counters {
@@ -136,7 +172,7 @@ pub struct FleetStats {
     /// Results that could not be published (the local callers still got them).
     pub publish_failures: u64,
     /// Local runs, per reason.
-    pub fallbacks: [(FallbackReason, u64); 6],
+    pub fallbacks: [(FallbackReason, u64); FallbackReason::COUNT],
 }
 
 impl FleetStats {
@@ -208,19 +244,50 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_the_threshold_and_probes_once_after_cool_down() {
         let breaker = Breaker::new(3, Duration::from_secs(5));
-        assert!(breaker.allow());
+        assert!(breaker.allow().is_some());
         assert!(!breaker.failure());
         assert!(!breaker.failure());
         assert!(breaker.failure(), "the third failure opens it");
-        assert!(!breaker.allow());
+        assert!(breaker.allow().is_none());
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(breaker.allow(), "one probe after the cool-down");
-        assert!(!breaker.allow(), "only one");
+        let probe = breaker.allow();
+        assert!(probe.is_some(), "one probe after the cool-down");
+        assert!(breaker.allow().is_none(), "only one");
         assert!(breaker.failure(), "a failed probe reopens at once");
-        assert!(!breaker.allow());
+        drop(probe);
+        assert!(breaker.allow().is_none());
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(breaker.allow());
+        let probe = breaker.allow();
+        assert!(probe.is_some());
         breaker.success();
-        assert!(breaker.allow() && breaker.allow(), "closed again");
+        drop(probe);
+        assert!(
+            breaker.allow().is_some() && breaker.allow().is_some(),
+            "closed again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_lets_the_next_call_probe() {
+        let breaker = Breaker::new(1, Duration::from_secs(5));
+        assert!(breaker.failure());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = breaker.allow();
+        assert!(probe.is_some());
+        assert!(breaker.allow().is_none(), "one probe at a time");
+        drop(probe); // cancelled before Redis answered
+        let probe = breaker.allow();
+        assert!(probe.is_some(), "the next call probes");
+        // A probe that failed and was dropped late never ends a newer probe.
+        assert!(breaker.failure());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let newer = breaker.allow();
+        assert!(newer.is_some());
+        drop(probe);
+        assert!(
+            breaker.allow().is_none(),
+            "the newer probe is still the one"
+        );
+        drop(newer);
     }
 }

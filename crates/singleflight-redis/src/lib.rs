@@ -38,6 +38,10 @@
 //!   breaker skips Redis for a while, so a dead Redis costs nothing per call.
 //! * **Rarely, two or more executions across processes**: a leader whose lease expired
 //!   (partition, stalled process), a Redis restart or failover, evicted keys.
+//! * **Cancelled calls leave nothing behind**: a call dropped at any point (a client
+//!   timeout) releases a lease its token may hold, even one taken by a command still on
+//!   its way, and ends a circuit-breaker probe it was making. A command that finds its
+//!   connection lost is sent once more within its deadline on the new connection.
 //! * **Never** use this as a mutual-exclusion lock for side effects. The generation in
 //!   [`Outcome`] grows with every election and can serve as a fencing token for
 //!   downstream writes; a late leader never overwrites a newer generation's result.
@@ -47,12 +51,29 @@
 //!
 //! # Values
 //!
-//! Values cross processes through serde in a small versioned envelope: JSON by default,
-//! MessagePack with the `msgpack` feature ([`Codec`]). A value that cannot be decoded
-//! (another version, codec, a corrupt key) or is larger than [`Config::max_value`] makes
-//! the follower run the work itself ([`FallbackReason::Decode`],
-//! [`FallbackReason::TooLarge`]). Put a schema version in the namespace. Errors cross as
-//! their `Display` text ([`RemoteError`]).
+//! Values cross processes through serde in a small versioned envelope that names the full
+//! key: JSON by default, MessagePack with the `msgpack` feature ([`Codec`]). A value that
+//! cannot be decoded (another version or codec) or is larger than the leader's or the
+//! follower's own [`Config::max_value`] makes the follower run the work itself
+//! ([`FallbackReason::Decode`], [`FallbackReason::TooLarge`]). Put a schema version in
+//! the namespace. Errors cross as their `Display` text ([`RemoteError`]).
+//!
+//! # Trust
+//!
+//! Without [`Config::secret`], **Redis and everyone who can write to it (or `PUBLISH` on
+//! it) are trusted**: they can hand every follower any value or error. Key names are
+//! SHA-256 of (namespace, key), truncated to 128 bits, and every envelope carries the full
+//! key, so no two keys can be made to share a flight by accident or design.
+//!
+//! With a secret (the same in every process of the namespace), leaders sign each result
+//! with HMAC-SHA256 and followers run the work themselves rather than accept one that is
+//! unsigned or signed with another secret ([`FallbackReason::Unverified`], warned about).
+//! Whoever can write to Redis can then still delay or prevent coalescing (hold a lease,
+//! delete keys) and replay a result of the same key, but not forge one.
+//!
+//! Data at a flight's keys that is not ours (another format, a truncated lease) is
+//! reported as [`FallbackReason::ForeignData`], warned about, and given a TTL of at most
+//! one lease (or [`Config::result_linger`], if longer): the key coalesces again after it.
 //!
 //! # Reporting
 //!
@@ -63,19 +84,34 @@
 //!
 //! # Deployment
 //!
-//! Use `maxmemory-policy noeviction` (or a dedicated database): evicted leases mean
-//! duplicate executions. One group per process and namespace shares one connection for
-//! commands and subscriptions. Keys of one flight share a hash tag (`sf:{ns:hash}:…`),
-//! so the scripts are single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
+//! **Redis 6 or later** (or Valkey): the connection speaks RESP3, so pub/sub messages
+//! arrive on the command connection. Use `maxmemory-policy noeviction` (or a dedicated
+//! database): evicted leases mean duplicate executions. One group per process and
+//! namespace shares one connection for commands and subscriptions.
+//!
+//! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
+//! for the default user). The least an ACL user needs (tested):
+//! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
+//! and, for the scripts, `+get +set +incr +pexpire +pttl +type +hmget +hset +del
+//! +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
+//! warned about), not as a timeout; the connection keeps the refusal, so fix the
+//! credentials and restart the process.
+//!
+//! Keys of one flight share a hash tag (`sf:{ns:hash}:…`), so the scripts are
+//! single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
 //!
 //! # Features
 //!
-//! * `msgpack`: the [`Codec::MessagePack`] codec.
+//! * `msgpack`: the `Codec::MessagePack` codec (see [`Codec`]).
+//! * `tls`: `rediss://` URLs, through the `redis` crate's rustls support with the `ring`
+//!   provider and the platform's root certificates (see [`RedisGroup::open`]).
 //!
 //! # MSRV
 //!
 //! Rust 1.88 (the `redis` crate's).
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod config;
@@ -89,7 +125,12 @@ mod redis_backend;
 #[cfg(test)]
 mod fake;
 
-pub use config::{Codec, Config};
-pub use group::RedisGroup;
+pub use config::{Codec, Config, ConfigError};
+pub use group::{OpenError, RedisGroup};
 pub use health::FleetStats;
 pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

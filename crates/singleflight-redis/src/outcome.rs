@@ -60,7 +60,8 @@ impl Outcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FallbackReason {
-    /// A Redis command failed (connection refused or lost, server error).
+    /// A Redis command failed (connection refused or lost, a server or script error such
+    /// as `OOM` or `READONLY`).
     RedisUnavailable,
     /// A Redis command did not answer within its deadline
     /// ([`Config::op_timeout`](crate::Config::op_timeout)).
@@ -72,19 +73,35 @@ pub enum FallbackReason {
     WaitTimeout,
     /// The shared result could not be decoded (another version, codec or a corrupt value).
     Decode,
-    /// The leader's value was larger than [`Config::max_value`](crate::Config::max_value),
-    /// so it was not shared.
+    /// The value was larger than [`Config::max_value`](crate::Config::max_value) (the
+    /// leader's, or this process's own when it received it), so it was not shared.
     TooLarge,
+    /// Redis refused this client's credentials (a wrong password or ACL user, or a user
+    /// without the commands it needs). Nothing heals this but a configuration change.
+    AuthFailed,
+    /// A key of this flight in Redis held data that is not ours: a lease, counter or
+    /// result in another format (written by something else, or corrupted), or a result
+    /// envelope for another key. It expires within one lease, after which the key
+    /// coalesces again.
+    ForeignData,
+    /// The shared result was not signed, or not signed with this group's secret
+    /// ([`Config::secret`](crate::Config::secret)), so it was not trusted.
+    Unverified,
 }
 
 impl FallbackReason {
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const COUNT: usize = 9;
+
+    pub(crate) const ALL: [Self; Self::COUNT] = [
         Self::RedisUnavailable,
         Self::RedisTimeout,
         Self::CircuitOpen,
         Self::WaitTimeout,
         Self::Decode,
         Self::TooLarge,
+        Self::AuthFailed,
+        Self::ForeignData,
+        Self::Unverified,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -95,6 +112,9 @@ impl FallbackReason {
             Self::WaitTimeout => 3,
             Self::Decode => 4,
             Self::TooLarge => 5,
+            Self::AuthFailed => 6,
+            Self::ForeignData => 7,
+            Self::Unverified => 8,
         }
     }
 }
@@ -108,6 +128,9 @@ impl fmt::Display for FallbackReason {
             Self::WaitTimeout => "timed out waiting for the leader",
             Self::Decode => "shared value could not be decoded",
             Self::TooLarge => "value too large to share",
+            Self::AuthFailed => "redis refused the credentials",
+            Self::ForeignData => "foreign or corrupt data at the flight's keys",
+            Self::Unverified => "shared value not signed with the group's secret",
         })
     }
 }

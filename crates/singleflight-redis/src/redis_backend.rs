@@ -2,46 +2,71 @@
 //! subscriptions alike (reconnects and resubscribes by itself), and three Lua scripts.
 //!
 //! Every script touches only keys of one flight, which share a hash tag, so they stay
-//! single-slot; channels are not keys. The scripts use nothing newer than Redis 2.6.
+//! single-slot; channels are not keys. RESP3 (pushed pub/sub messages on the command
+//! connection) needs Redis 6 or later (or Valkey).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ProtocolVersion, PushInfo, PushKind, RedisResult, Script, Value};
+use redis::{Client, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisResult, Script, Value};
 
-use crate::backend::{Backend, BackendError, Hub, Joined, Subscription};
+use crate::backend::{Backend, BackendError, Hub, Joined, ServerState, Subscription};
 use crate::envelope::Keys;
 
-/// KEYS: lock, generation counter, result. ARGV: token, lease (ms), minimum generation
-/// (0: never reuse a stored result). Returns `{kind, generation, envelope}` with kind
-/// 0 = result, 1 = leader, 2 = follower.
-const JOIN: &str = r"
-local min = tonumber(ARGV[3])
-if min > 0 then
-  local r = redis.call('HMGET', KEYS[3], 'g', 'v')
-  if r[1] and tonumber(r[1]) >= min then return {0, tonumber(r[1]), r[2]} end
+/// Foreign data at a flight's key (another type, or a value not in our format) is never
+/// trusted and never waited on: the scripts give such a key a TTL of at most `limit`, so
+/// it heals on its own, and report it.
+const TAME: &str = r"
+local function tame(k, limit)
+  local t = redis.call('PTTL', k)
+  if t < 0 or t > limit then redis.call('PEXPIRE', k, limit) end
 end
-local l = redis.call('GET', KEYS[1])
-if l then
-  local sep = string.find(l, ':', 1, true)
-  local g = tonumber(string.sub(l, 1, sep - 1))
-  if string.sub(l, sep + 1) == ARGV[1] then return {1, g, ''} end
-  return {2, g, ''}
+local function kind(k) return redis.call('TYPE', k)['ok'] end
+";
+
+/// KEYS: lock, generation counter, result. ARGV: token, lease (ms), minimum generation
+/// (0: never reuse a stored result), limit for foreign data (ms). Returns
+/// `{kind, generation, envelope}` with kind 0 = result, 1 = leader, 2 = follower,
+/// 3 = foreign data (the envelope field names the key).
+const JOIN: &str = r"
+local lease, min, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local rk = kind(KEYS[3])
+if rk ~= 'none' then
+  if rk ~= 'hash' then tame(KEYS[3], limit); return {3, 0, 'result'} end
+  local r = redis.call('HMGET', KEYS[3], 'g', 'v')
+  local g = r[1] and string.match(r[1], '^%d+$') and tonumber(r[1])
+  if not (g and r[2]) then tame(KEYS[3], limit); return {3, 0, 'result'} end
+  tame(KEYS[3], limit)
+  if min > 0 and g >= min then return {0, g, r[2]} end
+end
+local lk = kind(KEYS[1])
+if lk ~= 'none' then
+  local l = lk == 'string' and redis.call('GET', KEYS[1]) or ''
+  local g, holder = string.match(l, '^(%d+):(.+)$')
+  -- Our leases always expire: one that never does is not ours, whatever it looks like.
+  if not g or redis.call('PTTL', KEYS[1]) == -1 then tame(KEYS[1], lease); return {3, 0, 'lease'} end
+  if holder == ARGV[1] then return {1, tonumber(g), ''} end
+  return {2, tonumber(g), ''}
+end
+local ck = kind(KEYS[2])
+local cur = 0
+if ck ~= 'none' then
+  local c = ck == 'string' and string.match(redis.call('GET', KEYS[2]), '^%d+$')
+  if not c then tame(KEYS[2], lease); return {3, 0, 'generation counter'} end
+  cur = tonumber(c)
 end
 -- After a restart the counter may be behind generations still in flight: never reuse one.
-if min > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') < min then
-  redis.call('SET', KEYS[2], min)
-end
+if cur < min then redis.call('SET', KEYS[2], min) end
 local g = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
-redis.call('SET', KEYS[1], g .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], g .. ':' .. ARGV[1], 'PX', lease)
 return {1, g, ''}
 ";
 
 /// KEYS: lock. ARGV: lock value, lease (ms). Returns 1 if renewed.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if kind(KEYS[1]) == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -50,30 +75,47 @@ return 0
 /// KEYS: lock, result, generation counter. ARGV: lock value, generation, envelope,
 /// linger (ms), channel, message. A result of a newer generation is never overwritten,
 /// and the counter is raised to this generation (a leader elected before a Redis restart
-/// must not see its generation handed out again).
+/// must not see its generation handed out again). Foreign data in the way is replaced.
 const COMPLETE: &str = r"
-if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then
+local gen = tonumber(ARGV[2])
+local c = kind(KEYS[3]) == 'string' and string.match(redis.call('GET', KEYS[3]), '^%d+$')
+if (not c) or tonumber(c) < gen then
   redis.call('SET', KEYS[3], ARGV[2], 'PX', 86400000)
 end
-local cur = redis.call('HGET', KEYS[2], 'g')
-if (not cur) or tonumber(cur) <= tonumber(ARGV[2]) then
+local cur = nil
+local rk = kind(KEYS[2])
+if rk == 'hash' then
+  local g = redis.call('HGET', KEYS[2], 'g')
+  cur = g and string.match(g, '^%d+$') and tonumber(g)
+end
+if (not cur) or cur <= gen then
+  redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'g', ARGV[2], 'v', ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if kind(KEYS[1]) == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 ";
 
-/// KEYS: lock. ARGV: lock value, channel, message.
-const ABANDON: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+/// KEYS: lock. ARGV: token, channel, message. Releases the lease if the token holds it,
+/// whatever the generation.
+const RELEASE: &str = r"
+if kind(KEYS[1]) ~= 'string' then return 0 end
+local g, holder = string.match(redis.call('GET', KEYS[1]), '^(%d+):(.+)$')
+if holder == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
   return 1
 end
 return 0
 ";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{TAME}{body}"))
+}
 
 /// The real backend.
 pub(crate) struct RedisBackend {
@@ -82,7 +124,7 @@ pub(crate) struct RedisBackend {
     join: Script,
     renew: Script,
     complete: Script,
-    abandon: Script,
+    release: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -96,8 +138,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn err(e: redis::RedisError) -> BackendError {
+    let auth = e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
     BackendError {
         timeout: e.is_timeout(),
+        auth,
+        reconnect: e.is_io_error() || e.is_connection_dropped(),
         message: e.to_string(),
     }
 }
@@ -116,21 +162,33 @@ impl RedisBackend {
         // needs the hub: tie the knot through a weak reference set after construction.
         let slot: Arc<std::sync::OnceLock<Weak<Self>>> = Arc::new(std::sync::OnceLock::new());
         let unsubscribe_slot = Arc::clone(&slot);
-        let hub = Hub::new(Box::new(move |channel: &str| {
+        // The channel's server state is locked from the emptiness check to the end of the
+        // UNSUBSCRIBE, and a new subscriber's SUBSCRIBE waits for it: the UNSUBSCRIBE can
+        // never reach the server after (and so cancel) a newer SUBSCRIBE.
+        let hub = Hub::new(Some(Box::new(move |channel: &str, server: ServerState| {
             let Some(backend) = unsubscribe_slot.get().and_then(Weak::upgrade) else {
                 return;
             };
             let channel = channel.to_owned();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                // No runtime to unsubscribe on (the process is shutting down).
+                backend.hub.forget_if_empty(&channel, &server);
+                return;
+            };
+            {
                 handle.spawn(async move {
-                    if backend.hub.has_subscribers(&channel) {
-                        return;
-                    }
                     let mut conn = backend.conn.clone();
-                    let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&channel)).await;
+                    let name = channel.clone();
+                    let unsubscribe = || async move {
+                        let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&name)).await;
+                    };
+                    backend
+                        .hub
+                        .unsubscribe(&channel, &server, unsubscribe)
+                        .await;
                 });
             }
-        }));
+        })));
         let push_hub = Arc::downgrade(&hub);
         let push = move |info: PushInfo| -> Result<(), ()> {
             let Some(hub) = push_hub.upgrade() else {
@@ -154,16 +212,18 @@ impl RedisBackend {
             .set_automatic_resubscription()
             .set_response_timeout(Some(op_timeout))
             .set_connection_timeout(Some(op_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+            // One attempt per (re)connection: the next command after a failed one tries
+            // again, and the circuit breaker paces that. Retrying inside would hide the
+            // reason (a refused password) behind the command deadline.
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         let backend = Arc::new(Self {
             conn,
             hub,
-            join: Script::new(JOIN),
-            renew: Script::new(RENEW),
-            complete: Script::new(COMPLETE),
-            abandon: Script::new(ABANDON),
+            join: script(JOIN),
+            renew: script(RENEW),
+            complete: script(COMPLETE),
+            release: script(RELEASE),
         });
         let _ = slot.set(Arc::downgrade(&backend));
         Ok(backend)
@@ -181,10 +241,12 @@ impl Backend for Arc<RedisBackend> {
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
         // Register first: a message that arrives right after the server's confirmation
         // must find us.
-        let subscription = self.hub.register(channel);
         let mut conn = self.conn.clone();
-        conn.subscribe(channel).await.map_err(err)?;
-        Ok(subscription)
+        self.hub
+            .subscribe(channel, || async move {
+                conn.subscribe(channel).await.map_err(err)
+            })
+            .await
     }
 
     async fn join(
@@ -192,6 +254,7 @@ impl Backend for Arc<RedisBackend> {
         keys: &Keys,
         token: &str,
         lease: Duration,
+        limit: Duration,
         min_generation: u64,
     ) -> Result<Joined, BackendError> {
         let mut conn = self.conn.clone();
@@ -203,6 +266,7 @@ impl Backend for Arc<RedisBackend> {
             .arg(token)
             .arg(millis(lease))
             .arg(min_generation)
+            .arg(millis(limit))
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
@@ -215,6 +279,7 @@ impl Backend for Arc<RedisBackend> {
             (0, Value::BulkString(envelope)) => Joined::Result(envelope.clone()),
             (1, _) => Joined::Leader(generation),
             (2, _) => Joined::Follow(generation),
+            (3, Value::BulkString(what)) => Joined::Foreign(String::from_utf8_lossy(what).into()),
             _ => return Err(bad()),
         })
     }
@@ -264,32 +329,36 @@ impl Backend for Arc<RedisBackend> {
         Ok(())
     }
 
-    async fn abandon(
+    async fn release(
         &self,
         keys: &Keys,
-        lock_value: &str,
+        token: &str,
         message: &[u8],
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self
-            .abandon
+        let released: i64 = self
+            .release
             .key(&keys.lock)
-            .arg(lock_value)
+            .arg(token)
             .arg(&keys.channel)
             .arg(message)
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
-        Ok(())
+        Ok(released == 1)
     }
 
     async fn fetch(&self, keys: &Keys) -> Result<Option<Vec<u8>>, BackendError> {
         let mut conn = self.conn.clone();
-        redis::cmd("HGET")
+        match redis::cmd("HGET")
             .arg(&keys.result)
             .arg("v")
             .query_async(&mut conn)
             .await
-            .map_err(err)
+        {
+            // Not a hash: foreign data, which the envelope check reports as such.
+            Err(e) if e.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
+            other => other.map_err(err),
+        }
     }
 }

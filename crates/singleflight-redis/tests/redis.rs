@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use singleflight_redis::{Config, Error, FallbackReason, Outcome, RedisGroup};
-use support::{Server, Worker, WorkerSpec, executions, temp_log, wait_until};
+use support::{Fault, Proxy, Server, Worker, WorkerSpec, executions, temp_log, wait_until};
 use tokio::sync::watch;
 
 fn label(outcome: Outcome) -> String {
@@ -49,13 +49,15 @@ async fn worker_main() {
     let rounds: usize = var("SF_ROUNDS").parse().expect("rounds");
     let work = Duration::from_millis(var("SF_WORK_MS").parse().expect("work"));
     let lease = Duration::from_millis(var("SF_LEASE_MS").parse().expect("lease"));
+    let breaker = Duration::from_millis(var("SF_BREAKER_MS").parse().expect("breaker"));
     let behaviour = var("SF_BEHAVIOUR");
     let (key, log) = (var("SF_KEY"), var("SF_LOG"));
     let config = Config::new(var("SF_NS"))
         .lease_ttl(lease)
         .poll(Duration::from_millis(20), Duration::from_millis(200))
         .op_timeout(Duration::from_millis(300))
-        .wait_timeout(Duration::from_secs(10));
+        .wait_timeout(Duration::from_secs(10))
+        .breaker(3, breaker);
     let group = RedisGroup::<String, String>::open(&var("SF_URL"), config).expect("group");
 
     let (go_tx, go_rx) = watch::channel(0usize);
@@ -165,6 +167,7 @@ fn spec(server: &Server, name: &str, callers: usize) -> WorkerSpec {
         lease_ms: 2000,
         log: temp_log(name),
         rounds: 1,
+        breaker_ms: 5000,
     }
 }
 
@@ -786,7 +789,7 @@ async fn incompatible_and_corrupt_values_run_locally() {
         true,
     )
     .await;
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::Decode));
+    assert_eq!(outcome, Outcome::Fallback(FallbackReason::ForeignData));
     assert_eq!((value, runs), (2, 2));
 }
 
@@ -931,4 +934,160 @@ async fn message_pack_values_are_shared() {
     .await;
     assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
     assert_eq!((got, runs), (value, 1));
+}
+
+/// One fault's run of the fleet scenario.
+struct FaultRun {
+    fault: &'static str,
+    executions: usize,
+    failed: usize,
+    longest_ms: u64,
+    /// From the fault's end to the end of the first round that is coalesced again (one
+    /// execution fleet-wide, no call ran locally).
+    back_after: Option<Duration>,
+    /// Per recovery round: executions and the outcomes that were not coalesced.
+    recovery: Vec<(usize, Vec<String>)>,
+}
+
+/// 8 worker processes x 25 callers reach Redis through a fault-injecting proxy. A healthy
+/// round elects its leader; the fault starts while the work runs; then rounds run back to
+/// back after the fault ends until one is coalesced again (one execution, no fallback).
+async fn fleet_under(fault: Fault, name: &'static str, lease: Duration) -> FaultRun {
+    const PROCESSES: usize = 8;
+    const CALLERS: usize = 25;
+    // Rounds run back to back until one is coalesced, for at most this long.
+    const RECOVERY: Duration = Duration::from_secs(20);
+    const RECOVERY_ROUNDS: usize = 200;
+    let server = Server::start().expect("redis-server (checked by the caller)");
+    let proxy = Proxy::start(server.port).await;
+    let mut spec = spec(&server, name, CALLERS);
+    spec.url = proxy.url();
+    spec.work_ms = 100;
+    spec.lease_ms = u64::try_from(lease.as_millis()).expect("lease");
+    spec.breaker_ms = 1000;
+    spec.rounds = 1 + RECOVERY_ROUNDS;
+    let mut workers: Vec<Worker> = (0..PROCESSES).map(|_| Worker::spawn(&spec)).collect();
+    let roles = ready(&mut workers).await;
+    assert_eq!(
+        roles.iter().filter(|r| *r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    proxy.set(fault);
+    for worker in &mut workers {
+        worker.go().await;
+    }
+    let results = collect(&mut workers, &roles, CALLERS).await;
+    let failed = results
+        .all()
+        .filter(|l| l[1] != "ok" || l[2] != "value-0")
+        .count();
+    let longest_ms = results
+        .all()
+        .map(|l| l[3].parse::<u64>().expect("ms"))
+        .max()
+        .expect("results");
+    let executions = support::executions_in(&spec.log, 0);
+    assert_eq!(results.all().count(), PROCESSES * CALLERS);
+    proxy.set(Fault::None);
+    let healed = Instant::now();
+    let mut back_after = None;
+    let mut recovery = Vec::new();
+    for round in 1..=RECOVERY_ROUNDS {
+        for worker in &mut workers {
+            worker.next().await;
+        }
+        let roles = ready(&mut workers).await;
+        for worker in &mut workers {
+            worker.go().await;
+        }
+        let results = collect(&mut workers, &roles, CALLERS).await;
+        let value = format!("value-{round}");
+        assert!(
+            results.all().all(|l| l[1] == "ok" && l[2] == value),
+            "{name}: round {round}: {:?}",
+            results.workers
+        );
+        let fallbacks: Vec<String> = results
+            .all()
+            .filter(|l| l[0].starts_with("fallback"))
+            .map(|l| l[0].clone())
+            .collect();
+        let executions = support::executions_in(&spec.log, round);
+        let coalesced = fallbacks.is_empty() && executions == 1;
+        recovery.push((executions, fallbacks));
+        if coalesced {
+            back_after = Some(healed.elapsed());
+            break;
+        }
+        if healed.elapsed() > RECOVERY {
+            break;
+        }
+    }
+    drop(workers);
+    FaultRun {
+        fault: name,
+        executions,
+        failed,
+        longest_ms,
+        back_after,
+        recovery,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_through_a_faulty_network_never_fails_a_call_and_coalesces_again() {
+    if Server::start().is_none() {
+        return;
+    }
+    let lease = Duration::from_millis(2000);
+    let mut runs = Vec::new();
+    for (fault, name) in [
+        (
+            Fault::Latency(Duration::from_millis(50)),
+            "latency 50 ms per chunk",
+        ),
+        (Fault::Stall, "stall"),
+        (Fault::Reset, "reset mid-command"),
+        (Fault::Blackhole, "blackhole"),
+    ] {
+        runs.push(fleet_under(fault, name, lease).await);
+    }
+    println!(
+        "fleet of 8 processes x 25 callers through a faulty proxy (lease {lease:?}, op_timeout 300 ms, breaker 3 failures / 1 s, work 100 ms):"
+    );
+    println!(
+        "| fault | executions fleet-wide | failed calls | longest call after the work was released | coalescing back within one lease |"
+    );
+    println!("|---|---|---|---|---|");
+    for run in &runs {
+        println!(
+            "| {} | {} | {} | {} ms | {} |",
+            run.fault,
+            run.executions,
+            run.failed,
+            run.longest_ms,
+            match run.back_after {
+                Some(after) if after <= lease =>
+                    format!("yes ({} ms after the fault ended)", after.as_millis()),
+                Some(after) => format!("no ({} ms after the fault ended)", after.as_millis()),
+                None => "no (not within 20 s)".to_owned(),
+            }
+        );
+    }
+    for run in &runs {
+        assert_eq!(run.failed, 0, "{}: no call fails", run.fault);
+        assert!(
+            (1..=8).contains(&run.executions),
+            "{}: at most one execution per process: {}",
+            run.fault,
+            run.executions
+        );
+        assert!(
+            run.back_after.is_some(),
+            "{}: never coalesced again: {:?}",
+            run.fault,
+            run.recovery
+        );
+    }
 }

@@ -70,6 +70,8 @@
 //! Rust 1.85.
 #![no_std]
 #![forbid(unsafe_code)]
+// docs.rs (nightly) badges each feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
     not(all(feature = "std", feature = "metrics", feature = "tracing")),
     allow(
@@ -102,3 +104,8 @@ pub use snapshot::Snapshot;
 pub use stats::Stats;
 #[cfg(feature = "tracing")]
 pub use tracing::{EXECUTION_SPAN, TracingObserver};
+
+// The README is the registry page: its examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

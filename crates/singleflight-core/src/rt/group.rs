@@ -8,16 +8,18 @@ use core::future::Future;
 use core::hash::{BuildHasher, Hash};
 use core::time::Duration;
 
-use super::{Detached, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
+use super::{Detached, Spawn, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
+use crate::error::{Error, ShareableError};
 use crate::future::{Call, CallFuture, TryCall};
 use crate::group::Group;
 use crate::hash::DefaultHashBuilder;
 use crate::observer::Observer;
+use crate::shared_error::ArcErr;
 use crate::types::LeaderDropPolicy;
 
 /// A [`Group`] bound to a runtime's spawner `Sp` and timer `Tm`: the surface every async
-/// front-end offers. Each runtime crate exports it as its own `Group` type, with its
-/// `<Runtime>Spawner` and `<Runtime>Timer` filled in.
+/// front-end offers. Each runtime crate wraps it in its own `Group` type, with its
+/// `<Runtime>Spawner` and `<Runtime>Timer` filled in and the same methods.
 ///
 /// Cloning it is cheap and shares the group (the flights, the policy, the observer): hand
 /// clones to the tasks that should coalesce with each other.
@@ -317,6 +319,48 @@ where
         Detached::new(&self.group, key, SpawnWork::new(self.spawner.clone(), work))
     }
 
+    /// [`call_detached`](Self::call_detached) whose caller stops waiting after `duration`
+    /// (the work goes on): `group.call_detached_timeout(key, d, work)` is
+    /// `group.timeout(d, group.call_detached(key, work))`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+    /// [`call_detached`](Self::call_detached).
+    ///
+    /// # Panics
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    #[allow(
+        clippy::type_complexity,
+        reason = "the named future of a timed call; an alias would only hide it"
+    )]
+    pub fn call_detached_timeout<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        duration: Duration,
+        work: F,
+    ) -> Timeout<Detached<'a, K, Q, T, S, SpawnWork<Sp, F>>, Tm>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        Sp: Clone,
+        Tm: Timer + Clone,
+    {
+        Timeout::new(
+            self.call_detached(key, work),
+            self.timer.clone(),
+            duration,
+            self.group.observer().cloned(),
+        )
+    }
+
     /// Runs blocking `work` once for all concurrent callers of `key`, on the runtime's
     /// blocking pool; otherwise as [`call_detached`](Self::call_detached).
     ///
@@ -355,7 +399,6 @@ where
     K: Hash + Eq,
     S: BuildHasher,
     V: Clone,
-    E: Clone,
 {
     /// Like [`call`](Self::call), for fallible work: the leader's error reaches every waiter
     /// as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the next call starts a
@@ -379,6 +422,7 @@ where
         work: F,
     ) -> TryCall<'a, K, Q, V, E, S, F, Fut>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -411,6 +455,7 @@ where
         work: F,
     ) -> Timeout<TryCall<'a, K, Q, V, E, S, F, Fut>, Tm>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -439,6 +484,7 @@ where
         work: F,
     ) -> TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
@@ -446,6 +492,48 @@ where
         Sp: Clone,
     {
         TryDetached::new(&self.group, key, SpawnWork::new(self.spawner.clone(), work))
+    }
+
+    /// [`try_call_detached`](Self::try_call_detached) whose caller stops waiting after
+    /// `duration` (the work goes on); see [`call_detached_timeout`](Self::call_detached_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+    /// [`try_call_detached`](Self::try_call_detached).
+    ///
+    /// # Panics
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    #[allow(
+        clippy::type_complexity,
+        reason = "the named future of a timed call; an alias would only hide it"
+    )]
+    pub fn try_call_detached_timeout<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        duration: Duration,
+        work: F,
+    ) -> Timeout<TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>, Tm>
+    where
+        E: ShareableError,
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        Sp: Clone,
+        Tm: Timer + Clone,
+    {
+        Timeout::new(
+            self.try_call_detached(key, work),
+            self.timer.clone(),
+            duration,
+            self.group.observer().cloned(),
+        )
     }
 
     /// Like [`call_blocking`](Self::call_blocking), for fallible work.
@@ -467,6 +555,7 @@ where
         work: F,
     ) -> TryDetached<'a, K, Q, V, E, S, SpawnBlockingWork<Sp, F>>
     where
+        E: ShareableError,
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E> + Send + 'static,
@@ -477,6 +566,76 @@ where
             key,
             SpawnBlockingWork::new(self.spawner.clone(), work),
         )
+    }
+}
+
+impl<K, V, E, S, Sp, Tm> RuntimeGroup<K, Result<V, Arc<E>>, Sp, Tm, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+    V: Clone,
+{
+    /// Like [`try_call`](Self::try_call), for work whose error `E` is not `Clone`
+    /// (`std::io::Error`, say): the work returns its plain `Result<V, E>` and every caller
+    /// gets the leader's error as the same `Arc<E>`. See [`Group::try_call_arc`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`](crate::Error::Failed) with the work's error in an `Arc`, and the
+    /// errors of [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub fn try_call_arc<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> impl CallFuture<Output = Result<V, Error<Arc<E>>>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.group.try_call_arc(key, work)
+    }
+
+    /// Like [`try_call_detached`](Self::try_call_detached), for work whose error is not
+    /// `Clone`: see [`try_call_arc`](Self::try_call_arc).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`](crate::Error::Failed) with the work's error in an `Arc`, and the
+    /// errors of [`call_detached`](Self::call_detached).
+    ///
+    /// # Panics
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_detached`](Self::call_detached).
+    pub fn try_call_detached_arc<'a, Q, F, Fut>(
+        &'a self,
+        key: &'a Q,
+        work: F,
+    ) -> impl CallFuture<Output = Result<V, Error<Arc<E>>>>
+    where
+        K: Borrow<Q> + Send + 'static,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        V: Send + 'static,
+        E: Send + Sync + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        Sp: Spawn + Clone,
+    {
+        self.try_call_detached(key, move || ArcErr::new(work()))
     }
 }
 

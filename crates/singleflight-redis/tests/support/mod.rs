@@ -36,12 +36,22 @@ pub struct Server {
     binary: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Extra arguments (kept for restarts).
+    args: Vec<String>,
+    /// The default user's password, if the server requires one.
+    password: Option<String>,
 }
 
 impl Server {
     /// Starts a server, or returns `None` (after saying why) if there is no server binary.
     /// Under `CI=true` a missing server fails the test instead.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments (`--requirepass` is
+    /// understood: [`url`](Self::url) then carries the password).
+    pub fn start_with(args: &[&str]) -> Option<Self> {
         let Some(binary) = server_binary() else {
             let why = "redis-server not found (install it, or set SF_REDIS_SERVER)";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -52,18 +62,34 @@ impl Server {
             let _ = writeln!(std::io::stderr(), "SKIPPED (singleflight-redis): {why}");
             return None;
         };
+        let password = args
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .map(|at| args[at + 1].to_owned());
+        let tls_port = args
+            .iter()
+            .position(|a| *a == "--tls-port")
+            .map(|at| args[at + 1].parse().expect("tls port"));
         let mut server = Self {
             binary,
-            port: free_port(),
+            port: tls_port.unwrap_or_else(free_port),
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            password,
         };
         server.spawn();
         Some(server)
     }
 
     fn spawn(&mut self) {
+        let tls = self.args.iter().any(|a| a == "--tls-port");
+        let port = if tls {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new(&self.binary)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--port", &port])
             .args([
                 "--save",
                 "",
@@ -72,19 +98,50 @@ impl Server {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.pings() {
+        while !(if tls { self.accepts() } else { self.pings() }) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// A TLS port accepts connections (the handshake is the test's business).
+    fn accepts(&self) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+    }
+
+    /// A server that speaks only TLS on [`port`](Self::port), with a certificate for
+    /// `127.0.0.1` issued by a CA made for it (see [`Certificates`]).
+    pub fn start_tls(certs: &Certificates) -> Option<Self> {
+        let path = |p: &PathBuf| p.to_str().expect("utf-8 path").to_owned();
+        let port = free_port().to_string();
+        let (cert, key, ca) = (
+            path(&certs.server_cert),
+            path(&certs.server_key),
+            path(&certs.ca_cert),
+        );
+        Self::start_with(&[
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ])
     }
 
     fn pings(&self) -> bool {
@@ -97,11 +154,15 @@ impl Server {
         let mut reply = [0; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
+    /// The URL of the server, with the default user's password if it has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -186,6 +247,8 @@ pub struct WorkerSpec {
     pub lease_ms: u64,
     pub log: PathBuf,
     pub rounds: usize,
+    /// How long the circuit breaker stays open (after 3 failures in a row).
+    pub breaker_ms: u64,
 }
 
 impl Worker {
@@ -207,6 +270,7 @@ impl Worker {
             .env("SF_LEASE_MS", spec.lease_ms.to_string())
             .env("SF_LOG", &spec.log)
             .env("SF_ROUNDS", spec.rounds.to_string())
+            .env("SF_BREAKER_MS", spec.breaker_ms.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -297,4 +361,315 @@ pub fn temp_log(name: &str) -> PathBuf {
 pub fn executions_in(log: &std::path::Path, round: usize) -> usize {
     let prefix = format!("{round} ");
     std::fs::read_to_string(log).map_or(0, |s| s.lines().filter(|l| l.starts_with(&prefix)).count())
+}
+
+/// `tracing` events of the process (every test of the binary shares them): install once,
+/// then look for a message.
+pub mod warnings {
+    use std::sync::{Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    static MESSAGES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+
+    struct Recorder;
+
+    struct Message<'a>(&'a mut String);
+
+    impl Visit for Message<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                *self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut text = String::new();
+            event.record(&mut Message(&mut text));
+            MESSAGES
+                .get_or_init(Mutex::default)
+                .lock()
+                .unwrap()
+                .push(text);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// Starts recording (idempotent).
+    pub fn install() {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            let _ = tracing::subscriber::set_global_default(Recorder);
+        });
+    }
+
+    /// Whether a recorded message contains every one of `parts`.
+    pub fn logged(parts: &[&str]) -> bool {
+        MESSAGES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| parts.iter().all(|p| m.contains(p)))
+    }
+}
+
+/// A CA and a server certificate for `127.0.0.1`, made with the `openssl` command in a
+/// temporary directory (removed on drop).
+pub struct Certificates {
+    dir: PathBuf,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl Certificates {
+    /// Makes them, or returns `None` (after saying why) without `openssl`; under
+    /// `CI=true` that fails the test instead.
+    pub fn generate() -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "sf-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let openssl = |args: &[&str]| {
+            Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !openssl(&["version"]) {
+            let why = "openssl not found (needed to make test certificates)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}: CI=true requires it");
+            }
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED (singleflight-redis): {why}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write extensions");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [&[&str]; 3] = [
+            &[
+                &["req", "-x509"][..],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=sf-test-ca",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ][..],
+            ]
+            .concat(),
+            &[
+                &["req"][..],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ][..],
+            ]
+            .concat(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        ];
+        for step in steps {
+            assert!(openssl(step), "openssl {step:?} failed");
+        }
+        Some(Self {
+            ca_cert: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            dir,
+        })
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the [`Proxy`] does to the bytes it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Carries them as they come.
+    None,
+    /// Holds each chunk this long before passing it on (both directions).
+    Latency(Duration),
+    /// Holds every chunk until the fault ends, then passes them on (a stalled network).
+    Stall,
+    /// Resets both sides of a connection as soon as it carries a byte, and every new
+    /// connection at its first byte (a middlebox killing connections mid-command).
+    Reset,
+    /// Swallows every byte, keeping connections open; when it ends, connections that lost
+    /// bytes are reset (as a long partition ends in a dead connection).
+    Blackhole,
+}
+
+/// A fault-injecting TCP proxy on 127.0.0.1 in front of `upstream`.
+pub struct Proxy {
+    pub port: u16,
+    fault: tokio::sync::watch::Sender<Fault>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let fault = tokio::sync::watch::channel(Fault::None).0;
+        let faults = fault.clone();
+        let accept = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let faults = faults.subscribe();
+                pipes.spawn(async move {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)).await
+                    else {
+                        return;
+                    };
+                    pipe(client, server, faults).await;
+                });
+                while pipes.try_join_next().is_some() {}
+            }
+        });
+        Self {
+            port,
+            fault,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Dropping the accept task drops its JoinSet, which aborts every pipe.
+        self.accept.abort();
+    }
+}
+
+fn reset(stream: tokio::net::TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+async fn pipe(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    mut fault: tokio::sync::watch::Receiver<Fault>,
+) {
+    use tokio::io::AsyncReadExt;
+    let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut lost_bytes = false;
+    loop {
+        let (from_client, read) = tokio::select! {
+            read = client.read(&mut up) => (true, read),
+            read = server.read(&mut down) => (false, read),
+            changed = fault.changed(), if lost_bytes => {
+                if changed.is_err() || *fault.borrow() != Fault::Blackhole {
+                    reset(client);
+                    reset(server);
+                    return;
+                }
+                continue;
+            }
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let current = *fault.borrow_and_update();
+        match current {
+            Fault::None => {}
+            Fault::Latency(delay) => tokio::time::sleep(delay).await,
+            Fault::Stall => {
+                let _ = fault.wait_for(|f| *f != Fault::Stall).await;
+            }
+            Fault::Reset => {
+                reset(client);
+                reset(server);
+                return;
+            }
+            Fault::Blackhole => {
+                lost_bytes = true;
+                continue;
+            }
+        }
+        let written = if from_client {
+            server.write_all(&up[..n]).await
+        } else {
+            client.write_all(&down[..n]).await
+        };
+        if written.is_err() {
+            return;
+        }
+    }
 }

@@ -2,10 +2,10 @@
 //! (put it in an `Arc`).
 struct NotClone;
 
-async fn run(group: singleflight_smol::Group<String, NotClone>) {
+async fn run(group: singleflight_tokio::Group<String, NotClone>) {
     let _ = group.call("k", || async { NotClone }).await;
 }
 
 fn main() {
-    drop(run(singleflight_smol::Group::new()));
+    drop(run(singleflight_tokio::Group::new()));
 }

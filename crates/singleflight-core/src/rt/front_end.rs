@@ -1,0 +1,631 @@
+//! The async front-ends' `Group`: one definition, expanded in each runtime crate.
+//!
+//! Each front-end's `Group` is a newtype over [`RuntimeGroup`](super::RuntimeGroup) with its
+//! spawner and timer filled in, rather than a type alias of it, so that its documentation
+//! page lists every method with its docs (an alias's page only links to the aliased type)
+//! and its builders return the front-end's own type. The methods forward, so the behaviour
+//! is written once, in the core.
+
+/// Defines a front-end's `Group` newtype over `RuntimeGroup<K, T, $spawner, $timer, S>`.
+///
+/// The invoking crate must re-export `Error`, `LeaderDropPolicy`, `CallFuture`, `Role`,
+/// `Call`, `TryCall`, `Detached`, `TryDetached`, `SpawnWork`, `SpawnBlockingWork` and
+/// `Timeout` at its root (the docs link them there). Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __front_end_group {
+    (
+        $(#[$meta:meta])*
+        pub struct $Group:ident($spawner:ty, $timer:ty);
+    ) => {
+        $(#[$meta])*
+        pub struct $Group<K, T, S = $crate::DefaultHashBuilder>(
+            $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>,
+        );
+
+        impl<K, T> $Group<K, T> {
+            /// Creates an empty group with the default hasher and the
+            /// [`Takeover`](crate::LeaderDropPolicy::Takeover) policy.
+            pub fn new() -> Self {
+                Self($crate::rt::RuntimeGroup::new())
+            }
+        }
+
+        impl<K, T> ::core::default::Default for $Group<K, T> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl<K, T, S> $Group<K, T, S> {
+            /// Creates an empty group that hashes keys with `hasher`.
+            pub fn with_hasher(hasher: S) -> Self {
+                Self($crate::rt::RuntimeGroup::with_hasher(hasher))
+            }
+
+            /// Wraps a configured core group (`singleflight_core::Group`).
+            pub fn from_core(group: $crate::Group<K, T, S>) -> Self {
+                Self($crate::rt::RuntimeGroup::from_core(group))
+            }
+
+            /// Sets what waiters do when their leader is dropped before finishing: the oldest
+            /// takes over (the default), or all fail with
+            /// [`Error::LeaderDropped`](crate::Error::LeaderDropped).
+            ///
+            /// # Panics
+            ///
+            /// If the group was cloned, or a call still holds it: configure it first.
+            pub fn with_leader_drop_policy(self, policy: $crate::LeaderDropPolicy) -> Self {
+                Self(self.0.with_leader_drop_policy(policy))
+            }
+
+            /// Attaches an observer (statistics, metrics, tracing). One observer may watch
+            /// many groups.
+            ///
+            /// # Panics
+            ///
+            /// If the group was cloned, or a call still holds it: configure it first.
+            pub fn with_observer(
+                self,
+                observer: ::std::sync::Arc<dyn $crate::Observer>,
+            ) -> Self {
+                Self(self.0.with_observer(observer))
+            }
+
+            /// Splits the map of flights into `shards` shards, each under its own lock
+            /// ([`DEFAULT_SHARDS`](singleflight_core::DEFAULT_SHARDS) unless set): fewer save
+            /// memory (128 bytes or more each), more keep tasks calling unrelated keys on
+            /// different threads further apart.
+            ///
+            /// # Panics
+            ///
+            /// If `shards` is not a power of two between 1 and
+            /// [`MAX_SHARDS`](singleflight_core::MAX_SHARDS), or if the group was cloned, or
+            /// a call still holds it: configure it first.
+            pub fn with_shards(self, shards: usize) -> Self {
+                Self(self.0.with_shards(shards))
+            }
+
+            /// The policy applied when a leader is dropped.
+            pub fn leader_drop_policy(&self) -> $crate::LeaderDropPolicy {
+                self.0.leader_drop_policy()
+            }
+
+            /// The number of flights in progress, detached work included (`0` once every
+            /// call has returned and every detached work has finished).
+            pub fn in_flight(&self) -> usize {
+                self.0.in_flight()
+            }
+
+            /// Detaches every flight from its key: running flights still deliver to their
+            /// callers, new calls start new flights. Returns how many flights were detached.
+            pub fn forget_all(&self) -> usize {
+                self.0.forget_all()
+            }
+
+            /// The runtime-free group underneath.
+            pub fn as_core(&self) -> &::std::sync::Arc<$crate::Group<K, T, S>> {
+                self.0.as_core()
+            }
+
+            /// The same group as a `singleflight_core::rt::RuntimeGroup`, the runtime-generic
+            /// type every async front-end's `Group` wraps (for code generic over runtimes).
+            pub fn as_runtime_group(&self) -> &$crate::rt::RuntimeGroup<K, T, $spawner, $timer, S> {
+                &self.0
+            }
+
+            /// Bounds any call of this group (`call`, `try_call`, detached or blocking) by
+            /// `duration` on the runtime's timer; the clock starts at the first poll. The
+            /// `*_timeout` methods are shorthands for it.
+            ///
+            /// A waiter that times out leaves only itself: the flight goes on and later
+            /// callers still join it. A leader that times out is cancelled, exactly as if
+            /// dropped (the group's [`LeaderDropPolicy`](crate::LeaderDropPolicy) applies).
+            /// The caller of detached work stops waiting; the work goes on.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Timeout`](crate::Error::Timeout) if `duration` passes first, and the
+            /// call's own errors.
+            ///
+            /// # Cancel safety
+            ///
+            /// As the wrapped call.
+            pub fn timeout<C: $crate::CallFuture>(
+                &self,
+                duration: ::core::time::Duration,
+                call: C,
+            ) -> $crate::rt::Timeout<C, $timer> {
+                self.0.timeout(duration, call)
+            }
+        }
+
+        impl<K, T, S> $Group<K, T, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+        {
+            /// The number of callers that joined the current flight of `key` and still wait
+            /// for it; `0` if none is in progress. Its leader is not counted, and neither is
+            /// the caller that launched detached work (it is that flight's leader, even while
+            /// it waits for the spawned work). Tests and dashboards use it instead of sleeping.
+            pub fn waiters<Q>(&self, key: &Q) -> usize
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq,
+            {
+                self.0.waiters(key)
+            }
+
+            /// Returns `true` if a flight for `key` is in progress (and not forgotten).
+            pub fn contains<Q>(&self, key: &Q) -> bool
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq,
+            {
+                self.0.contains(key)
+            }
+
+            /// Detaches the current flight of `key`: its callers still receive its outcome,
+            /// the next call starts a new flight, and the old flight finishing never removes
+            /// the new one. Returns `false` (and leaves nothing behind) if `key` has no flight.
+            pub fn forget<Q>(&self, key: &Q) -> bool
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq,
+            {
+                self.0.forget(key)
+            }
+        }
+
+        impl<K, T, S> $Group<K, T, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+            T: Clone,
+        {
+            /// Runs `work` once for all concurrent callers of `key`, inside the leading
+            /// caller's own task, and resolves to a clone of its value. The work may borrow
+            /// from the caller.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Panicked`](crate::Error::Panicked) (waiters) if the work panicked,
+            /// [`Error::LeaderDropped`](crate::Error::LeaderDropped) if the leader was
+            /// dropped under [`FailWaiters`](crate::LeaderDropPolicy::FailWaiters),
+            /// [`Error::Reentrant`](crate::Error::Reentrant) if called from inside this key's
+            /// own work.
+            ///
+            /// # Panics
+            ///
+            /// If this caller runs the work and it panics, the panic resumes here, after
+            /// every waiter has been handed `Error::Panicked`.
+            ///
+            /// # Cancel safety
+            ///
+            /// Dropping the future before its first poll does nothing. Dropping a waiting
+            /// call removes only that caller. Dropping a leading call cancels its work, and
+            /// the group's [`LeaderDropPolicy`](crate::LeaderDropPolicy) decides: the oldest
+            /// waiter takes over, or every waiter fails.
+            pub fn call<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::Call<'a, K, Q, T, S, F, Fut>
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = T>,
+            {
+                self.0.call(key, work)
+            }
+
+            /// [`call`](Self::call) bounded by `duration`: see [`timeout`](Self::timeout).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+            /// [`call`](Self::call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            #[allow(
+                clippy::type_complexity,
+                reason = "the named future of a timed call; an alias would only hide it"
+            )]
+            pub fn call_timeout<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                duration: ::core::time::Duration,
+                work: F,
+            ) -> $crate::rt::Timeout<$crate::Call<'a, K, Q, T, S, F, Fut>, $timer>
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = T>,
+            {
+                self.0.call_timeout(key, duration, work)
+            }
+
+            /// Runs `work` once for all concurrent callers of `key`, as a task spawned on the
+            /// runtime: it runs exactly once and finishes even if every caller goes away
+            /// (cache fills behind callers with short timeouts, handlers whose clients
+            /// disconnect). The caller that starts it waits for it like any waiter, and its
+            /// role is [`Role::Leader`](crate::Role::Leader).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Panicked`](crate::Error::Panicked) for every caller (the one that
+            /// started it too) if the work panicked or its task was dropped unfinished by
+            /// the runtime, and the errors of [`call`](Self::call).
+            ///
+            /// # Panics
+            ///
+            /// If the runtime's spawner panics (tokio's does outside a runtime).
+            ///
+            /// # Cancel safety
+            ///
+            /// Dropping the future stops only this caller waiting; once started, the work
+            /// runs to its end and still delivers to every other caller.
+            pub fn call_detached<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::rt::Detached<'a, K, Q, T, S, $crate::rt::SpawnWork<$spawner, F>>
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = T> + Send + 'static,
+            {
+                self.0.call_detached(key, work)
+            }
+
+            /// [`call_detached`](Self::call_detached) whose caller stops waiting after
+            /// `duration`, while the work goes on.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+            /// [`call_detached`](Self::call_detached).
+            ///
+            /// # Panics
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            #[allow(
+                clippy::type_complexity,
+                reason = "the named future of a timed call; an alias would only hide it"
+            )]
+            pub fn call_detached_timeout<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                duration: ::core::time::Duration,
+                work: F,
+            ) -> $crate::rt::Timeout<
+                $crate::rt::Detached<'a, K, Q, T, S, $crate::rt::SpawnWork<$spawner, F>>,
+                $timer,
+            >
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = T> + Send + 'static,
+            {
+                self.0.call_detached_timeout(key, duration, work)
+            }
+
+            /// Runs blocking `work` once for all concurrent callers of `key`, on the
+            /// runtime's blocking pool; otherwise as [`call_detached`](Self::call_detached).
+            ///
+            /// # Errors
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Panics
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call_detached`](Self::call_detached): a blocking closure is never
+            /// interrupted.
+            pub fn call_blocking<'a, Q, F>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::rt::Detached<'a, K, Q, T, S, $crate::rt::SpawnBlockingWork<$spawner, F>>
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> T + Send + 'static,
+            {
+                self.0.call_blocking(key, work)
+            }
+        }
+
+        impl<K, V, E, S> $Group<K, ::core::result::Result<V, E>, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+            V: Clone,
+                {
+            /// Like [`call`](Self::call), for fallible work: the leader's error reaches every
+            /// waiter as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the
+            /// next call starts a new flight. For an error that is not `Clone`, see
+            /// [`try_call_arc`](Self::try_call_arc).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed) with (a clone of) the work's error,
+            /// and the errors of [`call`](Self::call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            pub fn try_call<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::TryCall<'a, K, Q, V, E, S, F, Fut>
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
+            {
+                self.0.try_call(key, work)
+            }
+
+            /// [`try_call`](Self::try_call) bounded by `duration`: see
+            /// [`timeout`](Self::timeout).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+            /// [`try_call`](Self::try_call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            #[allow(
+                clippy::type_complexity,
+                reason = "the named future of a timed call; an alias would only hide it"
+            )]
+            pub fn try_call_timeout<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                duration: ::core::time::Duration,
+                work: F,
+            ) -> $crate::rt::Timeout<$crate::TryCall<'a, K, Q, V, E, S, F, Fut>, $timer>
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
+            {
+                self.0.try_call_timeout(key, duration, work)
+            }
+
+            /// Like [`call_detached`](Self::call_detached), for fallible work.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed), and the errors of
+            /// [`call_detached`](Self::call_detached).
+            ///
+            /// # Panics
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            pub fn try_call_detached<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnWork<$spawner, F>>
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
+            {
+                self.0.try_call_detached(key, work)
+            }
+
+            /// [`try_call_detached`](Self::try_call_detached) whose caller stops waiting
+            /// after `duration`, while the work goes on.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+            /// [`try_call_detached`](Self::try_call_detached).
+            ///
+            /// # Panics
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            #[allow(
+                clippy::type_complexity,
+                reason = "the named future of a timed call; an alias would only hide it"
+            )]
+            pub fn try_call_detached_timeout<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                duration: ::core::time::Duration,
+                work: F,
+            ) -> $crate::rt::Timeout<
+                $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnWork<$spawner, F>>,
+                $timer,
+            >
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
+            {
+                self.0.try_call_detached_timeout(key, duration, work)
+            }
+
+            /// Like [`call_blocking`](Self::call_blocking), for fallible work.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed), and the errors of
+            /// [`call_detached`](Self::call_detached).
+            ///
+            /// # Panics
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            pub fn try_call_blocking<'a, Q, F>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnBlockingWork<$spawner, F>>
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> ::core::result::Result<V, E> + Send + 'static,
+            {
+                self.0.try_call_blocking(key, work)
+            }
+        }
+
+        impl<K, V, E, S> $Group<K, ::core::result::Result<V, ::std::sync::Arc<E>>, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+            V: Clone,
+        {
+            /// Like [`try_call`](Self::try_call), for work whose error `E` is not `Clone`
+            /// (`std::io::Error`, say): declare the group as `Group<K, Result<V, Arc<E>>>`;
+            /// the work returns its plain `Result<V, E>`, and every caller, the leader too,
+            /// gets the leader's error as the same `Arc<E>` in
+            /// [`Error::Failed`](crate::Error::Failed) (as moka's `try_get_with` does).
+            /// `Error<Arc<E>>` implements `std::error::Error` when `E` does, so `?` into
+            /// `Box<dyn Error>` works, and `Error<Arc<io::Error>>` converts into
+            /// `io::Error`.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed) with the work's error in an `Arc`,
+            /// and the errors of [`call`](Self::call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            pub fn try_call_arc<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> impl $crate::CallFuture<
+                Output = ::core::result::Result<V, $crate::Error<::std::sync::Arc<E>>>,
+            >
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
+            {
+                self.0.try_call_arc(key, work)
+            }
+
+            /// Like [`try_call_detached`](Self::try_call_detached), for work whose error is
+            /// not `Clone`: see [`try_call_arc`](Self::try_call_arc).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed) with the work's error in an `Arc`,
+            /// and the errors of [`call_detached`](Self::call_detached).
+            ///
+            /// # Panics
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call_detached`](Self::call_detached).
+            pub fn try_call_detached_arc<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> impl $crate::CallFuture<
+                Output = ::core::result::Result<V, $crate::Error<::std::sync::Arc<E>>>,
+            >
+            where
+                K: ::core::borrow::Borrow<Q> + Send + 'static,
+                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                V: Send + 'static,
+                E: Send + Sync + 'static,
+                S: Send + Sync + 'static,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
+            {
+                self.0.try_call_detached_arc(key, work)
+            }
+        }
+
+        /// Shares the group: the clone's calls coalesce with the original's (one map of
+        /// flights, one policy, one observer). Hand clones to the tasks that should coalesce
+        /// with each other.
+        impl<K, T, S> Clone for $Group<K, T, S> {
+            fn clone(&self) -> Self {
+                Self(self.0.clone())
+            }
+        }
+
+        impl<K, T, S> ::core::fmt::Debug for $Group<K, T, S> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_tuple(stringify!($Group)).field(self.0.as_core()).finish()
+            }
+        }
+
+        impl<K, T, S> From<$Group<K, T, S>> for $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S> {
+            fn from(group: $Group<K, T, S>) -> Self {
+                group.0
+            }
+        }
+
+        impl<K, T, S> From<$crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>> for $Group<K, T, S> {
+            fn from(group: $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>) -> Self {
+                Self(group)
+            }
+        }
+    };
+}
