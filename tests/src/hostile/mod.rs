@@ -248,8 +248,9 @@ pub fn all_cases() -> Vec<Case> {
 
 /// The test binary's `main`: with `--case ID`, runs that case in this process (with a
 /// watchdog); otherwise runs every case whose id contains one of the arguments (all of
-/// them without arguments) each in a child process, and prints a summary ending in the
-/// line `N passed, M failed`. Exits non-zero if any case failed.
+/// them without arguments) each in a child process, one line per case (one character
+/// with `-q`, as libtest), and a summary in libtest's words. Exits non-zero if any case
+/// failed. `--list` lists the cases; `--ignored` runs none (no case is ignored).
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|arg| arg == "--case") {
@@ -262,6 +263,8 @@ pub fn main() {
     );
     let filters: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
     let list = args.iter().any(|arg| arg == "--list");
+    // libtest's terse output: one character per case, then the summary.
+    let quiet = args.iter().any(|arg| arg == "-q" || arg == "--quiet");
     if args.iter().any(|arg| arg == "--ignored") {
         // No case is ignored.
         println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
@@ -290,14 +293,21 @@ pub fn main() {
             .unwrap_or("heap not measured")
             .to_string();
         let took = case_start.elapsed();
+        match (ok, quiet) {
+            (true, true) => print!("."),
+            (false, true) => print!("F"),
+            (true, false) => println!("test {} ... ok ({took:.2?}; {heap})", case.id()),
+            (false, false) => println!("test {} ... FAILED ({took:.2?}; {heap})", case.id()),
+        }
         if ok {
             passed += 1;
-            println!("test {} ... ok ({took:.2?}; {heap})", case.id());
         } else {
-            println!("test {} ... FAILED ({took:.2?}; {heap})", case.id());
             failed.push((case.id(), output));
         }
         let _ = std::io::stdout().flush();
+    }
+    if quiet {
+        println!();
     }
     if !failed.is_empty() {
         println!("\nfailures:");
