@@ -4,6 +4,7 @@
 //! with the test's name instead of waiting for CI's outer timeout.
 
 pub mod conformance;
+pub mod hostile;
 mod watchdog;
 
 pub use watchdog::{TEST_LIMIT, Watchdog};
