@@ -493,7 +493,7 @@ mod tests {
         let a = flight.join(true, None).unwrap();
         flight.leave(a);
         assert!(
-            !flight.publish(Outcome::Value(1)),
+            !flight.publish(Outcome::Value(1)).0,
             "the one who joined had left"
         );
         assert!(flight.outcome.lock().outcome.is_none());
