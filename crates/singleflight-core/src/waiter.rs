@@ -138,7 +138,7 @@ where
         } else {
             Found::NeedsWaker
         };
-        let found = match (checked, waker) {
+        match (checked, waker) {
             (Found::NeedsWaker, Some(waker)) => {
                 let (found, unused) = self.flight.install(self.ticket, waker.clone());
                 drop(unused);
@@ -146,8 +146,7 @@ where
                 found
             }
             (found, _) => found,
-        };
-        found
+        }
     }
 
     /// Takes what [`look`](Self::look) found: the outcome (receiving it runs the value's
