@@ -303,8 +303,19 @@ impl<K, T, S> Group<K, T, S> {
     where
         T: Clone,
     {
-        let mut slot = self.remove(at);
-        let Some(flight) = slot.as_mut().and_then(|slot| slot.flight.take()) else {
+        let (flight, slot) = if core::mem::needs_drop::<K>() {
+            let mut slot = self.remove(at);
+            (slot.as_mut().and_then(|slot| slot.flight.take()), slot)
+        } else {
+            // The key's drop does nothing: it may go under the lock, in place.
+            let shard = self.shard(at.hash);
+            let mut table = shard.table.lock();
+            let flight = table.remove_flight(at).flatten();
+            shard.count(&table);
+            drop(table);
+            (flight, None)
+        };
+        let Some(flight) = flight else {
             // Solo: nobody ever joined, nothing to hand out.
             self.observe(|o| o.leader_finished(started, execution));
             drop(slot);

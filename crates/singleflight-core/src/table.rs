@@ -145,6 +145,25 @@ impl<K, T> Table<K, T> {
         Some(slot)
     }
 
+    /// Removes the slot of the flight at `at` and returns its shared part, dropping its key
+    /// here: only for keys whose drop does nothing (`!needs_drop::<K>()`), so that no user
+    /// code runs under the lock and the slot need not be moved out.
+    #[inline]
+    pub(crate) fn remove_flight(&mut self, at: FlightRef) -> Option<Option<Arc<Flight<T>>>> {
+        debug_assert!(!core::mem::needs_drop::<K>());
+        if let Some(inline) = self
+            .inline
+            .iter_mut()
+            .find(|inline| inline.as_ref().is_some_and(|slot| slot.at.id == at.id))
+        {
+            self.len -= 1;
+            let flight = inline.as_mut().and_then(|slot| slot.flight.take());
+            *inline = None;
+            return Some(flight);
+        }
+        self.remove(at).map(|slot| slot.flight)
+    }
+
     /// The bytes the spill table holds (for tests of the shrink).
     #[cfg(test)]
     pub(crate) fn spill_bytes(&self) -> usize {
