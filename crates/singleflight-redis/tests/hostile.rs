@@ -9,34 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Config, FallbackReason, OpenError, Outcome, RedisGroup};
-use support::{Server, wait_until, warnings};
-use tokio::sync::watch;
-
-fn fast(namespace: &str) -> Config {
-    Config::new(namespace)
-        .lease_ttl(Duration::from_secs(1))
-        .poll(Duration::from_millis(20), Duration::from_millis(200))
-        .op_timeout(Duration::from_millis(200))
-        .wait_timeout(Duration::from_secs(5))
-}
-
-/// A gate the leader's work waits on.
-#[derive(Clone)]
-struct Gate(watch::Sender<bool>);
-
-impl Gate {
-    fn new() -> Self {
-        Self(watch::channel(false).0)
-    }
-    async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        rx.wait_for(|open| *open).await.expect("gate");
-    }
-    fn open(&self) {
-        self.0.send_replace(true);
-    }
-}
+use singleflight_redis::{FallbackReason, OpenError, Outcome, RedisGroup};
+use support::{Gate, Server, fast, lead_and_follow, wait_until, warnings};
 
 async fn query<T: redis::FromRedisValue>(server: &Server, args: &[&str]) -> T {
     let mut conn = server.connection().await;
@@ -196,60 +170,6 @@ async fn bad_settings_are_refused_on_open_and_no_limit_never_panics() {
         lead_and_follow(&server, config(), config(), 1u64, 2u64, async |_| {}, false).await;
     assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
     assert_eq!((value, runs), (1, 1));
-}
-
-/// A leader in one group and a follower in another; returns the follower's outcome and
-/// value, and the number of executions.
-async fn lead_and_follow<V, W>(
-    server: &Server,
-    leader_config: Config,
-    follower_config: Config,
-    leader_value: V,
-    follower_value: W,
-    tamper: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
-    follower_first: bool,
-) -> (Outcome, W, usize)
-where
-    V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-    W: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let leader = RedisGroup::<V>::open(&server.url(), leader_config).expect("group");
-    let follower = RedisGroup::<W>::open(&server.url(), follower_config).expect("group");
-    let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
-    let lead = tokio::spawn({
-        let (gate, runs) = (gate.clone(), Arc::clone(&runs));
-        async move {
-            leader
-                .call("k", || async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    gate.wait().await;
-                    leader_value
-                })
-                .await
-        }
-    });
-    wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
-        async move {
-            follower
-                .call("k", || async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    follower_value
-                })
-                .await
-        }
-    });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
-    let mut conn = server.connection().await;
-    tamper(&mut conn).await;
-    if !follower_first {
-        gate.open();
-    }
-    let (value, outcome) = follow.await.expect("task").expect("value");
-    gate.open();
-    assert!(lead.await.expect("task").is_ok());
-    (outcome, value, runs.load(Ordering::SeqCst))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use singleflight_redis::{Config, Error, FallbackReason, Outcome, RedisGroup};
-use support::{Fault, Proxy, Server, Worker, WorkerSpec, executions, temp_log, wait_until};
+use support::{
+    Fault, Gate, Proxy, Server, Worker, WorkerSpec, executions, fast, lead_and_follow, temp_log,
+    wait_until,
+};
 use tokio::sync::watch;
 
 fn label(outcome: Outcome) -> String {
@@ -431,31 +434,6 @@ async fn a_redis_restart_mid_flight_still_answers_and_later_flights_coalesce() {
 
 // ---- In-process cases: each `RedisGroup` has its own connection, like a process. ----
 
-fn fast(namespace: &str) -> Config {
-    Config::new(namespace)
-        .lease_ttl(Duration::from_secs(1))
-        .poll(Duration::from_millis(20), Duration::from_millis(200))
-        .op_timeout(Duration::from_millis(200))
-        .wait_timeout(Duration::from_secs(5))
-}
-
-/// A gate the leader's work waits on.
-#[derive(Clone)]
-struct Gate(watch::Sender<bool>);
-
-impl Gate {
-    fn new() -> Self {
-        Self(watch::channel(false).0)
-    }
-    async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        rx.wait_for(|open| *open).await.expect("gate");
-    }
-    fn open(&self) {
-        self.0.send_replace(true);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_calls_run_locally_once_per_process_and_say_so() {
     let port = support::free_port(); // nothing listens here
@@ -646,60 +624,6 @@ async fn a_follower_whose_connection_is_killed_recovers() {
         Outcome::Leader { .. }
     ));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-}
-
-/// A leader in one group and a follower in another; returns the follower's outcome and
-/// the number of executions.
-async fn lead_and_follow<V, W>(
-    server: &Server,
-    leader_config: Config,
-    follower_config: Config,
-    leader_value: V,
-    follower_value: W,
-    tamper: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
-    follower_first: bool,
-) -> (Outcome, W, usize)
-where
-    V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-    W: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let leader = RedisGroup::<V>::open(&server.url(), leader_config).expect("group");
-    let follower = RedisGroup::<W>::open(&server.url(), follower_config).expect("group");
-    let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
-    let lead = tokio::spawn({
-        let (gate, runs) = (gate.clone(), Arc::clone(&runs));
-        async move {
-            leader
-                .call("k", || async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    gate.wait().await;
-                    leader_value
-                })
-                .await
-        }
-    });
-    wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
-        async move {
-            follower
-                .call("k", || async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    follower_value
-                })
-                .await
-        }
-    });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
-    let mut conn = server.connection().await;
-    tamper(&mut conn).await;
-    if !follower_first {
-        gate.open();
-    }
-    let (value, outcome) = follow.await.expect("task").expect("value");
-    gate.open();
-    assert!(lead.await.expect("task").is_ok());
-    (outcome, value, runs.load(Ordering::SeqCst))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
