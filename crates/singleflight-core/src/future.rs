@@ -2,7 +2,6 @@
 //! borrow from the caller and need not be `'static` or `Send` (unless the caller's task is).
 
 use alloc::borrow::ToOwned;
-use alloc::boxed::Box;
 use core::borrow::Borrow;
 use core::fmt;
 use core::future::Future;
@@ -44,11 +43,11 @@ pin_project! {
     enum State<'a, K, Q: ?Sized, T, S, F, Fut> {
         Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<F> },
         Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
-        // The work's future is boxed: only the one caller that leads pays for it, instead of
-        // every waiting call carrying room for it (a herd of waiting tasks stays small).
+        // The work's future lives inline, as it would in a caller that awaited the work
+        // itself: a lone leader allocates nothing.
         // `fut` before `leader`: fields drop in order, so a cancelled leader's work is gone
         // before its guard promotes a waiter, and two executions never overlap.
-        Leading { fut: Pin<Box<Fut>>, leader: Option<Leader<&'a Group<K, T, S>>> },
+        Leading { #[pin] fut: Fut, leader: Option<Leader<&'a Group<K, T, S>>> },
         Done,
     }
 }
@@ -96,8 +95,9 @@ where
     /// The call registers on first poll. If a flight for `key` is in progress, the caller
     /// waits for it and `work` is never called (unless this caller takes over after the
     /// leader is dropped); otherwise it leads, calling `work` and driving its future inside
-    /// the caller's own task. That future is boxed (one allocation per flight), so a waiting
-    /// call stays small however large the work's future is.
+    /// the caller's own task. That future is stored inline in the returned [`Call`], with no
+    /// allocation, so a call takes the room the work's future would take if the caller awaited
+    /// it directly.
     ///
     /// # Errors
     ///
@@ -208,12 +208,11 @@ where
                     Err(error) => {
                         *this.role = Some(Role::Waiter);
                         this.state.set(State::Done);
-                        Poll::Ready(Err(error))
+                        return Poll::Ready(Err(error));
                     }
                     Ok(Entry::Leader(leader)) => {
                         *this.role = Some(Role::Leader { shared: false });
-                        let fut = Box::pin(work());
-                        start_leading(this.state, this.role, leader, fut, *this.failed, cx)
+                        start_leading(this.state.as_mut(), leader, work);
                     }
                     Ok(Entry::Waiter(waiter)) => {
                         // Joined with this task's waker: nothing to check until woken.
@@ -221,55 +220,54 @@ where
                             waiter,
                             work: Some(work),
                         });
-                        Poll::Pending
+                        return Poll::Pending;
                     }
                 }
             }
             StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(Waited::Outcome(outcome)) => {
                     *this.role = Some(Role::Waiter);
                     this.state.set(State::Done);
-                    Poll::Ready(outcome)
+                    return Poll::Ready(outcome);
                 }
                 Poll::Ready(Waited::Promoted(leader)) => {
                     *this.role = Some(Role::Leader { shared: false });
                     let work = work.take().expect("a waiter keeps its work");
-                    let fut = Box::pin(work());
-                    start_leading(this.state, this.role, leader, fut, *this.failed, cx)
+                    start_leading(this.state.as_mut(), leader, work);
                 }
             },
-            StateProj::Leading { leader, fut } => {
-                let polled = {
-                    let guard = leader
-                        .as_ref()
-                        .expect("the leader is present while leading");
-                    poll_leader(guard, fut.as_mut(), cx)
-                };
-                let value = match polled {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(value) => value,
-                };
-                let leader = leader.take().expect("the leader is present while leading");
-                // The finished work is dropped before its outcome is handed out.
-                let dropped = drop_work(|| this.state.set(State::Done));
-                settle(leader, value, dropped, *this.failed, this.role)
-            }
+            StateProj::Leading { .. } => {}
             StateProj::Done => panic!("`Call` polled after completion"),
         }
+        lead(this.state, this.role, *this.failed, cx)
     }
 }
 
-/// Polls a new leader's work once before keeping it: work that is ready at once (a cache
-/// hit behind the coalescer) finishes without the call ever storing the leading state.
+/// Makes a new leader's work and keeps it, pinned in the call, with its guard. The work is
+/// polled at once by [`lead`].
 ///
-/// Arguments drop in reverse order, so if the work panics without `std` (nothing catches
-/// it), `fut` is gone before `leader`'s guard hands the flight on.
+/// If `work` panics, `leader` is dropped by the unwinding and hands the flight on.
+#[inline]
 fn start_leading<'a, K, Q, T, S, F, Fut>(
     mut state: Pin<&mut State<'a, K, Q, T, S, F, Fut>>,
-    role: &mut Option<Role>,
     leader: Leader<&'a Group<K, T, S>>,
-    mut fut: Pin<Box<Fut>>,
+    work: F,
+) where
+    Q: ?Sized,
+    F: FnOnce() -> Fut,
+{
+    state.set(State::Leading {
+        fut: work(),
+        leader: Some(leader),
+    });
+}
+
+/// Polls a leading call's work and, once it is done, drops it and settles the flight.
+#[inline]
+fn lead<K, Q, T, S, F, Fut>(
+    mut state: Pin<&mut State<'_, K, Q, T, S, F, Fut>>,
+    role: &mut Option<Role>,
     failed: fn(&T) -> bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<T, Error>>
@@ -278,22 +276,17 @@ where
     T: Clone,
     Fut: Future<Output = T>,
 {
-    match poll_leader(&leader, fut.as_mut(), cx) {
-        Poll::Pending => {
-            state.set(State::Leading {
-                fut,
-                leader: Some(leader),
-            });
-            Poll::Pending
-        }
-        Poll::Ready(value) => {
-            let dropped = drop_work(|| {
-                drop(fut);
-                state.set(State::Done);
-            });
-            settle(leader, value, dropped, failed, role)
-        }
-    }
+    let StateProj::Leading { fut, leader } = state.as_mut().project() else {
+        unreachable!("only a leading call has work to poll")
+    };
+    let guard = leader
+        .as_ref()
+        .expect("the leader is present while leading");
+    let value = core::task::ready!(poll_leader(guard, fut, cx));
+    let leader = leader.take().expect("the leader is present while leading");
+    // The finished work is dropped before its outcome is handed out.
+    let dropped = drop_work(|| state.set(State::Done));
+    settle(leader, value, dropped, failed, role)
 }
 
 /// Drops a leader's finished work (`drop`) and tells whether its `Drop` panicked (with

@@ -1,0 +1,70 @@
+//! A lone caller allocates nothing: an uncontended call with a word-sized key whose work is
+//! ready at once registers in its shard's inline slots, runs the work inline in its own
+//! future and ends, with no heap allocation at all (blocking or async). Counted by a counting
+//! allocator over many calls, so a single allocation per call would show.
+
+use std::alloc::System;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use singleflight_core::Group;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const CALLS: u64 = 10_000;
+
+fn allocations() -> usize {
+    ALLOCATOR.stats().allocations + ALLOCATOR.stats().reallocations
+}
+
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a lone call whose work is ready at once is ready at once"),
+    }
+}
+
+// One test function: the allocator's counts are process-wide, and tests run in parallel.
+#[test]
+fn a_lone_call_allocates_nothing() {
+    lone_async_calls();
+    lone_blocking_calls();
+}
+
+fn lone_async_calls() {
+    let group = Group::<u64, [u64; 8]>::new();
+    // The group's shards exist already; one call first, in case anything is made lazily.
+    assert_eq!(ready(group.call(&0, || async { [0; 8] })), Ok([0; 8]));
+    let before = allocations();
+    for key in 1..=CALLS {
+        // A work future larger than a pointer: it lives in the call, not in a box.
+        let value = ready(group.call(&key, move || async move { [key; 8] }));
+        assert_eq!(value, Ok([key; 8]));
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations over {CALLS} lone async calls"
+    );
+    assert_eq!(group.in_flight(), 0);
+}
+
+fn lone_blocking_calls() {
+    let group = Group::<u64, u64>::new();
+    let before = allocations();
+    for key in 0..CALLS {
+        let Ok(singleflight_core::Entry::Leader(leader)) = group.enter(&key) else {
+            panic!("a lone caller leads");
+        };
+        assert_eq!(leader.run(|| key * 2, |_| false), key * 2);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations over {CALLS} lone blocking calls"
+    );
+}
