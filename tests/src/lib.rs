@@ -7,13 +7,10 @@ pub mod hostile;
 pub mod setups;
 mod watchdog;
 
-pub use singleflight_conformance::{Gate, panic_message};
+pub use singleflight_conformance::{Gate, PATIENCE, panic_message};
 pub use watchdog::{TEST_LIMIT, Watchdog};
 
-use std::time::{Duration, Instant};
-
-/// How long a test may wait for a condition before failing instead of hanging.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+use std::time::Instant;
 
 /// Spins (yielding the thread) until `condition` holds, panicking with `what` after
 /// [`PATIENCE`]. This observes state; it does not order anything by time.
@@ -38,30 +35,4 @@ pub fn quiet_expected_panics() {
             }
         }));
     });
-}
-
-/// A statistics snapshot's counters, in the order
-/// `[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active]`.
-pub fn counts(s: &singleflight_stats::Snapshot) -> [u64; 8] {
-    [
-        s.hits,
-        s.misses,
-        s.errors,
-        s.panics,
-        s.leader_drops,
-        s.takeovers,
-        s.timeouts,
-        s.active,
-    ]
-}
-
-/// Asserts the counters of `stats` (see [`counts`] for the order).
-#[track_caller]
-pub fn assert_counts(stats: &singleflight_stats::Stats, expected: [u64; 8]) {
-    let snapshot = stats.snapshot();
-    assert_eq!(
-        counts(&snapshot),
-        expected,
-        "[hits, misses, errors, panics, leader_drops, takeovers, timeouts, active] of {snapshot:?}"
-    );
 }

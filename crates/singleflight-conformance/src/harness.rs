@@ -241,7 +241,7 @@ impl Support {
 impl fmt::Display for Support {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Yes => f.write_str("pass"),
+            Self::Yes => f.write_str("runs"),
             Self::Unsupported(reason) => write!(f, "unsupported: {reason}"),
         }
     }

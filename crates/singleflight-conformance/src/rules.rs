@@ -13,7 +13,7 @@ use crate::fixtures::wait_within;
 use crate::{Caller, Counts, Ends, Gate, Harness, Kind, Offload, Probe, Report, Spec, Work};
 
 /// Waits for `condition` with the setup's patience.
-async fn wait<H: Harness>(what: &str, condition: impl FnMut() -> bool) {
+pub(crate) async fn wait<H: Harness>(what: &str, condition: impl FnMut() -> bool) {
     wait_within(H::PATIENCE, what, condition).await;
 }
 
@@ -31,7 +31,7 @@ fn group<H: Harness>() -> Arc<H::Group> {
 }
 
 /// Starts a gated leader for `key` and waits until its work runs.
-async fn gated_leader<H: Harness>(
+pub(crate) async fn gated_leader<H: Harness>(
     group: &Arc<H::Group>,
     key: &str,
     spec: Spec,
@@ -52,7 +52,7 @@ async fn gated_leader<H: Harness>(
 
 /// Starts `n` waiters for `key` (their own work would return `value`) and waits until they
 /// joined the flight.
-async fn join_waiters<H: Harness>(
+pub(crate) async fn join_waiters<H: Harness>(
     group: &Arc<H::Group>,
     key: &str,
     spec: Spec,
@@ -74,6 +74,8 @@ pub async fn coalesces_concurrent_callers<H: Harness>() {
     let (probe, gate) = (Probe::default(), Gate::new());
     let leader = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 1).await;
     assert_eq!(H::in_flight(&group), 1);
+    assert_eq!(H::waiters(&group, "k"), 0, "the leader is not a waiter");
+    assert_eq!(H::waiters(&group, "absent"), 0);
     let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 5, 2).await;
     assert_eq!(H::waiters(&group, "k"), 5);
     gate.open();
@@ -154,6 +156,12 @@ pub async fn fallible_work_shares_the_error<H: Harness>() {
     }
     assert_eq!(probe.started(), 1);
     assert_eq!(H::in_flight(&group), 0);
+    // Not poisoned: the next call runs the work again, and may succeed.
+    let next = H::spawn_call(&group, "k", spec, Work::new(&probe, None, Ends::Value(1)));
+    assert_eq!(
+        next.join().await,
+        Report::Returned(Ok(1), Role::Leader { shared: false })
+    );
 }
 
 /// Checks DESIGN.md rule 4: waiters of a panicking leader get `Panicked` with the message; the leader's own call

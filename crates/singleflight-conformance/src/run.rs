@@ -157,9 +157,13 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-/// Every rule of the kit.
+/// Every rule of the kit: [`RULES`], then the statistics rules with the `stats` feature.
 pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
-    RULES.iter()
+    #[cfg(feature = "stats")]
+    let stats = crate::stats::RULES;
+    #[cfg(not(feature = "stats"))]
+    let stats: &[Rule] = &[];
+    RULES.iter().chain(stats)
 }
 
 /// The rule named `name`, among [`all_rules`].
@@ -183,11 +187,22 @@ pub struct SupportTable {
 }
 
 impl SupportTable {
-    /// The table of setup `H`, titled `setup`.
+    /// The table of setup `H` for every rule of the kit ([`all_rules`]), titled `setup`.
     pub fn of<H: Harness>(setup: &str) -> Self {
         Self {
             setup: setup.to_string(),
             rows: all_rules()
+                .map(|rule| (rule, rule.support::<H>()))
+                .collect(),
+        }
+    }
+
+    /// The table of setup `H` for `rules` only, titled `setup`.
+    pub fn for_rules<H: Harness>(setup: &str, rules: &'static [Rule]) -> Self {
+        Self {
+            setup: setup.to_string(),
+            rows: rules
+                .iter()
                 .map(|rule| (rule, rule.support::<H>()))
                 .collect(),
         }
@@ -211,21 +226,24 @@ impl SupportTable {
 
 impl fmt::Display for SupportTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self
-            .rows
-            .iter()
-            .map(|(rule, _)| rule.name.len())
-            .max()
-            .unwrap_or(0);
+        let contract = |rule: &Rule| match rule.contract {
+            [] => "Statistics".to_string(),
+            numbers => {
+                let numbers: Vec<String> = numbers.iter().map(u8::to_string).collect();
+                format!("rule {}", numbers.join(", "))
+            }
+        };
+        let name_width = self.rows.iter().map(|(rule, _)| rule.name.len()).max();
+        let contract_width = self.rows.iter().map(|(rule, _)| contract(rule).len()).max();
+        let (name_width, contract_width) = (name_width.unwrap_or(0), contract_width.unwrap_or(0));
         writeln!(f, "{}: {} rules", self.setup, self.rows.len())?;
         for (rule, support) in &self.rows {
-            let contract: Vec<String> = rule.contract.iter().map(u8::to_string).collect();
-            let contract = if contract.is_empty() {
-                "stats".to_string()
-            } else {
-                contract.join(",")
-            };
-            writeln!(f, "  {:width$}  [{contract}]  {support}", rule.name)?;
+            writeln!(
+                f,
+                "  {:name_width$}  {:contract_width$}  {support}",
+                rule.name,
+                contract(rule)
+            )?;
         }
         Ok(())
     }
@@ -303,7 +321,7 @@ macro_rules! conformance {
             use super::*;
 
             $crate::__conformance_tests!(
-                $harness;
+                $harness; rules;
                 coalesces_concurrent_callers,
                 different_keys_do_not_wait,
                 borrowed_key_joins_without_allocating_a_key,
@@ -329,11 +347,14 @@ macro_rules! conformance {
                 observer_counts_every_call_once,
             );
 
-            /// Prints the setup's support table, and checks that this module has a test
-            /// for every rule of the kit.
+            /// Prints the setup's support of the contract's rules, and checks that this
+            /// module has a test for each.
             #[test]
             fn support_table() {
-                let table = $crate::SupportTable::of::<$harness>(::core::module_path!());
+                let table = $crate::SupportTable::for_rules::<$harness>(
+                    ::core::module_path!(),
+                    $crate::RULES,
+                );
                 ::std::println!("{table}");
                 $crate::__check_names(&TESTS, $crate::RULES);
             }
@@ -359,7 +380,7 @@ pub fn __check_names(tests: &[&str], rules: &[Rule]) {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($harness:ty; $($test:ident),* $(,)?) => {
+    ($harness:ty; $module:ident; $($test:ident),* $(,)?) => {
         /// The rules this module has a test for.
         const TESTS: [&str; [$(stringify!($test)),*].len()] = [$(stringify!($test)),*];
 
@@ -368,7 +389,7 @@ macro_rules! __conformance_tests {
             fn $test() {
                 $crate::check::<$harness, _, _>(
                     stringify!($test),
-                    $crate::rules::$test::<$harness>,
+                    $crate::$module::$test::<$harness>,
                 );
             }
         )*
