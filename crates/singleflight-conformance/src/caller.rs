@@ -105,7 +105,8 @@ impl Caller {
 /// Drives `call` (with its role) until it ends or `cancel` opens, and reports how it ended;
 /// if `cancel` opened first, the call is dropped before this returns. A panic of the call
 /// is caught and reported as [`Report::Panicked`]. `map` turns the call's output into the
-/// report's result ([`Value`](crate::Value)-valued infallible calls: [`flatten`](singleflight_core::flatten)).
+/// report's result (for [`Value`](crate::Value)-valued infallible calls:
+/// [`flatten`](singleflight_core::flatten)).
 ///
 /// # Cancel safety
 ///

@@ -11,7 +11,8 @@ use crate::caller::Caller;
 use crate::fixtures::Work;
 
 /// The value type of every group the rules make: infallible calls return `Ok` values only,
-/// fallible ones (`try_call`) share the `Err` as [`Error::Failed`](singleflight_core::Error::Failed).
+/// fallible ones (`try_call`) share the `Err` as
+/// [`Error::Failed`](singleflight_core::Error::Failed).
 pub type Value = Result<u64, String>;
 
 /// A runtime setup the rules run on: one front-end on one executor.

@@ -308,11 +308,10 @@ where
 /// statistics rule), named after the rule, plus a `support_table` test that prints which
 /// rules the setup runs and which it reports as unsupported.
 ///
-/// ```ignore
-/// singleflight_conformance::conformance!(my_runtime, MyHarness);
-/// // cargo test -- my_runtime::   runs the suite; `-- --nocapture my_runtime::support_table`
-/// // prints the table.
-/// ```
+/// `conformance!(my_runtime, MyHarness);` in an integration test; then
+/// `cargo test -- my_runtime::` runs the suite, and
+/// `cargo test -- --nocapture my_runtime::support_table` prints the table. The crate docs
+/// walk through a whole harness.
 #[macro_export]
 macro_rules! conformance {
     ($name:ident, $harness:ty) => {
