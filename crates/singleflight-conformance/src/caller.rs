@@ -87,6 +87,10 @@ impl Caller {
 
     /// Waits until the caller ends, and returns its report.
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the handle; the caller runs on and its report is lost.
+    ///
     /// # Panics
     ///
     /// If the caller's side opened its done gate without a report (it cannot: only

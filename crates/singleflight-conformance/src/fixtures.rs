@@ -184,6 +184,10 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// # Panics
 ///
 /// With `gave up waiting until {what}`, after [`PATIENCE`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads state.
 pub async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
     wait_within(PATIENCE, what, condition).await;
 }
@@ -203,6 +207,10 @@ pub(crate) async fn wait_within(
 }
 
 /// Yields to the executor once.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it holds nothing.
 pub async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {

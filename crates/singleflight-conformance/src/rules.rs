@@ -2,7 +2,11 @@
 //! [`Harness`]. Each rule's docs name the contract rules it checks; [`RULES`](crate::RULES)
 //! lists them with what each needs from a setup.
 //!
-//! Every body is `pub` so that a test can run one rule alone through [`run`](crate::run).
+//! Every body is `pub` so that a test can run one rule alone through [`check`](crate::check)
+//! or [`run`](crate::run). A body panics when its setup breaks the rule (an assertion with
+//! what it expected and what it got, or `gave up waiting until …`). Dropping a body's future
+//! mid-way (it is not cancel safe) leaves its callers running until their gates open or
+//! their threads end; [`run`](crate::run) only drops it with the whole executor.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

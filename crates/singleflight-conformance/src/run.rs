@@ -363,6 +363,57 @@ macro_rules! conformance {
     };
 }
 
+/// Without the `stats` feature, [`conformance!`](crate::conformance!) makes no statistics tests.
+#[cfg(not(feature = "stats"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stats_tests {
+    ($harness:ty) => {};
+}
+
+/// The statistics tests of [`conformance!`](crate::conformance!): a module `stats` with one test per rule of
+/// [`stats::RULES`](crate::stats::RULES).
+#[cfg(feature = "stats")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stats_tests {
+    ($harness:ty) => {
+        mod stats {
+            #[allow(unused_imports, reason = "the harness type is named at the call site")]
+            use super::*;
+
+            $crate::__conformance_tests!(
+                $harness; stats;
+                six_callers_on_one_flight_are_five_hits_and_one_miss,
+                a_failing_flight_counts_one_error,
+                a_panic_is_counted_once,
+                a_leader_drop_and_the_takeover_are_each_counted_once,
+                a_leader_drop_that_fails_the_waiters_is_counted_once,
+                a_dropped_waiter_is_a_hit_and_changes_nothing_else,
+                a_waiter_timeout_is_a_timeout_and_a_hit,
+                a_leader_timeout_is_a_timeout_a_leader_drop_and_a_takeover,
+                reset_during_a_flight_never_leaves_active_negative,
+                detached_work_is_one_miss_and_its_joiners_are_hits,
+                detached_work_outlives_its_callers_timeout,
+                hits_plus_misses_is_the_number_of_calls,
+                a_reentrant_call_is_not_counted,
+            );
+
+            /// Prints the setup's support of the statistics rules, and checks that this
+            /// module has a test for each.
+            #[test]
+            fn support_table() {
+                let table = $crate::SupportTable::for_rules::<$harness>(
+                    ::core::module_path!(),
+                    $crate::stats::RULES,
+                );
+                ::std::println!("{table}");
+                $crate::__check_names(&TESTS, $crate::stats::RULES);
+            }
+        }
+    };
+}
+
 /// Checks that a setup's tests cover `rules` exactly, in order (an implementation detail
 /// of [`conformance!`](crate::conformance!)).
 #[doc(hidden)]

@@ -5,7 +5,8 @@
 //! live state.
 //!
 //! [`conformance!`](crate::conformance!) makes a `$name::stats` module with one test per rule
-//! of [`RULES`] when this feature is on.
+//! of [`RULES`] when this feature is on. Like the contract's rules, each body panics when
+//! the setup breaks it, and is not cancel safe.
 
 use std::sync::Arc;
 
