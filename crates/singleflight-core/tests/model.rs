@@ -393,13 +393,8 @@ fn quiet() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let text = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !text.starts_with("model:") {
+            let text = PanicMessage::from_payload(info.payload());
+            if !text.as_str().starts_with("model:") {
                 default(info);
             }
         }));
@@ -411,12 +406,11 @@ fn user<R>(f: impl FnOnce() -> R) -> Option<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(payload) => {
-            let text = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            assert!(text.starts_with("model:"), "the core panicked: {text}");
+            let text = PanicMessage::from_payload(&*payload);
+            assert!(
+                text.as_str().starts_with("model:"),
+                "the core panicked: {text}"
+            );
             None
         }
     }
