@@ -4,6 +4,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod caller;
+#[doc = include_str!("../CONTRACT.md")]
+pub mod contract {}
 mod fixtures;
 mod harness;
 pub mod rules;

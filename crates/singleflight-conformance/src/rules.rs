@@ -1,4 +1,4 @@
-//! The rules of the semantics contract (DESIGN.md), one async body each, generic over the
+//! The rules of the semantics [contract](crate::contract), one async body each, generic over the
 //! [`Harness`]. Each rule's docs name the contract rules it checks; [`RULES`](crate::RULES)
 //! lists them with what each needs from a setup.
 //!
@@ -72,7 +72,7 @@ pub(crate) async fn join_waiters<H: Harness>(
     waiters
 }
 
-/// Checks DESIGN.md rules 1, 3, 13: one execution per flight, shared by every overlapping
+/// Checks [contract](crate::contract) rules 1, 3, 13: one execution per flight, shared by every overlapping
 /// caller; waiter counts.
 pub async fn coalesces_concurrent_callers<H: Harness>() {
     let group = group::<H>();
@@ -96,7 +96,7 @@ pub async fn coalesces_concurrent_callers<H: Harness>() {
     assert_eq!(H::waiters(&group, "k"), 0);
 }
 
-/// Checks DESIGN.md rule 1: different keys never wait on each other.
+/// Checks [contract](crate::contract) rule 1: different keys never wait on each other.
 pub async fn different_keys_do_not_wait<H: Harness>() {
     let group = group::<H>();
     let (probe, gate) = (Probe::default(), Gate::new());
@@ -118,7 +118,7 @@ pub async fn different_keys_do_not_wait<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 12: a `String`-keyed group is called with `&str`; the flight is
+/// Checks [contract](crate::contract) rule 12: a `String`-keyed group is called with `&str`; the flight is
 /// found by borrowed key.
 pub async fn borrowed_key_joins_without_allocating_a_key<H: Harness>() {
     let group = group::<H>();
@@ -135,7 +135,7 @@ pub async fn borrowed_key_joins_without_allocating_a_key<H: Harness>() {
     }
 }
 
-/// Checks DESIGN.md rule 2: a fallible call shares the leader's error with every waiter;
+/// Checks [contract](crate::contract) rule 2: a fallible call shares the leader's error with every waiter;
 /// nothing is retried.
 pub async fn fallible_work_shares_the_error<H: Harness>() {
     let group = group::<H>();
@@ -171,7 +171,7 @@ pub async fn fallible_work_shares_the_error<H: Harness>() {
     );
 }
 
-/// Checks DESIGN.md rule 4: waiters of a panicking leader get `Panicked` with the message;
+/// Checks [contract](crate::contract) rule 4: waiters of a panicking leader get `Panicked` with the message;
 /// the leader's own call resumes the panic.
 pub async fn panic_reaches_waiters_with_its_message<H: Harness>() {
     let group = group::<H>();
@@ -201,7 +201,7 @@ pub async fn panic_reaches_waiters_with_its_message<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 4: after a panic the key is not poisoned: the next call starts a
+/// Checks [contract](crate::contract) rule 4: after a panic the key is not poisoned: the next call starts a
 /// fresh flight.
 pub async fn key_is_not_poisoned_after_a_panic<H: Harness>() {
     let group = group::<H>();
@@ -227,7 +227,7 @@ pub async fn key_is_not_poisoned_after_a_panic<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 3: every call can tell whether it led or joined, for every kind of
+/// Checks [contract](crate::contract) rule 3: every call can tell whether it led or joined, for every kind of
 /// call.
 pub async fn role_tells_leader_from_waiter<H: Harness>() {
     for kind in supported::<H>(&[Kind::Call, Kind::Detached, Kind::Blocking]) {
@@ -255,7 +255,7 @@ pub async fn role_tells_leader_from_waiter<H: Harness>() {
     }
 }
 
-/// Checks DESIGN.md rule 5: a dropped leader's oldest waiter takes over and runs its own
+/// Checks [contract](crate::contract) rule 5: a dropped leader's oldest waiter takes over and runs its own
 /// work, the others wait for it, and at no moment do two executions run. (Blocking leaders
 /// cannot be dropped: the leader finishes and everyone shares its value.)
 pub async fn leader_drop_takeover_runs_one_execution_at_a_time<H: Harness>() {
@@ -304,7 +304,7 @@ pub async fn leader_drop_takeover_runs_one_execution_at_a_time<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 5: under `FailWaiters`, a dropped leader's waiters all get
+/// Checks [contract](crate::contract) rule 5: under `FailWaiters`, a dropped leader's waiters all get
 /// `LeaderDropped`, and the next call starts a new flight. (Blocking: the leader finishes;
 /// waiters share its value.)
 pub async fn leader_drop_fail_waiters<H: Harness>() {
@@ -342,7 +342,7 @@ pub async fn leader_drop_fail_waiters<H: Harness>() {
     );
 }
 
-/// Checks DESIGN.md rule 7: a dropped waiter leaves only itself.
+/// Checks [contract](crate::contract) rule 7: a dropped waiter leaves only itself.
 pub async fn dropped_waiter_affects_no_one_else<H: Harness>() {
     let group = group::<H>();
     let (probe, gate) = (Probe::default(), Gate::new());
@@ -374,7 +374,7 @@ pub async fn dropped_waiter_affects_no_one_else<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 6: detached work runs exactly once and finishes even if every
+/// Checks [contract](crate::contract) rule 6: detached work runs exactly once and finishes even if every
 /// caller goes away; a caller arriving meanwhile still joins it. (Blocking: callers cannot
 /// leave; the leader's thread runs the work to its end all the same.)
 pub async fn detached_work_survives_all_callers_leaving<H: Harness>() {
@@ -423,7 +423,7 @@ pub async fn detached_work_survives_all_callers_leaving<H: Harness>() {
     assert_eq!(probe.started(), 1, "the work ran exactly once");
 }
 
-/// Checks DESIGN.md rules 4, 6: a panic of detached work reaches every caller, the one that
+/// Checks [contract](crate::contract) rules 4, 6: a panic of detached work reaches every caller, the one that
 /// started it included, as `Panicked` with the message. (Blocking: the leader's own call
 /// resumes the panic.)
 pub async fn detached_panic_reaches_every_caller<H: Harness>() {
@@ -467,7 +467,7 @@ pub async fn detached_panic_reaches_every_caller<H: Harness>() {
     }
 }
 
-/// Checks DESIGN.md rule 1 for blocking closures (tokio's `spawn_blocking`, smol's
+/// Checks [contract](crate::contract) rule 1 for blocking closures (tokio's `spawn_blocking`, smol's
 /// `unblock`): they are coalesced like any work.
 pub async fn blocking_pool_work_is_coalesced<H: Harness>() {
     let group = group::<H>();
@@ -491,7 +491,7 @@ pub async fn blocking_pool_work_is_coalesced<H: Harness>() {
     wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
 }
 
-/// Checks DESIGN.md rule 10: a waiter's timeout ends only that waiter; the flight goes on
+/// Checks [contract](crate::contract) rule 10: a waiter's timeout ends only that waiter; the flight goes on
 /// and a later caller still joins the same flight.
 pub async fn waiter_timeout_ends_only_that_waiter<H: Harness>() {
     let counts = Arc::new(Counts::default());
@@ -529,7 +529,7 @@ pub async fn waiter_timeout_ends_only_that_waiter<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rules 10, 5: a leader's timeout cancels it: its oldest waiter takes
+/// Checks [contract](crate::contract) rules 10, 5: a leader's timeout cancels it: its oldest waiter takes
 /// over. (Blocking: a timeout bounds only waiting; the leading thread runs its work to the
 /// end.)
 pub async fn leader_timeout_is_a_cancellation<H: Harness>() {
@@ -579,7 +579,7 @@ pub async fn leader_timeout_is_a_cancellation<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 9: `forget` while in flight: old callers get the old outcome, new
+/// Checks [contract](crate::contract) rule 9: `forget` while in flight: old callers get the old outcome, new
 /// calls start a new flight, and the old flight finishing never removes the new flight's
 /// entry.
 pub async fn forget_while_in_flight_keeps_the_new_flight<H: Harness>() {
@@ -620,7 +620,7 @@ pub async fn forget_while_in_flight_keeps_the_new_flight<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 9: forgetting an absent key is a no-op that leaves nothing behind.
+/// Checks [contract](crate::contract) rule 9: forgetting an absent key is a no-op that leaves nothing behind.
 pub async fn forget_absent_key_leaves_nothing<H: Harness>() {
     let group = group::<H>();
     assert!(!H::forget(&group, "nobody"));
@@ -641,7 +641,7 @@ pub async fn forget_absent_key_leaves_nothing<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 9: `forget_all` detaches every flight; each still delivers to its
+/// Checks [contract](crate::contract) rule 9: `forget_all` detaches every flight; each still delivers to its
 /// callers.
 pub async fn forget_all_detaches_every_flight<H: Harness>() {
     let group = group::<H>();
@@ -668,7 +668,7 @@ pub async fn forget_all_detaches_every_flight<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 11: a call for K from inside K's own work returns `Reentrant`
+/// Checks [contract](crate::contract) rule 11: a call for K from inside K's own work returns `Reentrant`
 /// instead of hanging.
 pub async fn reentrant_call_is_detected<H: Harness>() {
     let group = group::<H>();
@@ -681,7 +681,7 @@ pub async fn reentrant_call_is_detected<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rule 8: a call registers on first poll; a future never polled pins
+/// Checks [contract](crate::contract) rule 8: a call registers on first poll; a future never polled pins
 /// nothing.
 pub async fn unpolled_call_pins_nothing<H: Harness>() {
     let group = group::<H>();
@@ -689,7 +689,7 @@ pub async fn unpolled_call_pins_nothing<H: Harness>() {
     assert_eq!(H::in_flight(&group), 0);
 }
 
-/// Checks DESIGN.md rules 1 and 2 at the race between a caller registering and the leader
+/// Checks [contract](crate::contract) rules 1 and 2 at the race between a caller registering and the leader
 /// publishing: every caller either
 /// joins the flight and gets its value, or starts a new flight; nobody hangs, nobody gets a
 /// stale value, and each execution has exactly one leader.
@@ -722,7 +722,7 @@ pub async fn registering_at_the_instant_of_publication<H: Harness>() {
     assert!(probe.started() >= ROUNDS as usize);
 }
 
-/// Checks DESIGN.md rule 7: 100,000 calls on distinct keys that register and are dropped
+/// Checks [contract](crate::contract) rule 7: 100,000 calls on distinct keys that register and are dropped
 /// mid-flight (a waiter with each) leave `in_flight() == 0`.
 pub async fn cancellation_churn_leaves_nothing_in_flight<H: Harness>() {
     let counts = Arc::new(Counts::default());
@@ -735,7 +735,7 @@ pub async fn cancellation_churn_leaves_nothing_in_flight<H: Harness>() {
     );
 }
 
-/// Checks DESIGN.md's Statistics section through the core's observer hooks (what
+/// Checks the [contract](crate::contract)'s Statistics section through the core's observer hooks (what
 /// `singleflight-stats` counts): every call is counted exactly once, as a hit or a miss,
 /// whatever its end (value, timeout, detached).
 pub async fn observer_counts_every_call_once<H: Harness>() {

@@ -11,13 +11,13 @@ use crate::{Capabilities, Harness, Support};
 pub const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// One rule of the kit: its name (the name of its test and of its body in
-/// [`rules`](crate::rules)), the DESIGN.md contract rules it checks, and what it needs.
+/// [`rules`](crate::rules)), the [contract](crate::contract) rules it checks, and what it needs.
 #[derive(Clone, Copy, Debug)]
 pub struct Rule {
     /// The rule's name: its function in [`rules`](crate::rules) (or
     /// `stats` with the `stats` feature), and its test.
     pub name: &'static str,
-    /// The numbers of the DESIGN.md contract rules it checks (empty: the Statistics section).
+    /// The numbers of the [contract](crate::contract) rules it checks (empty: the Statistics section).
     pub contract: &'static [u8],
     /// What it needs from a setup: [`Support::Yes`], or why it cannot run there.
     pub needs: fn(&Capabilities) -> Support,

@@ -1,4 +1,4 @@
-//! The statistics rules (feature `stats`): DESIGN.md's Statistics section, counted by a
+//! The statistics rules (feature `stats`): the [contract](crate::contract)'s Statistics section, counted by a
 //! `singleflight-stats` [`Stats`] attached to a group of the setup under test. Every call
 //! counts once, as a hit (it joined) or a miss (it ran the work); errors, panics, leader
 //! drops, takeovers and timeouts are counted once per event; `active` is a gauge read from
@@ -327,7 +327,7 @@ pub async fn reset_during_a_flight_never_leaves_active_negative<H: Harness>() {
 }
 
 /// Statistics: detached work is one execution (a miss); its caller is neither a hit nor a
-/// waiter (DESIGN.md rule 13), and the callers that join it are hits.
+/// waiter ([contract](crate::contract) rule 13), and the callers that join it are hits.
 pub async fn detached_work_is_one_miss_and_its_joiners_are_hits<H: Harness>() {
     let (stats, group) = observed::<H>(LeaderDropPolicy::Takeover);
     let (probe, gate) = (Probe::default(), Gate::new());
