@@ -120,6 +120,14 @@ pub use observer::{Execution, Observer};
 pub use types::{FlightId, LeaderDropPolicy, Role};
 pub use waiter::{Waited, Waiter};
 
+/// What the front-ends' `Group` macro names from `alloc`, so that a `no_std` front-end can
+/// invoke it without `extern crate alloc`. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::sync::Arc;
+}
+
 // The README is the registry page: its examples compile and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
