@@ -3,70 +3,14 @@
 //! guessing durations, and the [`watchdog!`] every test arms, so that a hang fails the run
 //! with the test's name instead of waiting for CI's outer timeout.
 
-pub mod conformance;
 pub mod hostile;
+pub mod setups;
 mod watchdog;
 
+pub use singleflight_conformance::{Gate, panic_message};
 pub use watchdog::{TEST_LIMIT, Watchdog};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use event_listener::{Event, Listener};
-
-/// A one-shot gate: closed until [`open`](Self::open), then open for good. Waiters block (or
-/// `.await`) until it opens. Cloning shares the gate.
-#[derive(Clone, Debug, Default)]
-pub struct Gate {
-    inner: Arc<GateInner>,
-}
-
-#[derive(Debug, Default)]
-struct GateInner {
-    open: AtomicBool,
-    event: Event,
-}
-
-impl Gate {
-    /// A closed gate.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Opens the gate and releases everyone waiting.
-    pub fn open(&self) {
-        self.inner.open.store(true, Ordering::SeqCst);
-        self.inner.event.notify(usize::MAX);
-    }
-
-    /// Whether the gate is open.
-    pub fn is_open(&self) -> bool {
-        self.inner.open.load(Ordering::SeqCst)
-    }
-
-    /// Blocks the current thread until the gate opens.
-    pub fn wait(&self) {
-        while !self.is_open() {
-            let listener = self.inner.event.listen();
-            if self.is_open() {
-                break;
-            }
-            listener.wait();
-        }
-    }
-
-    /// Waits asynchronously until the gate opens.
-    pub async fn opened(&self) {
-        while !self.is_open() {
-            let listener = self.inner.event.listen();
-            if self.is_open() {
-                break;
-            }
-            listener.await;
-        }
-    }
-}
 
 /// How long a test may wait for a condition before failing instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -82,15 +26,6 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// The text of a panic payload (`&str` or `String`), or `""` for any other payload.
-pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
-
 /// Silences panics whose message starts with `expected:` (tests that panic on purpose),
 /// leaving every other panic to the default hook. Installed once per test binary.
 pub fn quiet_expected_panics() {
@@ -98,7 +33,7 @@ pub fn quiet_expected_panics() {
     INSTALLED.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !panic_text(info.payload()).starts_with("expected:") {
+            if !panic_message(info.payload()).starts_with("expected:") {
                 default(info);
             }
         }));

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 /// How long a test may run before its [`Watchdog`] fails the run (the conformance suite's
-/// limit, [`conformance::WATCHDOG`](crate::conformance::WATCHDOG), is the same).
+/// limit, [`singleflight_conformance::WATCHDOG`], is the same).
 pub const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 /// Guards one test: if it is still alive after its limit, the process exits with code 101

@@ -112,7 +112,7 @@ fn detached_work_dropped_by_its_runtime_fails_every_caller() {
                 .await
                 .is_pending()
         );
-        singleflight_tests::conformance::wait_until("the work starts", || {
+        singleflight_conformance::wait_until("the work starts", || {
             scenario.executions.load(Ordering::SeqCst) == 1
         })
         .await;
@@ -165,7 +165,7 @@ fn detached_work_dropped_by_its_runtime_is_not_run_again_by_a_waiter() {
                 .await
                 .is_pending()
         );
-        singleflight_tests::conformance::wait_until("the work starts", || {
+        singleflight_conformance::wait_until("the work starts", || {
             scenario.executions.load(Ordering::SeqCst) == 1
         })
         .await;

@@ -13,7 +13,7 @@ use std::thread;
 
 use singleflight_blocking::{Error, Group, Role};
 use singleflight_core::{Entry, Waited};
-use singleflight_tests::{Gate, panic_text, wait_until};
+use singleflight_tests::{Gate, panic_message, wait_until};
 
 /// Port of `TestDo`.
 #[test]
@@ -159,7 +159,7 @@ fn test_panic_do() {
         for caller in callers {
             match caller.join() {
                 Err(payload) => {
-                    assert_eq!(panic_text(&*payload), MESSAGE);
+                    assert_eq!(panic_message(&*payload), MESSAGE);
                     panicked += 1;
                 }
                 Ok(Err(Error::Panicked(message))) => {
@@ -225,7 +225,7 @@ fn test_panic_do_chan() {
             .join()
     });
     let payload = outcome.expect_err("the leader's thread panics");
-    assert_eq!(panic_text(&*payload), "Panicking in DoChan");
+    assert_eq!(panic_message(&*payload), "Panicking in DoChan");
     assert_eq!(group.in_flight(), 0);
 }
 
@@ -266,7 +266,7 @@ fn test_panic_do_shared_by_do_chan() {
             .join()
             .unwrap()
             .expect_err("the leader's call resumes the panic");
-        assert_eq!(panic_text(&*payload), "Panicking in Do");
+        assert_eq!(panic_message(&*payload), "Panicking in Do");
     });
 }
 

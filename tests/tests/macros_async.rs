@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use singleflight_tests::Gate;
-use singleflight_tests::conformance::Runtime;
+use singleflight_tests::setups::Runtime;
 
 /// A spawned caller whose outcome (or panic) can be awaited.
 struct Joined<T> {
@@ -75,8 +75,10 @@ macro_rules! suite {
             use std::sync::atomic::{AtomicUsize, Ordering};
             use std::time::Duration;
 
+            use singleflight_conformance::wait_until;
             use singleflight_tests::Gate;
-            use singleflight_tests::conformance::{Runtime, panic_message, wait_until};
+            use singleflight_tests::panic_message;
+            use singleflight_tests::setups::Runtime;
             use $krate::{Error, coalesce};
 
             use super::{poll_once, spawn};
@@ -496,21 +498,17 @@ macro_rules! suite {
 
 suite!(
     tokio_current_thread,
-    singleflight_tests::conformance::TokioCurrentThread,
+    singleflight_tests::setups::TokioCurrentThread,
     singleflight_tokio
 );
 suite!(
     tokio_multi_thread,
-    singleflight_tests::conformance::TokioMultiThread,
+    singleflight_tests::setups::TokioMultiThread,
     singleflight_tokio
 );
-suite!(
-    smol,
-    singleflight_tests::conformance::Smol,
-    singleflight_smol
-);
+suite!(smol, singleflight_tests::setups::Smol, singleflight_smol);
 suite!(
     async_std,
-    singleflight_tests::conformance::AsyncStd,
+    singleflight_tests::setups::AsyncStd,
     singleflight_async_std
 );

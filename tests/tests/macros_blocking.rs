@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use singleflight_blocking::{Error, coalesce};
 use singleflight_stats::Stats;
-use singleflight_tests::conformance::panic_message;
+use singleflight_tests::panic_message;
 use singleflight_tests::{Gate, wait_until};
 
 #[test]

@@ -7,9 +7,10 @@ use std::task::{Context, Poll, Waker};
 
 use singleflight_core::{LeaderDropPolicy, Waited};
 
-fn panic_message(f: impl FnOnce()) -> String {
+/// The message `f` panics with.
+fn panic_of(f: impl FnOnce()) -> String {
     let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    singleflight_tests::panic_text(&*payload)
+    singleflight_tests::panic_message(&*payload)
 }
 
 /// Configuring a runtime group after it was cloned would silently configure only one of
@@ -19,7 +20,7 @@ fn configuring_a_cloned_runtime_group_panics_clearly() {
     let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_tokio::Group::<String, u32>::new();
     let _clone = group.clone();
-    let message = panic_message(|| {
+    let message = panic_of(|| {
         let _ = group.with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
     });
     assert_eq!(
@@ -43,14 +44,14 @@ fn configuring_before_cloning_is_shared_by_every_clone() {
 #[test]
 fn a_bad_shard_count_panics_clearly() {
     let _watchdog = singleflight_tests::watchdog!();
-    let message = panic_message(|| {
+    let message = panic_of(|| {
         let _ = singleflight_blocking::Group::<String, u32>::new().with_shards(48);
     });
     assert_eq!(
         message,
         "a group's shard count is a power of two from 1 to 65536, not 48"
     );
-    let message = panic_message(|| {
+    let message = panic_of(|| {
         let _ = singleflight_tokio::Group::<String, u32>::new().with_shards(1 << 17);
     });
     assert!(message.ends_with("not 131072"), "{message}");
@@ -76,7 +77,7 @@ fn polling_a_finished_call_panics_clearly() {
     let mut call = pin!(group.call("k", || async { 1 }));
     let mut cx = Context::from_waker(Waker::noop());
     assert_eq!(call.as_mut().poll(&mut cx), Poll::Ready(Ok(1)));
-    let message = panic_message(|| {
+    let message = panic_of(|| {
         let _ = call.as_mut().poll(&mut cx);
     });
     assert_eq!(message, "`Call` polled after completion");
@@ -100,7 +101,7 @@ fn polling_a_finished_waiter_panics_clearly() {
         waiter.poll(&mut cx),
         Poll::Ready(Waited::Outcome(Ok(3)))
     ));
-    let message = panic_message(|| {
+    let message = panic_of(|| {
         let _ = waiter.poll(&mut cx);
     });
     assert_eq!(message, "`Waiter` polled after it finished");

@@ -45,8 +45,7 @@ async fn fire_timer(paused: bool, armed: Instant, duration: Duration) {
         tokio::time::advance(duration + Duration::from_millis(1)).await;
     } else {
         let fires = armed + duration;
-        singleflight_tests::conformance::wait_until("the timer fires", || Instant::now() > fires)
-            .await;
+        singleflight_conformance::wait_until("the timer fires", || Instant::now() > fires).await;
     }
 }
 
@@ -146,7 +145,7 @@ macro_rules! ready_outcome_wins {
                     let armed = Instant::now();
 
                     release.open();
-                    singleflight_tests::conformance::wait_until("the detached work ends", || {
+                    singleflight_conformance::wait_until("the detached work ends", || {
                         group.in_flight() == 0
                     })
                     .await;

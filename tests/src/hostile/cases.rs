@@ -11,7 +11,7 @@ use super::{
     wait_for_blocking,
 };
 use crate::Gate;
-use crate::conformance::{Caller, Report};
+use singleflight_conformance::{Caller, Report};
 
 /// The name of the key most cases use.
 const KEY: u64 = 1;

@@ -1,5 +1,5 @@
 //! The front-ends under test, for the hostile key and value types: blocking threads, and
-//! every async runtime of the conformance harness.
+//! every async runtime of the conformance setups.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -13,7 +13,8 @@ use singleflight_core::{Error, LeaderDropPolicy, Observer};
 
 use super::types::{HKey, HValue, HWork};
 use crate::Gate;
-use crate::conformance::{Caller, Report, Runtime, drive, panic_message};
+use crate::setups::Runtime;
+use singleflight_conformance::{Caller, Report, drive, panic_message};
 
 /// Maps a call's output to a report's value.
 fn value(output: Result<HValue, Error>) -> Result<u64, Error<String>> {

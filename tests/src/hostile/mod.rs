@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 pub use fronts::{Async, AsyncGroup, Blocking, Front, park_on};
 pub use types::{Bomb, ClonePlan, HKey, HValue, HWork, Hook, OnDrop, Trap, Tripwire, WorkFuture};
 
-use crate::conformance::{self, yield_now};
+use singleflight_conformance::yield_now;
 
 /// How long a case may run before it fails instead of hanging.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
@@ -235,14 +235,14 @@ async fn settle() {
 pub fn all_cases() -> Vec<Case> {
     let mut all = Vec::new();
     all.extend(cases::cases::<Blocking>("blocking"));
-    all.extend(cases::cases::<Async<conformance::TokioCurrentThread>>(
+    all.extend(cases::cases::<Async<crate::setups::TokioCurrentThread>>(
         "tokio_current_thread",
     ));
-    all.extend(cases::cases::<Async<conformance::TokioMultiThread>>(
+    all.extend(cases::cases::<Async<crate::setups::TokioMultiThread>>(
         "tokio_multi_thread",
     ));
-    all.extend(cases::cases::<Async<conformance::Smol>>("smol"));
-    all.extend(cases::cases::<Async<conformance::AsyncStd>>("async_std"));
+    all.extend(cases::cases::<Async<crate::setups::Smol>>("smol"));
+    all.extend(cases::cases::<Async<crate::setups::AsyncStd>>("async_std"));
     all
 }
 
@@ -386,7 +386,7 @@ fn run_in_process(id: &str) -> i32 {
         .name(id.to_string())
         .spawn(move || {
             let result = std::panic::catch_unwind(run);
-            let _ = done.send(result.map_err(|payload| conformance::panic_message(&*payload)));
+            let _ = done.send(result.map_err(|payload| crate::panic_message(&*payload)));
         })
         .expect("spawn the case's thread");
     match finished.recv_timeout(WATCHDOG) {

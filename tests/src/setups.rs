@@ -1,16 +1,21 @@
-//! The runtime setups: blocking threads, and one generic harness for every async runtime.
+//! The workspace's five runtime setups for the conformance kit (`singleflight-conformance`):
+//! blocking threads, and one generic harness for every async runtime (tokio current-thread
+//! and multi-thread, smol, async-std). They use only the kit's public API, as an adapter
+//! outside this workspace would.
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use singleflight_core::rt::{RuntimeGroup, Spawn, SpawnBlocking, Timer};
 use singleflight_core::{CallFuture, Error, LeaderDropPolicy, Observer, flatten};
 
-use super::{Caller, CallerSide, Harness, Kind, Report, Spec, Value, Work, drive, panic_message};
+use singleflight_conformance::{
+    Caller, CallerSide, Capabilities, Harness, Kind, Report, Spec, Value, Work, drive,
+    panic_message,
+};
 
 /// Maps an infallible call's output to the suite's report value.
 fn infallible(output: Result<Value, Error>) -> Result<u64, Error<String>> {
@@ -34,8 +39,7 @@ pub struct Blocking;
 impl Harness for Blocking {
     type Group = singleflight_blocking::Group<String, Value>;
 
-    const CANCELLABLE: bool = false;
-    const DETACHED: bool = false;
+    const CAPABILITIES: Capabilities = Capabilities::THREADS;
     const TIMEOUT: Duration = Duration::from_millis(50);
 
     fn group(_policy: LeaderDropPolicy, observer: Option<Arc<dyn Observer>>) -> Self::Group {
@@ -117,26 +121,7 @@ impl Harness for Blocking {
     }
 
     fn block_on<F: Future<Output = ()>>(body: F) {
-        park_on(body);
-    }
-}
-
-/// A minimal executor for the blocking harness's test bodies: park the thread until woken.
-fn park_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
+        singleflight_conformance::block_on(body);
     }
 }
 
@@ -190,8 +175,7 @@ where
 impl<R: Runtime> Harness for AsyncHarness<R> {
     type Group = AsyncGroup<R>;
 
-    const CANCELLABLE: bool = true;
-    const DETACHED: bool = true;
+    const CAPABILITIES: Capabilities = Capabilities::FUTURES;
     const TIMEOUT: Duration = R::TIMEOUT;
 
     fn group(policy: LeaderDropPolicy, observer: Option<Arc<dyn Observer>>) -> Self::Group {
