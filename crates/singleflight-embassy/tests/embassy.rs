@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use embassy_futures::select::select;
-use singleflight_embassy::{CallFuture as _, Error, Group, LeaderDropPolicy, Role};
+use singleflight_embassy::{CallFuture as _, Error, Group, LeaderDropPolicy, PanicMessage, Role};
 use support::{Gate, catch_panic, run, spawn, until};
 
 /// Work that counts its runs and returns `value` once `gate` opens.
@@ -216,13 +216,54 @@ fn a_leader_that_times_out_is_cancelled_and_taken_over() {
     });
 }
 
+/// Whether this build's core has `std`, read off its re-entrancy detection, which only a
+/// `std` build has: a call from inside its own key's work fails at once with `std`, and
+/// waits for itself (here until a zero timeout) without.
+///
+/// `cargo test -p singleflight-embassy` builds the core without `std`, as every embassy
+/// target does. A workspace-wide build (`cargo test --workspace`) unifies in the `std` that
+/// the std front-ends turn on, and then the front-end has the std behaviour.
+async fn core_has_std() -> bool {
+    let group = Group::<String, Result<u32, Error>>::new();
+    let inner = group.clone();
+    let outer = group
+        .call("probe", || async move {
+            inner
+                .call_timeout("probe", Duration::ZERO, || async { Ok(0) })
+                .await
+                .and_then(|nested| nested)
+        })
+        .await;
+    match outer {
+        Ok(Err(Error::Reentrant)) => true,
+        Ok(Err(Error::Timeout)) => false,
+        other => panic!("a re-entrant call ends in Reentrant or Timeout, not {other:?}"),
+    }
+}
+
+/// `.ci/test` runs this crate's tests on their own with `SINGLEFLIGHT_CORE_STD=0`, so that
+/// the no_std branches below are the ones that run there.
+#[test]
+fn the_core_is_built_as_expected() {
+    run(|_| async move {
+        let has_std = core_has_std().await;
+        match std::env::var("SINGLEFLIGHT_CORE_STD").as_deref() {
+            Ok("0") => assert!(!has_std, "the core was built with std"),
+            Ok("1") => assert!(has_std, "the core was built without std"),
+            _ => {}
+        }
+    });
+}
+
 /// Without `std` the core cannot catch a panic, so waiters never see `Error::Panicked`:
 /// where the panic unwinds and is caught outside the call, dropping the call is a leader
-/// cancellation. (On a `panic = "abort"` target the program stops instead.)
+/// cancellation (on a `panic = "abort"` target the program stops instead). With `std` the
+/// waiters get the message and the leader's call resumes the panic.
 #[test]
-fn a_panic_caught_outside_the_call_is_a_leader_drop_without_std() {
+fn a_panicking_leader_reaches_waiters_as_the_core_build_allows() {
     for policy in [LeaderDropPolicy::Takeover, LeaderDropPolicy::FailWaiters] {
         run(move |spawner| async move {
+            let has_std = core_has_std().await;
             let group = Group::<String, u32>::new().with_leader_drop_policy(policy);
             let gate = Gate::new();
             let leader = spawn(spawner, {
@@ -245,11 +286,12 @@ fn a_panic_caught_outside_the_call_is_a_leader_drop_without_std() {
 
             let payload = leader.await.expect_err("the work panicked");
             assert_eq!(payload.downcast_ref::<&str>(), Some(&"sensor on fire"));
-            let expected = match policy {
-                LeaderDropPolicy::Takeover => Ok(3),
-                _ => Err(Error::LeaderDropped),
+            let expected = match (has_std, policy) {
+                (true, _) => Err(Error::Panicked(PanicMessage::new("sensor on fire"))),
+                (false, LeaderDropPolicy::Takeover) => Ok(3),
+                (false, _) => Err(Error::LeaderDropped),
             };
-            assert_eq!(waiter.await, expected, "{policy:?}");
+            assert_eq!(waiter.await, expected, "{policy:?}, std: {has_std}");
             assert_eq!(group.in_flight(), 0, "the key is free again");
             assert_eq!(group.call("sensor", || async { 4 }).await, Ok(4));
         });
@@ -257,10 +299,11 @@ fn a_panic_caught_outside_the_call_is_a_leader_drop_without_std() {
 }
 
 /// Without `std` a call from inside its own key's work is not detected: it joins its own
-/// flight and waits for itself, here until its timeout.
+/// flight and waits for itself, here until its timeout. The flight then finishes.
 #[test]
-fn a_reentrant_call_waits_for_itself_until_its_timeout_without_std() {
+fn a_reentrant_call_without_std_waits_for_itself_until_its_timeout() {
     run(|_| async move {
+        let has_std = core_has_std().await;
         let group = Group::<String, Result<u32, Error>>::new();
         let inner = group.clone();
         let outer = group
@@ -270,8 +313,14 @@ fn a_reentrant_call_waits_for_itself_until_its_timeout_without_std() {
                     .await
                     .and_then(|nested| nested)
             })
+            .with_role()
             .await;
-        assert_eq!(outer, Ok(Err(Error::Timeout)));
+        let expected = if has_std {
+            Error::Reentrant
+        } else {
+            Error::Timeout
+        };
+        assert_eq!(outer, (Ok(Err(expected)), Role::Leader { shared: false }));
         assert_eq!(group.in_flight(), 0);
     });
 }
