@@ -116,8 +116,9 @@
 //!   plain loads and stores (an `AtomicUsize` counting flights); but `alloc::sync::Arc`
 //!   (`fetch_add`, `fetch_sub`, `compare_exchange`), `spin`'s lock and event-listener
 //!   (`AtomicBool`/`AtomicPtr` `compare_exchange`) need CAS, and `alloc` offers `Arc` only
-//!   where `target_has_atomic = "ptr"`. So Cortex-M3 and up, `riscv32imac` and the ESP32s
-//!   build it; `thumbv6m-none-eabi` (Cortex-M0), `riscv32imc` and AVR do not. No 64-bit
+//!   where `target_has_atomic = "ptr"`. So Cortex-M3 and up, `riscv32imac` and the Xtensa
+//!   ESP32s build it; `thumbv6m-none-eabi` (Cortex-M0), `riscv32imc` (ESP32-C3) and AVR do
+//!   not. No 64-bit
 //!   atomics: flight ids are `u64`s updated under the shard lock.
 //! * **A critical section**, with the `critical-section` feature: event-listener then guards
 //!   its wake-up lists with the [`critical-section`](https://docs.rs/critical-section) crate

@@ -54,6 +54,11 @@
 //! an executor that survives a panicking task) and then drops the call, its waiters see a
 //! dropped leader: the group's [`LeaderDropPolicy`] applies, and the key is free again.
 //!
+//! This and the next section describe the core built without `std`, as every embassy
+//! target builds it. A host build in which another crate turns on the core's `std` feature
+//! (cargo unifies features) gets the std behaviour: waiters receive [`Error::Panicked`] with
+//! the message, and a re-entrant call fails with [`Error::Reentrant`].
+//!
 //! # Re-entrancy
 //!
 //! Re-entrant calls are not detected without `std` (the detection keeps a thread-local
@@ -83,7 +88,8 @@
 //!
 //! * A heap (`alloc`), and pointer-sized atomics with compare-and-swap: `Arc` and the
 //!   core's wake-up lists need them, so `thumbv6m-none-eabi` (Cortex-M0) and `riscv32imc`
-//!   are out; Cortex-M3 and up, `riscv32imac` and the ESP32s are in. No 64-bit atomics.
+//!   (ESP32-C3) are out; Cortex-M3 and up, `riscv32imac` and the Xtensa ESP32s are in. No
+//!   64-bit atomics.
 //! * The `critical-section` feature, in applications: it makes the core's wake-up lists
 //!   (event-listener) take a critical section instead of a spin lock. Every embassy
 //!   application already links a critical-section implementation (a HAL's; embassy-time
@@ -109,7 +115,8 @@
 //!
 //! # MSRV
 //!
-//! Rust 1.85.
+//! Rust 1.85 for this crate. embassy-time 0.5 declares none (its edition, 2024, needs 1.85
+//! at least); the crate is built and tested on stable 1.95.
 //!
 //! [embassy]: https://embassy.dev
 #![no_std]
