@@ -3,6 +3,7 @@
 //! guessing durations, and the [`watchdog!`] every test arms, so that a hang fails the run
 //! with the test's name instead of waiting for CI's outer timeout.
 
+pub mod embassy;
 pub mod hostile;
 pub mod setups;
 mod watchdog;

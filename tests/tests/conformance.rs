@@ -3,6 +3,7 @@
 //! tokio_current_thread::` runs one setup; `-- --nocapture support_table` prints which rules
 //! each setup runs and which it reports as unsupported.
 
+use singleflight_tests::embassy::Embassy;
 use singleflight_tests::setups::{
     AsyncHarness, AsyncStd, Blocking, Smol, TokioCurrentThread, TokioMultiThread,
 };
@@ -12,3 +13,4 @@ singleflight_conformance::conformance!(tokio_current_thread, AsyncHarness<TokioC
 singleflight_conformance::conformance!(tokio_multi_thread, AsyncHarness<TokioMultiThread>);
 singleflight_conformance::conformance!(smol, AsyncHarness<Smol>);
 singleflight_conformance::conformance!(async_std, AsyncHarness<AsyncStd>);
+singleflight_conformance::conformance!(embassy, Embassy);

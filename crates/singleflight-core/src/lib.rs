@@ -74,13 +74,65 @@
 //! with side effects each caller relies on, or data that differs per caller (unless the key
 //! says so).
 //!
+//! # `no_std`
+//!
+//! With default features off the crate needs `core` and `alloc` only (`.ci/no-std` checks
+//! that no dependency then enables `std`, and runs a `#![no_std]`, `#![no_main]` program
+//! through a flight). The async calls ([`Group::call`], [`Call`], [`rt`]) work the same;
+//! what a `no_std` build loses:
+//!
+//! * **Panic capture.** There is no `catch_unwind`, so [`Error::Panicked`] never comes from
+//!   the work: with `panic = "abort"` (the usual embedded build) a panic stops the program.
+//!   Where panics unwind, a panic in the work leaves through the leader's poll; if something
+//!   catches it and drops the call, that is a leader cancellation ([`LeaderDropPolicy`]
+//!   decides), and the key is free again. A panic in user code under the value's `Clone` or
+//!   an observer hook is not caught either: the group stays consistent (outcomes are
+//!   published while unwinding), but a hook that panics in a `Drop` during unwinding aborts,
+//!   where `std` would discard that second panic. Detached work ([`rt::Detached`]) whose task
+//!   the runtime drops unfinished still reaches its callers as [`Error::Panicked`].
+//! * **Re-entrancy detection.** It keeps a thread-local stack of the flights each thread is
+//!   running; without `std` there is none, so [`Error::Reentrant`] is never returned and a
+//!   call for a key from inside that key's own work joins its own flight and waits for
+//!   itself: until its timeout, if it has one, or forever.
+//! * **Blocking waits.** `Waiter::wait` and `Waiter::wait_deadline` park the thread
+//!   (`std`'s `Instant` for deadlines): without `std` a waiter is a future, polled by an
+//!   executor, and timeouts come from the runtime's [`rt::Timer`] (embassy-time, say).
+//! * **Hasher seeds.** [`DefaultHashBuilder`] seeds foldhash from addresses (stack, code,
+//!   statics) instead of the operating system's randomness: fine for trusted keys, but where
+//!   an attacker picks keys on a target without address randomization, pass a hasher seeded
+//!   from a hardware RNG with [`Group::with_hasher`].
+//! * **The locks.** The group's map of flights is a `spin::Mutex` instead of `std`'s, held
+//!   for O(1) map updates only, never while work runs. A spin lock must not be shared with
+//!   an interrupt handler that can preempt its holder on the same core (it would spin
+//!   forever): use a group from one priority level. event-listener's wake-up lists take a
+//!   spin lock too, unless the `critical-section` feature is on (below).
+//! * `From<Error<std::io::Error>> for std::io::Error` and its `Arc` variant.
+//!
+//! What the target must provide:
+//!
+//! * **A heap** (`alloc`): flights live in hashbrown tables, outcomes are shared through
+//!   `Arc`.
+//! * **Atomic compare-and-swap on pointer-sized integers.** The crate's own atomics are
+//!   plain loads and stores (an `AtomicUsize` counting flights); but `alloc::sync::Arc`
+//!   (`fetch_add`, `fetch_sub`, `compare_exchange`), `spin`'s lock and event-listener
+//!   (`AtomicBool`/`AtomicPtr` `compare_exchange`) need CAS, and `alloc` offers `Arc` only
+//!   where `target_has_atomic = "ptr"`. So Cortex-M3 and up, `riscv32imac` and the Xtensa
+//!   ESP32s build it; `thumbv6m-none-eabi` (Cortex-M0), `riscv32imc` (ESP32-C3) and AVR do
+//!   not. No 64-bit
+//!   atomics: flight ids are `u64`s updated under the shard lock.
+//! * **A critical section**, with the `critical-section` feature: event-listener then guards
+//!   its wake-up lists with the [`critical-section`](https://docs.rs/critical-section) crate
+//!   (interrupts off on a single core, or the HAL's multi-core lock) instead of a spin lock,
+//!   which its own docs warn against. Every embassy application already links an
+//!   implementation; turn the feature on there (singleflight-embassy does).
+//!
 //! # Features
 //!
 //! * `std` (default): blocking waits with deadlines, panic capture, re-entrancy detection,
 //!   random hasher seeds; passes `std` through to event-listener.
 //! * `critical-section`: on `no_std` targets, lets event-listener use a critical section
-//!   instead of its spin-lock fallback. The group's own map lock is a spin lock without
-//!   `std`, held for O(1) map operations only, never while work runs.
+//!   instead of its spin-lock fallback (see [`no_std`](#no_std)). The group's own map lock
+//!   is a spin lock without `std`, held for O(1) map operations only, never while work runs.
 //!
 //! # MSRV
 //!
@@ -119,6 +171,14 @@ pub use leader::Leader;
 pub use observer::{Execution, Observer};
 pub use types::{FlightId, LeaderDropPolicy, Role};
 pub use waiter::{Waited, Waiter};
+
+/// What the front-ends' `Group` macro names from `alloc`, so that a `no_std` front-end can
+/// invoke it without `extern crate alloc`. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::sync::Arc;
+}
 
 // The README is the registry page: its examples compile and run as doctests.
 #[cfg(doctest)]

@@ -8,16 +8,33 @@
 
 /// Defines a front-end's `Group` newtype over `RuntimeGroup<K, T, $spawner, $timer, S>`.
 ///
+/// `pub struct Group(Spawner, Timer);` gives the whole surface; `pub struct Group(timer: Timer);`
+/// leaves out detached and blocking work, for runtimes that cannot spawn a future made at run
+/// time (embassy's tasks are static): its spawner slot is `()`.
+///
 /// The invoking crate must re-export `Error`, `LeaderDropPolicy`, `CallFuture`, `Role`,
-/// `Call`, `TryCall`, `Detached`, `TryDetached`, `SpawnWork`, `SpawnBlockingWork` and
-/// `Timeout` at its root (the docs link them there). Not public API.
+/// `Call`, `TryCall` and `Timeout` at its root, and with a spawner also `Detached`,
+/// `TryDetached`, `SpawnWork` and `SpawnBlockingWork` (the docs link them there). The paths
+/// it expands to name only `core` and this crate, so a `no_std` front-end can invoke it. Not
+/// public API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __front_end_group {
     (
         $(#[$meta:meta])*
+        pub struct $Group:ident(timer: $timer:ty);
+    ) => {
+        $crate::__front_end_group! { @base [$(#[$meta])*] $Group, (), $timer }
+    };
+    (
+        $(#[$meta:meta])*
         pub struct $Group:ident($spawner:ty, $timer:ty);
     ) => {
+        $crate::__front_end_group! { @base [$(#[$meta])*] $Group, $spawner, $timer }
+        $crate::__front_end_group! { @detached $Group, $spawner, $timer }
+    };
+    // The group, its configuration and the calls whose work runs in the caller's task.
+    (@base [$(#[$meta:meta])*] $Group:ident, $spawner:ty, $timer:ty) => {
         $(#[$meta])*
         pub struct $Group<K, T, S = $crate::DefaultHashBuilder>(
             $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>,
@@ -67,7 +84,7 @@ macro_rules! __front_end_group {
             /// If the group was cloned, or a call still holds it: configure it first.
             pub fn with_observer(
                 self,
-                observer: ::std::sync::Arc<dyn $crate::Observer>,
+                observer: $crate::__private::Arc<dyn $crate::Observer>,
             ) -> Self {
                 Self(self.0.with_observer(observer))
             }
@@ -104,7 +121,7 @@ macro_rules! __front_end_group {
             }
 
             /// The runtime-free group underneath.
-            pub fn as_core(&self) -> &::std::sync::Arc<$crate::Group<K, T, S>> {
+            pub fn as_core(&self) -> &$crate::__private::Arc<$crate::Group<K, T, S>> {
                 self.0.as_core()
             }
 
@@ -214,7 +231,7 @@ macro_rules! __front_end_group {
             ) -> $crate::Call<'a, K, Q, T, S, F, Fut>
             where
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = T>,
             {
@@ -247,13 +264,168 @@ macro_rules! __front_end_group {
             ) -> $crate::rt::Timeout<$crate::Call<'a, K, Q, T, S, F, Fut>, $timer>
             where
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = T>,
             {
                 self.0.call_timeout(key, duration, work)
             }
+        }
 
+        impl<K, V, E, S> $Group<K, ::core::result::Result<V, E>, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+            V: Clone,
+        {
+            /// Like [`call`](Self::call), for fallible work: the leader's error reaches every
+            /// waiter as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the
+            /// next call starts a new flight. For an error that is not `Clone`, see
+            /// [`try_call_arc`](Self::try_call_arc).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed) with (a clone of) the work's error,
+            /// and the errors of [`call`](Self::call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            pub fn try_call<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> $crate::TryCall<'a, K, Q, V, E, S, F, Fut>
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
+            {
+                self.0.try_call(key, work)
+            }
+
+            /// [`try_call`](Self::try_call) bounded by `duration`: see
+            /// [`timeout`](Self::timeout).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
+            /// [`try_call`](Self::try_call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            #[allow(
+                clippy::type_complexity,
+                reason = "the named future of a timed call; an alias would only hide it"
+            )]
+            pub fn try_call_timeout<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                duration: ::core::time::Duration,
+                work: F,
+            ) -> $crate::rt::Timeout<$crate::TryCall<'a, K, Q, V, E, S, F, Fut>, $timer>
+            where
+                E: $crate::ShareableError,
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
+            {
+                self.0.try_call_timeout(key, duration, work)
+            }
+        }
+
+        impl<K, V, E, S> $Group<K, ::core::result::Result<V, $crate::__private::Arc<E>>, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+            V: Clone,
+        {
+            /// Like [`try_call`](Self::try_call), for work whose error `E` is not `Clone`
+            /// (`std::io::Error`, say): declare the group as `Group<K, Result<V, Arc<E>>>`;
+            /// the work returns its plain `Result<V, E>`, and every caller, the leader too,
+            /// gets the leader's error as the same `Arc<E>` in
+            /// [`Error::Failed`](crate::Error::Failed) (as moka's `try_get_with` does).
+            /// `Error<Arc<E>>` implements `std::error::Error` when `E` does, so `?` into
+            /// `Box<dyn Error>` works, and `Error<Arc<io::Error>>` converts into
+            /// `io::Error`.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Failed`](crate::Error::Failed) with the work's error in an `Arc`,
+            /// and the errors of [`call`](Self::call).
+            ///
+            /// # Panics
+            ///
+            /// As [`call`](Self::call).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`call`](Self::call).
+            pub fn try_call_arc<'a, Q, F, Fut>(
+                &'a self,
+                key: &'a Q,
+                work: F,
+            ) -> impl $crate::CallFuture<
+                Output = ::core::result::Result<V, $crate::Error<$crate::__private::Arc<E>>>,
+            >
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                F: FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
+            {
+                self.0.try_call_arc(key, work)
+            }
+        }
+
+
+        /// Shares the group: the clone's calls coalesce with the original's (one map of
+        /// flights, one policy, one observer). Hand clones to the tasks that should coalesce
+        /// with each other.
+        impl<K, T, S> Clone for $Group<K, T, S> {
+            fn clone(&self) -> Self {
+                Self(self.0.clone())
+            }
+        }
+
+        impl<K, T, S> ::core::fmt::Debug for $Group<K, T, S> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_tuple(stringify!($Group)).field(self.0.as_core()).finish()
+            }
+        }
+
+        impl<K, T, S> From<$Group<K, T, S>> for $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S> {
+            fn from(group: $Group<K, T, S>) -> Self {
+                group.0
+            }
+        }
+
+        impl<K, T, S> From<$crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>> for $Group<K, T, S> {
+            fn from(group: $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>) -> Self {
+                Self(group)
+            }
+        }
+    };
+    // Work handed to the runtime: spawned tasks and the blocking pool.
+    (@detached $Group:ident, $spawner:ty, $timer:ty) => {
+        impl<K, T, S> $Group<K, T, S>
+        where
+            K: ::core::hash::Hash + Eq,
+            S: ::core::hash::BuildHasher,
+            T: Clone,
+        {
             /// Runs `work` once for all concurrent callers of `key`, as a task spawned on the
             /// runtime: it runs exactly once and finishes even if every caller goes away
             /// (cache fills behind callers with short timeouts, handlers whose clients
@@ -281,7 +453,7 @@ macro_rules! __front_end_group {
             ) -> $crate::rt::Detached<'a, K, Q, T, S, $crate::rt::SpawnWork<$spawner, F>>
             where
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = T> + Send + 'static,
             {
@@ -318,7 +490,7 @@ macro_rules! __front_end_group {
             >
             where
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = T> + Send + 'static,
             {
@@ -347,7 +519,7 @@ macro_rules! __front_end_group {
             ) -> $crate::rt::Detached<'a, K, Q, T, S, $crate::rt::SpawnBlockingWork<$spawner, F>>
             where
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> T + Send + 'static,
             {
                 self.0.call_blocking(key, work)
@@ -359,74 +531,7 @@ macro_rules! __front_end_group {
             K: ::core::hash::Hash + Eq,
             S: ::core::hash::BuildHasher,
             V: Clone,
-                {
-            /// Like [`call`](Self::call), for fallible work: the leader's error reaches every
-            /// waiter as [`Error::Failed`](crate::Error::Failed). Nothing is retried; the
-            /// next call starts a new flight. For an error that is not `Clone`, see
-            /// [`try_call_arc`](Self::try_call_arc).
-            ///
-            /// # Errors
-            ///
-            /// [`Error::Failed`](crate::Error::Failed) with (a clone of) the work's error,
-            /// and the errors of [`call`](Self::call).
-            ///
-            /// # Panics
-            ///
-            /// As [`call`](Self::call).
-            ///
-            /// # Cancel safety
-            ///
-            /// As [`call`](Self::call).
-            pub fn try_call<'a, Q, F, Fut>(
-                &'a self,
-                key: &'a Q,
-                work: F,
-            ) -> $crate::TryCall<'a, K, Q, V, E, S, F, Fut>
-            where
-                E: $crate::ShareableError,
-                K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
-                F: FnOnce() -> Fut,
-                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
-            {
-                self.0.try_call(key, work)
-            }
-
-            /// [`try_call`](Self::try_call) bounded by `duration`: see
-            /// [`timeout`](Self::timeout).
-            ///
-            /// # Errors
-            ///
-            /// [`Error::Timeout`](crate::Error::Timeout), and the errors of
-            /// [`try_call`](Self::try_call).
-            ///
-            /// # Panics
-            ///
-            /// As [`call`](Self::call).
-            ///
-            /// # Cancel safety
-            ///
-            /// As [`call`](Self::call).
-            #[allow(
-                clippy::type_complexity,
-                reason = "the named future of a timed call; an alias would only hide it"
-            )]
-            pub fn try_call_timeout<'a, Q, F, Fut>(
-                &'a self,
-                key: &'a Q,
-                duration: ::core::time::Duration,
-                work: F,
-            ) -> $crate::rt::Timeout<$crate::TryCall<'a, K, Q, V, E, S, F, Fut>, $timer>
-            where
-                E: $crate::ShareableError,
-                K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
-                F: FnOnce() -> Fut,
-                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
-            {
-                self.0.try_call_timeout(key, duration, work)
-            }
-
+        {
             /// Like [`call_detached`](Self::call_detached), for fallible work.
             ///
             /// # Errors
@@ -449,7 +554,7 @@ macro_rules! __front_end_group {
             where
                 E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
             {
@@ -487,7 +592,7 @@ macro_rules! __front_end_group {
             where
                 E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
             {
@@ -516,56 +621,19 @@ macro_rules! __front_end_group {
             where
                 E: $crate::ShareableError,
                 K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 F: FnOnce() -> ::core::result::Result<V, E> + Send + 'static,
             {
                 self.0.try_call_blocking(key, work)
             }
         }
 
-        impl<K, V, E, S> $Group<K, ::core::result::Result<V, ::std::sync::Arc<E>>, S>
+        impl<K, V, E, S> $Group<K, ::core::result::Result<V, $crate::__private::Arc<E>>, S>
         where
             K: ::core::hash::Hash + Eq,
             S: ::core::hash::BuildHasher,
             V: Clone,
         {
-            /// Like [`try_call`](Self::try_call), for work whose error `E` is not `Clone`
-            /// (`std::io::Error`, say): declare the group as `Group<K, Result<V, Arc<E>>>`;
-            /// the work returns its plain `Result<V, E>`, and every caller, the leader too,
-            /// gets the leader's error as the same `Arc<E>` in
-            /// [`Error::Failed`](crate::Error::Failed) (as moka's `try_get_with` does).
-            /// `Error<Arc<E>>` implements `std::error::Error` when `E` does, so `?` into
-            /// `Box<dyn Error>` works, and `Error<Arc<io::Error>>` converts into
-            /// `io::Error`.
-            ///
-            /// # Errors
-            ///
-            /// [`Error::Failed`](crate::Error::Failed) with the work's error in an `Arc`,
-            /// and the errors of [`call`](Self::call).
-            ///
-            /// # Panics
-            ///
-            /// As [`call`](Self::call).
-            ///
-            /// # Cancel safety
-            ///
-            /// As [`call`](Self::call).
-            pub fn try_call_arc<'a, Q, F, Fut>(
-                &'a self,
-                key: &'a Q,
-                work: F,
-            ) -> impl $crate::CallFuture<
-                Output = ::core::result::Result<V, $crate::Error<::std::sync::Arc<E>>>,
-            >
-            where
-                K: ::core::borrow::Borrow<Q>,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
-                F: FnOnce() -> Fut,
-                Fut: ::core::future::Future<Output = ::core::result::Result<V, E>>,
-            {
-                self.0.try_call_arc(key, work)
-            }
-
             /// Like [`try_call_detached`](Self::try_call_detached), for work whose error is
             /// not `Clone`: see [`try_call_arc`](Self::try_call_arc).
             ///
@@ -586,11 +654,11 @@ macro_rules! __front_end_group {
                 key: &'a Q,
                 work: F,
             ) -> impl $crate::CallFuture<
-                Output = ::core::result::Result<V, $crate::Error<::std::sync::Arc<E>>>,
+                Output = ::core::result::Result<V, $crate::Error<$crate::__private::Arc<E>>>,
             >
             where
                 K: ::core::borrow::Borrow<Q> + Send + 'static,
-                Q: ?Sized + ::core::hash::Hash + Eq + ::std::borrow::ToOwned<Owned = K>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
                 V: Send + 'static,
                 E: Send + Sync + 'static,
                 S: Send + Sync + 'static,
@@ -598,33 +666,6 @@ macro_rules! __front_end_group {
                 Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
             {
                 self.0.try_call_detached_arc(key, work)
-            }
-        }
-
-        /// Shares the group: the clone's calls coalesce with the original's (one map of
-        /// flights, one policy, one observer). Hand clones to the tasks that should coalesce
-        /// with each other.
-        impl<K, T, S> Clone for $Group<K, T, S> {
-            fn clone(&self) -> Self {
-                Self(self.0.clone())
-            }
-        }
-
-        impl<K, T, S> ::core::fmt::Debug for $Group<K, T, S> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_tuple(stringify!($Group)).field(self.0.as_core()).finish()
-            }
-        }
-
-        impl<K, T, S> From<$Group<K, T, S>> for $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S> {
-            fn from(group: $Group<K, T, S>) -> Self {
-                group.0
-            }
-        }
-
-        impl<K, T, S> From<$crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>> for $Group<K, T, S> {
-            fn from(group: $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>) -> Self {
-                Self(group)
             }
         }
     };
