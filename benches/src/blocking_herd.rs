@@ -8,7 +8,7 @@
 //! ([`condvar_floor`]). Nothing that wakes `n` parked threads on this machine does much
 //! less; a coalescer's fan-out is that plus its own bookkeeping.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,30 +30,30 @@ pub struct FanOut {
 
 /// Runs `n` threads released together by a barrier; each calls `body(i)`, which returns
 /// the instant its work ended if it ran the work, and the instant each thread had its
-/// value is noted. Returns the latest work end and the latest value instant.
+/// value is noted. Returns the latest work end and the latest value instant. The instants
+/// go into atomics, so that noting them adds no lock for the threads to queue on.
 fn herd_threads(n: usize, body: impl Fn(usize) -> Option<Instant> + Sync) -> (Instant, Instant) {
     let start_line = Barrier::new(n);
-    let ends = Mutex::new(None::<Instant>);
-    let values = Mutex::new(None::<Instant>);
+    let base = Instant::now();
+    let since = |t: Instant| u64::try_from(t.duration_since(base).as_nanos()).unwrap_or(u64::MAX);
+    let end = AtomicU64::new(0);
+    let last = AtomicU64::new(0);
     thread::scope(|scope| {
         for i in 0..n {
-            let (start_line, body, ends, values) = (&start_line, &body, &ends, &values);
+            let (start_line, body, since, end, last) = (&start_line, &body, &since, &end, &last);
             scope.spawn(move || {
                 start_line.wait();
-                let end = body(i);
+                let ended = body(i);
                 let had = Instant::now();
-                if let Some(end) = end {
-                    let mut ends = ends.lock().unwrap();
-                    *ends = Some(ends.map_or(end, |e: Instant| e.max(end)));
+                if let Some(ended) = ended {
+                    end.fetch_max(since(ended), Ordering::Relaxed);
                 }
-                let mut values = values.lock().unwrap();
-                *values = Some(values.map_or(had, |v: Instant| v.max(had)));
+                last.fetch_max(since(had), Ordering::Relaxed);
             });
         }
     });
-    let end = ends.into_inner().unwrap().expect("the work ran");
-    let last = values.into_inner().unwrap().expect("every thread returned");
-    (end, last)
+    let at = |nanos: &AtomicU64| base + Duration::from_nanos(nanos.load(Ordering::Relaxed));
+    (at(&end), at(&last))
 }
 
 /// `n` threads call key 0 of a fresh `C` at once; the work sleeps [`HERD_WORK`].
