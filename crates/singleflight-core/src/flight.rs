@@ -1,6 +1,6 @@
 //! The part of a flight that its waiters share: the queue of waiting callers (oldest first,
-//! for takeover) with the wakers of those that wait asynchronously, the event that wakes
-//! those that block, and the slot the outcome is handed out from.
+//! for takeover) with the waker each left (an async task's, or one that unparks a blocked
+//! thread), and the slot the outcome is handed out from.
 //!
 //! It is allocated only when a second caller joins a flight; a flight that nobody joins
 //! lives entirely in its map slot.
@@ -57,8 +57,6 @@
 use alloc::collections::VecDeque;
 use core::task::Waker;
 
-use event_listener::Event;
-
 use crate::error::PanicMessage;
 use crate::sync::Mutex;
 use crate::types::FlightRef;
@@ -75,9 +73,6 @@ pub(crate) struct Flight<T> {
     /// Where the flight's table slot is: kept here rather than in every waiter, so that a
     /// waiting call stays small.
     pub(crate) at: FlightRef,
-    /// Wakes blocked waiters (`Waiter::wait`). Async waiters leave a [`Waker`] in their seat
-    /// instead, which costs no allocation; nothing allocates here until a thread blocks.
-    pub(crate) event: Event,
     state: Mutex<FlightState>,
     outcome: Mutex<OutcomeSlot<T>>,
 }
@@ -86,8 +81,8 @@ pub(crate) struct Flight<T> {
 enum Seat {
     /// The caller left, or was promoted.
     Empty,
-    /// The caller waits: with its task's waker once it has left one (a blocking caller
-    /// listens to the flight's event instead). `counted` is `false` for the launcher of
+    /// The caller waits: with its waker once it has left one (its task's, or for a
+    /// blocked thread one that unparks it). `counted` is `false` for the launcher of
     /// detached work, which is its flight's leader and not one of its waiters.
     Waiting { waker: Option<Waker>, counted: bool },
 }
@@ -122,23 +117,22 @@ pub(crate) enum Found {
     Published,
     /// This waiter was promoted and has now claimed the promotion: it leads.
     Promoted,
-    /// Nothing yet; the seat holds a waker for this waiter's task (or it waits blocking).
+    /// Nothing yet; the seat holds a waker for this waiter (or none was asked for).
     Waiting,
     /// Nothing yet, and the seat holds no waker for the task that polled: it needs one.
     NeedsWaker,
 }
 
-/// The waiters of a published flight, woken when this is dropped: the async ones through
-/// the wakers their seats held, the blocked ones through the flight's event. Dropped once
-/// the locks are released, and after the leader's observer hook, so that an observer that
-/// counts flights has counted this one before any of its callers returns.
+/// The waiters of a published flight, woken when this is dropped through the wakers their
+/// seats held (a blocked thread's unparks it). Dropped once the locks are released, and
+/// after the leader's observer hook, so that an observer that counts flights has counted
+/// this one before any of its callers returns.
 #[must_use = "the waiters sleep until woken"]
-pub(crate) struct Wake<'a> {
+pub(crate) struct Wake {
     seats: VecDeque<Seat>,
-    event: &'a Event,
 }
 
-impl Drop for Wake<'_> {
+impl Drop for Wake {
     fn drop(&mut self) {
         for seat in core::mem::take(&mut self.seats) {
             if let Seat::Waiting {
@@ -148,7 +142,6 @@ impl Drop for Wake<'_> {
                 waker.wake();
             }
         }
-        self.event.notify(usize::MAX);
     }
 }
 
@@ -156,7 +149,6 @@ impl<T> Flight<T> {
     pub(crate) fn new(at: FlightRef) -> Self {
         Self {
             at,
-            event: Event::new(),
             state: Mutex::new(FlightState::new()),
             outcome: Mutex::new(OutcomeSlot {
                 outcome: None,
@@ -255,7 +247,7 @@ impl<T> Flight<T> {
     /// whether a caller that joined gets it (the leader's `shared` answer), and the waiters,
     /// woken when that is dropped. If nobody waits any more, `outcome` is dropped here, after
     /// the lock.
-    pub(crate) fn publish(&self, outcome: Outcome<T>) -> (bool, Wake<'_>) {
+    pub(crate) fn publish(&self, outcome: Outcome<T>) -> (bool, Wake) {
         let mut state = self.state.lock();
         debug_assert!(!state.published, "a flight is published once");
         debug_assert!(
@@ -275,7 +267,6 @@ impl<T> Flight<T> {
         };
         let wake = Wake {
             seats: core::mem::take(&mut state.waiting),
-            event: &self.event,
         };
         state.live = 0;
         state.joined = 0;

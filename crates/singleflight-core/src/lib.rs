@@ -77,10 +77,8 @@
 //! # Features
 //!
 //! * `std` (default): blocking waits with deadlines, panic capture, re-entrancy detection,
-//!   random hasher seeds; passes `std` through to event-listener.
-//! * `critical-section`: on `no_std` targets, lets event-listener use a critical section
-//!   instead of its spin-lock fallback. The group's own map lock is a spin lock without
-//!   `std`, held for O(1) map operations only, never while work runs.
+//!   random hasher seeds. Without it, the group's locks are spin locks, held for O(1) map
+//!   and queue operations only, never while work runs; waiters wait through wakers.
 //!
 //! # MSRV
 //!

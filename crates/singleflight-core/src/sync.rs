@@ -78,3 +78,16 @@ impl<T> Mutex<T> {
         }
     }
 }
+
+// Blocked threads park and are unparked through the wakers they leave in their seats.
+#[cfg(all(loom, feature = "std"))]
+pub(crate) use loom::thread::{Thread, current, park};
+
+#[cfg(all(not(loom), feature = "std"))]
+pub(crate) use std::thread::{Thread, current, park, park_timeout};
+
+/// loom models no time: a model that waits with a deadline would never end.
+#[cfg(all(loom, feature = "std"))]
+pub(crate) fn park_timeout(_: core::time::Duration) {
+    unimplemented!("loom does not model timed parking")
+}

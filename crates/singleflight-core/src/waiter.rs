@@ -1,12 +1,10 @@
-//! The waiter: a caller that joined a flight and waits for its outcome. An async waiter
-//! leaves its task's waker in its seat (no allocation per waiter); blocking waits go through
-//! event-listener-strategy's `Strategy` over the flight's event.
+//! The waiter: a caller that joined a flight and waits for its outcome. Async and blocking
+//! waits are one code path: a waiter leaves a waker in its seat (an async caller its task's,
+//! with no allocation per waiter; a blocked thread one that unparks it) and looks again
+//! when woken.
 
 use core::fmt;
 use core::task::{Poll, Waker};
-
-use event_listener::EventListener;
-use event_listener_strategy::Strategy;
 
 use crate::error::Error;
 use crate::flight::{Flight, Found, Outcome};
@@ -39,7 +37,7 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 ///
 /// It is a future (via [`poll`](Self::poll)) and a blocking wait ([`wait`](Self::wait),
 /// [`wait_deadline`](Self::wait_deadline)) over the same state: an async waiter keeps its
-/// task's waker in the flight, a blocking one listens to the flight's event.
+/// task's waker in the flight, a blocked thread a waker that unparks it.
 ///
 /// # Cancel safety
 ///
@@ -199,52 +197,22 @@ where
         }
     }
 
-    /// The blocking wait loop over the flight's event: `strategy` blocks until notified
-    /// (or, for a deadline, gives up with `Pending`). Not a public trait impl, so no
-    /// event-listener type shows in this crate's API.
-    #[cfg_attr(
-        not(feature = "std"),
-        allow(dead_code, reason = "blocking waits need std; async waits use wakers")
-    )]
-    fn poll_with_strategy<'a, S: Strategy<'a>>(
-        &mut self,
-        listener: &mut Option<EventListener>,
-        strategy: &mut S,
-        cx: &mut S::Context,
-    ) -> Poll<Waited<G>> {
-        loop {
-            let found = self.look(None);
-            if !matches!(found, Found::Waiting | Found::NeedsWaker) {
-                // The listener goes first, so that a clone that panics while receiving
-                // unwinds past no listener.
-                *listener = None;
-                let waited = self.take(found).expect("found an outcome or a promotion");
-                return Poll::Ready(waited);
-            }
-            if listener.is_none() {
-                // Register, then check again: a notification sent before registering is
-                // not lost, because the state it announces is already visible.
-                *listener = Some(self.flight.event.listen());
-                continue;
-            }
-            match strategy.poll(listener, cx) {
-                Poll::Ready(()) => {}
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
     /// Blocks the current thread until the outcome (or a promotion) arrives.
+    ///
+    /// The thread waits as an async waiter does, with a waker in its seat: one that
+    /// unparks it. The thread that publishes the outcome wakes each seat in turn, and a
+    /// woken thread takes its copy; no lock is shared between the wakes.
     #[cfg(feature = "std")]
     pub fn wait(mut self) -> Waited<G> {
-        let mut blocking = event_listener_strategy::Blocking::default();
-        let mut listener = None;
+        let waker = thread_waker();
         loop {
-            if let Poll::Ready(waited) =
-                self.poll_with_strategy(&mut listener, &mut blocking, &mut ())
-            {
+            if let Some(waited) = self.check(Some(&waker)) {
                 return waited;
             }
+            // The seat holds `waker` (checked under the flight's lock), so a publish from
+            // now on unparks this thread; one that came before it was seen above. A
+            // spurious return just looks again.
+            crate::sync::park();
         }
     }
 
@@ -252,31 +220,48 @@ where
     /// waiter leaves the flight (which goes on for everyone else) and `None` is returned.
     #[cfg(feature = "std")]
     pub fn wait_deadline(mut self, deadline: std::time::Instant) -> Option<Waited<G>> {
-        let mut strategy = Deadline {
-            deadline,
-            expired: false,
-        };
-        let mut listener = None;
+        let waker = thread_waker();
         loop {
-            if let Poll::Ready(waited) =
-                self.poll_with_strategy(&mut listener, &mut strategy, &mut ())
-            {
+            // An outcome that landed at the deadline is still taken.
+            if let Some(waited) = self.check(Some(&waker)) {
                 return Some(waited);
             }
-            if strategy.expired {
-                // An outcome that landed at the deadline is still taken.
-                if let Some(waited) = self.check(None) {
-                    return Some(waited);
-                }
-                // Leave first, then tell the observer: a hook that panics finds the
-                // group consistent.
-                let group = self.group.clone();
-                drop(self);
-                group.group().observe(|o| o.timeout());
-                return None;
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
             }
+            crate::sync::park_timeout(deadline - now);
         }
+        // Leave first, then tell the observer: a hook that panics finds the group
+        // consistent.
+        let group = self.group.clone();
+        drop(self);
+        group.group().observe(|o| o.timeout());
+        None
     }
+}
+
+/// The waker a blocked thread leaves in its seat: it unparks the thread. Unparking takes
+/// no lock, so a leader whose thread is unwinding (a foreign panic dropping its guard) wakes
+/// its waiters as safely as one that returns.
+#[cfg(feature = "std")]
+struct Unpark(crate::sync::Thread);
+
+#[cfg(feature = "std")]
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A waker for the current thread.
+#[cfg(feature = "std")]
+fn thread_waker() -> Waker {
+    Waker::from(std::sync::Arc::new(Unpark(crate::sync::current())))
 }
 
 impl<G: GroupRef> Drop for Waiter<G> {
@@ -304,43 +289,5 @@ impl<G: GroupRef> fmt::Debug for Waiter<G> {
             .field("flight", &self.flight())
             .field("ticket", &self.ticket)
             .finish_non_exhaustive()
-    }
-}
-
-/// A blocking strategy that gives up at a deadline: `poll` returns `Pending` once it passes.
-#[cfg(feature = "std")]
-struct Deadline {
-    deadline: std::time::Instant,
-    expired: bool,
-}
-
-#[cfg(feature = "std")]
-impl Strategy<'_> for Deadline {
-    type Context = ();
-    type Future = core::future::Ready<()>;
-
-    fn wait(&mut self, listener: EventListener) -> Self::Future {
-        use event_listener::Listener as _;
-        if listener.wait_deadline(self.deadline).is_none() {
-            self.expired = true;
-        }
-        core::future::ready(())
-    }
-
-    fn poll<T, L: event_listener::Listener<T> + Unpin>(
-        &mut self,
-        listener: &mut Option<L>,
-        _cx: &mut (),
-    ) -> Poll<T> {
-        let listener = listener
-            .take()
-            .expect("a listener is registered before waiting");
-        match listener.wait_deadline(self.deadline) {
-            Some(value) => Poll::Ready(value),
-            None => {
-                self.expired = true;
-                Poll::Pending
-            }
-        }
     }
 }
