@@ -1,6 +1,6 @@
 //! The part of a flight that its waiters share: the queue of waiting callers (oldest first,
-//! for takeover) with the waker each left (an async task's, or one that unparks a blocked
-//! thread), and the slot the outcome is handed out from.
+//! for takeover) with the wakers of those that wait asynchronously, the condition variable
+//! those that block sleep on, and the slot the outcome is handed out from.
 //!
 //! It is allocated only when a second caller joins a flight; a flight that nobody joins
 //! lives entirely in its map slot.
@@ -53,6 +53,10 @@
 //! but the outcome, is taken under no other lock, and a panicking clone leaves it
 //! consistent (the reader count is settled before the clone starts); with `std` the panic
 //! is caught and resumed after the lock is released, so the lock is never poisoned.
+//!
+//! A blocked thread sleeps on the flight's condition variable, which releases the state
+//! lock while it sleeps and takes it again to wake; publishing (and promoting a blocked
+//! thread) notifies it with no lock held but the shard lock a promotion is made under.
 
 use alloc::collections::VecDeque;
 use core::task::Waker;
@@ -74,6 +78,12 @@ pub(crate) struct Flight<T> {
     /// waiting call stays small.
     pub(crate) at: FlightRef,
     state: Mutex<FlightState>,
+    /// Where blocked threads sleep, on the state lock: one `notify_all` wakes them all,
+    /// and each wakes holding the state lock, where it finds the outcome. (Unparking each
+    /// thread in turn from the publishing thread measured slower: see the benches' blocking
+    /// herd.)
+    #[cfg(feature = "std")]
+    ready: crate::sync::Condvar,
     outcome: Mutex<OutcomeSlot<T>>,
 }
 
@@ -81,9 +91,9 @@ pub(crate) struct Flight<T> {
 enum Seat {
     /// The caller left, or was promoted.
     Empty,
-    /// The caller waits: with its waker once it has left one (its task's, or for a
-    /// blocked thread one that unparks it). `counted` is `false` for the launcher of
-    /// detached work, which is its flight's leader and not one of its waiters.
+    /// The caller waits: with its task's waker once it has left one (a blocked thread
+    /// sleeps on the flight's condition variable instead). `counted` is `false` for the
+    /// launcher of detached work, which is its flight's leader and not one of its waiters.
     Waiting { waker: Option<Waker>, counted: bool },
 }
 
@@ -103,6 +113,9 @@ pub(crate) struct FlightState {
     /// that waiter claims it.
     promoted: Option<u64>,
     published: bool,
+    /// Threads asleep on the flight's condition variable.
+    #[cfg(feature = "std")]
+    sleepers: usize,
 }
 
 struct OutcomeSlot<T> {
@@ -117,23 +130,32 @@ pub(crate) enum Found {
     Published,
     /// This waiter was promoted and has now claimed the promotion: it leads.
     Promoted,
-    /// Nothing yet; the seat holds a waker for this waiter (or none was asked for).
+    /// Nothing yet; the seat holds a waker for this waiter's task (or none was asked for,
+    /// or a blocking wait's deadline passed).
     Waiting,
     /// Nothing yet, and the seat holds no waker for the task that polled: it needs one.
     NeedsWaker,
 }
 
-/// The waiters of a published flight, woken when this is dropped through the wakers their
-/// seats held (a blocked thread's unparks it). Dropped once the locks are released, and
-/// after the leader's observer hook, so that an observer that counts flights has counted
-/// this one before any of its callers returns.
+/// The waiters of a published flight, woken when this is dropped: the async ones through
+/// the wakers their seats held, the blocked ones by one `notify_all` (if any sleeps).
+/// Dropped once the locks are released, and after the leader's observer hook, so that an
+/// observer that counts flights has counted this one before any of its callers returns.
 #[must_use = "the waiters sleep until woken"]
-pub(crate) struct Wake {
+pub(crate) struct Wake<'a> {
     seats: VecDeque<Seat>,
+    #[cfg(feature = "std")]
+    sleepers: Option<&'a crate::sync::Condvar>,
+    #[cfg(not(feature = "std"))]
+    sleepers: core::marker::PhantomData<&'a ()>,
 }
 
-impl Drop for Wake {
+impl Drop for Wake<'_> {
     fn drop(&mut self) {
+        #[cfg(feature = "std")]
+        if let Some(ready) = self.sleepers {
+            ready.notify_all();
+        }
         for seat in core::mem::take(&mut self.seats) {
             if let Seat::Waiting {
                 waker: Some(waker), ..
@@ -150,6 +172,8 @@ impl<T> Flight<T> {
         Self {
             at,
             state: Mutex::new(FlightState::new()),
+            #[cfg(feature = "std")]
+            ready: crate::sync::Condvar::new(),
             outcome: Mutex::new(OutcomeSlot {
                 outcome: None,
                 readers: 0,
@@ -247,7 +271,7 @@ impl<T> Flight<T> {
     /// whether a caller that joined gets it (the leader's `shared` answer), and the waiters,
     /// woken when that is dropped. If nobody waits any more, `outcome` is dropped here, after
     /// the lock.
-    pub(crate) fn publish(&self, outcome: Outcome<T>) -> (bool, Wake) {
+    pub(crate) fn publish(&self, outcome: Outcome<T>) -> (bool, Wake<'_>) {
         let mut state = self.state.lock();
         debug_assert!(!state.published, "a flight is published once");
         debug_assert!(
@@ -267,6 +291,10 @@ impl<T> Flight<T> {
         };
         let wake = Wake {
             seats: core::mem::take(&mut state.waiting),
+            #[cfg(feature = "std")]
+            sleepers: (state.sleepers > 0).then_some(&self.ready),
+            #[cfg(not(feature = "std"))]
+            sleepers: core::marker::PhantomData,
         };
         state.live = 0;
         state.joined = 0;
@@ -292,7 +320,48 @@ impl<T> Flight<T> {
     /// **promote**: names the oldest waiting caller to take over the work. `None` if nobody
     /// is left; else its waker (if it left one), to wake once every lock is released.
     pub(crate) fn promote(&self) -> Option<Option<Waker>> {
-        self.state.lock().promote()
+        let mut state = self.state.lock();
+        let promoted = state.promote();
+        #[cfg(feature = "std")]
+        let sleepers = state.sleepers > 0;
+        drop(state);
+        // A promoted thread that sleeps is woken with the others, who sleep again.
+        #[cfg(feature = "std")]
+        if sleepers && matches!(promoted, Some(None)) {
+            self.ready.notify_all();
+        }
+        promoted
+    }
+
+    /// Blocks the current thread until the outcome is published or `ticket` is promoted
+    /// (and claims the promotion), or `deadline` passes (then `Waiting`).
+    #[cfg(feature = "std")]
+    pub(crate) fn block(&self, ticket: u64, deadline: Option<std::time::Instant>) -> Found {
+        let mut state = self.state.lock();
+        loop {
+            if state.published {
+                return Found::Published;
+            }
+            if state.claim(ticket) {
+                return Found::Promoted;
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return Found::Waiting;
+                    }
+                    Some(deadline - now)
+                }
+            };
+            state.sleepers += 1;
+            state = match timeout {
+                None => self.ready.wait(state),
+                Some(timeout) => self.ready.wait_timeout(state, timeout),
+            };
+            state.sleepers -= 1;
+        }
     }
 }
 
@@ -346,6 +415,8 @@ impl FlightState {
             shared: false,
             promoted: None,
             published: false,
+            #[cfg(feature = "std")]
+            sleepers: 0,
         }
     }
 

@@ -445,7 +445,8 @@ impl<K, T, S> Group<K, T, S> {
                 // Under the shard lock, so nobody joins a flight that is about to end.
                 if let Some(waker) = flight.promote() {
                     drop(table);
-                    // Only the promoted waiter has anything to do: the others sleep on.
+                    // Only the promoted waiter has anything to do. (A blocked one was
+                    // woken with every blocked thread; the others sleep again.)
                     if let Some(waker) = waker {
                         waker.wake();
                     }

@@ -79,15 +79,50 @@ impl<T> Mutex<T> {
     }
 }
 
-// Blocked threads park and are unparked through the wakers they leave in their seats.
-#[cfg(all(loom, feature = "std"))]
-pub(crate) use loom::thread::{Thread, current, park};
+/// A condition variable over [`Mutex`], poisoning ignored as the lock's is.
+#[cfg(feature = "std")]
+pub(crate) struct Condvar(CondvarInner);
 
+#[cfg(all(loom, feature = "std"))]
+type CondvarInner = loom::sync::Condvar;
 #[cfg(all(not(loom), feature = "std"))]
-pub(crate) use std::thread::{Thread, current, park, park_timeout};
+type CondvarInner = std::sync::Condvar;
 
-/// loom models no time: a model that waits with a deadline would never end.
-#[cfg(all(loom, feature = "std"))]
-pub(crate) fn park_timeout(_: core::time::Duration) {
-    unimplemented!("loom does not model timed parking")
+#[cfg(feature = "std")]
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Self(CondvarInner::new())
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[cfg(not(loom))]
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: core::time::Duration,
+    ) -> MutexGuard<'a, T> {
+        match self.0.wait_timeout(guard, timeout) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
+    /// loom models no time: a model that waits with a deadline would never end.
+    #[cfg(loom)]
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        _: MutexGuard<'a, T>,
+        _: core::time::Duration,
+    ) -> MutexGuard<'a, T> {
+        unimplemented!("loom does not model timed waits")
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
 }

@@ -1,7 +1,6 @@
-//! The waiter: a caller that joined a flight and waits for its outcome. Async and blocking
-//! waits are one code path: a waiter leaves a waker in its seat (an async caller its task's,
-//! with no allocation per waiter; a blocked thread one that unparks it) and looks again
-//! when woken.
+//! The waiter: a caller that joined a flight and waits for its outcome. An async waiter
+//! leaves its task's waker in its seat (no allocation per waiter); a blocked thread sleeps on
+//! its flight's condition variable, which one `notify_all` wakes for every thread at once.
 
 use core::fmt;
 use core::task::{Poll, Waker};
@@ -37,7 +36,7 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 ///
 /// It is a future (via [`poll`](Self::poll)) and a blocking wait ([`wait`](Self::wait),
 /// [`wait_deadline`](Self::wait_deadline)) over the same state: an async waiter keeps its
-/// task's waker in the flight, a blocked thread a waker that unparks it.
+/// task's waker in the flight, a blocked thread sleeps on the flight's condition variable.
 ///
 /// # Cancel safety
 ///
@@ -198,39 +197,22 @@ where
     }
 
     /// Blocks the current thread until the outcome (or a promotion) arrives.
-    ///
-    /// The thread waits as an async waiter does, with a waker in its seat: one that
-    /// unparks it. The thread that publishes the outcome wakes each seat in turn, and a
-    /// woken thread takes its copy; no lock is shared between the wakes.
     #[cfg(feature = "std")]
     pub fn wait(mut self) -> Waited<G> {
-        let waker = thread_waker();
-        loop {
-            if let Some(waited) = self.check(Some(&waker)) {
-                return waited;
-            }
-            // The seat holds `waker` (checked under the flight's lock), so a publish from
-            // now on unparks this thread; one that came before it was seen above. A
-            // spurious return just looks again.
-            crate::sync::park();
-        }
+        assert!(!self.done, "`Waiter` polled after it finished");
+        let found = self.flight.block(self.ticket, None);
+        self.take(found)
+            .expect("blocks until an outcome or a promotion")
     }
 
     /// Blocks until the outcome (or a promotion) arrives or `deadline` passes. On timeout the
     /// waiter leaves the flight (which goes on for everyone else) and `None` is returned.
     #[cfg(feature = "std")]
     pub fn wait_deadline(mut self, deadline: std::time::Instant) -> Option<Waited<G>> {
-        let waker = thread_waker();
-        loop {
-            // An outcome that landed at the deadline is still taken.
-            if let Some(waited) = self.check(Some(&waker)) {
-                return Some(waited);
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            crate::sync::park_timeout(deadline - now);
+        assert!(!self.done, "`Waiter` polled after it finished");
+        let found = self.flight.block(self.ticket, Some(deadline));
+        if let Some(waited) = self.take(found) {
+            return Some(waited);
         }
         // Leave first, then tell the observer: a hook that panics finds the group
         // consistent.
@@ -239,29 +221,6 @@ where
         group.group().observe(|o| o.timeout());
         None
     }
-}
-
-/// The waker a blocked thread leaves in its seat: it unparks the thread. Unparking takes
-/// no lock, so a leader whose thread is unwinding (a foreign panic dropping its guard) wakes
-/// its waiters as safely as one that returns.
-#[cfg(feature = "std")]
-struct Unpark(crate::sync::Thread);
-
-#[cfg(feature = "std")]
-impl std::task::Wake for Unpark {
-    fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// A waker for the current thread.
-#[cfg(feature = "std")]
-fn thread_waker() -> Waker {
-    Waker::from(std::sync::Arc::new(Unpark(crate::sync::current())))
 }
 
 impl<G: GroupRef> Drop for Waiter<G> {

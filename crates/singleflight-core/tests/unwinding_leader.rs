@@ -1,8 +1,8 @@
 //! A leader guard dropped while its thread unwinds from a panic that is not the work's (the
 //! caller's own code around the guard panicked) still wakes its blocked waiters, and they
 //! carry on unharmed: the promoted one runs its own work, or every one gets
-//! `LeaderDropped`. Waking a blocked thread takes no lock, so nothing is poisoned by the
-//! unwinding thread that wakes it.
+//! `LeaderDropped`: no lock the unwinding thread takes on the way (the flight's, or the
+//! condition variable's it wakes them through) fails them.
 
 use std::thread;
 
