@@ -152,10 +152,6 @@ pub(crate) struct Wake<'a> {
 
 impl Drop for Wake<'_> {
     fn drop(&mut self) {
-        #[cfg(feature = "std")]
-        if let Some(ready) = self.sleepers {
-            ready.notify_all();
-        }
         for seat in core::mem::take(&mut self.seats) {
             if let Seat::Waiting {
                 waker: Some(waker), ..
@@ -163,6 +159,10 @@ impl Drop for Wake<'_> {
             {
                 waker.wake();
             }
+        }
+        #[cfg(feature = "std")]
+        if let Some(ready) = self.sleepers {
+            ready.notify_all();
         }
     }
 }
