@@ -45,18 +45,20 @@
 //! ## Locks and user code
 //!
 //! Lock order: a shard lock, then a flight's state lock, then its outcome lock; never the
-//! reverse. The state lock guards [`FlightState`]; the outcome lock guards the outcome and
-//! its reader count. No user code runs under the shard or state lock: wakers are cloned
-//! before locking and dropped or woken after unlocking. The one place user code runs under
-//! a lock is the value's `Clone` in [`Flight::receive`], under the outcome lock: `T` need
-//! only be `Send`, so two threads must not clone from `&T` at once. That lock guards nothing
-//! but the outcome, is taken under no other lock, and a panicking clone leaves it
-//! consistent (the reader count is settled before the clone starts); with `std` the panic
-//! is caught and resumed after the lock is released, so the lock is never poisoned.
+//! reverse. The state lock guards [`FlightState`]; the outcome lock guards the outcome, its
+//! reader count and (with `std`) the counts of blocked threads and of promotions. No user
+//! code runs under the shard or state lock: wakers are cloned before locking and dropped or
+//! woken after unlocking. The one place user code runs under a lock is the value's `Clone`
+//! in [`Flight::receive_locked`], under the outcome lock held alone: `T` need only be
+//! `Send`, so two threads must not clone from `&T` at once. That lock guards nothing user
+//! code sees but the outcome, and a panicking clone leaves it consistent (the reader count
+//! is settled before the clone starts); with `std` the panic is caught and resumed after
+//! the lock is released, so the lock is never poisoned.
 //!
-//! A blocked thread sleeps on the flight's condition variable, which releases the state
-//! lock while it sleeps and takes it again to wake; publishing (and promoting a blocked
-//! thread) notifies it with no lock held but the shard lock a promotion is made under.
+//! A blocked thread sleeps on the flight's condition variable over the outcome lock: it
+//! releases the lock while it sleeps and wakes holding it, so it takes its copy with no
+//! other lock. Publishing notifies the sleepers with no lock held; a promotion, under the
+//! shard lock it is made under.
 
 use alloc::collections::VecDeque;
 use core::task::Waker;
@@ -78,10 +80,11 @@ pub(crate) struct Flight<T> {
     /// waiting call stays small.
     pub(crate) at: FlightRef,
     state: Mutex<FlightState>,
-    /// Where blocked threads sleep, on the state lock: one `notify_all` wakes them all,
-    /// and each wakes holding the state lock, where it finds the outcome. (Unparking each
-    /// thread in turn from the publishing thread measured slower: see the benches' blocking
-    /// herd.)
+    /// Where blocked threads sleep, on the outcome lock: one `notify_all` wakes them all,
+    /// and each wakes holding the lock it takes its copy under, so a woken thread takes no
+    /// other lock. (Unparking each thread in turn from the publishing thread measured
+    /// slower, and sleeping on the state lock cost a second lock per thread: see the
+    /// benches' blocking herd.)
     #[cfg(feature = "std")]
     ready: crate::sync::Condvar,
     outcome: Mutex<OutcomeSlot<T>>,
@@ -113,15 +116,32 @@ pub(crate) struct FlightState {
     /// that waiter claims it.
     promoted: Option<u64>,
     published: bool,
-    /// Threads asleep on the flight's condition variable.
-    #[cfg(feature = "std")]
-    sleepers: usize,
 }
 
-struct OutcomeSlot<T> {
+pub(crate) struct OutcomeSlot<T> {
     outcome: Option<Outcome<T>>,
     /// Waiters that have yet to receive the outcome or leave.
     readers: usize,
+    /// Set at publish (if anyone waits), with the outcome.
+    published: bool,
+    /// Threads asleep on the flight's condition variable.
+    #[cfg(feature = "std")]
+    sleepers: usize,
+    /// Promotions made so far: a blocked thread that sees this change looks for its own
+    /// promotion (under the state lock) before it sleeps again.
+    #[cfg(feature = "std")]
+    promotions: u64,
+}
+
+/// What a blocking wait ends with.
+#[cfg(feature = "std")]
+pub(crate) enum Blocked<'a, T> {
+    /// The outcome is published, and this is its lock: [`Flight::receive_locked`] it.
+    Published(crate::sync::MutexGuard<'a, OutcomeSlot<T>>),
+    /// This waiter was promoted and has now claimed the promotion: it leads.
+    Promoted,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 /// What a waiter finds when it looks at its flight.
@@ -177,6 +197,11 @@ impl<T> Flight<T> {
             outcome: Mutex::new(OutcomeSlot {
                 outcome: None,
                 readers: 0,
+                published: false,
+                #[cfg(feature = "std")]
+                sleepers: 0,
+                #[cfg(feature = "std")]
+                promotions: 0,
             }),
         }
     }
@@ -281,10 +306,17 @@ impl<T> Flight<T> {
         state.published = true;
         state.shared = state.joined > 0;
         let shared = state.shared;
+        #[cfg(feature = "std")]
+        let mut sleepers = false;
         let unused = if state.live > 0 {
             let mut slot = self.outcome.lock();
             slot.readers = state.live;
             slot.outcome = Some(outcome);
+            slot.published = true;
+            #[cfg(feature = "std")]
+            {
+                sleepers = slot.sleepers > 0;
+            }
             None
         } else {
             Some(outcome)
@@ -292,7 +324,7 @@ impl<T> Flight<T> {
         let wake = Wake {
             seats: core::mem::take(&mut state.waiting),
             #[cfg(feature = "std")]
-            sleepers: (state.sleepers > 0).then_some(&self.ready),
+            sleepers: sleepers.then_some(&self.ready),
             #[cfg(not(feature = "std"))]
             sleepers: core::marker::PhantomData,
         };
@@ -322,45 +354,70 @@ impl<T> Flight<T> {
     pub(crate) fn promote(&self) -> Option<Option<Waker>> {
         let mut state = self.state.lock();
         let promoted = state.promote();
+        // The promoted waiter may be a blocked thread (even one whose seat holds a waker,
+        // if it was polled before it blocked): every blocked thread wakes, looks for its
+        // promotion, and all but the promoted one sleep again.
         #[cfg(feature = "std")]
-        let sleepers = state.sleepers > 0;
-        drop(state);
-        // A promoted thread that sleeps is woken with the others, who sleep again.
-        #[cfg(feature = "std")]
-        if sleepers && matches!(promoted, Some(None)) {
-            self.ready.notify_all();
+        if promoted.is_some() {
+            let mut slot = self.outcome.lock();
+            slot.promotions += 1;
+            let sleepers = slot.sleepers > 0;
+            drop(slot);
+            drop(state);
+            if sleepers {
+                self.ready.notify_all();
+            }
+            return promoted;
         }
+        drop(state);
         promoted
     }
 
-    /// Blocks the current thread until the outcome is published or `ticket` is promoted
-    /// (and claims the promotion), or `deadline` passes (then `Waiting`).
+    /// Blocks the current thread until the outcome is published (then returns with the
+    /// outcome lock held, to receive under), or `ticket` is promoted (and claims the
+    /// promotion), or `deadline` passes.
+    ///
+    /// A promotion is made under the state lock, and counted under the outcome lock
+    /// (nested, in lock order) before the sleepers are woken: so a thread that found no
+    /// promotion under the state lock either sees the count change under the outcome lock
+    /// or is asleep when the promoter wakes the sleepers.
     #[cfg(feature = "std")]
-    pub(crate) fn block(&self, ticket: u64, deadline: Option<std::time::Instant>) -> Found {
-        let mut state = self.state.lock();
+    pub(crate) fn block(
+        &self,
+        ticket: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> Blocked<'_, T> {
+        let mut seen = self.outcome.lock().promotions;
         loop {
-            if state.published {
-                return Found::Published;
+            if self.state.lock().claim(ticket) {
+                return Blocked::Promoted;
             }
-            if state.claim(ticket) {
-                return Found::Promoted;
-            }
-            let timeout = match deadline {
-                None => None,
-                Some(deadline) => {
-                    let now = std::time::Instant::now();
-                    if now >= deadline {
-                        return Found::Waiting;
-                    }
-                    Some(deadline - now)
+            let mut slot = self.outcome.lock();
+            loop {
+                if slot.published {
+                    return Blocked::Published(slot);
                 }
-            };
-            state.sleepers += 1;
-            state = match timeout {
-                None => self.ready.wait(state),
-                Some(timeout) => self.ready.wait_timeout(state, timeout),
-            };
-            state.sleepers -= 1;
+                if slot.promotions != seen {
+                    seen = slot.promotions;
+                    break;
+                }
+                let timeout = match deadline {
+                    None => None,
+                    Some(deadline) => {
+                        let now = std::time::Instant::now();
+                        if now >= deadline {
+                            return Blocked::TimedOut;
+                        }
+                        Some(deadline - now)
+                    }
+                };
+                slot.sleepers += 1;
+                slot = match timeout {
+                    None => self.ready.wait(slot),
+                    Some(timeout) => self.ready.wait_timeout(slot, timeout),
+                };
+                slot.sleepers -= 1;
+            }
         }
     }
 }
@@ -371,7 +428,13 @@ impl<T: Clone> Flight<T> {
     /// [`check`](Self::check) found the flight published, and count the waiter as done
     /// first: if the value's `Clone` panics, the panic is this waiter's alone.
     pub(crate) fn receive(&self) -> Outcome<T> {
-        let mut slot = self.outcome.lock();
+        Self::receive_locked(self.outcome.lock())
+    }
+
+    /// [`receive`](Self::receive), with the outcome lock already held.
+    pub(crate) fn receive_locked(
+        mut slot: crate::sync::MutexGuard<'_, OutcomeSlot<T>>,
+    ) -> Outcome<T> {
         debug_assert!(slot.readers > 0, "every reader is counted at publish");
         slot.readers -= 1;
         if slot.readers == 0 {
@@ -397,6 +460,17 @@ impl<T: Clone> Flight<T> {
     }
 }
 
+impl<T> Outcome<T> {
+    /// What a waiter's call returns for this outcome.
+    pub(crate) fn into_result(self) -> Result<T, crate::error::Error> {
+        match self {
+            Self::Value(value) => Ok(value),
+            Self::Panicked(message) => Err(crate::error::Error::Panicked(message)),
+            Self::LeaderDropped => Err(crate::error::Error::LeaderDropped),
+        }
+    }
+}
+
 fn duplicate<T: Clone>(outcome: &Outcome<T>) -> Outcome<T> {
     match outcome {
         Outcome::Value(value) => Outcome::Value(value.clone()),
@@ -415,8 +489,6 @@ impl FlightState {
             shared: false,
             promoted: None,
             published: false,
-            #[cfg(feature = "std")]
-            sleepers: 0,
         }
     }
 

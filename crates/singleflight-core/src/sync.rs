@@ -18,14 +18,15 @@
 //!
 //! 1. a **shard lock** (`group.rs`, `table.rs`): one shard's table of flights;
 //! 2. a **flight's state lock** (`flight.rs`): its queue of waiters, counts and promotion;
-//! 3. a **flight's outcome lock** (`flight.rs`): its published outcome and reader count.
+//! 3. a **flight's outcome lock** (`flight.rs`): its published outcome and reader count,
+//!    and the blocked threads asleep on the flight's condition variable.
 //!
 //! No user code runs under a shard lock or a state lock but the key's `Eq`, during a
 //! probe, which changes nothing: a panic there leaves every table as it was. Keys are
 //! hashed before locking, cloned (`ToOwned`) with no lock held and dropped after the
 //! guard; wakers are cloned before locking and woken or dropped after; observers are called
-//! with no lock held. The value's `Clone` runs under the outcome lock alone, which guards
-//! nothing else and is taken under no other lock (see `flight.rs` for why). Every guard is
+//! with no lock held. The value's `Clone` runs under the outcome lock, held alone, which
+//! guards nothing user code sees but the outcome (see `flight.rs` for why). Every guard is
 //! dropped explicitly before the code that follows it could call out.
 
 #[cfg(loom)]

@@ -6,7 +6,9 @@ use core::fmt;
 use core::task::{Poll, Waker};
 
 use crate::error::Error;
-use crate::flight::{Flight, Found, Outcome};
+#[cfg(feature = "std")]
+use crate::flight::Blocked;
+use crate::flight::{Flight, Found};
 use crate::group::GroupRef;
 use crate::leader::Leader;
 use crate::sync::Arc;
@@ -157,11 +159,7 @@ where
                 let count = CountJoin(self);
                 let outcome = self.flight.receive();
                 drop(count);
-                Some(Waited::Outcome(match outcome {
-                    Outcome::Value(value) => Ok(value),
-                    Outcome::Panicked(message) => Err(Error::Panicked(message)),
-                    Outcome::LeaderDropped => Err(Error::LeaderDropped),
-                }))
+                Some(Waited::Outcome(outcome.into_result()))
             }
             Found::Promoted => {
                 self.done = true;
@@ -198,21 +196,37 @@ where
 
     /// Blocks the current thread until the outcome (or a promotion) arrives.
     #[cfg(feature = "std")]
-    pub fn wait(mut self) -> Waited<G> {
-        assert!(!self.done, "`Waiter` polled after it finished");
-        let found = self.flight.block(self.ticket, None);
-        self.take(found)
-            .expect("blocks until an outcome or a promotion")
+    pub fn wait(self) -> Waited<G> {
+        self.block(None)
+            .expect("with no deadline, a wait ends with an outcome or a promotion")
     }
 
     /// Blocks until the outcome (or a promotion) arrives or `deadline` passes. On timeout the
     /// waiter leaves the flight (which goes on for everyone else) and `None` is returned.
     #[cfg(feature = "std")]
-    pub fn wait_deadline(mut self, deadline: std::time::Instant) -> Option<Waited<G>> {
+    pub fn wait_deadline(self, deadline: std::time::Instant) -> Option<Waited<G>> {
+        self.block(Some(deadline))
+    }
+
+    /// The blocking wait: the thread sleeps on the flight's condition variable and, once the
+    /// outcome is published, wakes holding the outcome lock and takes its copy under it.
+    #[cfg(feature = "std")]
+    fn block(mut self, deadline: Option<std::time::Instant>) -> Option<Waited<G>> {
         assert!(!self.done, "`Waiter` polled after it finished");
-        let found = self.flight.block(self.ticket, Some(deadline));
-        if let Some(waited) = self.take(found) {
-            return Some(waited);
+        let found = match self.flight.block(self.ticket, deadline) {
+            Blocked::Published(slot) => {
+                // Done before receiving: a clone that panics must not leave twice.
+                self.done = true;
+                let count = CountJoin(&self);
+                let outcome = Flight::receive_locked(slot);
+                drop(count);
+                return Some(Waited::Outcome(outcome.into_result()));
+            }
+            Blocked::Promoted => Found::Promoted,
+            Blocked::TimedOut => Found::Waiting,
+        };
+        if matches!(found, Found::Promoted) {
+            return self.take(found);
         }
         // Leave first, then tell the observer: a hook that panics finds the group
         // consistent.

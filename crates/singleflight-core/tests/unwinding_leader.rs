@@ -62,3 +62,33 @@ fn under_fail_waiters_every_waiter_gets_leader_dropped() {
         assert!(matches!(waited, Waited::Outcome(Err(Error::LeaderDropped))));
     });
 }
+
+/// A waiter polled as a future before it blocks keeps its task's waker in its seat; promoted
+/// while blocked, it is woken all the same (through the flight's condition variable, not
+/// that waker) and leads.
+#[test]
+fn a_waiter_polled_before_it_blocks_wakes_when_promoted() {
+    use std::task::{Context, Waker};
+
+    let group = Group::<u32, u32>::new();
+    let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        panic!("the first caller leads")
+    };
+    let Ok(Entry::Waiter(mut waiter)) = group.enter(&1) else {
+        panic!("the second caller joins")
+    };
+    assert!(
+        waiter
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    thread::scope(|s| {
+        let blocked = s.spawn(move || match waiter.wait() {
+            Waited::Promoted(leader) => leader.complete(2),
+            Waited::Outcome(outcome) => panic!("promoted, not {outcome:?}"),
+        });
+        drop(leader);
+        assert_eq!(blocked.join().expect("the promoted waiter leads"), 2);
+    });
+    assert_eq!(group.in_flight(), 0);
+}
