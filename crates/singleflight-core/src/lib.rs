@@ -79,6 +79,8 @@
 //! * `std` (default): blocking waits with deadlines, panic capture, re-entrancy detection,
 //!   random hasher seeds. Without it, the group's locks are spin locks, held for O(1) map
 //!   and queue operations only, never while work runs; waiters wait through wakers.
+//! * `critical-section`: accepted for builds that name it, and does nothing: it configured
+//!   event-listener, which the core no longer depends on.
 //!
 //! # MSRV
 //!
