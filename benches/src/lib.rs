@@ -3,6 +3,7 @@
 //! scenarios and how to run them.
 
 pub mod baseline;
+pub mod blocking_herd;
 pub mod peers;
 pub mod scenarios;
 pub mod shared_baseline;

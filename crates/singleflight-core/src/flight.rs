@@ -1,6 +1,6 @@
 //! The part of a flight that its waiters share: the queue of waiting callers (oldest first,
-//! for takeover) with the wakers of those that wait asynchronously, the event that wakes
-//! those that block, and the slot the outcome is handed out from.
+//! for takeover) with the wakers of those that wait asynchronously, the condition variable
+//! those that block sleep on, and the slot the outcome is handed out from.
 //!
 //! It is allocated only when a second caller joins a flight; a flight that nobody joins
 //! lives entirely in its map slot.
@@ -45,19 +45,23 @@
 //! ## Locks and user code
 //!
 //! Lock order: a shard lock, then a flight's state lock, then its outcome lock; never the
-//! reverse. The state lock guards [`FlightState`]; the outcome lock guards the outcome and
-//! its reader count. No user code runs under the shard or state lock: wakers are cloned
-//! before locking and dropped or woken after unlocking. The one place user code runs under
-//! a lock is the value's `Clone` in [`Flight::receive`], under the outcome lock: `T` need
-//! only be `Send`, so two threads must not clone from `&T` at once. That lock guards nothing
-//! but the outcome, is taken under no other lock, and a panicking clone leaves it
-//! consistent (the reader count is settled before the clone starts); with `std` the panic
-//! is caught and resumed after the lock is released, so the lock is never poisoned.
+//! reverse. The state lock guards [`FlightState`]; the outcome lock guards the outcome, its
+//! reader count and (with `std`) the counts of blocked threads and of promotions. No user
+//! code runs under the shard or state lock: wakers are cloned before locking and dropped or
+//! woken after unlocking. The one place user code runs under a lock is the value's `Clone`
+//! in [`Flight::receive_locked`], under the outcome lock held alone: `T` need only be
+//! `Send`, so two threads must not clone from `&T` at once. That lock guards nothing user
+//! code sees but the outcome, and a panicking clone leaves it consistent (the reader count
+//! is settled before the clone starts); with `std` the panic is caught and resumed after
+//! the lock is released, so the lock is never poisoned.
+//!
+//! A blocked thread sleeps on the flight's condition variable over the outcome lock: it
+//! releases the lock while it sleeps and wakes holding it, so it takes its copy with no
+//! other lock. Publishing notifies the sleepers with no lock held; a promotion, under the
+//! shard lock it is made under.
 
 use alloc::collections::VecDeque;
 use core::task::Waker;
-
-use event_listener::Event;
 
 use crate::error::PanicMessage;
 use crate::sync::Mutex;
@@ -75,10 +79,14 @@ pub(crate) struct Flight<T> {
     /// Where the flight's table slot is: kept here rather than in every waiter, so that a
     /// waiting call stays small.
     pub(crate) at: FlightRef,
-    /// Wakes blocked waiters (`Waiter::wait`). Async waiters leave a [`Waker`] in their seat
-    /// instead, which costs no allocation; nothing allocates here until a thread blocks.
-    pub(crate) event: Event,
     state: Mutex<FlightState>,
+    /// Where blocked threads sleep, on the outcome lock: one `notify_all` wakes them all,
+    /// and each wakes holding the lock it takes its copy under, so a woken thread takes no
+    /// other lock. (Unparking each thread in turn from the publishing thread measured
+    /// slower, and sleeping on the state lock cost a second lock per thread: see the
+    /// benches' blocking herd.)
+    #[cfg(feature = "std")]
+    ready: crate::sync::Condvar,
     outcome: Mutex<OutcomeSlot<T>>,
 }
 
@@ -86,9 +94,9 @@ pub(crate) struct Flight<T> {
 enum Seat {
     /// The caller left, or was promoted.
     Empty,
-    /// The caller waits: with its task's waker once it has left one (a blocking caller
-    /// listens to the flight's event instead). `counted` is `false` for the launcher of
-    /// detached work, which is its flight's leader and not one of its waiters.
+    /// The caller waits: with its task's waker once it has left one (a blocked thread
+    /// sleeps on the flight's condition variable instead). `counted` is `false` for the
+    /// launcher of detached work, which is its flight's leader and not one of its waiters.
     Waiting { waker: Option<Waker>, counted: bool },
 }
 
@@ -110,10 +118,30 @@ pub(crate) struct FlightState {
     published: bool,
 }
 
-struct OutcomeSlot<T> {
+pub(crate) struct OutcomeSlot<T> {
     outcome: Option<Outcome<T>>,
     /// Waiters that have yet to receive the outcome or leave.
     readers: usize,
+    /// Set at publish (if anyone waits), with the outcome.
+    published: bool,
+    /// Threads asleep on the flight's condition variable.
+    #[cfg(feature = "std")]
+    sleepers: usize,
+    /// Promotions made so far: a blocked thread that sees this change looks for its own
+    /// promotion (under the state lock) before it sleeps again.
+    #[cfg(feature = "std")]
+    promotions: u64,
+}
+
+/// What a blocking wait ends with.
+#[cfg(feature = "std")]
+pub(crate) enum Blocked<'a, T> {
+    /// The outcome is published, and this is its lock: [`Flight::receive_locked`] it.
+    Published(crate::sync::MutexGuard<'a, OutcomeSlot<T>>),
+    /// This waiter was promoted and has now claimed the promotion: it leads.
+    Promoted,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 /// What a waiter finds when it looks at its flight.
@@ -122,20 +150,24 @@ pub(crate) enum Found {
     Published,
     /// This waiter was promoted and has now claimed the promotion: it leads.
     Promoted,
-    /// Nothing yet; the seat holds a waker for this waiter's task (or it waits blocking).
+    /// Nothing yet; the seat holds a waker for this waiter's task (or none was asked for,
+    /// or a blocking wait's deadline passed).
     Waiting,
     /// Nothing yet, and the seat holds no waker for the task that polled: it needs one.
     NeedsWaker,
 }
 
 /// The waiters of a published flight, woken when this is dropped: the async ones through
-/// the wakers their seats held, the blocked ones through the flight's event. Dropped once
-/// the locks are released, and after the leader's observer hook, so that an observer that
-/// counts flights has counted this one before any of its callers returns.
+/// the wakers their seats held, the blocked ones by one `notify_all` (if any sleeps).
+/// Dropped once the locks are released, and after the leader's observer hook, so that an
+/// observer that counts flights has counted this one before any of its callers returns.
 #[must_use = "the waiters sleep until woken"]
 pub(crate) struct Wake<'a> {
     seats: VecDeque<Seat>,
-    event: &'a Event,
+    #[cfg(feature = "std")]
+    sleepers: Option<&'a crate::sync::Condvar>,
+    #[cfg(not(feature = "std"))]
+    sleepers: core::marker::PhantomData<&'a ()>,
 }
 
 impl Drop for Wake<'_> {
@@ -148,7 +180,10 @@ impl Drop for Wake<'_> {
                 waker.wake();
             }
         }
-        self.event.notify(usize::MAX);
+        #[cfg(feature = "std")]
+        if let Some(ready) = self.sleepers {
+            ready.notify_all();
+        }
     }
 }
 
@@ -156,11 +191,17 @@ impl<T> Flight<T> {
     pub(crate) fn new(at: FlightRef) -> Self {
         Self {
             at,
-            event: Event::new(),
             state: Mutex::new(FlightState::new()),
+            #[cfg(feature = "std")]
+            ready: crate::sync::Condvar::new(),
             outcome: Mutex::new(OutcomeSlot {
                 outcome: None,
                 readers: 0,
+                published: false,
+                #[cfg(feature = "std")]
+                sleepers: 0,
+                #[cfg(feature = "std")]
+                promotions: 0,
             }),
         }
     }
@@ -265,17 +306,27 @@ impl<T> Flight<T> {
         state.published = true;
         state.shared = state.joined > 0;
         let shared = state.shared;
+        #[cfg(feature = "std")]
+        let mut sleepers = false;
         let unused = if state.live > 0 {
             let mut slot = self.outcome.lock();
             slot.readers = state.live;
             slot.outcome = Some(outcome);
+            slot.published = true;
+            #[cfg(feature = "std")]
+            {
+                sleepers = slot.sleepers > 0;
+            }
             None
         } else {
             Some(outcome)
         };
         let wake = Wake {
             seats: core::mem::take(&mut state.waiting),
-            event: &self.event,
+            #[cfg(feature = "std")]
+            sleepers: sleepers.then_some(&self.ready),
+            #[cfg(not(feature = "std"))]
+            sleepers: core::marker::PhantomData,
         };
         state.live = 0;
         state.joined = 0;
@@ -301,7 +352,73 @@ impl<T> Flight<T> {
     /// **promote**: names the oldest waiting caller to take over the work. `None` if nobody
     /// is left; else its waker (if it left one), to wake once every lock is released.
     pub(crate) fn promote(&self) -> Option<Option<Waker>> {
-        self.state.lock().promote()
+        let mut state = self.state.lock();
+        let promoted = state.promote();
+        // The promoted waiter may be a blocked thread (even one whose seat holds a waker,
+        // if it was polled before it blocked): every blocked thread wakes, looks for its
+        // promotion, and all but the promoted one sleep again.
+        #[cfg(feature = "std")]
+        if promoted.is_some() {
+            let mut slot = self.outcome.lock();
+            slot.promotions += 1;
+            let sleepers = slot.sleepers > 0;
+            drop(slot);
+            drop(state);
+            if sleepers {
+                self.ready.notify_all();
+            }
+            return promoted;
+        }
+        drop(state);
+        promoted
+    }
+
+    /// Blocks the current thread until the outcome is published (then returns with the
+    /// outcome lock held, to receive under), or `ticket` is promoted (and claims the
+    /// promotion), or `deadline` passes.
+    ///
+    /// A promotion is made under the state lock, and counted under the outcome lock
+    /// (nested, in lock order) before the sleepers are woken: so a thread that found no
+    /// promotion under the state lock either sees the count change under the outcome lock
+    /// or is asleep when the promoter wakes the sleepers.
+    #[cfg(feature = "std")]
+    pub(crate) fn block(
+        &self,
+        ticket: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> Blocked<'_, T> {
+        let mut seen = self.outcome.lock().promotions;
+        loop {
+            if self.state.lock().claim(ticket) {
+                return Blocked::Promoted;
+            }
+            let mut slot = self.outcome.lock();
+            loop {
+                if slot.published {
+                    return Blocked::Published(slot);
+                }
+                if slot.promotions != seen {
+                    seen = slot.promotions;
+                    break;
+                }
+                let timeout = match deadline {
+                    None => None,
+                    Some(deadline) => {
+                        let now = std::time::Instant::now();
+                        if now >= deadline {
+                            return Blocked::TimedOut;
+                        }
+                        Some(deadline - now)
+                    }
+                };
+                slot.sleepers += 1;
+                slot = match timeout {
+                    None => self.ready.wait(slot),
+                    Some(timeout) => self.ready.wait_timeout(slot, timeout),
+                };
+                slot.sleepers -= 1;
+            }
+        }
     }
 }
 
@@ -311,7 +428,13 @@ impl<T: Clone> Flight<T> {
     /// [`check`](Self::check) found the flight published, and count the waiter as done
     /// first: if the value's `Clone` panics, the panic is this waiter's alone.
     pub(crate) fn receive(&self) -> Outcome<T> {
-        let mut slot = self.outcome.lock();
+        Self::receive_locked(self.outcome.lock())
+    }
+
+    /// [`receive`](Self::receive), with the outcome lock already held.
+    pub(crate) fn receive_locked(
+        mut slot: crate::sync::MutexGuard<'_, OutcomeSlot<T>>,
+    ) -> Outcome<T> {
         debug_assert!(slot.readers > 0, "every reader is counted at publish");
         slot.readers -= 1;
         if slot.readers == 0 {
@@ -333,6 +456,17 @@ impl<T: Clone> Flight<T> {
         match copy {
             Ok(copy) => copy,
             Err(payload) => crate::group::resume(payload),
+        }
+    }
+}
+
+impl<T> Outcome<T> {
+    /// What a waiter's call returns for this outcome.
+    pub(crate) fn into_result(self) -> Result<T, crate::error::Error> {
+        match self {
+            Self::Value(value) => Ok(value),
+            Self::Panicked(message) => Err(crate::error::Error::Panicked(message)),
+            Self::LeaderDropped => Err(crate::error::Error::LeaderDropped),
         }
     }
 }

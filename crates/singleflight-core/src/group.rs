@@ -341,9 +341,9 @@ impl<K, T, S> Group<K, T, S> {
                 };
                 // User code, under no lock. If it panics, the waiters get the original, and
                 // only then does the panic go on: with `std` it is caught first, so that the
-                // waiters are woken from a thread that is not unwinding (a blocked waiter's
-                // parker would see its lock poisoned); without it, `ending` publishes while
-                // unwinding.
+                // waiters are woken from a thread that is not unwinding (a task's waker that
+                // panicked there would abort the process); without it, `ending` publishes
+                // while unwinding.
                 #[cfg(feature = "std")]
                 let copy = match std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
                     original.clone()
@@ -444,12 +444,12 @@ impl<K, T, S> Group<K, T, S> {
             if self.policy == LeaderDropPolicy::Takeover {
                 // Under the shard lock, so nobody joins a flight that is about to end.
                 if let Some(waker) = flight.promote() {
-                    let flight = Arc::clone(flight);
                     drop(table);
+                    // Only the promoted waiter has anything to do. (A blocked one was
+                    // woken with every blocked thread; the others sleep again.)
                     if let Some(waker) = waker {
                         waker.wake();
                     }
-                    flight.event.notify(usize::MAX);
                     return false;
                 }
             }

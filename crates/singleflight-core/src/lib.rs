@@ -101,11 +101,10 @@
 //!   statics) instead of the operating system's randomness: fine for trusted keys, but where
 //!   an attacker picks keys on a target without address randomization, pass a hasher seeded
 //!   from a hardware RNG with [`Group::with_hasher`].
-//! * **The locks.** The group's map of flights is a `spin::Mutex` instead of `std`'s, held
-//!   for O(1) map updates only, never while work runs. A spin lock must not be shared with
-//!   an interrupt handler that can preempt its holder on the same core (it would spin
-//!   forever): use a group from one priority level. event-listener's wake-up lists take a
-//!   spin lock too, unless the `critical-section` feature is on (below).
+//! * **The locks.** The group's map of flights and each flight's state are `spin::Mutex`es
+//!   instead of `std`'s, held for O(1) updates only, never while work runs or a caller
+//!   waits. A spin lock must not be shared with an interrupt handler that can preempt its
+//!   holder on the same core (it would spin forever): use a group from one priority level.
 //! * `From<Error<std::io::Error>> for std::io::Error` and its `Arc` variant.
 //!
 //! What the target must provide:
@@ -114,25 +113,18 @@
 //!   `Arc`.
 //! * **Atomic compare-and-swap on pointer-sized integers.** The crate's own atomics are
 //!   plain loads and stores (an `AtomicUsize` counting flights); but `alloc::sync::Arc`
-//!   (`fetch_add`, `fetch_sub`, `compare_exchange`), `spin`'s lock and event-listener
-//!   (`AtomicBool`/`AtomicPtr` `compare_exchange`) need CAS, and `alloc` offers `Arc` only
+//!   (`fetch_add`, `fetch_sub`, `compare_exchange`) and `spin`'s lock (`AtomicBool`
+//!   `compare_exchange`) need CAS, and `alloc` offers `Arc` only
 //!   where `target_has_atomic = "ptr"`. So Cortex-M3 and up, `riscv32imac` and the Xtensa
 //!   ESP32s build it; `thumbv6m-none-eabi` (Cortex-M0), `riscv32imc` (ESP32-C3) and AVR do
 //!   not. No 64-bit
 //!   atomics: flight ids are `u64`s updated under the shard lock.
-//! * **A critical section**, with the `critical-section` feature: event-listener then guards
-//!   its wake-up lists with the [`critical-section`](https://docs.rs/critical-section) crate
-//!   (interrupts off on a single core, or the HAL's multi-core lock) instead of a spin lock,
-//!   which its own docs warn against. Every embassy application already links an
-//!   implementation; turn the feature on there (singleflight-embassy does).
 //!
 //! # Features
 //!
 //! * `std` (default): blocking waits with deadlines, panic capture, re-entrancy detection,
-//!   random hasher seeds; passes `std` through to event-listener.
-//! * `critical-section`: on `no_std` targets, lets event-listener use a critical section
-//!   instead of its spin-lock fallback (see [`no_std`](#no_std)). The group's own map lock
-//!   is a spin lock without `std`, held for O(1) map operations only, never while work runs.
+//!   random hasher seeds. Without it, the group's locks are spin locks, held for O(1) map
+//!   and queue operations only, never while work runs; waiters wait through wakers.
 //!
 //! # MSRV
 //!

@@ -18,14 +18,15 @@
 //!
 //! 1. a **shard lock** (`group.rs`, `table.rs`): one shard's table of flights;
 //! 2. a **flight's state lock** (`flight.rs`): its queue of waiters, counts and promotion;
-//! 3. a **flight's outcome lock** (`flight.rs`): its published outcome and reader count.
+//! 3. a **flight's outcome lock** (`flight.rs`): its published outcome and reader count,
+//!    and the blocked threads asleep on the flight's condition variable.
 //!
 //! No user code runs under a shard lock or a state lock but the key's `Eq`, during a
 //! probe, which changes nothing: a panic there leaves every table as it was. Keys are
 //! hashed before locking, cloned (`ToOwned`) with no lock held and dropped after the
 //! guard; wakers are cloned before locking and woken or dropped after; observers are called
-//! with no lock held. The value's `Clone` runs under the outcome lock alone, which guards
-//! nothing else and is taken under no other lock (see `flight.rs` for why). Every guard is
+//! with no lock held. The value's `Clone` runs under the outcome lock, held alone, which
+//! guards nothing user code sees but the outcome (see `flight.rs` for why). Every guard is
 //! dropped explicitly before the code that follows it could call out.
 
 #[cfg(loom)]
@@ -76,5 +77,53 @@ impl<T> Mutex<T> {
         {
             self.0.lock()
         }
+    }
+}
+
+/// A condition variable over [`Mutex`], poisoning ignored as the lock's is.
+#[cfg(feature = "std")]
+pub(crate) struct Condvar(CondvarInner);
+
+#[cfg(all(loom, feature = "std"))]
+type CondvarInner = loom::sync::Condvar;
+#[cfg(all(not(loom), feature = "std"))]
+type CondvarInner = std::sync::Condvar;
+
+#[cfg(feature = "std")]
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Self(CondvarInner::new())
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[cfg(not(loom))]
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: core::time::Duration,
+    ) -> MutexGuard<'a, T> {
+        match self.0.wait_timeout(guard, timeout) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
+    /// loom models no time: a model that waits with a deadline would never end.
+    #[cfg(loom)]
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        _: MutexGuard<'a, T>,
+        _: core::time::Duration,
+    ) -> MutexGuard<'a, T> {
+        unimplemented!("loom does not model timed waits")
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
     }
 }

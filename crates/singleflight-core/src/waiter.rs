@@ -1,15 +1,14 @@
 //! The waiter: a caller that joined a flight and waits for its outcome. An async waiter
-//! leaves its task's waker in its seat (no allocation per waiter); blocking waits go through
-//! event-listener-strategy's `Strategy` over the flight's event.
+//! leaves its task's waker in its seat (no allocation per waiter); a blocked thread sleeps on
+//! its flight's condition variable, which one `notify_all` wakes for every thread at once.
 
 use core::fmt;
 use core::task::{Poll, Waker};
 
-use event_listener::EventListener;
-use event_listener_strategy::Strategy;
-
 use crate::error::Error;
-use crate::flight::{Flight, Found, Outcome};
+#[cfg(feature = "std")]
+use crate::flight::Blocked;
+use crate::flight::{Flight, Found};
 use crate::group::GroupRef;
 use crate::leader::Leader;
 use crate::sync::Arc;
@@ -39,7 +38,7 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 ///
 /// It is a future (via [`poll`](Self::poll)) and a blocking wait ([`wait`](Self::wait),
 /// [`wait_deadline`](Self::wait_deadline)) over the same state: an async waiter keeps its
-/// task's waker in the flight, a blocking one listens to the flight's event.
+/// task's waker in the flight, a blocked thread sleeps on the flight's condition variable.
 ///
 /// # Cancel safety
 ///
@@ -160,11 +159,7 @@ where
                 let count = CountJoin(self);
                 let outcome = self.flight.receive();
                 drop(count);
-                Some(Waited::Outcome(match outcome {
-                    Outcome::Value(value) => Ok(value),
-                    Outcome::Panicked(message) => Err(Error::Panicked(message)),
-                    Outcome::LeaderDropped => Err(Error::LeaderDropped),
-                }))
+                Some(Waited::Outcome(outcome.into_result()))
             }
             Found::Promoted => {
                 self.done = true;
@@ -199,83 +194,46 @@ where
         }
     }
 
-    /// The blocking wait loop over the flight's event: `strategy` blocks until notified
-    /// (or, for a deadline, gives up with `Pending`). Not a public trait impl, so no
-    /// event-listener type shows in this crate's API.
-    #[cfg_attr(
-        not(feature = "std"),
-        allow(dead_code, reason = "blocking waits need std; async waits use wakers")
-    )]
-    fn poll_with_strategy<'a, S: Strategy<'a>>(
-        &mut self,
-        listener: &mut Option<EventListener>,
-        strategy: &mut S,
-        cx: &mut S::Context,
-    ) -> Poll<Waited<G>> {
-        loop {
-            let found = self.look(None);
-            if !matches!(found, Found::Waiting | Found::NeedsWaker) {
-                // The listener goes first, so that a clone that panics while receiving
-                // unwinds past no listener.
-                *listener = None;
-                let waited = self.take(found).expect("found an outcome or a promotion");
-                return Poll::Ready(waited);
-            }
-            if listener.is_none() {
-                // Register, then check again: a notification sent before registering is
-                // not lost, because the state it announces is already visible.
-                *listener = Some(self.flight.event.listen());
-                continue;
-            }
-            match strategy.poll(listener, cx) {
-                Poll::Ready(()) => {}
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
     /// Blocks the current thread until the outcome (or a promotion) arrives.
     #[cfg(feature = "std")]
-    pub fn wait(mut self) -> Waited<G> {
-        let mut blocking = event_listener_strategy::Blocking::default();
-        let mut listener = None;
-        loop {
-            if let Poll::Ready(waited) =
-                self.poll_with_strategy(&mut listener, &mut blocking, &mut ())
-            {
-                return waited;
-            }
-        }
+    pub fn wait(self) -> Waited<G> {
+        self.block(None)
+            .expect("with no deadline, a wait ends with an outcome or a promotion")
     }
 
     /// Blocks until the outcome (or a promotion) arrives or `deadline` passes. On timeout the
     /// waiter leaves the flight (which goes on for everyone else) and `None` is returned.
     #[cfg(feature = "std")]
-    pub fn wait_deadline(mut self, deadline: std::time::Instant) -> Option<Waited<G>> {
-        let mut strategy = Deadline {
-            deadline,
-            expired: false,
+    pub fn wait_deadline(self, deadline: std::time::Instant) -> Option<Waited<G>> {
+        self.block(Some(deadline))
+    }
+
+    /// The blocking wait: the thread sleeps on the flight's condition variable and, once the
+    /// outcome is published, wakes holding the outcome lock and takes its copy under it.
+    #[cfg(feature = "std")]
+    fn block(mut self, deadline: Option<std::time::Instant>) -> Option<Waited<G>> {
+        assert!(!self.done, "`Waiter` polled after it finished");
+        let found = match self.flight.block(self.ticket, deadline) {
+            Blocked::Published(slot) => {
+                // Done before receiving: a clone that panics must not leave twice.
+                self.done = true;
+                let count = CountJoin(&self);
+                let outcome = Flight::receive_locked(slot);
+                drop(count);
+                return Some(Waited::Outcome(outcome.into_result()));
+            }
+            Blocked::Promoted => Found::Promoted,
+            Blocked::TimedOut => Found::Waiting,
         };
-        let mut listener = None;
-        loop {
-            if let Poll::Ready(waited) =
-                self.poll_with_strategy(&mut listener, &mut strategy, &mut ())
-            {
-                return Some(waited);
-            }
-            if strategy.expired {
-                // An outcome that landed at the deadline is still taken.
-                if let Some(waited) = self.check(None) {
-                    return Some(waited);
-                }
-                // Leave first, then tell the observer: a hook that panics finds the
-                // group consistent.
-                let group = self.group.clone();
-                drop(self);
-                group.group().observe(|o| o.timeout());
-                return None;
-            }
+        if matches!(found, Found::Promoted) {
+            return self.take(found);
         }
+        // Leave first, then tell the observer: a hook that panics finds the group
+        // consistent.
+        let group = self.group.clone();
+        drop(self);
+        group.group().observe(|o| o.timeout());
+        None
     }
 }
 
@@ -304,43 +262,5 @@ impl<G: GroupRef> fmt::Debug for Waiter<G> {
             .field("flight", &self.flight())
             .field("ticket", &self.ticket)
             .finish_non_exhaustive()
-    }
-}
-
-/// A blocking strategy that gives up at a deadline: `poll` returns `Pending` once it passes.
-#[cfg(feature = "std")]
-struct Deadline {
-    deadline: std::time::Instant,
-    expired: bool,
-}
-
-#[cfg(feature = "std")]
-impl Strategy<'_> for Deadline {
-    type Context = ();
-    type Future = core::future::Ready<()>;
-
-    fn wait(&mut self, listener: EventListener) -> Self::Future {
-        use event_listener::Listener as _;
-        if listener.wait_deadline(self.deadline).is_none() {
-            self.expired = true;
-        }
-        core::future::ready(())
-    }
-
-    fn poll<T, L: event_listener::Listener<T> + Unpin>(
-        &mut self,
-        listener: &mut Option<L>,
-        _cx: &mut (),
-    ) -> Poll<T> {
-        let listener = listener
-            .take()
-            .expect("a listener is registered before waiting");
-        match listener.wait_deadline(self.deadline) {
-            Some(value) => Poll::Ready(value),
-            None => {
-                self.expired = true;
-                Poll::Pending
-            }
-        }
     }
 }

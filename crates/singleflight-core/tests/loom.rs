@@ -444,9 +444,10 @@ fn call_futures_join_with_their_waker() {
     });
 }
 
-// Blocking deadlines are not modelled here: event-listener refuses timed parking under
-// loom. The race of a deadline with a publish is the async `elapsed_timeout_races_the_publish`
-// below, and the blocking final re-check has its stress test (tests/tests/timer_races.rs).
+// Blocking deadlines are not modelled here: loom models no time, so a timed wait on the
+// flight's condition variable is left out of loom builds. The race of a deadline with a
+// publish is the async `elapsed_timeout_races_the_publish` below, and the blocking final
+// re-check has its stress test (tests/tests/timer_races.rs).
 
 /// `forget_all` racing a new caller and the old flight's completion: the old flight never
 /// removes the new one, and the new caller gets a value, never nothing.

@@ -87,14 +87,9 @@
 //! # Target requirements
 //!
 //! * A heap (`alloc`), and pointer-sized atomics with compare-and-swap: `Arc` and the
-//!   core's wake-up lists need them, so `thumbv6m-none-eabi` (Cortex-M0) and `riscv32imc`
+//!   core's spin locks need them, so `thumbv6m-none-eabi` (Cortex-M0) and `riscv32imc`
 //!   (ESP32-C3) are out; Cortex-M3 and up, `riscv32imac` and the Xtensa ESP32s are in. No
 //!   64-bit atomics.
-//! * The `critical-section` feature, in applications: it makes the core's wake-up lists
-//!   (event-listener) take a critical section instead of a spin lock. Every embassy
-//!   application already links a critical-section implementation (a HAL's; embassy-time
-//!   needs one too). It is not a default only so that a workspace that also builds `std`
-//!   crates does not unify it into their core, whose binaries then lack an implementation.
 //! * One priority level per group. The core's map of flights is a spin lock without `std`,
 //!   held for a few instructions at a time, but a spin lock cannot be shared with an
 //!   interrupt handler that preempts its holder: use a group from tasks of one executor
@@ -108,10 +103,6 @@
 //! Don't coalesce writes, calls whose side effects each caller relies on, or data that
 //! differs per caller unless the key says so. Coalescing is not caching: an outcome is
 //! shared only with calls that overlap its flight.
-//!
-//! # Features
-//!
-//! * `critical-section`: see [Target requirements](#target-requirements); turn it on.
 //!
 //! # MSRV
 //!

@@ -6,6 +6,8 @@
 //! cargo run --release -p singleflight-benches --bin report [-- --quick] [--chart PATH]
 //! ```
 //!
+//! `--blocking-herd` runs the blocking herd alone and prints its rows.
+//!
 //! `--quick` runs short rounds (about a minute on 2 cores) for CI; its figures are printed,
 //! not asserted. See `benches/README.md`.
 
@@ -17,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use singleflight_benches::peers::{NoCoalescing, Ours, OursBlocking, OursBlockingStats, OursStats};
 use singleflight_benches::scenarios::{self, AsyncContender, BlockingContender, HERD_SIZES};
 
+mod blocking_herd;
 mod chart;
 
 /// How long each scenario runs.
@@ -195,6 +198,9 @@ fn main() {
         .map(|i| PathBuf::from(&args[i + 1]))
         .unwrap_or_else(|| PathBuf::from("target/singleflight-report.svg"));
     let started = std::time::Instant::now();
+    if args.iter().any(|a| a == "--blocking-herd") {
+        return blocking_herd::report_alone(&plan);
+    }
 
     let mut async_list = scenarios::async_contenders();
     let mut blocking_list = scenarios::blocking_contenders();
@@ -345,6 +351,8 @@ fn main() {
         row.figures.insert(column(name), value);
     }
     rows.push(row);
+
+    rows.extend(blocking_herd::rows(&plan));
 
     print_report(&plan, &rows, &stats_rows, started.elapsed());
     match chart::draw(&chart_path, &herd_series) {
@@ -552,6 +560,7 @@ fn print_report(
         lead("herd of 10000: peak"),
         1.0,
     );
+    blocking_herd::print_targets(rows);
     for (label, off, on) in stats_rows {
         let cost = on / off - 1.0;
         println!(
