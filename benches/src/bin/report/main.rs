@@ -3,7 +3,7 @@
 //! targets, and draws an SVG chart of herd overhead against the herd size.
 //!
 //! ```text
-//! cargo run --release -p singleflight-benches --bin report [-- --quick] [--chart PATH]
+//! cargo run --release -p singleflight-benches --bin report [-- --quick] [--chart PATH] [--redis-only]
 //! ```
 //!
 //! `--quick` runs short rounds (about a minute on 2 cores) for CI; its figures are printed,
@@ -18,6 +18,7 @@ use singleflight_benches::peers::{NoCoalescing, Ours, OursBlocking, OursBlocking
 use singleflight_benches::scenarios::{self, AsyncContender, BlockingContender, HERD_SIZES};
 
 mod chart;
+mod redis_fleet;
 
 /// How long each scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -189,6 +190,10 @@ fn main() {
         return;
     }
     let plan = Plan::new(args.iter().any(|a| a == "--quick"));
+    if args.iter().any(|a| a == "--redis-only") {
+        redis_fleet::print(redis_fleet::run(plan.quick).as_ref());
+        return;
+    }
     let chart_path = args
         .iter()
         .position(|a| a == "--chart")
@@ -346,7 +351,10 @@ fn main() {
     }
     rows.push(row);
 
+    let redis = redis_fleet::run(plan.quick);
+
     print_report(&plan, &rows, &stats_rows, started.elapsed());
+    redis_fleet::print(redis.as_ref());
     match chart::draw(&chart_path, &herd_series) {
         Ok(()) => println!("\nChart: `{}`", chart_path.display()),
         Err(error) => eprintln!("could not draw {}: {error}", chart_path.display()),
