@@ -107,8 +107,7 @@
 //! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
 //! for the default user). The least an ACL user needs (tested):
 //! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
-//! and, for the scripts, `+get +set +incr +pexpire +pttl +type +hmget +hset +del
-//! +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
+//! and, for the scripts, `+get +set +pexpire +pttl +type +hmget +hset +del +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
 //! warned about), not as a timeout; the connection keeps the refusal, so fix the
 //! credentials and restart the process.
 //!
