@@ -3,15 +3,15 @@
 //!
 //! It starts its own `redis-server` (from `SF_REDIS_SERVER`, else the `PATH`) on a free
 //! loopback port and stops it at the end; without one it prints a one-line notice and the
-//! report goes on. Everything runs on one current-thread tokio runtime, and the samples
+//! report goes on. All but the follower run on one current-thread tokio runtime; samples
 //! interleave call by call, so that a busy moment weighs on every figure alike:
 //!
 //! * **`PING`**: one `PING` over a RESP3 `ConnectionManager`, as the group uses.
 //! * **leader's added latency**: a `RedisGroup` call that leads its flight (no other
 //!   process wants the key), minus an in-process `singleflight-tokio` call; the work is
 //!   ready at once, so the difference is the fleet layer's Redis round trips and work.
-//! * **follower's delivery**: two groups with their own connections stand for two
-//!   processes. The follower waits on the leader's flight; the figure is the time from the
+//! * **follower's delivery**: two groups with their own connections, the follower's on a
+//!   thread and runtime of its own, stand for two processes. The follower waits on the leader's flight; the figure is the time from the
 //!   leader's work returning to the follower's call returning the value: the leader's
 //!   completion going out, Redis running it and pushing the message, the follower
 //!   decoding it. For scale, a plain pattern subscriber on a third connection notes when
@@ -128,7 +128,7 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         );
     let config = |namespace| Config::new(namespace).op_timeout(Duration::from_secs(2));
     let leader = RedisGroup::<u64>::open(url, config("report")).expect("a group");
-    let follower = RedisGroup::<u64>::open(url, config("report")).expect("a group");
+    let follower = Remote::open(url, config("report")).await;
     // The timed leader calls' own namespace, which the plain subscriber below does not
     // hear: its message handling would fall into the next sample's time.
     let soloist = RedisGroup::<u64>::open(url, config("report-solo")).expect("a group");
@@ -232,14 +232,14 @@ async fn lead(group: &RedisGroup<u64>, key: &str, surprises: &mut Vec<String>) {
 /// leader's work returning to the follower having the value.
 async fn follow(
     leader: &RedisGroup<u64>,
-    follower: &RedisGroup<u64>,
+    follower: &Remote,
     key: &'static str,
     heard: &Mutex<Option<Instant>>,
     surprises: &mut Vec<String>,
 ) -> Option<(Duration, Duration)> {
     *heard.lock().unwrap() = None;
     let (open, gate) = oneshot::channel::<()>();
-    let (running, mut is_running) = oneshot::channel::<()>();
+    let (running, is_running) = oneshot::channel::<()>();
     let ended: Arc<Mutex<Option<Instant>>> = Arc::default();
     let lead = tokio::spawn({
         let (leader, ended) = (leader.clone(), Arc::clone(&ended));
@@ -254,18 +254,17 @@ async fn follow(
                 .await
         }
     });
-    while is_running.try_recv().is_err() {
-        tokio::task::yield_now().await;
-    }
-    let follow = tokio::spawn({
-        let follower = follower.clone();
+    let _ = is_running.await;
+    let follow = follower.runtime.spawn({
+        let follower = follower.group.clone();
         async move {
             let result = follower.call(key, || async { 2 }).await;
             (result, Instant::now())
         }
     });
-    while follower.fleet_waiting() == 0 && !follow.is_finished() {
-        tokio::task::yield_now().await;
+    // Untimed: leaves the cores to the follower's thread and the server meanwhile.
+    while follower.group.fleet_waiting() == 0 && !follow.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = open.send(());
     let (result, received) = follow.await.expect("the follower's task");
@@ -285,6 +284,56 @@ async fn follow(
         other => {
             surprises.push(format!("a follower got {other:?}"));
             None
+        }
+    }
+}
+
+/// A group on a thread and current-thread runtime of its own, as in another process;
+/// dropping it stops the thread.
+struct Remote {
+    group: RedisGroup<u64>,
+    runtime: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Remote {
+    async fn open(url: &str, config: Config) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (started, handle) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime");
+            let _ = started.send(runtime.handle().clone());
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        });
+        let runtime = handle.await.expect("the remote's runtime");
+        let url = url.to_owned();
+        let group = runtime
+            .spawn(async move { RedisGroup::<u64>::open(&url, config) })
+            .await
+            .expect("the remote's task")
+            .expect("a group");
+        Self {
+            group,
+            runtime,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -325,7 +374,7 @@ async fn count_commands(
     url: &str,
     conn: &mut ConnectionManager,
     leader: &RedisGroup<u64>,
-    follower: &RedisGroup<u64>,
+    follower: &Remote,
     flights: usize,
     surprises: &mut Vec<String>,
 ) -> redis::RedisResult<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
@@ -506,7 +555,7 @@ pub(crate) fn print(figures: Option<&Figures>) {
         return;
     };
     println!(
-        "Against a {} on 127.0.0.1 started for the run; one current-thread tokio runtime; \
+        "Against a {} on 127.0.0.1 started for the run; current-thread tokio runtimes; \
          medians of every sample over {} interleaved rounds ({} calls and {} followed \
          flights each). The unit is a `PING` round trip over the same kind of connection.",
         f.server, f.samples.rounds, f.samples.calls, f.samples.follows
@@ -557,8 +606,8 @@ pub(crate) fn print(figures: Option<&Figures>) {
     );
     println!();
     println!(
-        "All on one thread, so a follower's delivery also waits for the leader's own \
-         handling of its completion's reply, as the plain subscriber's does."
+        "The follower's group runs on a thread and runtime of its own, as in another \
+         process; the plain subscriber shares the leader's."
     );
     println!();
     println!(
