@@ -3,10 +3,11 @@
 //! fail or hang.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendError, Hub, Joined, Subscription};
@@ -39,6 +40,8 @@ impl FakeRedis {
             redis: Arc::clone(self),
             hub,
             mode: Arc::new(AtomicU8::new(UP)),
+            subscribes: Arc::default(),
+            subscribe_gate: Arc::default(),
         }
     }
 
@@ -83,6 +86,10 @@ pub(crate) struct FakeConn {
     redis: Arc<FakeRedis>,
     hub: Arc<Hub>,
     mode: Arc<AtomicU8>,
+    /// Subscriptions asked for so far.
+    subscribes: Arc<AtomicUsize>,
+    /// While set, a subscription waits for it to open before taking effect.
+    subscribe_gate: Arc<Mutex<Option<watch::Receiver<bool>>>>,
 }
 
 impl FakeConn {
@@ -104,6 +111,18 @@ impl FakeConn {
 
     pub(crate) fn up(&self) {
         self.mode.store(UP, Ordering::SeqCst);
+    }
+
+    /// Subscriptions asked for so far.
+    pub(crate) fn subscribes(&self) -> usize {
+        self.subscribes.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next subscription wait (unsubscribed) until the returned gate opens.
+    pub(crate) fn hold_subscribe(&self) -> watch::Sender<bool> {
+        let gate = watch::channel(false).0;
+        *self.subscribe_gate.lock().unwrap() = Some(gate.subscribe());
+        gate
     }
 
     /// The connection dropped and came back: subscribers hear `Disconnected`.
@@ -168,6 +187,11 @@ impl FakeConn {
 impl Backend for FakeConn {
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
         self.check().await?;
+        self.subscribes.fetch_add(1, Ordering::SeqCst);
+        let gate = self.subscribe_gate.lock().unwrap().take();
+        if let Some(mut gate) = gate {
+            let _ = gate.wait_for(|open| *open).await;
+        }
         Ok(self.hub.register(channel).0)
     }
 

@@ -1,10 +1,12 @@
 //! The fleet layer: what the one caller per process and key does with Redis.
 //!
 //! It runs as the body of the in-process leader's work, so local waiters never reach it.
-//! Subscribe, then `join`: the lease holder leads (renewing its lease, publishing its
-//! result, error or abandonment); everyone else follows, waiting for the push, re-checking
-//! on a jittered backoff and on disconnects, and re-electing when the leader vanished.
-//! Any Redis trouble makes the caller run the work itself and say why.
+//! `join`: the lease holder leads (renewing its lease, publishing its result, error or
+//! abandonment), with no subscription: two round trips, the join and the completion.
+//! Everyone else follows: subscribes, joins again (a result published before the
+//! subscription is then in the result key), and waits for the push, re-checking on a
+//! jittered backoff and on disconnects, and re-electing when the leader vanished. Any
+//! Redis trouble makes the caller run the work itself and say why.
 //!
 //! Two guards make a dropped call (a client timeout, a cancelled request) leave nothing
 //! behind, whatever point it was dropped at: the breaker's [`Probe`] ends a half-open probe,
@@ -245,16 +247,8 @@ impl<B: Backend> Fleet<B> {
             renewal: None,
             armed: false,
         };
-        // Subscribe before joining: a result published after our join cannot be missed.
-        let subscription = match self
-            .op("subscribe", Health::ProvesNothing, || {
-                self.backend.subscribe(&lease.keys.channel)
-            })
-            .await
-        {
-            Ok(subscription) => subscription,
-            Err(reason) => return self.local(reason, work).await,
-        };
+        // Join first: a leader (every call that no other process contends) needs no
+        // subscription, so it pays two round trips: this join and its completion.
         let joined = self.join(&mut lease, 0).await;
         let generation = match joined {
             Err(reason) => {
@@ -262,7 +256,6 @@ impl<B: Backend> Fleet<B> {
                 return self.local(reason, work).await;
             }
             Ok(Joined::Leader(generation)) => {
-                drop(subscription);
                 let outcome = Outcome::Leader { generation };
                 return self.lead(lease, generation, outcome, work).await;
             }
@@ -274,6 +267,18 @@ impl<B: Backend> Fleet<B> {
                 let reason = self.foreign(&lease.keys, &what);
                 return self.local(reason, work).await;
             }
+        };
+        // A follower subscribes, then asks again (`follow` starts with a re-check): a result
+        // published between the join and the subscription is then found in the result key,
+        // and one published after it arrives by push.
+        let subscription = match self
+            .op("subscribe", Health::ProvesNothing, || {
+                self.backend.subscribe(&lease.keys.channel)
+            })
+            .await
+        {
+            Ok(subscription) => subscription,
+            Err(reason) => return self.local(reason, work).await,
         };
         self.follow(lease, subscription, generation, work).await
     }
@@ -317,16 +322,52 @@ impl<B: Backend> Fleet<B> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        self.following.fetch_add(1, Ordering::Relaxed);
-        let following = Following(&self.following);
+        // Counted as following once subscribed and re-checked: from then on a result
+        // arrives by push (tests and dashboards wait on the count).
+        let mut following = None;
         // `Duration::MAX`: no deadline of our own.
         let deadline = Instant::now().checked_add(self.config.wait_timeout);
         let mut poll = self.config.poll_min;
         // One failed re-check is forgiven (the first command after a reconnect can fail);
         // the next in a row sends the work local.
         let mut failed_rechecks = 0;
+        // The join that made this call a follower ran before its subscription.
+        let mut recheck = true;
         loop {
-            let recheck = tokio::select! {
+            if recheck {
+                match self.join(&mut lease, generation).await {
+                    Err(reason) => {
+                        failed_rechecks += 1;
+                        if failed_rechecks >= 2 {
+                            lease.release_now();
+                            return self.local(reason, work).await;
+                        }
+                        poll = self.config.poll_min;
+                    }
+                    Ok(Joined::Result(envelope)) => {
+                        return self.settle_stored(&lease.keys, &envelope, work).await;
+                    }
+                    Ok(Joined::Follow(current)) => {
+                        failed_rechecks = 0;
+                        generation = generation.max(current);
+                        following.get_or_insert_with(|| {
+                            self.following.fetch_add(1, Ordering::Relaxed);
+                            Following(&self.following)
+                        });
+                    }
+                    Ok(Joined::Foreign(what)) => {
+                        let reason = self.foreign(&lease.keys, &what);
+                        return self.local(reason, work).await;
+                    }
+                    Ok(Joined::Leader(new)) => {
+                        drop(subscription);
+                        drop(following);
+                        let outcome = Outcome::Reelected { generation: new };
+                        return self.lead(lease, new, outcome, work).await;
+                    }
+                }
+            }
+            recheck = tokio::select! {
                 event = subscription.rx.recv() => match event {
                     Some(Event::Message(bytes)) => match self.sealer.open(&bytes, &lease.keys.key) {
                         // A hint (a leader gave up): ask Redis, whatever generation it names.
@@ -369,36 +410,6 @@ impl<B: Backend> Fleet<B> {
                     return self.local(FallbackReason::WaitTimeout, work).await;
                 }
             };
-            if !recheck {
-                continue;
-            }
-            match self.join(&mut lease, generation).await {
-                Err(reason) => {
-                    failed_rechecks += 1;
-                    if failed_rechecks >= 2 {
-                        lease.release_now();
-                        return self.local(reason, work).await;
-                    }
-                    poll = self.config.poll_min;
-                }
-                Ok(Joined::Result(envelope)) => {
-                    return self.settle_stored(&lease.keys, &envelope, work).await;
-                }
-                Ok(Joined::Follow(current)) => {
-                    failed_rechecks = 0;
-                    generation = generation.max(current);
-                }
-                Ok(Joined::Foreign(what)) => {
-                    let reason = self.foreign(&lease.keys, &what);
-                    return self.local(reason, work).await;
-                }
-                Ok(Joined::Leader(new)) => {
-                    drop(subscription);
-                    drop(following);
-                    let outcome = Outcome::Reelected { generation: new };
-                    return self.lead(lease, new, outcome, work).await;
-                }
-            }
         }
     }
 
@@ -779,7 +790,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_leader_one_follower_one_execution() {
         let redis = FakeRedis::new();
-        let ((a, _), (b, _)) = (process(&redis, config()), process(&redis, config()));
+        let ((a, a_conn), (b, b_conn)) = (process(&redis, config()), process(&redis, config()));
         let work = Work::new();
         let lead = work.run(&a, Ok(7));
         until(|| work.runs() == 1).await;
@@ -795,11 +806,44 @@ mod tests {
         assert_eq!(work.runs(), 1);
         assert!(!redis.lock_held(&keys()), "the lease is released");
         assert_eq!(b.following(), 0);
+        assert_eq!(a_conn.subscribes(), 0, "a leader never subscribes");
+        assert_eq!(b_conn.subscribes(), 1);
         // A later flight is a new flight (no hidden cache): a new generation.
         let again = Work::new();
         again.open();
         let (_, outcome) = again.run(&b, Ok(9)).await.unwrap().unwrap();
         assert_eq!(outcome, Outcome::Leader { generation: 2 });
+    }
+
+    /// A follower joins before it subscribes: a result published in between is not
+    /// pushed to it, and must be found at once by the re-check that follows the
+    /// subscription, not at the next poll (a minute away here).
+    #[tokio::test(start_paused = true)]
+    async fn a_result_published_before_the_follower_subscribed_is_found_at_once() {
+        let redis = FakeRedis::new();
+        let minute = Duration::from_secs(60);
+        let (a, _) = process(&redis, config());
+        let (b, b_conn) = process(&redis, config().poll(minute, minute));
+        let work = Work::new();
+        let lead = work.run(&a, Ok(7));
+        until(|| work.runs() == 1).await;
+        let subscribed = b_conn.hold_subscribe();
+        let follow = work.run(&b, Ok(8));
+        until(|| b_conn.subscribes() == 1).await;
+        assert_eq!(b.following(), 0, "not following before the re-check");
+        work.open();
+        assert_eq!(
+            lead.await.unwrap().unwrap(),
+            (7, Outcome::Leader { generation: 1 })
+        );
+        let published = Instant::now();
+        subscribed.send_replace(true);
+        assert_eq!(
+            follow.await.unwrap().unwrap(),
+            (7, Outcome::Follower { generation: 1 })
+        );
+        assert_eq!(published.elapsed(), Duration::ZERO, "not at a poll");
+        assert_eq!(work.runs(), 1);
     }
 
     #[tokio::test(start_paused = true)]

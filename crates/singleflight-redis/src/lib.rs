@@ -5,13 +5,14 @@
 //! 1. **In-process**: concurrent calls for a key share one flight of
 //!    [`singleflight-tokio`](singleflight_tokio), so at most one call per process and key
 //!    reaches Redis.
-//! 2. **Fleet-wide**: that call subscribes to the flight's channel, then tries a lease
-//!    (`SET NX PX` with a random token, in a Lua script). The winner runs the work,
-//!    renewing its lease while it runs, and publishes the result (or its error) to the
-//!    followers, which also find it in a result key if they missed the message. Followers
-//!    re-check on a jittered backoff and when the connection drops; a leader that vanished
-//!    is replaced when its lease expires by exactly one new leader (the lease is still
-//!    `SET NX`); a leader that panics or is cancelled says so at once.
+//! 2. **Fleet-wide**: that call tries a lease (`SET NX PX` with a random token, in a Lua
+//!    script). The winner runs the work, renewing its lease while it runs, and publishes
+//!    the result (or its error) to the followers, which also find it in a result key if
+//!    they missed the message. A follower subscribes to the flight's channel and then
+//!    asks again, so a result published in between is not missed. Followers re-check on a
+//!    jittered backoff and when the connection drops; a leader that vanished is replaced
+//!    when its lease expires by exactly one new leader (the lease is still `SET NX`); a
+//!    leader that panics or is cancelled says so at once.
 //!
 //! ```no_run
 //! use singleflight_redis::{Config, Outcome, RedisGroup};
@@ -27,6 +28,20 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Round trips
+//!
+//! Each Redis command is one round trip; each script runs atomically on the server. (A
+//! script's first use on a server costs two more: `NOSCRIPT`, then `SCRIPT LOAD`.)
+//!
+//! * **A leader** (any call no other process contends): two, both on its path: the join
+//!   before its work, the completion (store the result, release the lease, publish)
+//!   after it. No subscription. Its lease renewals (every third of
+//!   [`Config::lease_ttl`]) run beside the work.
+//! * **A follower**: three before it waits (join, subscribe, join again); then the value
+//!   comes in the pushed message, with no read after it, when its envelope is at most
+//!   [`Config::inline_max`], and with one read (`HGET`) when larger. Its unsubscription
+//!   is sent after it has the value, off its path.
 //!
 //! # Guarantees: best-effort, never a lock
 //!
@@ -92,8 +107,7 @@
 //! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
 //! for the default user). The least an ACL user needs (tested):
 //! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
-//! and, for the scripts, `+get +set +incr +pexpire +pttl +type +hmget +hset +del
-//! +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
+//! and, for the scripts, `+get +set +pexpire +pttl +type +hmget +hset +del +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
 //! warned about), not as a timeout; the connection keeps the refusal, so fix the
 //! credentials and restart the process.
 //!

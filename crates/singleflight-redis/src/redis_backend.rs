@@ -1,5 +1,5 @@
 //! [`Backend`] on a real Redis: one RESP3 `ConnectionManager` per group for commands and
-//! subscriptions alike (reconnects and resubscribes by itself), and three Lua scripts.
+//! subscriptions alike (reconnects and resubscribes by itself), and four Lua scripts.
 //!
 //! Every script touches only keys of one flight, which share a hash tag, so they stay
 //! single-slot; channels are not keys. RESP3 (pushed pub/sub messages on the command
@@ -17,83 +17,98 @@ use crate::envelope::Keys;
 /// Foreign data at a flight's key (another type, or a value not in our format) is never
 /// trusted and never waited on: the scripts give such a key a TTL of at most `limit`, so
 /// it heals on its own, and report it.
+///
+/// Each `redis.call` costs the server about as much as the command's own work again, so
+/// the scripts make as few as they can: `str` reads a string key and learns its type in
+/// one call (`TYPE` first would be two). Only `WRONGTYPE` is taken for foreign data; any
+/// other error (an ACL refusal) fails the script as `redis.call` would.
 const TAME: &str = r"
 local function tame(k, limit)
   local t = redis.call('PTTL', k)
   if t < 0 or t > limit then redis.call('PEXPIRE', k, limit) end
 end
-local function kind(k) return redis.call('TYPE', k)['ok'] end
+local function wrongtype(e)
+  return type(e) == 'table' and string.find(e.err or '', 'WRONGTYPE', 1, true) == 1
+end
+-- The string at k, false if there is none, nil if k holds another type.
+local function str(k)
+  local v = redis.pcall('GET', k)
+  if wrongtype(v) then return nil end
+  if type(v) == 'table' then error(v) end
+  return v
+end
 ";
 
 /// KEYS: lock, generation counter, result. ARGV: token, lease (ms), minimum generation
 /// (0: never reuse a stored result), limit for foreign data (ms). Returns
 /// `{kind, generation, envelope}` with kind 0 = result, 1 = leader, 2 = follower,
 /// 3 = foreign data (the envelope field names the key).
+///
+/// `redis.call`s: a new leader 5 (`TYPE`, `GET` ×2, `SET` ×2; one more `HMGET` while the
+/// last flight's result lingers), a follower 3 or 4 (`TYPE`, [`HMGET`], `GET`, `PTTL`).
 const JOIN: &str = r"
 local lease, min, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local rk = kind(KEYS[3])
+local rk = redis.call('TYPE', KEYS[3])['ok']
 if rk ~= 'none' then
   if rk ~= 'hash' then tame(KEYS[3], limit); return {3, 0, 'result'} end
   local r = redis.call('HMGET', KEYS[3], 'g', 'v')
   local g = r[1] and string.match(r[1], '^%d+$') and tonumber(r[1])
   if not (g and r[2]) then tame(KEYS[3], limit); return {3, 0, 'result'} end
-  tame(KEYS[3], limit)
+  -- Ours: its TTL is the linger (a newer one than a leader's own is tamed by `complete`).
   if min > 0 and g >= min then return {0, g, r[2]} end
 end
-local lk = kind(KEYS[1])
-if lk ~= 'none' then
-  local l = lk == 'string' and redis.call('GET', KEYS[1]) or ''
-  local g, holder = string.match(l, '^(%d+):(.+)$')
+local l = str(KEYS[1])
+if l ~= false then
+  local g, holder
+  if l then g, holder = string.match(l, '^(%d+):(.+)$') end
   -- Our leases always expire: one that never does is not ours, whatever it looks like.
   if not g or redis.call('PTTL', KEYS[1]) == -1 then tame(KEYS[1], lease); return {3, 0, 'lease'} end
   if holder == ARGV[1] then return {1, tonumber(g), ''} end
   return {2, tonumber(g), ''}
 end
-local ck = kind(KEYS[2])
-local cur = 0
-if ck ~= 'none' then
-  local c = ck == 'string' and string.match(redis.call('GET', KEYS[2]), '^%d+$')
-  if not c then tame(KEYS[2], lease); return {3, 0, 'generation counter'} end
-  cur = tonumber(c)
+local c = str(KEYS[2])
+if c == nil or (c and not string.match(c, '^%d+$')) then
+  tame(KEYS[2], lease); return {3, 0, 'generation counter'}
 end
 -- After a restart the counter may be behind generations still in flight: never reuse one.
-if cur < min then redis.call('SET', KEYS[2], min) end
-local g = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], 86400000)
+local g = string.format('%d', math.max(c and tonumber(c) or 0, min) + 1)
+redis.call('SET', KEYS[2], g, 'PX', 86400000)
 redis.call('SET', KEYS[1], g .. ':' .. ARGV[1], 'PX', lease)
-return {1, g, ''}
+return {1, tonumber(g), ''}
 ";
 
 /// KEYS: lock. ARGV: lock value, lease (ms). Returns 1 if renewed.
 const RENEW: &str = r"
-if kind(KEYS[1]) == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+if str(KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 ";
 
 /// KEYS: lock, result, generation counter. ARGV: lock value, generation, envelope,
-/// linger (ms), channel, message. A result of a newer generation is never overwritten,
-/// and the counter is raised to this generation (a leader elected before a Redis restart
-/// must not see its generation handed out again). Foreign data in the way is replaced.
+/// linger (ms), channel, message. A result of a newer generation is never overwritten
+/// (it is only made to expire within one linger), and the counter is raised to this
+/// generation (a leader elected before a Redis restart must not see its generation handed
+/// out again). Foreign data in the way is replaced.
+///
+/// `redis.call`s: 7 (`GET`, `HGET`, `HSET`, `PEXPIRE`, `GET`, `DEL`, `PUBLISH`).
 const COMPLETE: &str = r"
 local gen = tonumber(ARGV[2])
-local c = kind(KEYS[3]) == 'string' and string.match(redis.call('GET', KEYS[3]), '^%d+$')
-if (not c) or tonumber(c) < gen then
+local c = str(KEYS[3])
+if not (c and string.match(c, '^%d+$')) or tonumber(c) < gen then
   redis.call('SET', KEYS[3], ARGV[2], 'PX', 86400000)
 end
-local cur = nil
-local rk = kind(KEYS[2])
-if rk == 'hash' then
-  local g = redis.call('HGET', KEYS[2], 'g')
-  cur = g and string.match(g, '^%d+$') and tonumber(g)
-end
-if (not cur) or cur <= gen then
-  redis.call('DEL', KEYS[2])
+local cur = redis.pcall('HGET', KEYS[2], 'g')
+if type(cur) == 'table' and not wrongtype(cur) then error(cur) end
+local g = type(cur) == 'string' and string.match(cur, '^%d+$') and tonumber(cur)
+if (not g) or g <= gen then
+  if type(cur) == 'table' then redis.call('DEL', KEYS[2]) end
   redis.call('HSET', KEYS[2], 'g', ARGV[2], 'v', ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
+else
+  tame(KEYS[2], tonumber(ARGV[4]))
 end
-if kind(KEYS[1]) == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+if str(KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
@@ -103,8 +118,9 @@ return 1
 /// KEYS: lock. ARGV: token, channel, message. Releases the lease if the token holds it,
 /// whatever the generation.
 const RELEASE: &str = r"
-if kind(KEYS[1]) ~= 'string' then return 0 end
-local g, holder = string.match(redis.call('GET', KEYS[1]), '^(%d+):(.+)$')
+local l = str(KEYS[1])
+if not l then return 0 end
+local g, holder = string.match(l, '^(%d+):(.+)$')
 if holder == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], ARGV[3])

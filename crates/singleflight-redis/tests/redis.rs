@@ -783,6 +783,109 @@ async fn added_latency_on_loopback() {
     assert!(lead < Duration::from_millis(50) && follow < Duration::from_millis(50));
 }
 
+/// Commands only clients send (a script cannot send these), by name, as the server
+/// counted them (`INFO commandstats`).
+async fn client_commands(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("info");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .filter(|(name, _): &(String, u64)| {
+            matches!(
+                name.as_str(),
+                "evalsha" | "eval" | "subscribe" | "unsubscribe"
+            ) || name.starts_with("script")
+        })
+        .collect()
+}
+
+/// What was sent between two counts.
+fn sent(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The protocol's round trips, counted by the server: a leader sends two commands, its
+/// join and its completion (no subscription); a follower joins, subscribes, joins again,
+/// gets the value by push (no read after it), and unsubscribes once it has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_sends_two_commands_and_a_follower_four() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    // No timed re-check while the follower waits.
+    let config = || {
+        fast("count")
+            .poll(Duration::from_secs(60), Duration::from_secs(60))
+            .wait_timeout(Duration::from_secs(120))
+    };
+    let mut conn = server.connection().await;
+    let leader = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
+    // Loads the scripts (a first call meets NOSCRIPT and loads them).
+    leader.call("warm", || async { 0 }).await.expect("value");
+
+    let before = client_commands(&mut conn).await;
+    let (_, outcome) = leader.call("alone", || async { 1 }).await.expect("value");
+    assert!(matches!(outcome, Outcome::Leader { .. }), "{outcome:?}");
+    let after = client_commands(&mut conn).await;
+    assert_eq!(sent(&before, &after), [("evalsha".to_owned(), 2)]);
+
+    let before = after;
+    let (outcome, value, runs) = lead_and_follow(
+        &server,
+        config(),
+        config(),
+        1_u64,
+        2_u64,
+        async |_| {},
+        false,
+    )
+    .await;
+    assert_eq!(
+        (outcome, value, runs),
+        (Outcome::Follower { generation: 1 }, 1, 1)
+    );
+    // The follower unsubscribes after it returned: wait for the server to have no
+    // subscription left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query_async(&mut conn)
+            .await
+            .expect("pubsub");
+        if channels.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still subscribed: {channels:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let after = client_commands(&mut conn).await;
+    assert_eq!(
+        sent(&before, &after),
+        [
+            ("evalsha".to_owned(), 2 + 2),
+            ("subscribe".to_owned(), 1),
+            ("unsubscribe".to_owned(), 1),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_leader_hands_over_at_once() {
     let Some(server) = Server::start() else {

@@ -3,7 +3,7 @@
 //! targets, and draws an SVG chart of herd overhead against the herd size.
 //!
 //! ```text
-//! cargo run --release -p singleflight-benches --bin report [-- --quick] [--chart PATH]
+//! cargo run --release -p singleflight-benches --bin report [-- --quick] [--chart PATH] [--redis-only]
 //! ```
 //!
 //! `--blocking-herd` runs the blocking herd alone and prints its rows.
@@ -21,6 +21,7 @@ use singleflight_benches::scenarios::{self, AsyncContender, BlockingContender, H
 
 mod blocking_herd;
 mod chart;
+mod redis_fleet;
 
 /// How long each scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -192,6 +193,10 @@ fn main() {
         return;
     }
     let plan = Plan::new(args.iter().any(|a| a == "--quick"));
+    if args.iter().any(|a| a == "--redis-only") {
+        redis_fleet::print(redis_fleet::run(plan.quick).as_ref());
+        return;
+    }
     let chart_path = args
         .iter()
         .position(|a| a == "--chart")
@@ -353,8 +358,10 @@ fn main() {
     rows.push(row);
 
     rows.extend(blocking_herd::rows(&plan));
+    let redis = redis_fleet::run(plan.quick);
 
     print_report(&plan, &rows, &stats_rows, started.elapsed());
+    redis_fleet::print(redis.as_ref());
     match chart::draw(&chart_path, &herd_series) {
         Ok(()) => println!("\nChart: `{}`", chart_path.display()),
         Err(error) => eprintln!("could not draw {}: {error}", chart_path.display()),
