@@ -97,7 +97,9 @@ where
     /// leader is dropped); otherwise it leads, calling `work` and driving its future inside
     /// the caller's own task. That future is stored inline in the returned [`Call`], with no
     /// allocation, so a call takes the room the work's future would take if the caller awaited
-    /// it directly.
+    /// it directly, whether it leads or waits. Where the work's future is large and thousands
+    /// of callers may wait at once, box it in `work` (`|| Box::pin(fetch())`): every waiting
+    /// call then holds a pointer's worth of room for it, and only a leader allocates.
     ///
     /// # Errors
     ///

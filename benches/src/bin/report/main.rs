@@ -571,9 +571,9 @@ fn print_report(
     for (label, off, on) in stats_rows {
         let cost = on / off - 1.0;
         println!(
-            "- stats on, {label}: {:+.1}% (target ≤ +15%): {}",
+            "- stats on, {label}: {:+.1}% (target ≤ +5%): {}",
             cost * 100.0,
-            if cost <= 0.15 {
+            if cost <= 0.05 {
                 "**met**"
             } else {
                 "**not met**"
