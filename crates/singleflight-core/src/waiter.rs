@@ -36,9 +36,9 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 
 /// A caller waiting for the outcome of a flight someone else runs.
 ///
-/// It is a future (via [`poll`](Self::poll)) and a blocking wait ([`wait`](Self::wait),
-/// [`wait_deadline`](Self::wait_deadline)) over the same state: an async waiter keeps its
-/// task's waker in the flight, a blocked thread sleeps on the flight's condition variable.
+/// It is a future (via [`poll`](Self::poll)) and, with `std`, a blocking wait
+/// (`wait`, `wait_deadline`) over the same state: an async waiter keeps its task's waker in
+/// the flight, a blocked thread sleeps on the flight's condition variable.
 ///
 /// # Cancel safety
 ///
