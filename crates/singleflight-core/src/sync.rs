@@ -114,13 +114,17 @@ impl Condvar {
     }
 
     /// loom models no time: a model that waits with a deadline would never end.
+    ///
+    /// # Panics
+    ///
+    /// Always: no loom model may block with a deadline (`Waiter::wait_deadline`).
     #[cfg(loom)]
     pub(crate) fn wait_timeout<'a, T>(
         &self,
         _: MutexGuard<'a, T>,
         _: core::time::Duration,
     ) -> MutexGuard<'a, T> {
-        unimplemented!("loom does not model timed waits")
+        panic!("a loom model blocked with a deadline, and loom models no time")
     }
 
     pub(crate) fn notify_all(&self) {

@@ -1,7 +1,8 @@
 //! A lone caller allocates nothing: an uncontended call with a word-sized key whose work is
 //! ready at once registers in its shard's inline slots, runs the work inline in its own
 //! future and ends, with no heap allocation at all (blocking or async). Counted by a counting
-//! allocator over many calls, so a single allocation per call would show.
+//! allocator over many calls, so a single allocation per call would show. And the other side
+//! of that choice: every call has room for the work's future, unless the work boxes it.
 
 use std::alloc::System;
 use std::future::Future;
@@ -33,6 +34,8 @@ fn ready<F: Future>(future: F) -> F::Output {
 fn a_lone_call_allocates_nothing() {
     lone_async_calls();
     lone_blocking_calls();
+    // Last: boxing allocates, which the counts above must not see.
+    boxing_a_large_work_future_keeps_calls_small();
 }
 
 fn lone_async_calls() {
@@ -67,4 +70,27 @@ fn lone_blocking_calls() {
         0,
         "allocations over {CALLS} lone blocking calls"
     );
+}
+
+/// The other side of keeping the work inline: every call has room for the work's future.
+/// Boxing the future in the work closure, as the docs advise for large futures and big
+/// herds, leaves each call a pointer's worth of room instead.
+fn boxing_a_large_work_future_keeps_calls_small() {
+    async fn large() -> [u8; 4] {
+        let buffer = [7u8; 4096];
+        std::future::ready(()).await;
+        let buffer = std::hint::black_box(buffer);
+        [buffer[0]; 4]
+    }
+    let group = Group::<u64, [u8; 4]>::new();
+    let inline = group.call(&1, large);
+    let boxed = group.call(&2, || Box::pin(large()));
+    assert!(
+        size_of_val(&inline) > 4096,
+        "{} bytes",
+        size_of_val(&inline)
+    );
+    assert!(size_of_val(&boxed) <= 128, "{} bytes", size_of_val(&boxed));
+    assert_eq!(ready(inline), Ok([7; 4]));
+    assert_eq!(ready(boxed), Ok([7; 4]));
 }

@@ -19,6 +19,7 @@ use core::task::{Context, Poll, Waker};
 
 use singleflight_core::{CallFuture as _, Group, Role};
 
+// SAFETY: libc's own declarations of these four functions, with their C signatures.
 #[link(name = "c")]
 unsafe extern "C" {
     fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int;

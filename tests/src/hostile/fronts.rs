@@ -5,7 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use singleflight_core::rt::RuntimeGroup;
@@ -14,7 +14,7 @@ use singleflight_core::{Error, LeaderDropPolicy, Observer};
 use super::types::{HKey, HValue, HWork};
 use crate::Gate;
 use crate::setups::Runtime;
-use singleflight_conformance::{Caller, Report, drive, panic_message};
+use singleflight_conformance::{Caller, Report, block_on, drive, panic_message};
 
 /// Maps a call's output to a report's value.
 fn value(output: Result<HValue, Error>) -> Result<u64, Error<String>> {
@@ -151,7 +151,7 @@ impl Front for Blocking {
     }
 
     fn block_on<F: Future<Output = ()>>(body: F) {
-        park_on(body);
+        block_on(body);
     }
 }
 
@@ -166,25 +166,6 @@ async fn caught(future: impl Future<Output = Report>) -> Report {
         }
     })
     .await
-}
-
-/// Runs a future on the current thread, parking it until woken.
-pub fn park_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 /// An async runtime's front-end.
@@ -253,7 +234,7 @@ impl<R: Runtime> Front for Async<R> {
         let (caller, side) = Caller::new();
         let group = Arc::clone(group);
         std::thread::spawn(move || {
-            let report = park_on(caught(drive(
+            let report = block_on(caught(drive(
                 group.call(&key, || work.run_async()),
                 side.cancel_gate(),
                 value,

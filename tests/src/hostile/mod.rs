@@ -42,7 +42,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use fronts::{Async, AsyncGroup, Blocking, Front, park_on};
+pub use fronts::{Async, AsyncGroup, Blocking, Front};
 pub use types::{Bomb, ClonePlan, HKey, HValue, HWork, Hook, OnDrop, Trap, Tripwire, WorkFuture};
 
 use singleflight_conformance::yield_now;
