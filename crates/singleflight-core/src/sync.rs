@@ -26,7 +26,10 @@
 //! hashed before locking, cloned (`ToOwned`) with no lock held and dropped after the
 //! guard; wakers are cloned before locking and woken or dropped after; observers are called
 //! with no lock held. The value's `Clone` runs under the outcome lock, held alone, which
-//! guards nothing user code sees but the outcome (see `flight.rs` for why). Every guard is
+//! guards nothing user code sees but the outcome (see `flight.rs` for why). The outcome lock
+//! is taken under a state lock only to publish or to count a promotion, and clones run only
+//! after publication, when no promotion can come: so no shard or state lock ever waits for a
+//! clone. Every guard is
 //! dropped explicitly before the code that follows it could call out.
 
 #[cfg(loom)]
