@@ -6,10 +6,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::vary::{Selecting, Vary};
 
 pin_project! {
     /// The body of every response the layer returns: a copy of a shared (buffered)
@@ -157,9 +159,16 @@ pub(crate) struct Buffered {
     head: http::response::Parts,
     data: Bytes,
     trailers: Option<HeaderMap>,
+    selecting: Selecting,
 }
 
 impl Buffered {
+    /// Whether a waiter whose request has `headers` may have this response: its values of
+    /// the headers the response's `Vary` names equal the leader's.
+    pub(crate) fn selected_by(&self, headers: &HeaderMap) -> bool {
+        self.selecting.matches(headers)
+    }
+
     /// The response itself, for the last caller to hold it: nothing is copied.
     pub(crate) fn into_response<B>(self) -> Response<CoalesceBody<B>> {
         Response::from_parts(self.head, CoalesceBody::buffered(self.data, self.trailers))
@@ -202,29 +211,38 @@ enum Collected<B: Body> {
 pub(crate) struct ShareRules {
     pub(crate) limit: usize,
     pub(crate) share_private: bool,
+    pub(crate) share_set_cookie: bool,
 }
 
 impl ShareRules {
     /// Reads `response` into a buffer if it may be shared, or gives it back as it is.
     ///
     /// Not shared, and not read at all: a `text/event-stream` (a stream with no end), a
-    /// `Cache-Control: no-store` or `private` response (unless `share_private`), and a body
-    /// that says it is longer than the limit. Any other body is read frame by frame; once it
-    /// passes the limit, what was read goes back in front of the rest and the leader gets it
-    /// all, unbuffered.
-    pub(crate) async fn read<B>(&self, response: Response<B>) -> Read<B>
+    /// `Cache-Control: no-store` or `private` response (unless `share_private`), one that
+    /// sets a cookie (unless `share_set_cookie`), one with `Vary: *`, and a body that says
+    /// it is longer than the limit. Any other body is read frame by frame; once it passes
+    /// the limit, what was read goes back in front of the rest and the leader gets it all,
+    /// unbuffered. `asked` is the leader's request's headers, for `Vary`.
+    pub(crate) async fn read<B>(&self, response: Response<B>, asked: &HeaderMap) -> Read<B>
     where
         B: Body,
     {
         let (head, body) = response.into_parts();
-        if !self.shareable(&head.headers) || body.size_hint().lower() > self.limit as u64 {
+        let vary = Vary::of(&head.headers, asked);
+        let selecting = match vary {
+            Vary::Fields(selecting) if self.shareable(&head.headers) => Some(selecting),
+            _ => None,
+        };
+        let (Some(selecting), false) = (selecting, body.size_hint().lower() > self.limit as u64)
+        else {
             return Read::Unshared(Response::from_parts(head, CoalesceBody::inner(body)));
-        }
+        };
         match self.collect(Box::pin(body)).await {
             Collected::All(data, trailers) => Read::Shared(Buffered {
                 head,
                 data,
                 trailers,
+                selecting,
             }),
             Collected::TooLong(prefix, rest) => {
                 Read::Unshared(Response::from_parts(head, CoalesceBody::rest(prefix, rest)))
@@ -269,6 +287,9 @@ impl ShareRules {
                     .starts_with("text/event-stream")
             })
         {
+            return false;
+        }
+        if !self.share_set_cookie && headers.contains_key(SET_COOKIE) {
             return false;
         }
         self.share_private

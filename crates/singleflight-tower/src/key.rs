@@ -3,9 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, COOKIE};
+use http::header::{AUTHORIZATION, COOKIE, HOST, PROXY_AUTHORIZATION};
 use http::request::Parts;
-use http::{HeaderName, Method};
+use http::{HeaderName, Method, Uri};
+
+/// `X-Api-Key`: the most common credential header after `Authorization`.
+pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// A user's key function: the key of a request, or `None` to let it pass through.
 type KeyFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
@@ -13,16 +16,19 @@ type KeyFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
 /// How the key of a request is made.
 #[derive(Clone)]
 pub(crate) enum KeyPolicy {
-    /// Method, path and query, and these headers (in this order).
+    /// Method, the original URI (scheme, authority, path and query), and these headers (in
+    /// this order).
     Headers(Vec<HeaderName>),
     /// The user's function.
     Custom(Arc<KeyFn>),
 }
 
 impl KeyPolicy {
-    /// `Authorization` and `Cookie`: two users never share a response unless a route says so.
+    /// `Host`, so that two virtual hosts never share a path, and the credentials a request
+    /// commonly carries (`Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key`), so
+    /// that two principals never share a response unless a route says so.
     pub(crate) fn default_headers() -> Self {
-        Self::Headers(vec![AUTHORIZATION, COOKIE])
+        Self::Headers(default_key_headers())
     }
 
     pub(crate) fn custom(f: impl Fn(&Parts) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
@@ -54,12 +60,15 @@ impl KeyPolicy {
         match self {
             Self::Custom(f) => f(parts),
             Self::Headers(names) => {
-                let target = parts
-                    .uri
-                    .path_and_query()
-                    .map_or(parts.uri.path(), |pq| pq.as_str());
-                let mut key = Vec::with_capacity(16 + target.len());
+                let uri = original_uri(parts);
+                let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+                let mut key = Vec::with_capacity(64 + target.len());
                 push_field(&mut key, parts.method.as_str().as_bytes());
+                push_field(&mut key, uri.scheme_str().unwrap_or("").as_bytes());
+                push_field(
+                    &mut key,
+                    uri.authority().map_or("", |a| a.as_str()).as_bytes(),
+                );
                 push_field(&mut key, target.as_bytes());
                 for name in names {
                     let mut values = parts.headers.get_all(name).iter();
@@ -81,6 +90,21 @@ impl KeyPolicy {
             }
         }
     }
+}
+
+/// The headers of the default key.
+pub(crate) fn default_key_headers() -> Vec<HeaderName> {
+    vec![HOST, AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, X_API_KEY]
+}
+
+/// The URI the client asked for: axum's `OriginalUri` where a router recorded one (a nested
+/// router strips its prefix from the request's own URI), the request's URI otherwise.
+pub(crate) fn original_uri(parts: &Parts) -> &Uri {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get() {
+        return uri;
+    }
+    &parts.uri
 }
 
 fn push_field(key: &mut Vec<u8>, field: &[u8]) {
@@ -112,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn authorization_and_cookie_are_in_the_default_key() {
+    fn credentials_are_in_the_default_key() {
         let policy = KeyPolicy::default_headers();
         let a = policy.key(&parts(
             Request::get("/r?x=1").header("authorization", "Bearer a"),
@@ -123,6 +147,13 @@ mod tests {
         let none = policy.key(&parts(Request::get("/r?x=1")));
         let empty = policy.key(&parts(Request::get("/r?x=1").header("authorization", "")));
         let cookie = policy.key(&parts(Request::get("/r?x=1").header("cookie", "s=1")));
+        for header in ["proxy-authorization", "x-api-key"] {
+            assert_ne!(
+                policy.key(&parts(Request::get("/r?x=1").header(header, "a"))),
+                policy.key(&parts(Request::get("/r?x=1").header(header, "b"))),
+                "{header}"
+            );
+        }
         assert_ne!(a, b);
         assert_ne!(none, empty);
         assert_ne!(none, cookie);
@@ -136,6 +167,15 @@ mod tests {
         assert_ne!(get, policy.key(&parts(Request::head("/r?x=1"))));
         assert_ne!(get, policy.key(&parts(Request::get("/r?x=2"))));
         assert_ne!(get, policy.key(&parts(Request::get("/s?x=1"))));
+        // The authority: of an absolute-form (or HTTP/2) URI, and the `Host` header.
+        assert_ne!(
+            policy.key(&parts(Request::get("http://a.example/r?x=1"))),
+            policy.key(&parts(Request::get("http://b.example/r?x=1")))
+        );
+        assert_ne!(
+            policy.key(&parts(Request::get("/r?x=1").header("host", "a.example"))),
+            policy.key(&parts(Request::get("/r?x=1").header("host", "b.example")))
+        );
         // Headers outside the key don't split flights.
         assert_eq!(
             get,

@@ -1,7 +1,8 @@
 //! The layer and its configuration.
 
+use std::any::{Any, TypeId};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -50,15 +51,54 @@ pub(crate) struct Config {
     pub(crate) debug_header: Option<HeaderName>,
     pub(crate) waiting: Gauge,
     pub(crate) running: Gauge,
+    pub(crate) flights: Registry,
+}
+
+/// The flights of one layer, one set per response type: every service the layer makes, and
+/// every clone of the layer, finds the same set here, however often a framework calls
+/// [`Layer::layer`] (axum calls it per request for a router that has no state yet).
+#[derive(Clone, Default)]
+pub(crate) struct Registry(Arc<Mutex<Vec<(TypeId, AnySet)>>>);
+
+/// One set of flights, of the type its [`TypeId`] names.
+type AnySet = Box<dyn Any + Send + Sync>;
+
+impl Registry {
+    /// The set of flights for values of type `F`, made by `make` on first use.
+    pub(crate) fn get<F>(&self, make: impl FnOnce() -> F) -> F
+    where
+        F: Clone + Send + Sync + 'static,
+    {
+        let mut sets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = TypeId::of::<F>();
+        if let Some((_, set)) = sets.iter().find(|(t, _)| *t == id) {
+            return set
+                .downcast_ref::<F>()
+                .expect("the set of a type id has that type")
+                .clone();
+        }
+        let set = make();
+        sets.push((id, Box::new(set.clone())));
+        set
+    }
 }
 
 /// A tower [`Layer`] that coalesces identical HTTP requests: while one request runs, every
 /// identical request that arrives waits for it and receives a copy of its response. See the
 /// [crate docs](crate) for the rules.
 ///
-/// Each service it makes ([`Layer::layer`]) coalesces on its own: two routes never share a
-/// flight, even when their keys are equal. Clones of one service (axum clones a route's
-/// service for every request) share its flights.
+/// # One layer, one set of flights
+///
+/// A layer owns its flights. Every service it makes ([`Layer::layer`]) and every clone of
+/// the layer share them, so it makes no difference how often a framework calls
+/// `Layer::layer`: once, once per route, or (axum, for a router without state) once per
+/// request. Requests share a response only when their keys are equal, and the default key
+/// names the whole resource (method, the original URI, `Host` and the credentials), so two
+/// routes under one layer never share by accident.
+///
+/// Two layers made by two calls of [`CoalesceLayer::new`] are two independent sets of
+/// flights, and so is a layer made from a clone by any configuring method (`key_header`,
+/// `max_body`, …): a changed configuration is a new layer.
 ///
 /// # Examples
 ///
@@ -81,8 +121,8 @@ pub struct CoalesceLayer {
 }
 
 impl CoalesceLayer {
-    /// A layer with the defaults: GET and HEAD coalesce, keyed by method, path and query,
-    /// `Authorization` and `Cookie`; bodies up to [`DEFAULT_MAX_BODY`] are shared; waiters
+    /// A layer with the defaults: GET and HEAD coalesce, keyed by method, the original URI,
+    /// `Host`, `Authorization`, `Proxy-Authorization`, `Cookie` and `X-Api-Key`; bodies up to [`DEFAULT_MAX_BODY`] are shared; waiters
     /// of an unshareable response run their own ([`Unshared::RunOwn`]); no timeout; a panic
     /// answers 500, an error of the inner service 500; no observer, no debug header.
     pub fn new() -> Self {
@@ -93,6 +133,7 @@ impl CoalesceLayer {
                 rules: ShareRules {
                     limit: DEFAULT_MAX_BODY,
                     share_private: false,
+                    share_set_cookie: false,
                 },
                 unshared: Unshared::RunOwn,
                 detached: true,
@@ -104,12 +145,18 @@ impl CoalesceLayer {
                 debug_header: None,
                 waiting: Gauge::default(),
                 running: Gauge::default(),
+                flights: Registry::default(),
             }),
         }
     }
 
+    /// A changed configuration is a new layer: it gets flights of its own, so that a layer
+    /// configured from a clone never shares flights (made under other rules) with the
+    /// original.
     fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(Arc::make_mut(&mut self.config));
+        let config = Arc::make_mut(&mut self.config);
+        f(config);
+        config.flights = Registry::default();
         self
     }
 
@@ -121,10 +168,11 @@ impl CoalesceLayer {
         self.with(|c| c.methods = methods.into_iter().collect())
     }
 
-    /// Adds a request header to the key (after `Authorization` and `Cookie`): requests that
-    /// differ in it never share a response. Name every header the response varies on
-    /// (`Accept`, `Accept-Encoding`, `Accept-Language`, a tenant header). Replaces a key
-    /// function set with [`key_fn`](Self::key_fn).
+    /// Adds a request header to the key (after the default ones): requests that differ in it
+    /// never share a response. Name every header that says who is asking (a tenant header,
+    /// a credential header other than the default ones), and any header the response varies
+    /// on without saying so in `Vary`. Replaces a key function set with
+    /// [`key_fn`](Self::key_fn).
     pub fn key_header(self, name: HeaderName) -> Self {
         self.with(|c| c.key.add_header(name))
     }
@@ -150,6 +198,16 @@ impl CoalesceLayer {
         self.with(|c| c.rules.limit = bytes)
     }
 
+    /// Shares responses that set a cookie (`Set-Cookie`) too. **Dangerous**, and off by
+    /// default: a cookie is usually a session or an identity handed to one client, and
+    /// every waiter would receive the same one (ten anonymous visitors in one flight would
+    /// share one session, and when one of them logs in, the others are logged in as that
+    /// user). Turn it on only for a route whose cookie is the same for everyone, such as a
+    /// consent or a locale cookie the handler sets from the key's own inputs.
+    pub fn share_set_cookie(self, share: bool) -> Self {
+        self.with(|c| c.rules.share_set_cookie = share)
+    }
+
     /// What the waiters of a response that cannot be shared get ([`Unshared::RunOwn`] by
     /// default).
     pub fn unshared(self, outcome: Unshared) -> Self {
@@ -158,7 +216,7 @@ impl CoalesceLayer {
 
     /// Shares responses marked `Cache-Control: private` or `no-store` too (they are not
     /// shared by default). Safe when the key says whose response it is (the default key
-    /// has `Authorization` and `Cookie`).
+    /// has the usual credential headers).
     pub fn share_private(self, share: bool) -> Self {
         self.with(|c| c.rules.share_private = share)
     }
@@ -250,6 +308,7 @@ impl fmt::Debug for Config {
             .field("key", &self.key)
             .field("max_body", &self.rules.limit)
             .field("share_private", &self.rules.share_private)
+            .field("share_set_cookie", &self.rules.share_set_cookie)
             .field("unshared", &self.unshared)
             .field("detached", &self.detached)
             .field("timeout", &self.timeout)

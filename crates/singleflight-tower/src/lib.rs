@@ -28,15 +28,36 @@
 //! Only GET and HEAD requests, by default ([`CoalesceLayer::methods`]); any other request
 //! passes through untouched, straight to the inner service.
 //!
-//! Two requests share a response when their **keys** are equal. The default key is the
-//! method, the path and query, and the request headers `Authorization` and `Cookie`, so two
-//! users never share a response unless the route says so
-//! ([`without_key_header`](CoalesceLayer::without_key_header)). Name every other header the
-//! response varies on with [`key_header`](CoalesceLayer::key_header) (`Accept`,
-//! `Accept-Encoding`, a tenant header): headers outside the key are ignored, so the waiters
-//! get a response made for the leader's headers. Or take full control with
-//! [`key_fn`](CoalesceLayer::key_fn). The request body is never read, and never part of the
-//! default key.
+//! Two requests share a response when their **keys** are equal. The default key names the
+//! whole resource and whose request it is: the method, the URI the client asked for
+//! (scheme, authority, path and query; axum's `OriginalUri` when a nested router stripped a
+//! prefix), and the request headers `Host`, `Authorization`, `Proxy-Authorization`,
+//! `Cookie` and `X-Api-Key`. So two virtual hosts never share a path, and two users never
+//! share a response unless the route says so
+//! ([`without_key_header`](CoalesceLayer::without_key_header)). Name every other header
+//! that says who is asking (a tenant header, another credential header) with
+//! [`key_header`](CoalesceLayer::key_header). Headers the response varies on (`Accept`,
+//! `Accept-Language`, `Accept-Encoding`) need no key entry if the response says so with
+//! `Vary`: a waiter receives the response only when its values of the headers `Vary`
+//! names equal the leader's, and runs its own request otherwise (RFC 9111 §4.1; `Vary: *`
+//! is never shared). Naming them in the key instead splits the flights up front. Or take
+//! full control with [`key_fn`](CoalesceLayer::key_fn). The request body is never read,
+//! and never part of the default key.
+//!
+//! # Who can receive whose response
+//!
+//! Every default that decides who shares with whom, in one place:
+//!
+//! | default | who can share a response | to share more (or less) |
+//! |---|---|---|
+//! | methods: GET and HEAD | only reads; other methods always run their own | [`methods`](CoalesceLayer::methods) |
+//! | key: method, original URI, `Host` | requests for the same resource on the same host | [`key_fn`](CoalesceLayer::key_fn) |
+//! | key: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key` | requests with the same credentials (all anonymous requests share) | [`without_key_header`](CoalesceLayer::without_key_header), [`key_header`](CoalesceLayer::key_header) |
+//! | a principal outside those headers (a TLS client certificate, a peer address, a tenant header) | **everyone**: the layer cannot see it | add it with [`key_header`](CoalesceLayer::key_header) or [`key_fn`](CoalesceLayer::key_fn) |
+//! | `Vary` on the response | only callers whose named headers equal the leader's; `Vary: *` no one | name the headers in the key to split flights up front |
+//! | `Set-Cookie` on the response | no one: the leader alone | [`share_set_cookie`](CoalesceLayer::share_set_cookie) |
+//! | `Cache-Control: private` or `no-store` | no one: the leader alone | [`share_private`](CoalesceLayer::share_private) |
+//! | one layer value | every route and service it covers, and its clones; a configured copy or a second `CoalesceLayer::new()` is a separate set of flights | mount one layer, or several |
 //!
 //! # What is shared
 //!
@@ -50,6 +71,8 @@
 //! | a longer body (by its size hint, or once that many bytes were read) | the response, streamed (what was read first, then the rest) | the [`Unshared`] outcome |
 //! | `Content-Type: text/event-stream` (a stream with no end; never read) | the response as it is | the [`Unshared`] outcome |
 //! | `Cache-Control: no-store` or `private` (unless [`share_private`](CoalesceLayer::share_private)) | the response as it is | the [`Unshared`] outcome |
+//! | `Set-Cookie` (unless [`share_set_cookie`](CoalesceLayer::share_set_cookie)), or `Vary: *` | the response as it is | the [`Unshared`] outcome |
+//! | a `Vary` whose named request headers differ between the leader and a waiter | a copy | that waiter runs its own request |
 //! | the inner service returns an error | [`error_status`](CoalesceLayer::error_status) (500) | the same |
 //! | its body fails while it is read | [`error_status`](CoalesceLayer::error_status) (500) | the same |
 //! | the inner service panics | [`panic_status`](CoalesceLayer::panic_status) (500); attached, the panic goes on in its future | [`panic_status`](CoalesceLayer::panic_status) |
@@ -96,13 +119,14 @@
 //! # Frameworks
 //!
 //! * **axum**: `Router::route_layer(CoalesceLayer::new())` coalesces the routes added
-//!   before it, each route on its own; `Router::layer` coalesces the whole router, fallback
-//!   included. A `HEAD` that axum answers with the `GET` handler is its own flight (the
-//!   method is in the key). `axum::serve`
-//!   resolves every route once; a `Router` called as a plain `Service` without
-//!   `.with_state(..)` rebuilds each handler's route, layer and all, for every request, and
-//!   then nothing coalesces: finish a router with `.with_state(..)` before wrapping it in
-//!   other services.
+//!   before it; `Router::layer` coalesces the whole router, fallback included. Either way
+//!   one layer is one set of flights, shared by every route it covers, however axum builds
+//!   the routes: a router without state (as `axum::serve(listener, app)` serves it)
+//!   applies the layer again for every request, and those requests still share. Routes
+//!   never share with each other by accident: the key holds the URI the client asked for
+//!   (axum's `OriginalUri`, so a nested router's stripped prefix still counts; feature
+//!   `axum`, on by default) and the `Host`. A `HEAD` that axum answers with the `GET`
+//!   handler is its own flight (the method is in the key).
 //! * **hyper**: wrap the service with the layer, then hyper-util's `TowerToHyperService`,
 //!   and serve it with `hyper::server::conn` or hyper-util's `auto` builder. The tests of
 //!   this crate run every scenario both ways.
@@ -114,6 +138,23 @@
 //!   flight is joined, which this layer does not do. Streaming calls must not coalesce.
 //!   Responses are gRPC frames with trailers (`grpc-status`), which are shared with the
 //!   body.
+//!
+//! # How to check it works
+//!
+//! Mount the layer with a [`debug_header`](CoalesceLayer::debug_header), start the
+//! server as in production, and send a burst of identical requests from another process
+//! while the handler is still working on the first:
+//!
+//! ```text
+//! $ ab -n 200 -c 200 http://127.0.0.1:3000/report          # or: seq 20 | xargs -P20 -I{} curl -si ...
+//! $ curl -si http://127.0.0.1:3000/report | grep x-coalesced
+//! x-coalesced: led
+//! ```
+//!
+//! Every response of a burst but one says `joined`. Or attach `singleflight_stats::Stats`
+//! with [`observer`](CoalesceLayer::observer): after the burst, `misses` (executions of the
+//! handler) is 1 and `hits` counts the rest. The `report` example of this crate is the
+//! code above, served: `cargo run -p singleflight-tower --example report`.
 //!
 //! # When not to use it
 //!
@@ -136,6 +177,7 @@ mod gauge;
 mod key;
 mod layer;
 mod service;
+mod vary;
 
 pub use body::CoalesceBody;
 pub use layer::{CoalesceLayer, DEFAULT_MAX_BODY, Unshared};

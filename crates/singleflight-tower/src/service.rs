@@ -1,11 +1,10 @@
 //! The service: which requests coalesce, who runs the inner service, and the response each
 //! caller gets.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
@@ -37,18 +36,11 @@ use crate::layer::{Config, Unshared};
 pub struct Coalesce<S> {
     inner: S,
     config: Arc<Config>,
-    // The service's group, made on first use: its value type depends on the response and
-    // error types, which only the `Service` impl knows.
-    flights: Arc<OnceLock<Box<dyn Any + Send + Sync>>>,
 }
 
 impl<S> Coalesce<S> {
     pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
-        Self {
-            inner,
-            config,
-            flights: Arc::new(OnceLock::new()),
-        }
+        Self { inner, config }
     }
 
     /// The inner service.
@@ -68,7 +60,6 @@ impl<S: Clone> Clone for Coalesce<S> {
         Self {
             inner: self.inner.clone(),
             config: self.config.clone(),
-            flights: self.flights.clone(),
         }
     }
 }
@@ -201,15 +192,12 @@ where
 }
 
 impl<S> Coalesce<S> {
-    /// This service's group, made on first use.
+    /// The layer's flights for this response type, made on first use: their value type
+    /// depends on the response and error types, which only the `Service` impl knows.
     fn flights<T: Clone + Send + Sync + 'static>(&self) -> Flights<T> {
-        let flights = self
+        self.config
             .flights
-            .get_or_init(|| Box::new(Flights::<T>::new(self.config.observer.clone())));
-        flights
-            .downcast_ref::<Flights<T>>()
-            .expect("one service has one response type")
-            .clone()
+            .get(|| Flights::<T>::new(self.config.observer.clone()))
     }
 }
 
@@ -242,11 +230,13 @@ where
                 let (mut inner, request) = own.take().expect("the work starts once");
                 let rules = config.rules.clone();
                 let running = config.running.clone();
+                // For `Vary`: the waiters compare their headers with the leader's.
+                let asked = request.headers().clone();
                 async move {
                     let _running = running.enter();
                     match inner.call(request).await {
                         Err(error) => Outcome::Failed(Arc::new(error)),
-                        Ok(response) => match rules.read(response).await {
+                        Ok(response) => match rules.read(response, &asked).await {
                             Read::Shared(buffered) => Outcome::Shared(Arc::new(buffered)),
                             Read::Unshared(response) => {
                                 Outcome::Unshared(Arc::new(Mutex::new(Some(response))))
@@ -259,6 +249,23 @@ where
         )
         .await;
     let (mut response, how) = match ended {
+        // A waiter whose request selects another variant of the response (`Vary`) runs its
+        // own request.
+        Ended::Value {
+            value: Outcome::Shared(buffered),
+            led: false,
+        } if !buffered.selected_by(
+            own.as_ref()
+                .expect("a waiter keeps its request")
+                .1
+                .headers(),
+        ) =>
+        {
+            drop(buffered);
+            let (mut inner, request) = own.take().expect("a waiter keeps its request");
+            let response = inner.call(request).await?;
+            (response.map(CoalesceBody::inner), Some(OWN))
+        }
         Ended::Value {
             value: Outcome::Shared(buffered),
             led,

@@ -172,11 +172,7 @@ impl Harness {
                             }
                         }),
                     )
-                    .route_layer(layer.clone())
-                    // Resolves every handler into its route now, with its layer (as
-                    // `axum::serve` does for a bare router); unresolved, a handler is
-                    // rebuilt, layer and all, for each request.
-                    .with_state(());
+                    .route_layer(layer.clone());
                 let app = Tracked {
                     inner: router,
                     live: live.clone(),
