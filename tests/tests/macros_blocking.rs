@@ -316,6 +316,23 @@ fn a_method_shares_across_instances_only_as_it_says() {
 }
 
 #[test]
+fn shared_may_stand_beside_a_key() {
+    let _watchdog = singleflight_tests::watchdog!();
+    struct Api;
+
+    impl Api {
+        // The key leaves the instance out, and `shared` says that is meant.
+        #[coalesce(shared, key: String = endpoint.to_lowercase())]
+        fn get(&self, endpoint: &str) -> String {
+            endpoint.to_lowercase()
+        }
+    }
+
+    assert_eq!(Api.get("/ME").as_deref(), Ok("/me"));
+    assert_eq!(Api::get_group().in_flight(), 0);
+}
+
+#[test]
 fn a_generic_impls_instantiations_share_one_group() {
     let _watchdog = singleflight_tests::watchdog!();
     struct Typed<T>(std::marker::PhantomData<T>);

@@ -163,6 +163,12 @@
 //! (`#[coalesce(shared, key: String = endpoint.clone())]`). `shared` on a function without
 //! `self` is refused: there is no instance to share.
 //!
+//! In an `impl` block the accessor is an associated function (`Client::me_group()`). The
+//! receiver is what tells the attribute it is inside an `impl`: an associated function
+//! without `self` says so with the `in_impl` option (`#[coalesce(in_impl)] fn load(id: u64)`).
+//! Trait methods (declarations or trait `impl`s) are not supported: the attribute adds
+//! items beside the function, which a trait does not allow.
+//!
 //! **No instance-identity key.** The attribute does not offer "one instance's calls share,
 //! no others'" keyed by the instance's address, on purpose:
 //!
@@ -176,7 +182,7 @@
 //!   value and the inner value it starts with have one address.
 //!
 //! For that sharing, put a `Group` in a field (as "Respect a rate limit" below does by
-//! hand): the group lives and dies with its instance, whatever the receiver.
+//! hand): the group lives and dies with its instance.
 //!
 //! ## Who can share a result with whom, by default
 //!
@@ -191,12 +197,6 @@
 //! In every form, what the body reads besides its arguments (a thread-local or task-local
 //! user, a global setting) is not in the key: a result computed for one such context
 //! reaches callers in another. Put it in a `key`, or pass it as an argument.
-//!
-//! In an `impl` block the accessor is an associated function (`Api::get_group()`). The
-//! receiver is what tells the attribute it is inside an `impl`: an associated function
-//! without `self` says so with the `in_impl` option (`#[coalesce(in_impl)] fn load(id: u64)`).
-//! Trait methods (declarations or trait `impl`s) are not supported: the attribute adds
-//! items beside the function, which a trait does not allow.
 //!
 //! # Options
 //!
