@@ -261,45 +261,123 @@ macro_rules! suite {
             }
 
             #[test]
-            fn self_is_not_part_of_a_methods_key() {
+            fn every_argument_is_part_of_a_functions_key() {
                 let _watchdog = singleflight_tests::watchdog!();
                 static RUNS: AtomicUsize = AtomicUsize::new(0);
                 static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
-                struct Api {
-                    name: &'static str,
+                #[coalesce]
+                async fn feed(user: String, page: u32) -> String {
+                    RUNS.fetch_add(1, Ordering::SeqCst);
+                    GATE.opened().await;
+                    format!("{user}:{page}")
                 }
 
-                impl Api {
-                    #[coalesce]
-                    async fn get(&self, path: String) -> String {
-                        RUNS.fetch_add(1, Ordering::SeqCst);
-                        GATE.opened().await;
-                        format!("{}{path}", self.name)
-                    }
-
-                    #[coalesce(key: (&'static str, String) = (self.name, path.clone()))]
-                    async fn get_own(&self, path: String) -> String {
-                        format!("{}{path}", self.name)
-                    }
-                }
-
-                static A: Api = Api { name: "a" };
-                static B: Api = Api { name: "b" };
+                let key = |user: &str, page| (user.to_string(), page);
+                let call = |user: &str, page| spawn::<Rt, _>(feed(user.to_string(), page));
                 Rt::block_on(async {
-                    let leader = spawn::<Rt, _>(A.get("/x".to_string()));
-                    wait_until("a's call runs", || Api::get_group().contains("/x")).await;
-                    // Another instance, same arguments: it joins a's flight.
-                    let joined = spawn::<Rt, _>(B.get("/x".to_string()));
-                    wait_until("b's call joins", || Api::get_group().waiters("/x") == 1).await;
+                    let alice = call("alice", 1);
+                    wait_until("alice's page 1 runs", || {
+                        feed_group().contains(&key("alice", 1))
+                    })
+                    .await;
+                    // One argument differs, either one: each runs on its own, beside the first.
+                    let bob = call("bob", 1);
+                    let page_two = call("alice", 2);
+                    wait_until("three flights run", || feed_group().in_flight() == 3).await;
+                    // Every argument equal: it joins.
+                    let joined = call("alice", 1);
+                    wait_until("the equal call joins", || {
+                        feed_group().waiters(&key("alice", 1)) == 1
+                    })
+                    .await;
+                    assert_eq!(feed_group().waiters(&key("bob", 1)), 0);
+                    assert_eq!(feed_group().waiters(&key("alice", 2)), 0);
                     GATE.open();
-                    assert_eq!(leader.value().await.as_deref(), Ok("a/x"));
-                    assert_eq!(joined.value().await.as_deref(), Ok("a/x"));
-                    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+                    assert_eq!(alice.value().await.as_deref(), Ok("alice:1"));
+                    assert_eq!(joined.value().await.as_deref(), Ok("alice:1"));
+                    assert_eq!(bob.value().await.as_deref(), Ok("bob:1"));
+                    assert_eq!(page_two.value().await.as_deref(), Ok("alice:2"));
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 3);
+                });
+            }
 
-                    // With the instance in a custom key, each answers for itself.
-                    assert_eq!(B.get_own("/x".to_string()).await.as_deref(), Ok("b/x"));
-                    assert_eq!(Api::get_own_group().in_flight(), 0);
+            /// Two instances acting for two users, equal arguments: a method shares across
+            /// instances only as its attribute says.
+            #[test]
+            fn a_method_shares_across_instances_only_as_it_says() {
+                let _watchdog = singleflight_tests::watchdog!();
+                static OWN_RUNS: AtomicUsize = AtomicUsize::new(0);
+                static OWN_GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+                static SHARED_RUNS: AtomicUsize = AtomicUsize::new(0);
+                static SHARED_GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                struct Client {
+                    token: &'static str,
+                }
+
+                impl Client {
+                    /// The principal is in the key: each user gets their own answer.
+                    #[coalesce(key: (&'static str, String) = (self.token, endpoint.clone()))]
+                    async fn me(&self, endpoint: String) -> String {
+                        OWN_RUNS.fetch_add(1, Ordering::SeqCst);
+                        OWN_GATE.opened().await;
+                        format!("{endpoint} as {}", self.token)
+                    }
+
+                    /// Every instance shares: the answer says which execution gave it.
+                    #[coalesce(shared)]
+                    async fn status(&self, endpoint: String) -> String {
+                        let run = SHARED_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+                        SHARED_GATE.opened().await;
+                        format!("{endpoint}: run {run}")
+                    }
+                }
+
+                static ALICE: Client = Client { token: "alice" };
+                static BOB: Client = Client { token: "bob" };
+                let key = |token| (token, "/me".to_string());
+                Rt::block_on(async {
+                    let first = spawn::<Rt, _>(ALICE.me("/me".to_string()));
+                    wait_until("alice's call runs", || {
+                        Client::me_group().contains(&key("alice"))
+                    })
+                    .await;
+                    let second = spawn::<Rt, _>(BOB.me("/me".to_string()));
+                    // Bob's call runs beside Alice's, which is still in flight: it did not join.
+                    wait_until("bob's call runs", || {
+                        Client::me_group().contains(&key("bob"))
+                    })
+                    .await;
+                    assert_eq!(Client::me_group().in_flight(), 2);
+                    assert_eq!(Client::me_group().waiters(&key("alice")), 0);
+                    OWN_GATE.open();
+                    assert_eq!(first.value().await.as_deref(), Ok("/me as alice"));
+                    assert_eq!(second.value().await.as_deref(), Ok("/me as bob"));
+                    assert_eq!(OWN_RUNS.load(Ordering::SeqCst), 2, "one execution per user");
+
+                    let first = spawn::<Rt, _>(ALICE.status("/status".to_string()));
+                    wait_until("alice's call runs", || {
+                        Client::status_group().contains("/status")
+                    })
+                    .await;
+                    let second = spawn::<Rt, _>(BOB.status("/status".to_string()));
+                    wait_until("bob's call joins", || {
+                        Client::status_group().waiters("/status") == 1
+                    })
+                    .await;
+                    SHARED_GATE.open();
+                    assert_eq!(first.value().await.as_deref(), Ok("/status: run 1"));
+                    assert_eq!(
+                        second.value().await.as_deref(),
+                        Ok("/status: run 1"),
+                        "shared: bob's call received the execution alice's call started"
+                    );
+                    assert_eq!(
+                        SHARED_RUNS.load(Ordering::SeqCst),
+                        1,
+                        "one execution for both"
+                    );
                 });
             }
 
@@ -378,8 +456,9 @@ macro_rules! suite {
                 }
 
                 impl Cache {
-                    // Detached work can't borrow `self`, but it may own an `Arc` of it.
-                    #[coalesce(detached)]
+                    // Detached work can't borrow `self`, but it may own an `Arc` of it;
+                    // what tells two caches' answers apart is in the key.
+                    #[coalesce(detached, key: (u64, u64) = (self.scale, *id))]
                     async fn fill(self: std::sync::Arc<Self>, id: u64) -> u64 {
                         id * self.scale
                     }

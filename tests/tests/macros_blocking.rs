@@ -195,45 +195,162 @@ fn a_custom_key_lets_arguments_borrow() {
 }
 
 #[test]
-fn self_is_not_part_of_a_methods_key() {
+fn every_argument_is_part_of_a_functions_key() {
     let _watchdog = singleflight_tests::watchdog!();
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
 
-    struct Api {
-        name: &'static str,
+    #[coalesce]
+    fn feed(user: String, page: u32) -> String {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        GATE.wait();
+        format!("{user}:{page}")
     }
+
+    let key = |user: &str, page| (user.to_string(), page);
+    thread::scope(|s| {
+        let alice = s.spawn(|| feed("alice".to_string(), 1));
+        wait_until("alice's page 1 runs", || {
+            feed_group().contains(&key("alice", 1))
+        });
+        // One argument differs, either one: each runs on its own, beside the first.
+        let bob = s.spawn(|| feed("bob".to_string(), 1));
+        let page_two = s.spawn(|| feed("alice".to_string(), 2));
+        wait_until("three flights run", || feed_group().in_flight() == 3);
+        // Every argument equal: it joins.
+        let joined = s.spawn(|| feed("alice".to_string(), 1));
+        wait_until("the equal call joins", || {
+            feed_group().waiters(&key("alice", 1)) == 1
+        });
+        assert_eq!(feed_group().waiters(&key("bob", 1)), 0);
+        assert_eq!(feed_group().waiters(&key("alice", 2)), 0);
+        GATE.open();
+        assert_eq!(alice.join().unwrap().as_deref(), Ok("alice:1"));
+        assert_eq!(joined.join().unwrap().as_deref(), Ok("alice:1"));
+        assert_eq!(bob.join().unwrap().as_deref(), Ok("bob:1"));
+        assert_eq!(page_two.join().unwrap().as_deref(), Ok("alice:2"));
+    });
+    assert_eq!(RUNS.load(Ordering::SeqCst), 3);
+}
+
+/// Two instances acting for two users, equal arguments: a method shares across instances
+/// only as its attribute says.
+#[test]
+fn a_method_shares_across_instances_only_as_it_says() {
+    let _watchdog = singleflight_tests::watchdog!();
+    static OWN_RUNS: AtomicUsize = AtomicUsize::new(0);
+    static OWN_GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+    static SHARED_RUNS: AtomicUsize = AtomicUsize::new(0);
+    static SHARED_GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+    struct Client {
+        token: String,
+    }
+
+    impl Client {
+        /// The principal is in the key: each user gets their own answer.
+        #[coalesce(key: (String, String) = (self.token.clone(), endpoint.clone()))]
+        fn me(&self, endpoint: String) -> String {
+            OWN_RUNS.fetch_add(1, Ordering::SeqCst);
+            OWN_GATE.wait();
+            format!("{endpoint} as {}", self.token)
+        }
+
+        /// Every instance shares: the answer says which execution gave it.
+        #[coalesce(shared)]
+        fn status(&self, endpoint: String) -> String {
+            let run = SHARED_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+            SHARED_GATE.wait();
+            format!("{endpoint}: run {run}")
+        }
+    }
+
+    let alice = Client {
+        token: "alice".to_string(),
+    };
+    let bob = Client {
+        token: "bob".to_string(),
+    };
+    let key = |token: &str| (token.to_string(), "/me".to_string());
+
+    thread::scope(|s| {
+        let first = s.spawn(|| alice.me("/me".to_string()));
+        wait_until("alice's call runs", || {
+            Client::me_group().contains(&key("alice"))
+        });
+        let second = s.spawn(|| bob.me("/me".to_string()));
+        // Bob's call runs beside Alice's, which is still in flight: it did not join.
+        wait_until("bob's call runs", || {
+            Client::me_group().contains(&key("bob"))
+        });
+        assert_eq!(Client::me_group().in_flight(), 2);
+        assert_eq!(Client::me_group().waiters(&key("alice")), 0);
+        OWN_GATE.open();
+        assert_eq!(first.join().unwrap().as_deref(), Ok("/me as alice"));
+        assert_eq!(second.join().unwrap().as_deref(), Ok("/me as bob"));
+    });
+    assert_eq!(OWN_RUNS.load(Ordering::SeqCst), 2, "one execution per user");
+
+    thread::scope(|s| {
+        let first = s.spawn(|| alice.status("/status".to_string()));
+        wait_until("alice's call runs", || {
+            Client::status_group().contains("/status")
+        });
+        let second = s.spawn(|| bob.status("/status".to_string()));
+        wait_until("bob's call joins", || {
+            Client::status_group().waiters("/status") == 1
+        });
+        SHARED_GATE.open();
+        assert_eq!(first.join().unwrap().as_deref(), Ok("/status: run 1"));
+        assert_eq!(
+            second.join().unwrap().as_deref(),
+            Ok("/status: run 1"),
+            "shared: bob's call received the execution alice's call started"
+        );
+    });
+    assert_eq!(
+        SHARED_RUNS.load(Ordering::SeqCst),
+        1,
+        "one execution for both"
+    );
+}
+
+#[test]
+fn shared_may_stand_beside_a_key() {
+    let _watchdog = singleflight_tests::watchdog!();
+    struct Api;
 
     impl Api {
-        #[coalesce]
-        fn get(&self, path: String) -> String {
-            RUNS.fetch_add(1, Ordering::SeqCst);
-            GATE.wait();
-            format!("{}{path}", self.name)
-        }
-
-        #[coalesce(key: (&'static str, String) = (self.name, path.clone()))]
-        fn get_own(&self, path: String) -> String {
-            format!("{}{path}", self.name)
+        // The key leaves the instance out, and `shared` says that is meant.
+        #[coalesce(shared, key: String = endpoint.to_lowercase())]
+        fn get(&self, endpoint: &str) -> String {
+            endpoint.to_lowercase()
         }
     }
 
-    let (a, b) = (Api { name: "a" }, Api { name: "b" });
-    thread::scope(|s| {
-        let leader = s.spawn(|| a.get("/x".to_string()));
-        wait_until("a's call runs", || Api::get_group().contains("/x"));
-        // Another instance, same arguments: it joins a's flight.
-        let joined = s.spawn(|| b.get("/x".to_string()));
-        wait_until("b's call joins", || Api::get_group().waiters("/x") == 1);
-        GATE.open();
-        assert_eq!(leader.join().unwrap().as_deref(), Ok("a/x"));
-        assert_eq!(joined.join().unwrap().as_deref(), Ok("a/x"));
-    });
-    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!(Api.get("/ME").as_deref(), Ok("/me"));
+    assert_eq!(Api::get_group().in_flight(), 0);
+}
 
-    // With the instance in a custom key, each answers for itself.
-    assert_eq!(b.get_own("/x".to_string()).as_deref(), Ok("b/x"));
-    assert!(!Api::get_own_group().contains(&("b", "/x".to_string())));
+#[test]
+fn a_generic_impls_instantiations_share_one_group() {
+    let _watchdog = singleflight_tests::watchdog!();
+    struct Typed<T>(std::marker::PhantomData<T>);
+
+    impl<T> Typed<T> {
+        #[coalesce(shared)]
+        fn load(&self, id: u64) -> u64 {
+            id
+        }
+    }
+
+    // The group is a `static`, which can't depend on `T`: one serves every instantiation,
+    // as the docs' table says.
+    assert!(std::ptr::eq(
+        Typed::<u8>::load_group(),
+        Typed::<String>::load_group()
+    ));
+    assert_eq!(Typed::<u8>(std::marker::PhantomData).load(3), Ok(3));
 }
 
 mod one {

@@ -76,7 +76,8 @@
 //!
 //! # The key
 //!
-//! By default the key is **the arguments, owned**: one argument is the key itself
+//! By default (on a function; a method says whose calls share, [below](#methods-say-whose-calls-may-share))
+//! the key is **the arguments, owned**: one argument is the key itself
 //! (`fetch_group().forget(&42)`), several make a tuple (`forget(&(42, "eu".to_string()))`),
 //! none make `()`. Each call clones its arguments into the key, so every argument must be
 //! `Hash + Eq + Clone` and owned (`String`, not `&str`; `&'static` references are fine).
@@ -110,49 +111,101 @@
 //! With a custom key, arguments need not be `Hash`, `Eq`, `Clone` or owned: calls that
 //! borrow (`name: &str`) are fine, since the work runs inside the leading call.
 //!
-//! ## Methods
+//! ## Methods: say whose calls may share
 //!
-//! On a method, **`self` is not part of the automatic key**: the group belongs to the
-//! method, every instance shares it, and calls on two different instances with equal
-//! arguments coalesce. That is right for a client whose instances talk to the same service,
-//! and wrong when the instance matters — then put what matters in a custom key:
+//! A method's instance often says whose request it is: an API client holding a user's
+//! token, a repository bound to a tenant's connection. The arguments alone don't, so on a
+//! method with a receiver (`&self`, `&mut self`, `self`, `self: Arc<Self>`, ...) the
+//! attribute has no default key: it refuses to compile until the code says whose calls may
+//! share a result, in one of two ways.
+//!
+//! * **`shared`**: every instance shares. Calls on two instances with equal arguments
+//!   receive one execution's result. Right for interchangeable clients of one service, that
+//!   answer every caller alike.
+//! * **A key that names the principal** (the token, the tenant, the user), beside the
+//!   arguments. Calls share only when they act for the same principal, whichever instance
+//!   they go through.
 //!
 //! ```
 //! # use singleflight_blocking::coalesce;
-//! struct Api { base: String }
+//! /// A client of one public service: any instance's answer is every instance's answer.
+//! struct Weather { base: String }
 //!
-//! impl Api {
-//!     /// One request per endpoint in flight, across every `Api`.
-//!     #[coalesce]
-//!     fn get(&self, endpoint: String) -> String {
-//!         format!("{}{endpoint}", self.base)
-//!     }
-//!
-//!     /// One request per (base, endpoint) in flight.
-//!     #[coalesce(key: (String, String) = (self.base.clone(), endpoint.clone()))]
-//!     fn get_from(&self, endpoint: String) -> String {
-//!         format!("{}{endpoint}", self.base)
+//! impl Weather {
+//!     #[coalesce(shared)]
+//!     fn forecast(&self, city: String) -> String {
+//!         format!("{}/{city}: sunny", self.base)
 //!     }
 //! }
-//! # let api = Api { base: "https://a".into() };
-//! # assert_eq!(api.get("/x".into()).unwrap(), "https://a/x");
-//! # assert_eq!(api.get_from("/x".into()).unwrap(), "https://a/x");
-//! # assert_eq!(Api::get_group().in_flight(), 0);
+//!
+//! /// A client acting for one user: the user's token is in the key.
+//! struct Client { token: String }
+//!
+//! impl Client {
+//!     #[coalesce(key: (String, String) = (self.token.clone(), endpoint.clone()))]
+//!     fn me(&self, endpoint: String) -> String {
+//!         format!("{endpoint} as {}", self.token)
+//!     }
+//! }
+//!
+//! let (alice, bob) = (Client { token: "alice".into() }, Client { token: "bob".into() });
+//! assert_eq!(alice.me("/me".into()).unwrap(), "/me as alice");
+//! assert_eq!(bob.me("/me".into()).unwrap(), "/me as bob");
+//! // The accessor's key is the custom key: (principal, endpoint).
+//! assert!(!Client::me_group().contains(&("bob".to_string(), "/me".to_string())));
+//! # let weather = Weather { base: "https://w".into() };
+//! # assert_eq!(weather.forecast("Oslo".into()).unwrap(), "https://w/Oslo: sunny");
+//! # assert_eq!(Weather::forecast_group().in_flight(), 0);
 //! ```
 //!
-//! In an `impl` block the accessor is an associated function (`Api::get_group()`). The
+//! Without either, the error shows both forms. A custom key counts as the choice, whatever
+//! it holds: `shared` may stand beside it to say that leaving the instance out is meant
+//! (`#[coalesce(shared, key: String = endpoint.clone())]`). `shared` on a function without
+//! `self` is refused: there is no instance to share.
+//!
+//! In an `impl` block the accessor is an associated function (`Client::me_group()`). The
 //! receiver is what tells the attribute it is inside an `impl`: an associated function
 //! without `self` says so with the `in_impl` option (`#[coalesce(in_impl)] fn load(id: u64)`).
 //! Trait methods (declarations or trait `impl`s) are not supported: the attribute adds
 //! items beside the function, which a trait does not allow.
 //!
+//! **No instance-identity key.** The attribute does not offer "one instance's calls share,
+//! no others'" keyed by the instance's address, on purpose:
+//!
+//! * an address is a sound identity only while nothing else can live there. That holds for
+//!   `&self`/`&mut self` with the work inline, but not for by-value `self` (the address is
+//!   the caller's slot, which the next call reuses while a `detached` flight still runs),
+//!   nor for `self: Arc<Self>` unless the flight keeps the pointee alive;
+//! * where handlers take a fresh clone of their client on every request (axum's `State`),
+//!   an address never matches, so nothing would coalesce, silently;
+//! * one group serves the method in every instantiation of a generic `impl`, and an outer
+//!   value and the inner value it starts with have one address.
+//!
+//! For that sharing, put a `Group` in a field (as "Respect a rate limit" below does by
+//! hand): the group lives and dies with its instance.
+//!
+//! ## Who can share a result with whom, by default
+//!
+//! | form | the key | a result reaches |
+//! |---|---|---|
+//! | `fn` (or `in_impl`), no `key` | every argument, cloned | every caller in the process, on any thread or task, that passes equal arguments while the flight runs; never another function's caller (each function has its own group, whatever its name or module) |
+//! | `fn` with a borrowed (not `'static`) argument, no `key` | — | refused: a borrowed argument can't be kept in the key; give an owned type or a `key` |
+//! | any form with `key: K = expr` | the key's value | every caller whose key is equal: what the key leaves out (an argument, the instance, the user) does not separate callers |
+//! | method, no `shared` or `key` | — | refused at compile time (above) |
+//! | method with `shared` | every argument, cloned (or the `key`) | every caller with equal arguments, on any instance — and, in a generic `impl`, any instantiation |
+//!
+//! In every form, what the body reads besides its arguments (a thread-local or task-local
+//! user, a global setting) is not in the key: a result computed for one such context
+//! reaches callers in another. Put it in a `key`, or pass it as an argument.
+//!
 //! # Options
 //!
-//! `#[coalesce(key: K = expr, detached, timeout = d, leader_drop = P, observer = o, shards = n, group = name, in_impl, crate = path)]`,
-//! all optional, in any order:
+//! `#[coalesce(shared, key: K = expr, detached, timeout = d, leader_drop = P, observer = o, shards = n, group = name, in_impl, crate = path)]`,
+//! in any order; all optional on a function, and a method needs `shared` or `key`:
 //!
 //! | option | meaning | front-ends |
 //! |---|---|---|
+//! | `shared` | a method's calls on every instance share (above); methods only | all |
 //! | `key: K = expr` | the custom key above | all |
 //! | `detached` | spawn the work (`call_detached`): it runs to the end even if every caller goes away; arguments are moved into it (`Send + 'static`), so it can't borrow `self` | async |
 //! | `timeout = d` | each caller waits at most `d` (a `Duration` expression, evaluated per call), then gets `Error::Timeout`; the flight goes on for everyone else (an async leader that times out is cancelled, as if dropped) | all |
@@ -211,7 +264,8 @@
 //! ## Respect a rate limit
 //!
 //! Concurrent identical API calls spend one request of the quota, not one each. The
-//! client's instances share the method's group, so the endpoint alone is the key.
+//! client's instances are interchangeable (one service, one account), so they share:
+//! `shared`, and the endpoint is the key.
 //!
 //! ```
 //! # #[derive(Clone, Debug, PartialEq)] struct ApiError;
@@ -222,7 +276,7 @@
 //! struct ApiClient { http: Http }
 //!
 //! impl ApiClient {
-//!     #[coalesce]
+//!     #[coalesce(shared)]
 //!     async fn fetch_data(&self, endpoint: String) -> Result<String, ApiError> {
 //!         self.http.get(&endpoint).await
 //!     }
@@ -326,7 +380,7 @@
 //!   must each write; merging them loses one.
 //! * **Per-user data**: with a key that leaves out the user, one user's answer reaches
 //!   another. Put the user (or tenant, or permission set) in the key, or don't coalesce.
-//!   Mind methods: `self` is not in the automatic key.
+//!   A method says so explicitly: a `key` that names the principal, or `shared`.
 //! * **Side effects** each caller relies on (sending an email, charging a card, counting a
 //!   visit): they happen once per flight, not once per call.
 //! * **Freshness**: a caller that joins late receives a result computed a moment before

@@ -1,4 +1,4 @@
-//! The attribute's options: `#[coalesce(key: K = expr, detached, timeout = d, ...)]`.
+//! The attribute's options: `#[coalesce(shared, key: K = expr, detached, timeout = d, ...)]`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -14,6 +14,8 @@ pub(crate) struct CustomKey {
 #[derive(Default)]
 pub(crate) struct Options {
     pub(crate) key: Option<CustomKey>,
+    /// The span of the `shared` flag, if set: a method's calls on every instance share.
+    pub(crate) shared: Option<Span>,
     /// The span of the `detached` flag, if set.
     pub(crate) detached: Option<Span>,
     /// Set by `in_impl`: an associated function without `self`.
@@ -30,7 +32,7 @@ pub(crate) struct Options {
     pub(crate) krate: Option<Path>,
 }
 
-const KNOWN: &str = "expected one of `key: <Type> = <expr>`, `detached`, `in_impl`, `timeout = <Duration>`, \
+const KNOWN: &str = "expected one of `shared`, `key: <Type> = <expr>`, `detached`, `in_impl`, `timeout = <Duration>`, \
                      `leader_drop = Takeover | FailWaiters`, `observer = <expr>`, `shards = <expr>`, \
                      `group = <name>`, `crate = <path>`";
 
@@ -72,6 +74,10 @@ impl Parse for Options {
                     input.parse::<Token![=]>()?;
                     let expr: Expr = input.parse()?;
                     options.key = Some(CustomKey { ty, expr });
+                }
+                "shared" => {
+                    duplicate(options.shared.is_some())?;
+                    options.shared = Some(name.span());
                 }
                 "detached" => {
                     duplicate(options.detached.is_some())?;

@@ -175,6 +175,21 @@ impl Signature {
             }
         }
 
+        match (&receiver, options.shared) {
+            (Some(receiver), None) if options.key.is_none() => {
+                errors.push(receiver.span(), no_sharing_choice(name));
+            }
+            (None, Some(span)) => errors.push(
+                span,
+                format!(
+                    "`shared` is for methods: it says that calls on every instance share a \
+                     result, and `{name}` has no `self`; drop it (its calls share whenever \
+                     their keys are equal)"
+                ),
+            ),
+            _ => {}
+        }
+
         let output = match &sig.output {
             ReturnType::Default => Output::Value(Box::new(syn::parse_quote!(()))),
             ReturnType::Type(_, ty) => {
@@ -240,6 +255,22 @@ impl Signature {
             output,
         })
     }
+}
+
+/// Why a method needs a sharing choice, and the two ways to make it.
+fn no_sharing_choice(name: &Ident) -> String {
+    format!(
+        "#[coalesce] on the method `{name}` must say whose calls may share a result: the \
+         arguments alone don't say whose call it is, so calls on two instances with equal \
+         arguments would receive one execution's result, even when the instances act for \
+         different users.\n\
+         Choose one:\n\
+         - every instance shares, right for interchangeable clients of one service:\n      \
+         #[coalesce(shared)]\n\
+         - calls share only when they act for the same principal (a user's token, a tenant): \
+         name it in the key, beside the arguments, e.g.\n      \
+         #[coalesce(key: (String, String) = (self.token.clone(), endpoint.clone()))]"
+    )
 }
 
 fn borrows_self(receiver: &Receiver) -> bool {

@@ -4,7 +4,7 @@ use singleflight_tokio::coalesce;
 struct Client;
 
 impl Client {
-    #[coalesce(detached)]
+    #[coalesce(detached, shared)]
     async fn fetch(&self, id: u64) -> u64 {
         id
     }
