@@ -172,6 +172,10 @@
 #![forbid(unsafe_code)]
 
 mod body;
+// Not used by the service yet: `Conditional` is to be re-exported and `Question` called from
+// the service once responses are streamed; until then nothing outside its tests reaches it.
+#[allow(dead_code, unreachable_pub, reason = "not wired into the service yet")]
+mod conditional;
 mod flight;
 mod gauge;
 mod key;
