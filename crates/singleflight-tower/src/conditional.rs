@@ -342,11 +342,15 @@ impl Question {
     /// The one byte range asked for, or `None` when `Range` is to be ignored.
     fn range(&self) -> Option<ByteRange> {
         let value = std::str::from_utf8(single(&self.taken, &RANGE)?).ok()?;
-        let (unit, set) = value.trim().split_once('=')?;
+        let ows = [' ', '\t'];
+        let (unit, set) = value.trim_matches(ows).split_once('=')?;
         if !unit.eq_ignore_ascii_case("bytes") {
             return None;
         }
-        let mut specs = set.split(',').map(str::trim).filter(|s| !s.is_empty());
+        let mut specs = set
+            .split(',')
+            .map(|spec| spec.trim_matches(ows))
+            .filter(|spec| !spec.is_empty());
         let (spec, None) = (specs.next()?, specs.next()) else {
             return None;
         };
@@ -1186,6 +1190,8 @@ mod tests {
             "items=0-4",
             "bytes=0-4-5",
             "bytes=1 -4",
+            // Only spaces and tabs are whitespace in a field (RFC 9110 §5.6.3).
+            "bytes=\u{a0}0-4",
             "",
         ] {
             assert_eq!(
