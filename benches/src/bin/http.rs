@@ -1,7 +1,9 @@
 //! HTTP coalescing on loopback: a route whose handler works 50 ms, hit by 1,000 concurrent
 //! identical GETs (each on its own HTTP/1.1 keep-alive connection from hyper-util's client),
 //! served by hyper's HTTP/1 server three ways — the plain handler, the handler behind
-//! `singleflight-tower`'s layer, and behind `tower-resilience-coalesce` — and then the
+//! `singleflight-tower`'s layer, and behind `tower-resilience-coalesce` — and a fourth:
+//! the layer as the README mounts it, `route_layer` on a plain axum `Router` served by
+//! `axum::serve`; and then the
 //! layer's cost on a route where nothing coalesces, in process.
 //!
 //! ```text
@@ -47,16 +49,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 enum Variant {
     Plain,
     Layer,
+    AxumRouteLayer,
     Resilience,
 }
 
 impl Variant {
-    const ALL: [Self; 3] = [Self::Plain, Self::Layer, Self::Resilience];
+    const ALL: [Self; 4] = [
+        Self::Plain,
+        Self::Layer,
+        Self::AxumRouteLayer,
+        Self::Resilience,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain handler",
             Self::Layer => "singleflight-tower",
+            Self::AxumRouteLayer => "singleflight-tower, `route_layer` on a plain axum Router",
             Self::Resilience => "tower-resilience-coalesce 0.14",
         }
     }
@@ -108,6 +117,22 @@ async fn start(variant: Variant, executions: Arc<AtomicUsize>) -> SocketAddr {
     match variant {
         Variant::Plain => serve(plain).await,
         Variant::Layer => serve(CoalesceLayer::new().layer(plain)).await,
+        Variant::AxumRouteLayer => {
+            // As the README mounts it: no state, served by `axum::serve`.
+            let app = axum::Router::new()
+                .route(
+                    "/report",
+                    axum::routing::get(move || {
+                        let executions = executions.clone();
+                        async move { work(&executions).await }
+                    }),
+                )
+                .route_layer(CoalesceLayer::new());
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            addr
+        }
         Variant::Resilience => {
             // Its responses must be `Clone` (an `http::Response` is not): the body is
             // coalesced, and the response made around it.

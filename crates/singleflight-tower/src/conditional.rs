@@ -14,76 +14,8 @@
 //!
 //! Under [`Conditional::Passthrough`] a request with any of the six passes through.
 //!
-//! # The choices
-//!
-//! Every choice below is one an origin server is allowed to make; the reference origin of
-//! the tests (`tests/support/origin.rs`) makes the same ones, so a caller gets from the layer
-//! exactly what the origin alone would have answered.
-//!
-//! 1. **Which responses are evaluated.** Only a `200 OK`. A non-`2xx` response is the
-//!    [full](Answer::Full) answer to everyone: a server ignores preconditions when the
-//!    unconditional answer is not `2xx` or `412` (RFC 9110 §13.2.1), and evaluates `Range`
-//!    only when the answer without it is `200` (§14.2), so the origin would have sent the
-//!    same response to the conditional request. A `2xx` other than `200` is the full answer
-//!    to a range request (same rule), but a caller with `If-None-Match` or a valid
-//!    `If-Modified-Since` runs its [own request](Answer::OwnRequest): the origin would have
-//!    evaluated the precondition on a response whose metadata we do not interpret.
-//! 2. **Methods.** `GET` and `HEAD` only (§13.2.1: `If-None-Match` on other methods yields
-//!    `412`, `If-Modified-Since` and `Range` apply to `GET`/`HEAD` and `GET` only).
-//!    [`Question::passes_through`] sends any other method carrying one of the headers
-//!    straight to the inner service, and [`Question::answer`] says
-//!    [`OwnRequest`](Answer::OwnRequest) for one should it get there.
-//! 3. **Order** (§13.2.2): `If-None-Match`; else `If-Modified-Since`; then, unless the
-//!    answer is `304`, `Range` with `If-Range`.
-//! 4. **`If-None-Match`** (§13.1.2): `*` matches any current representation, and a `200`
-//!    is one, so it gives `304` even without an `ETag`. A list of entity-tags (field lines
-//!    combined, empty list elements skipped as §5.6.1.2 asks, commas allowed inside quoted
-//!    tags) uses the weak comparison (§8.8.3.2) against the response's `ETag`: a match gives
-//!    `304`. No `ETag` on the response (or one that is not a single valid entity-tag), or an
-//!    `If-None-Match` that does not parse (or mixes `*` with tags): the caller runs its own
-//!    request, and the origin decides.
-//! 5. **`If-Modified-Since`** (§13.1.3): ignored when `If-None-Match` is present, when it
-//!    has more than one field line, or when it is not a valid HTTP-date. Otherwise `304`
-//!    when `Last-Modified` is at or before it. No valid `Last-Modified`: own request (RFC
-//!    9111 §4.3.2 would let a cache fall back to `Date`; we leave that to the origin).
-//! 6. **HTTP-dates** (§5.6.7): IMF-fixdate, and the obsolete RFC 850 and asctime formats
-//!    that a recipient should accept. Names are matched as the grammar spells them
-//!    (case-sensitive); the day name is not checked against the date; the day must exist
-//!    in its month, and a leap second (`:60`) is not accepted. A two-digit RFC 850 year is
-//!    the one within 50 years of the current year.
-//! 7. **The `304`** (§15.4.5) has no body and, from the shared response, those of
-//!    `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires`, `Vary` and
-//!    `Last-Modified` it has ([`metadata`]); `Last-Modified` guides cache updates when there
-//!    is no `ETag`, which §15.4.5 allows.
-//! 8. **`Range`** (§14.1, §14.2): `GET` only, and only when the response does not refuse
-//!    ranges (an `Accept-Ranges` without `bytes`, such as `none`). One field line, unit
-//!    `bytes` (case-insensitive), exactly one range-spec once empty list elements are
-//!    skipped: `first-last`, `first-` or `-suffix`, decimal digits only. Anything else —
-//!    several ranges, another unit, a syntax error, `last < first` — is ignored and the
-//!    caller gets the full `200`, which §14.2 allows (a server MAY ignore `Range`). Numbers
-//!    too large for `u64` saturate (so a huge first position is unsatisfiable, a huge last
-//!    or suffix covers the rest).
-//! 9. **Satisfiable** (§14.1.1): `first < length`, or a suffix longer than zero; a last
-//!    position past the end is cut to the last byte, a suffix longer than the
-//!    representation takes all of it. Unsatisfiable: `416` with `Content-Range: bytes
-//!    */length`. A non-zero suffix of an empty representation is satisfiable but has no byte
-//!    to send: the full (empty) `200`. The range is over the representation as sent, after
-//!    any `Content-Encoding` (§14.1.2), so an encoded body needs no special case; a
-//!    `Content-Range` on a `200` has no meaning (§14.4) and is ignored.
-//! 10. **`If-Range`** (§13.1.5): ignored without `Range`. An entity-tag matches the
-//!     response's `ETag` only under the strong comparison (a weak tag on either side never
-//!     matches). An HTTP-date matches when it is the same instant as `Last-Modified` and
-//!     `Last-Modified` counts as strong: it does unless the response's `Date` is less than
-//!     one second after it (§8.8.2.2: it may have changed twice in that second). Anything
-//!     else (several field lines, no validator to compare with, a value that is neither) is
-//!     a false condition: the full `200`.
-//! 11. **Length.** A `206` or `416` needs the length for `Content-Range`; until it is known
-//!     (a `Content-Length`, or the body has ended) the answer is
-//!     [`NeedLength`](Answer::NeedLength).
-//! 12. **The `206`** is the shared response's head with status `206`, `Content-Range: bytes
-//!     start-end/length` and `Content-Length: end - start + 1` (§15.3.7), and those bytes.
-//!     **The `416`** has no body, `Content-Length: 0`, `Content-Range: bytes */length` and
-//!     the [`metadata`] headers of a `304` (so its `ETag` and `Last-Modified`).
+//! The choices the RFCs leave open are documented on [`Conditional`], where users read
+//! them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,6 +30,77 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 ///
 /// `If-Match` and `If-Unmodified-Since` always pass through: they ask about the state of
 /// the origin, which a cache must not answer for it (RFC 9111 §4.3.2).
+///
+/// # The choices the layer makes
+///
+/// Every choice below is one an origin server is allowed to make; the reference origin of
+/// this crate's tests makes the same ones, so a caller gets from the layer
+/// exactly what the origin alone would have answered.
+///
+/// 1. **Which responses are evaluated.** Only a `200 OK`. A non-`2xx` response is the
+///    full answer to everyone: a server ignores preconditions when the
+///    unconditional answer is not `2xx` or `412` (RFC 9110 §13.2.1), and evaluates `Range`
+///    only when the answer without it is `200` (§14.2), so the origin would have sent the
+///    same response to the conditional request. A `2xx` other than `200` is the full answer
+///    to a range request (same rule), but a caller with `If-None-Match` or a valid
+///    `If-Modified-Since` runs its own request: the origin would have
+///    evaluated the precondition on a response whose metadata we do not interpret.
+/// 2. **Methods.** `GET` and `HEAD` only (§13.2.1: `If-None-Match` on other methods yields
+///    `412`, `If-Modified-Since` and `Range` apply to `GET`/`HEAD` and `GET` only).
+///    The layer sends any other method carrying one of the headers
+///    straight to the inner service, and answers one that got
+///    there by running the caller's own request.
+/// 3. **Order** (§13.2.2): `If-None-Match`; else `If-Modified-Since`; then, unless the
+///    answer is `304`, `Range` with `If-Range`.
+/// 4. **`If-None-Match`** (§13.1.2): `*` matches any current representation, and a `200`
+///    is one, so it gives `304` even without an `ETag`. A list of entity-tags (field lines
+///    combined, empty list elements skipped as §5.6.1.2 asks, commas allowed inside quoted
+///    tags) uses the weak comparison (§8.8.3.2) against the response's `ETag`: a match gives
+///    `304`. No `ETag` on the response (or one that is not a single valid entity-tag), or an
+///    `If-None-Match` that does not parse (or mixes `*` with tags): the caller runs its own
+///    request, and the origin decides.
+/// 5. **`If-Modified-Since`** (§13.1.3): ignored when `If-None-Match` is present, when it
+///    has more than one field line, or when it is not a valid HTTP-date. Otherwise `304`
+///    when `Last-Modified` is at or before it. No valid `Last-Modified`: own request (RFC
+///    9111 §4.3.2 would let a cache fall back to `Date`; we leave that to the origin).
+/// 6. **HTTP-dates** (§5.6.7): IMF-fixdate, and the obsolete RFC 850 and asctime formats
+///    that a recipient should accept. Names are matched as the grammar spells them
+///    (case-sensitive); the day name is not checked against the date; the day must exist
+///    in its month, and a leap second (`:60`) is not accepted. A two-digit RFC 850 year is
+///    the one within 50 years of the current year.
+/// 7. **The `304`** (§15.4.5) has no body and, from the shared response, those of
+///    `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires`, `Vary` and
+///    `Last-Modified` it has; `Last-Modified` guides cache updates when there
+///    is no `ETag`, which §15.4.5 allows.
+/// 8. **`Range`** (§14.1, §14.2): `GET` only, and only when the response does not refuse
+///    ranges (an `Accept-Ranges` without `bytes`, such as `none`). One field line, unit
+///    `bytes` (case-insensitive), exactly one range-spec once empty list elements are
+///    skipped: `first-last`, `first-` or `-suffix`, decimal digits only. Anything else —
+///    several ranges, another unit, a syntax error, `last < first` — is ignored and the
+///    caller gets the full `200`, which §14.2 allows (a server MAY ignore `Range`). Numbers
+///    too large for `u64` saturate (so a huge first position is unsatisfiable, a huge last
+///    or suffix covers the rest).
+/// 9. **Satisfiable** (§14.1.1): `first < length`, or a suffix longer than zero; a last
+///    position past the end is cut to the last byte, a suffix longer than the
+///    representation takes all of it. Unsatisfiable: `416` with `Content-Range: bytes
+///    */length`. A non-zero suffix of an empty representation is satisfiable but has no byte
+///    to send: the full (empty) `200`. The range is over the representation as sent, after
+///    any `Content-Encoding` (§14.1.2), so an encoded body needs no special case; a
+///    `Content-Range` on a `200` has no meaning (§14.4) and is ignored.
+/// 10. **`If-Range`** (§13.1.5): ignored without `Range`. An entity-tag matches the
+///     response's `ETag` only under the strong comparison (a weak tag on either side never
+///     matches). An HTTP-date matches when it is the same instant as `Last-Modified` and
+///     `Last-Modified` counts as strong: it does unless the response's `Date` is less than
+///     one second after it (§8.8.2.2: it may have changed twice in that second). Anything
+///     else (several field lines, no validator to compare with, a value that is neither) is
+///     a false condition: the full `200`.
+/// 11. **Length.** A `206` or `416` needs the length for `Content-Range`; until it is known
+///     (a `Content-Length`, or the body has ended) the answer is
+///     pending until then.
+/// 12. **The `206`** is the shared response's head with status `206`, `Content-Range: bytes
+///     start-end/length` and `Content-Length: end - start + 1` (§15.3.7), and those bytes.
+///     **The `416`** has no body, `Content-Length: 0`, `Content-Range: bytes */length` and
+///     the headers of a `304` (so its `ETag` and `Last-Modified`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Conditional {

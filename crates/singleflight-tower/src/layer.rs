@@ -11,16 +11,19 @@ use singleflight_tokio::Observer;
 use tower_layer::Layer;
 
 use crate::body::ShareRules;
+use crate::conditional::Conditional;
 use crate::gauge::Gauge;
 use crate::key::{self, KeyPolicy};
 use crate::service::Coalesce;
+use crate::stream::{Budget, Streams};
 
-/// The default limit of a shared response's body: 1 MiB.
-pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// The default memory budget of a layer's shared response bodies: 64 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
 /// What the callers that joined a flight get when the leader's response cannot be shared:
-/// its body is over [`CoalesceLayer::max_body`], it is a stream (`text/event-stream`), or it
-/// says `Cache-Control: no-store` or `private` (see [`CoalesceLayer::share_private`]).
+/// it is a stream (`text/event-stream`), it says `Cache-Control: no-store` or `private`
+/// (see [`CoalesceLayer::share_private`]), it sets a cookie (see
+/// [`CoalesceLayer::share_set_cookie`]), or it says `Vary: *`.
 ///
 /// The leader always gets that response as it is, streamed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +44,9 @@ pub(crate) struct Config {
     pub(crate) methods: Vec<Method>,
     pub(crate) key: KeyPolicy,
     pub(crate) rules: ShareRules,
+    pub(crate) conditional: Conditional,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) streams: Arc<Streams>,
     pub(crate) unshared: Unshared,
     pub(crate) detached: bool,
     pub(crate) timeout: Option<Duration>,
@@ -98,7 +104,7 @@ impl Registry {
 ///
 /// Two layers made by two calls of [`CoalesceLayer::new`] are two independent sets of
 /// flights, and so is a layer made from a clone by any configuring method (`key_header`,
-/// `max_body`, …): a changed configuration is a new layer.
+/// `memory_budget`, …): a changed configuration is a new layer.
 ///
 /// # Examples
 ///
@@ -110,7 +116,7 @@ impl Registry {
 /// let layer = CoalesceLayer::new()
 ///     .key_header(HeaderName::from_static("accept"))
 ///     .key_header(HeaderName::from_static("x-tenant"))
-///     .max_body(256 * 1024)
+///     .memory_budget(16 << 20)
 ///     .unshared(Unshared::Respond(StatusCode::SERVICE_UNAVAILABLE))
 ///     .timeout(Duration::from_secs(2), StatusCode::GATEWAY_TIMEOUT);
 /// # let _ = layer;
@@ -122,8 +128,10 @@ pub struct CoalesceLayer {
 
 impl CoalesceLayer {
     /// A layer with the defaults: GET and HEAD coalesce, keyed by method, the original URI,
-    /// `Host`, `Authorization`, `Proxy-Authorization`, `Cookie` and `X-Api-Key`; bodies up to [`DEFAULT_MAX_BODY`] are shared; waiters
-    /// of an unshareable response run their own ([`Unshared::RunOwn`]); no timeout; a panic
+    /// `Host`, `Authorization`, `Proxy-Authorization`, `Cookie` and `X-Api-Key`; bodies of
+    /// any size are shared, streamed, within a [`DEFAULT_MEMORY_BUDGET`]; preconditions and
+    /// ranges are evaluated per caller ([`Conditional::Evaluate`]); waiters of an
+    /// unshareable response run their own ([`Unshared::RunOwn`]); no timeout; a panic
     /// answers 500, an error of the inner service 500; no observer, no debug header.
     pub fn new() -> Self {
         Self {
@@ -131,10 +139,12 @@ impl CoalesceLayer {
                 methods: key::default_methods(),
                 key: KeyPolicy::default_headers(),
                 rules: ShareRules {
-                    limit: DEFAULT_MAX_BODY,
                     share_private: false,
                     share_set_cookie: false,
                 },
+                conditional: Conditional::Evaluate,
+                budget: Arc::new(Budget::new(DEFAULT_MEMORY_BUDGET)),
+                streams: Arc::default(),
                 unshared: Unshared::RunOwn,
                 detached: true,
                 timeout: None,
@@ -157,6 +167,8 @@ impl CoalesceLayer {
         let config = Arc::make_mut(&mut self.config);
         f(config);
         config.flights = Registry::default();
+        config.streams = Arc::default();
+        config.budget = Arc::new(Budget::new(config.budget_limit()));
         self
     }
 
@@ -191,21 +203,33 @@ impl CoalesceLayer {
         self.with(|c| c.key = KeyPolicy::custom(f))
     }
 
-    /// The largest body shared, in bytes ([`DEFAULT_MAX_BODY`] by default). A longer one
-    /// goes to the leader as it is, and its waiters get the [`unshared`](Self::unshared)
-    /// outcome.
-    pub fn max_body(self, bytes: usize) -> Self {
-        self.with(|c| c.rules.limit = bytes)
+    /// The most memory the bodies of this layer's shared responses may hold at once, in
+    /// bytes ([`DEFAULT_MEMORY_BUDGET`] by default). Every size of body is shared, streamed
+    /// to every caller as it arrives; this budget decides what happens when callers read
+    /// at different speeds:
+    ///
+    /// * A response can be joined from byte 0 (by requests that arrive while its body
+    ///   streams) while it holds at most half the budget; past that, later requests start
+    ///   a new flight, and bytes that every reader has had are dropped.
+    /// * When the layer holds more than the budget, a response whose slowest reader lags
+    ///   more than 256 KiB behind its fastest *cuts* that reader off: its body ends with a
+    ///   [`BodyError`](crate::BodyError) whose [`is_cut`](crate::BodyError::is_cut) is true,
+    ///   so the server closes that connection and the client sees a truncated transfer.
+    ///   A reader that keeps up with the fastest is never cut.
+    /// * The backend's body is read at the pace of the fastest reader, never of a slower
+    ///   one; when the budget is full and nobody can be cut, reading waits for room.
+    pub fn memory_budget(self, bytes: usize) -> Self {
+        self.with(|c| c.budget = Arc::new(Budget::new(bytes)))
     }
 
-    /// Shares responses that set a cookie (`Set-Cookie`) too. **Dangerous**, and off by
-    /// default: a cookie is usually a session or an identity handed to one client, and
-    /// every waiter would receive the same one (ten anonymous visitors in one flight would
-    /// share one session, and when one of them logs in, the others are logged in as that
-    /// user). Turn it on only for a route whose cookie is the same for everyone, such as a
-    /// consent or a locale cookie the handler sets from the key's own inputs.
-    pub fn share_set_cookie(self, share: bool) -> Self {
-        self.with(|c| c.rules.share_set_cookie = share)
+    /// How requests that carry preconditions or ranges (`If-None-Match`,
+    /// `If-Modified-Since`, `Range`, `If-Range`) are treated:
+    /// [`Conditional::Evaluate`] (the default) coalesces them, and answers each caller
+    /// from the shared full response as a shared cache would; [`Conditional::Passthrough`]
+    /// passes them through untouched. Requests with `If-Match` or `If-Unmodified-Since`
+    /// always pass through: they are not a cache's to evaluate.
+    pub fn conditional(self, mode: Conditional) -> Self {
+        self.with(|c| c.conditional = mode)
     }
 
     /// What the waiters of a response that cannot be shared get ([`Unshared::RunOwn`] by
@@ -219,6 +243,16 @@ impl CoalesceLayer {
     /// has the usual credential headers).
     pub fn share_private(self, share: bool) -> Self {
         self.with(|c| c.rules.share_private = share)
+    }
+
+    /// Shares responses that set a cookie (`Set-Cookie`) too. **Dangerous**, and off by
+    /// default: a cookie is usually a session or an identity handed to one client, and
+    /// every waiter would receive the same one (ten anonymous visitors in one flight would
+    /// share one session, and when one of them logs in, the others are logged in as that
+    /// user). Turn it on only for a route whose cookie is the same for everyone, such as a
+    /// consent or a locale cookie the handler sets from the key's own inputs.
+    pub fn share_set_cookie(self, share: bool) -> Self {
+        self.with(|c| c.rules.share_set_cookie = share)
     }
 
     /// Whether the leader's request runs in a task of its own (`true`, the default) or
@@ -301,12 +335,19 @@ impl<S> Layer<S> for CoalesceLayer {
     }
 }
 
+impl Config {
+    fn budget_limit(&self) -> usize {
+        self.budget.limit()
+    }
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("methods", &self.methods)
             .field("key", &self.key)
-            .field("max_body", &self.rules.limit)
+            .field("memory_budget", &self.budget_limit())
+            .field("conditional", &self.conditional)
             .field("share_private", &self.rules.share_private)
             .field("share_set_cookie", &self.rules.share_set_cookie)
             .field("unshared", &self.unshared)

@@ -61,26 +61,31 @@
 //!
 //! # What is shared
 //!
-//! The leader's response is read once, to its end: its status, version, headers, body (as
-//! `Bytes`) and trailers; every caller gets a copy (extensions are not copied). Some
-//! responses cannot be shared that way:
+//! The leader's response is shared as it arrives: every caller gets its status, version
+//! and headers (extensions are not copied) as soon as the inner service answers, then its
+//! body, streamed from one copy of its chunks (shared [`Bytes`](bytes::Bytes), never
+//! copied per caller), and its trailers. The first bytes reach every caller as soon as the
+//! leader's body has them; a caller that reads slowly never slows the others. A request
+//! that arrives while the body is still streaming joins it from byte 0, as it would have
+//! joined the flight. Bodies of every size are shared, within the layer's
+//! [`memory_budget`](CoalesceLayer::memory_budget) (64 MiB by default), which says what
+//! happens to readers that lag too far behind. Some responses are not shared:
 //!
 //! | the leader's response | the leader gets | each waiter gets |
 //! |---|---|---|
-//! | a body within [`max_body`](CoalesceLayer::max_body) (1 MiB by default) | a copy | a copy |
-//! | a longer body (by its size hint, or once that many bytes were read) | the response, streamed (what was read first, then the rest) | the [`Unshared`] outcome |
+//! | any other response, of any size | its reading of the shared response | its reading of the shared response |
 //! | `Content-Type: text/event-stream` (a stream with no end; never read) | the response as it is | the [`Unshared`] outcome |
 //! | `Cache-Control: no-store` or `private` (unless [`share_private`](CoalesceLayer::share_private)) | the response as it is | the [`Unshared`] outcome |
 //! | `Set-Cookie` (unless [`share_set_cookie`](CoalesceLayer::share_set_cookie)), or `Vary: *` | the response as it is | the [`Unshared`] outcome |
-//! | a `Vary` whose named request headers differ between the leader and a waiter | a copy | that waiter runs its own request |
+//! | a `Vary` whose named request headers differ between the leader and a waiter | its reading | that waiter runs its own request |
 //! | the inner service returns an error | [`error_status`](CoalesceLayer::error_status) (500) | the same |
-//! | its body fails while it is read | [`error_status`](CoalesceLayer::error_status) (500) | the same |
+//! | its body fails while it is read (after the head was shared) | the body ends with a [`BodyError`]: the connection is closed, the client sees a truncated transfer | the same |
 //! | the inner service panics | [`panic_status`](CoalesceLayer::panic_status) (500); attached, the panic goes on in its future | [`panic_status`](CoalesceLayer::panic_status) |
 //!
 //! The [`Unshared`] outcome is the user's choice: [`Unshared::RunOwn`] (the default) runs
 //! each waiter's own request through the inner service, which is always correct but gives
 //! up the protection for that flight; [`Unshared::Respond`] answers a status such as 503 at
-//! once. A body of unknown length (chunked) is read until it ends or passes the limit.
+//! once.
 //!
 //! After any of these, the key is free: the next request runs the inner service again. A
 //! panic or an error is never retried for the callers of its flight, and never poisons the
@@ -88,6 +93,33 @@
 //! each answered with the configured status: the service's `Error` type reaches its caller
 //! only from a request that passed through, or from a waiter's own call under
 //! [`Unshared::RunOwn`].
+//!
+//! # Conditional and range requests
+//!
+//! Browsers revalidate (`If-None-Match`, `If-Modified-Since`) and download managers ask
+//! for parts (`Range`, `If-Range`). The layer answers them as a shared cache may (RFC 9110
+//! §13 and §14, RFC 9111 §4.3): the flight runs the request *without* those headers, so
+//! that it fetches the full `200`, and each caller gets the answer to its own question,
+//! computed from that `200`: a `304` when its validator matches, a `206` with its byte
+//! range and `Content-Range` (a range near the end waits for its bytes), a `416` for a
+//! range past the end, or the full `200`. A `304` or a `206` never reaches a caller that
+//! did not ask for it. [`conditional`](CoalesceLayer::conditional) switches this off
+//! ([`Conditional::Passthrough`]). The request headers, and what the layer does with each:
+//!
+//! | request header | what the layer does | why |
+//! |---|---|---|
+//! | `Host`, `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Api-Key` (and the method and original URI) | in the key | they say which resource and whose request it is |
+//! | the headers you name with [`key_header`](CoalesceLayer::key_header) | in the key | you say the response depends on them |
+//! | the headers a response's `Vary` names | compared with the leader's; a waiter that differs runs its own request | the response was made for the leader's values (RFC 9111 §4.1) |
+//! | `If-None-Match`, `If-Modified-Since` | evaluated per caller against the shared `ETag` (weak comparison) or `Last-Modified`; if the response lacks that validator, a waiter runs its own request unchanged | a cache may answer them (RFC 9111 §4.3.2) |
+//! | `Range`, `If-Range` | evaluated per caller: one byte range is a `206`, several get the full `200` (RFC 9110 §14.2 allows it); `If-Range` uses the strong comparison | a cache may answer them from a complete response (RFC 9111 §3.4) |
+//! | `If-Match`, `If-Unmodified-Since` | the request passes through, untouched | they are not a cache's to evaluate (RFC 9111 §4.3.2) |
+//! | any other header | ignored: the waiters get a response made for the leader's | name it in the key, or let the response say `Vary` |
+//!
+//! A leader whose own question the shared response cannot answer (it has no validator)
+//! gets the full `200`: its request went into the flight, and a `200` is a valid answer to
+//! any conditional or range request. The choices the RFCs leave open are listed in the
+//! docs of [`Conditional`].
 //!
 //! # Detached: a client that leaves cancels nothing
 //!
@@ -172,20 +204,20 @@
 #![forbid(unsafe_code)]
 
 mod body;
-// Not used by the service yet: `Conditional` is to be re-exported and `Question` called from
-// the service once responses are streamed; until then nothing outside its tests reaches it.
-#[allow(dead_code, unreachable_pub, reason = "not wired into the service yet")]
 mod conditional;
 mod flight;
 mod gauge;
 mod key;
 mod layer;
 mod service;
+mod stream;
 mod vary;
 
 pub use body::CoalesceBody;
-pub use layer::{CoalesceLayer, DEFAULT_MAX_BODY, Unshared};
+pub use conditional::Conditional;
+pub use layer::{CoalesceLayer, DEFAULT_MEMORY_BUDGET, Unshared};
 pub use service::{Coalesce, ResponseFuture};
+pub use stream::BodyError;
 
 // The README is the registry page: its examples compile and run as doctests.
 #[cfg(doctest)]

@@ -7,14 +7,20 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use std::future::poll_fn;
+
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{Buffered, CoalesceBody, Read, status_response};
+use crate::body::{CoalesceBody, status_response};
+use crate::conditional::{Answer, Question, metadata};
 use crate::flight::{Ended, Flights};
 use crate::layer::{Config, Unshared};
+use crate::stream::{BoxError, SharedResponse, Tap};
+use crate::vary::Vary;
 
 /// The service [`CoalesceLayer`](crate::CoalesceLayer) makes around an inner service `S`.
 ///
@@ -73,22 +79,21 @@ impl<S: fmt::Debug> fmt::Debug for Coalesce<S> {
     }
 }
 
-/// What a flight shares: the leader's response, read once, or why it cannot be shared.
+/// What a flight shares: a tap on the leader's response (its head now, its body as it
+/// arrives), or why it cannot be shared.
 enum Outcome<B, E> {
-    Shared(Arc<Buffered>),
+    Shared(Tap),
     // Handed to the leader alone; its waiters get the `Unshared` outcome.
     Unshared(Arc<Mutex<Option<Response<CoalesceBody<B>>>>>),
     Failed(Arc<E>),
-    BodyFailed,
 }
 
 impl<B, E> Clone for Outcome<B, E> {
     fn clone(&self) -> Self {
         match self {
-            Self::Shared(buffered) => Self::Shared(buffered.clone()),
+            Self::Shared(tap) => Self::Shared(tap.clone()),
             Self::Unshared(slot) => Self::Unshared(slot.clone()),
             Self::Failed(error) => Self::Failed(error.clone()),
-            Self::BodyFailed => Self::BodyFailed,
         }
     }
 }
@@ -153,7 +158,7 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
-    ResB::Error: Send,
+    ResB::Error: Into<BoxError>,
 {
     type Response = Response<CoalesceBody<ResB>>;
     type Error = S::Error;
@@ -164,7 +169,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let key = if self.config.methods.contains(request.method()) {
+        let coalesces = self.config.methods.contains(request.method())
+            && !Question::passes_through(
+                request.method(),
+                request.headers(),
+                self.config.conditional,
+            );
+        let key = if coalesces {
             let (parts, body) = request.into_parts();
             let key = self.config.key.key(&parts);
             (Request::from_parts(parts, body), key)
@@ -201,7 +212,8 @@ impl<S> Coalesce<S> {
     }
 }
 
-/// Joins or leads the flight of `key`, and makes this caller's response from its outcome.
+/// Joins a response in progress for `key`, or joins or leads its flight, and makes this
+/// caller's response from the outcome.
 async fn respond<S, ReqB, ResB>(
     flights: Flights<Outcome<ResB, S::Error>>,
     config: Arc<Config>,
@@ -216,10 +228,24 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
-    ResB::Error: Send,
+    ResB::Error: Into<BoxError>,
 {
+    // The flight runs without the headers a shared cache evaluates for each caller
+    // (preconditions and ranges): it fetches the full response, and each caller gets its
+    // own answer from it.
+    let (mut parts, body) = request.into_parts();
+    let question = Question::take(&mut parts.headers);
+    let method = parts.method.clone();
+    // A response whose body is still arriving is joined from byte 0, as its flight would
+    // have been.
+    if let Some(tap) = config.streams.join(&key, &parts.headers) {
+        if let Some(decided) = decide(&tap, &question, &method, false) {
+            let response = deliver(tap, decided, &question, &method).await;
+            return Ok(mark(response, Some(JOINED), &config));
+        }
+    }
     // Taken by the work if this caller leads; kept to run its own request otherwise.
-    let mut own = Some((inner, request));
+    let mut own = Some((inner, Request::from_parts(parts, body)));
     let ended = flights
         .run(
             &key,
@@ -228,51 +254,47 @@ where
             &config.waiting,
             || {
                 let (mut inner, request) = own.take().expect("the work starts once");
-                let rules = config.rules.clone();
-                let running = config.running.clone();
+                let config = config.clone();
+                let key = key.clone();
                 // For `Vary`: the waiters compare their headers with the leader's.
                 let asked = request.headers().clone();
                 async move {
-                    let _running = running.enter();
+                    let _running = config.running.enter();
                     match inner.call(request).await {
                         Err(error) => Outcome::Failed(Arc::new(error)),
-                        Ok(response) => match rules.read(response, &asked).await {
-                            Read::Shared(buffered) => Outcome::Shared(Arc::new(buffered)),
-                            Read::Unshared(response) => {
-                                Outcome::Unshared(Arc::new(Mutex::new(Some(response))))
-                            }
-                            Read::Failed(_) => Outcome::BodyFailed,
-                        },
+                        Ok(response) => share(response, &asked, &config, key),
                     }
                 }
             },
         )
         .await;
-    let (mut response, how) = match ended {
-        // A waiter whose request selects another variant of the response (`Vary`) runs its
-        // own request.
+    let (response, how) = match ended {
         Ended::Value {
-            value: Outcome::Shared(buffered),
-            led: false,
-        } if !buffered.selected_by(
-            own.as_ref()
-                .expect("a waiter keeps its request")
-                .1
-                .headers(),
-        ) =>
-        {
-            drop(buffered);
-            let (mut inner, request) = own.take().expect("a waiter keeps its request");
-            let response = inner.call(request).await?;
-            (response.map(CoalesceBody::inner), Some(OWN))
-        }
-        Ended::Value {
-            value: Outcome::Shared(buffered),
+            value: Outcome::Shared(tap),
             led,
         } => {
-            let response = Arc::try_unwrap(buffered)
-                .map_or_else(|buffered| buffered.to_response(), Buffered::into_response);
-            (response, served(led))
+            // A waiter whose request selects another variant of the response (`Vary`), or
+            // whose question the response cannot answer, runs its own request. (A leader
+            // has no request left to run: it gets the full response, always a valid answer.)
+            let selected = led
+                || tap.shared().selected_by(
+                    own.as_ref()
+                        .expect("a waiter keeps its request")
+                        .1
+                        .headers(),
+                );
+            let decided = if selected {
+                decide(&tap, &question, &method, led)
+            } else {
+                None
+            };
+            match decided {
+                Some(decided) => (deliver(tap, decided, &question, &method).await, served(led)),
+                None => {
+                    drop(tap);
+                    (run_own(&mut own, question).await?, Some(OWN))
+                }
+            }
         }
         Ended::Value {
             value: Outcome::Unshared(slot),
@@ -289,14 +311,10 @@ where
             led: false,
         } => match config.unshared {
             Unshared::Respond(status) => (status_response(status), Some(JOINED)),
-            Unshared::RunOwn => {
-                let (mut inner, request) = own.take().expect("a waiter keeps its request");
-                let response = inner.call(request).await?;
-                (response.map(CoalesceBody::inner), Some(OWN))
-            }
+            Unshared::RunOwn => (run_own(&mut own, question).await?, Some(OWN)),
         },
         Ended::Value {
-            value: Outcome::Failed(_) | Outcome::BodyFailed,
+            value: Outcome::Failed(_),
             led,
         } => (status_response(config.error_status), served(led)),
         // The caller's role is not reported with these; no header says one.
@@ -304,12 +322,129 @@ where
         Ended::TimedOut => (status_response(config.timeout_status), None),
         Ended::Abandoned => (status_response(config.error_status), None),
     };
+    Ok(mark(response, how, &config))
+}
+
+/// Reads the head of the inner service's response: shared (its body pumped into a log that
+/// every caller reads), or handed to the leader alone.
+fn share<B, E>(
+    response: Response<B>,
+    asked: &http::HeaderMap,
+    config: &Config,
+    key: Vec<u8>,
+) -> Outcome<B, E>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (head, body) = response.into_parts();
+    match Vary::of(&head.headers, asked) {
+        Vary::Fields(selecting) if config.rules.shareable(&head.headers) => {
+            Outcome::Shared(SharedResponse::start(
+                head,
+                selecting,
+                body,
+                config.budget.clone(),
+                config.streams.clone(),
+                key,
+            ))
+        }
+        _ => Outcome::Unshared(Arc::new(Mutex::new(Some(Response::from_parts(
+            head,
+            CoalesceBody::inner(body),
+        ))))),
+    }
+}
+
+/// Runs a waiter's own request, with the headers the flight ran without put back.
+async fn run_own<S, ReqB, ResB>(
+    own: &mut Option<(S, Request<ReqB>)>,
+    question: Question,
+) -> Result<Response<CoalesceBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    let (mut inner, mut request) = own.take().expect("a waiter keeps its request");
+    question.restore(request.headers_mut());
+    let response = inner.call(request).await?;
+    Ok(response.map(CoalesceBody::inner))
+}
+
+/// This caller's answer from a shared response, per its question: the response, or a
+/// `304`, `206` or `416` made from it. `None` if the caller must run its own request
+/// instead, unless it `must` be answered (a leader has no request left to run): then it
+/// gets the full response, always a valid answer to a conditional or range request.
+fn decide(tap: &Tap, question: &Question, method: &Method, must: bool) -> Option<Answer> {
+    match question.answer(method, tap.shared().head(), tap.shared().len()) {
+        Answer::OwnRequest if must => Some(Answer::Full),
+        Answer::OwnRequest => None,
+        decided => Some(decided),
+    }
+}
+
+/// Makes the response `decided` from a tap on the shared response; waits for the body's
+/// end first if the answer needs its length.
+async fn deliver<B>(
+    mut tap: Tap,
+    mut decided: Answer,
+    question: &Question,
+    method: &Method,
+) -> Response<CoalesceBody<B>> {
+    if let Answer::NeedLength = decided {
+        let len = poll_fn(|cx| tap.poll_length(cx)).await;
+        decided = match len {
+            Some(len) => question.answer(method, tap.shared().head(), Some(len)),
+            // The body failed: the full response carries its error to the client.
+            None => Answer::Full,
+        };
+    }
+    let head = tap.shared().head();
+    let mut response = Response::new(CoalesceBody::empty());
+    *response.version_mut() = head.version;
+    let content_range = decided.content_range();
+    match decided {
+        Answer::Full | Answer::NeedLength | Answer::OwnRequest => {
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers.clone();
+            *response.body_mut() = CoalesceBody::shared(tap);
+        }
+        Answer::NotModified(headers) => {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = headers;
+        }
+        Answer::Partial { start, end, .. } => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            *response.headers_mut() = head.headers.clone();
+            let headers = response.headers_mut();
+            headers.extend(content_range.map(|range| (CONTENT_RANGE, range)));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            tap.seek(start, end + 1);
+            *response.body_mut() = CoalesceBody::shared(tap);
+        }
+        Answer::Unsatisfiable { .. } => {
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            *response.headers_mut() = metadata(&head.headers);
+            let headers = response.headers_mut();
+            headers.extend(content_range.map(|range| (CONTENT_RANGE, range)));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+    }
+    response
+}
+
+/// Adds the debug header that says how `response` was served, if configured.
+fn mark<B>(
+    mut response: Response<CoalesceBody<B>>,
+    how: Option<&'static str>,
+    config: &Config,
+) -> Response<CoalesceBody<B>> {
     if let (Some(name), Some(how)) = (&config.debug_header, how) {
         response
             .headers_mut()
             .insert(name.clone(), HeaderValue::from_static(how));
     }
-    Ok(response)
+    response
 }
 
 const LED: &str = "led";

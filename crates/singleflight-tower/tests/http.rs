@@ -23,15 +23,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use singleflight_stats::Stats;
-use singleflight_tower::{CoalesceLayer, Unshared};
+use singleflight_tower::CoalesceLayer;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::{Layer as _, Service};
 
 const ROLE: HeaderName = HeaderName::from_static("x-coalesced");
-const LIMIT: usize = 1024;
-const BIG: usize = 4 * LIMIT;
+/// A body of 2 MiB: larger than any one read, so it reaches the callers in many chunks.
+const BIG: usize = 2 << 20;
 
 /// What the handler does, the same behind either server.
 struct Backend {
@@ -413,41 +413,28 @@ async fn dropped_client_cancels_nothing(stack: Stack) {
     assert_eq!(h.backend.executions("/gated"), 1);
 }
 
-/// A body over the limit: the leader gets it whole, streamed; each waiter runs its own
-/// request (the default) or gets the configured status.
-async fn body_over_limit(stack: Stack, unshared: Unshared) {
+/// A large body is shared too: one execution, and every caller gets all of it.
+async fn big_body_is_shared(stack: Stack) {
     const N: usize = 10;
-    let layer = CoalesceLayer::new().max_body(LIMIT).unshared(unshared);
-    let h = Harness::start(stack, layer).await;
+    let h = Harness::start(stack, CoalesceLayer::new()).await;
     let set = h.fire(N, Method::GET, "/big", None);
     until("the waiters to join", || {
         h.layer.waiting() == N - 1 && h.backend.executions("/big") == 1
     })
     .await;
-    h.open(N);
+    h.open(1);
     let results = all(set).await;
-    let (led, rest): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r, _)| r == "led");
-    assert_eq!(led.len(), 1);
-    assert_eq!(led[0].0, StatusCode::OK);
-    assert_eq!(led[0].2.len(), BIG);
-    assert_eq!(rest.len(), N - 1);
-    match unshared {
-        Unshared::RunOwn => {
-            assert!(
-                rest.iter()
-                    .all(|(s, r, b)| *s == StatusCode::OK && r == "own" && b.len() == BIG)
-            );
-            assert_eq!(h.backend.executions("/big"), N);
-        }
-        Unshared::Respond(status) => {
-            assert!(
-                rest.iter()
-                    .all(|(s, r, b)| *s == status && r == "joined" && b.is_empty())
-            );
-            assert_eq!(h.backend.executions("/big"), 1);
-        }
-        _ => unreachable!(),
-    }
+    assert_eq!(results.len(), N);
+    assert!(
+        results.iter().all(|(s, _, b)| *s == StatusCode::OK
+            && b.len() == BIG
+            && b.iter().all(|&x| x == b'x'))
+    );
+    assert_eq!(
+        (count(&results, "led"), count(&results, "joined")),
+        (1, N - 1)
+    );
+    assert_eq!(h.backend.executions("/big"), 1);
 }
 
 /// A panicking handler: every caller of its flight gets the configured status, and the next
@@ -505,7 +492,6 @@ on_both_stacks! {
     posts_never_coalesce => posts_pass_through;
     different_authorization_never_shares => users_never_share;
     a_dropped_client_cancels_nothing => dropped_client_cancels_nothing;
-    a_body_over_the_limit_runs_each_waiter => |s| body_over_limit(s, Unshared::RunOwn);
-    a_body_over_the_limit_answers_the_status => |s| body_over_limit(s, Unshared::Respond(StatusCode::SERVICE_UNAVAILABLE));
+    a_large_body_is_shared => big_body_is_shared;
     a_panic_answers_everyone_and_the_next_request_runs => panic_answers_everyone_then_runs_again;
 }

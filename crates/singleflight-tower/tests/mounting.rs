@@ -346,7 +346,7 @@ async fn clones_share_and_new_layers_do_not() {
     for (second, shares) in [
         (None, true),
         (Some(CoalesceLayer::new()), false),
-        (Some(CoalesceLayer::new().max_body(1 << 20)), false),
+        (Some(CoalesceLayer::new().memory_budget(1 << 20)), false),
     ] {
         let backend = Arc::new(Backend::default());
         let layer = CoalesceLayer::new();

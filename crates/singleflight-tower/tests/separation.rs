@@ -51,7 +51,7 @@ impl Backend {
 /// `/session` gives each new visitor a fresh session cookie; `/hello` answers in the
 /// caller's `Accept-Language` and says `Vary: Accept-Language`.
 async fn serve(backend: &Arc<Backend>, layer: CoalesceLayer) -> SocketAddr {
-    let (b1, b2) = (backend.clone(), backend.clone());
+    let (b1, b2, b3) = (backend.clone(), backend.clone(), backend.clone());
     let app = Router::new()
         .route(
             "/session",
@@ -79,6 +79,26 @@ async fn serve(backend: &Arc<Backend>, layer: CoalesceLayer) -> SocketAddr {
                     (
                         [("vary", "Accept-Language")],
                         if french { "bonjour" } else { "hello" },
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/compressed",
+            // As a compression layer inside this one answers: encoded for a caller that
+            // accepts gzip, and says so with `Vary`.
+            get(move |headers: HeaderMap| {
+                let b = b3.clone();
+                async move {
+                    b.enter().await;
+                    let gzip = headers
+                        .get("accept-encoding")
+                        .is_some_and(|e| e.to_str().unwrap().contains("gzip"));
+                    let encoding = if gzip { "gzip" } else { "identity" };
+                    (
+                        [("vary", "Accept-Encoding"), ("content-encoding", encoding)],
+                        format!("body encoded as {encoding}"),
                     )
                         .into_response()
                 }
@@ -242,4 +262,33 @@ async fn vary_separates_languages_and_joins_equal_ones() {
         }
     }
     assert_eq!(backend.executions(), 1 + N / 2);
+}
+
+/// A response encoded for one caller's `Accept-Encoding` never reaches a caller that did
+/// not accept that encoding; callers that accept the same one share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_response_reaches_only_callers_that_accept_it() {
+    let backend = Backend::new();
+    let layer = CoalesceLayer::new();
+    let addr = serve(&backend, layer.clone()).await;
+    let gzip = || {
+        (
+            format!("http://{addr}/compressed"),
+            vec!["Accept-Encoding: gzip".to_owned()],
+        )
+    };
+    let plain = || {
+        (
+            format!("http://{addr}/compressed"),
+            vec!["Accept-Encoding: identity".to_owned()],
+        )
+    };
+    let replies = burst(&backend, &layer, vec![gzip(), gzip(), plain(), plain()]).await;
+    for (i, reply) in replies.iter().enumerate() {
+        let expected = if i < 2 { "gzip" } else { "identity" };
+        assert_eq!(reply.headers["content-encoding"], expected, "caller {i}");
+        assert_eq!(reply.body, format!("body encoded as {expected}"));
+    }
+    // One execution for the leader's encoding, one for each caller of the other.
+    assert_eq!(backend.executions(), 3);
 }
