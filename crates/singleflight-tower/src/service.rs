@@ -262,7 +262,7 @@ where
                     let _running = config.running.enter();
                     match inner.call(request).await {
                         Err(error) => Outcome::Failed(Arc::new(error)),
-                        Ok(response) => share(response, &asked, &config, key),
+                        Ok(response) => share(response, &asked, &config, key).await,
                     }
                 }
             },
@@ -327,7 +327,7 @@ where
 
 /// Reads the head of the inner service's response: shared (its body pumped into a log that
 /// every caller reads), or handed to the leader alone.
-fn share<B, E>(
+async fn share<B, E>(
     response: Response<B>,
     asked: &http::HeaderMap,
     config: &Config,
@@ -340,16 +340,17 @@ where
 {
     let (head, body) = response.into_parts();
     match Vary::of(&head.headers, asked) {
-        Vary::Fields(selecting) if config.rules.shareable(&head.headers) => {
-            Outcome::Shared(SharedResponse::start(
+        Vary::Fields(selecting) if config.rules.shareable(&head.headers) => Outcome::Shared(
+            SharedResponse::start(
                 head,
                 selecting,
                 body,
                 config.budget.clone(),
                 config.streams.clone(),
                 key,
-            ))
-        }
+            )
+            .await,
+        ),
         _ => Outcome::Unshared(Arc::new(Mutex::new(Some(Response::from_parts(
             head,
             CoalesceBody::inner(body),

@@ -41,7 +41,7 @@ use std::collections::{HashMap, VecDeque};
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::poll_fn;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -49,7 +49,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http::response::Parts;
-use http_body::Body;
+use http_body::{Body, Frame};
 
 use crate::vary::Selecting;
 
@@ -283,7 +283,7 @@ impl State {
 impl SharedResponse {
     /// A shared response with `head`, whose body `body` a spawned pump reads; it can be
     /// joined through `streams` under `key` until its body ends.
-    pub(crate) fn start<B>(
+    pub(crate) async fn start<B>(
         head: Parts,
         selecting: Selecting,
         body: B,
@@ -306,7 +306,7 @@ impl SharedResponse {
                 position: 0,
                 end: ended.then_some(End::Finished(None)),
                 interest: 0,
-                joinable: !ended,
+                joinable: false,
                 readers: Vec::new(),
                 pump: None,
             }),
@@ -315,11 +315,54 @@ impl SharedResponse {
             key,
         });
         let tap = Tap::register(shared.clone(), 0);
-        if !ended {
-            shared.streams.insert(shared.key.clone(), &shared);
-            tokio::spawn(pump(shared.clone(), body));
+        if ended {
+            return tap;
         }
+        // What the body has ready now is read here, in the leader's work: a body that is
+        // all in memory (the common case) then needs no task of its own, and its flight
+        // hands out a complete response.
+        let mut body = Box::pin(body);
+        let mut trailers = None;
+        while shared.state().position < READ_AHEAD {
+            let frame = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+            match frame {
+                Poll::Pending => break,
+                Poll::Ready(frame) => {
+                    if let Some(end) = shared.take(frame, &mut trailers) {
+                        shared.end(end);
+                        return tap;
+                    }
+                }
+            }
+        }
+        shared.state().joinable = true;
+        shared.streams.insert(shared.key.clone(), &shared);
+        tokio::spawn(pump(shared.clone(), body, trailers));
         tap
+    }
+
+    /// Takes a frame of the body (or its end) into the log; returns how the body ended,
+    /// if it did.
+    fn take<D: Buf, E: Into<BoxError>>(
+        &self,
+        frame: Option<Result<Frame<D>, E>>,
+        trailers: &mut Option<HeaderMap>,
+    ) -> Option<End> {
+        match frame {
+            None => Some(End::Finished(trailers.take())),
+            Some(Err(error)) => Some(End::Failed(Arc::new(error.into()))),
+            Some(Ok(frame)) => {
+                match frame.into_data() {
+                    Ok(mut data) => self.push(data.copy_to_bytes(data.remaining())),
+                    Err(frame) => {
+                        if let Ok(more) = frame.into_trailers() {
+                            trailers.get_or_insert_with(HeaderMap::new).extend(more);
+                        }
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// The response's status, version and headers.
@@ -428,13 +471,14 @@ impl SharedResponse {
 }
 
 /// Reads `body` into `shared`'s log while any caller wants it.
-async fn pump<B>(shared: Arc<SharedResponse>, body: B)
-where
+async fn pump<B>(
+    shared: Arc<SharedResponse>,
+    mut body: Pin<Box<B>>,
+    mut trailers: Option<HeaderMap>,
+) where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let mut body = pin!(body);
-    let mut trailers: Option<HeaderMap> = None;
     loop {
         let frame = poll_fn(|cx| match shared.poll_room(cx) {
             Poll::Ready(true) => body.as_mut().poll_frame(cx).map(Some),
@@ -442,19 +486,13 @@ where
             Poll::Pending => Poll::Pending,
         })
         .await;
-        match frame {
+        let end = match frame {
             // Nobody wants the rest.
-            None => return shared.end(End::Stopped),
-            Some(None) => return shared.end(End::Finished(trailers)),
-            Some(Some(Err(error))) => return shared.end(End::Failed(Arc::new(error.into()))),
-            Some(Some(Ok(frame))) => match frame.into_data() {
-                Ok(mut data) => shared.push(data.copy_to_bytes(data.remaining())),
-                Err(frame) => {
-                    if let Ok(more) = frame.into_trailers() {
-                        trailers.get_or_insert_with(HeaderMap::new).extend(more);
-                    }
-                }
-            },
+            None => Some(End::Stopped),
+            Some(frame) => shared.take(frame, &mut trailers),
+        };
+        if let Some(end) = end {
+            return shared.end(end);
         }
     }
 }
