@@ -118,7 +118,7 @@ impl<B: Backend> Fleet<B> {
     pub(crate) fn stats(&self) -> FleetStats {
         let mut stats = self.counters.snapshot();
         if let Some(counts) = self.backend.reconnects() {
-            (stats.reconnects, stats.connect_failures) = counts.snapshot();
+            counts.fill(&mut stats);
         }
         stats
     }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -158,29 +158,32 @@ impl ReconnectReason {
     }
 }
 
-/// Connections replaced, per reason, and attempts to open one that failed.
+/// Connections replaced, per reason, the last replacement, and attempts to open one that
+/// failed.
 #[derive(Debug, Default)]
 pub(crate) struct ReconnectCounts {
     replaced: [AtomicU64; ReconnectReason::COUNT],
+    last: Mutex<Option<(ReconnectReason, SystemTime)>>,
     failed_attempts: AtomicU64,
 }
 
 impl ReconnectCounts {
     pub(crate) fn replaced(&self, reason: ReconnectReason) {
         self.replaced[reason.index()].fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((reason, SystemTime::now()));
     }
 
     pub(crate) fn attempt_failed(&self) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Replacements per reason, and failed attempts.
-    pub(crate) fn snapshot(&self) -> ([(ReconnectReason, u64); ReconnectReason::COUNT], u64) {
+    /// Copies the counts into `stats`.
+    pub(crate) fn fill(&self, stats: &mut FleetStats) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        (
-            ReconnectReason::ALL.map(|r| (r, load(&self.replaced[r.index()]))),
-            load(&self.failed_attempts),
-        )
+        stats.reconnects = ReconnectReason::ALL.map(|r| (r, load(&self.replaced[r.index()])));
+        stats.last_reconnect = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.connect_failures = load(&self.failed_attempts);
     }
 }
 
@@ -230,6 +233,7 @@ impl Counters {
             publish_failures: load(&self.publish_failures),
             fallbacks: FallbackReason::ALL.map(|r| (r, load(&self.fallbacks[r.index()]))),
             reconnects: ReconnectReason::ALL.map(|r| (r, 0)),
+            last_reconnect: None,
             connect_failures: 0,
         }
     }
@@ -259,6 +263,8 @@ pub struct FleetStats {
     /// reason). A replacement is counted when the old connection is dropped; the new one
     /// may take several attempts.
     pub reconnects: [(ReconnectReason, u64); ReconnectReason::COUNT],
+    /// The last replacement of the connection: why, and when (wall-clock time).
+    pub last_reconnect: Option<(ReconnectReason, SystemTime)>,
     /// Attempts to open a connection that failed (refused, timed out, credentials
     /// refused); they are paced by [`Config::reconnect`](crate::Config::reconnect).
     pub connect_failures: u64,

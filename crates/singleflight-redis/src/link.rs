@@ -353,7 +353,7 @@ impl Link {
         self.counts.replaced(reason);
         self.warnings.warn(0, || {
             format!(
-                "redis connection replaced: {}; reconnecting",
+                "redis connection {id} replaced ({reason:?}): {}; reconnecting",
                 reason.describe(self.op_timeout)
             )
         });

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Config, Error, FallbackReason, Outcome, RedisGroup};
+use singleflight_redis::{Config, Error, FallbackReason, Outcome, ReconnectReason, RedisGroup};
 use support::{
     Fault, Gate, Proxy, Server, Worker, WorkerSpec, executions, fast, lead_and_follow, temp_log,
     wait_until,
@@ -559,6 +559,7 @@ async fn a_follower_whose_connection_is_killed_recovers() {
     let Some(server) = Server::start() else {
         return;
     };
+    support::warnings::install();
     let leader = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
     let follower = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
@@ -604,6 +605,14 @@ async fn a_follower_whose_connection_is_killed_recovers() {
         .await
         .expect("kill");
     assert_eq!(killed, 1);
+    wait_until("the killed connection is replaced", || {
+        follower.fleet_stats().reconnects(ReconnectReason::Closed) == 1
+    })
+    .await;
+    assert!(support::warnings::logged(&[
+        "replaced (Closed)",
+        "the server or the network closed it"
+    ]));
     // The follower re-checks on the disconnect, reconnects and resubscribes, and waits on.
     wait_until("resubscribed", || follower.fleet_waiting() == 1).await;
     let resubscribed = Instant::now() + Duration::from_secs(10);
@@ -1253,11 +1262,20 @@ async fn a_silent_network_heals_to_coalescing_within_the_stated_bound_without_a_
         round += 1;
         during.add(&pair_round(&a, &b, round).await);
     }
-    let (a_stats, b_stats) = (a.fleet_stats(), b.fleet_stats());
-    assert!(
-        a_stats.total_reconnects() >= 1 && b_stats.total_reconnects() >= 1,
-        "each group replaced its silent connection: {a_stats:?} {b_stats:?}"
-    );
+    for stats in [a.fleet_stats(), b.fleet_stats()] {
+        // Replaced for its silence (never "closed": the proxy resets nothing), and said so.
+        assert!(
+            stats.reconnects(ReconnectReason::Timeouts)
+                + stats.reconnects(ReconnectReason::HealthCheck)
+                >= 1
+                && stats.reconnects(ReconnectReason::Closed) == 0,
+            "each group replaced its silent connection: {stats:?}"
+        );
+        assert!(matches!(
+            stats.last_reconnect,
+            Some((ReconnectReason::Timeouts | ReconnectReason::HealthCheck, _))
+        ));
+    }
 
     proxy.set(Fault::None);
     let healed = Instant::now();
@@ -1305,5 +1323,8 @@ async fn a_silent_network_heals_to_coalescing_within_the_stated_bound_without_a_
         "no call fails"
     );
     assert!(back_after <= bound, "{back_after:?} > {bound:?}");
-    assert!(support::warnings::logged(&["redis connection replaced"]));
+    assert!(
+        support::warnings::logged(&["redis connection", "replaced", "got no answer within"]),
+        "the replacement and its reason are warned about"
+    );
 }
