@@ -342,8 +342,10 @@ impl Config {
     /// one: up to `min` before the first attempt (spread over the fleet, so a Redis that
     /// lost every client is not hit by all of them at once), then doubling up to `max`
     /// after each failed attempt, each drawn at random from its upper half. Attempts are
-    /// made one at a time, in the background, for as long as the connection is down; a
-    /// call never waits for a pause (it runs its work locally meanwhile). `max` bounds
+    /// made one at a time, in the background, for as long as the connection is down. A
+    /// call waits (within its command deadline) only for the first attempt after a
+    /// replacement, never for the pause after a failed one: it runs its work locally
+    /// meanwhile. `max` bounds
     /// how long after a network heals the connection is back: see the crate docs'
     /// recovery target. Accepted: `min` 1 ms ..= 1 day, `max` from `min` to 1 day.
     pub fn reconnect(mut self, min: Duration, max: Duration) -> Self {
