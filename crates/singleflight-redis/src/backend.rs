@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::envelope::Keys;
+use crate::health::ReconnectCounts;
 
 /// What `join` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub(crate) enum Joined {
 }
 
 /// A Redis command failed (the caller applies its own deadline on top).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct BackendError {
     pub(crate) message: String,
     /// The client gave up waiting for the answer (the server may be frozen).
@@ -60,6 +61,28 @@ impl fmt::Display for BackendError {
 /// `lock_value` is `"<generation>:<token>"`, exactly what `join` stored.
 /// `limit` bounds how long foreign data found at the flight's keys may live on.
 pub(crate) trait Backend: Send + Sync + 'static {
+    /// The connection commands go to now, by number: it grows each time a new connection
+    /// answers (after a lost or silent one was replaced), so a caller can tell which
+    /// connection a command's fate speaks of.
+    fn connection(&self) -> u64 {
+        0
+    }
+
+    /// A command sent while `connection` was current got no answer within its deadline.
+    fn timed_out(&self, connection: u64) {
+        let _ = connection;
+    }
+
+    /// A command sent while `connection` was current got an answer (any answer).
+    fn answered(&self, connection: u64) {
+        let _ = connection;
+    }
+
+    /// Connections replaced so far and failed attempts to open one, if it keeps count.
+    fn reconnects(&self) -> Option<&ReconnectCounts> {
+        None
+    }
+
     /// Subscribes to `channel`; resolves once the server confirmed it.
     fn subscribe(
         &self,
@@ -126,9 +149,9 @@ pub(crate) enum Event {
     Disconnected,
 }
 
-/// Whether the server has the channel subscribed; held while (un)subscribing, so an
-/// UNSUBSCRIBE never overtakes a newer subscriber's SUBSCRIBE.
-pub(crate) type ServerState = Arc<tokio::sync::Mutex<bool>>;
+/// The connection the server has the channel subscribed on (0: none); held while
+/// (un)subscribing, so an UNSUBSCRIBE never overtakes a newer subscriber's SUBSCRIBE.
+pub(crate) type ServerState = Arc<tokio::sync::Mutex<u64>>;
 
 struct Channel {
     subscribers: Vec<(u64, mpsc::UnboundedSender<Event>)>,
@@ -178,7 +201,7 @@ impl Hub {
                 .entry(channel.to_owned())
                 .or_insert_with(|| Channel {
                     subscribers: Vec::new(),
-                    server: Arc::new(tokio::sync::Mutex::new(false)),
+                    server: Arc::new(tokio::sync::Mutex::new(0)),
                 });
             entry.subscribers.push((id, tx));
             Arc::clone(&entry.server)
@@ -192,25 +215,49 @@ impl Hub {
         (subscription, server)
     }
 
-    /// Registers a subscriber of `channel` and, unless the server has the channel
-    /// subscribed already, subscribes it there with `subscribe`, under the channel's lock.
+    /// Registers a subscriber of `channel`; then, under the channel's lock,
+    /// `subscribe(on)` makes sure the server has it subscribed on the current connection
+    /// (`on` says which connection has it now, 0 for none) and returns that connection.
     pub(crate) async fn subscribe<Fut>(
         self: &Arc<Self>,
         channel: &str,
-        subscribe: impl FnOnce() -> Fut,
+        subscribe: impl FnOnce(u64) -> Fut,
     ) -> Result<Subscription, BackendError>
     where
-        Fut: Future<Output = Result<(), BackendError>>,
+        Fut: Future<Output = Result<u64, BackendError>>,
     {
         // Register first: a message that arrives right after the server's confirmation
         // must find us.
         let (subscription, server) = self.register(channel);
-        let mut subscribed = server.lock().await;
-        if !*subscribed {
-            subscribe().await?;
-            *subscribed = true;
-        }
+        let mut on = server.lock().await;
+        *on = subscribe(*on).await?;
         Ok(subscription)
+    }
+
+    /// After connection `connection` replaced a lost one: subscribes every channel that
+    /// has subscribers and is not subscribed on it yet with `subscribe`, then tells every
+    /// subscriber to re-check (messages sent meanwhile are lost). A channel whose
+    /// subscription fails is left to its followers' re-checks.
+    pub(crate) async fn resubscribe<Fut>(&self, connection: u64, subscribe: impl Fn(String) -> Fut)
+    where
+        Fut: Future<Output = Result<(), BackendError>>,
+    {
+        let channels: Vec<(String, ServerState)> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| !c.subscribers.is_empty())
+            .map(|(name, c)| (name.clone(), Arc::clone(&c.server)))
+            .collect();
+        for (channel, server) in channels {
+            let mut on = server.lock().await;
+            if *on < connection
+                && self.has_subscribers(&channel)
+                && subscribe(channel).await.is_ok()
+            {
+                *on = connection;
+            }
+        }
+        self.disconnected();
     }
 
     /// The work of `on_empty`: under the channel's lock, unsubscribes the server with
@@ -221,16 +268,18 @@ impl Hub {
         &self,
         channel: &str,
         server: &ServerState,
-        unsubscribe: impl FnOnce() -> Fut,
+        unsubscribe: impl FnOnce(u64) -> Fut,
     ) where
         Fut: Future<Output = ()>,
     {
-        let mut subscribed = server.lock().await;
+        let mut on = server.lock().await;
         if self.has_subscribers(channel) {
             return;
         }
-        unsubscribe().await;
-        *subscribed = false;
+        if *on != 0 {
+            unsubscribe(*on).await;
+        }
+        *on = 0;
         self.forget_if_empty(channel, server);
     }
 
@@ -311,11 +360,13 @@ mod tests {
 
     type Log = Arc<Mutex<Vec<&'static str>>>;
 
-    fn subscribe(log: &Log) -> impl Future<Output = Result<(), BackendError>> + use<> {
+    fn subscribe(log: &Log, on: u64) -> impl Future<Output = Result<u64, BackendError>> + use<> {
         let log = Arc::clone(log);
         async move {
-            log.lock().unwrap().push("SUBSCRIBE");
-            Ok(())
+            if on == 0 {
+                log.lock().unwrap().push("SUBSCRIBE");
+            }
+            Ok(1)
         }
     }
 
@@ -333,7 +384,7 @@ mod tests {
                 *emptied.lock().unwrap() = Some((channel.to_owned(), server));
             }
         })));
-        let first = hub.subscribe("c", || subscribe(&log)).await.unwrap();
+        let first = hub.subscribe("c", |on| subscribe(&log, on)).await.unwrap();
         drop(first);
         let (channel, server) = emptied.lock().unwrap().take().expect("on_empty called");
         let written = tokio::sync::watch::channel(false).0;
@@ -341,7 +392,7 @@ mod tests {
             let (hub, log, server) = (Arc::clone(&hub), Arc::clone(&log), Arc::clone(&server));
             let mut gate = written.subscribe();
             async move {
-                hub.unsubscribe(&channel, &server, || async {
+                hub.unsubscribe(&channel, &server, |_| async {
                     // Checked empty; the UNSUBSCRIBE is not written yet.
                     gate.wait_for(|go| *go).await.unwrap();
                     log.lock().unwrap().push("UNSUBSCRIBE");
@@ -355,7 +406,7 @@ mod tests {
         }
         let second = tokio::spawn({
             let (hub, log) = (Arc::clone(&hub), Arc::clone(&log));
-            async move { hub.subscribe("c", || subscribe(&log)).await }
+            async move { hub.subscribe("c", |on| subscribe(&log, on)).await }
         });
         for _ in 0..100 {
             tokio::task::yield_now().await;
@@ -376,5 +427,40 @@ mod tests {
         assert!(hub.has_subscribers("c"));
         drop(second);
         assert!(emptied.lock().unwrap().is_some(), "emptied again");
+    }
+
+    /// After a replacement, channels with subscribers are subscribed on the new
+    /// connection (once, whoever gets there first), empty ones are not, and every
+    /// subscriber is told to re-check.
+    #[tokio::test]
+    async fn a_new_connection_gets_every_channel_with_subscribers_once() {
+        let subscribed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let hub = Hub::new(None);
+        let on_first = |on: u64| async move {
+            assert_eq!(on, 0);
+            Ok(1)
+        };
+        let mut kept = hub.subscribe("kept", on_first).await.unwrap();
+        let left = hub.subscribe("left", on_first).await.unwrap();
+        drop(left);
+        let record = |channel: String| {
+            let subscribed = Arc::clone(&subscribed);
+            async move {
+                subscribed.lock().unwrap().push(channel);
+                Ok(())
+            }
+        };
+        hub.resubscribe(2, record).await;
+        hub.resubscribe(2, record).await;
+        assert_eq!(*subscribed.lock().unwrap(), ["kept"]);
+        assert_eq!(kept.rx.try_recv(), Ok(Event::Disconnected));
+        // A subscriber arriving now finds the channel on connection 2.
+        let again = hub
+            .subscribe("kept", |on| async move {
+                assert_eq!(on, 2);
+                Ok(on)
+            })
+            .await;
+        assert!(again.is_ok());
     }
 }

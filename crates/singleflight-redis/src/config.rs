@@ -40,6 +40,7 @@ impl Codec {
 /// | [`result_linger`](Self::result_linger) | 5 s |
 /// | [`inline_max`](Self::inline_max) / [`max_value`](Self::max_value) | 64 KiB / 8 MiB |
 /// | [`breaker`](Self::breaker) | open after 3 failures in a row, for 5 s |
+/// | [`reconnect`](Self::reconnect) (pause between connection attempts, doubling, jittered) | 100 ms → 1 s |
 /// | [`secret`](Self::secret) (sign shared results) | none |
 ///
 /// `Duration::MAX` means "no limit" for the limits that are optional:
@@ -61,6 +62,8 @@ pub struct Config {
     pub(crate) max_value: usize,
     pub(crate) breaker_failures: u32,
     pub(crate) breaker_open: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
     pub(crate) warn_interval: Duration,
     pub(crate) secret: Option<Vec<u8>>,
 }
@@ -81,6 +84,8 @@ impl fmt::Debug for Config {
             .field("max_value", &self.max_value)
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_open", &self.breaker_open)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
             .field("warn_interval", &self.warn_interval)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -167,6 +172,8 @@ impl Config {
             max_value: 8 * 1024 * 1024,
             breaker_failures: 3,
             breaker_open: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(1),
             warn_interval: Duration::from_secs(10),
             secret: None,
         }
@@ -216,6 +223,18 @@ impl Config {
             "failures >= 1, open 1 ms ..= 1 day",
             self.breaker_open,
             MS..=DAY,
+        )?;
+        within(
+            "reconnect",
+            "min 1 ms ..= 1 day, max min ..= 1 day",
+            self.reconnect_min,
+            MS..=DAY,
+        )?;
+        within(
+            "reconnect",
+            "min 1 ms ..= 1 day, max min ..= 1 day",
+            self.reconnect_max,
+            self.reconnect_min..=DAY,
         )?;
         if self.breaker_failures == 0 {
             return Err(ConfigError::new(
@@ -319,6 +338,22 @@ impl Config {
         self
     }
 
+    /// The pause before each attempt to open a connection that replaces a lost or silent
+    /// one: up to `min` before the first attempt (spread over the fleet, so a Redis that
+    /// lost every client is not hit by all of them at once), then doubling up to `max`
+    /// after each failed attempt, each drawn at random from its upper half. Attempts are
+    /// made one at a time, in the background, for as long as the connection is down. A
+    /// call waits (within its command deadline) only for the first attempt after a
+    /// replacement, never for the pause after a failed one: it runs its work locally
+    /// meanwhile. `max` bounds
+    /// how long after a network heals the connection is back: see the crate docs'
+    /// recovery target. Accepted: `min` 1 ms ..= 1 day, `max` from `min` to 1 day.
+    pub fn reconnect(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
     /// At most one `tracing` warning per kind of trouble in this interval (default 10 s).
     /// Any duration.
     pub fn warn_interval(mut self, interval: Duration) -> Self {
@@ -377,6 +412,11 @@ mod tests {
             (Config::new("n").max_value(usize::MAX), "max_value"),
             (Config::new("n").breaker(0, MS), "breaker"),
             (Config::new("n").breaker(1, Duration::MAX), "breaker"),
+            (
+                Config::new("n").reconnect(Duration::ZERO, Duration::ZERO),
+                "reconnect",
+            ),
+            (Config::new("n").reconnect(MS * 10, MS), "reconnect"),
             (Config::new("n").secret(*b"short"), "secret"),
         ];
         for (config, setting) in bad {

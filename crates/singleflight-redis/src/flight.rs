@@ -116,7 +116,11 @@ impl<B: Backend> Fleet<B> {
     }
 
     pub(crate) fn stats(&self) -> FleetStats {
-        self.counters.snapshot()
+        let mut stats = self.counters.snapshot();
+        if let Some(counts) = self.backend.reconnects() {
+            counts.fill(&mut stats);
+        }
+        stats
     }
 
     /// How long foreign data at a flight's keys may live on.
@@ -137,9 +141,19 @@ impl<B: Backend> Fleet<B> {
         Fut: Future<Output = Result<T, BackendError>>,
     {
         let deadline = Instant::now() + self.config.op_timeout;
+        let mut connection = self.backend.connection();
         let mut result = tokio::time::timeout_at(deadline, command()).await;
         if matches!(&result, Ok(Err(error)) if error.reconnect) {
+            connection = self.backend.connection();
             result = tokio::time::timeout_at(deadline, command()).await;
+        }
+        // The connection's own health: a silent one is replaced (see `link`).
+        match &result {
+            Ok(Ok(_)) => self.backend.answered(connection),
+            Ok(Err(error)) if error.timeout => self.backend.timed_out(connection),
+            Err(_) => self.backend.timed_out(connection),
+            Ok(Err(error)) if !error.reconnect => self.backend.answered(connection),
+            Ok(Err(_)) => {}
         }
         let reason = match result {
             Ok(Ok(value)) => {
@@ -149,7 +163,7 @@ impl<B: Backend> Fleet<B> {
                 return Ok(value);
             }
             Ok(Err(error)) if error.auth => {
-                let opened = self.breaker.failure();
+                let opened = self.breaker.failure(connection);
                 self.warnings.warn(WARN_AUTH, || {
                     format!(
                         "redis refused the credentials on {what} ({error}); running work locally{}",
@@ -159,7 +173,7 @@ impl<B: Backend> Fleet<B> {
                 FallbackReason::AuthFailed
             }
             Ok(Err(error)) if !error.timeout => {
-                let opened = self.breaker.failure();
+                let opened = self.breaker.failure(connection);
                 self.warnings.warn(WARN_REDIS, || {
                     format!(
                         "redis {what} failed ({error}); running work locally{}",
@@ -169,7 +183,7 @@ impl<B: Backend> Fleet<B> {
                 FallbackReason::RedisUnavailable
             }
             Ok(Err(_)) | Err(_) => {
-                let opened = self.breaker.failure();
+                let opened = self.breaker.failure(connection);
                 self.warnings.warn(WARN_REDIS, || {
                     format!(
                         "redis {what} timed out after {:?}; running work locally{}",
@@ -235,7 +249,7 @@ impl<B: Backend> Fleet<B> {
         Fut: Future<Output = Result<V, E>>,
     {
         // Held for the whole call: a call dropped while probing ends the probe.
-        let Some(_probe) = self.breaker.allow() else {
+        let Some(_probe) = self.breaker.allow(self.backend.connection()) else {
             return self.local(FallbackReason::CircuitOpen, work).await;
         };
         let keys = Keys::new(&self.config.namespace, key);

@@ -101,7 +101,7 @@ where
             // `Err` if the process already has a default provider: that one is used.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let backend = RedisBackend::new(client, config.op_timeout).map_err(OpenError::Redis)?;
+        let backend = RedisBackend::new(client, &config).map_err(OpenError::Redis)?;
         Ok(Self {
             local: Group::new(),
             fleet: Arc::new(Fleet::new(backend, config)),

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -21,6 +21,9 @@ pub(crate) struct Breaker {
 struct BreakerState {
     failures: u32,
     open_until: Option<Instant>,
+    /// The connection that was current when the breaker opened: once a newer one has
+    /// answered, the next call probes without waiting out the cool-down.
+    opened_on: u64,
     /// The half-open probe in progress, by number: only its own [`Probe`] may end it.
     probing: Option<u64>,
     probes: u64,
@@ -61,15 +64,20 @@ impl Breaker {
     }
 
     /// Whether this call may use Redis: `Some` while closed, and for the one probe after
-    /// the cool-down; keep the [`Probe`] for as long as the call uses Redis.
-    pub(crate) fn allow(&self) -> Option<Probe<'_>> {
+    /// the cool-down, or as soon as a connection newer than `connection` when it opened
+    /// has answered (the one that failed was replaced); keep the [`Probe`] for as long
+    /// as the call uses Redis.
+    pub(crate) fn allow(&self, connection: u64) -> Option<Probe<'_>> {
         let mut state = self.state();
         match state.open_until {
             None => Some(Probe {
                 breaker: self,
                 id: None,
             }),
-            Some(until) if Instant::now() >= until && state.probing.is_none() => {
+            Some(until)
+                if (Instant::now() >= until || connection > state.opened_on)
+                    && state.probing.is_none() =>
+            {
                 state.probes += 1;
                 let id = state.probes;
                 state.probing = Some(id);
@@ -89,18 +97,93 @@ impl Breaker {
         state.probing = None;
     }
 
-    /// Records a failure; `true` if this opened the breaker.
-    pub(crate) fn failure(&self) -> bool {
+    /// Records a failure while `connection` was current; `true` if this opened the
+    /// breaker.
+    pub(crate) fn failure(&self, connection: u64) -> bool {
         let mut state = self.state();
         state.failures = state.failures.saturating_add(1);
         if state.probing.is_some()
             || (state.open_until.is_none() && state.failures >= self.threshold)
         {
             state.open_until = Some(Instant::now() + self.open_for);
+            state.opened_on = connection;
             state.probing = None;
             return true;
         }
         false
+    }
+}
+
+/// Why a connection to Redis was replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReconnectReason {
+    /// The server or the network closed it (a reset, an end of stream, an I/O error, a
+    /// reply out of step with its command).
+    Closed,
+    /// Several commands in a row got no answer within
+    /// [`Config::op_timeout`](crate::Config::op_timeout): the connection is silent.
+    Timeouts,
+    /// The health `PING` sent after a command timed out got no answer (or a wrong one)
+    /// within [`Config::op_timeout`](crate::Config::op_timeout).
+    HealthCheck,
+}
+
+impl ReconnectReason {
+    /// Number of reasons.
+    pub(crate) const COUNT: usize = 3;
+    /// Every reason, in [`index`](Self::index) order.
+    pub(crate) const ALL: [Self; Self::COUNT] = [Self::Closed, Self::Timeouts, Self::HealthCheck];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Closed => 0,
+            Self::Timeouts => 1,
+            Self::HealthCheck => 2,
+        }
+    }
+
+    /// The reason in words, for warnings.
+    pub(crate) fn describe(self, op_timeout: Duration) -> String {
+        match self {
+            Self::Closed => "the server or the network closed it".to_owned(),
+            Self::Timeouts => format!(
+                "{} commands in a row got no answer within {op_timeout:?}",
+                crate::link::TIMEOUTS
+            ),
+            Self::HealthCheck => format!(
+                "a health PING after a command timed out got no answer within {op_timeout:?}"
+            ),
+        }
+    }
+}
+
+/// Connections replaced, per reason, the last replacement, and attempts to open one that
+/// failed.
+#[derive(Debug, Default)]
+pub(crate) struct ReconnectCounts {
+    replaced: [AtomicU64; ReconnectReason::COUNT],
+    last: Mutex<Option<(ReconnectReason, SystemTime)>>,
+    failed_attempts: AtomicU64,
+}
+
+impl ReconnectCounts {
+    pub(crate) fn replaced(&self, reason: ReconnectReason) {
+        self.replaced[reason.index()].fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((reason, SystemTime::now()));
+    }
+
+    pub(crate) fn attempt_failed(&self) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies the counts into `stats`.
+    pub(crate) fn fill(&self, stats: &mut FleetStats) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        stats.reconnects = ReconnectReason::ALL.map(|r| (r, load(&self.replaced[r.index()])));
+        stats.last_reconnect = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.connect_failures = load(&self.failed_attempts);
     }
 }
 
@@ -149,6 +232,9 @@ impl Counters {
             leases_lost: load(&self.leases_lost),
             publish_failures: load(&self.publish_failures),
             fallbacks: FallbackReason::ALL.map(|r| (r, load(&self.fallbacks[r.index()]))),
+            reconnects: ReconnectReason::ALL.map(|r| (r, 0)),
+            last_reconnect: None,
+            connect_failures: 0,
         }
     }
 }
@@ -173,6 +259,15 @@ pub struct FleetStats {
     pub publish_failures: u64,
     /// Local runs, per reason.
     pub fallbacks: [(FallbackReason, u64); FallbackReason::COUNT],
+    /// Connections to Redis replaced, per reason (each is also warned about, with the
+    /// reason). A replacement is counted when the old connection is dropped; the new one
+    /// may take several attempts.
+    pub reconnects: [(ReconnectReason, u64); ReconnectReason::COUNT],
+    /// The last replacement of the connection: why, and when (wall-clock time).
+    pub last_reconnect: Option<(ReconnectReason, SystemTime)>,
+    /// Attempts to open a connection that failed (refused, timed out, credentials
+    /// refused); they are paced by [`Config::reconnect`](crate::Config::reconnect).
+    pub connect_failures: u64,
 }
 
 impl FleetStats {
@@ -184,6 +279,16 @@ impl FleetStats {
     /// Local runs for any reason.
     pub fn total_fallbacks(&self) -> u64 {
         self.fallbacks.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Connections replaced for `reason`.
+    pub fn reconnects(&self, reason: ReconnectReason) -> u64 {
+        self.reconnects[reason.index()].1
+    }
+
+    /// Connections replaced for any reason.
+    pub fn total_reconnects(&self) -> u64 {
+        self.reconnects.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -244,25 +349,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_the_threshold_and_probes_once_after_cool_down() {
         let breaker = Breaker::new(3, Duration::from_secs(5));
-        assert!(breaker.allow().is_some());
-        assert!(!breaker.failure());
-        assert!(!breaker.failure());
-        assert!(breaker.failure(), "the third failure opens it");
-        assert!(breaker.allow().is_none());
+        assert!(breaker.allow(0).is_some());
+        assert!(!breaker.failure(0));
+        assert!(!breaker.failure(0));
+        assert!(breaker.failure(0), "the third failure opens it");
+        assert!(breaker.allow(0).is_none());
         tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = breaker.allow();
+        let probe = breaker.allow(0);
         assert!(probe.is_some(), "one probe after the cool-down");
-        assert!(breaker.allow().is_none(), "only one");
-        assert!(breaker.failure(), "a failed probe reopens at once");
+        assert!(breaker.allow(0).is_none(), "only one");
+        assert!(breaker.failure(0), "a failed probe reopens at once");
         drop(probe);
-        assert!(breaker.allow().is_none());
+        assert!(breaker.allow(0).is_none());
         tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = breaker.allow();
+        let probe = breaker.allow(0);
         assert!(probe.is_some());
         breaker.success();
         drop(probe);
         assert!(
-            breaker.allow().is_some() && breaker.allow().is_some(),
+            breaker.allow(0).is_some() && breaker.allow(0).is_some(),
             "closed again"
         );
     }
@@ -270,24 +375,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dropped_probe_lets_the_next_call_probe() {
         let breaker = Breaker::new(1, Duration::from_secs(5));
-        assert!(breaker.failure());
+        assert!(breaker.failure(0));
         tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = breaker.allow();
+        let probe = breaker.allow(0);
         assert!(probe.is_some());
-        assert!(breaker.allow().is_none(), "one probe at a time");
+        assert!(breaker.allow(0).is_none(), "one probe at a time");
         drop(probe); // cancelled before Redis answered
-        let probe = breaker.allow();
+        let probe = breaker.allow(0);
         assert!(probe.is_some(), "the next call probes");
         // A probe that failed and was dropped late never ends a newer probe.
-        assert!(breaker.failure());
+        assert!(breaker.failure(0));
         tokio::time::advance(Duration::from_secs(5)).await;
-        let newer = breaker.allow();
+        let newer = breaker.allow(0);
         assert!(newer.is_some());
         drop(probe);
         assert!(
-            breaker.allow().is_none(),
+            breaker.allow(0).is_none(),
             "the newer probe is still the one"
         );
         drop(newer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_connection_that_answers_is_probed_without_the_cool_down() {
+        let breaker = Breaker::new(1, Duration::from_secs(5));
+        assert!(breaker.failure(3), "opened while connection 3 was current");
+        assert!(breaker.allow(3).is_none(), "the same connection waits");
+        let probe = breaker.allow(4);
+        assert!(probe.is_some(), "a newer one is probed at once");
+        assert!(breaker.allow(4).is_none(), "by one call");
+        assert!(breaker.failure(4), "it failed too");
+        drop(probe);
+        assert!(breaker.allow(4).is_none());
+        assert!(breaker.allow(5).is_some());
     }
 }

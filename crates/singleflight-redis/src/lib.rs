@@ -90,9 +90,37 @@
 //! reported as [`FallbackReason::ForeignData`], warned about, and given a TTL of at most
 //! one lease (or [`Config::result_linger`], if longer): the key coalesces again after it.
 //!
+//! # Connection and recovery
+//!
+//! Each group has one connection, for commands and subscriptions alike. It is replaced
+//! when the server or the network closes it; when three commands in a row get no answer
+//! within [`Config::op_timeout`]; or when the health `PING` sent after a command timed
+//! out gets no answer within it. That last case is the silent one: a host gone from
+//! behind its address, a NAT or conntrack entry dropped, with no reset ever arriving.
+//!
+//! * New connections are opened one at a time, in the background, after a pause
+//!   ([`Config::reconnect`]: up to 100 ms before the first attempt, then doubling up to
+//!   1 s, jittered), so a fleet that lost Redis does not storm it. Meanwhile calls run
+//!   their work locally, and no call fails.
+//! * On the new connection the channels of waiting followers are subscribed again, and
+//!   every waiting follower re-checks the result key (messages sent meanwhile were lost).
+//! * A new connection that answers ends the circuit breaker's cool-down: the next call
+//!   probes Redis at once.
+//! * Sockets have TCP keepalive (first probe after 10 s idle, then every 5 s, 3 probes)
+//!   and, on Linux, `TCP_USER_TIMEOUT` (20 s), so the kernel also closes a dead
+//!   connection that no command uses.
+//!
+//! **Recovery target**: after a network that went silent heals, the fleet coalesces
+//! again within `lease_ttl + 3 × op_timeout + reconnect cap` (10 s + 0.75 s + 1 s with
+//! the defaults), with no failed call in between. (A lease taken before the fault may be
+//! held until it expires; a connection still silent is replaced within three command
+//! deadlines; the next attempt to connect comes within the cap.) Tested with a loopback
+//! proxy that silences every open connection for 3 s and never resets one.
+//!
 //! # Reporting
 //!
-//! Each call's [`Outcome`]; [`RedisGroup::fleet_stats`]; an in-process
+//! Each call's [`Outcome`]; [`RedisGroup::fleet_stats`] (which also counts connections
+//! replaced, per [`ReconnectReason`]); an in-process
 //! [`Observer`](singleflight_core::Observer) via [`RedisGroup::with_observer`]; and
 //! `tracing` warnings (target `singleflight_redis`), at most one per kind of trouble per
 //! [`Config::warn_interval`].
@@ -108,8 +136,9 @@
 //! for the default user). The least an ACL user needs (tested):
 //! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
 //! and, for the scripts, `+get +set +pexpire +pttl +type +hmget +hset +del +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
-//! warned about), not as a timeout; the connection keeps the refusal, so fix the
-//! credentials and restart the process.
+//! warned about), not as a timeout; the group keeps trying to connect (see
+//! [Connection](#connection-and-recovery)), so credentials fixed on the server are taken up
+//! without a restart.
 //!
 //! Keys of one flight share a hash tag (`sf:{ns:hash}:…`), so the scripts are
 //! single-slot; Redis Cluster (sharded pub/sub) is not supported yet.
@@ -133,6 +162,7 @@ mod envelope;
 mod flight;
 mod group;
 mod health;
+mod link;
 mod outcome;
 mod redis_backend;
 
@@ -141,7 +171,7 @@ mod fake;
 
 pub use config::{Codec, Config, ConfigError};
 pub use group::{OpenError, RedisGroup};
-pub use health::FleetStats;
+pub use health::{FleetStats, ReconnectReason};
 pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
 
 // The README is the registry page: its examples compile and run as doctests.

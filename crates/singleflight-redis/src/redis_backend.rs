@@ -1,5 +1,6 @@
-//! [`Backend`] on a real Redis: one RESP3 `ConnectionManager` per group for commands and
-//! subscriptions alike (reconnects and resubscribes by itself), and four Lua scripts.
+//! [`Backend`] on a real Redis: one RESP3 connection per group for commands and
+//! subscriptions alike ([`Link`]: replaced when lost or silent, with the subscriptions
+//! made again), and four Lua scripts.
 //!
 //! Every script touches only keys of one flight, which share a hash tag, so they stay
 //! single-slot; channels are not keys. RESP3 (pushed pub/sub messages on the command
@@ -8,11 +9,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisResult, Script, Value};
+use redis::{Client, FromRedisValue, RedisResult, Script, Value};
 
 use crate::backend::{Backend, BackendError, Hub, Joined, ServerState, Subscription};
+use crate::config::Config;
 use crate::envelope::Keys;
+use crate::health::ReconnectCounts;
+use crate::link::Link;
 
 /// Foreign data at a flight's key (another type, or a value not in our format) is never
 /// trusted and never waited on: the scripts give such a key a TTL of at most `limit`, so
@@ -135,7 +138,7 @@ fn script(body: &str) -> Script {
 
 /// The real backend.
 pub(crate) struct RedisBackend {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     hub: Arc<Hub>,
     join: Script,
     renew: Script,
@@ -153,27 +156,10 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn err(e: redis::RedisError) -> BackendError {
-    let auth = e.kind() == ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
-    BackendError {
-        timeout: e.is_timeout(),
-        auth,
-        reconnect: e.is_io_error() || e.is_connection_dropped(),
-        message: e.to_string(),
-    }
-}
-
 impl RedisBackend {
     /// Connects lazily (the first command connects), over RESP3 whatever the URL says.
-    pub(crate) fn new(client: &Client, op_timeout: Duration) -> RedisResult<Arc<Self>> {
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))?;
-
+    pub(crate) fn new(client: &Client, config: &Config) -> RedisResult<Arc<Self>> {
+        let op_timeout = config.op_timeout;
         // The hub needs the connection to unsubscribe, and the connection's push sender
         // needs the hub: tie the knot through a weak reference set after construction.
         let slot: Arc<std::sync::OnceLock<Weak<Self>>> = Arc::new(std::sync::OnceLock::new());
@@ -191,50 +177,33 @@ impl RedisBackend {
                 backend.hub.forget_if_empty(&channel, &server);
                 return;
             };
-            {
-                handle.spawn(async move {
-                    let mut conn = backend.conn.clone();
-                    let name = channel.clone();
-                    let unsubscribe = || async move {
-                        let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&name)).await;
-                    };
-                    backend
-                        .hub
-                        .unsubscribe(&channel, &server, unsubscribe)
-                        .await;
-                });
-            }
-        })));
-        let push_hub = Arc::downgrade(&hub);
-        let push = move |info: PushInfo| -> Result<(), ()> {
-            let Some(hub) = push_hub.upgrade() else {
-                return Err(());
-            };
-            match info.kind {
-                PushKind::Message => {
-                    if let [Value::BulkString(channel), Value::BulkString(payload)] =
-                        info.data.as_slice()
+            handle.spawn(async move {
+                let link = Arc::clone(&backend.link);
+                let name = channel.clone();
+                let unsubscribe = |on: u64| async move {
+                    // Only on the connection that has it: a replaced one took its
+                    // subscriptions along.
+                    if let Ok((id, mut conn)) = link.get().await
+                        && id == on
                     {
-                        hub.deliver(&String::from_utf8_lossy(channel), payload);
+                        let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&name)).await;
                     }
-                }
-                PushKind::Disconnection => hub.disconnected(),
-                _ => {}
-            }
-            Ok(())
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(push)
-            .set_automatic_resubscription()
-            .set_response_timeout(Some(op_timeout))
-            .set_connection_timeout(Some(op_timeout))
-            // One attempt per (re)connection: the next command after a failed one tries
-            // again, and the circuit breaker paces that. Retrying inside would hide the
-            // reason (a refused password) behind the command deadline.
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+                };
+                backend
+                    .hub
+                    .unsubscribe(&channel, &server, unsubscribe)
+                    .await;
+            });
+        })));
+        let link = Link::new(
+            client,
+            Arc::clone(&hub),
+            op_timeout,
+            (config.reconnect_min, config.reconnect_max),
+            config.warn_interval,
+        )?;
         let backend = Arc::new(Self {
-            conn,
+            link,
             hub,
             join: script(JOIN),
             renew: script(RENEW),
@@ -243,6 +212,16 @@ impl RedisBackend {
         });
         let _ = slot.set(Arc::downgrade(&backend));
         Ok(backend)
+    }
+
+    /// Runs a script on the current connection.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let (id, mut conn) = self.link.get().await?;
+        let result = invocation.invoke_async(&mut conn).await;
+        self.link.check(id, result)
     }
 }
 
@@ -254,13 +233,35 @@ fn int(value: &Value) -> Option<u64> {
 }
 
 impl Backend for Arc<RedisBackend> {
+    fn connection(&self) -> u64 {
+        self.link.last_up()
+    }
+
+    fn timed_out(&self, connection: u64) {
+        self.link.timed_out(connection);
+    }
+
+    fn answered(&self, connection: u64) {
+        self.link.answered(connection);
+    }
+
+    fn reconnects(&self) -> Option<&ReconnectCounts> {
+        Some(self.link.counts())
+    }
+
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
-        // Register first: a message that arrives right after the server's confirmation
-        // must find us.
-        let mut conn = self.conn.clone();
+        let link = &self.link;
         self.hub
-            .subscribe(channel, || async move {
-                conn.subscribe(channel).await.map_err(err)
+            .subscribe(channel, |on| async move {
+                let (id, mut conn) = link.get().await?;
+                if on >= id {
+                    // Subscribed on this connection already (or the reconnect task is
+                    // subscribing it on a newer one).
+                    return Ok(on);
+                }
+                let result = conn.subscribe(channel).await;
+                link.check(id, result)?;
+                Ok(id)
             })
             .await
     }
@@ -273,19 +274,19 @@ impl Backend for Arc<RedisBackend> {
         limit: Duration,
         min_generation: u64,
     ) -> Result<Joined, BackendError> {
-        let mut conn = self.conn.clone();
         let reply: Vec<Value> = self
-            .join
-            .key(&keys.lock)
-            .key(&keys.generation)
-            .key(&keys.result)
-            .arg(token)
-            .arg(millis(lease))
-            .arg(min_generation)
-            .arg(millis(limit))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .invoke(
+                &*self
+                    .join
+                    .key(&keys.lock)
+                    .key(&keys.generation)
+                    .key(&keys.result)
+                    .arg(token)
+                    .arg(millis(lease))
+                    .arg(min_generation)
+                    .arg(millis(limit)),
+            )
+            .await?;
         let bad = || BackendError::new(format!("unexpected join reply: {reply:?}"));
         let (kind, generation) = match reply.as_slice() {
             [kind, generation, _] => (int(kind).ok_or_else(bad)?, int(generation).ok_or_else(bad)?),
@@ -306,15 +307,15 @@ impl Backend for Arc<RedisBackend> {
         lock_value: &str,
         lease: Duration,
     ) -> Result<bool, BackendError> {
-        let mut conn = self.conn.clone();
         let renewed: i64 = self
-            .renew
-            .key(&keys.lock)
-            .arg(lock_value)
-            .arg(millis(lease))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .invoke(
+                &*self
+                    .renew
+                    .key(&keys.lock)
+                    .arg(lock_value)
+                    .arg(millis(lease)),
+            )
+            .await?;
         Ok(renewed == 1)
     }
 
@@ -327,21 +328,21 @@ impl Backend for Arc<RedisBackend> {
         linger: Duration,
         message: &[u8],
     ) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
         let _: i64 = self
-            .complete
-            .key(&keys.lock)
-            .key(&keys.result)
-            .key(&keys.generation)
-            .arg(lock_value)
-            .arg(generation)
-            .arg(envelope)
-            .arg(millis(linger))
-            .arg(&keys.channel)
-            .arg(message)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .invoke(
+                &*self
+                    .complete
+                    .key(&keys.lock)
+                    .key(&keys.result)
+                    .key(&keys.generation)
+                    .arg(lock_value)
+                    .arg(generation)
+                    .arg(envelope)
+                    .arg(millis(linger))
+                    .arg(&keys.channel)
+                    .arg(message),
+            )
+            .await?;
         Ok(())
     }
 
@@ -351,21 +352,21 @@ impl Backend for Arc<RedisBackend> {
         token: &str,
         message: &[u8],
     ) -> Result<bool, BackendError> {
-        let mut conn = self.conn.clone();
         let released: i64 = self
-            .release
-            .key(&keys.lock)
-            .arg(token)
-            .arg(&keys.channel)
-            .arg(message)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .invoke(
+                &*self
+                    .release
+                    .key(&keys.lock)
+                    .arg(token)
+                    .arg(&keys.channel)
+                    .arg(message),
+            )
+            .await?;
         Ok(released == 1)
     }
 
     async fn fetch(&self, keys: &Keys) -> Result<Option<Vec<u8>>, BackendError> {
-        let mut conn = self.conn.clone();
+        let (id, mut conn) = self.link.get().await?;
         match redis::cmd("HGET")
             .arg(&keys.result)
             .arg("v")
@@ -374,7 +375,7 @@ impl Backend for Arc<RedisBackend> {
         {
             // Not a hash: foreign data, which the envelope check reports as such.
             Err(e) if e.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
-            other => other.map_err(err),
+            other => self.link.check(id, other),
         }
     }
 }

@@ -565,6 +565,11 @@ pub enum Fault {
     /// Swallows every byte, keeping connections open; when it ends, connections that lost
     /// bytes are reset (as a long partition ends in a dead connection).
     Blackhole,
+    /// Every connection open while it lasts, and every one opened meanwhile, goes silent
+    /// for good: nothing passes either way and nothing is reset, ever (a host gone from
+    /// behind its address, a NAT or conntrack entry dropped). Connections opened after it
+    /// ends flow.
+    Silent,
 }
 
 /// A fault-injecting TCP proxy on 127.0.0.1 in front of `upstream`.
@@ -633,29 +638,49 @@ async fn pipe(
     use tokio::io::AsyncReadExt;
     let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     let mut lost_bytes = false;
+    let mut silent = *fault.borrow_and_update() == Fault::Silent;
     loop {
-        let (from_client, read) = tokio::select! {
-            read = client.read(&mut up) => (true, read),
-            read = server.read(&mut down) => (false, read),
-            changed = fault.changed(), if lost_bytes => {
-                if changed.is_err() || *fault.borrow() != Fault::Blackhole {
-                    reset(client);
-                    reset(server);
+        let read = tokio::select! {
+            read = client.read(&mut up) => Some((true, read)),
+            read = server.read(&mut down) => Some((false, read)),
+            changed = fault.changed(), if !silent => {
+                if changed.is_err() {
                     return;
                 }
-                continue;
+                None
             }
         };
+        // The fault is looked at on every wake-up, whichever branch woke us: a chunk
+        // that arrives together with the end of a blackhole must not be carried on a
+        // connection that lost bytes (its replies would no longer match its commands).
+        let current = *fault.borrow_and_update();
+        silent |= current == Fault::Silent;
+        if lost_bytes && current != Fault::Blackhole && !silent {
+            reset(client);
+            reset(server);
+            return;
+        }
+        let Some((from_client, read)) = read else {
+            continue;
+        };
         let n = match read {
+            // A silent connection never tells the other side it ended.
+            Ok(0) | Err(_) if silent => std::future::pending().await,
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let current = *fault.borrow_and_update();
+        if silent {
+            continue;
+        }
         match current {
-            Fault::None => {}
+            Fault::None | Fault::Silent => {}
             Fault::Latency(delay) => tokio::time::sleep(delay).await,
             Fault::Stall => {
                 let _ = fault.wait_for(|f| *f != Fault::Stall).await;
+                if *fault.borrow_and_update() == Fault::Silent {
+                    silent = true;
+                    continue;
+                }
             }
             Fault::Reset => {
                 reset(client);

@@ -1,0 +1,478 @@
+//! The connection to Redis: one RESP3 multiplexed connection per group, for commands and
+//! subscriptions alike, replaced when it is lost or goes silent.
+//!
+//! # Implementation
+//!
+//! The current connection is in one of four states ([`Conn`]):
+//!
+//! * `Idle`: none yet. The first command starts the first attempt.
+//! * `Connecting`: an attempt runs, or waits out the short pause before the first attempt
+//!   after a replacement. Commands wait for its outcome (within their own deadlines).
+//! * `Up { id, .. }`: commands go to it. Every attempt gets a new, larger `id`, so a report
+//!   about an earlier connection never touches a newer one.
+//! * `Down(error)`: the last attempt failed. Commands fail at once with its error while the
+//!   next attempt waits out its backoff.
+//!
+//! Transitions: `Idle → Connecting` (first command); `Up → Connecting` (replaced: the
+//! server or the network closed it, [`TIMEOUTS`] commands in a row got no answer, or the
+//! health `PING` sent after a command timed out got none); `Connecting → Up | Down` (the
+//! attempt's outcome); `Down → Connecting` (the backoff is over). Only the reconnect task
+//! leaves `Connecting` and `Down`, and there is one while the state is either: connections
+//! are opened one at a time.
+//!
+//! A new connection is handed to commands first; then every channel with followers is
+//! subscribed on it, and the followers are told to re-check, since messages published
+//! while the old connection was silent were lost.
+//!
+//! One `std` mutex guards [`State`]; nothing is awaited and no user code runs under it.
+//! The watch channel `changed` is bumped after every change of state, for commands that
+//! wait for an attempt.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError,
+    RedisResult, Value,
+};
+use tokio::sync::watch;
+
+use crate::backend::{BackendError, Hub};
+use crate::flight::random_u64;
+use crate::health::{ReconnectCounts, ReconnectReason, Warnings};
+
+/// Commands in a row on one connection that got no answer before it is replaced.
+pub(crate) const TIMEOUTS: u32 = 3;
+
+/// Idle time before the kernel's first keepalive probe.
+const KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+/// Time between keepalive probes (where the platform lets us set it).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "fuchsia",
+    target_os = "macos",
+    target_os = "freebsd",
+    target_os = "windows"
+))]
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered probes before the kernel closes the connection (where it can be set).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "fuchsia",
+    target_os = "macos",
+    target_os = "freebsd",
+    target_os = "windows"
+))]
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may stay unacknowledged before the kernel closes the connection
+/// (`TCP_USER_TIMEOUT`, Linux, Android and Fuchsia).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+const USER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Keepalive and `TCP_USER_TIMEOUT` where the platform has them, and no Nagle delay: a
+/// connection the network dropped is closed by the kernel even if no command notices.
+fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new().with_time(KEEPALIVE_TIME);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "fuchsia",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "windows"
+    ))]
+    let keepalive = keepalive
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    let settings = settings.set_user_timeout(USER_TIMEOUT);
+    settings
+}
+
+/// A Redis error as the fleet layer sees it.
+pub(crate) fn error(e: &RedisError) -> BackendError {
+    let auth = e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+    BackendError {
+        timeout: e.is_timeout(),
+        auth,
+        reconnect: e.is_io_error() || e.is_connection_dropped(),
+        message: e.to_string(),
+    }
+}
+
+/// Whether an error says the connection itself is gone (closed, reset, out of step).
+fn lost(e: &RedisError) -> bool {
+    e.is_connection_dropped() || (e.is_unrecoverable_error() && !e.is_timeout())
+}
+
+enum Conn {
+    Idle,
+    Connecting,
+    Up {
+        id: u64,
+        connection: MultiplexedConnection,
+    },
+    Down(BackendError),
+}
+
+struct State {
+    conn: Conn,
+    /// Commands in a row on the `Up` connection that got no answer.
+    timeouts: u32,
+    /// A health `PING` is on its way on the `Up` connection.
+    pinging: bool,
+    /// The `id` of the last connection that was `Up` (0: none yet).
+    last_up: u64,
+}
+
+/// One group's connection (see the module docs).
+pub(crate) struct Link {
+    client: Client,
+    op_timeout: Duration,
+    /// Pause before the first attempt after a replacement (at most), and the cap.
+    backoff: (Duration, Duration),
+    hub: Arc<Hub>,
+    state: Mutex<State>,
+    changed: watch::Sender<()>,
+    attempts: AtomicU64,
+    counts: ReconnectCounts,
+    warnings: Warnings,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").finish_non_exhaustive()
+    }
+}
+
+/// A random duration in `[from, to]`.
+fn between(from: Duration, to: Duration) -> Duration {
+    #[allow(clippy::cast_precision_loss, reason = "only a jitter factor")]
+    let unit = random_u64() as f64 / u64::MAX as f64;
+    from + (to.saturating_sub(from)).mul_f64(unit)
+}
+
+/// The pause after `failures` failed attempts in a row (`>= 1`): doubling from `min` up
+/// to `max`, drawn from the upper half.
+pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+    let ceiling = min
+        .saturating_mul(1 << failures.saturating_sub(1).min(20))
+        .min(max);
+    between(ceiling / 2, ceiling)
+}
+
+impl Link {
+    /// A link to `client`'s server over RESP3 (whatever its URL says), with keepalive; no
+    /// connection is opened before the first command.
+    pub(crate) fn new(
+        client: &Client,
+        hub: Arc<Hub>,
+        op_timeout: Duration,
+        backoff: (Duration, Duration),
+        warn_interval: Duration,
+    ) -> RedisResult<Arc<Self>> {
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(
+            info.set_redis_settings(settings)
+                .set_tcp_settings(tcp_settings()),
+        )?;
+        Ok(Arc::new(Self {
+            client,
+            op_timeout,
+            backoff,
+            hub,
+            state: Mutex::new(State {
+                conn: Conn::Idle,
+                timeouts: 0,
+                pinging: false,
+                last_up: 0,
+            }),
+            changed: watch::channel(()).0,
+            attempts: AtomicU64::new(0),
+            counts: ReconnectCounts::default(),
+            warnings: Warnings::new(warn_interval),
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, conn: Conn) {
+        self.state().conn = conn;
+        self.changed.send_replace(());
+    }
+
+    /// Connections replaced so far, per reason, and failed attempts.
+    pub(crate) fn counts(&self) -> &ReconnectCounts {
+        &self.counts
+    }
+
+    /// The `id` of the last connection that answered (0: none yet).
+    pub(crate) fn last_up(&self) -> u64 {
+        self.state().last_up
+    }
+
+    /// The current connection and its `id`: at once when it is up, after the attempt in
+    /// progress otherwise, or the last attempt's error while the next one waits.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the attempt runs in its own task.
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+    ) -> Result<(u64, MultiplexedConnection), BackendError> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            {
+                let mut state = self.state();
+                match &state.conn {
+                    Conn::Up { id, connection } => return Ok((*id, connection.clone())),
+                    Conn::Down(error) => return Err(error.clone()),
+                    Conn::Connecting => {}
+                    Conn::Idle => {
+                        state.conn = Conn::Connecting;
+                        self.spawn_reconnect(Duration::ZERO);
+                    }
+                }
+                // Seen under the lock: a change after it wakes the wait below.
+                changed.borrow_and_update();
+            }
+            // The sender lives as long as `self`.
+            let _ = changed.changed().await;
+        }
+    }
+
+    /// What a command on connection `id` returned: a connection that is gone is replaced.
+    pub(crate) fn check<T>(
+        self: &Arc<Self>,
+        id: u64,
+        result: RedisResult<T>,
+    ) -> Result<T, BackendError> {
+        result.map_err(|e| {
+            if lost(&e) {
+                self.replace(id, ReconnectReason::Closed);
+            }
+            error(&e)
+        })
+    }
+
+    /// A command on connection `id` got no answer in time: the [`TIMEOUTS`]-th in a row
+    /// replaces the connection; the first sends a health `PING`, which replaces it unless
+    /// it is answered within the command deadline.
+    pub(crate) fn timed_out(self: &Arc<Self>, id: u64) {
+        let connection = {
+            let mut state = self.state();
+            let State {
+                conn:
+                    Conn::Up {
+                        id: current,
+                        connection,
+                    },
+                timeouts,
+                pinging,
+                ..
+            } = &mut *state
+            else {
+                return;
+            };
+            if *current != id {
+                return;
+            }
+            *timeouts += 1;
+            if *timeouts >= TIMEOUTS {
+                drop(state);
+                self.replace(id, ReconnectReason::Timeouts);
+                return;
+            }
+            if std::mem::replace(pinging, true) {
+                return;
+            }
+            connection.clone()
+        };
+        let link = Arc::downgrade(self);
+        let deadline = self.op_timeout;
+        tokio::spawn(async move {
+            let mut connection = connection;
+            let command = redis::cmd("PING");
+            let ping = command.query_async::<Value>(&mut connection);
+            let alive = matches!(
+                tokio::time::timeout(deadline, ping).await,
+                Ok(Ok(Value::SimpleString(pong))) if pong.eq_ignore_ascii_case("pong")
+            );
+            let Some(link) = link.upgrade() else {
+                return;
+            };
+            if alive {
+                let mut state = link.state();
+                if matches!(state.conn, Conn::Up { id: current, .. } if current == id) {
+                    state.pinging = false;
+                }
+            } else {
+                link.replace(id, ReconnectReason::HealthCheck);
+            }
+        });
+    }
+
+    /// A command on connection `id` got an answer: it is alive.
+    pub(crate) fn answered(&self, id: u64) {
+        let mut state = self.state();
+        if matches!(state.conn, Conn::Up { id: current, .. } if current == id) {
+            state.timeouts = 0;
+        }
+    }
+
+    /// Drops connection `id` if it is still the current one, and starts opening a new one.
+    fn replace(self: &Arc<Self>, id: u64, reason: ReconnectReason) {
+        let old = {
+            let mut state = self.state();
+            if !matches!(state.conn, Conn::Up { id: current, .. } if current == id) {
+                return;
+            }
+            state.timeouts = 0;
+            state.pinging = false;
+            std::mem::replace(&mut state.conn, Conn::Connecting)
+        };
+        self.changed.send_replace(());
+        // Its commands still on their way keep it open until they end.
+        drop(old);
+        self.counts.replaced(reason);
+        self.warnings.warn(0, || {
+            format!(
+                "redis connection {id} replaced ({reason:?}): {}; reconnecting",
+                reason.describe(self.op_timeout)
+            )
+        });
+        self.spawn_reconnect(between(Duration::ZERO, self.backoff.0));
+    }
+
+    /// The configuration of connection `id`: its pushes go to the hub, and its loss
+    /// replaces it.
+    fn config(self: &Arc<Self>, id: u64) -> AsyncConnectionConfig {
+        let (link, hub) = (Arc::downgrade(self), Arc::downgrade(&self.hub));
+        let push = move |info: PushInfo| -> Result<(), ()> {
+            match info.kind {
+                PushKind::Message => {
+                    if let (Some(hub), [Value::BulkString(channel), Value::BulkString(payload)]) =
+                        (hub.upgrade(), info.data.as_slice())
+                    {
+                        hub.deliver(&String::from_utf8_lossy(channel), payload);
+                    }
+                }
+                PushKind::Disconnection => {
+                    if let Some(link) = link.upgrade() {
+                        link.replace(id, ReconnectReason::Closed);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        };
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.op_timeout))
+            .set_response_timeout(Some(self.op_timeout))
+            .set_push_sender(push)
+    }
+
+    /// The reconnect task: after `first` pause, attempts until one succeeds, pausing
+    /// between failures; then subscribes the followers' channels on the new connection.
+    fn spawn_reconnect(self: &Arc<Self>, first: Duration) {
+        let link: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = first;
+            let mut failures = 0;
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(this) = link.upgrade() else {
+                    return;
+                };
+                if failures > 0 {
+                    this.set(Conn::Connecting);
+                }
+                let id = this.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                let attempt = this
+                    .client
+                    .get_multiplexed_async_connection_with_config(&this.config(id))
+                    .await;
+                match attempt {
+                    Ok(connection) => {
+                        {
+                            let mut state = this.state();
+                            state.conn = Conn::Up {
+                                id,
+                                connection: connection.clone(),
+                            };
+                            state.last_up = id;
+                        }
+                        this.changed.send_replace(());
+                        if id > 1 {
+                            tracing::info!(
+                                target: "singleflight_redis",
+                                "redis connection open again after {failures} failed attempt(s)"
+                            );
+                        }
+                        let deadline = this.op_timeout;
+                        this.hub
+                            .resubscribe(id, |channel| {
+                                let mut connection = connection.clone();
+                                async move {
+                                    match tokio::time::timeout(
+                                        deadline,
+                                        connection.subscribe(&channel),
+                                    )
+                                    .await
+                                    {
+                                        Ok(result) => result.map_err(|e| error(&e)),
+                                        Err(_) => Err(BackendError::new("subscribe timed out")),
+                                    }
+                                }
+                            })
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        this.counts.attempt_failed();
+                        pause = backoff(failures, this.backoff.0, this.backoff.1);
+                        this.warnings.warn(1, || {
+                            format!("could not connect to redis ({e}); next attempt in {pause:?}")
+                        });
+                        this.set(Conn::Down(error(&e)));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_min_to_max_in_its_upper_half() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        for _ in 0..100 {
+            let first = backoff(1, min, max);
+            assert!((min / 2..=min).contains(&first), "{first:?}");
+            let third = backoff(3, min, max);
+            assert!((min * 2..=min * 4).contains(&third), "{third:?}");
+            let late = backoff(40, min, max);
+            assert!((max / 2..=max).contains(&late), "{late:?}");
+        }
+    }
+}
