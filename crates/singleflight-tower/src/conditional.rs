@@ -558,6 +558,18 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// An HTTP-date (RFC 9110 §5.6.7), in seconds since the Unix epoch.
+/// An HTTP-date (any of the three formats) as seconds since the Unix epoch.
+pub(crate) fn http_date(value: &[u8]) -> Option<i64> {
+    date(value)
+}
+
+/// Now, as seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn date(value: &[u8]) -> Option<i64> {
     date_in(value, current_year())
 }

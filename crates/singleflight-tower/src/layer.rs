@@ -12,10 +12,14 @@ use tower_layer::Layer;
 
 use crate::body::ShareRules;
 use crate::conditional::Conditional;
+use crate::fresh::{Fresh, HEURISTIC, ReusePolicy};
 use crate::gauge::Gauge;
 use crate::key::{self, KeyPolicy};
 use crate::service::Coalesce;
 use crate::stream::{Budget, Streams};
+
+/// The most responses a layer stores for reuse by default.
+pub const DEFAULT_MAX_REUSED: usize = 10_000;
 
 /// The default memory budget of a layer's shared response bodies: 64 MiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
@@ -47,6 +51,8 @@ pub(crate) struct Config {
     pub(crate) conditional: Conditional,
     pub(crate) budget: Arc<Budget>,
     pub(crate) streams: Arc<Streams>,
+    pub(crate) reuse: Option<ReusePolicy>,
+    pub(crate) fresh: Arc<Fresh>,
     pub(crate) unshared: Unshared,
     pub(crate) detached: bool,
     pub(crate) timeout: Option<Duration>,
@@ -145,6 +151,8 @@ impl CoalesceLayer {
                 conditional: Conditional::Evaluate,
                 budget: Arc::new(Budget::new(DEFAULT_MEMORY_BUDGET)),
                 streams: Arc::default(),
+                reuse: None,
+                fresh: Arc::new(Fresh::new(DEFAULT_MAX_REUSED)),
                 unshared: Unshared::RunOwn,
                 detached: true,
                 timeout: None,
@@ -168,6 +176,11 @@ impl CoalesceLayer {
         f(config);
         config.flights = Registry::default();
         config.streams = Arc::default();
+        let capacity = config
+            .reuse
+            .as_ref()
+            .map_or(DEFAULT_MAX_REUSED, |r| r.capacity);
+        config.fresh = Arc::new(Fresh::new(capacity));
         config.budget = Arc::new(Budget::new(config.budget_limit()));
         self
     }
@@ -220,6 +233,76 @@ impl CoalesceLayer {
     ///   one; when the budget is full and nobody can be cut, reading waits for room.
     pub fn memory_budget(self, bytes: usize) -> Self {
         self.with(|c| c.budget = Arc::new(Budget::new(bytes)))
+    }
+
+    /// Reuses a response for up to `window` after its body has ended: a request for its
+    /// key in that time gets it at once, without running the inner service, with an `Age`
+    /// header (and `reused` in the [`debug_header`](Self::debug_header)). Off by default:
+    /// without it, nothing outlives its flight.
+    ///
+    /// The layer follows a shared cache's freshness rules (RFC 9111 §4.2): a response is
+    /// reused for at most `window`, and never longer than its `s-maxage`, else `max-age`,
+    /// else `Expires` allows (counting the `Age` it arrived with); only with one of the
+    /// [`reuse_statuses`](Self::reuse_statuses) (by default those RFC 9110 calls
+    /// heuristically cacheable: 200, 203, 204, 300, 301, 404, 405, 410, 414, 501); never with
+    /// `Cache-Control: no-store`, `no-cache` or `private`, a `Set-Cookie` or `Vary: *`,
+    /// whatever the sharing options say; and only for requests whose headers named by its
+    /// `Vary` match. A request with `Cache-Control: no-cache` or `max-age=0` is never
+    /// answered from a stored response: it runs (or joins) a flight, whose response then
+    /// replaces the stored one. Conditional and range requests are answered from a stored
+    /// response as from a shared one.
+    ///
+    /// Stored responses count against the [`memory_budget`](Self::memory_budget) (one
+    /// larger than half of it is not stored), at most [`max_reused`](Self::max_reused) of
+    /// them are kept, and expired ones are dropped on access, on insert and by
+    /// [`purge_expired`](Self::purge_expired), with no background task. The observer is
+    /// not told of a reuse (it sees flights); the debug header is.
+    pub fn reuse_for(self, window: Duration) -> Self {
+        self.with(|c| {
+            let policy = c.reuse.get_or_insert_with(|| ReusePolicy {
+                window,
+                statuses: HEURISTIC
+                    .iter()
+                    .map(|&code| StatusCode::from_u16(code).expect("a valid status"))
+                    .collect(),
+                capacity: DEFAULT_MAX_REUSED,
+            });
+            policy.window = window;
+        })
+    }
+
+    /// The statuses whose responses [`reuse_for`](Self::reuse_for) may reuse (replacing
+    /// the default list). Has no effect until `reuse_for` is set.
+    pub fn reuse_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        let statuses: Vec<_> = statuses.into_iter().collect();
+        self.with(|c| {
+            if let Some(policy) = &mut c.reuse {
+                policy.statuses = statuses;
+            }
+        })
+    }
+
+    /// The most responses stored for reuse at once ([`DEFAULT_MAX_REUSED`] by default):
+    /// past it, expired ones go first, then the oldest. Has no effect until
+    /// [`reuse_for`](Self::reuse_for) is set.
+    pub fn max_reused(self, responses: usize) -> Self {
+        self.with(|c| {
+            if let Some(policy) = &mut c.reuse {
+                policy.capacity = responses;
+            }
+        })
+    }
+
+    /// Drops every stored response that is no longer fresh, and returns how many went.
+    /// Expired responses also go when they are next asked for and when the store is full;
+    /// call this to give their memory back sooner (say from a periodic task).
+    pub fn purge_expired(&self) -> usize {
+        self.config.fresh.purge_expired()
+    }
+
+    /// The number of responses stored for reuse now (fresh or not yet purged).
+    pub fn reusable(&self) -> usize {
+        self.config.fresh.len()
     }
 
     /// How requests that carry preconditions or ranges (`If-None-Match`,
@@ -348,6 +431,7 @@ impl fmt::Debug for Config {
             .field("key", &self.key)
             .field("memory_budget", &self.budget_limit())
             .field("conditional", &self.conditional)
+            .field("reuse", &self.reuse)
             .field("share_private", &self.rules.share_private)
             .field("share_set_cookie", &self.rules.share_set_cookie)
             .field("unshared", &self.unshared)

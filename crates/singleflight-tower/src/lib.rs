@@ -57,6 +57,7 @@
 //! | `Vary` on the response | only callers whose named headers equal the leader's; `Vary: *` no one | name the headers in the key to split flights up front |
 //! | `Set-Cookie` on the response | no one: the leader alone | [`share_set_cookie`](CoalesceLayer::share_set_cookie) |
 //! | `Cache-Control: private` or `no-store` | no one: the leader alone | [`share_private`](CoalesceLayer::share_private) |
+//! | [`reuse_for`](CoalesceLayer::reuse_for) (off by default) | later requests with the same key (and `Vary` values) reuse a finished response while it is fresh; never `no-store`, `no-cache`, `private`, `Set-Cookie` or `Vary: *` responses | the response's own `Cache-Control` caps it; `Cache-Control: no-cache` on a request bypasses it |
 //! | one layer value | every route and service it covers, and its clones; a configured copy or a second `CoalesceLayer::new()` is a separate set of flights | mount one layer, or several |
 //!
 //! # What is shared
@@ -195,7 +196,9 @@
 //! entry, a spawned task and a copy of the headers per request (1 to 1.5 µs of CPU a
 //! request on a route where nothing coalesces, in this workspace's HTTP benchmark; a
 //! request that passes through costs under 100 ns). Coalescing is not caching:
-//! a response is shared only with requests that overlap its execution.
+//! by default a response is shared only with requests that overlap its execution (or its
+//! body's streaming); [`reuse_for`](CoalesceLayer::reuse_for) keeps finished responses for
+//! later requests, by a shared cache's freshness rules.
 //!
 //! # MSRV
 //!
@@ -206,6 +209,7 @@
 mod body;
 mod conditional;
 mod flight;
+mod fresh;
 mod gauge;
 mod key;
 mod layer;
@@ -215,7 +219,7 @@ mod vary;
 
 pub use body::CoalesceBody;
 pub use conditional::Conditional;
-pub use layer::{CoalesceLayer, DEFAULT_MEMORY_BUDGET, Unshared};
+pub use layer::{CoalesceLayer, DEFAULT_MAX_REUSED, DEFAULT_MEMORY_BUDGET, Unshared};
 pub use service::{Coalesce, ResponseFuture};
 pub use stream::BodyError;
 

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use std::future::poll_fn;
 
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
+use http::header::{AGE, CONTENT_LENGTH, CONTENT_RANGE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -18,6 +18,7 @@ use tower_service::Service;
 use crate::body::{CoalesceBody, status_response};
 use crate::conditional::{Answer, Question, metadata};
 use crate::flight::{Ended, Flights};
+use crate::fresh;
 use crate::layer::{Config, Unshared};
 use crate::stream::{BoxError, SharedResponse, Tap};
 use crate::vary::Vary;
@@ -236,6 +237,16 @@ where
     let (mut parts, body) = request.into_parts();
     let question = Question::take(&mut parts.headers);
     let method = parts.method.clone();
+    // A stored response that is still fresh, unless the request asks for a new one.
+    if config.reuse.is_some() && !fresh::bypasses(&parts.headers) {
+        if let Some((tap, age)) = config.fresh.reuse(&key, &parts.headers) {
+            if let Some(decided) = decide(&tap, &question, &method, false) {
+                let mut response = deliver(tap, decided, &question, &method).await;
+                response.headers_mut().insert(AGE, age);
+                return Ok(mark(response, Some(REUSED), &config));
+            }
+        }
+    }
     // A response whose body is still arriving is joined from byte 0, as its flight would
     // have been.
     if let Some(tap) = config.streams.join(&key, &parts.headers) {
@@ -339,6 +350,11 @@ where
     B::Error: Into<BoxError>,
 {
     let (head, body) = response.into_parts();
+    let reuse = config
+        .reuse
+        .as_ref()
+        .and_then(|policy| policy.lifetime(head.status, &head.headers))
+        .map(|reuse| (config.fresh.clone(), reuse));
     match Vary::of(&head.headers, asked) {
         Vary::Fields(selecting) if config.rules.shareable(&head.headers) => Outcome::Shared(
             SharedResponse::start(
@@ -348,6 +364,7 @@ where
                 config.budget.clone(),
                 config.streams.clone(),
                 key,
+                reuse,
             )
             .await,
         ),
@@ -451,6 +468,7 @@ fn mark<B>(
 const LED: &str = "led";
 const JOINED: &str = "joined";
 const OWN: &str = "own";
+const REUSED: &str = "reused";
 
 fn served(led: bool) -> Option<&'static str> {
     Some(if led { LED } else { JOINED })

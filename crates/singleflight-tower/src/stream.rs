@@ -51,6 +51,7 @@ use http::HeaderMap;
 use http::response::Parts;
 use http_body::{Body, Frame};
 
+use crate::fresh::{Fresh, Reuse};
 use crate::vary::Selecting;
 
 /// How far the pump reads ahead of the fastest reader, in bytes.
@@ -165,6 +166,16 @@ pub(crate) struct SharedResponse {
     budget: Arc<Budget>,
     streams: Arc<Streams>,
     key: Vec<u8>,
+    // Where to store it once its body has ended, and for how long, if it may be reused.
+    reuse: Option<(Arc<Fresh>, Reuse)>,
+}
+
+impl fmt::Debug for SharedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedResponse")
+            .field("status", &self.head.status)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a body ended.
@@ -189,7 +200,10 @@ struct State {
     end: Option<End>,
     /// The taps alive: callers that hold the response or read its body.
     interest: usize,
+    /// Listed in the table of responses in progress: a request joins it from byte 0.
     joinable: bool,
+    /// Every byte from 0 is kept (for joiners, and for reuse once the body has ended).
+    keep_all: bool,
     readers: Vec<Option<Cursor>>,
     pump: Option<Waker>,
 }
@@ -256,7 +270,7 @@ impl State {
     /// Drops the chunks no reader needs (none while the response can still be joined);
     /// returns the bytes dropped.
     fn trim(&mut self) -> usize {
-        if self.joinable {
+        if self.keep_all {
             return 0;
         }
         let keep_from = self.slowest().map_or(self.position, |(_, at)| at);
@@ -290,6 +304,7 @@ impl SharedResponse {
         budget: Arc<Budget>,
         streams: Arc<Streams>,
         key: Vec<u8>,
+        reuse: Option<(Arc<Fresh>, Reuse)>,
     ) -> Tap
     where
         B: Body + Send + 'static,
@@ -307,15 +322,18 @@ impl SharedResponse {
                 end: ended.then_some(End::Finished(None)),
                 interest: 0,
                 joinable: false,
+                keep_all: true,
                 readers: Vec::new(),
                 pump: None,
             }),
             budget,
             streams,
             key,
+            reuse,
         });
         let tap = Tap::register(shared.clone(), 0);
         if ended {
+            shared.end(End::Finished(None));
             return tap;
         }
         // What the body has ready now is read here, in the leader's work: a body that is
@@ -379,22 +397,32 @@ impl SharedResponse {
         lock(&self.state)
     }
 
-    /// Ends the body (if it has not ended) and wakes everyone; leaves the table.
-    fn end(&self, end: End) {
+    /// Ends the body (if it has not ended) and wakes everyone; leaves the table of
+    /// responses in progress, and joins the table of reusable ones if it may.
+    fn end(self: &Arc<Self>, end: End) {
         let mut wakers = Vec::new();
         let released;
+        let reuse;
         {
             let mut state = self.state();
             if state.end.is_none() {
                 state.end = Some(end);
             }
             state.joinable = false;
+            let finished = matches!(state.end, Some(End::Finished(_)));
+            reuse = self.reuse.as_ref().filter(|_| finished && state.keep_all);
+            if reuse.is_none() {
+                state.keep_all = false;
+            }
             released = state.trim();
             state.wake_readers(&mut wakers);
             wakers.extend(state.pump.take());
         }
         self.budget.release(released);
-        self.streams.remove(&self.key, self);
+        self.streams.remove(&self.key, &**self);
+        if let Some((fresh, reuse)) = reuse {
+            fresh.insert(self.key.clone(), self.clone(), *reuse);
+        }
         wakers.into_iter().for_each(Waker::wake);
     }
 
@@ -413,10 +441,11 @@ impl SharedResponse {
             let offset = state.position;
             state.position += len as u64;
             state.chunks.push_back((offset, chunk));
-            if state.joinable && state.kept() > self.budget.limit as u64 / 2 {
-                // Too large to keep from byte 0 for late joiners.
+            if state.keep_all && state.kept() > self.budget.limit as u64 / 2 {
+                // Too large to keep from byte 0, for late joiners or for reuse.
+                state.keep_all = false;
+                left_table = state.joinable;
                 state.joinable = false;
-                left_table = true;
             }
             released += state.trim();
             // Over the layer's budget: cut this response's laggards, slowest first.
@@ -525,6 +554,22 @@ impl Tap {
             at,
             to: u64::MAX,
         }
+    }
+
+    /// A new tap on a stored response, whole (its body has ended and every byte is kept).
+    pub(crate) fn reuse(shared: Arc<SharedResponse>) -> Option<Self> {
+        let mut state = shared.state();
+        if !matches!(state.end, Some(End::Finished(_))) || !state.keep_all {
+            return None;
+        }
+        let id = state.register(0);
+        drop(state);
+        Some(Self {
+            shared,
+            id: Some(id),
+            at: 0,
+            to: u64::MAX,
+        })
     }
 
     /// A new tap on a response whose body can still be joined from byte 0.

@@ -45,6 +45,11 @@ impl Vary {
     }
 }
 
+/// Whether `response`'s `Vary` is `*` (or names something that is not a header).
+pub(crate) fn any(response: &HeaderMap) -> bool {
+    matches!(Vary::of(response, &HeaderMap::new()), Vary::Any)
+}
+
 impl Selecting {
     /// Whether a request with `headers` selects the same response: its values of every
     /// header named by `Vary` equal the leader's, after the normalisation RFC 9111 allows
