@@ -172,11 +172,17 @@ async fn fifty_clients_of_a_two_mib_body_share_one_execution_and_its_first_bytes
     .await;
     assert_eq!(report.executions(), 1);
     // Only the first chunk is out: every client must have it before the body goes on.
+    let released = Instant::now();
     report.gate.add_permits(1);
     until("every client's first bytes", || {
         first_bytes.load(Ordering::SeqCst) == N
     })
     .await;
+    println!(
+        "{N} clients: the handler's first chunk reached every client {:.2} ms after it was sent, \
+         with the rest of the body still held back",
+        released.elapsed().as_secs_f64() * 1e3
+    );
     report.gate.add_permits(report.chunks - 1);
     let results = set.join_all().await;
     let expected = report.expected();
