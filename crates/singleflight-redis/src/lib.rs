@@ -73,6 +73,29 @@
 //! ([`FallbackReason::Decode`], [`FallbackReason::TooLarge`]). Put a schema version in
 //! the namespace. Errors cross as their `Display` text ([`RemoteError`]).
 //!
+//! # Who shares a result with whom
+//!
+//! A result goes only to calls that overlap its flight and agree on every row below; by
+//! default nothing else separates callers. Two users, tenants or sessions that call the
+//! same key in the same namespace and database **share one result**: when the result
+//! depends on who asks, name the principal in the key (`"user:42:profile"`) or the
+//! namespace.
+//!
+//! | the two calls differ in… | do they share a result? |
+//! |---|---|
+//! | nothing (same server, namespace, database, key) | yes: that is the point |
+//! | key | never: names are SHA-256 of (namespace, key), and every envelope carries the full key, checked on receipt |
+//! | namespace ([`Config::new`]) | never (as for the key); put a schema version in it |
+//! | database (`redis://host/1` vs `/2`) | never: keys are per database, and each database's pub/sub channels are its own (channels are server-wide, so their names carry the database) |
+//! | server (or Sentinel service) | never |
+//! | [`Config::secret`]: follower has one, leader another or none | never: the follower runs the work itself ([`FallbackReason::Unverified`]) |
+//! | [`Config::secret`]: leader has one, follower none | yes: a follower without a secret trusts whatever Redis holds |
+//! | value type (same namespace) | only if the bytes decode as the follower's type, else it runs the work ([`FallbackReason::Decode`]): version the namespace |
+//! | [`Config`] knobs (deadlines, lease, sizes, codec) | yes: a follower applies its own [`Config::max_value`], and decodes with the leader's codec if its build has it |
+//!
+//! Without a secret, anyone who can write to Redis can also hand any caller any value:
+//! see [Trust](#trust).
+//!
 //! # Trust
 //!
 //! Without [`Config::secret`], **Redis and everyone who can write to it (or `PUBLISH` on

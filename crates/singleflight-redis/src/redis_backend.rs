@@ -139,6 +139,8 @@ fn script(body: &str) -> Script {
 /// The real backend.
 pub(crate) struct RedisBackend {
     link: Arc<Link>,
+    /// The logical database of the client's URL.
+    database: i64,
     hub: Arc<Hub>,
     join: Script,
     renew: Script,
@@ -204,6 +206,7 @@ impl RedisBackend {
         )?;
         let backend = Arc::new(Self {
             link,
+            database: client.get_connection_info().redis_settings().db(),
             hub,
             join: script(JOIN),
             renew: script(RENEW),
@@ -233,6 +236,10 @@ fn int(value: &Value) -> Option<u64> {
 }
 
 impl Backend for Arc<RedisBackend> {
+    fn database(&self) -> i64 {
+        self.database
+    }
+
     fn connection(&self) -> u64 {
         self.link.last_up()
     }
