@@ -68,6 +68,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         0
     }
 
+    /// The logical database the keys live in (`SELECT`ed by the connection). Channels are
+    /// server-wide, so a flight's channel names it.
+    fn database(&self) -> i64 {
+        0
+    }
+
     /// A command sent while `connection` was current got no answer within its deadline.
     fn timed_out(&self, connection: u64) {
         let _ = connection;

@@ -101,7 +101,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, accepted: &'static str, got: impl fmt::Debug) -> Self {
+    pub(crate) fn new(setting: &'static str, accepted: &'static str, got: impl fmt::Debug) -> Self {
         Self {
             setting,
             accepted,

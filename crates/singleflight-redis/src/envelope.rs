@@ -207,6 +207,10 @@ pub(crate) fn decode_value<V: DeserializeOwned>(codec: u8, payload: &[u8]) -> Op
 
 /// The Redis names of one key's flight. They share the hash tag `{namespace:hash}`, so
 /// every script touches one cluster slot.
+///
+/// Keys belong to one logical database, but pub/sub channels are server-wide: the channel
+/// names the database (all but database 0, whose name predates this), so a result
+/// published in one database never reaches a follower in another.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     pub(crate) lock: String,
@@ -219,14 +223,18 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(namespace: &str, key: &str) -> Self {
+    pub(crate) fn new(namespace: &str, database: i64, key: &str) -> Self {
         let hash = name_hash(namespace, key);
         let base = format!("sf:{{{namespace}:{hash}}}");
         Self {
             lock: format!("{base}:lock"),
             generation: format!("{base}:gen"),
             result: format!("{base}:res"),
-            channel: format!("{base}:done"),
+            channel: if database == 0 {
+                format!("{base}:done")
+            } else {
+                format!("{base}:db{database}:done")
+            },
             key: key.to_owned(),
         }
     }
@@ -304,7 +312,7 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag() {
-        let keys = Keys::new("users:v1", "user:{42}");
+        let keys = Keys::new("users:v1", 0, "user:{42}");
         let tag = |name: &str| name[name.find('{').unwrap()..=name.find('}').unwrap()].to_owned();
         assert_eq!(tag(&keys.lock), tag(&keys.result));
         assert_eq!(tag(&keys.lock), tag(&keys.generation));
@@ -312,13 +320,24 @@ mod tests {
         assert!(keys.lock.starts_with("sf:{users:v1:"));
         assert_eq!(tag(&keys.lock).len(), "{users:v1:}".len() + 32, "128 bits");
         assert_ne!(
-            Keys::new("users:v1", "a").lock,
-            Keys::new("users:v1", "b").lock
+            Keys::new("users:v1", 0, "a").lock,
+            Keys::new("users:v1", 0, "b").lock
         );
         assert_ne!(
-            Keys::new("users:v1", "a").lock,
-            Keys::new("users:v2", "a").lock
+            Keys::new("users:v1", 0, "a").lock,
+            Keys::new("users:v2", 0, "a").lock
         );
+        // Channels are server-wide: each database has its own (database 0 keeps the name
+        // it always had), and keys are per database already.
+        let (zero, two) = (Keys::new("ns", 0, "k"), Keys::new("ns", 2, "k"));
+        assert_eq!(
+            zero.channel,
+            format!("{}:done", zero.lock.trim_end_matches(":lock"))
+        );
+        assert_ne!(zero.channel, two.channel);
+        assert_ne!(two.channel, Keys::new("ns", 12, "k").channel);
+        assert_eq!(tag(&two.channel), tag(&two.lock));
+        assert_eq!((zero.lock, zero.result), (two.lock, two.result));
         // The namespace is length-prefixed: ("a", "bc") and ("ab", "c") differ.
         assert_ne!(name_hash("a", "bc"), name_hash("ab", "c"));
         // SHA-256("\0\0\0\0\0\0\0\x02ns" "k"), first 16 bytes: stable across builds.

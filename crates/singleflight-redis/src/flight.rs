@@ -252,7 +252,7 @@ impl<B: Backend> Fleet<B> {
         let Some(_probe) = self.breaker.allow(self.backend.connection()) else {
             return self.local(FallbackReason::CircuitOpen, work).await;
         };
-        let keys = Keys::new(&self.config.namespace, key);
+        let keys = Keys::new(&self.config.namespace, self.backend.database(), key);
         let token = format!("{:016x}{:016x}", random_u64(), random_u64());
         let mut lease = LeaseGuard {
             fleet: Arc::clone(self),
@@ -798,7 +798,7 @@ mod tests {
     }
 
     fn keys() -> Keys {
-        Keys::new("t", "key")
+        Keys::new("t", 0, "key")
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,8 +13,10 @@ use singleflight_tokio::Group;
 use crate::config::{Config, ConfigError};
 use crate::flight::{Failure, Fleet};
 use crate::health::FleetStats;
+use crate::link::Target;
 use crate::outcome::{Error, Outcome};
 use crate::redis_backend::RedisBackend;
+use crate::sentinel::Sentinel;
 
 type Local<V, E> = Group<String, Result<(V, Outcome), Failure<E>>>;
 
@@ -96,16 +98,50 @@ where
     /// Outside a tokio runtime.
     pub fn new(client: &redis::Client, config: Config) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
+        let target = Target::server(client).map_err(OpenError::Redis)?;
+        Ok(Self::on(target, config))
+    }
+
+    fn on(target: Target, config: Config) -> Self {
         #[cfg(feature = "tls")]
         {
             // `Err` if the process already has a default provider: that one is used.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let backend = RedisBackend::new(client, &config).map_err(OpenError::Redis)?;
-        Ok(Self {
+        let backend = RedisBackend::new(target, &config);
+        Self {
             local: Group::new(),
             fleet: Arc::new(Fleet::new(backend, config)),
-        })
+        }
+    }
+
+    /// A group on the primary that `sentinel`'s sentinels name for its service, found
+    /// again before every connection attempt, so the group follows failovers: see
+    /// [`Sentinel`]. Like [`new`](Self::new), it connects on first use; sentinels or a
+    /// primary that cannot be reached, a service no sentinel knows, or refused
+    /// credentials are not errors here: calls then run locally and say why
+    /// ([`FallbackReason::RedisUnavailable`](crate::FallbackReason::RedisUnavailable),
+    /// [`FallbackReason::AuthFailed`](crate::FallbackReason::AuthFailed)), each attempt
+    /// bounded by [`Config::op_timeout`] per sentinel asked, and the group keeps trying
+    /// ([`Config::reconnect`]). [`fleet_stats`](Self::fleet_stats) names the primary it
+    /// is connected to.
+    ///
+    /// The database is the `Sentinel`'s ([`Sentinel::database`]); pub/sub channels carry
+    /// it, as for URLs.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Config`] if a setting is out of range ([`Config::validate`]), or the
+    /// `Sentinel` has no sentinel address, an address that is not `host:port`, an empty
+    /// service name or a negative database (the error names which).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn open_sentinel(sentinel: &Sentinel, config: Config) -> Result<Self, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let discovery = sentinel.discovery().map_err(OpenError::Config)?;
+        Ok(Self::on(Target::Sentinel(Arc::new(discovery)), config))
     }
 
     /// [`new`](Self::new) from a URL: `redis://[[user]:password@]host:port/[db]`, or

@@ -127,19 +127,34 @@ pub enum ReconnectReason {
     /// The health `PING` sent after a command timed out got no answer (or a wrong one)
     /// within [`Config::op_timeout`](crate::Config::op_timeout).
     HealthCheck,
+    /// The server refused a write with `READONLY`: it is a replica now (a primary demoted
+    /// after a failover). Through Sentinel, the next connection goes to the primary the
+    /// sentinels name.
+    ReadOnly,
+    /// Through Sentinel: the sentinels announced another primary (`+switch-master`) than
+    /// the server this connection goes to.
+    Failover,
 }
 
 impl ReconnectReason {
     /// Number of reasons.
-    pub(crate) const COUNT: usize = 3;
+    pub(crate) const COUNT: usize = 5;
     /// Every reason, in [`index`](Self::index) order.
-    pub(crate) const ALL: [Self; Self::COUNT] = [Self::Closed, Self::Timeouts, Self::HealthCheck];
+    pub(crate) const ALL: [Self; Self::COUNT] = [
+        Self::Closed,
+        Self::Timeouts,
+        Self::HealthCheck,
+        Self::ReadOnly,
+        Self::Failover,
+    ];
 
     pub(crate) fn index(self) -> usize {
         match self {
             Self::Closed => 0,
             Self::Timeouts => 1,
             Self::HealthCheck => 2,
+            Self::ReadOnly => 3,
+            Self::Failover => 4,
         }
     }
 
@@ -154,6 +169,10 @@ impl ReconnectReason {
             Self::HealthCheck => format!(
                 "a health PING after a command timed out got no answer within {op_timeout:?}"
             ),
+            Self::ReadOnly => {
+                "the server answered READONLY: it is a replica now, not the primary".to_owned()
+            }
+            Self::Failover => "the sentinels announced another primary (+switch-master)".to_owned(),
         }
     }
 }
@@ -165,6 +184,10 @@ pub(crate) struct ReconnectCounts {
     replaced: [AtomicU64; ReconnectReason::COUNT],
     last: Mutex<Option<(ReconnectReason, SystemTime)>>,
     failed_attempts: AtomicU64,
+    /// Through Sentinel: the primary of the last connection that opened, and how many
+    /// times it was another than the one before.
+    primary: Mutex<Option<String>>,
+    primary_changes: AtomicU64,
 }
 
 impl ReconnectCounts {
@@ -172,6 +195,17 @@ impl ReconnectCounts {
         self.replaced[reason.index()].fetch_add(1, Ordering::Relaxed);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((reason, SystemTime::now()));
+    }
+
+    /// A connection to `primary` (Sentinel) opened.
+    pub(crate) fn connected_to(&self, primary: &str) {
+        let mut current = self.primary.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_deref() != Some(primary) {
+            if current.is_some() {
+                self.primary_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            *current = Some(primary.to_owned());
+        }
     }
 
     pub(crate) fn attempt_failed(&self) {
@@ -184,6 +218,10 @@ impl ReconnectCounts {
         stats.reconnects = ReconnectReason::ALL.map(|r| (r, load(&self.replaced[r.index()])));
         stats.last_reconnect = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
         stats.connect_failures = load(&self.failed_attempts);
+        stats
+            .primary
+            .clone_from(&self.primary.lock().unwrap_or_else(PoisonError::into_inner));
+        stats.primary_changes = load(&self.primary_changes);
     }
 }
 
@@ -235,6 +273,8 @@ impl Counters {
             reconnects: ReconnectReason::ALL.map(|r| (r, 0)),
             last_reconnect: None,
             connect_failures: 0,
+            primary: None,
+            primary_changes: 0,
         }
     }
 }
@@ -242,7 +282,7 @@ impl Counters {
 /// A copy of a group's fleet counters: one count per call that reached the fleet layer
 /// (one per in-process flight; in-process waiters are counted by the group's
 /// [`Observer`](singleflight_core::Observer), if any).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetStats {
     /// Flights this process led.
@@ -268,6 +308,14 @@ pub struct FleetStats {
     /// Attempts to open a connection that failed (refused, timed out, credentials
     /// refused); they are paced by [`Config::reconnect`](crate::Config::reconnect).
     pub connect_failures: u64,
+    /// Through Sentinel ([`RedisGroup::open_sentinel`](crate::RedisGroup::open_sentinel)):
+    /// the primary (`host:port`, as the sentinels name it) of the last connection that
+    /// opened, which `ROLE` confirmed; after a failover, the promoted server. `None`
+    /// before the first connection, and for a group opened on a URL.
+    pub primary: Option<String>,
+    /// Through Sentinel: how many times a new connection went to another primary than
+    /// the one before (failovers this group followed).
+    pub primary_changes: u64,
 }
 
 impl FleetStats {

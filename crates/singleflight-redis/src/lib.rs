@@ -73,6 +73,29 @@
 //! ([`FallbackReason::Decode`], [`FallbackReason::TooLarge`]). Put a schema version in
 //! the namespace. Errors cross as their `Display` text ([`RemoteError`]).
 //!
+//! # Who shares a result with whom
+//!
+//! A result goes only to calls that overlap its flight and agree on every row below; by
+//! default nothing else separates callers. Two users, tenants or sessions that call the
+//! same key in the same namespace and database **share one result**: when the result
+//! depends on who asks, name the principal in the key (`"user:42:profile"`) or the
+//! namespace.
+//!
+//! | the two calls differ in… | do they share a result? |
+//! |---|---|
+//! | nothing (same server, namespace, database, key) | yes: that is the point |
+//! | key | never: names are SHA-256 of (namespace, key), and every envelope carries the full key, checked on receipt |
+//! | namespace ([`Config::new`]) | never (as for the key); put a schema version in it |
+//! | database (`redis://host/1` vs `/2`) | never: keys are per database, and each database's pub/sub channels are its own (channels are server-wide, so their names carry the database) |
+//! | server (or Sentinel service) | never |
+//! | [`Config::secret`]: follower has one, leader another or none | never: the follower runs the work itself ([`FallbackReason::Unverified`]) |
+//! | [`Config::secret`]: leader has one, follower none | yes: a follower without a secret trusts whatever Redis holds |
+//! | value type (same namespace) | only if the bytes decode as the follower's type, else it runs the work ([`FallbackReason::Decode`]): version the namespace |
+//! | [`Config`] knobs (deadlines, lease, sizes, codec) | yes: a follower applies its own [`Config::max_value`], and decodes with the leader's codec if its build has it |
+//!
+//! Without a secret, anyone who can write to Redis can also hand any caller any value:
+//! see [Trust](#trust).
+//!
 //! # Trust
 //!
 //! Without [`Config::secret`], **Redis and everyone who can write to it (or `PUBLISH` on
@@ -97,6 +120,8 @@
 //! within [`Config::op_timeout`]; or when the health `PING` sent after a command timed
 //! out gets no answer within it. That last case is the silent one: a host gone from
 //! behind its address, a NAT or conntrack entry dropped, with no reset ever arriving.
+//! It is also replaced when the server refuses a write with `READONLY` (a primary
+//! demoted to a replica under it).
 //!
 //! * New connections are opened one at a time, in the background, after a pause
 //!   ([`Config::reconnect`]: up to 100 ms before the first attempt, then doubling up to
@@ -117,6 +142,27 @@
 //! deadlines; the next attempt to connect comes within the cap.) Tested with a loopback
 //! proxy that silences every open connection for 3 s and never resets one.
 //!
+//! # Sentinel
+//!
+//! [`RedisGroup::open_sentinel`] finds the primary through Redis Sentinel ([`Sentinel`]:
+//! the sentinels' addresses, the service name, credentials for the sentinels and for the
+//! primary, the database, and TLS with the `tls` feature). Every connection attempt asks
+//! the sentinels for the current primary (`SENTINEL get-master-addr-by-name`, one sentinel
+//! after another), and checks with `ROLE` that the server it reached is a primary; a
+//! replica is not (a failover under way): the attempt fails, and the next one asks
+//! again. The group also follows `+switch-master` on one sentinel, so a connection to a
+//! primary the sentinels replaced is dropped when they announce it, even if that server
+//! still answers (an old primary back from a pause takes writes until it is demoted).
+//! [`FleetStats::primary`] names the primary of the current connection.
+//!
+//! **Failover target**: after the primary dies or stops and a replica is promoted, the
+//! fleet coalesces again within `lease_ttl + reconnect cap + 3 × op_timeout` of the
+//! promotion, with no failed call; meanwhile calls run locally, at most one execution per
+//! process and key. An old primary that comes back before it is demoted adds at most one
+//! execution per key. Tested against real processes: three `redis-sentinel`s, a primary
+//! and a replica, with the primary killed (`SIGKILL`), and stopped past
+//! `down-after-milliseconds` (`SIGSTOP`) then resumed after the promotion.
+//!
 //! # Reporting
 //!
 //! Each call's [`Outcome`]; [`RedisGroup::fleet_stats`] (which also counts connections
@@ -135,7 +181,8 @@
 //! Credentials go in the URL (`redis://user:password@host:port/`, or `redis://:password@…`
 //! for the default user). The least an ACL user needs (tested):
 //! `~sf:* &sf:* -@all +hello +evalsha +eval +script|load +subscribe +unsubscribe +hget`
-//! and, for the scripts, `+get +set +pexpire +pttl +type +hmget +hset +del +publish`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
+//! and, for the scripts, `+get +set +pexpire +pttl +type +hmget +hset +del +publish`;
+//! through Sentinel also `+role`. Refused credentials are reported as [`FallbackReason::AuthFailed`] (and
 //! warned about), not as a timeout; the group keeps trying to connect (see
 //! [Connection](#connection-and-recovery)), so credentials fixed on the server are taken up
 //! without a restart.
@@ -147,7 +194,8 @@
 //!
 //! * `msgpack`: the `Codec::MessagePack` codec (see [`Codec`]).
 //! * `tls`: `rediss://` URLs, through the `redis` crate's rustls support with the `ring`
-//!   provider and the platform's root certificates (see [`RedisGroup::open`]).
+//!   provider and the platform's root certificates (see [`RedisGroup::open`]); and
+//!   `Sentinel::tls` for sentinels and a primary that speak TLS.
 //!
 //! # MSRV
 //!
@@ -165,6 +213,7 @@ mod health;
 mod link;
 mod outcome;
 mod redis_backend;
+mod sentinel;
 
 #[cfg(test)]
 mod fake;
@@ -173,6 +222,7 @@ pub use config::{Codec, Config, ConfigError};
 pub use group::{OpenError, RedisGroup};
 pub use health::{FleetStats, ReconnectReason};
 pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
+pub use sentinel::Sentinel;
 
 // The README is the registry page: its examples compile and run as doctests.
 #[cfg(doctest)]

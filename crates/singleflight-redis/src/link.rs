@@ -14,9 +14,11 @@
 //!   next attempt waits out its backoff.
 //!
 //! Transitions: `Idle → Connecting` (first command); `Up → Connecting` (replaced: the
-//! server or the network closed it, [`TIMEOUTS`] commands in a row got no answer, or the
-//! health `PING` sent after a command timed out got none); `Connecting → Up | Down` (the
-//! attempt's outcome); `Down → Connecting` (the backoff is over). Only the reconnect task
+//! server or the network closed it, [`TIMEOUTS`] commands in a row got no answer, the
+//! health `PING` sent after a command timed out got none, the server answered
+//! `READONLY`, or, through Sentinel, the sentinels announced another primary);
+//! `Connecting → Up | Down` (the attempt's outcome; through Sentinel an attempt first asks
+//! the sentinels for the primary, and fails if `ROLE` says the server is not one); `Down → Connecting` (the backoff is over). Only the reconnect task
 //! leaves `Connecting` and `Down`, and there is one while the state is either: connections
 //! are opened one at a time.
 //!
@@ -39,11 +41,12 @@ use redis::{
     AsyncConnectionConfig, Client, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError,
     RedisResult, Value,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::backend::{BackendError, Hub};
 use crate::flight::random_u64;
 use crate::health::{ReconnectCounts, ReconnectReason, Warnings};
+use crate::sentinel::{Discovery, switched};
 
 /// Commands in a row on one connection that got no answer before it is replaced.
 pub(crate) const TIMEOUTS: u32 = 3;
@@ -77,7 +80,7 @@ const USER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Keepalive and `TCP_USER_TIMEOUT` where the platform has them, and no Nagle delay: a
 /// connection the network dropped is closed by the kernel even if no command notices.
-fn tcp_settings() -> TcpSettings {
+pub(crate) fn tcp_settings() -> TcpSettings {
     let keepalive = TcpKeepalive::new().with_time(KEEPALIVE_TIME);
     #[cfg(any(
         target_os = "linux",
@@ -105,9 +108,15 @@ pub(crate) fn error(e: &RedisError) -> BackendError {
     BackendError {
         timeout: e.is_timeout(),
         auth,
-        reconnect: e.is_io_error() || e.is_connection_dropped(),
+        reconnect: e.is_io_error() || e.is_connection_dropped() || read_only(e),
         message: e.to_string(),
     }
+}
+
+/// Whether the server refused a write because it is a replica (a primary demoted after a
+/// failover, still reached through the connection made to it as a primary).
+fn read_only(e: &RedisError) -> bool {
+    e.code() == Some("READONLY")
 }
 
 /// Whether an error says the connection itself is gone (closed, reset, out of step).
@@ -121,9 +130,66 @@ enum Conn {
     Up {
         id: u64,
         connection: MultiplexedConnection,
+        /// Through Sentinel: the primary's address (`host:port`).
+        primary: Option<String>,
     },
     Down(BackendError),
 }
+
+/// Where connections go.
+pub(crate) enum Target {
+    /// One server, by the client's URL (boxed: a client is large, and read once per
+    /// attempt).
+    Server(Box<Client>),
+    /// The current primary of a Sentinel service, asked for before every attempt.
+    Sentinel(Arc<Discovery>),
+}
+
+impl Target {
+    /// The server of `client` over RESP3 (whatever its URL says), with keepalive.
+    pub(crate) fn server(client: &Client) -> RedisResult<Self> {
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        Ok(Self::Server(Box::new(Client::open(
+            info.set_redis_settings(settings)
+                .set_tcp_settings(tcp_settings()),
+        )?)))
+    }
+
+    /// The logical database the connections select.
+    pub(crate) fn database(&self) -> i64 {
+        match self {
+            Self::Server(client) => client.get_connection_info().redis_settings().db(),
+            Self::Sentinel(discovery) => discovery.database(),
+        }
+    }
+
+    /// A new connection, and (through Sentinel) the primary's address.
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+        timeout: Duration,
+    ) -> Result<(MultiplexedConnection, Option<String>), BackendError> {
+        match self {
+            Self::Server(client) => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(|connection| (connection, None))
+                .map_err(|e| error(&e)),
+            Self::Sentinel(discovery) => discovery
+                .connect(config, timeout)
+                .await
+                .map(|(connection, primary)| (connection, Some(primary))),
+        }
+    }
+}
+
+/// How often the `+switch-master` subscription's sentinel is pinged (a sentinel that
+/// stopped answering is left for the next one).
+const SENTINEL_PING: Duration = Duration::from_secs(5);
 
 struct State {
     conn: Conn,
@@ -137,7 +203,7 @@ struct State {
 
 /// One group's connection (see the module docs).
 pub(crate) struct Link {
-    client: Client,
+    target: Target,
     op_timeout: Duration,
     /// Pause before the first attempt after a replacement (at most), and the cap.
     backoff: (Duration, Duration),
@@ -172,26 +238,16 @@ pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
 }
 
 impl Link {
-    /// A link to `client`'s server over RESP3 (whatever its URL says), with keepalive; no
-    /// connection is opened before the first command.
+    /// A link to `target`; no connection is opened before the first command.
     pub(crate) fn new(
-        client: &Client,
+        target: Target,
         hub: Arc<Hub>,
         op_timeout: Duration,
         backoff: (Duration, Duration),
         warn_interval: Duration,
-    ) -> RedisResult<Arc<Self>> {
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(
-            info.set_redis_settings(settings)
-                .set_tcp_settings(tcp_settings()),
-        )?;
-        Ok(Arc::new(Self {
-            client,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            target,
             op_timeout,
             backoff,
             hub,
@@ -205,7 +261,12 @@ impl Link {
             attempts: AtomicU64::new(0),
             counts: ReconnectCounts::default(),
             warnings: Warnings::new(warn_interval),
-        }))
+        })
+    }
+
+    /// The logical database the connections select.
+    pub(crate) fn database(&self) -> i64 {
+        self.target.database()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -241,12 +302,13 @@ impl Link {
             {
                 let mut state = self.state();
                 match &state.conn {
-                    Conn::Up { id, connection } => return Ok((*id, connection.clone())),
+                    Conn::Up { id, connection, .. } => return Ok((*id, connection.clone())),
                     Conn::Down(error) => return Err(error.clone()),
                     Conn::Connecting => {}
                     Conn::Idle => {
                         state.conn = Conn::Connecting;
                         self.spawn_reconnect(Duration::ZERO);
+                        self.spawn_switch_watch();
                     }
                 }
                 // Seen under the lock: a change after it wakes the wait below.
@@ -264,7 +326,9 @@ impl Link {
         result: RedisResult<T>,
     ) -> Result<T, BackendError> {
         result.map_err(|e| {
-            if lost(&e) {
+            if read_only(&e) {
+                self.replace(id, ReconnectReason::ReadOnly);
+            } else if lost(&e) {
                 self.replace(id, ReconnectReason::Closed);
             }
             error(&e)
@@ -282,6 +346,7 @@ impl Link {
                     Conn::Up {
                         id: current,
                         connection,
+                        ..
                     },
                 timeouts,
                 pinging,
@@ -404,17 +469,18 @@ impl Link {
                     this.set(Conn::Connecting);
                 }
                 let id = this.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-                let attempt = this
-                    .client
-                    .get_multiplexed_async_connection_with_config(&this.config(id))
-                    .await;
+                let attempt = this.target.connect(&this.config(id), this.op_timeout).await;
                 match attempt {
-                    Ok(connection) => {
+                    Ok((connection, primary)) => {
+                        if let Some(primary) = &primary {
+                            this.counts.connected_to(primary);
+                        }
                         {
                             let mut state = this.state();
                             state.conn = Conn::Up {
                                 id,
                                 connection: connection.clone(),
+                                primary,
                             };
                             state.last_up = id;
                         }
@@ -451,7 +517,91 @@ impl Link {
                         this.warnings.warn(1, || {
                             format!("could not connect to redis ({e}); next attempt in {pause:?}")
                         });
-                        this.set(Conn::Down(error(&e)));
+                        this.set(Conn::Down(e));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Link {
+    /// The sentinels announced `primary` as the service's new primary: a connection to
+    /// another server is replaced (it may be an old primary that has not learnt of its
+    /// demotion, and would take writes meanwhile).
+    fn switched(self: &Arc<Self>, primary: &str) {
+        let id = match &self.state().conn {
+            Conn::Up {
+                id,
+                primary: Some(current),
+                ..
+            } if current != primary => *id,
+            _ => return,
+        };
+        self.replace(id, ReconnectReason::Failover);
+    }
+
+    /// Through Sentinel: follows `+switch-master` on one sentinel at a time, for as long
+    /// as the link lives, moving to the next sentinel when one closes the connection or
+    /// stops answering its `PING`.
+    fn spawn_switch_watch(self: &Arc<Self>) {
+        let Target::Sentinel(discovery) = &self.target else {
+            return;
+        };
+        let discovery = Arc::clone(discovery);
+        let link: Weak<Self> = Arc::downgrade(self);
+        // Ends (with an error) when the link is dropped.
+        let mut alive = self.changed.subscribe();
+        let (timeout, (min, max)) = (self.op_timeout, self.backoff);
+        tokio::spawn(async move {
+            let mut failures = 0;
+            loop {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let push = move |info: PushInfo| -> Result<(), ()> {
+                    let event = match (info.kind, info.data.as_slice()) {
+                        (PushKind::Message, [_, Value::BulkString(payload)]) => {
+                            Some(payload.clone())
+                        }
+                        (PushKind::Disconnection, _) => None,
+                        _ => return Ok(()),
+                    };
+                    tx.send(event).map_err(|_| ())
+                };
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_push_sender(push);
+                if let Ok((mut connection, _)) = discovery.watch(&config, timeout).await {
+                    failures = 0;
+                    loop {
+                        tokio::select! {
+                            event = rx.recv() => match event {
+                                Some(Some(message)) => {
+                                    let Some(link) = link.upgrade() else { return };
+                                    if let Some(primary) = switched(&message, discovery.service()) {
+                                        link.switched(&primary);
+                                    }
+                                }
+                                _ => break,
+                            },
+                            gone = alive.changed() => if gone.is_err() { return },
+                            () = tokio::time::sleep(SENTINEL_PING) => {
+                                let command = redis::cmd("PING");
+                                let ping = command.query_async::<Value>(&mut connection);
+                                if !matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                failures += 1;
+                let pause = tokio::time::sleep(backoff(failures, min, max));
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        () = &mut pause => break,
+                        gone = alive.changed() => if gone.is_err() { return },
                     }
                 }
             }

@@ -9,13 +9,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::{Client, FromRedisValue, RedisResult, Script, Value};
+use redis::{FromRedisValue, Script, Value};
 
 use crate::backend::{Backend, BackendError, Hub, Joined, ServerState, Subscription};
 use crate::config::Config;
 use crate::envelope::Keys;
 use crate::health::ReconnectCounts;
-use crate::link::Link;
+use crate::link::{Link, Target};
 
 /// Foreign data at a flight's key (another type, or a value not in our format) is never
 /// trusted and never waited on: the scripts give such a key a TTL of at most `limit`, so
@@ -139,6 +139,8 @@ fn script(body: &str) -> Script {
 /// The real backend.
 pub(crate) struct RedisBackend {
     link: Arc<Link>,
+    /// The logical database of the client's URL.
+    database: i64,
     hub: Arc<Hub>,
     join: Script,
     renew: Script,
@@ -157,8 +159,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RedisBackend {
-    /// Connects lazily (the first command connects), over RESP3 whatever the URL says.
-    pub(crate) fn new(client: &Client, config: &Config) -> RedisResult<Arc<Self>> {
+    /// Connects lazily (the first command connects) to `target`, over RESP3.
+    pub(crate) fn new(target: Target, config: &Config) -> Arc<Self> {
         let op_timeout = config.op_timeout;
         // The hub needs the connection to unsubscribe, and the connection's push sender
         // needs the hub: tie the knot through a weak reference set after construction.
@@ -196,13 +198,14 @@ impl RedisBackend {
             });
         })));
         let link = Link::new(
-            client,
+            target,
             Arc::clone(&hub),
             op_timeout,
             (config.reconnect_min, config.reconnect_max),
             config.warn_interval,
-        )?;
+        );
         let backend = Arc::new(Self {
+            database: link.database(),
             link,
             hub,
             join: script(JOIN),
@@ -211,7 +214,7 @@ impl RedisBackend {
             release: script(RELEASE),
         });
         let _ = slot.set(Arc::downgrade(&backend));
-        Ok(backend)
+        backend
     }
 
     /// Runs a script on the current connection.
@@ -233,6 +236,10 @@ fn int(value: &Value) -> Option<u64> {
 }
 
 impl Backend for Arc<RedisBackend> {
+    fn database(&self) -> i64 {
+        self.database
+    }
+
     fn connection(&self) -> u64 {
         self.link.last_up()
     }

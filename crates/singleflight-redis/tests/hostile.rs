@@ -548,3 +548,70 @@ async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refuse
     }
     assert!(warnings::logged(&["not signed with this group's secret"]));
 }
+
+/// Pub/sub channels are server-wide, not per database: two deployments on one server that
+/// differ only in their database number (same namespace, same key, no secret) must not
+/// hand each other results. Database 1's leader finishes while database 2's follower waits
+/// on its own leader; the follower gets its own leader's value, never database 1's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_never_crosses_from_one_database_to_another() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let url = |db: u8| format!("redis://127.0.0.1:{}/{db}", server.port);
+    let one = RedisGroup::<String>::open(&url(1), fast("shared")).expect("group");
+    let two_leader = RedisGroup::<String>::open(&url(2), fast("shared")).expect("group");
+    let two_follower = RedisGroup::<String>::open(&url(2), fast("shared")).expect("group");
+    let (gate_one, gate_two) = (Gate::new(), Gate::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let lead = |group: &RedisGroup<String>, gate: &Gate, value: &'static str| {
+        let (group, gate, runs) = (group.clone(), gate.clone(), Arc::clone(&runs));
+        tokio::spawn(async move {
+            group
+                .call("k", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.wait().await;
+                    value.to_owned()
+                })
+                .await
+        })
+    };
+    let lead_one = lead(&one, &gate_one, "from database 1");
+    wait_until("database 1's leader runs", || {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let lead_two = lead(&two_leader, &gate_two, "from database 2");
+    wait_until("database 2's leader runs", || {
+        runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let follow = tokio::spawn({
+        let group = two_follower.clone();
+        async move {
+            group
+                .call("k", || async { "the follower's own".to_owned() })
+                .await
+        }
+    });
+    wait_until("database 2's follower waits", || {
+        two_follower.fleet_waiting() == 1
+    })
+    .await;
+    // Both leaders hold generation 1 of the same key in their own database.
+    gate_one.open();
+    let (value, outcome) = lead_one.await.expect("task").expect("value");
+    assert_eq!(
+        (value.as_str(), outcome),
+        ("from database 1", Outcome::Leader { generation: 1 })
+    );
+    gate_two.open();
+    let (value, outcome) = follow.await.expect("task").expect("value");
+    assert_eq!(
+        (value.as_str(), outcome),
+        ("from database 2", Outcome::Follower { generation: 1 }),
+        "database 2's follower took only database 2's result"
+    );
+    assert!(lead_two.await.expect("task").is_ok());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}

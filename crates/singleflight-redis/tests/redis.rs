@@ -1314,8 +1314,8 @@ async fn a_silent_network_heals_to_coalescing_within_the_stated_bound_without_a_
         "coalescing back {} ms after the heal (target {} ms); connections replaced per group: {:?}; failed connection attempts per group: {:?}",
         back_after.as_millis(),
         bound.as_millis(),
-        stats.map(|s| s.reconnects),
-        stats.map(|s| s.connect_failures)
+        stats.each_ref().map(|s| s.reconnects),
+        stats.each_ref().map(|s| s.connect_failures)
     );
     assert_eq!(
         before.failed + during.failed + after.failed,

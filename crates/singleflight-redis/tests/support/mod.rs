@@ -785,3 +785,182 @@ where
     assert!(lead.await.expect("task").is_ok());
     (outcome, value, runs.load(Ordering::SeqCst))
 }
+
+/// A Sentinel deployment on loopback: one primary, one replica (`--replicaof`) and three
+/// `redis-sentinel`s monitoring them as [`SERVICE`](Self::SERVICE) with quorum 2, each
+/// process stopped by its pid on drop.
+pub struct Deployment {
+    pub primary: Server,
+    pub replica: Server,
+    sentinels: Vec<Child>,
+    pub sentinel_ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+/// The sentinel binary: `SF_REDIS_SENTINEL`, or `redis-sentinel` on the `PATH`.
+fn sentinel_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SF_REDIS_SENTINEL") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("redis-sentinel"))
+            .find(|path| path.is_file())
+    })
+}
+
+/// One command to a loopback server, with a deadline (a stopped server never answers).
+pub async fn ask<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(300)))
+        .set_response_timeout(Some(Duration::from_millis(300)));
+    let query = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .ok()?;
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await.ok()
+    };
+    tokio::time::timeout(Duration::from_millis(700), query)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A server's role (`master`, `slave`), if it answers.
+pub async fn role(port: u16) -> Option<String> {
+    let reply: Vec<redis::Value> = ask(port, &["ROLE"]).await?;
+    match reply.first()? {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+impl Deployment {
+    /// The service name the sentinels monitor.
+    pub const SERVICE: &'static str = "sfprimary";
+
+    /// Starts it and waits until every sentinel knows the replica and the two other
+    /// sentinels (so that a failover can be authorised), or returns `None` (after saying
+    /// why) without the binaries; under `CI=true` that fails the test instead.
+    pub async fn start(down_after_ms: u64, failover_timeout_ms: u64) -> Option<Self> {
+        let Some(binary) = sentinel_binary() else {
+            let why = "redis-sentinel not found (install it, or set SF_REDIS_SENTINEL)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}: CI=true requires it");
+            }
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED (singleflight-redis): {why}");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "sf-redis-sentinel-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        // The replica writes the snapshot of its first sync to its directory.
+        let data = dir.to_str().expect("utf-8 path");
+        let primary = Server::start_with(&["--dir", data])?;
+        let port = primary.port.to_string();
+        let replica = Server::start_with(&["--dir", data, "--replicaof", "127.0.0.1", &port])?;
+        let mut sentinels = Vec::new();
+        let mut sentinel_ports = Vec::new();
+        for n in 0..3 {
+            let sentinel_port = free_port();
+            let conf = dir.join(format!("sentinel-{n}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {service} 127.0.0.1 {port} 2\n\
+                     sentinel down-after-milliseconds {service} {down_after_ms}\n\
+                     sentinel failover-timeout {service} {failover_timeout_ms}\n\
+                     sentinel parallel-syncs {service} 1\n",
+                    dir.display(),
+                    service = Self::SERVICE,
+                ),
+            )
+            .expect("sentinel config");
+            let child = Command::new(&binary)
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-sentinel");
+            sentinels.push(child);
+            sentinel_ports.push(sentinel_port);
+        }
+        let deployment = Self {
+            primary,
+            replica,
+            sentinels,
+            sentinel_ports,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ready = deployment.replica_in_sync().await;
+            for &port in &deployment.sentinel_ports {
+                let master: Option<std::collections::HashMap<String, String>> =
+                    ask(port, &["SENTINEL", "MASTER", Self::SERVICE]).await;
+                ready &= master.is_some_and(|m| {
+                    m.get("num-slaves").is_some_and(|n| n != "0")
+                        && m.get("num-other-sentinels").is_some_and(|n| n == "2")
+                });
+            }
+            if ready {
+                return Some(deployment);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels did not discover the replica and each other within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn replica_in_sync(&self) -> bool {
+        let info: Option<String> = ask(self.replica.port, &["INFO", "replication"]).await;
+        info.is_some_and(|i| i.contains("master_link_status:up"))
+    }
+
+    /// The sentinels' addresses, as `host:port`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.sentinel_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// The primary's port as the first sentinel that answers names it.
+    pub async fn named_primary(&self) -> Option<u16> {
+        for &port in &self.sentinel_ports {
+            let answer: Option<Option<(String, u16)>> = ask(
+                port,
+                &["SENTINEL", "get-master-addr-by-name", Self::SERVICE],
+            )
+            .await;
+            if let Some(Some((_, primary))) = answer {
+                return Some(primary);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
