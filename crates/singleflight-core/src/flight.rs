@@ -66,6 +66,7 @@ use core::task::Waker;
 use crate::error::PanicMessage;
 use crate::sync::Mutex;
 use crate::types::FlightRef;
+use crate::unwind;
 
 /// How a flight ended, as its waiters see it.
 pub(crate) enum Outcome<T> {
@@ -448,14 +449,11 @@ impl<T: Clone> Flight<T> {
             .expect("a published flight holds its outcome until its last reader");
         // The clone's panic (with `std`) is caught and resumed once the lock is released,
         // so the lock is never held by an unwinding thread.
-        #[cfg(feature = "std")]
-        let copy = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| duplicate(outcome)));
-        #[cfg(not(feature = "std"))]
-        let copy: Result<_, crate::group::Caught> = Ok(duplicate(outcome));
+        let copy = unwind::catch(|| duplicate(outcome));
         drop(slot);
         match copy {
             Ok(copy) => copy,
-            Err(payload) => crate::group::resume(payload),
+            Err(payload) => unwind::resume(payload),
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::observer::{Execution, Observer};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
 use crate::table::{Slot, Table};
 use crate::types::{FlightRef, LeaderDropPolicy};
+use crate::unwind::{self, Payload};
 use crate::waiter::Waiter;
 
 /// The number of shards a group has unless [`Group::with_shards`] says otherwise.
@@ -236,18 +237,11 @@ impl<K, T, S> Group<K, T, S> {
     pub(crate) fn observe_caught<R: Default>(
         &self,
         f: impl FnOnce(&dyn Observer) -> R,
-    ) -> Result<R, Caught> {
+    ) -> Result<R, Payload> {
         let Some(observer) = &self.observer else {
             return Ok(R::default());
         };
-        #[cfg(feature = "std")]
-        {
-            std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| f(&**observer)))
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            Ok(f(&**observer))
-        }
+        unwind::catch(|| f(&**observer))
     }
 
     /// Calls the observer from a `Drop` (or a guard that may run while unwinding). While
@@ -256,15 +250,9 @@ impl<K, T, S> Group<K, T, S> {
     /// expected to abort anyway).
     #[inline]
     pub(crate) fn observe_in_drop(&self, f: impl FnOnce(&dyn Observer)) {
-        let Some(observer) = &self.observer else {
-            return;
-        };
-        #[cfg(feature = "std")]
-        if std::thread::panicking() {
-            let _ = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| f(&**observer)));
-            return;
+        if let Some(observer) = &self.observer {
+            unwind::in_drop(|| f(&**observer));
         }
-        f(&**observer);
     }
 
     /// A number that identifies this group while it is borrowed (for re-entrancy checks).
@@ -344,20 +332,15 @@ impl<K, T, S> Group<K, T, S> {
                 // waiters are woken from a thread that is not unwinding (a task's waker that
                 // panicked there would abort the process); without it, `ending` publishes
                 // while unwinding.
-                #[cfg(feature = "std")]
-                let copy = match std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
-                    original.clone()
-                })) {
+                let copy = match unwind::catch(|| original.clone()) {
                     Ok(copy) => copy,
                     Err(payload) => {
                         drop(ending);
                         drop(flight);
                         drop(slot);
-                        resume(payload)
+                        unwind::resume(payload)
                     }
                 };
-                #[cfg(not(feature = "std"))]
-                let copy = original.clone();
                 (copy, ending.end())
             }
         };
@@ -465,25 +448,6 @@ impl<K, T, S> Group<K, T, S> {
     }
 }
 
-/// A panic caught from user code, to be resumed once the group is consistent (nothing can
-/// be caught without `std`).
-#[cfg(feature = "std")]
-pub(crate) type Caught = std::boxed::Box<dyn core::any::Any + Send>;
-#[cfg(not(feature = "std"))]
-pub(crate) type Caught = core::convert::Infallible;
-
-/// Resumes a panic caught from user code.
-#[cfg(feature = "std")]
-pub(crate) fn resume(payload: Caught) -> ! {
-    std::panic::resume_unwind(payload)
-}
-
-/// Resumes a panic caught from user code.
-#[cfg(not(feature = "std"))]
-pub(crate) fn resume(payload: Caught) -> ! {
-    match payload {}
-}
-
 /// Ends a leader's flight: publishes its outcome, tells the observer, then wakes the
 /// waiters ([`end`](Self::end)), or does all that when dropped, so that it happens even if
 /// the leader's clone of its value panics on the way.
@@ -510,8 +474,7 @@ impl<K, T, S> Ending<'_, K, T, S> {
             _ => (false, None),
         };
         let (started, execution) = (self.started, self.execution);
-        #[cfg(feature = "std")]
-        if std::thread::panicking() {
+        if unwind::unwinding() {
             self.group
                 .observe_in_drop(|o| o.leader_finished(started, execution));
             return shared;
@@ -521,7 +484,7 @@ impl<K, T, S> Ending<'_, K, T, S> {
             .observe_caught(|o| o.leader_finished(started, execution));
         drop(wake);
         if let Err(payload) = hook {
-            resume(payload);
+            unwind::resume(payload);
         }
         shared
     }
@@ -688,7 +651,7 @@ where
                 Ok(started) => leader.set_started(started),
                 Err(payload) => {
                     drop(leader);
-                    resume(payload)
+                    unwind::resume(payload)
                 }
             }
             Ok(Entry::Leader(leader))

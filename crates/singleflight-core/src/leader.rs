@@ -7,6 +7,7 @@ use crate::error::PanicMessage;
 use crate::group::GroupRef;
 use crate::observer::Execution;
 use crate::types::{FlightId, FlightRef, Role};
+use crate::unwind::{self, Payload};
 use crate::waiter::Waiter;
 
 /// The caller that runs the work of a flight.
@@ -163,39 +164,30 @@ impl<G: GroupRef> Leader<G> {
     where
         G::Value: Clone,
     {
-        #[cfg(feature = "std")]
-        {
-            match self.run_caught(work, failed) {
-                Ok(done) => done,
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            let value = work();
-            self.finish_classified(value, failed)
+        match self.run_caught(work, failed) {
+            Ok(done) => done,
+            Err(payload) => unwind::resume(payload),
         }
     }
 
     /// Like [`run_with_role`](Self::run_with_role), but a panic of `work` is handed back
     /// (after every waiter got [`Error::Panicked`](crate::Error::Panicked)) instead of resumed.
-    #[cfg(feature = "std")]
     #[inline]
     pub(crate) fn run_caught(
         self,
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
-    ) -> Result<(G::Value, Role), std::boxed::Box<dyn core::any::Any + Send>>
+    ) -> Result<(G::Value, Role), Payload>
     where
         G::Value: Clone,
     {
-        let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
-        let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
+        let scope = self.scope();
+        let result = unwind::catch(work);
         drop(scope);
         match result {
             Ok(value) => Ok(self.finish_classified(value, failed)),
             Err(payload) => {
-                self.panicked(PanicMessage::from_payload(&*payload));
+                self.panicked(unwind::message(&payload));
                 Err(payload)
             }
         }
@@ -210,20 +202,12 @@ impl<G: GroupRef> Leader<G> {
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
     ) {
-        #[cfg(feature = "std")]
-        {
-            let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
-            let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
-            drop(scope);
-            match result {
-                Ok(value) => self.hand_over(value, failed),
-                Err(payload) => self.panicked(PanicMessage::from_payload(&*payload)),
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            let value = work();
-            self.hand_over(value, failed);
+        let scope = self.scope();
+        let result = unwind::catch(work);
+        drop(scope);
+        match result {
+            Ok(value) => self.hand_over(value, failed),
+            Err(payload) => self.panicked(unwind::message(&payload)),
         }
     }
 
@@ -244,15 +228,24 @@ impl<G: GroupRef> Leader<G> {
     }
 
     /// Polls the leader's work with panic capture and re-entrancy tracking.
-    #[cfg(feature = "std")]
     #[inline]
     pub(crate) fn poll_work<F: core::future::Future<Output = G::Value>>(
         &self,
         work: core::pin::Pin<&mut F>,
         cx: &mut core::task::Context<'_>,
-    ) -> Result<core::task::Poll<G::Value>, std::boxed::Box<dyn core::any::Any + Send>> {
-        let _scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| work.poll(cx)))
+    ) -> Result<core::task::Poll<G::Value>, Payload> {
+        let _scope = self.scope();
+        unwind::catch(|| work.poll(cx))
+    }
+
+    /// Marks this thread as running the flight's work until the result is dropped, for
+    /// re-entrancy detection (`std` only: without it nothing is tracked).
+    #[inline]
+    fn scope(&self) -> impl Sized {
+        #[cfg(feature = "std")]
+        {
+            crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id)
+        }
     }
 }
 

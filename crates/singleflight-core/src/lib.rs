@@ -153,6 +153,7 @@ mod shared_error;
 mod sync;
 mod table;
 mod types;
+mod unwind;
 mod waiter;
 
 pub use error::{BoxedError, Error, PanicMessage, ShareableError};

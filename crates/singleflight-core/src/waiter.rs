@@ -174,7 +174,7 @@ where
                     Ok(started) => leader.set_started(started),
                     Err(payload) => {
                         drop(leader);
-                        crate::group::resume(payload)
+                        crate::unwind::resume(payload)
                     }
                 }
                 Some(Waited::Promoted(leader))

@@ -27,6 +27,7 @@ use crate::group::{Entry, Group, GroupRef};
 use crate::leader::Leader;
 use crate::observer::Execution;
 use crate::types::Role;
+use crate::unwind;
 use crate::waiter::{Waited, Waiter};
 
 /// What callers see when the runtime drops detached work before it finished (a runtime
@@ -157,19 +158,13 @@ where
         let Some(leader) = this.guard.0.as_ref() else {
             return Poll::Ready(());
         };
-        #[cfg(feature = "std")]
         let polled = match leader.poll_work(this.fut, cx) {
             Ok(polled) => polled,
             Err(payload) => {
                 let leader = this.guard.0.take().expect("checked above");
-                leader.panicked(PanicMessage::from_payload(&*payload));
+                leader.panicked(unwind::message(&payload));
                 return Poll::Ready(());
             }
-        };
-        #[cfg(not(feature = "std"))]
-        let polled = {
-            let _ = leader;
-            this.fut.poll(cx)
         };
         match polled {
             Poll::Pending => Poll::Pending,
