@@ -11,8 +11,9 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::entry::{Entry, enter_with};
 use crate::error::Error;
-use crate::group::{Entry, Group, enter_with};
+use crate::group::Group;
 use crate::leader::Leader;
 use crate::types::Role;
 use crate::unwind::{self, Payload};
@@ -309,7 +310,7 @@ where
 {
     match (value, dropped) {
         (Ok(value), Ok(())) => {
-            let (value, settled) = leader.finish_classified(value, failed);
+            let (value, settled) = leader.keep(value, failed);
             *role = Some(settled);
             Poll::Ready(Ok(value))
         }

@@ -53,7 +53,8 @@
 //! flight: a panic in it affects only the call whose code panicked (that call panics, as
 //! its own code would), every other caller gets its outcome, the key is free afterwards,
 //! and nothing leaks. No user code runs under a lock where it can be avoided (the lock
-//! order and the exceptions are in the crate's `sync` module).
+//! order and the exceptions are in the implementation notes of the crate's `flight`
+//! module, `src/flight/mod.rs`).
 //!
 //! | user code | where it runs | if it panics |
 //! |---|---|---|
@@ -139,6 +140,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod entry;
 mod error;
 mod flight;
 mod future;
@@ -151,14 +153,14 @@ mod reentrancy;
 pub mod rt;
 mod shared_error;
 mod sync;
-mod table;
 mod types;
 mod unwind;
 mod waiter;
 
+pub use entry::Entry;
 pub use error::{BoxedError, Error, PanicMessage, ShareableError};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
-pub use group::{DEFAULT_SHARDS, Entry, Group, GroupRef, MAX_SHARDS};
+pub use group::{DEFAULT_SHARDS, Group, GroupRef, MAX_SHARDS};
 pub use hash::{DefaultHashBuilder, DefaultHasher};
 pub use leader::Leader;
 pub use observer::{Execution, Observer};

@@ -21,9 +21,11 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::{Spawn, SpawnBlocking};
+use crate::entry::Entry;
 use crate::error::{Error, PanicMessage};
+use crate::flight::Ending;
 use crate::future::{CallFuture, flatten};
-use crate::group::{Entry, Group, GroupRef};
+use crate::group::{Group, GroupRef};
 use crate::leader::Leader;
 use crate::observer::Execution;
 use crate::types::Role;
@@ -128,7 +130,10 @@ struct Guard<G: GroupRef>(Option<Leader<G>>);
 impl<G: GroupRef> Drop for Guard<G> {
     fn drop(&mut self) {
         if let Some(leader) = self.0.take() {
-            leader.end_panicked(PanicMessage::new(DROPPED), Execution::Dropped);
+            let _ = leader.end(
+                Ending::Panicked(PanicMessage::new(DROPPED)),
+                Execution::Dropped,
+            );
         }
     }
 }
@@ -246,7 +251,7 @@ where
         };
         self.role = Some(Role::Leader { shared: false });
         // Subscribe before launching: the task may finish at once on another thread.
-        self.waiter = Some(leader.subscribe());
+        self.waiter = Some(Waiter::launcher(&leader));
         launch.launch(leader, self.failed);
         true
     }
