@@ -6,7 +6,7 @@
 use core::fmt;
 
 use crate::error::PanicMessage;
-use crate::flight::{Ended, Ending};
+use crate::flight::{Ended, Ending, Shared};
 use crate::group::{Group, GroupRef};
 use crate::observer::Execution;
 use crate::types::{FlightId, FlightRef, Role};
@@ -153,11 +153,12 @@ impl<G: GroupRef> Leader<G> {
     /// from the ended flight before its outcome is stored for the waiters. The flight's
     /// state comes first; then the observer hears of it; then the waiters are woken (a
     /// dropped leader's, before the observer: it never ran the work's hooks).
+    #[inline]
     fn end_with(
         mut self,
         ending: Ending<G::Value>,
         execution: Execution,
-        copy: impl FnOnce(&mut Ended<G::Key, G::Value>) -> Option<Result<G::Value, Payload>>,
+        copy: impl FnOnce(&mut Shared<G::Key, G::Value>) -> Option<Result<G::Value, Payload>>,
     ) -> (Option<Result<G::Value, Payload>>, bool) {
         let Some(group_ref) = self.group.take() else {
             unreachable!("a leader ends its flight once")
@@ -168,6 +169,23 @@ impl<G: GroupRef> Leader<G> {
             .flights()
             .end(self.at, ending, group.leader_drop_policy());
         let started = self.started;
+        let ended = match ended {
+            Ended::Alone { own, slot } => {
+                // Nobody joined (every uncontended call): no outcome to store, nobody to
+                // wake, no clone, so nothing can panic before the observer hears of it.
+                if dropped {
+                    group.observe_in_drop(|o| {
+                        o.execution_finished(started, Execution::Dropped);
+                        o.flight_finished();
+                    });
+                } else {
+                    group.observe_in_drop(|o| o.leader_finished(started, execution));
+                }
+                drop(slot);
+                return (own.map(Ok), false);
+            }
+            Ended::Shared(ended) => ended,
+        };
         if dropped {
             let over = ended.over;
             drop(ended);
@@ -306,7 +324,7 @@ fn classify<T>(value: &T, failed: fn(&T) -> bool) -> Execution {
 /// A guard, so that all of it happens even if the leader's clone of its value panics first.
 struct Told<'g, K, T, S> {
     group: &'g Group<K, T, S>,
-    ended: Ended<K, T>,
+    ended: Shared<K, T>,
     started: u64,
     execution: Execution,
 }

@@ -272,7 +272,7 @@ impl<G: GroupRef> Drop for Waiter<G> {
                 group
                     .flights()
                     .end(self.flight.at, Ending::Dropped, group.leader_drop_policy());
-            over = ended.over;
+            over = ended.over();
             drop(ended);
         }
         let counted = self.counted;

@@ -158,51 +158,95 @@ pub(crate) enum Ending<T> {
 /// this stores it if that has not happened, wakes the callers, then drops the flight's key:
 /// all of it happens even if the leader's clone panics on the way.
 #[must_use = "the callers sleep until woken"]
-pub(crate) struct Ended<K, T> {
+pub(crate) enum Ended<K, T> {
+    /// Nobody ever joined (every uncontended call): nothing to store, nobody to wake. The
+    /// leader's value comes back if it keeps one; the slot (key and all) is to drop.
+    Alone {
+        own: Option<T>,
+        slot: Option<Slot<K, T>>,
+    },
+    /// Somebody joined, or a waiter was promoted.
+    Shared(Shared<K, T>),
+}
+
+impl<K, T> Ended<K, T> {
+    /// Whether the flight is over: `false` if a waiter was promoted to carry it on.
+    pub(crate) fn over(&self) -> bool {
+        match self {
+            Self::Alone { .. } => true,
+            Self::Shared(shared) => shared.over,
+        }
+    }
+}
+
+/// An [`Ended`] flight that somebody joined (see there).
+#[must_use = "the callers sleep until woken"]
+pub(crate) struct Shared<K, T> {
     /// Whether the flight is over: `false` if a waiter was promoted to carry it on.
     pub(crate) over: bool,
-    /// The outcome still to store for the waiters, with their flight.
-    pending: Option<(Arc<Flight<T>>, Outcome<T>)>,
     /// Whether the outcome went to a caller that joined (the leader's `shared` answer).
     shared: bool,
-    wake: Option<Wake<T>>,
+    /// What is left to do for the callers that joined, if any did.
+    joined: Option<Joined<T>>,
     /// The leader's value, when nobody waits for it (nobody joined, or all left).
     own: Option<T>,
     /// The flight's slot, key and all, dropped after the callers are woken.
     slot: Option<Slot<K, T>>,
 }
 
-impl<K, T> Ended<K, T> {
+/// The callers that joined an ended flight: first its outcome is still to be stored, then
+/// they are still to be woken.
+enum Joined<T> {
+    Pending(Arc<Flight<T>>, Outcome<T>),
+    Stored(Wake<T>),
+}
+
+impl<K, T> Shared<K, T> {
     /// The leader's own value, if nobody waits for it: the leader keeps it uncloned.
+    #[inline]
     pub(crate) fn take_own(&mut self) -> Option<T> {
         self.own.take()
     }
 
     /// The value still to be stored for the waiters, for the leader to clone first.
     pub(crate) fn pending_value(&self) -> Option<&T> {
-        match &self.pending {
-            Some((_, Outcome::Value(value))) => Some(value),
+        match &self.joined {
+            Some(Joined::Pending(_, Outcome::Value(value))) => Some(value),
             _ => None,
         }
     }
 
     /// Stores the outcome for the waiters, once; returns the leader's `shared` answer.
+    #[inline]
     pub(crate) fn publish(&mut self) -> bool {
-        if let Some((flight, outcome)) = self.pending.take() {
-            let (shared, wake) = Flight::publish(&flight, outcome);
-            self.shared = shared;
-            self.wake = Some(wake);
+        if let Some(Joined::Pending(..)) = self.joined {
+            self.publish_pending();
         }
         self.shared
     }
 
+    #[inline(never)]
+    fn publish_pending(&mut self) {
+        if let Some(Joined::Pending(flight, outcome)) = self.joined.take() {
+            let (shared, wake) = Flight::publish(&flight, outcome);
+            self.shared = shared;
+            self.joined = Some(Joined::Stored(wake));
+        }
+    }
+
     /// Wakes the callers now (after the observer heard of the end).
+    #[inline]
     pub(crate) fn wake(&mut self) {
-        drop(self.wake.take());
+        if let Some(Joined::Stored(_)) = self.joined {
+            if let Some(Joined::Stored(wake)) = self.joined.take() {
+                drop(wake);
+            }
+        }
     }
 }
 
-impl<K, T> Drop for Ended<K, T> {
+impl<K, T> Drop for Shared<K, T> {
+    #[inline]
     fn drop(&mut self) {
         self.publish();
         self.wake();
@@ -372,7 +416,9 @@ impl<K, T> Flights<K, T> {
     /// dropped later, with no lock held) and its outcome is stored for every waiting caller
     /// (a value the leader keeps a copy of, once the leader has cloned it: see [`Ended`]).
     /// Nothing is woken and no observer told here.
-    #[inline]
+    // Always inlined: the path of every uncontended call, whose flight nobody joined; the
+    // rest is out of line (`promote`, `end_shared`).
+    #[inline(always)]
     pub(crate) fn end(
         &self,
         at: FlightRef,
@@ -382,18 +428,16 @@ impl<K, T> Flights<K, T> {
         let shard = self.shard(at.hash);
         let mut table = shard.table.lock();
         if let (Ending::Dropped, LeaderDropPolicy::Takeover) = (&ending, policy) {
-            let flight = table.get_mut(at).and_then(|slot| slot.flight.as_ref());
             // Under the shard lock, so nobody joins a flight that is about to end.
-            if let Some(waker) = flight.and_then(|flight| flight.promote()) {
+            if let Some(waker) = Self::promote(&mut table, at) {
                 drop(table);
-                return Ended {
+                return Ended::Shared(Shared {
                     over: false,
-                    pending: None,
                     shared: false,
-                    wake: Some(Wake::promoted(waker)),
+                    joined: Some(Joined::Stored(Wake::promoted(waker))),
                     own: None,
                     slot: None,
-                };
+                });
             }
         }
         let (flight, slot) = if core::mem::needs_drop::<K>() {
@@ -406,35 +450,59 @@ impl<K, T> Flights<K, T> {
         };
         shard.count(&table);
         drop(table);
-        let mut ended = Ended {
+        let Some(flight) = flight else {
+            // Nobody ever joined: nothing to hand out (an outcome is dropped here).
+            let own = match ending {
+                Ending::Kept(value) => Some(value),
+                _ => None,
+            };
+            return Ended::Alone { own, slot };
+        };
+        Ended::Shared(Self::end_shared(flight, ending, slot))
+    }
+
+    /// **promote** the oldest waiter of the flight at `at`, if it has one; its waker comes
+    /// back, to wake once the locks are released.
+    #[cold]
+    #[inline(never)]
+    fn promote(table: &mut Table<K, T>, at: FlightRef) -> Option<Option<Waker>> {
+        table
+            .get_mut(at)
+            .and_then(|slot| slot.flight.as_ref())
+            .and_then(|flight| flight.promote())
+    }
+
+    /// [`end`](Self::end) of a flight somebody joined, once its slot is out of the table.
+    #[inline(never)]
+    fn end_shared(
+        flight: Arc<Flight<T>>,
+        ending: Ending<T>,
+        slot: Option<Slot<K, T>>,
+    ) -> Shared<K, T> {
+        let mut ended = Shared {
             over: true,
-            pending: None,
             shared: false,
-            wake: None,
+            joined: None,
             own: None,
             slot,
         };
         let outcome = match ending {
+            // Nobody waits for it any more (and now nobody can join): no clone for no one.
+            Ending::Kept(value) if flight.end_unwatched() => {
+                ended.own = Some(value);
+                return ended;
+            }
+            // Somebody waits: the value waits too, for the leader's clone.
             Ending::Kept(value) => {
-                match flight {
-                    // Somebody waits: the value waits too, for the leader's clone.
-                    Some(flight) if !flight.end_unwatched() => {
-                        ended.pending = Some((flight, Outcome::Value(value)));
-                    }
-                    // Nobody waits for it (and now nobody can join): no clone for no one.
-                    _ => ended.own = Some(value),
-                }
+                ended.joined = Some(Joined::Pending(flight, Outcome::Value(value)));
                 return ended;
             }
             Ending::HandedOver(value) => Outcome::Value(value),
             Ending::Panicked(message) => Outcome::Panicked(message),
             Ending::Dropped => Outcome::LeaderDropped,
         };
-        // Solo, nobody ever joined: nothing to hand out (`outcome` is dropped here).
-        if let Some(flight) = flight {
-            ended.pending = Some((flight, outcome));
-            ended.publish();
-        }
+        ended.joined = Some(Joined::Pending(flight, outcome));
+        ended.publish();
         ended
     }
 
