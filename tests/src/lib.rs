@@ -6,6 +6,8 @@
 pub mod embassy;
 pub mod hostile;
 pub mod setups;
+// The one watchdog, shared with the core's own integration tests.
+#[path = "../../crates/singleflight-core/tests/support/watchdog.rs"]
 mod watchdog;
 
 pub use singleflight_conformance::{Gate, PATIENCE, panic_message};

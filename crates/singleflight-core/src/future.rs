@@ -11,10 +11,12 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::entry::{Entry, enter_with};
 use crate::error::Error;
-use crate::group::{Entry, Group, enter_with};
+use crate::group::Group;
 use crate::leader::Leader;
 use crate::types::Role;
+use crate::unwind::{self, Payload};
 use crate::waiter::{Waited, Waiter};
 
 /// A future of a coalesced call that can tell which role its caller played.
@@ -287,29 +289,9 @@ where
     let value = core::task::ready!(poll_leader(guard, fut, cx));
     let leader = leader.take().expect("the leader is present while leading");
     // The finished work is dropped before its outcome is handed out.
-    let dropped = drop_work(|| state.set(State::Done));
+    let dropped = unwind::catch(|| state.set(State::Done));
     settle(leader, value, dropped, failed, role)
 }
-
-/// Drops a leader's finished work (`drop`) and tells whether its `Drop` panicked (with
-/// `std`; without it nothing is caught).
-#[inline]
-fn drop_work(drop: impl FnOnce()) -> Dropped {
-    #[cfg(feature = "std")]
-    {
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(drop))
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        drop();
-        Ok(())
-    }
-}
-
-#[cfg(feature = "std")]
-type Dropped = Result<(), std::boxed::Box<dyn core::any::Any + Send>>;
-#[cfg(not(feature = "std"))]
-type Dropped = Result<(), core::convert::Infallible>;
 
 /// Ends a leader's flight with what its work's last poll gave: the value (this caller's
 /// role then says whether anyone shared it), or (with `std`) the work's panic, which every
@@ -318,8 +300,8 @@ type Dropped = Result<(), core::convert::Infallible>;
 #[inline]
 fn settle<K, T, S>(
     leader: Leader<&Group<K, T, S>>,
-    value: Polled<T>,
-    dropped: Dropped,
+    value: Result<T, Payload>,
+    dropped: Result<(), Payload>,
     failed: fn(&T) -> bool,
     role: &mut Option<Role>,
 ) -> Poll<Result<T, Error>>
@@ -328,51 +310,36 @@ where
 {
     match (value, dropped) {
         (Ok(value), Ok(())) => {
-            let (value, settled) = leader.finish_classified(value, failed);
+            let (value, settled) = leader.keep(value, failed);
             *role = Some(settled);
             Poll::Ready(Ok(value))
         }
-        #[cfg(feature = "std")]
         (Ok(value), Err(payload)) => {
             // The value goes to the waiters as it is: this call has no use for a copy.
             leader.hand_over(value, failed);
-            std::panic::resume_unwind(payload)
+            unwind::resume(payload)
         }
-        #[cfg(feature = "std")]
         (Err(payload), _) => {
-            leader.panicked(crate::error::PanicMessage::from_payload(&*payload));
-            std::panic::resume_unwind(payload)
+            leader.panicked(unwind::message(&payload));
+            unwind::resume(payload)
         }
     }
 }
-
-#[cfg(feature = "std")]
-type Polled<T> = Result<T, std::boxed::Box<dyn core::any::Any + Send>>;
-#[cfg(not(feature = "std"))]
-type Polled<T> = Result<T, core::convert::Infallible>;
 
 /// Polls the leader's work: with `std`, inside a re-entrancy scope and with panics caught.
 fn poll_leader<K, T, S, Fut>(
     leader: &Leader<&Group<K, T, S>>,
     fut: Pin<&mut Fut>,
     cx: &mut Context<'_>,
-) -> Poll<Polled<T>>
+) -> Poll<Result<T, Payload>>
 where
     T: Clone,
     Fut: Future<Output = T>,
 {
-    #[cfg(feature = "std")]
-    {
-        match leader.poll_work(fut, cx) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        let _ = leader;
-        fut.poll(cx).map(Ok)
+    match leader.poll_work(fut, cx) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+        Err(payload) => Poll::Ready(Err(payload)),
     }
 }
 

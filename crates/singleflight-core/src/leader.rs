@@ -1,13 +1,16 @@
-//! The leader: the caller that runs the work. Its duties live in a guard whose `Drop`
-//! handles cancellation (takeover or failing the waiters).
+//! The leader: the caller that runs the work. A thin guard over the one transition it owes
+//! its flight, **end** (see [`flight`](crate::flight)): its consuming methods end the flight
+//! with an outcome, and its `Drop` ends it as a dropped leader's (takeover or failing the
+//! waiters).
 
 use core::fmt;
 
 use crate::error::PanicMessage;
-use crate::group::GroupRef;
+use crate::flight::{Ended, Ending, Shared};
+use crate::group::{Group, GroupRef};
 use crate::observer::Execution;
 use crate::types::{FlightId, FlightRef, Role};
-use crate::waiter::Waiter;
+use crate::unwind::{self, Payload};
 
 /// The caller that runs the work of a flight.
 ///
@@ -17,24 +20,36 @@ use crate::waiter::Waiter;
 /// to run its own work, or every waiter gets [`Error::LeaderDropped`](crate::Error::LeaderDropped).
 #[must_use = "dropping a leader cancels its flight"]
 pub struct Leader<G: GroupRef> {
-    group: G,
+    /// The group, until the flight is ended: taken by the one transition this guard makes.
+    group: Option<G>,
     at: FlightRef,
+    /// The observer's token for this execution (see `Observer::execution_started`).
     started: u64,
-    done: bool,
 }
 
 impl<G: GroupRef> Leader<G> {
-    pub(crate) fn new(group: G, at: FlightRef, started: u64) -> Self {
+    pub(crate) fn new(group: G, at: FlightRef) -> Self {
         Self {
-            group,
+            group: Some(group),
             at,
-            started,
-            done: false,
+            started: 0,
         }
     }
 
+    /// The handle to the group.
     pub(crate) fn group_ref(&self) -> &G {
-        &self.group
+        self.group
+            .as_ref()
+            .expect("a leader holds its group until it ends its flight")
+    }
+
+    pub(crate) fn group(&self) -> &Group<G::Key, G::Value, G::Hasher> {
+        self.group_ref().group()
+    }
+
+    /// Where this leader's flight is.
+    pub(crate) fn at(&self) -> FlightRef {
+        self.at
     }
 
     /// Keeps the observer's token for this execution (see `Observer::execution_started`).
@@ -61,7 +76,7 @@ impl<G: GroupRef> Leader<G> {
     where
         G::Value: Clone,
     {
-        self.publish(value, Execution::Completed).0
+        self.keep(value, |_| false).0
     }
 
     /// Like [`complete`](Self::complete), for a value that stands for a failure (the `Err` of
@@ -74,7 +89,7 @@ impl<G: GroupRef> Leader<G> {
     where
         G::Value: Clone,
     {
-        self.publish(value, Execution::Failed).0
+        self.keep(value, |_| true).0
     }
 
     /// Ends the flight because the work panicked: each waiter receives
@@ -86,49 +101,112 @@ impl<G: GroupRef> Leader<G> {
     /// If the observer's [`leader_finished`](crate::Observer::leader_finished) panics, after
     /// the waiters got their outcome.
     pub fn panicked(self, message: PanicMessage) {
-        self.end_panicked(message, Execution::Panicked);
-    }
-
-    /// Ends the flight without a value: waiters receive [`Error::Panicked`](crate::Error::Panicked)
-    /// with `message`, and observers see the execution end as `execution`.
-    pub(crate) fn end_panicked(mut self, message: PanicMessage, execution: Execution) {
-        self.done = true;
-        self.group
-            .group()
-            .publish_panic(self.at, message, execution, self.started);
-    }
-
-    /// Registers one more waiter on this leader's own flight, for a caller whose work runs
-    /// elsewhere (a detached call): it waits like any waiter, but it is not counted as one
-    /// (by `waiters`, by observers, by the leader's `shared` answer): it already counted as
-    /// the flight's execution.
-    pub(crate) fn subscribe(&self) -> Waiter<G> {
-        let (flight, ticket) = self.group.group().subscribe(self.at);
-        Waiter::new_uncounted(self.group.clone(), flight, ticket)
-    }
-
-    /// **publish**: ends the flight with `value`, cloning it for the waiters; returns the
-    /// value and whether anyone joined.
-    #[inline]
-    fn publish(mut self, value: G::Value, execution: Execution) -> (G::Value, bool)
-    where
-        G::Value: Clone,
-    {
-        self.done = true;
-        self.group
-            .group()
-            .publish_kept(self.at, value, execution, self.started)
+        self.end(Ending::Panicked(message), Execution::Panicked);
     }
 
     /// Ends the flight with `value` for the waiters alone: the leader keeps no copy, so
-    /// nothing is cloned. For work whose own caller is gone or waits as a waiter (detached
-    /// work), and for a leader that is unwinding and can't use a value.
-    pub(crate) fn hand_over(mut self, value: G::Value, failed: fn(&G::Value) -> bool) {
-        self.done = true;
+    /// nothing is cloned for it. For work whose own caller is gone or waits as a waiter
+    /// (detached work), and for a leader that is unwinding and can't use a value.
+    pub(crate) fn hand_over(self, value: G::Value, failed: fn(&G::Value) -> bool) {
         let execution = classify(&value, failed);
-        self.group
-            .group()
-            .publish_owned(self.at, value, execution, self.started);
+        self.end(Ending::HandedOver(value), execution);
+    }
+
+    /// Ends the flight with `value`, as a failure if `failed` says so, keeping a copy:
+    /// returns it and this caller's role.
+    #[inline]
+    pub(crate) fn keep(self, value: G::Value, failed: fn(&G::Value) -> bool) -> (G::Value, Role)
+    where
+        G::Value: Clone,
+    {
+        let execution = classify(&value, failed);
+        let (copy, shared) = self.end_with(Ending::Kept(value), execution, |ended| {
+            // The leader's copy comes first, before any waiter's: user code, under no lock.
+            // If the clone panics, the waiters get the original (stored when the ending is
+            // dropped), and only then does the panic go on.
+            match ended.take_own() {
+                Some(value) => Some(Ok(value)),
+                None => ended
+                    .pending_value()
+                    .map(|value| unwind::catch(|| value.clone())),
+            }
+        });
+        match copy {
+            Some(Ok(value)) => (value, Role::Leader { shared }),
+            Some(Err(payload)) => unwind::resume(payload),
+            None => unreachable!("a leader that keeps its value gets a copy"),
+        }
+    }
+
+    /// **end**: the one transition of a leader, made once, with how the flight ends as data
+    /// (a dropped leader's `Drop` makes it with [`Ending::Dropped`]). Returns the leader's
+    /// `shared` answer.
+    ///
+    /// # Panics
+    ///
+    /// If an observer hook panics, after the waiters are woken.
+    pub(crate) fn end(self, ending: Ending<G::Value>, execution: Execution) -> bool {
+        self.end_with(ending, execution, |_| None).1
+    }
+
+    /// [`end`](Self::end), and `copy` takes the leader's copy of its value (if it keeps one)
+    /// from the ended flight before its outcome is stored for the waiters. The flight's
+    /// state comes first; then the observer hears of it; then the waiters are woken (a
+    /// dropped leader's, before the observer: it never ran the work's hooks).
+    #[inline]
+    fn end_with(
+        mut self,
+        ending: Ending<G::Value>,
+        execution: Execution,
+        copy: impl FnOnce(&mut Shared<G::Key, G::Value>) -> Option<Result<G::Value, Payload>>,
+    ) -> (Option<Result<G::Value, Payload>>, bool) {
+        let Some(group_ref) = self.group.take() else {
+            unreachable!("a leader ends its flight once")
+        };
+        let group = group_ref.group();
+        let dropped = matches!(ending, Ending::Dropped);
+        let ended = group
+            .flights()
+            .end(self.at, ending, group.leader_drop_policy());
+        let started = self.started;
+        let ended = match ended {
+            Ended::Alone { own, slot } => {
+                // Nobody joined (every uncontended call): no outcome to store, nobody to
+                // wake, no clone, so nothing can panic before the observer hears of it.
+                if dropped {
+                    group.observe_in_drop(|o| {
+                        o.execution_finished(started, Execution::Dropped);
+                        o.flight_finished();
+                    });
+                } else {
+                    group.observe_in_drop(|o| o.leader_finished(started, execution));
+                }
+                drop(slot);
+                return (own.map(Ok), false);
+            }
+            Ended::Shared(ended) => ended,
+        };
+        if dropped {
+            let over = ended.over;
+            drop(ended);
+            group.observe_in_drop(|o| {
+                o.execution_finished(started, Execution::Dropped);
+                if over {
+                    o.flight_finished();
+                }
+            });
+            return (None, false);
+        }
+        let mut told = Told {
+            group,
+            ended,
+            started,
+            execution,
+        };
+        let copy = copy(&mut told.ended);
+        let shared = told.ended.publish();
+        drop(told);
+        (copy, shared)
     }
 
     /// Runs blocking `work` on the current thread and completes the flight with its result;
@@ -163,39 +241,30 @@ impl<G: GroupRef> Leader<G> {
     where
         G::Value: Clone,
     {
-        #[cfg(feature = "std")]
-        {
-            match self.run_caught(work, failed) {
-                Ok(done) => done,
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            let value = work();
-            self.finish_classified(value, failed)
+        match self.run_caught(work, failed) {
+            Ok(done) => done,
+            Err(payload) => unwind::resume(payload),
         }
     }
 
     /// Like [`run_with_role`](Self::run_with_role), but a panic of `work` is handed back
     /// (after every waiter got [`Error::Panicked`](crate::Error::Panicked)) instead of resumed.
-    #[cfg(feature = "std")]
     #[inline]
     pub(crate) fn run_caught(
         self,
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
-    ) -> Result<(G::Value, Role), std::boxed::Box<dyn core::any::Any + Send>>
+    ) -> Result<(G::Value, Role), Payload>
     where
         G::Value: Clone,
     {
-        let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
-        let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
+        let scope = self.scope();
+        let result = unwind::catch(work);
         drop(scope);
         match result {
-            Ok(value) => Ok(self.finish_classified(value, failed)),
+            Ok(value) => Ok(self.keep(value, failed)),
             Err(payload) => {
-                self.panicked(PanicMessage::from_payload(&*payload));
+                self.panicked(unwind::message(&payload));
                 Err(payload)
             }
         }
@@ -210,49 +279,34 @@ impl<G: GroupRef> Leader<G> {
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
     ) {
-        #[cfg(feature = "std")]
-        {
-            let scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
-            let result = std::panic::catch_unwind(core::panic::AssertUnwindSafe(work));
-            drop(scope);
-            match result {
-                Ok(value) => self.hand_over(value, failed),
-                Err(payload) => self.panicked(PanicMessage::from_payload(&*payload)),
-            }
+        let scope = self.scope();
+        let result = unwind::catch(work);
+        drop(scope);
+        match result {
+            Ok(value) => self.hand_over(value, failed),
+            Err(payload) => self.panicked(unwind::message(&payload)),
         }
-        #[cfg(not(feature = "std"))]
-        {
-            let value = work();
-            self.hand_over(value, failed);
-        }
-    }
-
-    /// Completes the flight with `value`, as a failure if `failed` says so; returns the
-    /// value and this caller's role.
-    #[inline]
-    pub(crate) fn finish_classified(
-        self,
-        value: G::Value,
-        failed: fn(&G::Value) -> bool,
-    ) -> (G::Value, Role)
-    where
-        G::Value: Clone,
-    {
-        let execution = classify(&value, failed);
-        let (value, shared) = self.publish(value, execution);
-        (value, Role::Leader { shared })
     }
 
     /// Polls the leader's work with panic capture and re-entrancy tracking.
-    #[cfg(feature = "std")]
     #[inline]
     pub(crate) fn poll_work<F: core::future::Future<Output = G::Value>>(
         &self,
         work: core::pin::Pin<&mut F>,
         cx: &mut core::task::Context<'_>,
-    ) -> Result<core::task::Poll<G::Value>, std::boxed::Box<dyn core::any::Any + Send>> {
-        let _scope = crate::reentrancy::Scope::enter(self.group.group().address(), self.at.id);
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| work.poll(cx)))
+    ) -> Result<core::task::Poll<G::Value>, Payload> {
+        let _scope = self.scope();
+        unwind::catch(|| work.poll(cx))
+    }
+
+    /// Marks this thread as running the flight's work until the result is dropped, for
+    /// re-entrancy detection (`std` only: without it nothing is tracked).
+    #[inline]
+    fn scope(&self) -> impl Sized {
+        #[cfg(feature = "std")]
+        {
+            crate::reentrancy::Scope::enter(self.group().address(), self.at.id)
+        }
     }
 }
 
@@ -265,30 +319,58 @@ fn classify<T>(value: &T, failed: fn(&T) -> bool) -> Execution {
     }
 }
 
+/// The end of a leader's flight, still to be made known: dropping it stores the outcome for
+/// the waiters (if that has not happened yet), tells the observer, then wakes the waiters.
+/// A guard, so that all of it happens even if the leader's clone of its value panics first.
+struct Told<'g, K, T, S> {
+    group: &'g Group<K, T, S>,
+    ended: Shared<K, T>,
+    started: u64,
+    execution: Execution,
+}
+
+impl<K, T, S> Drop for Told<'_, K, T, S> {
+    fn drop(&mut self) {
+        self.ended.publish();
+        let (started, execution) = (self.started, self.execution);
+        // While unwinding (the leader's clone panicked, without `std` to catch it), a hook
+        // that panics too would abort: it is discarded instead.
+        let hook = if unwind::unwinding() {
+            self.group
+                .observe_in_drop(|o| o.leader_finished(started, execution));
+            Ok(())
+        } else {
+            self.group
+                .observe_caught(|o| o.leader_finished(started, execution))
+        };
+        self.ended.wake();
+        if let Err(payload) = hook {
+            unwind::resume(payload);
+        }
+    }
+}
+
 impl<G: GroupRef> Drop for Leader<G> {
+    /// A leader that goes away unfinished ends its flight as a dropped leader's: the group's
+    /// [`LeaderDropPolicy`](crate::LeaderDropPolicy) promotes a waiter or fails them all.
     #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            self.abandon();
+        if self.group.is_some() {
+            self.drop_unfinished();
         }
     }
 }
 
 impl<G: GroupRef> Leader<G> {
-    /// **abandon**: the leader went away unfinished. The group's state comes first, so it
-    /// is consistent before any observer code runs.
     #[cold]
     #[inline(never)]
-    fn abandon(&mut self) {
-        let group = self.group.group();
-        let ended = group.abandon(self.at);
-        let started = self.started;
-        group.observe_in_drop(|o| {
-            o.execution_finished(started, Execution::Dropped);
-            if ended {
-                o.flight_finished();
-            }
-        });
+    fn drop_unfinished(&mut self) {
+        let leader = Self {
+            group: self.group.take(),
+            at: self.at,
+            started: self.started,
+        };
+        leader.end(Ending::Dropped, Execution::Dropped);
     }
 }
 

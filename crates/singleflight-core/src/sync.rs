@@ -12,25 +12,8 @@
 //! The locks guard O(1) map and queue updates only; no lock is ever held while the work
 //! runs or while a caller waits, so the spin lock of a `no_std` build never spins for long.
 //!
-//! # Lock order and user code
-//!
-//! There are three kinds of lock, always taken in this order and never the reverse:
-//!
-//! 1. a **shard lock** (`group.rs`, `table.rs`): one shard's table of flights;
-//! 2. a **flight's state lock** (`flight.rs`): its queue of waiters, counts and promotion;
-//! 3. a **flight's outcome lock** (`flight.rs`): its published outcome and reader count,
-//!    and the blocked threads asleep on the flight's condition variable.
-//!
-//! No user code runs under a shard lock or a state lock but the key's `Eq`, during a
-//! probe, which changes nothing: a panic there leaves every table as it was. Keys are
-//! hashed before locking, cloned (`ToOwned`) with no lock held and dropped after the
-//! guard; wakers are cloned before locking and woken or dropped after; observers are called
-//! with no lock held. The value's `Clone` runs under the outcome lock, held alone, which
-//! guards nothing user code sees but the outcome (see `flight.rs` for why). The outcome lock
-//! is taken under a state lock only to publish or to count a promotion, and clones run only
-//! after publication, when no promotion can come: so no shard or state lock ever waits for a
-//! clone. Every guard is
-//! dropped explicitly before the code that follows it could call out.
+//! The lock order, what each lock guards and where user code may run are stated once, in
+//! the `flight` module's implementation notes (`src/flight/mod.rs`, "Locks and user code").
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;

@@ -1,6 +1,7 @@
-//! The waiter: a caller that joined a flight and waits for its outcome. An async waiter
-//! leaves its task's waker in its seat (no allocation per waiter); a blocked thread sleeps on
-//! its flight's condition variable, which one `notify_all` wakes for every thread at once.
+//! The waiter: a caller that joined a flight and waits for its outcome. A thin guard over
+//! its seat in the flight (see [`flight`](crate::flight)): it takes its outcome (**receive**)
+//! or its promotion (**claim**), or its `Drop` gives the seat up (**leave**). How waiters
+//! are woken is in the crate docs ("How waiting works").
 
 use core::fmt;
 use core::task::{Poll, Waker};
@@ -8,7 +9,7 @@ use core::task::{Poll, Waker};
 use crate::error::Error;
 #[cfg(feature = "std")]
 use crate::flight::Blocked;
-use crate::flight::{Flight, Found};
+use crate::flight::{Ending, Flight, Found};
 use crate::group::GroupRef;
 use crate::leader::Leader;
 use crate::sync::Arc;
@@ -59,13 +60,23 @@ pub struct Waiter<G: GroupRef> {
     group: G,
     flight: Arc<Flight<G::Value>>,
     ticket: u64,
-    done: bool,
+    stage: Stage,
     /// Observers count this caller as a hit when it leaves; `false` for the caller of a
     /// detached call, which already counted as its flight's execution.
     counted: bool,
-    /// Whether this waiter's seat holds a waker (an async caller's), so a poll first asks
-    /// whether it is still the right one before cloning another.
-    has_waker: bool,
+}
+
+/// Where a waiter is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// In its seat, which holds no waker of its own (a blocking caller's, or one not
+    /// polled yet).
+    Seated,
+    /// In its seat, which holds the waker of a task that polled it: a later poll first
+    /// asks whether it is still the right one before cloning another.
+    Polled,
+    /// It took its outcome or its promotion: it has no seat, and dropping it does nothing.
+    Done,
 }
 
 impl<G: GroupRef> Waiter<G> {
@@ -79,15 +90,21 @@ impl<G: GroupRef> Waiter<G> {
             group,
             flight,
             ticket,
-            done: false,
+            stage: if has_waker {
+                Stage::Polled
+            } else {
+                Stage::Seated
+            },
             counted: true,
-            has_waker,
         }
     }
 
-    /// A waiter that is not counted as one (see [`Leader::subscribe`]).
-    pub(crate) fn new_uncounted(group: G, flight: Arc<Flight<G::Value>>, ticket: u64) -> Self {
-        let mut waiter = Self::new(group, flight, ticket, false);
+    /// The caller that launched detached work, waiting for its own flight like a waiter
+    /// that is not counted as one (by `waiters`, by observers, by the leader's `shared`
+    /// answer): it already counted as the flight's execution.
+    pub(crate) fn launcher(leader: &Leader<G>) -> Self {
+        let (flight, ticket) = leader.group().flights().subscribe(leader.at());
+        let mut waiter = Self::new(leader.group_ref().clone(), flight, ticket, false);
         waiter.counted = false;
         waiter
     }
@@ -131,17 +148,16 @@ where
     /// Looks for the outcome or the promotion; failing both, makes sure the seat holds a
     /// waker for `waker`'s task (if given), cloning it with no lock held.
     fn look(&mut self, waker: Option<&Waker>) -> Found {
-        assert!(!self.done, "`Waiter` polled after it finished");
-        let checked = if self.has_waker || waker.is_none() {
-            self.flight.check(self.ticket, waker)
-        } else {
-            Found::NeedsWaker
+        let checked = match (self.stage, waker) {
+            (Stage::Done, _) => panic!("`Waiter` polled after it finished"),
+            (Stage::Seated, Some(_)) => Found::NeedsWaker,
+            (Stage::Polled, _) | (Stage::Seated, None) => self.flight.check(self.ticket, waker),
         };
         match (checked, waker) {
             (Found::NeedsWaker, Some(waker)) => {
                 let (found, unused) = self.flight.install(self.ticket, waker.clone());
                 drop(unused);
-                self.has_waker = true;
+                self.stage = Stage::Polled;
                 found
             }
             (found, _) => found,
@@ -155,31 +171,34 @@ where
             Found::Waiting | Found::NeedsWaker => None,
             Found::Published => {
                 // Done before receiving: a clone that panics must not leave twice.
-                self.done = true;
+                self.stage = Stage::Done;
                 let count = CountJoin(self);
                 let outcome = self.flight.receive();
                 drop(count);
                 Some(Waited::Outcome(outcome.into_result()))
             }
-            Found::Promoted => {
-                self.done = true;
-                // The guard exists before the hooks run: if one panics, dropping it passes
-                // the promotion on, and then the panic goes on.
-                let mut leader = Leader::new(self.group.clone(), self.flight.at, 0);
-                let hooks = self.group.group().observe_caught(|o| {
-                    o.takeover();
-                    o.execution_started()
-                });
-                match hooks {
-                    Ok(started) => leader.set_started(started),
-                    Err(payload) => {
-                        drop(leader);
-                        crate::group::resume(payload)
-                    }
-                }
-                Some(Waited::Promoted(leader))
+            Found::Promoted => Some(Waited::Promoted(self.lead())),
+        }
+    }
+
+    /// **claim**: this waiter was promoted and now leads the flight.
+    fn lead(&mut self) -> Leader<G> {
+        self.stage = Stage::Done;
+        // The guard exists before the hooks run: if one panics, dropping it passes the
+        // promotion on, and then the panic goes on.
+        let mut leader = Leader::new(self.group.clone(), self.flight.at);
+        let hooks = self.group.group().observe_caught(|o| {
+            o.takeover();
+            o.execution_started()
+        });
+        match hooks {
+            Ok(started) => leader.set_started(started),
+            Err(payload) => {
+                drop(leader);
+                crate::unwind::resume(payload)
             }
         }
+        leader
     }
 
     /// Polls for the outcome from an async context.
@@ -212,24 +231,24 @@ where
     /// outcome is published, wakes holding the outcome lock and takes its copy under it.
     #[cfg(feature = "std")]
     fn block(mut self, deadline: Option<std::time::Instant>) -> Option<Waited<G>> {
-        assert!(!self.done, "`Waiter` polled after it finished");
-        let found = match self.flight.block(self.ticket, deadline) {
+        assert_ne!(self.stage, Stage::Done, "`Waiter` polled after it finished");
+        let promoted = match self.flight.block(self.ticket, deadline) {
             Blocked::Published(slot) => {
                 // Done before receiving: a clone that panics must not leave twice.
-                self.done = true;
+                self.stage = Stage::Done;
                 let count = CountJoin(&self);
                 let outcome = Flight::receive_locked(slot);
                 drop(count);
                 return Some(Waited::Outcome(outcome.into_result()));
             }
-            Blocked::Promoted => Found::Promoted,
-            Blocked::TimedOut => Found::Waiting,
+            Blocked::Promoted => true,
+            Blocked::TimedOut => false,
         };
-        if matches!(found, Found::Promoted) {
-            return self.take(found);
+        if promoted {
+            return Some(Waited::Promoted(self.lead()));
         }
-        // Leave first, then tell the observer: a hook that panics finds the group
-        // consistent.
+        // Timed out. Leave first, then tell the observer: a hook that panics finds the
+        // group consistent.
         let group = self.group.clone();
         drop(self);
         group.group().observe(|o| o.timeout());
@@ -238,18 +257,30 @@ where
 }
 
 impl<G: GroupRef> Drop for Waiter<G> {
+    /// **leave**: the seat is given up (and a promotion not yet claimed is passed on, as a
+    /// dropped leader would); observer code runs after.
     fn drop(&mut self) {
-        if self.done {
+        if self.stage == Stage::Done {
             return;
         }
         let group = self.group.group();
-        // **leave** (or, promoted, **abandon**) first: observer code runs after.
-        let ended = self.flight.leave(self.ticket) && group.abandon(self.flight.at);
+        let mut over = false;
+        if self.flight.leave(self.ticket) {
+            // Promoted, and gone before it claimed the lead: no execution started, so the
+            // flight ends (or passes on) with no execution hook.
+            let ended =
+                group
+                    .flights()
+                    .end(self.flight.at, Ending::Dropped, group.leader_drop_policy());
+            over = ended.over();
+            drop(ended);
+        }
+        let counted = self.counted;
         group.observe_in_drop(|o| {
-            if self.counted {
+            if counted {
                 o.joined();
             }
-            if ended {
+            if over {
                 o.flight_finished();
             }
         });

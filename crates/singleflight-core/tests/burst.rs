@@ -2,12 +2,23 @@
 //! the burst made it allocate (DESIGN.md rule 15). Counted by a counting allocator, not by
 //! resident memory, so the figure is exact and the check can be tight.
 //!
+//! Twice: once with every flight of the burst ending (then each shard frees its table), and
+//! once with a few long flights that outlive it, started mid-burst so that they sit in the
+//! spill tables the burst grew (then those tables must shrink while they still hold a
+//! flight, not stay at the burst's size until they empty).
+//!
 //! `cargo test -p singleflight-core --test burst -- --nocapture` prints the figures.
 
 use std::alloc::System;
 
 use singleflight_core::{Entry, Group, Waited};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -26,8 +37,15 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+// One test function: the allocator's counts are process-wide, and tests run in parallel.
 #[test]
 fn a_burst_of_a_million_keys_gives_its_memory_back() {
+    let _watchdog = watchdog!();
+    every_flight_of_the_burst_ends();
+    a_few_long_flights_outlive_the_burst();
+}
+
+fn every_flight_of_the_burst_ends() {
     let group = Group::<String, u64>::new();
     // Room for every caller, made before the baseline so it is not counted as the group's.
     let mut leaders = Vec::with_capacity(KEYS as usize);
@@ -76,4 +94,60 @@ fn a_burst_of_a_million_keys_gives_its_memory_back() {
         "{} bytes stay allocated after the burst",
         after - baseline
     );
+}
+
+/// One flight in this many of the second burst outlives it.
+const LONG_EVERY: u64 = 100_000;
+
+fn a_few_long_flights_outlive_the_burst() {
+    let group = Group::<String, u64>::new();
+    let mut leaders = Vec::with_capacity(KEYS as usize);
+    let mut long = Vec::with_capacity((KEYS / LONG_EVERY) as usize);
+    let baseline = live();
+
+    for n in 0..KEYS {
+        let key = n.to_string();
+        let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+            panic!("key {key} starts a flight")
+        };
+        // Mid-burst, every shard's inline slots are long taken: this flight goes into the
+        // spill table the burst is growing.
+        if n % LONG_EVERY == LONG_EVERY / 2 {
+            long.push((key, leader));
+        } else {
+            leaders.push(leader);
+        }
+    }
+    let peak = live();
+    for leader in leaders.drain(..) {
+        leader.complete(0);
+    }
+    assert_eq!(group.in_flight(), long.len());
+    let after = live();
+
+    println!(
+        "with {} long flights left: at the peak {:.2} MiB, after {:.3} MiB ({} bytes)",
+        long.len(),
+        mib(peak - baseline),
+        mib(after.saturating_sub(baseline)),
+        after.saturating_sub(baseline),
+    );
+    // A table that still holds a flight shrinks with its load, to under 32 slots: a few
+    // KiB for each long flight, where a table kept at the burst's size holds hundreds.
+    assert!(
+        after.saturating_sub(baseline) <= 64 << 10,
+        "{} bytes stay allocated for {} flights after the burst",
+        after - baseline,
+        long.len()
+    );
+
+    // The long flights are still there for their callers and new ones.
+    for (value, (key, leader)) in (1..).zip(long) {
+        let Ok(Entry::Waiter(waiter)) = group.enter(&key) else {
+            panic!("key {key} is still in flight")
+        };
+        assert_eq!(leader.complete(value), value);
+        assert!(matches!(waiter.wait(), Waited::Outcome(Ok(v)) if v == value));
+    }
+    assert_eq!(group.in_flight(), 0);
 }

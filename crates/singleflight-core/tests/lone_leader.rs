@@ -12,6 +12,12 @@ use std::task::{Context, Poll, Waker};
 use singleflight_core::Group;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
+
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -32,6 +38,7 @@ fn ready<F: Future>(future: F) -> F::Output {
 // One test function: the allocator's counts are process-wide, and tests run in parallel.
 #[test]
 fn a_lone_call_allocates_nothing() {
+    let _watchdog = watchdog!();
     lone_async_calls();
     lone_blocking_calls();
     // Last: boxing allocates, which the counts above must not see.

@@ -19,6 +19,12 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use singleflight_core::{Entry, Error, Group, LeaderDropPolicy, PanicMessage, Waited};
 
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
+
 /// A hasher with fixed keys: loom replays every schedule and needs each run to make the
 /// same choices, so a key must land in the same shard every time (the default hasher is
 /// seeded afresh per group).
@@ -74,6 +80,7 @@ fn counters() -> Arc<Counters> {
 /// registered; the work runs once if they overlapped, twice if not; nothing leaks.
 #[test]
 fn duplicate_suppression() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
@@ -96,6 +103,7 @@ fn duplicate_suppression() {
 /// starts a new flight: it never hangs and never misses the outcome.
 #[test]
 fn waiter_registers_while_leader_publishes() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -122,6 +130,7 @@ fn waiter_registers_while_leader_publishes() {
 /// receives its value; never two executions at once.
 #[test]
 fn leader_dropped_takeover() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
@@ -156,6 +165,7 @@ fn leader_dropped_takeover() {
 /// Leader dropped under `FailWaiters`: the waiter gets `LeaderDropped`, the flight ends.
 #[test]
 fn leader_dropped_fail_waiters() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -176,6 +186,7 @@ fn leader_dropped_fail_waiters() {
 /// A panicking leader hands its waiter `Panicked` with the message.
 #[test]
 fn leader_panic_reaches_waiters() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -199,6 +210,7 @@ fn leader_panic_reaches_waiters() {
 /// old one's, never nothing.
 #[test]
 fn forget_during_flight() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let Ok(Entry::Leader(old)) = group.enter(&1) else {
@@ -236,6 +248,7 @@ fn forget_during_flight() {
 /// waiter still gets the value, and nothing leaks.
 #[test]
 fn waiter_leaves_while_leader_completes() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -261,6 +274,7 @@ fn waiter_leaves_while_leader_completes() {
 /// flight.
 #[test]
 fn last_callers_leaving_remove_the_entry() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -305,6 +319,7 @@ where
 /// the outcome (and woken) or the outcome is already there; it never hangs.
 #[test]
 fn async_waiter_while_leader_publishes() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -324,6 +339,7 @@ fn async_waiter_while_leader_publishes() {
 /// whichever way it waits) and runs the work, the other receives its value.
 #[test]
 fn leader_dropped_takeover_async_and_blocking() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
@@ -365,6 +381,7 @@ fn leader_dropped_takeover_async_and_blocking() {
 /// Leader dropped under `FailWaiters` with an async waiter: it is woken with `LeaderDropped`.
 #[test]
 fn leader_dropped_fail_async_waiter() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -423,6 +440,7 @@ impl std::future::Future for YieldOnce {
 /// that waker in every interleaving (a lost wake-up is a deadlock to loom).
 #[test]
 fn call_futures_join_with_their_waker() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
@@ -453,6 +471,7 @@ fn call_futures_join_with_their_waker() {
 /// removes the new one, and the new caller gets a value, never nothing.
 #[test]
 fn forget_all_during_flight() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
@@ -499,6 +518,7 @@ impl Clone for Fragile {
 /// publishes, then resumes it: nothing wakes a waiter from an unwinding thread.)
 #[test]
 fn leader_clone_panics_at_publication() {
+    let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(Group::<u8, Fragile, Fixed>::with_hasher(Fixed::default()));
         let Ok(Entry::Leader(leader)) = group.enter(&1) else {
@@ -546,6 +566,7 @@ impl singleflight_core::rt::Spawn for LoomSpawn {
 /// the launcher leads (it is not counted among the waiters) and both get the value.
 #[test]
 fn detached_call_and_a_joining_caller() {
+    let _watchdog = watchdog!();
     use singleflight_core::rt::{Detached, SpawnWork};
     loom::model(|| {
         let group = Arc::new(flights());
@@ -592,6 +613,7 @@ impl singleflight_core::rt::Timer for Elapsed {
 /// and leaves nothing behind.
 #[test]
 fn elapsed_timeout_races_the_publish() {
+    let _watchdog = watchdog!();
     use singleflight_core::rt::Timeout;
     loom::model(|| {
         let group = Arc::new(flights());

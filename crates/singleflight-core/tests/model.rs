@@ -38,6 +38,12 @@ use singleflight_core::{
     LeaderDropPolicy, Observer, PanicMessage, Role, Waited, Waiter,
 };
 
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
+
 const KEYS: u8 = 3;
 
 /// Keys a detached call can borrow for as long as it lives.
@@ -433,6 +439,7 @@ fn panicked_call(model: &mut Model, c: usize, state: MCaller) {
 /// `one_shard` puts every key in one shard, whose flights then spill past its inline slots
 /// into its hash table.
 fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
+    let _watchdog = watchdog!();
     quiet();
     let counts = Arc::new(Counts::default());
     let policy = if fail_waiters {

@@ -8,6 +8,12 @@ use std::thread;
 
 use singleflight_core::{Entry, Error, Group, LeaderDropPolicy, Waited};
 
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
+
 /// Starts a flight for key 1 on this thread, blocks `waiters` threads on it (each hands
 /// back what its wait ended with), then drops the leader guard on a thread that panics.
 fn unwind_with_waiters(
@@ -48,6 +54,7 @@ fn unwind_with_waiters(
 
 #[test]
 fn under_takeover_the_promoted_waiter_runs_its_work_and_the_others_get_its_value() {
+    let _watchdog = watchdog!();
     let group = Group::<u32, u32>::new();
     unwind_with_waiters(&group, 4, |waited| match waited {
         Waited::Promoted(leader) => assert_eq!(leader.complete(7), 7),
@@ -57,6 +64,7 @@ fn under_takeover_the_promoted_waiter_runs_its_work_and_the_others_get_its_value
 
 #[test]
 fn under_fail_waiters_every_waiter_gets_leader_dropped() {
+    let _watchdog = watchdog!();
     let group = Group::<u32, u32>::new().with_leader_drop_policy(LeaderDropPolicy::FailWaiters);
     unwind_with_waiters(&group, 4, |waited| {
         assert!(matches!(waited, Waited::Outcome(Err(Error::LeaderDropped))));
@@ -68,6 +76,7 @@ fn under_fail_waiters_every_waiter_gets_leader_dropped() {
 /// that waker) and leads.
 #[test]
 fn a_waiter_polled_before_it_blocks_wakes_when_promoted() {
+    let _watchdog = watchdog!();
     use std::task::{Context, Waker};
 
     let group = Group::<u32, u32>::new();

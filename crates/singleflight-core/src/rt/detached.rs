@@ -21,12 +21,15 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::{Spawn, SpawnBlocking};
+use crate::entry::Entry;
 use crate::error::{Error, PanicMessage};
+use crate::flight::Ending;
 use crate::future::{CallFuture, flatten};
-use crate::group::{Entry, Group, GroupRef};
+use crate::group::{Group, GroupRef};
 use crate::leader::Leader;
 use crate::observer::Execution;
 use crate::types::Role;
+use crate::unwind;
 use crate::waiter::{Waited, Waiter};
 
 /// What callers see when the runtime drops detached work before it finished (a runtime
@@ -127,7 +130,10 @@ struct Guard<G: GroupRef>(Option<Leader<G>>);
 impl<G: GroupRef> Drop for Guard<G> {
     fn drop(&mut self) {
         if let Some(leader) = self.0.take() {
-            leader.end_panicked(PanicMessage::new(DROPPED), Execution::Dropped);
+            let _ = leader.end(
+                Ending::Panicked(PanicMessage::new(DROPPED)),
+                Execution::Dropped,
+            );
         }
     }
 }
@@ -157,19 +163,13 @@ where
         let Some(leader) = this.guard.0.as_ref() else {
             return Poll::Ready(());
         };
-        #[cfg(feature = "std")]
         let polled = match leader.poll_work(this.fut, cx) {
             Ok(polled) => polled,
             Err(payload) => {
                 let leader = this.guard.0.take().expect("checked above");
-                leader.panicked(PanicMessage::from_payload(&*payload));
+                leader.panicked(unwind::message(&payload));
                 return Poll::Ready(());
             }
-        };
-        #[cfg(not(feature = "std"))]
-        let polled = {
-            let _ = leader;
-            this.fut.poll(cx)
         };
         match polled {
             Poll::Pending => Poll::Pending,
@@ -251,7 +251,7 @@ where
         };
         self.role = Some(Role::Leader { shared: false });
         // Subscribe before launching: the task may finish at once on another thread.
-        self.waiter = Some(leader.subscribe());
+        self.waiter = Some(Waiter::launcher(&leader));
         launch.launch(leader, self.failed);
         true
     }

@@ -1,5 +1,5 @@
 //! One shard's map of flights: a slot per flight in progress, found by key (new calls) or by
-//! [`FlightRef`] (the flight's own callers).
+//! [`FlightRef`] (the flight's own callers). The lock order is in the [module docs](super).
 //!
 //! The shard's lock guards the whole table. Under it run hashbrown's probes and, where a
 //! probe compares keys, the key's `Eq`: the one piece of user code that has to run under
@@ -10,7 +10,7 @@ use alloc::boxed::Box;
 
 use hashbrown::HashTable;
 
-use crate::flight::Flight;
+use super::waiters::Flight;
 use crate::sync::Arc;
 use crate::types::FlightRef;
 

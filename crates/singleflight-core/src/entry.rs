@@ -1,0 +1,206 @@
+//! Registration: a caller becomes the [`Leader`] of a new flight or a [`Waiter`] of the
+//! current one ([`Group::enter`]), and the observer hears of a new flight.
+
+use alloc::borrow::ToOwned;
+use alloc::sync::Arc as AllocArc;
+use core::borrow::Borrow;
+use core::hash::{BuildHasher, Hash};
+use core::task::Waker;
+
+use crate::error::Error;
+use crate::flight::Registered;
+use crate::group::{Group, GroupRef};
+use crate::leader::Leader;
+use crate::unwind;
+use crate::waiter::Waiter;
+
+/// A registered caller, as [`Group::enter`] returns it.
+#[derive(Debug)]
+pub enum Entry<G: GroupRef> {
+    /// No flight was in progress: this caller must run the work and complete the flight.
+    Leader(Leader<G>),
+    /// A flight was in progress: this caller waits for its outcome.
+    Waiter(Waiter<G>),
+}
+
+impl<K, T, S> Group<K, T, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    /// Registers a caller for `key` at once: as the [`Leader`] of a new flight if none is in
+    /// progress, or as a [`Waiter`] of the current one.
+    ///
+    /// This is the building block of the front-ends; [`call`](Group::call) wraps it in a
+    /// future. The key is cloned (`to_owned`) only when a new flight starts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reentrant`] (with `std`) if the current thread is running the work of the
+    /// flight it would join, which would wait for itself forever.
+    ///
+    /// # Panics
+    ///
+    /// If the key's `Hash`, `Eq` or `ToOwned` panics, or the observer's
+    /// [`leader_started`](crate::Observer::leader_started) does: the panic is this caller's, and
+    /// leaves the group as it was (a flight whose start hook panicked is abandoned, as if
+    /// its leader had been dropped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use singleflight_core::{Entry, Group};
+    ///
+    /// let group = Group::<String, u32>::new();
+    /// let Ok(Entry::Leader(leader)) = group.enter("answer") else { unreachable!() };
+    /// let Ok(Entry::Waiter(waiter)) = group.enter("answer") else { unreachable!() };
+    /// assert_eq!(group.waiters("answer"), 1);
+    /// assert_eq!(leader.complete(42), 42);
+    /// # #[cfg(feature = "std")]
+    /// assert!(matches!(waiter.wait(), singleflight_core::Waited::Outcome(Ok(42))));
+    /// ```
+    pub fn enter<Q>(&self, key: &Q) -> Result<Entry<&Self>, Error>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        enter_with(self, key, None)
+    }
+
+    /// Like [`enter`](Self::enter), but the returned guard owns a handle to the group, so it
+    /// can move into a spawned task (detached work).
+    ///
+    /// # Errors
+    ///
+    /// As [`enter`](Self::enter).
+    ///
+    /// # Panics
+    ///
+    /// As [`enter`](Self::enter).
+    pub fn enter_arc<Q>(self: &AllocArc<Self>, key: &Q) -> Result<Entry<AllocArc<Self>>, Error>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        enter_with(AllocArc::clone(self), key, None)
+    }
+}
+
+/// Registers a caller (see [`Group::enter`]); an async caller passes its task's `waker`,
+/// to be woken when the outcome arrives, so that it can sleep at once.
+#[inline]
+pub(crate) fn enter_with<G, Q>(
+    group_ref: G,
+    key: &Q,
+    waker: Option<&Waker>,
+) -> Result<Entry<G>, Error>
+where
+    G: GroupRef,
+    G::Key: Hash + Eq + Borrow<Q>,
+    G::Hasher: BuildHasher,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
+{
+    let group = group_ref.group();
+    let registered = group
+        .flights()
+        .register(group.hash(key), key, waker, |id| group.is_leading(id))?;
+    match registered {
+        Registered::Waiter { flight, ticket } => Ok(Entry::Waiter(Waiter::new(
+            group_ref,
+            flight,
+            ticket,
+            waker.is_some(),
+        ))),
+        Registered::Leader(at) => {
+            // The guard exists before the hook runs: if the hook panics, dropping the guard
+            // ends the flight like any dropped leader's, and then the panic goes on.
+            let mut leader = Leader::new(group_ref, at);
+            match leader.group().observe_caught(|o| o.leader_started()) {
+                Ok(started) => leader.set_started(started),
+                Err(payload) => {
+                    drop(leader);
+                    unwind::resume(payload)
+                }
+            }
+            Ok(Entry::Leader(leader))
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+    use crate::Waited;
+
+    #[test]
+    fn one_shard_spills_past_its_inline_slots_and_finds_every_flight() {
+        let group = Group::<u32, u32>::new().with_shards(1);
+        let leaders: alloc::vec::Vec<_> = (0..6)
+            .map(|key| match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => leader,
+                _ => panic!("key {key} starts a flight"),
+            })
+            .collect();
+        assert_eq!(group.in_flight(), 6);
+        assert!(group.forget(&1));
+        let Ok(Entry::Leader(newer)) = group.enter(&1) else {
+            panic!("a forgotten key starts a new flight")
+        };
+        let Ok(Entry::Waiter(waiter)) = group.enter(&4) else {
+            panic!("a spilled flight is found")
+        };
+        assert_eq!(group.waiters(&4), 1);
+        assert_eq!(group.in_flight(), 7);
+        // Finish in an order that empties inline slots while others are spilled.
+        for (key, leader) in leaders.into_iter().enumerate().rev() {
+            assert_eq!(leader.complete(key as u32 * 10), key as u32 * 10);
+        }
+        assert!(matches!(waiter.wait(), Waited::Outcome(Ok(40))));
+        assert!(group.contains(&1));
+        assert_eq!(newer.complete(11), 11);
+        assert_eq!(group.in_flight(), 0);
+        assert!(!group.contains(&1));
+    }
+
+    #[test]
+    fn a_shard_gives_its_table_back_after_a_burst_and_keeps_it_at_a_steady_load() {
+        let group = Group::<u32, u32>::new().with_shards(1);
+        let bytes = || group.flights().spill_bytes(0);
+        let burst: alloc::vec::Vec<_> = (0..10_000)
+            .map(|key| match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => leader,
+                _ => panic!("key {key} starts a flight"),
+            })
+            .collect();
+        assert!(bytes() >= 10_000 * 3 * size_of::<u64>());
+        for leader in burst {
+            leader.complete(0);
+        }
+        assert_eq!(group.in_flight(), 0);
+        assert_eq!(bytes(), 0, "an empty shard keeps no table after a burst");
+
+        // A steady load of a few dozen flights: once the table has room for the tombstones
+        // that churn leaves (one growth, early), it stops reallocating.
+        let mut steady: alloc::collections::VecDeque<_> = (0..40)
+            .map(|key| match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => leader,
+                _ => panic!("key {key} starts a flight"),
+            })
+            .collect();
+        let mut sizes = alloc::vec::Vec::new();
+        for key in 40..20_000 {
+            steady.pop_front().expect("forty in flight").complete(0);
+            match group.enter(&key) {
+                Ok(Entry::Leader(leader)) => steady.push_back(leader),
+                _ => panic!("key {key} starts a flight"),
+            }
+            if sizes.last() != Some(&bytes()) {
+                sizes.push(bytes());
+            }
+        }
+        assert!(
+            sizes.len() <= 2,
+            "the table settles at a steady load: {sizes:?}"
+        );
+    }
+}
