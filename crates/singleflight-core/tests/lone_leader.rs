@@ -22,6 +22,9 @@ pub use watchdog::{TEST_LIMIT, Watchdog};
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const CALLS: u64 = 10_000;
+/// Allocations another thread of the process may make during a count: far fewer than one a
+/// call.
+const STRAY: usize = 8;
 
 fn allocations() -> usize {
     ALLOCATOR.stats().allocations + ALLOCATOR.stats().reallocations
@@ -55,10 +58,12 @@ fn lone_async_calls() {
         let value = ready(group.call(&key, move || async move { [key; 8] }));
         assert_eq!(value, Ok([key; 8]));
     }
-    assert_eq!(
-        allocations() - before,
-        0,
-        "allocations over {CALLS} lone async calls"
+    // The counts are process-wide: the harness's and the watchdog's threads may allocate
+    // once or twice meanwhile, while one allocation per call would show as 10,000.
+    let allocated = allocations() - before;
+    assert!(
+        allocated < STRAY,
+        "{allocated} allocations over {CALLS} lone async calls"
     );
     assert_eq!(group.in_flight(), 0);
 }
@@ -72,10 +77,10 @@ fn lone_blocking_calls() {
         };
         assert_eq!(leader.run(|| key * 2, |_| false), key * 2);
     }
-    assert_eq!(
-        allocations() - before,
-        0,
-        "allocations over {CALLS} lone blocking calls"
+    let allocated = allocations() - before;
+    assert!(
+        allocated < STRAY,
+        "{allocated} allocations over {CALLS} lone blocking calls"
     );
 }
 
