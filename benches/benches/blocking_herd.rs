@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use singleflight_benches::blocking_herd::{BLOCKING_HERD_SIZES, blocking_herd_contenders};
+use singleflight_benches::blocking_herd::BLOCKING_HERD_SIZES;
+use singleflight_benches::peers::blocking_herd_contenders;
 
 fn blocking_herd(c: &mut Criterion) {
     for n in BLOCKING_HERD_SIZES {

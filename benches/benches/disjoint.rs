@@ -8,11 +8,10 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use singleflight_benches::scenarios;
 
 fn asynchronous(c: &mut Criterion) {
     let mut group = c.benchmark_group("disjoint/async");
-    for contender in scenarios::async_contenders() {
+    for contender in singleflight_benches::peers::async_contenders() {
         group.bench_function(contender.name, |b| {
             b.iter_custom(|iters| (contender.disjoint)(iters));
         });
@@ -22,7 +21,7 @@ fn asynchronous(c: &mut Criterion) {
 
 fn blocking(c: &mut Criterion) {
     let mut group = c.benchmark_group("disjoint/blocking");
-    for contender in scenarios::blocking_contenders() {
+    for contender in singleflight_benches::peers::blocking_contenders() {
         group.bench_function(contender.name, |b| {
             b.iter_custom(|iters| (contender.disjoint)(iters));
         });

@@ -18,7 +18,7 @@ fn herd(c: &mut Criterion) {
     for n in HERD_SIZES {
         let mut group = c.benchmark_group(format!("herd/{n}"));
         group.sample_size(10);
-        for contender in scenarios::async_contenders() {
+        for contender in singleflight_benches::peers::async_contenders() {
             group.bench_function(BenchmarkId::from_parameter(contender.name), |b| {
                 b.iter_custom(|iters| {
                     let mut overhead = Duration::ZERO;

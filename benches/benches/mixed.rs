@@ -19,7 +19,7 @@ fn mixed(c: &mut Criterion) {
     let mut group = c.benchmark_group("mixed");
     group.sample_size(10);
     group.throughput(Throughput::Elements((MIXED_TASKS * CALLS) as u64));
-    for contender in scenarios::async_contenders() {
+    for contender in singleflight_benches::peers::async_contenders() {
         group.bench_function(contender.name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)

@@ -13,8 +13,8 @@ use singleflight_benches::scenarios::{self, async_contender, blocking_contender}
 fn asynchronous(c: &mut Criterion) {
     let mut group = c.benchmark_group("uncontended/async");
     let runtime = scenarios::current_thread();
-    let mut contenders = scenarios::async_contenders();
-    contenders.push(async_contender::<NoCoalescing>());
+    let mut contenders = singleflight_benches::peers::async_contenders();
+    contenders.push(async_contender::<NoCoalescing, NoCoalescing>());
     for contender in contenders {
         group.bench_function(contender.name, |b| {
             b.iter_custom(|iters| (contender.uncontended)(&runtime, iters));
@@ -25,7 +25,7 @@ fn asynchronous(c: &mut Criterion) {
 
 fn blocking(c: &mut Criterion) {
     let mut group = c.benchmark_group("uncontended/blocking");
-    let mut contenders = scenarios::blocking_contenders();
+    let mut contenders = singleflight_benches::peers::blocking_contenders();
     contenders.push(blocking_contender::<NoCoalescing>());
     for contender in contenders {
         group.bench_function(contender.name, |b| {

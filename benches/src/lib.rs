@@ -4,6 +4,8 @@
 
 pub mod baseline;
 pub mod blocking_herd;
+pub mod coalescer;
+pub mod ours;
 pub mod peers;
 pub mod scenarios;
 pub mod shared_baseline;

@@ -11,63 +11,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::baseline::MutexCondvarGroup;
+use crate::blocking_herd::{
+    BlockingHerdContender, CONDVAR_FLOOR, UNPARK_FLOOR, blocking_herd, condvar_floor, unpark_floor,
+};
+pub use crate::coalescer::{AsyncCoalescer, BlockingCoalescer, Payload, Value};
+pub use crate::ours::{Ours, OursBlocking};
+use crate::scenarios::{AsyncContender, BlockingContender, async_contender, blocking_contender};
 use crate::shared_baseline::SharedGroup;
-
-/// An async coalescer of `u64` keys to `u64` values, shareable across tasks.
-pub trait AsyncCoalescer: Send + Sync + 'static {
-    /// The contender's name in tables and charts.
-    const NAME: &'static str;
-
-    /// An empty coalescer.
-    fn create() -> Self;
-
-    /// Runs `work` for `key`, or joins the run in progress, and returns its value.
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static;
-}
-
-/// A blocking coalescer of `u64` keys to `u64` values, shareable across threads.
-pub trait BlockingCoalescer: Send + Sync + 'static {
-    /// The contender's name in tables and charts.
-    const NAME: &'static str;
-
-    /// An empty coalescer.
-    fn create() -> Self;
-
-    /// Runs `work` for `key`, or waits for the run in progress, and returns its value.
-    fn call(&self, key: u64, work: impl FnOnce() -> u64) -> u64;
-}
-
-/// `singleflight-tokio`'s `Group` (ours).
-#[derive(Debug)]
-pub struct Ours(singleflight_tokio::Group<u64, u64>);
-
-impl AsyncCoalescer for Ours {
-    const NAME: &'static str = "singleflight (ours)";
-
-    fn create() -> Self {
-        Self(singleflight_tokio::Group::new())
-    }
-
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
-    {
-        self.0
-            .call(&key, work)
-            .await
-            .expect("the work neither panics nor is cancelled")
-    }
-}
 
 /// Ours with a [`singleflight_stats::Stats`] observer attached.
 #[derive(Debug)]
-pub struct OursStats(singleflight_tokio::Group<u64, u64>);
+pub struct OursStats<V = u64>(singleflight_tokio::Group<u64, V>);
 
-impl AsyncCoalescer for OursStats {
+impl<V: Value> AsyncCoalescer<V> for OursStats<V> {
     const NAME: &'static str = "singleflight + Stats";
 
     fn create() -> Self {
@@ -75,10 +31,10 @@ impl AsyncCoalescer for OursStats {
         Self(singleflight_tokio::Group::new().with_observer(stats))
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         self.0
             .call(&key, work)
@@ -89,19 +45,19 @@ impl AsyncCoalescer for OursStats {
 
 /// The `futures::Shared` + `Mutex<HashMap>` baseline.
 #[derive(Debug)]
-pub struct SharedBaseline(SharedGroup<u64, u64>);
+pub struct SharedBaseline<V = u64>(SharedGroup<u64, V>);
 
-impl AsyncCoalescer for SharedBaseline {
+impl<V: Value> AsyncCoalescer<V> for SharedBaseline<V> {
     const NAME: &'static str = "Shared+Mutex baseline";
 
     fn create() -> Self {
         Self(SharedGroup::new())
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         self.0.call(&key, work).await
     }
@@ -109,19 +65,19 @@ impl AsyncCoalescer for SharedBaseline {
 
 /// `uniflight::Merger`.
 #[derive(Debug)]
-pub struct Uniflight(uniflight::Merger<u64, u64>);
+pub struct Uniflight<V = u64>(uniflight::Merger<u64, V>);
 
-impl AsyncCoalescer for Uniflight {
+impl<V: Value> AsyncCoalescer<V> for Uniflight<V> {
     const NAME: &'static str = "uniflight";
 
     fn create() -> Self {
         Self(uniflight::Merger::new())
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         self.0
             .execute(&key, work)
@@ -132,31 +88,31 @@ impl AsyncCoalescer for Uniflight {
 
 /// `quick_cache::sync::Cache` placeholder guards, entry removed after the fill.
 #[derive(Debug)]
-pub struct QuickCache(quick_cache::sync::Cache<u64, u64>);
+pub struct QuickCache<V = u64>(quick_cache::sync::Cache<u64, V>);
 
-impl QuickCache {
+impl<V: Value> QuickCache<V> {
     fn new() -> Self {
         Self(quick_cache::sync::Cache::new(4096))
     }
 }
 
-impl AsyncCoalescer for QuickCache {
+impl<V: Value> AsyncCoalescer<V> for QuickCache<V> {
     const NAME: &'static str = "quick_cache";
 
     fn create() -> Self {
         Self::new()
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         match self.0.get_value_or_guard_async(&key).await {
             Ok(value) => value,
             Err(guard) => {
                 let value = work().await;
-                let _ = guard.insert(value);
+                let _ = guard.insert(value.clone());
                 self.0.remove(&key);
                 value
             }
@@ -187,19 +143,19 @@ impl BlockingCoalescer for QuickCache {
 
 /// `asyncband::singleflight::Group`.
 #[derive(Debug)]
-pub struct Asyncband(asyncband::singleflight::Group<u64, u64>);
+pub struct Asyncband<V = u64>(asyncband::singleflight::Group<u64, V>);
 
-impl AsyncCoalescer for Asyncband {
+impl<V: Value> AsyncCoalescer<V> for Asyncband<V> {
     const NAME: &'static str = "asyncband";
 
     fn create() -> Self {
         Self(asyncband::singleflight::Group::new())
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         self.0.work(key, async move || work().await).await
     }
@@ -207,44 +163,44 @@ impl AsyncCoalescer for Asyncband {
 
 /// `singleflight_async::SingleFlight`.
 #[derive(Debug)]
-pub struct SingleflightAsync(singleflight_async::SingleFlight<u64, u64>);
+pub struct SingleflightAsync<V = u64>(singleflight_async::SingleFlight<u64, V>);
 
-impl AsyncCoalescer for SingleflightAsync {
+impl<V: Value> AsyncCoalescer<V> for SingleflightAsync<V> {
     const NAME: &'static str = "singleflight-async";
 
     fn create() -> Self {
         Self(singleflight_async::SingleFlight::new())
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         self.0.work(key, work).await
     }
 }
 
 /// `rs_singleflight::Group` (`do_call`, values cloned out of its `Arc`).
-pub struct RsSingleflight(rs_singleflight::Group<u64, u64, Infallible>);
+pub struct RsSingleflight<V = u64>(rs_singleflight::Group<u64, V, Infallible>);
 
-impl std::fmt::Debug for RsSingleflight {
+impl<V> std::fmt::Debug for RsSingleflight<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RsSingleflight").finish_non_exhaustive()
     }
 }
 
-impl AsyncCoalescer for RsSingleflight {
+impl<V: Value> AsyncCoalescer<V> for RsSingleflight<V> {
     const NAME: &'static str = "rs-singleflight";
 
     fn create() -> Self {
         Self(rs_singleflight::Group::new())
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         let result = self
             .0
@@ -259,39 +215,44 @@ impl AsyncCoalescer for RsSingleflight {
 
 /// `async_singleflight::UnaryGroup`.
 #[derive(Debug)]
-pub struct AsyncSingleflight(async_singleflight::UnaryGroup<u64, u64>);
+pub struct AsyncSingleflight<V = u64>(async_singleflight::UnaryGroup<u64, V>);
 
-impl AsyncCoalescer for AsyncSingleflight {
+impl<V: Value> AsyncCoalescer<V> for AsyncSingleflight<V> {
     const NAME: &'static str = "async_singleflight";
 
     fn create() -> Self {
         Self(async_singleflight::UnaryGroup::new())
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         self.0.work(&key, work()).await
     }
 }
 
 /// `moka::future::Cache::get_with`, entry invalidated by the caller that filled it.
-#[derive(Debug)]
-pub struct Moka(moka::future::Cache<u64, u64>);
+pub struct Moka<V = u64>(moka::future::Cache<u64, V>);
 
-impl AsyncCoalescer for Moka {
+impl<V> std::fmt::Debug for Moka<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Moka").finish_non_exhaustive()
+    }
+}
+
+impl<V: Value> AsyncCoalescer<V> for Moka<V> {
     const NAME: &'static str = "moka";
 
     fn create() -> Self {
         Self(moka::future::Cache::new(4096))
     }
 
-    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         let mut filled = false;
         let value = self
@@ -332,22 +293,6 @@ impl BlockingCoalescer for MokaSync {
     }
 }
 
-/// `singleflight-blocking`'s `Group` (ours).
-#[derive(Debug)]
-pub struct OursBlocking(singleflight_blocking::Group<u64, u64>);
-
-impl BlockingCoalescer for OursBlocking {
-    const NAME: &'static str = "singleflight-blocking (ours)";
-
-    fn create() -> Self {
-        Self(singleflight_blocking::Group::new())
-    }
-
-    fn call(&self, key: u64, work: impl FnOnce() -> u64) -> u64 {
-        self.0.call(&key, work).expect("the work does not panic")
-    }
-}
-
 /// Ours (blocking) with a [`singleflight_stats::Stats`] observer attached.
 #[derive(Debug)]
 pub struct OursBlockingStats(singleflight_blocking::Group<u64, u64>);
@@ -385,17 +330,17 @@ impl BlockingCoalescer for CondvarBaseline {
 #[derive(Debug)]
 pub struct NoCoalescing;
 
-impl AsyncCoalescer for NoCoalescing {
+impl<V: Value> AsyncCoalescer<V> for NoCoalescing {
     const NAME: &'static str = "no coalescing";
 
     fn create() -> Self {
         Self
     }
 
-    async fn call<F, Fut>(&self, _key: u64, work: F) -> u64
+    async fn call<F, Fut>(&self, _key: u64, work: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = u64> + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
     {
         work().await
     }
@@ -411,4 +356,55 @@ impl BlockingCoalescer for NoCoalescing {
     fn call(&self, _key: u64, work: impl FnOnce() -> u64) -> u64 {
         work()
     }
+}
+
+/// Ours, then every async peer (the baseline first). The no-coalescing floor and the
+/// stats variant are not in the list.
+pub fn async_contenders() -> Vec<AsyncContender> {
+    vec![
+        async_contender::<Ours, Ours<Payload>>(),
+        async_contender::<SharedBaseline, SharedBaseline<Payload>>(),
+        async_contender::<Uniflight, Uniflight<Payload>>(),
+        async_contender::<QuickCache, QuickCache<Payload>>(),
+        async_contender::<Asyncband, Asyncband<Payload>>(),
+        async_contender::<SingleflightAsync, SingleflightAsync<Payload>>(),
+        async_contender::<RsSingleflight, RsSingleflight<Payload>>(),
+        async_contender::<AsyncSingleflight, AsyncSingleflight<Payload>>(),
+        async_contender::<Moka, Moka<Payload>>(),
+    ]
+}
+
+/// Ours, then every blocking peer (the baseline first).
+pub fn blocking_contenders() -> Vec<BlockingContender> {
+    vec![
+        blocking_contender::<OursBlocking>(),
+        blocking_contender::<CondvarBaseline>(),
+        blocking_contender::<QuickCache>(),
+        blocking_contender::<MokaSync>(),
+    ]
+}
+
+/// Ours, the blocking peers (the textbook `Mutex<HashMap>` + `Condvar` coalescer first),
+/// then the two floors: a bare `Condvar::notify_all`, and a bare `unpark` per thread.
+pub fn blocking_herd_contenders() -> Vec<BlockingHerdContender> {
+    fn of<C: BlockingCoalescer>() -> BlockingHerdContender {
+        BlockingHerdContender {
+            name: C::NAME,
+            run: blocking_herd::<C>,
+        }
+    }
+    vec![
+        of::<OursBlocking>(),
+        of::<CondvarBaseline>(),
+        of::<QuickCache>(),
+        of::<MokaSync>(),
+        BlockingHerdContender {
+            name: CONDVAR_FLOOR,
+            run: condvar_floor,
+        },
+        BlockingHerdContender {
+            name: UNPARK_FLOOR,
+            run: unpark_floor,
+        },
+    ]
 }

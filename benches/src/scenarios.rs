@@ -5,19 +5,21 @@
 //!   coalescer adds to a call that turns out not to need it (async on a current-thread
 //!   tokio runtime; blocking on a plain thread).
 //! * **herd**: `n` tasks call one key at once on tokio with 2 workers; the work sleeps
-//!   [`HERD_WORK`]. Executions (should be 1) and the time beyond the work.
+//!   [`HERD_WORK`] and returns 1 KiB ([`Payload`]). Measured from the first spawn, as a
+//!   user sees it: when the last caller arrived, executions (should be 1), the time beyond
+//!   the work, and the fan-out from the work's end to the last caller's return.
 //! * **mixed**: [`MIXED_TASKS`] tasks, each making calls over [`MIXED_KEYS`] keys, the work
 //!   one `yield_now`: throughput with real coalescing and real contention.
 //! * **disjoint**: 2 threads hammering different keys: the cost of sharing the map.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use crate::peers::{AsyncCoalescer, BlockingCoalescer};
+use crate::coalescer::{AsyncCoalescer, BlockingCoalescer, Payload};
 
 /// What the herd's work takes.
 pub const HERD_WORK: Duration = Duration::from_millis(20);
@@ -75,13 +77,18 @@ pub fn uncontended_blocking<C: BlockingCoalescer>(iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// One herd's outcome.
+/// One herd's outcome, every figure from the first spawn.
 #[derive(Clone, Copy, Debug)]
 pub struct HerdRun {
     /// How many times the work ran (1 if every caller joined the first flight).
     pub executions: usize,
     /// From the first spawn to the last caller's return.
     pub elapsed: Duration,
+    /// From the first caller's arrival (its task's first poll, just before `call`) to the
+    /// last caller's.
+    pub last_arrival: Duration,
+    /// From the end of the (last) execution's work to the last caller's return.
+    pub fan_out: Duration,
 }
 
 impl HerdRun {
@@ -91,36 +98,113 @@ impl HerdRun {
     }
 }
 
-/// `n` tasks call one key at once on `rt` (2 workers); the work sleeps [`HERD_WORK`].
-pub fn herd<C: AsyncCoalescer>(rt: &Runtime, n: usize) -> HerdRun {
+/// The instants of a herd, as nanoseconds since its start, noted by its tasks in atomics
+/// (no lock for them to queue on).
+#[derive(Debug)]
+pub struct HerdClock {
+    start: Instant,
+    first_arrival: AtomicU64,
+    last_arrival: AtomicU64,
+    work_end: AtomicU64,
+    last_return: AtomicU64,
+}
+
+impl HerdClock {
+    /// A clock started now.
+    pub fn start() -> Self {
+        Self {
+            start: Instant::now(),
+            first_arrival: AtomicU64::new(u64::MAX),
+            last_arrival: AtomicU64::new(0),
+            work_end: AtomicU64::new(0),
+            last_return: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A caller arrives.
+    pub fn arrived(&self) {
+        let now = self.now();
+        self.first_arrival.fetch_min(now, Ordering::Relaxed);
+        self.last_arrival.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// An execution's work ends.
+    pub fn work_ended(&self) {
+        self.work_end.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    /// A caller has its value.
+    pub fn returned(&self) {
+        self.last_return.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    /// The figures of the herd, which ran the work `executions` times.
+    pub fn run(&self, executions: usize) -> HerdRun {
+        let at = |nanos: &AtomicU64| Duration::from_nanos(nanos.load(Ordering::Relaxed));
+        let last_return = at(&self.last_return);
+        HerdRun {
+            executions,
+            elapsed: last_return,
+            last_arrival: at(&self.last_arrival).saturating_sub(at(&self.first_arrival)),
+            fan_out: last_return.saturating_sub(at(&self.work_end)),
+        }
+    }
+}
+
+/// The herd's work: 1 KiB, made once per execution.
+fn payload() -> Payload {
+    Payload::from(vec![7_u8; 1024])
+}
+
+/// The herd's work: counts its execution, sleeps [`HERD_WORK`], notes its end, returns
+/// 1 KiB.
+async fn herd_work(executions: Arc<AtomicUsize>, clock: Arc<HerdClock>) -> Payload {
+    executions.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(HERD_WORK).await;
+    clock.work_ended();
+    payload()
+}
+
+/// The bytes a herd caller's call future takes (what every waiting task holds), for `C`.
+pub fn herd_call_bytes<C: AsyncCoalescer<Payload>>() -> usize {
+    let coalescer = C::create();
+    let (executions, clock) = (Arc::default(), Arc::new(HerdClock::start()));
+    size_of_val(&coalescer.call(0, move || herd_work(executions, clock)))
+}
+
+/// `n` tasks call one key at once on `rt` (2 workers); the work sleeps [`HERD_WORK`] and
+/// returns 1 KiB.
+pub fn herd<C: AsyncCoalescer<Payload>>(rt: &Runtime, n: usize) -> HerdRun {
     let coalescer = Arc::new(C::create());
     let executions = Arc::new(AtomicUsize::new(0));
-    let elapsed = rt.block_on(async {
-        let start = Instant::now();
+    let clock = rt.block_on(async {
+        let clock = Arc::new(HerdClock::start());
         let tasks: Vec<_> = (0..n)
             .map(|_| {
                 let coalescer = Arc::clone(&coalescer);
                 let executions = Arc::clone(&executions);
+                let clock = Arc::clone(&clock);
                 tokio::spawn(async move {
-                    coalescer
-                        .call(0, move || async move {
-                            executions.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(HERD_WORK).await;
-                            42
-                        })
-                        .await
+                    clock.arrived();
+                    let work_clock = Arc::clone(&clock);
+                    let value = coalescer
+                        .call(0, move || herd_work(executions, work_clock))
+                        .await;
+                    clock.returned();
+                    value
                 })
             })
             .collect();
         for task in tasks {
-            assert_eq!(task.await.expect("no caller panics"), 42);
+            assert_eq!(task.await.expect("no caller panics").len(), 1024);
         }
-        start.elapsed()
+        clock
     });
-    HerdRun {
-        executions: executions.load(Ordering::Relaxed),
-        elapsed,
-    }
+    clock.run(executions.load(Ordering::Relaxed))
 }
 
 /// A reference for the herd: `n` tasks, spawned as [`herd`] spawns them, wait on one
@@ -130,38 +214,43 @@ pub fn herd<C: AsyncCoalescer>(rt: &Runtime, n: usize) -> HerdRun {
 /// coalescer controls. (Measured here, it costs about as much as the coalescers' whole
 /// overhead.)
 pub fn herd_reference(rt: &Runtime, n: usize) -> HerdRun {
-    let (done, watch) = tokio::sync::watch::channel(false);
+    let (done, watch) = tokio::sync::watch::channel(None::<Payload>);
     let mut done = Some(done);
-    let elapsed = rt.block_on(async {
-        let start = Instant::now();
+    let clock = rt.block_on(async {
+        let clock = Arc::new(HerdClock::start());
         let tasks: Vec<_> = (0..n)
             .map(|_| {
                 let mut watch = watch.clone();
                 let done = done.take();
+                let clock = Arc::clone(&clock);
                 tokio::spawn(async move {
-                    if let Some(done) = done {
+                    clock.arrived();
+                    let value = if let Some(done) = done {
                         tokio::time::sleep(HERD_WORK).await;
-                        done.send_replace(true);
+                        clock.work_ended();
+                        let value = payload();
+                        done.send_replace(Some(value.clone()));
+                        value
                     } else {
                         watch
-                            .wait_for(|done| *done)
+                            .wait_for(Option::is_some)
                             .await
-                            .expect("the first task sets it");
-                    }
-                    42
+                            .expect("the first task sets it")
+                            .clone()
+                            .expect("set")
+                    };
+                    clock.returned();
+                    value
                 })
             })
             .collect();
         for task in tasks {
-            assert_eq!(task.await.expect("no task panics"), 42);
+            assert_eq!(task.await.expect("no task panics").len(), 1024);
         }
-        start.elapsed()
+        clock
     });
-    HerdRun {
-        // The one sleeping task stands for the work, run once.
-        executions: 1,
-        elapsed,
-    }
+    // The one sleeping task stands for the work, run once.
+    clock.run(1)
 }
 
 /// [`MIXED_TASKS`] tasks on `rt` (2 workers), each making `calls` calls spread over
@@ -259,20 +348,23 @@ pub struct AsyncContender {
     pub name: &'static str,
     /// [`uncontended_async`].
     pub uncontended: fn(&Runtime, u64) -> Duration,
-    /// [`herd`].
+    /// [`herd`], with the contender's [`Payload`] variant.
     pub herd: fn(&Runtime, usize) -> HerdRun,
+    /// [`herd_call_bytes`].
+    pub herd_call_bytes: fn() -> usize,
     /// [`mixed`].
     pub mixed: fn(&Runtime, usize) -> Duration,
     /// [`disjoint_async`].
     pub disjoint: fn(u64) -> Duration,
 }
 
-/// The scenarios of `C`.
-pub fn async_contender<C: AsyncCoalescer>() -> AsyncContender {
+/// The scenarios of `C`, the herd's of `H` (the same contender, for [`Payload`] values).
+pub fn async_contender<C: AsyncCoalescer, H: AsyncCoalescer<Payload>>() -> AsyncContender {
     AsyncContender {
         name: C::NAME,
         uncontended: uncontended_async::<C>,
-        herd: herd::<C>,
+        herd: herd::<H>,
+        herd_call_bytes: herd_call_bytes::<H>,
         mixed: mixed::<C>,
         disjoint: disjoint_async::<C>,
     }
@@ -296,32 +388,4 @@ pub fn blocking_contender<C: BlockingCoalescer>() -> BlockingContender {
         uncontended: uncontended_blocking::<C>,
         disjoint: disjoint_blocking::<C>,
     }
-}
-
-/// Ours, then every async peer (the baseline first). The no-coalescing floor and the
-/// stats variant are not in the list: see [`crate::peers`].
-pub fn async_contenders() -> Vec<AsyncContender> {
-    use crate::peers::*;
-    vec![
-        async_contender::<Ours>(),
-        async_contender::<SharedBaseline>(),
-        async_contender::<Uniflight>(),
-        async_contender::<QuickCache>(),
-        async_contender::<Asyncband>(),
-        async_contender::<SingleflightAsync>(),
-        async_contender::<RsSingleflight>(),
-        async_contender::<AsyncSingleflight>(),
-        async_contender::<Moka>(),
-    ]
-}
-
-/// Ours, then every blocking peer (the baseline first).
-pub fn blocking_contenders() -> Vec<BlockingContender> {
-    use crate::peers::*;
-    vec![
-        blocking_contender::<OursBlocking>(),
-        blocking_contender::<CondvarBaseline>(),
-        blocking_contender::<QuickCache>(),
-        blocking_contender::<MokaSync>(),
-    ]
 }
