@@ -18,6 +18,7 @@ use crate::leader::Leader;
 use crate::types::Role;
 use crate::unwind::{self, Payload};
 use crate::waiter::{Waited, Waiter};
+use crate::work::Work;
 
 /// A future of a coalesced call that can tell which role its caller played.
 ///
@@ -45,11 +46,12 @@ pin_project! {
     enum State<'a, K, Q: ?Sized, T, S, F, Fut> {
         Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<F> },
         Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
-        // The work's future lives inline, as it would in a caller that awaited the work
-        // itself: a lone leader allocates nothing.
+        // The work's future lives inline if it is small (a lone leader allocates nothing),
+        // boxed if it is large (a waiting call, of which a herd has thousands, holds room
+        // for a small one only): see `work.rs`.
         // `fut` before `leader`: fields drop in order, so a cancelled leader's work is gone
         // before its guard promotes a waiter, and two executions never overlap.
-        Leading { #[pin] fut: Fut, leader: Option<Leader<&'a Group<K, T, S>>> },
+        Leading { #[pin] fut: Work<Fut>, leader: Option<Leader<&'a Group<K, T, S>>> },
         Done,
     }
 }
@@ -97,11 +99,10 @@ where
     /// The call registers on first poll. If a flight for `key` is in progress, the caller
     /// waits for it and `work` is never called (unless this caller takes over after the
     /// leader is dropped); otherwise it leads, calling `work` and driving its future inside
-    /// the caller's own task. That future is stored inline in the returned [`Call`], with no
-    /// allocation, so a call takes the room the work's future would take if the caller awaited
-    /// it directly, whether it leads or waits. Where the work's future is large and thousands
-    /// of callers may wait at once, box it in `work` (`|| Box::pin(fetch())`): every waiting
-    /// call then holds a pointer's worth of room for it, and only a leader allocates.
+    /// the caller's own task. A small work future (up to 32 bytes) is stored inline in the
+    /// returned [`Call`], with no allocation; a larger one is boxed by the caller that leads,
+    /// so that every call, leading or waiting, holds 32 bytes of room for the work whatever
+    /// its size (a herd of thousands of waiting callers stays small).
     ///
     /// # Errors
     ///
@@ -262,7 +263,7 @@ fn start_leading<'a, K, Q, T, S, F, Fut>(
     F: FnOnce() -> Fut,
 {
     state.set(State::Leading {
-        fut: work(),
+        fut: Work::new(work()),
         leader: Some(leader),
     });
 }
@@ -286,7 +287,7 @@ where
     let guard = leader
         .as_ref()
         .expect("the leader is present while leading");
-    let value = core::task::ready!(poll_leader(guard, fut, cx));
+    let value = core::task::ready!(poll_leader(guard, fut.future(), cx));
     let leader = leader.take().expect("the leader is present while leading");
     // The finished work is dropped before its outcome is handed out.
     let dropped = unwind::catch(|| state.set(State::Done));

@@ -2,7 +2,8 @@
 //! ready at once registers in its shard's inline slots, runs the work inline in its own
 //! future and ends, with no heap allocation at all (blocking or async). Counted by a counting
 //! allocator over many calls, so a single allocation per call would show. And the other side
-//! of that choice: every call has room for the work's future, unless the work boxes it.
+//! of that choice: a large work future is boxed by the leader, so that no call, leading or
+//! waiting, holds room for more than a small one.
 
 use std::alloc::System;
 use std::future::Future;
@@ -45,7 +46,7 @@ fn a_lone_call_allocates_nothing() {
     lone_async_calls();
     lone_blocking_calls();
     // Last: boxing allocates, which the counts above must not see.
-    boxing_a_large_work_future_keeps_calls_small();
+    a_large_work_future_is_boxed_and_calls_stay_small();
 }
 
 fn lone_async_calls() {
@@ -84,10 +85,10 @@ fn lone_blocking_calls() {
     );
 }
 
-/// The other side of keeping the work inline: every call has room for the work's future.
-/// Boxing the future in the work closure, as the docs advise for large futures and big
-/// herds, leaves each call a pointer's worth of room instead.
-fn boxing_a_large_work_future_keeps_calls_small() {
+/// The other side of keeping a small work future inline: a large one is boxed by the
+/// caller that leads, so that every call holds the same small room for the work, and a
+/// herd of waiting calls stays small without the work boxing its own future.
+fn a_large_work_future_is_boxed_and_calls_stay_small() {
     async fn large() -> [u8; 4] {
         let buffer = [7u8; 4096];
         std::future::ready(()).await;
@@ -95,14 +96,19 @@ fn boxing_a_large_work_future_keeps_calls_small() {
         [buffer[0]; 4]
     }
     let group = Group::<u64, [u8; 4]>::new();
-    let inline = group.call(&1, large);
-    let boxed = group.call(&2, || Box::pin(large()));
+    let large_call = group.call(&1, large);
+    let small_call = group.call(&2, || async { [7u8; 4] });
+    let boxed_by_hand = group.call(&3, || Box::pin(large()));
     assert!(
-        size_of_val(&inline) > 4096,
+        size_of_val(&large_call) <= 128,
         "{} bytes",
-        size_of_val(&inline)
+        size_of_val(&large_call)
     );
-    assert!(size_of_val(&boxed) <= 128, "{} bytes", size_of_val(&boxed));
-    assert_eq!(ready(inline), Ok([7; 4]));
-    assert_eq!(ready(boxed), Ok([7; 4]));
+    assert_eq!(size_of_val(&large_call), size_of_val(&small_call));
+    assert_eq!(size_of_val(&large_call), size_of_val(&boxed_by_hand));
+    let before = allocations();
+    assert_eq!(ready(large_call), Ok([7; 4]));
+    assert!(allocations() > before, "the leader boxed the large future");
+    assert_eq!(ready(small_call), Ok([7; 4]));
+    assert_eq!(ready(boxed_by_hand), Ok([7; 4]));
 }
