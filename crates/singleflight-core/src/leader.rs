@@ -107,9 +107,57 @@ impl<G: GroupRef> Leader<G> {
     /// Ends the flight with `value` for the waiters alone: the leader keeps no copy, so
     /// nothing is cloned for it. For work whose own caller is gone or waits as a waiter
     /// (detached work), and for a leader that is unwinding and can't use a value.
-    pub(crate) fn hand_over(self, value: G::Value, failed: fn(&G::Value) -> bool) {
+    ///
+    /// With a reuse window the value is kept for later calls first; a panic of its `Clone`
+    /// on the way is discarded (nobody here has a call to panic), and the value not kept.
+    pub(crate) fn hand_over(self, value: G::Value, failed: fn(&G::Value) -> bool)
+    where
+        G::Value: Clone,
+    {
         let execution = classify(&value, failed);
+        let kept = self.keep_reusable(&value, execution);
+        let group = self.group_ref().clone();
         self.end(Ending::HandedOver(value), execution);
+        if let Err(None) = kept {
+            group.group().observe_in_drop(|o| o.refresh_failed());
+        }
+    }
+
+    /// With a reuse window, keeps a copy of the flight's outcome for later calls (if the
+    /// window's policy reuses it), before the flight ends, so that no call finds neither
+    /// the flight nor the value. `Ok(())` when nothing is left to do; otherwise the panic
+    /// of the value's `Clone` (or of the error policy), to resume once the flight has
+    /// ended, or `Err(None)` if this ended a refresh that failed, for the observer.
+    #[inline]
+    fn keep_reusable(&self, value: &G::Value, execution: Execution) -> Result<(), Option<Payload>>
+    where
+        G::Value: Clone,
+    {
+        match self.group().reuse() {
+            None => Ok(()),
+            Some(_) => self.store_reusable(value, execution),
+        }
+    }
+
+    #[inline(never)]
+    fn store_reusable(&self, value: &G::Value, execution: Execution) -> Result<(), Option<Payload>>
+    where
+        G::Value: Clone,
+    {
+        let Some(reuse) = self.group().reuse() else {
+            return Ok(());
+        };
+        let failed = execution == Execution::Failed;
+        let (publish, caught) = match unwind::catch(|| reuse.prepare(value, failed)) {
+            Ok(publish) => (publish, None),
+            Err(payload) => (None, Some(payload)),
+        };
+        let ended = reuse.store(self.at, publish);
+        match (caught, ended) {
+            (Some(payload), _) => Err(Some(payload)),
+            (None, crate::reuse::Ended::RefreshFailed) => Err(None),
+            (None, crate::reuse::Ended::Done) => Ok(()),
+        }
     }
 
     /// Ends the flight with `value`, as a failure if `failed` says so, keeping a copy:
@@ -120,6 +168,8 @@ impl<G: GroupRef> Leader<G> {
         G::Value: Clone,
     {
         let execution = classify(&value, failed);
+        let kept = self.keep_reusable(&value, execution);
+        let group = self.group_ref().clone();
         let (copy, shared) = self.end_with(Ending::Kept(value), execution, |ended| {
             // The leader's copy comes first, before any waiter's: user code, under no lock.
             // If the clone panics, the waiters get the original (stored when the ending is
@@ -131,6 +181,11 @@ impl<G: GroupRef> Leader<G> {
                     .map(|value| unwind::catch(|| value.clone())),
             }
         });
+        match kept {
+            Ok(()) => {}
+            Err(Some(payload)) => unwind::resume(payload),
+            Err(None) => group.group().observe_in_drop(|o| o.refresh_failed()),
+        }
         match copy {
             Some(Ok(value)) => (value, Role::Leader { shared }),
             Some(Err(payload)) => unwind::resume(payload),
@@ -165,9 +220,13 @@ impl<G: GroupRef> Leader<G> {
         };
         let group = group_ref.group();
         let dropped = matches!(ending, Ending::Dropped);
+        let valueless = dropped || matches!(ending, Ending::Panicked(_));
         let ended = group
             .flights()
             .end(self.at, ending, group.leader_drop_policy());
+        if valueless && group.reuse().is_some() && ended.over() {
+            abandon_reusable(group, self.at);
+        }
         let started = self.started;
         let ended = match ended {
             Ended::Alone { own, slot } => {
@@ -278,7 +337,9 @@ impl<G: GroupRef> Leader<G> {
         self,
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
-    ) {
+    ) where
+        G::Value: Clone,
+    {
         let scope = self.scope();
         let result = unwind::catch(work);
         drop(scope);
@@ -306,6 +367,18 @@ impl<G: GroupRef> Leader<G> {
         #[cfg(feature = "std")]
         {
             crate::reentrancy::Scope::enter(self.group().address(), self.at.id)
+        }
+    }
+}
+
+/// **abandon**: a flight with a reuse window ended with nothing to keep (a panic, a
+/// dropped leader with nobody to take over); the observer hears if that was a refresh.
+#[cold]
+#[inline(never)]
+pub(crate) fn abandon_reusable<K, T, S>(group: &Group<K, T, S>, at: FlightRef) {
+    if let Some(reuse) = group.reuse() {
+        if reuse.store(at, None) == crate::reuse::Ended::RefreshFailed {
+            group.observe_in_drop(|o| o.refresh_failed());
         }
     }
 }
