@@ -64,6 +64,10 @@
 //!   [`metrics`](https://docs.rs/metrics) facade (implies `std`).
 //! * `tracing`: [`TracingObserver`], a span per execution and an event per coalesced caller
 //!   through [`tracing`](https://docs.rs/tracing) (implies `std`).
+//! * `otel`: [`OtelObserver`], which records through the
+//!   [OpenTelemetry](https://docs.rs/opentelemetry) metrics API (the API crate only, with
+//!   no dependencies of its own; the application installs the SDK) under OpenTelemetry's
+//!   naming rules: see [`instruments`] (implies `std`).
 //!
 //! # MSRV
 //!
@@ -73,7 +77,12 @@
 // docs.rs (nightly) badges each feature-gated item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
-    not(all(feature = "std", feature = "metrics", feature = "tracing")),
+    not(all(
+        feature = "std",
+        feature = "metrics",
+        feature = "tracing",
+        feature = "otel"
+    )),
     allow(
         rustdoc::broken_intra_doc_links,
         reason = "the docs link the items of every feature; docs.rs builds with all of them"
@@ -89,6 +98,8 @@ mod clock;
 mod fanout;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod snapshot;
 mod stats;
 #[cfg(feature = "std")]
@@ -100,6 +111,8 @@ mod tracing;
 pub use fanout::Fanout;
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsObserver, names};
+#[cfg(feature = "otel")]
+pub use otel::{ErrorType, OtelObserver, Role, instruments};
 pub use snapshot::Snapshot;
 pub use stats::Stats;
 #[cfg(feature = "tracing")]
