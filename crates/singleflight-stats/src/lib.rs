@@ -38,6 +38,12 @@
 //! numbers that also add up into a shared total. [`Fanout`] feeds several observers (say,
 //! `Stats` and an exporter) from one group.
 //!
+//! # Hot keys
+//!
+//! [`HotKeys`] answers "which keys are stampeding?": a fixed-memory top-K of keys by joins
+//! and by executions (a space-saving sketch). The observer hooks do not carry keys yet, so
+//! it is fed by hand where the key is known; it never exports the keys it holds.
+//!
 //! # Cost
 //!
 //! A group without an observer skips every hook. With a `Stats` attached, a call that joins
@@ -58,7 +64,7 @@
 //! # Features
 //!
 //! * `std` (default): work time (`Snapshot::work_time`, `Snapshot::max_work_time`) from
-//!   `std::time::Instant`, and [`Fanout`]. Without it the crate is `no_std + alloc` and
+//!   `std::time::Instant`, [`Fanout`] and [`HotKeys`]. Without it the crate is `no_std + alloc` and
 //!   needs 64-bit atomics.
 //! * `metrics`: [`MetricsObserver`], which reports through the
 //!   [`metrics`](https://docs.rs/metrics) facade (implies `std`).
@@ -96,6 +102,8 @@ extern crate std;
 mod clock;
 #[cfg(feature = "std")]
 mod fanout;
+#[cfg(feature = "std")]
+mod hot_keys;
 #[cfg(feature = "metrics")]
 mod metrics;
 #[cfg(feature = "otel")]
@@ -109,6 +117,8 @@ mod tracing;
 
 #[cfg(feature = "std")]
 pub use fanout::Fanout;
+#[cfg(feature = "std")]
+pub use hot_keys::{HotKey, HotKeys};
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsObserver, names};
 #[cfg(feature = "otel")]

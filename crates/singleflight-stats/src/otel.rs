@@ -180,7 +180,7 @@ impl fmt::Display for ErrorType {
 ///   reported to observers, so `error.type` is on leaders' calls only (and on the
 ///   execution duration). A waiter that timed out shows in `singleflight.timeouts`.
 /// * **Keys.** No hook carries the key, so no instrument has a key attribute; feed a
-///   `HotKeys` by hand to see which keys are hot.
+///   [`HotKeys`](crate::HotKeys) by hand to see which keys are hot.
 ///
 /// # Flights in progress
 ///
