@@ -42,7 +42,9 @@
 //!
 //! [`HotKeys`] answers "which keys are stampeding?": a fixed-memory top-K of keys by joins
 //! and by executions (a space-saving sketch). The observer hooks do not carry keys yet, so
-//! it is fed by hand where the key is known; it never exports the keys it holds.
+//! it is fed by hand where the key is known. Keys are never exported by default: the one
+//! export of them, [`OtelObserver::observe_hot_keys`], names each by a keyed hash
+//! ([`KeyHmac`]), never by the key itself.
 //!
 //! # Cost
 //!
@@ -74,6 +76,9 @@
 //!   [OpenTelemetry](https://docs.rs/opentelemetry) metrics API (the API crate only, with
 //!   no dependencies of its own; the application installs the SDK) under OpenTelemetry's
 //!   naming rules: see [`instruments`] (implies `std`).
+//! * `key-hmac`: [`KeyHmac`], keys turned into keyed hashes (HMAC-SHA256 under an
+//!   application secret), the only form in which this crate exports a key; with `otel`,
+//!   [`OtelObserver::observe_hot_keys`] (implies `std`).
 //!
 //! # MSRV
 //!
@@ -87,7 +92,8 @@
         feature = "std",
         feature = "metrics",
         feature = "tracing",
-        feature = "otel"
+        feature = "otel",
+        feature = "key-hmac"
     )),
     allow(
         rustdoc::broken_intra_doc_links,
@@ -104,6 +110,8 @@ mod clock;
 mod fanout;
 #[cfg(feature = "std")]
 mod hot_keys;
+#[cfg(feature = "key-hmac")]
+mod key_hmac;
 #[cfg(feature = "metrics")]
 mod metrics;
 #[cfg(feature = "otel")]
@@ -119,6 +127,8 @@ mod tracing;
 pub use fanout::Fanout;
 #[cfg(feature = "std")]
 pub use hot_keys::{HotKey, HotKeys};
+#[cfg(feature = "key-hmac")]
+pub use key_hmac::KeyHmac;
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsObserver, names};
 #[cfg(feature = "otel")]

@@ -10,7 +10,13 @@ use opentelemetry::{InstrumentationScope, KeyValue, global};
 use singleflight_core::{Execution, Observer};
 
 use crate::clock::Clock;
+#[cfg(feature = "key-hmac")]
+use crate::hot_keys::{HotKey, HotKeys};
+#[cfg(feature = "key-hmac")]
+use crate::key_hmac::KeyHmac;
 use crate::stats::Stats;
+#[cfg(feature = "key-hmac")]
+use alloc::vec::Vec;
 
 /// The names of the instruments and attributes [`OtelObserver`] records, and their units.
 ///
@@ -37,6 +43,14 @@ pub mod instruments {
     /// caller is also counted in [`CALLS`], as the waiter (or dropped leader) it was.
     pub const TIMEOUTS: &str = "singleflight.timeouts";
 
+    /// Observable gauge (`{call}`): the estimated joins of each of the hottest keys, with
+    /// [`GROUP`] and [`KEY_HMAC`]. Registered only by
+    /// [`OtelObserver::observe_hot_keys`](crate::OtelObserver::observe_hot_keys).
+    pub const HOT_KEY_JOINS: &str = "singleflight.hot_key.joins";
+    /// Observable gauge (`{call}`): the estimated executions of each of the hottest keys,
+    /// with [`GROUP`] and [`KEY_HMAC`], as [`HOT_KEY_JOINS`].
+    pub const HOT_KEY_EXECUTIONS: &str = "singleflight.hot_key.executions";
+
     /// Attribute: the group's name, given when the observer is created.
     pub const GROUP: &str = "singleflight.group";
     /// Attribute: the caller's role, one of [`Role`](crate::Role)'s strings.
@@ -44,6 +58,10 @@ pub mod instruments {
     /// Attribute: why an execution failed, one of [`ErrorType`](crate::ErrorType)'s
     /// strings. Absent when it succeeded.
     pub const ERROR_TYPE: &str = "error.type";
+
+    /// Attribute: a key, as its keyed hash ([`KeyHmac::label`](crate::KeyHmac::label)):
+    /// never the key itself.
+    pub const KEY_HMAC: &str = "singleflight.key.hmac";
 
     /// The unit of calls.
     pub const UNIT_CALL: &str = "{call}";
@@ -179,8 +197,10 @@ impl fmt::Display for ErrorType {
 /// * **A waiter's outcome.** Whether the value a waiter received was an error is not
 ///   reported to observers, so `error.type` is on leaders' calls only (and on the
 ///   execution duration). A waiter that timed out shows in `singleflight.timeouts`.
-/// * **Keys.** No hook carries the key, so no instrument has a key attribute; feed a
-///   [`HotKeys`](crate::HotKeys) by hand to see which keys are hot.
+/// * **Keys.** No hook carries the key, so no instrument of the observer has a key
+///   attribute; feed a [`HotKeys`](crate::HotKeys) by hand to see which keys are hot, and
+///   export it, keys hashed under your secret, with
+///   [`observe_hot_keys`](Self::observe_hot_keys) (feature `key-hmac`).
 ///
 /// # Flights in progress
 ///
@@ -307,6 +327,66 @@ impl OtelObserver {
     /// everything else a [`Stats`] counts (untimed). Resetting them leaves the gauge alone.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Exports the `top` hottest keys of `hot_keys` from `meter`, as the observable gauges
+    /// [`HOT_KEY_JOINS`](instruments::HOT_KEY_JOINS) and
+    /// [`HOT_KEY_EXECUTIONS`](instruments::HOT_KEY_EXECUTIONS), each key named only by its
+    /// keyed hash under `keys` (attribute [`KEY_HMAC`](instruments::KEY_HMAC)).
+    ///
+    /// This is the only way keys leave through this crate, and it takes a [`KeyHmac`]:
+    /// there is no plain-key variant. The hashes are computed when the reader collects
+    /// (two times `top` HMACs per collection), never on the call path. Keep `top` small:
+    /// each distinct key seen is a time series in the backend. A key longer than the
+    /// [`HotKeys`]' cap is hashed by its kept bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use singleflight_stats::{HotKeys, KeyHmac, OtelObserver};
+    ///
+    /// let meter = opentelemetry::global::meter_with_scope(OtelObserver::scope());
+    /// let hot = Arc::new(HotKeys::new(1_000));
+    /// OtelObserver::observe_hot_keys(&meter, "users", hot.clone(), 5, KeyHmac::new(b"secret"));
+    /// hot.record_join(b"user:42");
+    /// ```
+    #[cfg(feature = "key-hmac")]
+    pub fn observe_hot_keys(
+        meter: &Meter,
+        group: impl Into<Arc<str>>,
+        hot_keys: Arc<HotKeys>,
+        top: usize,
+        keys: KeyHmac,
+    ) {
+        let group = KeyValue::new(instruments::GROUP, group.into());
+        let keys = Arc::new(keys);
+        let gauge = |name: &'static str,
+                     description: &'static str,
+                     rank: fn(&HotKeys, usize) -> Vec<HotKey>| {
+            let (group, keys, hot_keys) = (group.clone(), keys.clone(), hot_keys.clone());
+            meter
+                .u64_observable_gauge(name)
+                .with_unit(instruments::UNIT_CALL)
+                .with_description(description)
+                .with_callback(move |gauge| {
+                    for hot in rank(&hot_keys, top) {
+                        let key = KeyValue::new(instruments::KEY_HMAC, keys.label(&hot.key));
+                        gauge.observe(hot.count, &[group.clone(), key]);
+                    }
+                })
+                .build()
+        };
+        gauge(
+            instruments::HOT_KEY_JOINS,
+            "Estimated joins of the hottest keys, each named by its keyed hash",
+            HotKeys::top_joins,
+        );
+        gauge(
+            instruments::HOT_KEY_EXECUTIONS,
+            "Estimated executions of the hottest keys, each named by its keyed hash",
+            HotKeys::top_executions,
+        );
     }
 
     /// Records the end of an execution: its duration, and its leader's call.

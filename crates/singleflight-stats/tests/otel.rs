@@ -352,3 +352,52 @@ fn groups_are_told_apart_by_their_name() {
     assert_eq!((calls("users"), calls("posts")), (1, 2));
     assert_eq!((export.active("users"), export.active("posts")), (0, 0));
 }
+
+#[cfg(feature = "key-hmac")]
+#[test]
+fn hot_keys_leave_only_as_keyed_hashes() {
+    use singleflight_stats::{HotKeys, KeyHmac};
+
+    let sdk = Sdk::new();
+    let meter = sdk.provider.meter_with_scope(OtelObserver::scope());
+    let hot = Arc::new(HotKeys::new(16));
+    let keys = KeyHmac::new(b"application secret");
+    OtelObserver::observe_hot_keys(&meter, "users", hot.clone(), 2, keys.clone());
+    for key in [
+        "user:ada", "user:ada", "user:ada", "user:bob", "user:bob", "user:eve",
+    ] {
+        hot.record_join(key.as_bytes());
+    }
+    hot.record_execution(b"user:ada");
+
+    let export = sdk.collect();
+    let hmac = |key: &str| (instruments::KEY_HMAC, keys.label(key.as_bytes()));
+    let point = |name, key| {
+        let (k, v) = hmac(key);
+        export.value(name, &[GROUP, (k, v.as_str())])
+    };
+    assert_eq!(
+        point(instruments::HOT_KEY_JOINS, "user:ada"),
+        Some(Value::Gauge(3))
+    );
+    assert_eq!(
+        point(instruments::HOT_KEY_JOINS, "user:bob"),
+        Some(Value::Gauge(2))
+    );
+    assert_eq!(
+        export.points(instruments::HOT_KEY_JOINS).len(),
+        2,
+        "the top two only"
+    );
+    assert_eq!(
+        point(instruments::HOT_KEY_EXECUTIONS, "user:ada"),
+        Some(Value::Gauge(1))
+    );
+    assert_eq!(export.points(instruments::HOT_KEY_EXECUTIONS).len(), 1);
+    for name in [instruments::HOT_KEY_JOINS, instruments::HOT_KEY_EXECUTIONS] {
+        assert_eq!(&export.instruments[name].0, "{call}");
+        for attrs in export.points(name).keys() {
+            assert!(attrs.values().all(|v| !v.contains("user:")), "{attrs:?}");
+        }
+    }
+}
