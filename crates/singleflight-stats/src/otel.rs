@@ -5,7 +5,12 @@
 use alloc::sync::Arc;
 use core::fmt;
 
-use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::Relaxed;
+
+use opentelemetry::metrics::{
+    AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableGauge,
+};
 use opentelemetry::{InstrumentationScope, KeyValue, global};
 use singleflight_core::{Execution, Observer};
 
@@ -25,7 +30,7 @@ use alloc::vec::Vec;
 /// `_total` suffix (the instrument kind says it is a counter), durations in seconds, and
 /// the standard `error.type` attribute for failures.
 pub mod instruments {
-    /// Counter (`{call}`): calls, each counted once when its role is settled, with
+    /// Observable counter (`{call}`): calls, each counted once when its role is settled, with
     /// [`GROUP`], [`ROLE`] and, on a failed execution, [`ERROR_TYPE`]. A leader is counted
     /// when its execution ends (its outcome is then known), a waiter when it leaves the
     /// flight it joined.
@@ -36,10 +41,10 @@ pub mod instruments {
     /// Observable gauge (`{flight}`): flights in progress, read from live state when the
     /// reader collects, with [`GROUP`].
     pub const FLIGHTS_ACTIVE: &str = "singleflight.flights.active";
-    /// Counter (`{call}`): waiters promoted to run the work after their leader was dropped,
+    /// Observable counter (`{call}`): waiters promoted to run the work after their leader was dropped,
     /// with [`GROUP`].
     pub const TAKEOVERS: &str = "singleflight.takeovers";
-    /// Counter (`{call}`): callers whose timeout elapsed, with [`GROUP`]. A timed-out
+    /// Observable counter (`{call}`): callers whose timeout elapsed, with [`GROUP`]. A timed-out
     /// caller is also counted in [`CALLS`], as the waiter (or dropped leader) it was.
     pub const TIMEOUTS: &str = "singleflight.timeouts";
 
@@ -176,18 +181,28 @@ impl fmt::Display for ErrorType {
 ///
 /// | instrument | kind | unit | attributes |
 /// |---|---|---|---|
-/// | `singleflight.calls` | counter | `{call}` | `singleflight.group`, `singleflight.role`, `error.type` (failed leaders) |
+/// | `singleflight.calls` | observable counter | `{call}` | `singleflight.group`, `singleflight.role`, `error.type` (failed leaders) |
 /// | `singleflight.execution.duration` | histogram | `s` | `singleflight.group`, `error.type` (failures) |
 /// | `singleflight.flights.active` | observable gauge | `{flight}` | `singleflight.group` |
-/// | `singleflight.takeovers` | counter | `{call}` | `singleflight.group` |
-/// | `singleflight.timeouts` | counter | `{call}` | `singleflight.group` |
+/// | `singleflight.takeovers` | observable counter | `{call}` | `singleflight.group` |
+/// | `singleflight.timeouts` | observable counter | `{call}` | `singleflight.group` |
 ///
 /// See [`instruments`] for each one's exact meaning, [`Role`] and [`ErrorType`] for the
 /// attribute values.
 ///
 /// The instruments are created once, from the meter given (or the global meter provider
-/// in effect when the observer is created: install the SDK first). The attribute sets are
-/// built once as well; each hook then records with a prepared slice.
+/// in effect when the observer is created: install the SDK first), and so are their
+/// attribute sets.
+///
+/// # Cost
+///
+/// The counters are *observable* (asynchronous) counters: the hooks add to relaxed
+/// atomics (a [`Stats`] and one more), and the SDK reads them when its reader collects, so
+/// a call never pays for the SDK's attribute lookup to count. Only the execution duration
+/// goes through the SDK on the call path: two clock reads and one histogram record per
+/// execution, none per waiter. On the uncontended call (the `stats` bench of the
+/// workspace's `benches` package) this costs about as much as [`MetricsObserver`](crate::MetricsObserver)
+/// on the `metrics` facade's Prometheus recorder.
 ///
 /// # What today's hooks cannot tell
 ///
@@ -223,14 +238,43 @@ impl fmt::Display for ErrorType {
 /// ```
 pub struct OtelObserver {
     group: Arc<str>,
-    calls: Counter<u64>,
     execution_duration: Histogram<f64>,
-    takeovers: Counter<u64>,
-    timeouts: Counter<u64>,
-    _flights_active: ObservableGauge<u64>,
-    stats: Arc<Stats>,
+    live: Arc<Live>,
     clock: Clock,
-    attributes: Attributes,
+    attributes: Arc<Attributes>,
+    _instruments: (
+        ObservableCounter<u64>,
+        ObservableCounter<u64>,
+        ObservableCounter<u64>,
+        ObservableGauge<u64>,
+    ),
+}
+
+/// The counters the observable instruments read when the reader collects.
+struct Live {
+    /// Everything but completed executions, and the flights in progress.
+    stats: Stats,
+    /// Executions that completed (`Stats` counts only the failed ones).
+    completed: AtomicU64,
+    /// Executions that ended in a way this version does not know.
+    other: AtomicU64,
+}
+
+impl Live {
+    /// Reports `singleflight.calls`: every attribute set, from counters that only grow.
+    fn observe_calls(&self, a: &Attributes, calls: &dyn AsyncInstrument<u64>) {
+        let total = self.stats.lifetime();
+        calls.observe(total.hits, &a.waiter);
+        calls.observe(self.completed.load(Relaxed), &a.leader);
+        let failed = |error: ErrorType| &a.failed_leader[error.index()];
+        calls.observe(total.errors, failed(ErrorType::Error));
+        calls.observe(total.panics, failed(ErrorType::Panic));
+        calls.observe(total.leader_drops, failed(ErrorType::LeaderDropped));
+        let other = self.other.load(Relaxed);
+        if other > 0 {
+            calls.observe(other, failed(ErrorType::Other));
+        }
+    }
 }
 
 /// Every attribute set the hooks record with, built once.
@@ -276,45 +320,62 @@ impl OtelObserver {
     /// Creates the instruments for a group called `group` from `meter`.
     pub fn with_meter(meter: &Meter, group: impl Into<Arc<str>>) -> Self {
         let group = group.into();
-        let stats = Arc::new(Stats::new());
-        let attributes = Attributes::new(&group);
+        let live = Arc::new(Live {
+            stats: Stats::new(),
+            completed: AtomicU64::new(0),
+            other: AtomicU64::new(0),
+        });
+        let attributes = Arc::new(Attributes::new(&group));
+        // Each observable instrument's callback holds the live counters and attributes.
+        let reads = || (live.clone(), attributes.clone());
+        let calls = {
+            let (live, a) = reads();
+            meter
+                .u64_observable_counter(instruments::CALLS)
+                .with_unit(instruments::UNIT_CALL)
+                .with_description("Calls, by role (leaders ran the work, waiters joined a flight)")
+                .with_callback(move |calls| live.observe_calls(&a, calls))
+                .build()
+        };
+        let takeovers = {
+            let (live, a) = reads();
+            meter
+                .u64_observable_counter(instruments::TAKEOVERS)
+                .with_unit(instruments::UNIT_CALL)
+                .with_description("Waiters promoted to run the work after their leader was dropped")
+                .with_callback(move |c| c.observe(live.stats.lifetime().takeovers, &a.group))
+                .build()
+        };
+        let timeouts = {
+            let (live, a) = reads();
+            meter
+                .u64_observable_counter(instruments::TIMEOUTS)
+                .with_unit(instruments::UNIT_CALL)
+                .with_description("Callers whose timeout elapsed")
+                .with_callback(move |c| c.observe(live.stats.lifetime().timeouts, &a.group))
+                .build()
+        };
         let flights_active = {
-            let stats = stats.clone();
-            let group = attributes.group.clone();
+            let (live, a) = reads();
             meter
                 .u64_observable_gauge(instruments::FLIGHTS_ACTIVE)
                 .with_unit(instruments::UNIT_FLIGHT)
                 .with_description("Flights in progress")
-                .with_callback(move |gauge| gauge.observe(stats.active(), &group))
+                .with_callback(move |gauge| gauge.observe(live.stats.active(), &a.group))
                 .build()
         };
         Self {
-            calls: meter
-                .u64_counter(instruments::CALLS)
-                .with_unit(instruments::UNIT_CALL)
-                .with_description("Calls, by role (leaders ran the work, waiters joined a flight)")
-                .build(),
             execution_duration: meter
                 .f64_histogram(instruments::EXECUTION_DURATION)
                 .with_unit(instruments::UNIT_SECONDS)
                 .with_description("Duration of each execution of the work")
                 .with_boundaries(instruments::DURATION_BOUNDARIES.to_vec())
                 .build(),
-            takeovers: meter
-                .u64_counter(instruments::TAKEOVERS)
-                .with_unit(instruments::UNIT_CALL)
-                .with_description("Waiters promoted to run the work after their leader was dropped")
-                .build(),
-            timeouts: meter
-                .u64_counter(instruments::TIMEOUTS)
-                .with_unit(instruments::UNIT_CALL)
-                .with_description("Callers whose timeout elapsed")
-                .build(),
-            _flights_active: flights_active,
-            stats,
+            live,
             clock: Clock::new(),
             attributes,
             group,
+            _instruments: (calls, takeovers, timeouts, flights_active),
         }
     }
 
@@ -323,10 +384,11 @@ impl OtelObserver {
         &self.group
     }
 
-    /// The in-process counters behind the gauge of flights in progress, which also count
-    /// everything else a [`Stats`] counts (untimed). Resetting them leaves the gauge alone.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
+    /// The in-process counters the observable instruments read (untimed): everything a
+    /// [`Stats`] counts. Resetting them changes neither the exported counters (which read
+    /// the totals since creation, so they only grow) nor the gauge of flights in progress.
+    pub fn stats(&self) -> &Stats {
+        &self.live.stats
     }
 
     /// Exports the `top` hottest keys of `hot_keys` from `meter`, as the observable gauges
@@ -389,19 +451,25 @@ impl OtelObserver {
         );
     }
 
-    /// Records the end of an execution: its duration, and its leader's call.
+    /// Records the end of an execution: its duration, and its leader's call (failures are
+    /// counted by the `Stats`, completions and unknown outcomes here).
     #[inline]
     fn record_execution(&self, started: u64, execution: Execution) {
         let a = &self.attributes;
-        let (call, duration): (&[KeyValue], &[KeyValue]) = match ErrorType::of(execution) {
-            None => (&a.leader, &a.group),
-            Some(error) => (&a.failed_leader[error.index()], &a.failed[error.index()]),
+        let error = ErrorType::of(execution);
+        let attributes: &[KeyValue] = match error {
+            None => &a.group,
+            Some(error) => &a.failed[error.index()],
         };
         if let Some(elapsed) = self.clock.elapsed(started) {
             self.execution_duration
-                .record(elapsed.as_secs_f64(), duration);
+                .record(elapsed.as_secs_f64(), attributes);
         }
-        self.calls.add(1, call);
+        match error {
+            None => self.live.completed.fetch_add(1, Relaxed),
+            Some(ErrorType::Other) => self.live.other.fetch_add(1, Relaxed),
+            Some(_) => 0,
+        };
     }
 }
 
@@ -409,55 +477,51 @@ impl fmt::Debug for OtelObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtelObserver")
             .field("group", &self.group)
-            .field("active", &self.stats.active())
+            .field("active", &self.live.stats.active())
             .finish_non_exhaustive()
     }
 }
 
 impl Observer for OtelObserver {
     fn flight_started(&self) {
-        self.stats.flight_started();
+        self.live.stats.flight_started();
     }
 
     fn flight_finished(&self) {
-        self.stats.flight_finished();
+        self.live.stats.flight_finished();
     }
 
     fn execution_started(&self) -> u64 {
-        self.stats.execution_started();
+        self.live.stats.execution_started();
         self.clock.start()
     }
 
     fn execution_finished(&self, started: u64, execution: Execution) {
-        // The inner `Stats` is untimed: it takes no token.
-        self.stats.execution_finished(0, execution);
         self.record_execution(started, execution);
+        // The inner `Stats` is untimed: it takes no token.
+        self.live.stats.execution_finished(0, execution);
     }
 
     fn leader_started(&self) -> u64 {
-        self.stats.leader_started();
+        self.live.stats.leader_started();
         self.clock.start()
     }
 
     fn leader_finished(&self, started: u64, execution: Execution) {
         self.record_execution(started, execution);
-        // Last, so that the gauge never counts a finished flight whose call is not
-        // recorded yet.
-        self.stats.leader_finished(0, execution);
+        // Last, so that no collection sees the flight finished before its call counted.
+        self.live.stats.leader_finished(0, execution);
     }
 
     fn joined(&self) {
-        self.stats.joined();
-        self.calls.add(1, &self.attributes.waiter);
+        self.live.stats.joined();
     }
 
     fn takeover(&self) {
-        self.stats.takeover();
-        self.takeovers.add(1, &self.attributes.group);
+        self.live.stats.takeover();
     }
 
     fn timeout(&self) {
-        self.stats.timeout();
-        self.timeouts.add(1, &self.attributes.group);
+        self.live.stats.timeout();
     }
 }
