@@ -465,3 +465,160 @@ async fn flight_after(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], k
     assert!(flight.leader.await.expect("leader").is_ok());
     flight.runs.load(Ordering::SeqCst)
 }
+
+/// One round of `key` in every group at once, the work held until every group runs it or
+/// waits on the fleet: (executions, failed calls, outcomes).
+struct Round {
+    executions: usize,
+    failed: usize,
+    outcomes: Vec<String>,
+}
+
+impl Round {
+    fn coalesced(&self) -> bool {
+        self.executions == 1 && self.failed == 0
+    }
+}
+
+/// Starts a round; returns once every group runs the work or waits on the fleet, with
+/// what ends it.
+async fn start_round(
+    groups: &[RedisGroup<u64>],
+    key: &str,
+) -> (Gate, Arc<AtomicUsize>, Vec<tokio::task::JoinHandle<Called>>) {
+    let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for group in groups {
+        let (group, key, runs, gate) = (
+            group.clone(),
+            key.to_owned(),
+            Arc::clone(&runs),
+            gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            group
+                .call(&key, || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.wait().await;
+                    7
+                })
+                .await
+        }));
+    }
+    wait_until("every group runs the work or waits on the fleet", || {
+        runs.load(Ordering::SeqCst) + groups.iter().map(RedisGroup::fleet_waiting).sum::<usize>()
+            == groups.len()
+    })
+    .await;
+    (gate, runs, tasks)
+}
+
+async fn end_round(
+    (gate, runs, tasks): (Gate, Arc<AtomicUsize>, Vec<tokio::task::JoinHandle<Called>>),
+) -> Round {
+    gate.open();
+    let (mut failed, mut outcomes) = (0, Vec::new());
+    for task in tasks {
+        match task.await.expect("caller") {
+            Ok((7, outcome)) => outcomes.push(label(outcome)),
+            _ => failed += 1,
+        }
+    }
+    outcomes.sort();
+    Round {
+        executions: runs.load(Ordering::SeqCst),
+        failed,
+        outcomes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
+    let node_timeout = 1000;
+    let Some(mut cluster) = ClusterDeployment::start(3, 1, node_timeout).await else {
+        return;
+    };
+    let namespace = "test:cluster-failover";
+    let lease = Duration::from_secs(1);
+    let groups: Vec<RedisGroup<u64>> = (0..4)
+        .map(|_| {
+            RedisGroup::<u64>::open_cluster(
+                &Cluster::new(cluster.seeds()),
+                config(namespace).lease_ttl(lease),
+            )
+            .expect("group")
+        })
+        .collect();
+    let before = end_round(start_round(&groups, "k").await).await;
+    assert!(before.coalesced(), "{:?}", before.outcomes);
+
+    // A flight whose leader's lease lives on the primary about to die.
+    let round = start_round(&groups, "k").await;
+    let (_, primary) = lease_key(&cluster, namespace).await;
+    let primary_id = node_id(primary).await;
+    let replica = cluster
+        .nodes(primary)
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.replica_of.as_deref() == Some(primary_id.as_str()))
+        .expect("the primary's replica")
+        .port;
+    let killed = Instant::now();
+    cluster.server(primary).kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while support::role(replica).await.as_deref() != Some("master") {
+        assert!(Instant::now() < deadline, "the replica was not promoted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let promoted = Instant::now();
+    let during = end_round(round).await;
+
+    // Rounds until the fleet coalesces again, timed from the promotion.
+    let mut after = Vec::new();
+    let back = loop {
+        let round = end_round(start_round(&groups, "k").await).await;
+        let coalesced = round.coalesced();
+        after.push(round);
+        if coalesced {
+            break promoted.elapsed();
+        }
+        assert!(
+            promoted.elapsed() < Duration::from_secs(15),
+            "no coalescing 15 s after the promotion"
+        );
+    };
+    let failed: usize = after.iter().map(|r| r.failed).sum::<usize>() + during.failed;
+    println!(
+        "| failover (primary {primary} killed, replica {replica} promoted after {} ms; node timeout {node_timeout} ms, lease {} ms) | executions | failed calls | outcomes |",
+        promoted.duration_since(killed).as_millis(),
+        lease.as_millis()
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| before | {} | {} | {:?} |",
+        before.executions, before.failed, before.outcomes
+    );
+    println!(
+        "| leader's flight across the kill | {} | {} | {:?} |",
+        during.executions, during.failed, during.outcomes
+    );
+    for (n, round) in after.iter().enumerate() {
+        println!(
+            "| after, round {} | {} | {} | {:?} |",
+            n + 1,
+            round.executions,
+            round.failed,
+            round.outcomes
+        );
+    }
+    println!(
+        "coalescing back {} ms after the promotion (target: within one lease, {} ms); {} round(s); stats {:?}",
+        back.as_millis(),
+        lease.as_millis(),
+        after.len(),
+        groups[0].fleet_stats().fallbacks
+    );
+    assert_eq!(failed, 0);
+    assert!(back <= lease + Duration::from_millis(500), "{back:?}");
+}
