@@ -67,7 +67,11 @@ async fn worker_main() {
     let seeds: Vec<String> = var("SF_URL").split(',').map(str::to_owned).collect();
     let group = RedisGroup::<String, String>::open_cluster(
         &Cluster::new(seeds),
-        config(&var("SF_NS")).lease_ttl(lease),
+        // Eight processes of 1,600 callers beside six servers on a shared machine: a
+        // generous deadline, so a starved scheduler is not taken for a sick Redis.
+        config(&var("SF_NS"))
+            .lease_ttl(lease)
+            .op_timeout(Duration::from_secs(1)),
     )
     .expect("group");
 
