@@ -215,10 +215,22 @@ impl Stats {
 
     /// Copies the counters.
     pub fn snapshot(&self) -> Snapshot {
+        self.read(self.since_reset())
+    }
+
+    /// The counters since this was created, as if it had never been reset: each only
+    /// grows, as the cumulative counters of an exporter must.
+    #[cfg(feature = "otel")]
+    pub(crate) fn lifetime(&self) -> Snapshot {
+        let total = self.counters.total.resettable();
+        self.read(core::array::from_fn(|i| total[i].load(Relaxed)))
+    }
+
+    /// A snapshot of `counters` (in the order of `Totals::resettable`).
+    fn read(&self, counters: [u64; RESETTABLE]) -> Snapshot {
         let c = &self.counters;
         let active = c.active();
-        let since = self.since_reset();
-        let mut since = since.into_iter();
+        let mut since = counters.into_iter();
         let mut next = || since.next().unwrap_or(0);
         // In the order of `Totals::resettable`.
         Snapshot {
