@@ -116,11 +116,12 @@ where
 {
     let group = group_ref.group();
     let hash = group.hash(key);
-    let generation = match group.reuse() {
-        None => 0,
+    // With a reuse window: a value to take, or the generation a new flight tracks with.
+    let tracks = match group.reuse() {
+        None => None,
         Some(_) => match reuse_lookup(group, hash, key) {
             Ok(reused) => return Ok(Entry::Reused(reused)),
-            Err(generation) => generation,
+            Err(generation) => Some(generation),
         },
     };
     let registered = group
@@ -137,9 +138,9 @@ where
             // The guard exists before the hook runs: if the hook panics, dropping the guard
             // ends the flight like any dropped leader's, and then the panic goes on.
             let mut leader = Leader::new(group_ref, at);
-            if let Some(reuse) = leader.group().reuse() {
+            if let Some(generation) = tracks {
                 // After the guard: if the key's `ToOwned` panics, the flight is abandoned.
-                reuse.track(at, key, generation);
+                track(leader.group(), at, key, generation);
             }
             match leader.group().observe_caught(|o| o.leader_started()) {
                 Ok(started) => leader.set_started(started),
@@ -150,6 +151,19 @@ where
             }
             Ok(Entry::Leader(leader))
         }
+    }
+}
+
+/// **track** the flight a caller just started, for its reuse window.
+#[cold]
+#[inline(never)]
+fn track<K, T, S, Q>(group: &Group<K, T, S>, at: crate::types::FlightRef, key: &Q, generation: u64)
+where
+    K: Borrow<Q>,
+    Q: ?Sized + Eq + ToOwned<Owned = K>,
+{
+    if let Some(reuse) = group.reuse() {
+        reuse.track(at, key, generation);
     }
 }
 

@@ -168,8 +168,40 @@ impl<G: GroupRef> Leader<G> {
         G::Value: Clone,
     {
         let execution = classify(&value, failed);
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.group().reuse().is_some())
+        {
+            return self.keep_reusably(value, execution);
+        }
+        self.keep_classified(value, execution)
+    }
+
+    /// [`keep`](Self::keep) for a group with a reuse window: the outcome is kept for later
+    /// calls first (see [`keep_reusable`](Self::keep_reusable)).
+    #[inline(never)]
+    fn keep_reusably(self, value: G::Value, execution: Execution) -> (G::Value, Role)
+    where
+        G::Value: Clone,
+    {
         let kept = self.keep_reusable(&value, execution);
         let group = self.group_ref().clone();
+        let ended = self.keep_classified(value, execution);
+        match kept {
+            Ok(()) => {}
+            Err(Some(payload)) => unwind::resume(payload),
+            Err(None) => group.group().observe_in_drop(|o| o.refresh_failed()),
+        }
+        ended
+    }
+
+    /// [`keep`](Self::keep) once the outcome is classified.
+    #[inline]
+    fn keep_classified(self, value: G::Value, execution: Execution) -> (G::Value, Role)
+    where
+        G::Value: Clone,
+    {
         let (copy, shared) = self.end_with(Ending::Kept(value), execution, |ended| {
             // The leader's copy comes first, before any waiter's: user code, under no lock.
             // If the clone panics, the waiters get the original (stored when the ending is
@@ -181,11 +213,6 @@ impl<G: GroupRef> Leader<G> {
                     .map(|value| unwind::catch(|| value.clone())),
             }
         });
-        match kept {
-            Ok(()) => {}
-            Err(Some(payload)) => unwind::resume(payload),
-            Err(None) => group.group().observe_in_drop(|o| o.refresh_failed()),
-        }
         match copy {
             Some(Ok(value)) => (value, Role::Leader { shared }),
             Some(Err(payload)) => unwind::resume(payload),
@@ -220,11 +247,13 @@ impl<G: GroupRef> Leader<G> {
         };
         let group = group_ref.group();
         let dropped = matches!(ending, Ending::Dropped);
-        let valueless = dropped || matches!(ending, Ending::Panicked(_));
+        // With a reuse window: an ending with no value may leave a tracked entry to clear.
+        let abandons =
+            group.reuse().is_some() && matches!(ending, Ending::Dropped | Ending::Panicked(_));
         let ended = group
             .flights()
             .end(self.at, ending, group.leader_drop_policy());
-        if valueless && group.reuse().is_some() && ended.over() {
+        if abandons && ended.over() {
             abandon_reusable(group, self.at);
         }
         let started = self.started;
