@@ -110,6 +110,10 @@ impl Harness for Embassy {
         }
     }
 
+    fn from_core(group: singleflight_core::Group<String, Value>) -> Self::Group {
+        Group::from_core(group)
+    }
+
     fn in_flight(group: &Self::Group) -> usize {
         group.in_flight()
     }

@@ -50,6 +50,10 @@ impl Harness for Blocking {
         }
     }
 
+    fn from_core(group: singleflight_core::Group<String, Value>) -> Self::Group {
+        singleflight_blocking::Group::from_core(group)
+    }
+
     fn in_flight(group: &Self::Group) -> usize {
         group.in_flight()
     }
@@ -184,6 +188,10 @@ impl<R: Runtime> Harness for AsyncHarness<R> {
             Some(observer) => group.with_observer(observer),
             None => group,
         }
+    }
+
+    fn from_core(group: singleflight_core::Group<String, Value>) -> Self::Group {
+        AsyncGroup::<R>::from_core(group)
     }
 
     fn in_flight(group: &Self::Group) -> usize {

@@ -4,7 +4,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use singleflight_core::rt::{Spawn, SpawnBlocking, Timer};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use singleflight_core::rt::{Clock, Spawn, SpawnBlocking, Timer};
 
 /// Spawns detached work with [`async_std::task::spawn`] and blocking work with
 /// [`async_std::task::spawn_blocking`]; dropping their handles detaches them.
@@ -57,5 +60,15 @@ impl Timer for AsyncStdTimer {
 
     fn sleep(&self, duration: Duration) -> Sleep {
         Box::pin(async_std::task::sleep(duration))
+    }
+}
+
+/// Tells the time of reuse windows on the monotonic clock (`std::time::Instant`), from an
+/// origin taken at the first reading in the process.
+impl Clock for AsyncStdTimer {
+    fn now(&self) -> Duration {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        Instant::now().saturating_duration_since(epoch)
     }
 }

@@ -3,12 +3,25 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use singleflight_core::{
-    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited,
+    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited, rt::Clock,
 };
+
+/// The clock of reuse windows: the monotonic clock (`std::time::Instant`), from an origin
+/// taken at the first reading in the process.
+#[derive(Clone, Copy, Debug)]
+struct StdClock;
+
+impl Clock for StdClock {
+    fn now(&self) -> Duration {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        Instant::now().saturating_duration_since(epoch)
+    }
+}
 
 /// Coalesces concurrent blocking calls with equal keys: one thread runs the work, the others
 /// block and receive clones of its outcome.
@@ -47,6 +60,14 @@ impl<K, T, S> Group<K, T, S> {
         }
     }
 
+    /// Wraps a configured core group (`singleflight_core::Group`): its shards, its
+    /// observer, and a reuse window on a clock of the caller's choosing.
+    pub fn from_core(group: sf::Group<K, T, S>) -> Self {
+        Self {
+            inner: Arc::new(group),
+        }
+    }
+
     fn configure(self, f: impl FnOnce(sf::Group<K, T, S>) -> sf::Group<K, T, S>) -> Self {
         let Ok(group) = Arc::try_unwrap(self.inner) else {
             panic!("a group is configured before it is cloned");
@@ -77,13 +98,68 @@ impl<K, T, S> Group<K, T, S> {
         self.configure(|group| group.with_shards(shards))
     }
 
+    /// Keeps each value a flight publishes for `window` (on `std::time::Instant`): a call
+    /// for its key within the window gets a clone without running the work, and its role is
+    /// [`Role::Reused`] with the value's age. After the window the next call leads a new
+    /// flight. Off by default: without a window nothing outlives its flight.
+    ///
+    /// Errors are kept only under [`reuse_errors`](Self::reuse_errors); panics and
+    /// timeouts never. [`forget`](Self::forget) and [`forget_all`](Self::forget_all) drop
+    /// kept values, and a flight that started before them never stores its value
+    /// afterwards. Expired values go a few at a time on every call and all at once with
+    /// [`purge_expired`](Self::purge_expired), with no background thread;
+    /// [`max_reusable`](Self::max_reusable) bounds how many are kept.
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned: configure it first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use singleflight_blocking::{Group, Role};
+    ///
+    /// let group = Group::<String, u32>::new().reuse_for(Duration::from_secs(60));
+    /// assert_eq!(group.request("k").call(|| 1), (Ok(1), Role::Leader { shared: false }));
+    /// // Within the window: the value again, and the work does not run.
+    /// let (value, role) = group.request("k").call(|| unreachable!());
+    /// assert_eq!(value, Ok(1));
+    /// assert!(role.is_reused());
+    /// ```
+    pub fn reuse_for(self, window: Duration) -> Self {
+        self.configure(|group| group.reuse_for(window, StdClock))
+    }
+
+    /// Keeps at most `max` reusable values (unbounded unless set); a value published while
+    /// the group holds `max` is not kept.
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or was
+    /// cloned.
+    pub fn max_reusable(self, max: usize) -> Self {
+        self.configure(|group| group.max_reusable(max))
+    }
+
+    /// Drops every reusable value whose window is over. Returns how many.
+    pub fn purge_expired(&self) -> usize {
+        self.inner.purge_expired()
+    }
+
+    /// The number of reusable values held (expired ones not yet dropped included).
+    pub fn reusable(&self) -> usize {
+        self.inner.reusable()
+    }
+
     /// The number of flights in progress (`0` once every call has returned).
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight()
     }
 
     /// Detaches every flight from its key: running flights still deliver to their callers,
-    /// new calls start new flights. Returns how many flights were detached.
+    /// new calls start new flights. With a reuse window it also drops every reusable value.
+    /// Returns how many flights were detached plus how many values were dropped.
     pub fn forget_all(&self) -> usize {
         self.inner.forget_all()
     }
@@ -121,7 +197,9 @@ where
 
     /// Detaches the current flight of `key`: its callers still receive its outcome, the next
     /// call starts a new flight, and the old flight finishing never removes the new one.
-    /// Returns `false` (and leaves nothing behind) if `key` has no flight.
+    /// With a reuse window it also drops the key's reusable value, and a flight that started
+    /// before never stores its value afterwards. Returns `false` (and leaves nothing behind)
+    /// if `key` had neither a flight nor a reusable value.
     pub fn forget<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -213,6 +291,23 @@ where
             key,
             deadline: None,
         }
+    }
+}
+
+impl<K, V, E, S> Group<K, Result<V, E>, S> {
+    /// Negative caching: keeps an error of fallible work for the window `policy` gives it,
+    /// `None` for not at all (every error, unless set): a 404 for 30 s, a rate-limit error
+    /// never.
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or was
+    /// cloned.
+    pub fn reuse_errors(
+        self,
+        policy: impl Fn(&E) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure(|group| group.reuse_errors(policy))
     }
 }
 
@@ -389,6 +484,10 @@ where
                 return (Ok(value), role);
             }
             Ok(Entry::Waiter(waiter)) => waiter,
+            Ok(Entry::Reused(reused)) => {
+                let age = reused.age();
+                return (Ok(reused.into_value()), Role::Reused { age });
+            }
         };
         let waited = match self.deadline {
             None => waiter.wait(),

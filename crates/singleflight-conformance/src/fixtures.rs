@@ -252,6 +252,36 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// A clock the rule moves by hand, for groups with a reuse window: time stands still
+/// until [`advance`](Self::advance), so a rule orders "inside the window" and "after it"
+/// without sleeping. Cloning shares the clock.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by`.
+    ///
+    /// # Panics
+    ///
+    /// If the clock would pass `u64::MAX` nanoseconds (some 584 years).
+    pub fn advance(&self, by: Duration) {
+        let nanos =
+            u64::try_from(by.as_nanos()).expect("a step of the clock fits in u64 nanoseconds");
+        self.0.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl singleflight_core::rt::Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
 /// An [`Observer`] that counts each hook, for the rules on what a group reports.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -271,6 +301,8 @@ pub struct Counts {
     pub takeovers: AtomicUsize,
     /// `timeout`.
     pub timeouts: AtomicUsize,
+    /// `reused`.
+    pub reused: AtomicUsize,
 }
 
 impl Counts {
@@ -305,5 +337,8 @@ impl Observer for Counts {
     }
     fn timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::SeqCst);
+    }
+    fn reused(&self) {
+        self.reused.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use singleflight_core::{LeaderDropPolicy, Observer};
+use singleflight_core::{Group, LeaderDropPolicy, Observer};
 
 use crate::caller::Caller;
 use crate::fixtures::Work;
@@ -45,6 +45,12 @@ pub trait Harness: 'static {
     /// A group with `policy` (setups whose callers cannot be dropped may ignore it) and
     /// `observer`, if any.
     fn group(policy: LeaderDropPolicy, observer: Option<Arc<dyn Observer>>) -> Self::Group;
+
+    /// The front-end's group around a configured core group (the front-ends'
+    /// `Group::from_core`): the reuse rules configure the window, its policy and its
+    /// [`ManualClock`](crate::ManualClock) on the core group and run their calls through the
+    /// front-end's own call paths.
+    fn from_core(group: Group<String, Value>) -> Self::Group;
 
     /// The group's `in_flight()`: flights in progress, forgotten ones included.
     fn in_flight(group: &Self::Group) -> usize;

@@ -15,7 +15,8 @@ pub mod stats;
 
 pub use caller::{Caller, CallerSide, Report, drive};
 pub use fixtures::{
-    Counts, Ends, Gate, PATIENCE, Probe, Work, block_on, panic_message, wait_until, yield_now,
+    Counts, Ends, Gate, ManualClock, PATIENCE, Probe, Work, block_on, panic_message, wait_until,
+    yield_now,
 };
 pub use harness::{Capabilities, Harness, Kind, Offload, Spec, Support, Value};
 pub use run::{RULES, Rule, SupportTable, WATCHDOG, all_rules, check, rule, run};

@@ -10,11 +10,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use singleflight_core::{Error, LeaderDropPolicy, Role};
+use singleflight_core::{Error, Group, LeaderDropPolicy, Role};
 
 use crate::fixtures::wait_within;
-use crate::{Caller, Counts, Ends, Gate, Harness, Kind, Offload, Probe, Report, Spec, Work};
+use crate::{
+    Caller, Counts, Ends, Gate, Harness, Kind, ManualClock, Offload, Probe, Report, Spec, Value,
+    Work,
+};
 
 /// Waits for `condition` with the setup's patience.
 pub(crate) async fn wait<H: Harness>(what: &str, condition: impl FnMut() -> bool) {
@@ -782,4 +786,268 @@ pub async fn observer_counts_every_call_once<H: Harness>() {
     assert_eq!(Counts::get(&counts.flights_started), flights);
     assert_eq!(Counts::get(&counts.flights_finished), flights);
     assert_eq!(counts.executions_finished.load(Ordering::SeqCst), flights);
+}
+
+/// The reuse window of the reuse rules, on their [`ManualClock`].
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// A group with a reuse window of [`WINDOW`] on `clock` (and `configure`'s further
+/// settings), through the setup's front-end.
+fn reuse_group<H: Harness>(
+    clock: &ManualClock,
+    policy: LeaderDropPolicy,
+    configure: impl FnOnce(Group<String, Value>) -> Group<String, Value>,
+) -> Arc<H::Group> {
+    let core = Group::new()
+        .with_leader_drop_policy(policy)
+        .reuse_for(WINDOW, clock.clone());
+    Arc::new(H::from_core(configure(core)))
+}
+
+/// One call of `key` through `spec` whose own work would end as `ends`; its report.
+async fn call_once<H: Harness>(
+    group: &Arc<H::Group>,
+    key: &str,
+    spec: Spec,
+    probe: &Probe,
+    ends: Ends,
+) -> Report {
+    H::spawn_call(group, key, spec, Work::new(probe, None, ends))
+        .join()
+        .await
+}
+
+/// Checks [contract](crate::contract) rule 16: within the window after a flight published
+/// a value, a call gets it without running the work, for every kind of call, and its role
+/// says so, with the value's age; after the window the next call leads.
+pub async fn reuse_inside_the_window_and_not_after<H: Harness>() {
+    for kind in supported::<H>(&[Kind::Call, Kind::Detached, Kind::Blocking]) {
+        for spec in [Spec::CALL.kind(kind), Spec::CALL.kind(kind).fallible()] {
+            let clock = ManualClock::new();
+            let counts = Arc::new(Counts::default());
+            let observer: Arc<dyn singleflight_core::Observer> = counts.clone();
+            let group = reuse_group::<H>(&clock, LeaderDropPolicy::Takeover, |g| {
+                g.with_observer(observer)
+            });
+            let probe = Probe::default();
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(1)).await,
+                Report::Returned(Ok(1), Role::Leader { shared: false }),
+                "{spec:?}"
+            );
+            wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+            clock.advance(WINDOW / 2);
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(2)).await,
+                Report::Returned(Ok(1), Role::Reused { age: WINDOW / 2 }),
+                "{spec:?}"
+            );
+            assert_eq!(probe.started(), 1, "a reused call runs no work ({spec:?})");
+            assert_eq!(H::in_flight(&group), 0, "a reused call registers nothing");
+            assert_eq!(Counts::get(&counts.reused), 1, "{spec:?}");
+            assert_eq!(Counts::get(&counts.hits), 0, "a reuse is no hit ({spec:?})");
+            // Other keys are not served another key's value.
+            assert_eq!(
+                call_once::<H>(&group, "other", spec, &probe, Ends::Value(3)).await,
+                Report::Returned(Ok(3), Role::Leader { shared: false }),
+                "{spec:?}"
+            );
+            clock.advance(WINDOW / 2);
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(4)).await,
+                Report::Returned(Ok(4), Role::Leader { shared: false }),
+                "the window is over ({spec:?})"
+            );
+            wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(5)).await,
+                Report::Returned(
+                    Ok(4),
+                    Role::Reused {
+                        age: Duration::ZERO
+                    }
+                ),
+                "{spec:?}"
+            );
+            assert_eq!(probe.started(), 3, "{spec:?}");
+        }
+    }
+}
+
+/// Checks [contract](crate::contract) rule 16: an error is not reused unless a policy gives
+/// it a window (negative caching), and then only the errors the policy names, for their
+/// window.
+pub async fn errors_are_not_reused_without_the_policy<H: Harness>() {
+    let spec = Spec::CALL.fallible();
+    let failed = |message: &str| Err(Error::Failed(message.to_string()));
+    let clock = ManualClock::new();
+    let probe = Probe::default();
+    let group = reuse_group::<H>(&clock, LeaderDropPolicy::Takeover, |g| g);
+    for _ in 0..2 {
+        assert_eq!(
+            call_once::<H>(&group, "k", spec, &probe, Ends::Fail("not found")).await,
+            Report::Returned(failed("not found"), Role::Leader { shared: false })
+        );
+        wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+    }
+    assert_eq!(probe.started(), 2, "an error is not reused by default");
+
+    let short = WINDOW / 5;
+    let group = reuse_group::<H>(&clock, LeaderDropPolicy::Takeover, |g| {
+        g.reuse_errors(move |e: &String| (e == "not found").then_some(short))
+    });
+    let probe = Probe::default();
+    assert_eq!(
+        call_once::<H>(&group, "404", spec, &probe, Ends::Fail("not found")).await,
+        Report::Returned(failed("not found"), Role::Leader { shared: false })
+    );
+    wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+    assert_eq!(
+        call_once::<H>(&group, "404", spec, &probe, Ends::Value(1)).await,
+        Report::Returned(
+            failed("not found"),
+            Role::Reused {
+                age: Duration::ZERO
+            }
+        )
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            call_once::<H>(&group, "429", spec, &probe, Ends::Fail("rate limited")).await,
+            Report::Returned(failed("rate limited"), Role::Leader { shared: false })
+        );
+        wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+    }
+    clock.advance(short);
+    assert_eq!(
+        call_once::<H>(&group, "404", spec, &probe, Ends::Value(1)).await,
+        Report::Returned(Ok(1), Role::Leader { shared: false }),
+        "the error's own window is over"
+    );
+    assert_eq!(probe.started(), 4);
+}
+
+/// Checks [contract](crate::contract) rule 16: panics, cancelled and timed-out leaders and
+/// dropped leaders whose waiters fail are never reused: the next call leads.
+pub async fn panics_and_cancellations_are_never_reused<H: Harness>() {
+    let clock = ManualClock::new();
+    let probe = Probe::default();
+    let group = reuse_group::<H>(&clock, LeaderDropPolicy::Takeover, |g| g);
+    assert_eq!(
+        call_once::<H>(&group, "k", Spec::CALL, &probe, Ends::Panic("boom")).await,
+        Report::Panicked("boom".to_string())
+    );
+    assert_eq!(
+        call_once::<H>(&group, "k", Spec::CALL, &probe, Ends::Value(1)).await,
+        Report::Returned(Ok(1), Role::Leader { shared: false }),
+        "a panic is not reused"
+    );
+    if H::CAPABILITIES.cancellable {
+        for (policy, key) in [
+            (LeaderDropPolicy::Takeover, "cancelled"),
+            (LeaderDropPolicy::FailWaiters, "failed"),
+        ] {
+            let group = reuse_group::<H>(&clock, policy, |g| g);
+            let gate = Gate::new();
+            let leader = gated_leader::<H>(&group, key, Spec::CALL, &probe, &gate, 1).await;
+            let waiters = join_waiters::<H>(&group, key, Spec::CALL, &probe, 1, 2).await;
+            leader.cancel();
+            assert_eq!(leader.join().await, Report::Cancelled);
+            for waiter in waiters {
+                // Takeover: the waiter runs its own work, which is a value to keep.
+                if let Report::Returned(Err(error), _) = waiter.join().await {
+                    assert_eq!(error, Error::LeaderDropped);
+                }
+            }
+            wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+            let next = call_once::<H>(&group, key, Spec::CALL, &probe, Ends::Value(3)).await;
+            match policy {
+                LeaderDropPolicy::FailWaiters => assert_eq!(
+                    next,
+                    Report::Returned(Ok(3), Role::Leader { shared: false }),
+                    "a dropped leader is not reused"
+                ),
+                _ => assert_eq!(
+                    next,
+                    Report::Returned(
+                        Ok(2),
+                        Role::Reused {
+                            age: Duration::ZERO
+                        }
+                    ),
+                    "the promoted waiter's value is kept"
+                ),
+            }
+        }
+        if H::CAPABILITIES.timeouts.is_yes() {
+            let gate = Gate::new();
+            let leader = gated_leader::<H>(
+                &group,
+                "timed",
+                Spec::CALL.timeout(H::TIMEOUT),
+                &probe,
+                &gate,
+                1,
+            )
+            .await;
+            assert_eq!(
+                leader.join().await,
+                Report::Returned(Err(Error::Timeout), Role::Leader { shared: false })
+            );
+            gate.open();
+            wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+            assert_eq!(
+                call_once::<H>(&group, "timed", Spec::CALL, &probe, Ends::Value(4)).await,
+                Report::Returned(Ok(4), Role::Leader { shared: false }),
+                "a timed-out leader is not reused"
+            );
+        }
+    }
+    assert_eq!(H::in_flight(&group), 0);
+}
+
+/// Checks [contract](crate::contract) rule 16 with rule 9: `forget` and `forget_all` drop
+/// reusable values, and a flight that started before them never stores its value
+/// afterwards, though its callers still get it.
+pub async fn forget_drops_a_reusable_value<H: Harness>() {
+    let clock = ManualClock::new();
+    let probe = Probe::default();
+    let group = reuse_group::<H>(&clock, LeaderDropPolicy::Takeover, |g| g);
+    assert_eq!(
+        call_once::<H>(&group, "k", Spec::CALL, &probe, Ends::Value(1)).await,
+        Report::Returned(Ok(1), Role::Leader { shared: false })
+    );
+    assert!(H::forget(&group, "k"), "a reusable value was dropped");
+    assert!(!H::forget(&group, "k"), "nothing is left to drop");
+    assert_eq!(
+        call_once::<H>(&group, "k", Spec::CALL, &probe, Ends::Value(2)).await,
+        Report::Returned(Ok(2), Role::Leader { shared: false })
+    );
+    assert!(H::forget_all(&group) >= 1);
+    // A flight that started before a forget never stores its value afterwards.
+    for forget_all in [false, true] {
+        let gate = Gate::new();
+        let old = gated_leader::<H>(&group, "k", Spec::CALL, &probe, &gate, 3).await;
+        let waiters = join_waiters::<H>(&group, "k", Spec::CALL, &probe, 1, 0).await;
+        if forget_all {
+            assert_eq!(H::forget_all(&group), 1);
+        } else {
+            assert!(H::forget(&group, "k"));
+        }
+        gate.open();
+        assert_eq!(
+            old.join().await,
+            Report::Returned(Ok(3), Role::Leader { shared: true })
+        );
+        for waiter in waiters {
+            assert_eq!(waiter.join().await, Report::Returned(Ok(3), Role::Waiter));
+        }
+        wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+        assert_eq!(
+            call_once::<H>(&group, "k", Spec::CALL, &probe, Ends::Value(4)).await,
+            Report::Returned(Ok(4), Role::Leader { shared: false }),
+            "the forgotten flight stored its value (forget_all: {forget_all})"
+        );
+        assert!(H::forget(&group, "k"));
+    }
 }

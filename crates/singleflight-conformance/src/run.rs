@@ -155,6 +155,26 @@ pub const RULES: &[Rule] = &[
         contract: &[],
         needs: |c| c.timeouts,
     },
+    Rule {
+        name: "reuse_inside_the_window_and_not_after",
+        contract: &[16],
+        needs: always,
+    },
+    Rule {
+        name: "errors_are_not_reused_without_the_policy",
+        contract: &[16],
+        needs: always,
+    },
+    Rule {
+        name: "panics_and_cancellations_are_never_reused",
+        contract: &[16],
+        needs: always,
+    },
+    Rule {
+        name: "forget_drops_a_reusable_value",
+        contract: &[16, 9],
+        needs: always,
+    },
 ];
 
 /// Every rule of the kit: [`RULES`], then the statistics rules with the `stats` feature.
@@ -344,6 +364,10 @@ macro_rules! conformance {
                 registering_at_the_instant_of_publication,
                 cancellation_churn_leaves_nothing_in_flight,
                 observer_counts_every_call_once,
+                reuse_inside_the_window_and_not_after,
+                errors_are_not_reused_without_the_policy,
+                panics_and_cancellations_are_never_reused,
+                forget_drops_a_reusable_value,
             );
 
             /// Prints the setup's support of the contract's rules, and checks that this

@@ -93,6 +93,10 @@ impl<M: Mutation> Harness for CoreThreads<M> {
         }
     }
 
+    fn from_core(group: Group<String, Value>) -> Self::Group {
+        group
+    }
+
     fn in_flight(group: &Self::Group) -> usize {
         group.in_flight()
     }

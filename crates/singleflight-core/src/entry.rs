@@ -4,6 +4,7 @@
 use alloc::borrow::ToOwned;
 use alloc::sync::Arc as AllocArc;
 use core::borrow::Borrow;
+use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::task::Waker;
 
@@ -11,16 +12,29 @@ use crate::error::Error;
 use crate::flight::Registered;
 use crate::group::{Group, GroupRef};
 use crate::leader::Leader;
+use crate::reuse::{Lookup, Reused};
 use crate::unwind;
 use crate::waiter::Waiter;
 
 /// A registered caller, as [`Group::enter`] returns it.
-#[derive(Debug)]
 pub enum Entry<G: GroupRef> {
     /// No flight was in progress: this caller must run the work and complete the flight.
     Leader(Leader<G>),
     /// A flight was in progress: this caller waits for its outcome.
     Waiter(Waiter<G>),
+    /// The group has a reuse window ([`Group::reuse_for`]) and a flight published a value
+    /// for the key within it: this caller takes it, and registers nothing.
+    Reused(Reused<G::Value>),
+}
+
+impl<G: GroupRef> fmt::Debug for Entry<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Leader(leader) => f.debug_tuple("Leader").field(leader).finish(),
+            Self::Waiter(waiter) => f.debug_tuple("Waiter").field(waiter).finish(),
+            Self::Reused(reused) => f.debug_tuple("Reused").field(reused).finish(),
+        }
+    }
 }
 
 impl<K, T, S> Group<K, T, S>
@@ -101,9 +115,18 @@ where
     Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
 {
     let group = group_ref.group();
+    let hash = group.hash(key);
+    // With a reuse window: a value to take, or the generation a new flight tracks with.
+    let tracks = match group.reuse() {
+        None => None,
+        Some(_) => match reuse_lookup(group, hash, key) {
+            Ok(reused) => return Ok(Entry::Reused(reused)),
+            Err(generation) => Some(generation),
+        },
+    };
     let registered = group
         .flights()
-        .register(group.hash(key), key, waker, |id| group.is_leading(id))?;
+        .register(hash, key, waker, |id| group.is_leading(id))?;
     match registered {
         Registered::Waiter { flight, ticket } => Ok(Entry::Waiter(Waiter::new(
             group_ref,
@@ -115,6 +138,10 @@ where
             // The guard exists before the hook runs: if the hook panics, dropping the guard
             // ends the flight like any dropped leader's, and then the panic goes on.
             let mut leader = Leader::new(group_ref, at);
+            if let Some(generation) = tracks {
+                // After the guard: if the key's `ToOwned` panics, the flight is abandoned.
+                track(leader.group(), at, key, generation);
+            }
             match leader.group().observe_caught(|o| o.leader_started()) {
                 Ok(started) => leader.set_started(started),
                 Err(payload) => {
@@ -123,6 +150,42 @@ where
                 }
             }
             Ok(Entry::Leader(leader))
+        }
+    }
+}
+
+/// **track** the flight a caller just started, for its reuse window.
+#[cold]
+#[inline(never)]
+fn track<K, T, S, Q>(group: &Group<K, T, S>, at: crate::types::FlightRef, key: &Q, generation: u64)
+where
+    K: Borrow<Q>,
+    Q: ?Sized + Eq + ToOwned<Owned = K>,
+{
+    if let Some(reuse) = group.reuse() {
+        reuse.track(at, key, generation);
+    }
+}
+
+/// The reuse window's half of registration: the key's value if it is within the window
+/// (the observer hears of it), or the generation a flight this caller starts tracks with.
+#[cold]
+#[inline(never)]
+fn reuse_lookup<K, T, S, Q>(group: &Group<K, T, S>, hash: u64, key: &Q) -> Result<Reused<T>, u64>
+where
+    K: Borrow<Q>,
+    Q: ?Sized + Eq,
+{
+    let Some(reuse) = group.reuse() else {
+        return Err(0);
+    };
+    match reuse.lookup(hash, key) {
+        Lookup::Miss(generation) => Err(generation),
+        Lookup::Fresh(reused) => {
+            if let Err(payload) = group.observe_caught(|o| o.reused()) {
+                unwind::resume(payload)
+            }
+            Ok(reused)
         }
     }
 }

@@ -219,6 +219,11 @@ where
                         *this.role = Some(Role::Leader { shared: false });
                         start_leading(this.state.as_mut(), leader, work);
                     }
+                    Ok(Entry::Reused(reused)) => {
+                        *this.role = Some(Role::Reused { age: reused.age() });
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(reused.into_value()));
+                    }
                     Ok(Entry::Waiter(waiter)) => {
                         // Joined with this task's waker: nothing to check until woken.
                         this.state.set(State::Waiting {

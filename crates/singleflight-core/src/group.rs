@@ -4,14 +4,18 @@
 //! The flights themselves, their transitions and the lock order are in
 //! [`flight`](crate::flight); registering a caller is in [`entry`](crate::entry).
 
+use alloc::boxed::Box;
 use alloc::sync::Arc as AllocArc;
 use core::borrow::Borrow;
 use core::fmt;
 use core::hash::{BuildHasher, Hash};
+use core::time::Duration;
 
 use crate::flight::Flights;
 use crate::hash::DefaultHashBuilder;
 use crate::observer::Observer;
+use crate::reuse::Reuse;
+use crate::rt::Clock;
 use crate::types::LeaderDropPolicy;
 use crate::unwind::{self, Payload};
 
@@ -45,6 +49,8 @@ pub struct Group<K, T, S = DefaultHashBuilder> {
     hasher: S,
     policy: LeaderDropPolicy,
     observer: Option<AllocArc<dyn Observer>>,
+    /// The reuse window's store, if the group has one (`reuse_for`).
+    reuse: Option<Box<Reuse<K, T>>>,
 }
 
 impl<K, T> Group<K, T> {
@@ -76,6 +82,7 @@ impl<K, T, S> Group<K, T, S> {
             hasher,
             policy: LeaderDropPolicy::default(),
             observer: None,
+            reuse: None,
         }
     }
 
@@ -121,6 +128,90 @@ impl<K, T, S> Group<K, T, S> {
         self
     }
 
+    /// Keeps each value a flight publishes for `window`, on `clock`'s time: a call for its
+    /// key within the window gets a clone without running the work, and its role is
+    /// [`Role::Reused`](crate::Role::Reused) with the value's age (DESIGN rule 16). After
+    /// the window the next call leads a new flight. Off by default: without a window
+    /// nothing outlives its flight.
+    ///
+    /// Only values are kept: an error (an outcome the call's `failed` test calls one, as
+    /// `try_call` does) only under [`reuse_errors`](Self::reuse_errors); a panic, a
+    /// cancellation, a dropped leader or a timeout never. [`forget`](Self::forget) and
+    /// [`forget_all`](Self::forget_all) drop kept values, and a flight that started before
+    /// them never stores its value afterwards.
+    ///
+    /// Memory follows load: values are dropped as they expire, a few on every call and
+    /// all at once with [`purge_expired`](Self::purge_expired), with no background thread;
+    /// [`max_reusable`](Self::max_reusable) bounds how many are kept. A window of zero
+    /// keeps no values (errors may still be kept under [`reuse_errors`](Self::reuse_errors)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use singleflight_core::{Entry, Group, rt::Clock};
+    ///
+    /// struct Frozen;
+    /// impl Clock for Frozen {
+    ///     fn now(&self) -> Duration { Duration::from_secs(7) }
+    /// }
+    ///
+    /// let group = Group::<String, u32>::new().reuse_for(Duration::from_secs(5), Frozen);
+    /// let Ok(Entry::Leader(leader)) = group.enter("k") else { unreachable!() };
+    /// leader.complete(1);
+    /// let Ok(Entry::Reused(reused)) = group.enter("k") else { unreachable!() };
+    /// assert_eq!(reused.age(), Duration::ZERO);
+    /// assert_eq!(reused.into_value(), 1);
+    /// ```
+    pub fn reuse_for(
+        mut self,
+        window: Duration,
+        clock: impl Clock + Send + Sync + 'static,
+    ) -> Self {
+        match &mut self.reuse {
+            Some(reuse) => reuse.set_window(window),
+            None => self.reuse = Some(Box::new(Reuse::new(window, Box::new(clock)))),
+        }
+        self
+    }
+
+    /// Keeps at most `max` reusable values (see [`reuse_for`](Self::reuse_for)); unbounded
+    /// unless set. A value published while the group holds `max` is not kept, once the
+    /// expired values of its key's part of the store have made no room.
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window: call [`reuse_for`](Self::reuse_for) first.
+    pub fn max_reusable(mut self, max: usize) -> Self {
+        self.reuse_mut("max_reusable").set_max(max);
+        self
+    }
+
+    fn reuse_mut(&mut self, what: &str) -> &mut Reuse<K, T> {
+        match &mut self.reuse {
+            Some(reuse) => reuse,
+            None => panic!("`{what}` needs a reuse window: call `reuse_for` first"),
+        }
+    }
+
+    /// The reuse window, if the group has one.
+    #[inline]
+    pub(crate) fn reuse(&self) -> Option<&Reuse<K, T>> {
+        self.reuse.as_deref()
+    }
+
+    /// Drops every reusable value whose window is over (they also go a few at a time on
+    /// every call). Returns how many were dropped; `0` without a reuse window.
+    pub fn purge_expired(&self) -> usize {
+        self.reuse.as_ref().map_or(0, |reuse| reuse.purge_expired())
+    }
+
+    /// The number of reusable values held, expired ones not yet dropped included; `0`
+    /// without a reuse window.
+    pub fn reusable(&self) -> usize {
+        self.reuse.as_ref().map_or(0, |reuse| reuse.len())
+    }
+
     /// The policy applied when a leader is dropped.
     pub fn leader_drop_policy(&self) -> LeaderDropPolicy {
         self.policy
@@ -140,9 +231,12 @@ impl<K, T, S> Group<K, T, S> {
     }
 
     /// Detaches every flight from its key: their callers still get their outcomes, and the
-    /// next call for any key starts a new flight. Returns the number of flights detached.
+    /// next call for any key starts a new flight. With a reuse window it also drops every
+    /// reusable value, and no flight in progress stores its value afterwards. Returns the
+    /// number of flights detached plus the number of values dropped.
     pub fn forget_all(&self) -> usize {
-        self.flights.forget_all()
+        let flights = self.flights.forget_all();
+        flights + self.reuse.as_ref().map_or(0, |reuse| reuse.forget_all())
     }
 
     /// The flights in progress.
@@ -248,15 +342,48 @@ where
 
     /// Detaches the current flight of `key` from the key: its callers still get its outcome,
     /// the next call starts a new flight, and the old flight finishing never removes the new
-    /// one. Returns `false` (and changes nothing) if no flight for `key` is in progress.
+    /// one. With a reuse window it also drops the key's reusable value, and a flight that
+    /// started before never stores its value afterwards. Returns `false` (and leaves nothing
+    /// behind) if `key` had neither a flight in progress nor a reusable value.
     pub fn forget<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
-        self.flights.with_current(self.hash(key), key, |current| {
+        let hash = self.hash(key);
+        let detached = self.flights.with_current(hash, key, |current| {
             current.map(|current| *current.forgotten = true).is_some()
-        })
+        });
+        // After the flight: a flight that started before is marked forgotten by now, or
+        // its caller has yet to track it and will find the generation moved.
+        let dropped = self
+            .reuse
+            .as_ref()
+            .is_some_and(|reuse| reuse.forget(hash, key));
+        detached || dropped
+    }
+}
+
+impl<K, V, E, S> Group<K, Result<V, E>, S> {
+    /// Negative caching: keeps an error a flight published (an `Err` of fallible work) for
+    /// the window `policy` gives it, `None` for not at all (the default for every error):
+    /// a 404 for 30 s, a rate-limit error never. The policy is called once per failed
+    /// flight, with no lock held. Panics, cancellations, dropped leaders and timeouts are
+    /// never kept, whatever the policy.
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window: call [`reuse_for`](Self::reuse_for) first (a
+    /// window of zero keeps errors only).
+    pub fn reuse_errors(
+        mut self,
+        policy: impl Fn(&E) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.reuse_mut("reuse_errors")
+            .set_errors(Box::new(move |outcome: &Result<V, E>| {
+                outcome.as_ref().err().and_then(&policy)
+            }));
+        self
     }
 }
 
@@ -266,6 +393,7 @@ impl<K, T, S> fmt::Debug for Group<K, T, S> {
             .field("in_flight", &self.in_flight())
             .field("policy", &self.policy)
             .field("observed", &self.observer.is_some())
+            .field("reusable", &self.reusable())
             .finish_non_exhaustive()
     }
 }

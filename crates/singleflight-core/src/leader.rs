@@ -107,9 +107,57 @@ impl<G: GroupRef> Leader<G> {
     /// Ends the flight with `value` for the waiters alone: the leader keeps no copy, so
     /// nothing is cloned for it. For work whose own caller is gone or waits as a waiter
     /// (detached work), and for a leader that is unwinding and can't use a value.
-    pub(crate) fn hand_over(self, value: G::Value, failed: fn(&G::Value) -> bool) {
+    ///
+    /// With a reuse window the value is kept for later calls first; a panic of its `Clone`
+    /// on the way is discarded (nobody here has a call to panic), and the value not kept.
+    pub(crate) fn hand_over(self, value: G::Value, failed: fn(&G::Value) -> bool)
+    where
+        G::Value: Clone,
+    {
         let execution = classify(&value, failed);
+        let kept = self.keep_reusable(&value, execution);
+        let group = self.group_ref().clone();
         self.end(Ending::HandedOver(value), execution);
+        if let Err(None) = kept {
+            group.group().observe_in_drop(|o| o.refresh_failed());
+        }
+    }
+
+    /// With a reuse window, keeps a copy of the flight's outcome for later calls (if the
+    /// window's policy reuses it), before the flight ends, so that no call finds neither
+    /// the flight nor the value. `Ok(())` when nothing is left to do; otherwise the panic
+    /// of the value's `Clone` (or of the error policy), to resume once the flight has
+    /// ended, or `Err(None)` if this ended a refresh that failed, for the observer.
+    #[inline]
+    fn keep_reusable(&self, value: &G::Value, execution: Execution) -> Result<(), Option<Payload>>
+    where
+        G::Value: Clone,
+    {
+        match self.group().reuse() {
+            None => Ok(()),
+            Some(_) => self.store_reusable(value, execution),
+        }
+    }
+
+    #[inline(never)]
+    fn store_reusable(&self, value: &G::Value, execution: Execution) -> Result<(), Option<Payload>>
+    where
+        G::Value: Clone,
+    {
+        let Some(reuse) = self.group().reuse() else {
+            return Ok(());
+        };
+        let failed = execution == Execution::Failed;
+        let (publish, caught) = match unwind::catch(|| reuse.prepare(value, failed)) {
+            Ok(publish) => (publish, None),
+            Err(payload) => (None, Some(payload)),
+        };
+        let ended = reuse.store(self.at, publish);
+        match (caught, ended) {
+            (Some(payload), _) => Err(Some(payload)),
+            (None, crate::reuse::Ended::RefreshFailed) => Err(None),
+            (None, crate::reuse::Ended::Done) => Ok(()),
+        }
     }
 
     /// Ends the flight with `value`, as a failure if `failed` says so, keeping a copy:
@@ -120,6 +168,40 @@ impl<G: GroupRef> Leader<G> {
         G::Value: Clone,
     {
         let execution = classify(&value, failed);
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.group().reuse().is_some())
+        {
+            return self.keep_reusably(value, execution);
+        }
+        self.keep_classified(value, execution)
+    }
+
+    /// [`keep`](Self::keep) for a group with a reuse window: the outcome is kept for later
+    /// calls first (see [`keep_reusable`](Self::keep_reusable)).
+    #[inline(never)]
+    fn keep_reusably(self, value: G::Value, execution: Execution) -> (G::Value, Role)
+    where
+        G::Value: Clone,
+    {
+        let kept = self.keep_reusable(&value, execution);
+        let group = self.group_ref().clone();
+        let ended = self.keep_classified(value, execution);
+        match kept {
+            Ok(()) => {}
+            Err(Some(payload)) => unwind::resume(payload),
+            Err(None) => group.group().observe_in_drop(|o| o.refresh_failed()),
+        }
+        ended
+    }
+
+    /// [`keep`](Self::keep) once the outcome is classified.
+    #[inline]
+    fn keep_classified(self, value: G::Value, execution: Execution) -> (G::Value, Role)
+    where
+        G::Value: Clone,
+    {
         let (copy, shared) = self.end_with(Ending::Kept(value), execution, |ended| {
             // The leader's copy comes first, before any waiter's: user code, under no lock.
             // If the clone panics, the waiters get the original (stored when the ending is
@@ -165,9 +247,15 @@ impl<G: GroupRef> Leader<G> {
         };
         let group = group_ref.group();
         let dropped = matches!(ending, Ending::Dropped);
+        // With a reuse window: an ending with no value may leave a tracked entry to clear.
+        let abandons =
+            group.reuse().is_some() && matches!(ending, Ending::Dropped | Ending::Panicked(_));
         let ended = group
             .flights()
             .end(self.at, ending, group.leader_drop_policy());
+        if abandons && ended.over() {
+            abandon_reusable(group, self.at);
+        }
         let started = self.started;
         let ended = match ended {
             Ended::Alone { own, slot } => {
@@ -278,7 +366,9 @@ impl<G: GroupRef> Leader<G> {
         self,
         work: impl FnOnce() -> G::Value,
         failed: fn(&G::Value) -> bool,
-    ) {
+    ) where
+        G::Value: Clone,
+    {
         let scope = self.scope();
         let result = unwind::catch(work);
         drop(scope);
@@ -306,6 +396,18 @@ impl<G: GroupRef> Leader<G> {
         #[cfg(feature = "std")]
         {
             crate::reentrancy::Scope::enter(self.group().address(), self.at.id)
+        }
+    }
+}
+
+/// **abandon**: a flight with a reuse window ended with nothing to keep (a panic, a
+/// dropped leader with nobody to take over); the observer hears if that was a refresh.
+#[cold]
+#[inline(never)]
+pub(crate) fn abandon_reusable<K, T, S>(group: &Group<K, T, S>, at: FlightRef) {
+    if let Some(reuse) = group.reuse() {
+        if reuse.store(at, None) == crate::reuse::Ended::RefreshFailed {
+            group.observe_in_drop(|o| o.refresh_failed());
         }
     }
 }

@@ -178,6 +178,7 @@ mod leader;
 mod observer;
 #[cfg(feature = "std")]
 mod reentrancy;
+mod reuse;
 pub mod rt;
 mod shared_error;
 mod sync;
@@ -197,6 +198,7 @@ pub use group::{DEFAULT_SHARDS, Group, GroupRef, MAX_SHARDS};
 pub use hash::{DefaultHashBuilder, DefaultHasher};
 pub use leader::Leader;
 pub use observer::{Execution, Observer};
+pub use reuse::Reused;
 pub use types::{FlightId, LeaderDropPolicy, Role};
 pub use waiter::{Waited, Waiter};
 

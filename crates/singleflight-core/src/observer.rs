@@ -19,9 +19,11 @@
 /// dropped guard's [`execution_finished`](Self::execution_finished), say) has its own panic
 /// caught and discarded (with `std`), since a second panic would abort the process.
 /// Each call is counted exactly once, when its role is settled: as a *hit*
-/// ([`joined`](Self::joined)) if it shared another caller's execution, or a *miss*
-/// ([`execution_started`](Self::execution_started)) if it ran the work itself, so
-/// `hits + misses` is the number of calls once they have returned.
+/// ([`joined`](Self::joined)) if it shared another caller's execution, a *miss*
+/// ([`execution_started`](Self::execution_started)) if it ran the work itself, or *reused*
+/// ([`reused`](Self::reused)) if a reuse window served it, so `hits + misses + reused` is
+/// the number of calls once they have returned (a refresh's execution is a miss of no
+/// call: subtract [`refresh_started`](Self::refresh_started) for a group that refreshes).
 pub trait Observer: Send + Sync {
     /// A new flight began (a caller found no flight for its key). Paired with exactly one
     /// [`flight_finished`](Self::flight_finished); the difference is the number of flights
@@ -79,6 +81,18 @@ pub trait Observer: Send + Sync {
     /// A caller's timeout elapsed (a waiter that gave up, or a leader cancelled by its own
     /// timeout, which also ends its execution as [`Execution::Dropped`]).
     fn timeout(&self) {}
+
+    /// A call was served from the reuse window (`reuse_for`): it neither ran the work nor
+    /// joined a flight, so it is neither a hit nor a miss.
+    fn reused(&self) {}
+
+    /// A call past the refresh threshold (`refresh_after`) started a refresh of its key's
+    /// value. The refresh is a flight of its own, whose execution is counted as usual.
+    fn refresh_started(&self) {}
+
+    /// A refresh ended without a value to store (its work failed, panicked or was
+    /// dropped): the old value is served until its window ends.
+    fn refresh_failed(&self) {}
 }
 
 /// How an execution of the work ended.

@@ -2,8 +2,8 @@
 //! task, sleep for a while — as traits, and the runtime-free pieces built on them, so that
 //! each runtime's front-end is a few lines of trait impls around [`RuntimeGroup`].
 //!
-//! * [`Spawn`], [`SpawnBlocking`], [`Timer`]: implemented by the front-ends' small
-//!   `<Runtime><Role>` types (`TokioSpawner`, `SmolTimer`, …).
+//! * [`Spawn`], [`SpawnBlocking`], [`Timer`], [`Clock`]: implemented by the front-ends'
+//!   small `<Runtime><Role>` types (`TokioSpawner`, `SmolTimer`, …).
 //! * [`Timeout`]: a per-call timeout over any [`CallFuture`](crate::CallFuture) and a sleep.
 //! * [`Detached`]: a call whose work is handed to a spawned task (or a blocking thread), so it
 //!   runs exactly once and finishes even if every caller goes away.
@@ -54,4 +54,16 @@ pub trait Timer {
 
     /// Returns a future that completes once `duration` has passed on the runtime's clock.
     fn sleep(&self, duration: Duration) -> Self::Sleep;
+}
+
+/// The runtime's clock, for the reuse window (a group's `reuse_for`): the core keeps no
+/// clock of its own, so that it stays `no_std` and follows the runtime's notion of time
+/// (tokio's paused clock in tests, embassy-time on a target).
+///
+/// The front-ends implement it on their timers (`TokioTimer` reads tokio's clock,
+/// `EmbassyTimer` embassy-time's).
+pub trait Clock {
+    /// The time elapsed since a fixed origin of this clock's choosing (a process-wide
+    /// instant, the time driver's start). It never decreases.
+    fn now(&self) -> Duration;
 }

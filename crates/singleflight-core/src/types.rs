@@ -2,6 +2,7 @@
 //! leader-drop policy. A leaf module: it imports nothing from the rest of the crate.
 
 use core::fmt;
+use core::time::Duration;
 
 /// What the waiters of a flight do when its leader is dropped (cancelled) before finishing.
 ///
@@ -78,6 +79,13 @@ pub enum Role {
     },
     /// This caller joined a flight and received its outcome (or gave up waiting).
     Waiter,
+    /// This caller ran no work and joined no flight: it received a value a finished flight
+    /// published within the group's reuse window (`reuse_for`), `age` after it was
+    /// published.
+    Reused {
+        /// How long before this call the value was published.
+        age: Duration,
+    },
 }
 
 impl Role {
@@ -91,9 +99,18 @@ impl Role {
         self == Self::Waiter
     }
 
+    /// Returns `true` for [`Role::Reused`].
+    pub fn is_reused(self) -> bool {
+        matches!(self, Self::Reused { .. })
+    }
+
     /// Go's `shared`: `true` if this flight's outcome went to more than one caller, that is,
-    /// for every waiter and for a leader that somebody joined.
+    /// for every waiter, for a leader that somebody joined, and for a call that reused a
+    /// finished flight's value.
     pub fn is_shared(self) -> bool {
-        matches!(self, Self::Waiter | Self::Leader { shared: true })
+        matches!(
+            self,
+            Self::Waiter | Self::Leader { shared: true } | Self::Reused { .. }
+        )
     }
 }

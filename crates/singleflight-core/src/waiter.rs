@@ -274,6 +274,9 @@ impl<G: GroupRef> Drop for Waiter<G> {
                     .end(self.flight.at, Ending::Dropped, group.leader_drop_policy());
             over = ended.over();
             drop(ended);
+            if over && group.reuse().is_some() {
+                crate::leader::abandon_reusable(group, self.flight.at);
+            }
         }
         let counted = self.counted;
         group.observe_in_drop(|o| {

@@ -61,6 +61,7 @@ fn call(
             Waited::Outcome(outcome) => outcome,
             Waited::Promoted(leader) => run(leader),
         },
+        Entry::Reused(_) => unreachable!("no reuse window"),
     }
 }
 
@@ -117,6 +118,7 @@ fn waiter_registers_while_leader_publishes() {
                     Waited::Outcome(outcome) => outcome.unwrap(),
                     Waited::Promoted(_) => panic!("the leader completes; nobody is promoted"),
                 },
+                Entry::Reused(_) => unreachable!("no reuse window"),
             })
         };
         assert_eq!(leader.complete(10), 10);
@@ -234,6 +236,7 @@ fn forget_during_flight() {
                     Waited::Outcome(outcome) => (outcome.unwrap(), false),
                     Waited::Promoted(_) => panic!("nobody is promoted"),
                 },
+                Entry::Reused(_) => unreachable!("no reuse window"),
             })
         };
         old.complete(1);

@@ -3,8 +3,10 @@
 use core::time::Duration;
 
 use embassy_time::{Instant, TICK_HZ, Timer};
+use singleflight_core::rt::Clock;
 
-/// Times out calls with [`embassy_time::Timer`], on the application's time driver.
+/// Times out calls with [`embassy_time::Timer`], and tells the time of reuse windows with
+/// [`embassy_time::Instant`], on the application's time driver.
 ///
 /// A duration is rounded up to the next tick of the driver's tick rate, so a timeout never
 /// fires early; one too long for the clock (past `u64::MAX` ticks from now) never fires.
@@ -29,6 +31,13 @@ impl singleflight_core::rt::Timer for EmbassyTimer {
 
     fn sleep(&self, duration: Duration) -> Timer {
         Timer::at(Instant::now().saturating_add(to_ticks(duration)))
+    }
+}
+
+/// The time since the time driver started, to the microsecond.
+impl Clock for EmbassyTimer {
+    fn now(&self) -> Duration {
+        Duration::from_micros(Instant::now().as_micros())
     }
 }
 

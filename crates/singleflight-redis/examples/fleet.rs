@@ -5,10 +5,13 @@
 //! ```text
 //! cargo run -p singleflight-redis --example fleet            # starts its own redis-server
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run -p singleflight-redis --example fleet
+//! cargo run -p singleflight-redis --example fleet -- --cluster   # a local Redis Cluster
 //! ```
 //!
 //! Without `REDIS_URL` it starts `redis-server` (from the `PATH`) on a free loopback port
-//! and stops it at the end.
+//! and stops it at the end. With `--cluster` it starts three `redis-server`s with
+//! `--cluster-enabled yes`, joins them into a three-primary cluster with `redis-cli
+//! --cluster create`, and opens the groups with `RedisGroup::open_cluster`.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -16,44 +19,58 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use singleflight_redis::{Config, Outcome, RedisGroup};
+use singleflight_redis::{Cluster, Config, Outcome, RedisGroup};
 
 const WORKERS: usize = 6;
 const CALLERS: usize = 50;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some("worker") {
-        let url = args.next().expect("url");
-        let mode = args.next().expect("mode");
-        let namespace = args.next().expect("namespace");
-        return worker(&url, &mode, &namespace);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [first, url, mode, namespace] = args.as_slice()
+        && first == "worker"
+    {
+        return worker(url, mode, namespace);
     }
 
-    let mut server = None;
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+    let cluster = args.iter().any(|a| a == "--cluster");
+    let mut servers = Vec::new();
+    let dir = std::env::temp_dir().join(format!("sf-fleet-example-{}", std::process::id()));
+    let url = if cluster {
+        // `cluster:` and the seeds, for the workers.
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut seeds = Vec::new();
+        for n in 0..3 {
+            let (child, port) = start_server(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &format!("nodes-{n}.conf"),
+                "--dir",
+                dir.to_str().expect("utf-8 path"),
+            ]);
+            servers.push(child);
+            seeds.push(format!("127.0.0.1:{port}"));
+        }
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&seeds)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server (install it, or set REDIS_URL)");
-        server = Some(child);
-        wait_for_port(port);
-        format!("redis://127.0.0.1:{port}/")
-    });
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for seed in &seeds {
+            wait_for_cluster(seed);
+        }
+        format!("cluster:{}", seeds.join(","))
+    } else {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| {
+            let (child, port) = start_server(&[]);
+            servers.push(child);
+            format!("redis://127.0.0.1:{port}/")
+        })
+    };
+    let label = if cluster { "redis cluster" } else { "redis" };
 
     let namespace = format!("example:{}", std::process::id());
     for mode in ["local", "redis"] {
@@ -77,15 +94,58 @@ fn main() {
                 .and_then(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
                 .unwrap_or(0);
         }
+        let mode = if mode == "redis" { label } else { mode };
         println!(
-            "== {mode:>5}: {WORKERS} processes x {CALLERS} callers -> the query ran {executions} time(s)\n"
+            "== {mode}: {WORKERS} processes x {CALLERS} callers -> the query ran {executions} time(s)\n"
         );
     }
 
-    if let Some(mut child) = server {
+    for mut child in servers {
         let _ = child.kill();
         let _ = child.wait();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `redis-server` on a free loopback port, with `extra` arguments.
+fn start_server(extra: &[&str]) -> (Child, u16) {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server (install it, or set REDIS_URL)");
+    wait_for_port(port);
+    (child, port)
+}
+
+/// Polls `CLUSTER INFO` (through `redis-cli`) until the node says `cluster_state:ok`.
+fn wait_for_cluster(seed: &str) {
+    let (host, port) = seed.rsplit_once(':').expect("host:port");
+    for _ in 0..1000 {
+        let info = Command::new("redis-cli")
+            .args(["-h", host, "-p", port, "cluster", "info"])
+            .output()
+            .expect("run redis-cli");
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the cluster did not reach cluster_state:ok at {seed}");
 }
 
 fn wait_for_port(port: u16) {
@@ -123,7 +183,14 @@ fn worker(url: &str, mode: &str, namespace: &str) {
                 call.await.expect("task").expect("value");
             }
         } else {
-            let group = RedisGroup::<String>::open(url, Config::new(namespace)).expect("group");
+            let group = match url.strip_prefix("cluster:") {
+                Some(seeds) => RedisGroup::<String>::open_cluster(
+                    &Cluster::new(seeds.split(',')),
+                    Config::new(namespace),
+                ),
+                None => RedisGroup::<String>::open(url, Config::new(namespace)),
+            }
+            .expect("group");
             let calls = (0..CALLERS).map(|_| {
                 let (group, executions) = (group.clone(), Arc::clone(&executions));
                 tokio::spawn(async move { group.call("report", || query(executions)).await })

@@ -37,6 +37,8 @@ pub(crate) struct BackendError {
     pub(crate) auth: bool,
     /// The connection was lost (the client is replacing it): worth one more try.
     pub(crate) reconnect: bool,
+    /// A cluster node answered `MOVED`: the slot and the node serving it now.
+    pub(crate) moved: Option<(u16, String)>,
 }
 
 impl BackendError {
@@ -46,6 +48,7 @@ impl BackendError {
             timeout: false,
             auth: false,
             reconnect: false,
+            moved: None,
         }
     }
 }
@@ -61,10 +64,12 @@ impl fmt::Display for BackendError {
 /// `lock_value` is `"<generation>:<token>"`, exactly what `join` stored.
 /// `limit` bounds how long foreign data found at the flight's keys may live on.
 pub(crate) trait Backend: Send + Sync + 'static {
-    /// The connection commands go to now, by number: it grows each time a new connection
-    /// answers (after a lost or silent one was replaced), so a caller can tell which
-    /// connection a command's fate speaks of.
-    fn connection(&self) -> u64 {
+    /// The connection `keys`' commands go to now, by number: it grows each time a new
+    /// connection answers (after a lost or silent one was replaced), so a caller can tell
+    /// which connection a command's fate speaks of. Numbers are unique across the
+    /// backend's connections (a cluster has one per node).
+    fn connection(&self, keys: &Keys) -> u64 {
+        let _ = keys;
         0
     }
 
@@ -153,6 +158,10 @@ pub(crate) enum Event {
     Message(Vec<u8>),
     /// The connection dropped: messages may have been lost.
     Disconnected,
+    /// The subscription itself is gone (the node no longer serves the channel's slot, or
+    /// could not subscribe it again on a new connection): messages may have been lost,
+    /// and none will come until the subscriber subscribes again.
+    Lost,
 }
 
 /// The connection the server has the channel subscribed on (0: none); held while
@@ -254,16 +263,79 @@ impl Hub {
             .filter(|(_, c)| !c.subscribers.is_empty())
             .map(|(name, c)| (name.clone(), Arc::clone(&c.server)))
             .collect();
+        let mut lost = Vec::new();
         for (channel, server) in channels {
             let mut on = server.lock().await;
-            if *on < connection
-                && self.has_subscribers(&channel)
-                && subscribe(channel).await.is_ok()
-            {
-                *on = connection;
+            if *on < connection && self.has_subscribers(&channel) {
+                if subscribe(channel.clone()).await.is_ok() {
+                    *on = connection;
+                } else {
+                    *on = 0;
+                    lost.push(channel);
+                }
             }
         }
-        self.disconnected();
+        let channels = self.lock();
+        for (name, entry) in channels.iter() {
+            let event = if lost.contains(name) {
+                Event::Lost
+            } else {
+                Event::Disconnected
+            };
+            for (_, tx) in &entry.subscribers {
+                let _ = tx.send(event.clone());
+            }
+        }
+    }
+
+    /// The server dropped `channel`'s subscription on connection `connection` (a
+    /// server-sent `SUNSUBSCRIBE`): its subscribers are told the subscription is
+    /// [`Lost`](Event::Lost), after the channel is marked as subscribed nowhere.
+    pub(crate) fn dropped(self: &Arc<Self>, channel: &str, connection: u64) {
+        let Some(server) = self.lock().get(channel).map(|c| Arc::clone(&c.server)) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (hub, channel) = (Arc::clone(self), channel.to_owned());
+        runtime.spawn(async move {
+            {
+                let mut on = server.lock().await;
+                if *on != connection {
+                    return;
+                }
+                *on = 0;
+            }
+            hub.tell(|name| name == channel, &Event::Lost);
+        });
+    }
+
+    /// Every channel for which `moved(channel)` says it is served elsewhere now: marked as
+    /// subscribed nowhere here, and its subscribers told the subscription is
+    /// [`Lost`](Event::Lost), so they subscribe again where it is served.
+    pub(crate) async fn lose(&self, moved: impl Fn(&str) -> bool) {
+        let channels: Vec<(String, ServerState)> = self
+            .lock()
+            .iter()
+            .filter(|(name, c)| !c.subscribers.is_empty() && moved(name))
+            .map(|(name, c)| (name.clone(), Arc::clone(&c.server)))
+            .collect();
+        for (channel, server) in channels {
+            *server.lock().await = 0;
+            self.tell(|name| name == channel, &Event::Lost);
+        }
+    }
+
+    /// Sends `event` to every subscriber of the channels `which` names.
+    fn tell(&self, which: impl Fn(&str) -> bool, event: &Event) {
+        for (name, entry) in self.lock().iter() {
+            if which(name) {
+                for (_, tx) in &entry.subscribers {
+                    let _ = tx.send(event.clone());
+                }
+            }
+        }
     }
 
     /// The work of `on_empty`: under the channel's lock, unsubscribes the server with
@@ -317,12 +389,9 @@ impl Hub {
     }
 
     /// Tells every subscriber that messages may have been lost.
+    #[cfg(test)]
     pub(crate) fn disconnected(&self) {
-        for entry in self.lock().values() {
-            for (_, tx) in &entry.subscribers {
-                let _ = tx.send(Event::Disconnected);
-            }
-        }
+        self.tell(|_| true, &Event::Disconnected);
     }
 }
 

@@ -220,6 +220,8 @@ pub(crate) struct Keys {
     /// The caller's key, checked against every envelope: a result is never taken for
     /// another key's, whatever the names.
     pub(crate) key: String,
+    /// The cluster slot of every name above (they share one hash tag).
+    pub(crate) slot: u16,
 }
 
 impl Keys {
@@ -236,6 +238,7 @@ impl Keys {
                 format!("{base}:db{database}:done")
             },
             key: key.to_owned(),
+            slot: crate::cluster::slot(base.as_bytes()),
         }
     }
 }
@@ -337,6 +340,11 @@ mod tests {
         assert_ne!(zero.channel, two.channel);
         assert_ne!(two.channel, Keys::new("ns", 12, "k").channel);
         assert_eq!(tag(&two.channel), tag(&two.lock));
+        assert_eq!(
+            crate::cluster::slot(two.channel.as_bytes()),
+            crate::cluster::slot(two.result.as_bytes())
+        );
+        assert_eq!(two.slot, crate::cluster::slot(two.lock.as_bytes()));
         assert_eq!((zero.lock, zero.result), (two.lock, two.result));
         // The namespace is length-prefixed: ("a", "bc") and ("ab", "c") differ.
         assert_ne!(name_hash("a", "bc"), name_hash("ab", "c"));

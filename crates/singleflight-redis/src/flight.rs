@@ -134,6 +134,7 @@ impl<B: Backend> Fleet<B> {
     async fn op<T, Fut>(
         &self,
         what: &str,
+        keys: &Keys,
         health: Health,
         command: impl Fn() -> Fut,
     ) -> Result<T, FallbackReason>
@@ -141,10 +142,10 @@ impl<B: Backend> Fleet<B> {
         Fut: Future<Output = Result<T, BackendError>>,
     {
         let deadline = Instant::now() + self.config.op_timeout;
-        let mut connection = self.backend.connection();
+        let mut connection = self.backend.connection(keys);
         let mut result = tokio::time::timeout_at(deadline, command()).await;
         if matches!(&result, Ok(Err(error)) if error.reconnect) {
-            connection = self.backend.connection();
+            connection = self.backend.connection(keys);
             result = tokio::time::timeout_at(deadline, command()).await;
         }
         // The connection's own health: a silent one is replaced (see `link`).
@@ -248,11 +249,11 @@ impl<B: Backend> Fleet<B> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let keys = Keys::new(&self.config.namespace, self.backend.database(), key);
         // Held for the whole call: a call dropped while probing ends the probe.
-        let Some(_probe) = self.breaker.allow(self.backend.connection()) else {
+        let Some(_probe) = self.breaker.allow(self.backend.connection(&keys)) else {
             return self.local(FallbackReason::CircuitOpen, work).await;
         };
-        let keys = Keys::new(&self.config.namespace, self.backend.database(), key);
         let token = format!("{:016x}{:016x}", random_u64(), random_u64());
         let mut lease = LeaseGuard {
             fleet: Arc::clone(self),
@@ -286,7 +287,7 @@ impl<B: Backend> Fleet<B> {
         // published between the join and the subscription is then found in the result key,
         // and one published after it arrives by push.
         let subscription = match self
-            .op("subscribe", Health::ProvesNothing, || {
+            .op("subscribe", &lease.keys, Health::ProvesNothing, || {
                 self.backend.subscribe(&lease.keys.channel)
             })
             .await
@@ -306,7 +307,7 @@ impl<B: Backend> Fleet<B> {
     ) -> Result<Joined, FallbackReason> {
         lease.armed = true;
         let joined = self
-            .op("join", Health::Proves, || {
+            .op("join", &lease.keys, Health::Proves, || {
                 self.backend.join(
                     &lease.keys,
                     &lease.token,
@@ -326,7 +327,7 @@ impl<B: Backend> Fleet<B> {
     async fn follow<V, E, F, Fut>(
         self: &Arc<Self>,
         mut lease: LeaseGuard<B>,
-        mut subscription: Subscription,
+        subscription: Subscription,
         mut generation: u64,
         work: F,
     ) -> Result<(V, Outcome), Failure<E>>
@@ -347,7 +348,23 @@ impl<B: Backend> Fleet<B> {
         let mut failed_rechecks = 0;
         // The join that made this call a follower ran before its subscription.
         let mut recheck = true;
+        // `None` once the server dropped it (a slot that moved, a node that went away).
+        let mut subscription = Some(subscription);
         loop {
+            if recheck && subscription.is_none() {
+                // Subscribe again, where the channel's slot is served now, before asking
+                // again: a result published after the subscription arrives by push, and
+                // one published before it is in the result key. If that fails, the
+                // re-checks on the backoff still find the result.
+                if let Ok(again) = self
+                    .op("subscribe", &lease.keys, Health::ProvesNothing, || {
+                        self.backend.subscribe(&lease.keys.channel)
+                    })
+                    .await
+                {
+                    subscription = Some(again);
+                }
+            }
             if recheck {
                 match self.join(&mut lease, generation).await {
                     Err(reason) => {
@@ -374,7 +391,7 @@ impl<B: Backend> Fleet<B> {
                         return self.local(reason, work).await;
                     }
                     Ok(Joined::Leader(new)) => {
-                        drop(subscription);
+                        drop(subscription.take());
                         drop(following);
                         let outcome = Outcome::Reelected { generation: new };
                         return self.lead(lease, new, outcome, work).await;
@@ -382,13 +399,13 @@ impl<B: Backend> Fleet<B> {
                 }
             }
             recheck = tokio::select! {
-                event = subscription.rx.recv() => match event {
+                event = next_event(&mut subscription) => match event {
                     Some(Event::Message(bytes)) => match self.sealer.open(&bytes, &lease.keys.key) {
                         // A hint (a leader gave up): ask Redis, whatever generation it names.
                         Ok(envelope) if envelope.status == Status::Abandoned => true,
                         Ok(envelope) if envelope.generation >= generation => {
                             if envelope.status == Status::Ready {
-                                match self.op("fetch", Health::Proves, || self.backend.fetch(&lease.keys)).await {
+                                match self.op("fetch", &lease.keys, Health::Proves, || self.backend.fetch(&lease.keys)).await {
                                     Ok(Some(stored)) => {
                                         return self.settle_stored(&lease.keys, &stored, work).await;
                                     }
@@ -410,6 +427,11 @@ impl<B: Backend> Fleet<B> {
                     },
                     // Messages may have been lost while the connection was down.
                     Some(Event::Disconnected) => true,
+                    // So were they, and the subscription is gone too.
+                    Some(Event::Lost) => {
+                        subscription = None;
+                        true
+                    }
                     None => return self.local(FallbackReason::RedisUnavailable, work).await,
                 },
                 () = tokio::time::sleep(jitter(poll)) => {
@@ -570,7 +592,7 @@ impl<B: Backend> Fleet<B> {
             seal(Status::Ready, &[])
         };
         let published = self
-            .op("complete", Health::Proves, || {
+            .op("complete", &lease.keys, Health::Proves, || {
                 self.backend.complete(
                     &lease.keys,
                     &lock_value,
@@ -620,7 +642,7 @@ impl<B: Backend> Fleet<B> {
                         .backend
                         .renew(&keys, &lock_value, fleet.config.lease_ttl)
                 };
-                match fleet.op("renew", Health::Proves, renew).await {
+                match fleet.op("renew", &keys, Health::Proves, renew).await {
                     Ok(true) => {}
                     Ok(false) => {
                         fleet.counters.lease_lost();
@@ -635,6 +657,14 @@ impl<B: Backend> Fleet<B> {
                 }
             }
         })
+    }
+}
+
+/// The next event of `subscription`, or never without one.
+async fn next_event(subscription: &mut Option<Subscription>) -> Option<Event> {
+    match subscription {
+        Some(subscription) => subscription.rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use singleflight_core::Observer;
 use singleflight_tokio::Group;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::flight::{Failure, Fleet};
 use crate::health::FleetStats;
@@ -103,12 +104,16 @@ where
     }
 
     fn on(target: Target, config: Config) -> Self {
+        let backend = RedisBackend::new(target, &config);
+        Self::with(backend, config)
+    }
+
+    fn with(backend: Arc<RedisBackend>, config: Config) -> Self {
         #[cfg(feature = "tls")]
         {
             // `Err` if the process already has a default provider: that one is used.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let backend = RedisBackend::new(target, &config);
         Self {
             local: Group::new(),
             fleet: Arc::new(Fleet::new(backend, config)),
@@ -142,6 +147,31 @@ where
         config.validate().map_err(OpenError::Config)?;
         let discovery = sentinel.discovery().map_err(OpenError::Config)?;
         Ok(Self::on(Target::Sentinel(Arc::new(discovery)), config))
+    }
+
+    /// A group on a Redis Cluster (Redis 7 or later, or Valkey), found through `cluster`'s
+    /// seed nodes: see [`Cluster`]. Each flight's commands go to the primary serving its
+    /// slot, and its followers wait on sharded pub/sub there. Like [`new`](Self::new), it
+    /// connects on first use; seeds that cannot be reached or refused credentials are not
+    /// errors here: calls then run locally and say why, and the group keeps trying.
+    ///
+    /// A slot that moves (resharding) or a shard that fails over is followed: the map is
+    /// read again, and followers subscribed where the slot was subscribe again where it
+    /// is now (see [Cluster](crate#cluster) in the crate docs).
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Config`] if a setting is out of range ([`Config::validate`]), or the
+    /// `Cluster` has no seed or a seed that is not `host:port` (the error names it).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn open_cluster(cluster: &Cluster, config: Config) -> Result<Self, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let topology = cluster.topology().map_err(OpenError::Config)?;
+        let backend = RedisBackend::cluster(topology, &config);
+        Ok(Self::with(backend, config))
     }
 
     /// [`new`](Self::new) from a URL: `redis://[[user]:password@]host:port/[db]`, or

@@ -109,6 +109,10 @@ pub(crate) fn error(e: &RedisError) -> BackendError {
         timeout: e.is_timeout(),
         auth,
         reconnect: e.is_io_error() || e.is_connection_dropped() || read_only(e),
+        moved: (e.code() == Some("MOVED"))
+            .then(|| e.redirect_node())
+            .flatten()
+            .map(|(address, slot)| (slot, address.to_owned())),
         message: e.to_string(),
     }
 }
@@ -122,6 +126,65 @@ fn read_only(e: &RedisError) -> bool {
 /// Whether an error says the connection itself is gone (closed, reset, out of step).
 fn lost(e: &RedisError) -> bool {
     e.is_connection_dropped() || (e.is_unrecoverable_error() && !e.is_timeout())
+}
+
+/// Subscribes `connection` to `channel`.
+///
+/// Sharded: `SSUBSCRIBE`, sent as a plain command whose reply is its confirmation push.
+/// The client pairs confirmation pushes with the commands in flight in order, so a
+/// server-sent `SUNSUBSCRIBE` (a slot that moved) arriving meanwhile can be taken as this
+/// command's reply: a reply that does not confirm this channel is not trusted, and the
+/// command is sent again (the server confirms a channel already subscribed, too).
+pub(crate) async fn subscribe(
+    connection: &mut MultiplexedConnection,
+    channel: &str,
+    pubsub: Pubsub,
+) -> RedisResult<()> {
+    if pubsub == Pubsub::Plain {
+        return connection.subscribe(channel).await;
+    }
+    for _ in 0..3 {
+        let reply: Value = redis::cmd("SSUBSCRIBE")
+            .arg(channel)
+            .query_async(connection)
+            .await?;
+        if confirms(&reply, &PushKind::SSubscribe, channel) {
+            return Ok(());
+        }
+    }
+    Err(RedisError::from((
+        ErrorKind::Client,
+        "SSUBSCRIBE was not confirmed",
+        channel.to_owned(),
+    )))
+}
+
+/// Unsubscribes `connection` from `channel` (whatever the reply).
+pub(crate) async fn unsubscribe(
+    connection: &mut MultiplexedConnection,
+    channel: &str,
+    pubsub: Pubsub,
+) {
+    match pubsub {
+        Pubsub::Plain => {
+            let _ = connection.unsubscribe(channel).await;
+        }
+        Pubsub::Sharded => {
+            let _ = redis::cmd("SUNSUBSCRIBE")
+                .arg(channel)
+                .query_async::<Value>(connection)
+                .await;
+        }
+    }
+}
+
+/// Whether `reply` is a `kind` confirmation of `channel`.
+fn confirms(reply: &Value, kind: &PushKind, channel: &str) -> bool {
+    matches!(
+        reply,
+        Value::Push { kind: k, data } if k == kind
+            && matches!(data.first(), Some(Value::BulkString(c)) if c == channel.as_bytes())
+    )
 }
 
 enum Conn {
@@ -201,18 +264,56 @@ struct State {
     last_up: u64,
 }
 
-/// One group's connection (see the module docs).
+/// What every link of a group shares (one link per server; on a cluster, two per
+/// node): settings, the connection numbers and the counts.
+pub(crate) struct Shared {
+    pub(crate) op_timeout: Duration,
+    /// Pause before the first attempt after a replacement (at most), and the cap.
+    pub(crate) backoff: (Duration, Duration),
+    /// The last connection number handed out: numbers are unique across the group's
+    /// links, so a number names one connection of one link.
+    attempts: AtomicU64,
+    pub(crate) counts: ReconnectCounts,
+    warnings: Warnings,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        op_timeout: Duration,
+        backoff: (Duration, Duration),
+        warn_interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            op_timeout,
+            backoff,
+            attempts: AtomicU64::new(0),
+            counts: ReconnectCounts::default(),
+            warnings: Warnings::new(warn_interval),
+        })
+    }
+}
+
+/// What a link's subscriptions are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pubsub {
+    /// `SUBSCRIBE` / `PUBLISH`: one server.
+    Plain,
+    /// `SSUBSCRIBE` / `SPUBLISH`: a cluster node, which drops the subscriptions of a
+    /// slot it no longer serves (a server-sent `SUNSUBSCRIBE`).
+    Sharded,
+}
+
+/// One connection of a group (see the module docs).
 pub(crate) struct Link {
     target: Target,
     op_timeout: Duration,
     /// Pause before the first attempt after a replacement (at most), and the cap.
     backoff: (Duration, Duration),
     hub: Arc<Hub>,
+    pubsub: Pubsub,
     state: Mutex<State>,
     changed: watch::Sender<()>,
-    attempts: AtomicU64,
-    counts: ReconnectCounts,
-    warnings: Warnings,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Link {
@@ -242,15 +343,15 @@ impl Link {
     pub(crate) fn new(
         target: Target,
         hub: Arc<Hub>,
-        op_timeout: Duration,
-        backoff: (Duration, Duration),
-        warn_interval: Duration,
+        pubsub: Pubsub,
+        shared: &Arc<Shared>,
     ) -> Arc<Self> {
         Arc::new(Self {
             target,
-            op_timeout,
-            backoff,
+            op_timeout: shared.op_timeout,
+            backoff: shared.backoff,
             hub,
+            pubsub,
             state: Mutex::new(State {
                 conn: Conn::Idle,
                 timeouts: 0,
@@ -258,15 +359,8 @@ impl Link {
                 last_up: 0,
             }),
             changed: watch::channel(()).0,
-            attempts: AtomicU64::new(0),
-            counts: ReconnectCounts::default(),
-            warnings: Warnings::new(warn_interval),
+            shared: Arc::clone(shared),
         })
-    }
-
-    /// The logical database the connections select.
-    pub(crate) fn database(&self) -> i64 {
-        self.target.database()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -278,14 +372,17 @@ impl Link {
         self.changed.send_replace(());
     }
 
-    /// Connections replaced so far, per reason, and failed attempts.
-    pub(crate) fn counts(&self) -> &ReconnectCounts {
-        &self.counts
-    }
-
     /// The `id` of the last connection that answered (0: none yet).
     pub(crate) fn last_up(&self) -> u64 {
         self.state().last_up
+    }
+
+    /// The `id` of the current connection, if it is up.
+    pub(crate) fn current(&self) -> Option<u64> {
+        match self.state().conn {
+            Conn::Up { id, .. } => Some(id),
+            _ => None,
+        }
     }
 
     /// The current connection and its `id`: at once when it is up, after the attempt in
@@ -415,8 +512,8 @@ impl Link {
         self.changed.send_replace(());
         // Its commands still on their way keep it open until they end.
         drop(old);
-        self.counts.replaced(reason);
-        self.warnings.warn(0, || {
+        self.shared.counts.replaced(reason);
+        self.shared.warnings.warn(0, || {
             format!(
                 "redis connection {id} replaced ({reason:?}): {}; reconnecting",
                 reason.describe(self.op_timeout)
@@ -429,13 +526,24 @@ impl Link {
     /// replaces it.
     fn config(self: &Arc<Self>, id: u64) -> AsyncConnectionConfig {
         let (link, hub) = (Arc::downgrade(self), Arc::downgrade(&self.hub));
+        let pubsub = self.pubsub;
         let push = move |info: PushInfo| -> Result<(), ()> {
             match info.kind {
-                PushKind::Message => {
+                PushKind::Message | PushKind::SMessage => {
                     if let (Some(hub), [Value::BulkString(channel), Value::BulkString(payload)]) =
                         (hub.upgrade(), info.data.as_slice())
                     {
                         hub.deliver(&String::from_utf8_lossy(channel), payload);
+                    }
+                }
+                // The node no longer serves the channel's slot (it moved, or the node is a
+                // replica now), or the confirmation of our own SUNSUBSCRIBE: followers
+                // still on the channel subscribe again where its slot is now.
+                PushKind::SUnsubscribe if pubsub == Pubsub::Sharded => {
+                    if let (Some(hub), [Value::BulkString(channel), ..]) =
+                        (hub.upgrade(), info.data.as_slice())
+                    {
+                        hub.dropped(&String::from_utf8_lossy(channel), id);
                     }
                 }
                 PushKind::Disconnection => {
@@ -468,12 +576,12 @@ impl Link {
                 if failures > 0 {
                     this.set(Conn::Connecting);
                 }
-                let id = this.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                let id = this.shared.attempts.fetch_add(1, Ordering::Relaxed) + 1;
                 let attempt = this.target.connect(&this.config(id), this.op_timeout).await;
                 match attempt {
                     Ok((connection, primary)) => {
                         if let Some(primary) = &primary {
-                            this.counts.connected_to(primary);
+                            this.shared.counts.connected_to(primary);
                         }
                         {
                             let mut state = this.state();
@@ -491,14 +599,14 @@ impl Link {
                                 "redis connection open again after {failures} failed attempt(s)"
                             );
                         }
-                        let deadline = this.op_timeout;
+                        let (deadline, pubsub) = (this.op_timeout, this.pubsub);
                         this.hub
                             .resubscribe(id, |channel| {
                                 let mut connection = connection.clone();
                                 async move {
                                     match tokio::time::timeout(
                                         deadline,
-                                        connection.subscribe(&channel),
+                                        subscribe(&mut connection, &channel, pubsub),
                                     )
                                     .await
                                     {
@@ -512,9 +620,9 @@ impl Link {
                     }
                     Err(e) => {
                         failures += 1;
-                        this.counts.attempt_failed();
+                        this.shared.counts.attempt_failed();
                         pause = backoff(failures, this.backoff.0, this.backoff.1);
-                        this.warnings.warn(1, || {
+                        this.shared.warnings.warn(1, || {
                             format!("could not connect to redis ({e}); next attempt in {pause:?}")
                         });
                         this.set(Conn::Down(e));

@@ -1,21 +1,28 @@
-//! [`Backend`] on a real Redis: one RESP3 connection per group for commands and
-//! subscriptions alike ([`Link`]: replaced when lost or silent, with the subscriptions
-//! made again), and four Lua scripts.
+//! [`Backend`] on a real Redis: four Lua scripts, sent where [`Nodes`] says. On one
+//! server, one RESP3 connection per group for commands and subscriptions alike
+//! ([`Link`](crate::link::Link): replaced when lost or silent, with the subscriptions
+//! made again); on a cluster, the node serving the flight's slot, with `MOVED`, `ASK` and
+//! `TRYAGAIN` followed here, for scripts and reads alike.
 //!
 //! Every script touches only keys of one flight, which share a hash tag, so they stay
-//! single-slot; channels are not keys. RESP3 (pushed pub/sub messages on the command
-//! connection) needs Redis 6 or later (or Valkey).
+//! single-slot; the channel carries the same tag, so on a cluster the scripts `SPUBLISH`
+//! on the slot's own shard. RESP3 (pushed pub/sub messages on the connection) needs
+//! Redis 6 or later (or Valkey); sharded pub/sub, Redis 7.
 
-use std::sync::{Arc, Weak};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{FromRedisValue, Script, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{FromRedisValue, RedisResult, Script, ToRedisArgs, Value};
 
-use crate::backend::{Backend, BackendError, Hub, Joined, ServerState, Subscription};
+use crate::backend::{Backend, BackendError, Joined, Subscription};
+use crate::cluster::{self, Topology};
 use crate::config::Config;
 use crate::envelope::Keys;
 use crate::health::ReconnectCounts;
-use crate::link::{Link, Target};
+use crate::link::{Pubsub, Shared, Target};
+use crate::route::{Node, Nodes, Router};
 
 /// Foreign data at a flight's key (another type, or a value not in our format) is never
 /// trusted and never waited on: the scripts give such a key a TTL of at most `limit`, so
@@ -132,20 +139,135 @@ end
 return 0
 ";
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{TAME}{body}"))
+/// A script of this crate: its code (with `SPUBLISH` for `PUBLISH` on a cluster, where
+/// followers wait on sharded pub/sub) and the code's SHA-1.
+struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(body: &str, pubsub: Pubsub) -> Self {
+        let code = format!("{TAME}{body}");
+        let code = match pubsub {
+            Pubsub::Plain => code,
+            Pubsub::Sharded => code.replace("'PUBLISH'", "'SPUBLISH'"),
+        };
+        let hash = Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+
+    fn call(&self) -> Call<'_> {
+        Call {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One script call, sent as `EVALSHA`, then as `EVAL` if the server does not have the
+/// script (which also caches it there); after an `ASK` redirection, as `ASKING` and
+/// `EVAL` in one pipeline (the node that is importing the slot may not have the script).
+struct Call<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call<'_> {
+    fn key(mut self, key: &str) -> Self {
+        self.keys.push(key.as_bytes().to_vec());
+        self
+    }
+
+    fn arg(mut self, arg: impl ToRedisArgs) -> Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    fn command(&self, name: &str, script: &str) -> redis::Cmd {
+        let mut command = redis::cmd(name);
+        command.arg(script).arg(self.keys.len());
+        for key in &self.keys {
+            command.arg(key);
+        }
+        for arg in &self.args {
+            command.arg(arg);
+        }
+        command
+    }
+
+    async fn send(
+        &self,
+        connection: &mut MultiplexedConnection,
+        asking: bool,
+    ) -> RedisResult<Value> {
+        if asking {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ASKING")
+                .ignore()
+                .add_command(self.command("EVAL", &self.lua.code));
+            let (value,): (Value,) = pipe.query_async(connection).await?;
+            return Ok(value);
+        }
+        match self
+            .command("EVALSHA", &self.lua.hash)
+            .query_async(connection)
+            .await
+        {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                self.command("EVAL", &self.lua.code)
+                    .query_async(connection)
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Redirections followed (`MOVED`, `ASK`) and `TRYAGAIN`s retried per command, within
+/// its deadline.
+const REDIRECTS: usize = 8;
+
+/// The pause before a command that got `TRYAGAIN` (a slot migrating, the flight's keys
+/// split between two nodes for a moment) is sent again.
+const TRY_AGAIN: Duration = Duration::from_millis(10);
+
+/// What a cluster's reply asks of the client.
+enum Redirect {
+    /// The slot is served by this node now.
+    Moved(u16, String),
+    /// Ask this node, once (the slot is migrating to it).
+    Ask(String),
+    /// Send it again shortly.
+    TryAgain,
+}
+
+fn redirect<T>(result: &RedisResult<T>) -> Option<Redirect> {
+    let error = result.as_ref().err()?;
+    match error.code()? {
+        "MOVED" => error
+            .redirect_node()
+            .map(|(address, slot)| Redirect::Moved(slot, address.to_owned())),
+        "ASK" => error
+            .redirect_node()
+            .map(|(address, _)| Redirect::Ask(address.to_owned())),
+        "TRYAGAIN" => Some(Redirect::TryAgain),
+        _ => None,
+    }
 }
 
 /// The real backend.
 pub(crate) struct RedisBackend {
-    link: Arc<Link>,
-    /// The logical database of the client's URL.
+    nodes: Nodes,
+    shared: Arc<Shared>,
+    /// The logical database of the client's URL (0 on a cluster).
     database: i64,
-    hub: Arc<Hub>,
-    join: Script,
-    renew: Script,
-    complete: Script,
-    release: Script,
+    join: Lua,
+    renew: Lua,
+    complete: Lua,
+    release: Lua,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -161,71 +283,101 @@ fn millis(d: Duration) -> u64 {
 impl RedisBackend {
     /// Connects lazily (the first command connects) to `target`, over RESP3.
     pub(crate) fn new(target: Target, config: &Config) -> Arc<Self> {
-        let op_timeout = config.op_timeout;
-        // The hub needs the connection to unsubscribe, and the connection's push sender
-        // needs the hub: tie the knot through a weak reference set after construction.
-        let slot: Arc<std::sync::OnceLock<Weak<Self>>> = Arc::new(std::sync::OnceLock::new());
-        let unsubscribe_slot = Arc::clone(&slot);
-        // The channel's server state is locked from the emptiness check to the end of the
-        // UNSUBSCRIBE, and a new subscriber's SUBSCRIBE waits for it: the UNSUBSCRIBE can
-        // never reach the server after (and so cancel) a newer SUBSCRIBE.
-        let hub = Hub::new(Some(Box::new(move |channel: &str, server: ServerState| {
-            let Some(backend) = unsubscribe_slot.get().and_then(Weak::upgrade) else {
-                return;
-            };
-            let channel = channel.to_owned();
-            let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                // No runtime to unsubscribe on (the process is shutting down).
-                backend.hub.forget_if_empty(&channel, &server);
-                return;
-            };
-            handle.spawn(async move {
-                let link = Arc::clone(&backend.link);
-                let name = channel.clone();
-                let unsubscribe = |on: u64| async move {
-                    // Only on the connection that has it: a replaced one took its
-                    // subscriptions along.
-                    if let Ok((id, mut conn)) = link.get().await
-                        && id == on
-                    {
-                        let _ = tokio::time::timeout(op_timeout, conn.unsubscribe(&name)).await;
-                    }
-                };
-                backend
-                    .hub
-                    .unsubscribe(&channel, &server, unsubscribe)
-                    .await;
-            });
-        })));
-        let link = Link::new(
-            target,
-            Arc::clone(&hub),
-            op_timeout,
-            (config.reconnect_min, config.reconnect_max),
-            config.warn_interval,
-        );
-        let backend = Arc::new(Self {
-            database: link.database(),
-            link,
-            hub,
-            join: script(JOIN),
-            renew: script(RENEW),
-            complete: script(COMPLETE),
-            release: script(RELEASE),
-        });
-        let _ = slot.set(Arc::downgrade(&backend));
-        backend
+        let shared = shared(config);
+        let database = target.database();
+        let node = Node::server(target, &shared);
+        Self::with(Nodes::Server(node), shared, database, Pubsub::Plain)
     }
 
-    /// Runs a script on the current connection.
+    /// Connects lazily to the nodes of a cluster, over RESP3, reading its slot map first.
+    pub(crate) fn cluster(topology: Topology, config: &Config) -> Arc<Self> {
+        let shared = shared(config);
+        let router = Router::new(topology, &shared);
+        Self::with(Nodes::Cluster(router), shared, 0, Pubsub::Sharded)
+    }
+
+    fn with(nodes: Nodes, shared: Arc<Shared>, database: i64, pubsub: Pubsub) -> Arc<Self> {
+        Arc::new(Self {
+            nodes,
+            shared,
+            database,
+            join: Lua::new(JOIN, pubsub),
+            renew: Lua::new(RENEW, pubsub),
+            complete: Lua::new(COMPLETE, pubsub),
+            release: Lua::new(RELEASE, pubsub),
+        })
+    }
+
+    /// A command on a node whose connection is lost or silent: on a cluster, the slot map
+    /// may be out of date (a node gone, a failover).
+    fn trouble(&self, error: &BackendError) {
+        if let Nodes::Cluster(router) = &self.nodes
+            && (error.reconnect || error.timeout)
+        {
+            router.refresh();
+        }
+    }
+
+    /// Sends `command` to the node serving `slot`, following the cluster's redirections
+    /// (`command(connection, asking)`).
+    async fn send<T, Fut>(
+        &self,
+        slot: u16,
+        command: impl Fn(MultiplexedConnection, bool) -> Fut,
+    ) -> Result<T, BackendError>
+    where
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut asked = None;
+        for _ in 0..REDIRECTS {
+            let asking = asked.is_some();
+            let node = match asked.take() {
+                Some(node) => node,
+                None => self.nodes.route(slot)?,
+            };
+            let (id, conn) = node.commands.get().await.inspect_err(|e| self.trouble(e))?;
+            let result = command(conn, asking).await;
+            if let (Nodes::Cluster(router), Some(redirect)) = (&self.nodes, redirect(&result)) {
+                node.commands.answered(id);
+                match redirect {
+                    Redirect::Moved(slot, address) => router.moved(slot, &address),
+                    Redirect::Ask(address) => asked = Some(router.at(&address)?),
+                    Redirect::TryAgain => tokio::time::sleep(TRY_AGAIN).await,
+                }
+                continue;
+            }
+            return node
+                .commands
+                .check(id, result)
+                .inspect_err(|e| self.trouble(e));
+        }
+        Err(BackendError::new(format!(
+            "slot {slot}: still redirected after {REDIRECTS} tries"
+        )))
+    }
+
+    /// Runs a script on the node serving `keys`.
     async fn invoke<T: FromRedisValue>(
         &self,
-        invocation: &redis::ScriptInvocation<'_>,
+        keys: &Keys,
+        call: Call<'_>,
     ) -> Result<T, BackendError> {
-        let (id, mut conn) = self.link.get().await?;
-        let result = invocation.invoke_async(&mut conn).await;
-        self.link.check(id, result)
+        let call = &call;
+        let value = self
+            .send(keys.slot, |mut conn, asking| async move {
+                call.send(&mut conn, asking).await
+            })
+            .await?;
+        redis::from_redis_value(value).map_err(|e| BackendError::new(e.to_string()))
     }
+}
+
+fn shared(config: &Config) -> Arc<Shared> {
+    Shared::new(
+        config.op_timeout,
+        (config.reconnect_min, config.reconnect_max),
+        config.warn_interval,
+    )
 }
 
 fn int(value: &Value) -> Option<u64> {
@@ -240,37 +392,45 @@ impl Backend for Arc<RedisBackend> {
         self.database
     }
 
-    fn connection(&self) -> u64 {
-        self.link.last_up()
+    fn connection(&self, keys: &Keys) -> u64 {
+        self.nodes
+            .route(keys.slot)
+            .map_or(0, |node| node.commands.last_up())
     }
 
     fn timed_out(&self, connection: u64) {
-        self.link.timed_out(connection);
+        if let Some(link) = self.nodes.by_connection(connection) {
+            link.timed_out(connection);
+        }
     }
 
     fn answered(&self, connection: u64) {
-        self.link.answered(connection);
+        if let Some(link) = self.nodes.by_connection(connection) {
+            link.answered(connection);
+        }
     }
 
     fn reconnects(&self) -> Option<&ReconnectCounts> {
-        Some(self.link.counts())
+        Some(&self.shared.counts)
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
-        let link = &self.link;
-        self.hub
-            .subscribe(channel, |on| async move {
-                let (id, mut conn) = link.get().await?;
-                if on >= id {
-                    // Subscribed on this connection already (or the reconnect task is
-                    // subscribing it on a newer one).
-                    return Ok(on);
+        let slot = cluster::slot(channel.as_bytes());
+        for _ in 0..REDIRECTS {
+            let node = self.nodes.route(slot)?;
+            let result = node.subscribe(channel).await;
+            match (&self.nodes, &result) {
+                (Nodes::Cluster(router), Err(e)) if e.moved.is_some() => {
+                    if let Some((slot, address)) = &e.moved {
+                        router.moved(*slot, address);
+                    }
                 }
-                let result = conn.subscribe(channel).await;
-                link.check(id, result)?;
-                Ok(id)
-            })
-            .await
+                _ => return result.inspect_err(|e| self.trouble(e)),
+            }
+        }
+        Err(BackendError::new(format!(
+            "channel of slot {slot}: still redirected after {REDIRECTS} tries"
+        )))
     }
 
     async fn join(
@@ -283,8 +443,9 @@ impl Backend for Arc<RedisBackend> {
     ) -> Result<Joined, BackendError> {
         let reply: Vec<Value> = self
             .invoke(
-                &*self
-                    .join
+                keys,
+                self.join
+                    .call()
                     .key(&keys.lock)
                     .key(&keys.generation)
                     .key(&keys.result)
@@ -316,8 +477,9 @@ impl Backend for Arc<RedisBackend> {
     ) -> Result<bool, BackendError> {
         let renewed: i64 = self
             .invoke(
-                &*self
-                    .renew
+                keys,
+                self.renew
+                    .call()
                     .key(&keys.lock)
                     .arg(lock_value)
                     .arg(millis(lease)),
@@ -337,8 +499,9 @@ impl Backend for Arc<RedisBackend> {
     ) -> Result<(), BackendError> {
         let _: i64 = self
             .invoke(
-                &*self
-                    .complete
+                keys,
+                self.complete
+                    .call()
                     .key(&keys.lock)
                     .key(&keys.result)
                     .key(&keys.generation)
@@ -361,8 +524,9 @@ impl Backend for Arc<RedisBackend> {
     ) -> Result<bool, BackendError> {
         let released: i64 = self
             .invoke(
-                &*self
-                    .release
+                keys,
+                self.release
+                    .call()
                     .key(&keys.lock)
                     .arg(token)
                     .arg(&keys.channel)
@@ -373,16 +537,25 @@ impl Backend for Arc<RedisBackend> {
     }
 
     async fn fetch(&self, keys: &Keys) -> Result<Option<Vec<u8>>, BackendError> {
-        let (id, mut conn) = self.link.get().await?;
-        match redis::cmd("HGET")
-            .arg(&keys.result)
-            .arg("v")
-            .query_async(&mut conn)
-            .await
-        {
-            // Not a hash: foreign data, which the envelope check reports as such.
-            Err(e) if e.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
-            other => self.link.check(id, other),
-        }
+        let mut command = redis::cmd("HGET");
+        command.arg(&keys.result).arg("v");
+        let command = &command;
+        self.send(keys.slot, |mut conn, asking| async move {
+            let reply = if asking {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").ignore().add_command(command.clone());
+                pipe.query_async::<(Option<Vec<u8>>,)>(&mut conn)
+                    .await
+                    .map(|(value,)| value)
+            } else {
+                command.query_async(&mut conn).await
+            };
+            match reply {
+                // Not a hash: foreign data, which the envelope check reports as such.
+                Err(e) if e.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
+                other => other,
+            }
+        })
+        .await
     }
 }

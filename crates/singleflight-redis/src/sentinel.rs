@@ -77,7 +77,7 @@ impl fmt::Debug for Sentinel {
 const ADDRESSES: &str = "one or more sentinel addresses as host:port (IPv6 as [addr]:port)";
 
 /// `host:port` or `[v6]:port`.
-fn parse_address(address: &str) -> Option<(String, u16)> {
+pub(crate) fn parse_address(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.trim().rsplit_once(':')?;
     let host = match host.strip_prefix('[') {
         Some(v6) => v6.strip_suffix(']')?,

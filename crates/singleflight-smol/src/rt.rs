@@ -3,7 +3,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use singleflight_core::rt::{Spawn, SpawnBlocking, Timer};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use singleflight_core::rt::{Clock, Spawn, SpawnBlocking, Timer};
 
 /// Spawns detached work on smol's global executor ([`smol::spawn`]) and blocking work on its
 /// blocking pool ([`smol::unblock`]).
@@ -55,5 +58,15 @@ impl Timer for SmolTimer {
 
     fn sleep(&self, duration: Duration) -> smol::Timer {
         smol::Timer::after(duration)
+    }
+}
+
+/// Tells the time of reuse windows on the monotonic clock (`std::time::Instant`), from an
+/// origin taken at the first reading in the process.
+impl Clock for SmolTimer {
+    fn now(&self) -> Duration {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        Instant::now().saturating_duration_since(epoch)
     }
 }

@@ -114,4 +114,16 @@ impl Observer for Fanout {
     fn timeout(&self) {
         self.observers.iter().for_each(|o| o.timeout());
     }
+
+    fn reused(&self) {
+        self.observers.iter().for_each(|o| o.reused());
+    }
+
+    fn refresh_started(&self) {
+        self.observers.iter().for_each(|o| o.refresh_started());
+    }
+
+    fn refresh_failed(&self) {
+        self.observers.iter().for_each(|o| o.refresh_failed());
+    }
 }

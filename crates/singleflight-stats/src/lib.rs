@@ -38,6 +38,14 @@
 //! numbers that also add up into a shared total. [`Fanout`] feeds several observers (say,
 //! `Stats` and an exporter) from one group.
 //!
+//! # Hot keys
+//!
+//! [`HotKeys`] answers "which keys are stampeding?": a fixed-memory top-K of keys by joins
+//! and by executions (a space-saving sketch). The observer hooks do not carry keys yet, so
+//! it is fed by hand where the key is known. Keys are never exported by default: the one
+//! export of them, [`OtelObserver::observe_hot_keys`], names each by a keyed hash
+//! ([`KeyHmac`]), never by the key itself.
+//!
 //! # Cost
 //!
 //! A group without an observer skips every hook. With a `Stats` attached, a call that joins
@@ -58,12 +66,19 @@
 //! # Features
 //!
 //! * `std` (default): work time (`Snapshot::work_time`, `Snapshot::max_work_time`) from
-//!   `std::time::Instant`, and [`Fanout`]. Without it the crate is `no_std + alloc` and
+//!   `std::time::Instant`, [`Fanout`] and [`HotKeys`]. Without it the crate is `no_std + alloc` and
 //!   needs 64-bit atomics.
 //! * `metrics`: [`MetricsObserver`], which reports through the
 //!   [`metrics`](https://docs.rs/metrics) facade (implies `std`).
 //! * `tracing`: [`TracingObserver`], a span per execution and an event per coalesced caller
 //!   through [`tracing`](https://docs.rs/tracing) (implies `std`).
+//! * `otel`: [`OtelObserver`], which records through the
+//!   [OpenTelemetry](https://docs.rs/opentelemetry) metrics API (the API crate only, with
+//!   no dependencies of its own; the application installs the SDK) under OpenTelemetry's
+//!   naming rules: see [`instruments`] (implies `std`).
+//! * `key-hmac`: [`KeyHmac`], keys turned into keyed hashes (HMAC-SHA256 under an
+//!   application secret), the only form in which this crate exports a key; with `otel`,
+//!   [`OtelObserver::observe_hot_keys`] (implies `std`).
 //!
 //! # MSRV
 //!
@@ -73,7 +88,13 @@
 // docs.rs (nightly) badges each feature-gated item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
-    not(all(feature = "std", feature = "metrics", feature = "tracing")),
+    not(all(
+        feature = "std",
+        feature = "metrics",
+        feature = "tracing",
+        feature = "otel",
+        feature = "key-hmac"
+    )),
     allow(
         rustdoc::broken_intra_doc_links,
         reason = "the docs link the items of every feature; docs.rs builds with all of them"
@@ -87,8 +108,14 @@ extern crate std;
 mod clock;
 #[cfg(feature = "std")]
 mod fanout;
+#[cfg(feature = "std")]
+mod hot_keys;
+#[cfg(feature = "key-hmac")]
+mod key_hmac;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod snapshot;
 mod stats;
 #[cfg(feature = "std")]
@@ -98,8 +125,14 @@ mod tracing;
 
 #[cfg(feature = "std")]
 pub use fanout::Fanout;
+#[cfg(feature = "std")]
+pub use hot_keys::{HotKey, HotKeys};
+#[cfg(feature = "key-hmac")]
+pub use key_hmac::KeyHmac;
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsObserver, names};
+#[cfg(feature = "otel")]
+pub use otel::{ErrorType, OtelObserver, Role, instruments};
 pub use snapshot::Snapshot;
 pub use stats::Stats;
 #[cfg(feature = "tracing")]

@@ -44,6 +44,14 @@ pub struct Snapshot {
     pub takeovers: u64,
     /// Callers whose timeout elapsed.
     pub timeouts: u64,
+    /// Calls served by a reuse window (`reuse_for`) with a value a finished flight
+    /// published: neither hits nor misses.
+    pub reused: u64,
+    /// Refreshes started (`refresh_after`). Each is an execution of the work, and so also
+    /// counted in `misses`, though no call ran it.
+    pub refreshes: u64,
+    /// Refreshes that ended without a value to keep (the old value was served on).
+    pub refresh_failures: u64,
     /// Flights in progress when the snapshot was taken. A gauge of live state: `reset` does
     /// not touch it.
     pub active: u64,
@@ -58,14 +66,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Calls counted: `hits + misses`. Once every call has returned, this is the number of
-    /// calls made (since the last reset).
+    /// Calls counted: `hits + misses + reused - refreshes` (a refresh is an execution no
+    /// call ran). Once every call has returned, this is the number of calls made (since the
+    /// last reset).
     pub fn calls(&self) -> u64 {
-        self.hits.saturating_add(self.misses)
+        self.hits
+            .saturating_add(self.misses)
+            .saturating_add(self.reused)
+            .saturating_sub(self.refreshes)
     }
 
-    /// The share of calls that joined a flight: `hits / (hits + misses)`, `0.0` before any
-    /// call.
+    /// The share of the calls that met a flight which joined it: `hits / (hits + misses)`,
+    /// `0.0` before any call. Calls served by a reuse window are in neither term (they met
+    /// no flight): their share of all calls is `reused / calls()`.
     ///
     /// # Examples
     ///

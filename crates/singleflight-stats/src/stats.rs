@@ -77,6 +77,9 @@ struct Totals {
     leader_drops: AtomicU64,
     takeovers: AtomicU64,
     timeouts: AtomicU64,
+    reused: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
     flights_finished: AtomicU64,
     #[cfg(feature = "std")]
     work_nanos: AtomicU64,
@@ -93,13 +96,16 @@ impl Totals {
             &self.leader_drops,
             &self.takeovers,
             &self.timeouts,
+            &self.reused,
+            &self.refreshes,
+            &self.refresh_failures,
             #[cfg(feature = "std")]
             &self.work_nanos,
         ]
     }
 }
 
-const RESETTABLE: usize = if cfg!(feature = "std") { 8 } else { 7 };
+const RESETTABLE: usize = if cfg!(feature = "std") { 11 } else { 10 };
 
 impl Counters {
     #[cfg(feature = "std")]
@@ -209,10 +215,22 @@ impl Stats {
 
     /// Copies the counters.
     pub fn snapshot(&self) -> Snapshot {
+        self.read(self.since_reset())
+    }
+
+    /// The counters since this was created, as if it had never been reset: each only
+    /// grows, as the cumulative counters of an exporter must.
+    #[cfg(feature = "otel")]
+    pub(crate) fn lifetime(&self) -> Snapshot {
+        let total = self.counters.total.resettable();
+        self.read(core::array::from_fn(|i| total[i].load(Relaxed)))
+    }
+
+    /// A snapshot of `counters` (in the order of `Totals::resettable`).
+    fn read(&self, counters: [u64; RESETTABLE]) -> Snapshot {
         let c = &self.counters;
         let active = c.active();
-        let since = self.since_reset();
-        let mut since = since.into_iter();
+        let mut since = counters.into_iter();
         let mut next = || since.next().unwrap_or(0);
         // In the order of `Totals::resettable`.
         Snapshot {
@@ -223,6 +241,9 @@ impl Stats {
             leader_drops: next(),
             takeovers: next(),
             timeouts: next(),
+            reused: next(),
+            refreshes: next(),
+            refresh_failures: next(),
             active,
             #[cfg(feature = "std")]
             work_time: std::time::Duration::from_nanos(next()),
@@ -242,7 +263,9 @@ impl Stats {
         })
     }
 
-    /// `hits / (hits + misses)`, `0.0` before any call.
+    /// `hits / (hits + misses)`, `0.0` before any call: the share of calls that *ran into a
+    /// flight* and joined it. Calls served by a reuse window (`reused`) are counted in
+    /// neither term; see [`Snapshot::hit_rate`].
     pub fn hit_rate(&self) -> f64 {
         self.snapshot().hit_rate()
     }
@@ -401,6 +424,25 @@ impl Observer for Stats {
     fn timeout(&self) {
         self.each(|c| {
             c.total.timeouts.fetch_add(1, Relaxed);
+        });
+    }
+
+    #[inline]
+    fn reused(&self) {
+        self.each(|c| {
+            c.total.reused.fetch_add(1, Relaxed);
+        });
+    }
+
+    fn refresh_started(&self) {
+        self.each(|c| {
+            c.total.refreshes.fetch_add(1, Relaxed);
+        });
+    }
+
+    fn refresh_failed(&self) {
+        self.each(|c| {
+            c.total.refresh_failures.fetch_add(1, Relaxed);
         });
     }
 }

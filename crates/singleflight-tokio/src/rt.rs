@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use singleflight_core::rt::{Spawn, SpawnBlocking, Timer};
+use std::sync::OnceLock;
+
+use singleflight_core::rt::{Clock, Spawn, SpawnBlocking, Timer};
 
 /// Spawns detached work with [`tokio::spawn`] and blocking work with
 /// [`tokio::task::spawn_blocking`], on the runtime of the task that starts it.
@@ -42,8 +44,8 @@ impl SpawnBlocking for TokioSpawner {
     }
 }
 
-/// Times out calls with [`tokio::time::sleep`], so a paused clock (`tokio::time::pause`)
-/// applies to them.
+/// Times out calls with [`tokio::time::sleep`], and tells the time of reuse windows with
+/// [`tokio::time::Instant`], so a paused clock (`tokio::time::pause`) applies to both.
 ///
 /// # Panics
 ///
@@ -65,4 +67,27 @@ impl Timer for TokioTimer {
     fn sleep(&self, duration: Duration) -> tokio::time::Sleep {
         tokio::time::sleep(duration)
     }
+}
+
+impl Clock for TokioTimer {
+    fn now(&self) -> Duration {
+        tokio::time::Instant::now()
+            .into_std()
+            .saturating_duration_since(epoch())
+    }
+}
+
+/// The origin of [`TokioTimer`]'s clock: an instant well before the first reading. A paused
+/// runtime's clock starts at the real time the runtime was built, which may come before the
+/// first reading; an origin taken at that reading would make its early instants read as
+/// zero.
+fn epoch() -> std::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = std::time::Instant::now();
+        [86_400 * 365, 86_400, 3_600, 60]
+            .into_iter()
+            .find_map(|secs| now.checked_sub(Duration::from_secs(secs)))
+            .unwrap_or(now)
+    })
 }

@@ -449,7 +449,7 @@ impl SharedResponse {
             }
             released += state.trim();
             // Over the layer's budget: cut this response's laggards, slowest first.
-            while self.budget.held() - released > self.budget.limit {
+            while self.budget.held().saturating_sub(released) > self.budget.limit {
                 let (Some((slowest, at)), Some(fastest)) = (state.slowest(), state.fastest())
                 else {
                     break;
@@ -740,8 +740,23 @@ impl Clone for Tap {
     /// A tap for another caller, at byte 0 (taps are cloned when the flight hands its
     /// response to its callers, before anyone reads).
     fn clone(&self) -> Self {
-        let base = self.shared.state().base;
-        Self::register(self.shared.clone(), base)
+        let mut state = self.shared.state();
+        let base = state.base;
+        let id = state.register(base);
+        // Taps are cloned while the first one still holds byte 0, so `base` is 0. Were it
+        // not, this caller would miss the bytes before it: it is cut off (its connection
+        // closes) rather than handed a silently short body.
+        debug_assert_eq!(base, 0, "a tap cloned after the body's start was dropped");
+        if base != 0 {
+            state.readers[id].as_mut().expect("just registered").cut = true;
+        }
+        drop(state);
+        Self {
+            shared: self.shared.clone(),
+            id: Some(id),
+            at: base,
+            to: u64::MAX,
+        }
     }
 }
 

@@ -308,6 +308,11 @@ where
                     this.lead(leader);
                 }
                 Ok(Entry::Waiter(waiter)) => this.waiter = Some(waiter),
+                Ok(Entry::Reused(reused)) => {
+                    this.done = true;
+                    this.role = Some(Role::Reused { age: reused.age() });
+                    return Poll::Ready(Ok(reused.into_value()));
+                }
             }
         }
     }

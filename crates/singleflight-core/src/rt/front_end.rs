@@ -103,6 +103,47 @@ macro_rules! __front_end_group {
                 Self(self.0.with_shards(shards))
             }
 
+            /// Keeps each value a flight publishes for `window` on the runtime's clock: a
+            /// call for its key within the window gets a clone without running the work,
+            /// and its role is [`Role::Reused`](crate::Role::Reused) with the value's age.
+            /// After the window the next call leads a new flight. Off by default.
+            ///
+            /// Errors are kept only under [`reuse_errors`](Self::reuse_errors); panics,
+            /// cancellations, dropped leaders and timeouts never. [`forget`](Self::forget)
+            /// and [`forget_all`](Self::forget_all) drop kept values, and a flight that
+            /// started before them never stores its value afterwards. Expired values go a
+            /// few at a time on every call and all at once with
+            /// [`purge_expired`](Self::purge_expired); [`max_reusable`](Self::max_reusable)
+            /// bounds how many are kept.
+            ///
+            /// # Panics
+            ///
+            /// If the group was cloned, or a call still holds it: configure it first.
+            pub fn reuse_for(self, window: ::core::time::Duration) -> Self {
+                Self(self.0.reuse_for(window))
+            }
+
+            /// Keeps at most `max` reusable values (unbounded unless set); a value
+            /// published while the group holds `max` is not kept.
+            ///
+            /// # Panics
+            ///
+            /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or
+            /// was cloned, or a call still holds it.
+            pub fn max_reusable(self, max: usize) -> Self {
+                Self(self.0.max_reusable(max))
+            }
+
+            /// Drops every reusable value whose window is over. Returns how many.
+            pub fn purge_expired(&self) -> usize {
+                self.0.purge_expired()
+            }
+
+            /// The number of reusable values held (expired ones not yet dropped included).
+            pub fn reusable(&self) -> usize {
+                self.0.reusable()
+            }
+
             /// The policy applied when a leader is dropped.
             pub fn leader_drop_policy(&self) -> $crate::LeaderDropPolicy {
                 self.0.leader_drop_policy()
@@ -269,6 +310,23 @@ macro_rules! __front_end_group {
                 Fut: ::core::future::Future<Output = T>,
             {
                 self.0.call_timeout(key, duration, work)
+            }
+        }
+
+        impl<K, V, E, S> $Group<K, ::core::result::Result<V, E>, S> {
+            /// Negative caching: keeps an error of fallible work for the window `policy`
+            /// gives it, `None` for not at all (every error, unless set): a 404 for 30 s, a
+            /// rate-limit error never.
+            ///
+            /// # Panics
+            ///
+            /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or
+            /// was cloned, or a call still holds it.
+            pub fn reuse_errors(
+                self,
+                policy: impl Fn(&E) -> Option<::core::time::Duration> + Send + Sync + 'static,
+            ) -> Self {
+                Self(self.0.reuse_errors(policy))
             }
         }
 

@@ -8,7 +8,7 @@ use core::future::Future;
 use core::hash::{BuildHasher, Hash};
 use core::time::Duration;
 
-use super::{Detached, Spawn, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
+use super::{Clock, Detached, Spawn, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
 use crate::error::{Error, ShareableError};
 use crate::future::{Call, CallFuture, TryCall};
 use crate::group::Group;
@@ -114,6 +114,46 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
     /// if the group was cloned, or a call still holds it: configure it first.
     pub fn with_shards(self, shards: usize) -> Self {
         self.configure(|group| group.with_shards(shards))
+    }
+
+    /// Keeps each value a flight publishes for `window` on the runtime's clock (the
+    /// timer's [`Clock`]): a call for its key within the window gets a clone without
+    /// running the work, and its role is [`Role::Reused`](crate::Role::Reused) with the
+    /// value's age. Errors are kept only under [`reuse_errors`](Self::reuse_errors);
+    /// panics, cancellations, dropped leaders and timeouts never. See
+    /// [`Group::reuse_for`].
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned, or a call still holds it: configure it first.
+    pub fn reuse_for(self, window: Duration) -> Self
+    where
+        Tm: Clock + Clone + Send + Sync + 'static,
+    {
+        let clock = self.timer.clone();
+        self.configure(|group| group.reuse_for(window, clock))
+    }
+
+    /// Keeps at most `max` reusable values (unbounded unless set): see
+    /// [`Group::max_reusable`].
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or was
+    /// cloned, or a call still holds it.
+    pub fn max_reusable(self, max: usize) -> Self {
+        self.configure(|group| group.max_reusable(max))
+    }
+
+    /// Drops every reusable value whose window is over (they also go a few at a time on
+    /// every call, with no background task). Returns how many were dropped.
+    pub fn purge_expired(&self) -> usize {
+        self.group.purge_expired()
+    }
+
+    /// The number of reusable values held (expired ones not yet dropped included).
+    pub fn reusable(&self) -> usize {
+        self.group.reusable()
     }
 
     /// The policy applied when a leader is dropped.
@@ -391,6 +431,22 @@ where
             key,
             SpawnBlockingWork::new(self.spawner.clone(), work),
         )
+    }
+}
+
+impl<K, V, E, S, Sp, Tm> RuntimeGroup<K, Result<V, E>, Sp, Tm, S> {
+    /// Negative caching: keeps an error of fallible work for the window `policy` gives it,
+    /// `None` for not at all (every error, unless set). See [`Group::reuse_errors`].
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or was
+    /// cloned, or a call still holds it.
+    pub fn reuse_errors(
+        self,
+        policy: impl Fn(&E) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure(|group| group.reuse_errors(policy))
     }
 }
 

@@ -964,3 +964,201 @@ impl Drop for Deployment {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Redis Cluster on loopback: three primaries and three replicas
+/// (`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster create
+/// --cluster-replicas 1`), each server stopped by its pid on drop.
+pub struct ClusterDeployment {
+    pub servers: Vec<Server>,
+    dir: PathBuf,
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Clone, Debug)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub primary: bool,
+    /// Marked failed (`fail`) by the node asked.
+    pub failed: bool,
+    /// A replica's primary (its id).
+    pub replica_of: Option<String>,
+    /// The slot ranges it serves (primaries).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ClusterDeployment {
+    /// Starts `primaries` primaries, each with `replicas_each` replica(s), with
+    /// `cluster-node-timeout` `node_timeout_ms`; waits until every node says
+    /// `cluster_state:ok` and every replica is in sync. `None` (after saying why) without
+    /// the binaries; under `CI=true` that fails the test instead.
+    pub async fn start(
+        primaries: usize,
+        replicas_each: usize,
+        node_timeout_ms: u64,
+    ) -> Option<Self> {
+        let cli = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("redis-cli"))
+                .find(|path| path.is_file())
+        });
+        let Some(cli) = cli else {
+            let why = "redis-cli not found (install it)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}: CI=true requires it");
+            }
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED (singleflight-redis): {why}");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "sf-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let data = dir.to_str().expect("utf-8 path");
+        let timeout = node_timeout_ms.to_string();
+        let mut servers = Vec::new();
+        for n in 0..primaries * (1 + replicas_each) {
+            let conf = format!("nodes-{n}.conf");
+            servers.push(Server::start_with(&[
+                "--dir",
+                data,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                &timeout,
+                // A replica takes over however long it was cut off from its primary.
+                "--cluster-replica-validity-factor",
+                "0",
+            ])?);
+        }
+        let deployment = Self { servers, dir };
+        let mut create = Command::new(cli);
+        create.arg("--cluster").arg("create");
+        for server in &deployment.servers {
+            create.arg(format!("127.0.0.1:{}", server.port));
+        }
+        let status = create
+            .args([
+                "--cluster-replicas",
+                &replicas_each.to_string(),
+                "--cluster-yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if deployment.ready().await {
+                return Some(deployment);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok with replicas in sync within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        for server in &self.servers {
+            let info: Option<String> = ask(server.port, &["CLUSTER", "INFO"]).await;
+            if !info.is_some_and(|i| i.contains("cluster_state:ok")) {
+                return false;
+            }
+            let replication: Option<String> = ask(server.port, &["INFO", "replication"]).await;
+            let Some(replication) = replication else {
+                return false;
+            };
+            if replication.contains("role:slave") && !replication.contains("master_link_status:up")
+            {
+                return false;
+            }
+        }
+        let Some(nodes) = self.nodes(self.servers[0].port).await else {
+            return false;
+        };
+        let covered: usize = nodes
+            .iter()
+            .flat_map(|n| &n.slots)
+            .map(|(a, b)| usize::from(b - a) + 1)
+            .sum();
+        covered == 16384
+    }
+
+    /// The seed addresses (`host:port`) of every server.
+    pub fn seeds(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// `CLUSTER NODES` as `port` sees it.
+    pub async fn nodes(&self, port: u16) -> Option<Vec<ClusterNode>> {
+        let text: String = ask(port, &["CLUSTER", "NODES"]).await?;
+        let mut nodes = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 8 {
+                continue;
+            }
+            let address = fields[1].split('@').next()?;
+            let node_port = address.rsplit(':').next()?.parse().ok()?;
+            let flags = fields[2];
+            let slots = fields[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|a| (a, a)),
+                })
+                .collect();
+            nodes.push(ClusterNode {
+                id: fields[0].to_owned(),
+                port: node_port,
+                primary: flags.contains("master"),
+                failed: flags.split(',').any(|f| f == "fail"),
+                replica_of: (fields[3] != "-").then(|| fields[3].to_owned()),
+                slots,
+            });
+        }
+        Some(nodes)
+    }
+
+    /// The primary serving `slot`, as `port` sees it.
+    pub async fn owner(&self, port: u16, slot: u16) -> Option<ClusterNode> {
+        self.nodes(port).await?.into_iter().find(|n| {
+            n.primary && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+        })
+    }
+
+    /// The server on `port`.
+    pub fn server(&mut self, port: u16) -> &mut Server {
+        self.servers
+            .iter_mut()
+            .find(|s| s.port == port)
+            .expect("a server of the cluster")
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub async fn slot(&self, key: &str) -> u16 {
+        let slot: i64 = ask(self.servers[0].port, &["CLUSTER", "KEYSLOT", key])
+            .await
+            .expect("CLUSTER KEYSLOT");
+        u16::try_from(slot).expect("a slot")
+    }
+}
+
+impl Drop for ClusterDeployment {
+    fn drop(&mut self) {
+        self.servers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

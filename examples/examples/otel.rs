@@ -1,0 +1,188 @@
+//! A tokio service under a herd, seen through OpenTelemetry: its group reports to the
+//! OpenTelemetry SDK through `OtelObserver` (the `otel` feature of `singleflight-stats`),
+//! and a `HotKeys` finds the keys that stampede.
+//!
+//! Each wave, 200 requests arrive at once for product pages, most for a few popular
+//! products (a geometric skew over an even tail), and each page is a 40 ms database
+//! query. The SDK's
+//! in-memory exporter collects the instruments at the end; the example prints them, the
+//! hit rate, the executions saved and the five hottest keys.
+//!
+//! The observer hooks do not carry keys yet, so the hot keys are fed by hand: the work
+//! closure (which only a leader runs) records an execution, and a caller whose closure
+//! did not run records a join.
+//!
+//! Run: `cargo run --release -p singleflight-examples --example otel`
+//! (`--quick` shrinks the query time; the counts stay the same).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_lock::Barrier;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use singleflight_examples::scale::Scale;
+use singleflight_stats::{HotKeys, OtelObserver};
+use singleflight_tokio::Group;
+
+const WAVES: usize = 10;
+const REQUESTS_PER_WAVE: usize = 200;
+const PRODUCTS: u64 = 50;
+
+/// The product the `i`th request of a wave asks for, the same in every run: half the
+/// requests follow a geometric skew (product 0 gets 1 in 4 of all requests, product 1 one
+/// in 8, ...), the other half spread evenly over every product.
+fn product(i: usize) -> u64 {
+    let i = i as u64;
+    if i.is_multiple_of(2) {
+        (i / 2) % PRODUCTS
+    } else {
+        u64::from((i / 2).trailing_zeros()).min(PRODUCTS - 1)
+    }
+}
+
+/// One wave: every request at once, each coalesced by its product key.
+async fn wave(
+    group: &Group<String, String>,
+    hot: &Arc<HotKeys>,
+    queries: &Arc<AtomicUsize>,
+    scale: Scale,
+) {
+    let start_line = Arc::new(Barrier::new(REQUESTS_PER_WAVE));
+    let requests: Vec<_> = (0..REQUESTS_PER_WAVE)
+        .map(|i| {
+            let (group, hot, queries, start_line) = (
+                group.clone(),
+                hot.clone(),
+                queries.clone(),
+                start_line.clone(),
+            );
+            tokio::spawn(async move {
+                let key = format!("product:{}", product(i));
+                start_line.wait().await;
+                let ran = Arc::new(AtomicBool::new(false));
+                let page = {
+                    let (ran, hot, owned) = (ran.clone(), hot.clone(), key.clone());
+                    group
+                        .call(&key, move || async move {
+                            let key = owned;
+                            // Only a leader gets here: one execution of the query.
+                            ran.store(true, Ordering::Relaxed);
+                            hot.record_execution(key.as_bytes());
+                            queries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(scale.ms(40.0)).await;
+                            format!("page of {key}")
+                        })
+                        .await
+                        .expect("the query does not panic")
+                };
+                if !ran.load(Ordering::Relaxed) {
+                    hot.record_join(key.as_bytes());
+                }
+                assert_eq!(page, format!("page of {key}"));
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.expect("request task");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let scale = Scale::from_env();
+    // The SDK, reading into memory; a service would add an OTLP or stdout exporter here.
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let meter = provider.meter_with_scope(OtelObserver::scope());
+    let observer = Arc::new(OtelObserver::with_meter(&meter, "product-pages"));
+    let group = Group::<String, String>::new().with_observer(observer.clone());
+    let hot = Arc::new(HotKeys::new(100));
+    let queries = Arc::new(AtomicUsize::new(0));
+
+    println!(
+        "Scenario: {WAVES} waves of {REQUESTS_PER_WAVE} simultaneous requests over {PRODUCTS} \
+         products, each page a {:.0?} query{}\n",
+        scale.ms(40.0),
+        scale.note()
+    );
+    for _ in 0..WAVES {
+        wave(&group, &hot, &queries, scale).await;
+    }
+
+    provider.force_flush().expect("collect");
+    let exports = exporter.get_finished_metrics().expect("in-memory metrics");
+    let export = exports.last().expect("one collection");
+    println!(
+        "OpenTelemetry instruments (scope {}):",
+        OtelObserver::scope().name()
+    );
+    let mut calls = 0;
+    let mut executions = 0;
+    for scope in export.scope_metrics() {
+        for metric in scope.metrics() {
+            println!("   {} [{}]", metric.name(), metric.unit());
+            match metric.data() {
+                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                    for point in sum.data_points() {
+                        println!("      {} {}", attributes(point.attributes()), point.value());
+                        if metric.name() == "singleflight.calls" {
+                            calls += point.value();
+                        }
+                    }
+                }
+                AggregatedMetrics::U64(MetricData::Gauge(gauge)) => {
+                    for point in gauge.data_points() {
+                        println!("      {} {}", attributes(point.attributes()), point.value());
+                    }
+                }
+                AggregatedMetrics::F64(MetricData::Histogram(histogram)) => {
+                    for point in histogram.data_points() {
+                        executions += point.count();
+                        println!(
+                            "      {} count {} mean {:.1} ms",
+                            attributes(point.attributes()),
+                            point.count(),
+                            point.sum() / point.count().max(1) as f64 * 1e3
+                        );
+                    }
+                }
+                _ => println!("      (other data)"),
+            }
+        }
+    }
+
+    let snapshot = observer.stats().snapshot();
+    println!("\nSummary");
+    println!("   Calls:             {calls}");
+    println!("   Executions:        {executions}");
+    println!("   Executions saved:  {}", calls - executions);
+    println!("   Hit rate:          {:.1}%", snapshot.hit_rate() * 100.0);
+    println!("   Queries run:       {}", queries.load(Ordering::Relaxed));
+    println!("   Active flights:    {}", snapshot.active);
+
+    println!("\nTop 5 hot keys by joins (fed by hand; never exported as they are):");
+    for (rank, key) in hot.top_joins(5).iter().enumerate() {
+        println!(
+            "   #{}: {:<12} {} joins",
+            rank + 1,
+            String::from_utf8_lossy(&key.key),
+            key.count
+        );
+    }
+    let top = hot.top_joins(1);
+    println!(
+        "   Top key:           {}",
+        String::from_utf8_lossy(&top[0].key)
+    );
+    provider.shutdown().expect("shutdown");
+}
+
+fn attributes<'a>(kvs: impl Iterator<Item = &'a opentelemetry::KeyValue>) -> String {
+    let mut kvs: Vec<String> = kvs.map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+    kvs.sort();
+    format!("{{{}}}", kvs.join(", "))
+}
