@@ -388,7 +388,9 @@ async fn a_redis_restart_mid_flight_still_answers_and_later_flights_coalesce() {
     spec.rounds = 2;
     let mut workers: Vec<Worker> = (0..4).map(|_| Worker::spawn(&spec)).collect();
     let roles = ready(&mut workers).await;
+    let connected = clients(&server).await;
     server.restart();
+    let restarted = Instant::now();
     for worker in &mut workers {
         worker.go().await;
     }
@@ -396,6 +398,27 @@ async fn a_redis_restart_mid_flight_still_answers_and_later_flights_coalesce() {
     assert!(
         results.all().all(|l| l[1] == "ok" && l[2] == "value-0"),
         "every caller got a value"
+    );
+    // Each worker's group reconnects in the background, one attempt at a time with
+    // jittered, capped backoff; until it has, its calls run locally (and its breaker may be
+    // open). The crate promises coalescing again within `lease_ttl + 3 × op_timeout +
+    // reconnect cap` (1 s + 0.6 s + 1 s here) of the heal: round 2 starts once every worker
+    // is connected again, which must happen within that bound (plus the time worker
+    // processes need to be scheduled on a loaded machine).
+    let bound = Duration::from_millis(spec.lease_ms) + Duration::from_millis(600 + 1000);
+    loop {
+        if clients(&server).await >= connected {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < bound + Duration::from_secs(3),
+            "the workers did not reconnect within {bound:?} of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "restart: every worker connected again {:.0} ms after the restart",
+        restarted.elapsed().as_secs_f64() * 1e3
     );
     let first = support::executions_in(&spec.log, 0);
     assert!(
@@ -430,6 +453,17 @@ async fn a_redis_restart_mid_flight_still_answers_and_later_flights_coalesce() {
     for worker in workers {
         worker.wait().await;
     }
+}
+
+/// The clients connected to `server` now (this query's own connection included).
+async fn clients(server: &Server) -> usize {
+    let mut connection = server.connection().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut connection)
+        .await
+        .expect("CLIENT LIST");
+    list.lines().filter(|line| !line.is_empty()).count()
 }
 
 // ---- In-process cases: each `RedisGroup` has its own connection, like a process. ----
