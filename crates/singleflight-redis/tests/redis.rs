@@ -643,10 +643,11 @@ async fn a_follower_whose_connection_is_killed_recovers() {
         follower.fleet_stats().reconnects(ReconnectReason::Closed) == 1
     })
     .await;
-    assert!(support::warnings::logged(&[
-        "replaced (Closed)",
-        "the server or the network closed it"
-    ]));
+    // The count goes up before the warning is written: wait for the warning too.
+    wait_until("the replacement's warning", || {
+        support::warnings::logged(&["replaced (Closed)", "the server or the network closed it"])
+    })
+    .await;
     // The follower re-checks on the disconnect, reconnects and resubscribes, and waits on.
     wait_until("resubscribed", || follower.fleet_waiting() == 1).await;
     let resubscribed = Instant::now() + Duration::from_secs(10);
