@@ -40,7 +40,12 @@ fn main() {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut seeds = Vec::new();
         for n in 0..3 {
+            // The cluster bus's port: by default the node's port + 10000, which for a free
+            // port above 55535 does not exist; a free port of its own instead.
+            let bus = free_port().to_string();
             let (child, port) = start_server(&[
+                "--cluster-port",
+                &bus,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -107,12 +112,17 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `redis-server` on a free loopback port, with `extra` arguments.
-fn start_server(extra: &[&str]) -> (Child, u16) {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+/// A free loopback port.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("free port")
-        .port();
+        .port()
+}
+
+/// A `redis-server` on a free loopback port, with `extra` arguments.
+fn start_server(extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
     let child = Command::new("redis-server")
         .args([
             "--bind",

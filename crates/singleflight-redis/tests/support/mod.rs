@@ -1022,7 +1022,13 @@ impl ClusterDeployment {
         let mut servers = Vec::new();
         for n in 0..primaries * (1 + replicas_each) {
             let conf = format!("nodes-{n}.conf");
+            // The cluster bus listens on its own port: by default the node's port + 10000,
+            // which for a free port above 55535 does not exist (and may be taken below
+            // it), so the node would not start. A free port of its own, explicitly.
+            let bus = free_port().to_string();
             servers.push(Server::start_with(&[
+                "--cluster-port",
+                &bus,
                 "--dir",
                 data,
                 "--cluster-enabled",
