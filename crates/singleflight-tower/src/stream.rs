@@ -110,7 +110,9 @@ impl Budget {
         if !self.over() {
             return Poll::Ready(());
         }
-        lock(&self.waiting).push(cx.waker().clone());
+        // Cloned before the lock: a waker is user code.
+        let waker = cx.waker().clone();
+        lock(&self.waiting).push(waker);
         // Released in between: look again, so the wake-up is never lost.
         if self.over() {
             Poll::Pending
@@ -267,9 +269,10 @@ impl State {
         }
     }
 
-    /// Drops the chunks no reader needs (none while the response can still be joined);
-    /// returns the bytes dropped.
-    fn trim(&mut self) -> usize {
+    /// Takes out the chunks no reader needs (none while every byte is kept) into `out`, to
+    /// be dropped after the lock (a chunk's owner may run user code when dropped); returns
+    /// their bytes.
+    fn trim(&mut self, out: &mut Vec<Bytes>) -> usize {
         if self.keep_all {
             return 0;
         }
@@ -282,7 +285,7 @@ impl State {
             }
             dropped += chunk.len();
             self.base = end;
-            self.chunks.pop_front();
+            out.extend(self.chunks.pop_front().map(|(_, chunk)| chunk));
         }
         dropped
     }
@@ -400,7 +403,7 @@ impl SharedResponse {
     /// Ends the body (if it has not ended) and wakes everyone; leaves the table of
     /// responses in progress, and joins the table of reusable ones if it may.
     fn end(self: &Arc<Self>, end: End) {
-        let mut wakers = Vec::new();
+        let (mut wakers, mut trimmed) = (Vec::new(), Vec::new());
         let released;
         let reuse;
         {
@@ -414,10 +417,11 @@ impl SharedResponse {
             if reuse.is_none() {
                 state.keep_all = false;
             }
-            released = state.trim();
+            released = state.trim(&mut trimmed);
             state.wake_readers(&mut wakers);
             wakers.extend(state.pump.take());
         }
+        drop(trimmed);
         self.budget.release(released);
         self.streams.remove(&self.key, &**self);
         if let Some((fresh, reuse)) = reuse {
@@ -433,7 +437,7 @@ impl SharedResponse {
             return;
         }
         self.budget.add(len);
-        let mut wakers = Vec::new();
+        let (mut wakers, mut trimmed) = (Vec::new(), Vec::new());
         let mut released = 0;
         let mut left_table = false;
         {
@@ -447,7 +451,7 @@ impl SharedResponse {
                 left_table = state.joinable;
                 state.joinable = false;
             }
-            released += state.trim();
+            released += state.trim(&mut trimmed);
             // Over the layer's budget: cut this response's laggards, slowest first.
             while self.budget.held().saturating_sub(released) > self.budget.limit {
                 let (Some((slowest, at)), Some(fastest)) = (state.slowest(), state.fastest())
@@ -460,10 +464,11 @@ impl SharedResponse {
                 let cursor = state.readers[slowest].as_mut().expect("a live reader");
                 cursor.cut = true;
                 wakers.extend(cursor.waker.take());
-                released += state.trim();
+                released += state.trim(&mut trimmed);
             }
             state.wake_readers(&mut wakers);
         }
+        drop(trimmed);
         self.budget.release(released);
         if left_table {
             self.streams.remove(&self.key, self);
@@ -474,15 +479,28 @@ impl SharedResponse {
     /// Ready when the pump may read more: `true` to read, `false` to stop (no caller wants
     /// the body any more).
     fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool> {
-        {
+        // The waker is cloned (user code) with no lock held, then the state looked at again.
+        let mut waker = None;
+        loop {
             let mut state = self.state();
             if state.interest == 0 || state.end.is_some() {
                 return Poll::Ready(false);
             }
             let wanted = state.fastest().unwrap_or(0).saturating_add(READ_AHEAD);
-            if state.position >= wanted {
-                state.pump = Some(cx.waker().clone());
-                return Poll::Pending;
+            if state.position < wanted {
+                break;
+            }
+            match waker.take() {
+                Some(waker) => {
+                    let old = state.pump.replace(waker);
+                    drop(state);
+                    drop(old);
+                    return Poll::Pending;
+                }
+                None => {
+                    drop(state);
+                    waker = Some(cx.waker().clone());
+                }
             }
         }
         self.budget.poll_room(cx).map(|()| true)
@@ -608,20 +626,33 @@ impl Tap {
 
     /// The next piece of this tap's bytes.
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Piece> {
+        // A waker is cloned (user code) with no lock held; the state is then looked at again.
+        let mut waker = None;
+        loop {
+            match self.try_read(waker.take()) {
+                Ok(piece) => return piece,
+                Err(()) => waker = Some(cx.waker().clone()),
+            }
+        }
+    }
+
+    /// One look at the log: the next piece, or `Pending` with `waker` registered; `Err`
+    /// when it would wait but has no waker to leave yet.
+    fn try_read(&mut self, waker: Option<Waker>) -> Result<Poll<Piece>, ()> {
         let Some(id) = self.id else {
-            return Poll::Ready(Piece::End);
+            return Ok(Poll::Ready(Piece::End));
         };
         let mut state = self.shared.state();
         let cursor = state.readers[id].as_mut().expect("a tap's cursor");
         if cursor.cut {
             drop(state);
             self.finish();
-            return Poll::Ready(Piece::Failed(BodyError::cut()));
+            return Ok(Poll::Ready(Piece::Failed(BodyError::cut())));
         }
         if self.at >= self.to {
             drop(state);
             self.finish();
-            return Poll::Ready(Piece::End);
+            return Ok(Poll::Ready(Piece::End));
         }
         if self.at < state.position {
             // The chunk that holds byte `at` (kept: this tap's cursor held it back).
@@ -644,7 +675,7 @@ impl Tap {
             if let Some(pump) = pump {
                 pump.wake();
             }
-            return Poll::Ready(Piece::Data(data));
+            return Ok(Poll::Ready(Piece::Data(data)));
         }
         match state.end.clone() {
             Some(End::Finished(trailers)) => {
@@ -652,27 +683,32 @@ impl Tap {
                 self.finish();
                 // A range ends where it ends; only the whole body has the trailers.
                 let trailers = trailers.filter(|_| self.to == u64::MAX);
-                Poll::Ready(trailers.map_or(Piece::End, Piece::Trailers))
+                Ok(Poll::Ready(trailers.map_or(Piece::End, Piece::Trailers)))
             }
             Some(End::Failed(error)) => {
                 drop(state);
                 self.finish();
-                Poll::Ready(Piece::Failed(BodyError::shared(error)))
+                Ok(Poll::Ready(Piece::Failed(BodyError::shared(error))))
             }
             Some(End::Stopped) => {
                 drop(state);
                 self.finish();
-                Poll::Ready(Piece::Failed(BodyError::cut()))
+                Ok(Poll::Ready(Piece::Failed(BodyError::cut())))
             }
             None => {
-                state.readers[id].as_mut().expect("a tap's cursor").waker =
-                    Some(cx.waker().clone());
+                let waker = waker.ok_or(())?;
+                let old = state.readers[id]
+                    .as_mut()
+                    .expect("a tap's cursor")
+                    .waker
+                    .replace(waker);
                 let pump = state.pump.take();
                 drop(state);
+                drop(old);
                 if let Some(pump) = pump {
                     pump.wake();
                 }
-                Poll::Pending
+                Ok(Poll::Pending)
             }
         }
     }
@@ -684,23 +720,34 @@ impl Tap {
         let Some(id) = self.id else {
             return Poll::Ready(None);
         };
-        let mut state = self.shared.state();
-        match state.end {
-            Some(End::Finished(_)) => Poll::Ready(Some(state.position)),
-            Some(_) => Poll::Ready(None),
-            None => {
-                let cursor = state.readers[id].as_mut().expect("a tap's cursor");
-                if cursor.cut {
-                    return Poll::Ready(None);
+        // As in `poll_read`: the waker is cloned with no lock held, then the state looked
+        // at again.
+        let mut waker = None;
+        loop {
+            let mut state = self.shared.state();
+            match state.end {
+                Some(End::Finished(_)) => return Poll::Ready(Some(state.position)),
+                Some(_) => return Poll::Ready(None),
+                None => {
+                    let cursor = state.readers[id].as_mut().expect("a tap's cursor");
+                    if cursor.cut {
+                        return Poll::Ready(None);
+                    }
+                    let Some(waker) = waker.take() else {
+                        drop(state);
+                        waker = Some(cx.waker().clone());
+                        continue;
+                    };
+                    let old = cursor.waker.replace(waker);
+                    cursor.wants_end = true;
+                    let pump = state.pump.take();
+                    drop(state);
+                    drop(old);
+                    if let Some(pump) = pump {
+                        pump.wake();
+                    }
+                    return Poll::Pending;
                 }
-                cursor.waker = Some(cx.waker().clone());
-                cursor.wants_end = true;
-                let pump = state.pump.take();
-                drop(state);
-                if let Some(pump) = pump {
-                    pump.wake();
-                }
-                Poll::Pending
             }
         }
     }
@@ -726,11 +773,14 @@ impl Tap {
     /// Gives up its cursor, so it holds back neither trimming nor the pump.
     fn finish(&mut self) {
         if let Some(id) = self.id.take() {
-            let released = {
+            // The cursor's waker and the trimmed chunks are dropped after the lock.
+            let mut trimmed = Vec::new();
+            let (cursor, released) = {
                 let mut state = self.shared.state();
-                state.readers[id] = None;
-                state.trim()
+                let cursor = state.readers[id].take();
+                (cursor, state.trim(&mut trimmed))
             };
+            drop((cursor, trimmed));
             self.shared.budget.release(released);
         }
     }
