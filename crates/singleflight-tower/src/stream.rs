@@ -127,12 +127,18 @@ impl Budget {
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
     live: Mutex<HashMap<Vec<u8>, Weak<SharedResponse>>>,
+    // The table's size, read without its lock: most responses arrive whole and never
+    // enter it, and then a request need not take the layer-wide lock to learn so.
+    entries: AtomicUsize,
 }
 
 impl Streams {
     /// A tap on the response in progress for `key`, if there is one that can still be
     /// joined and whose `Vary` the request's `headers` select.
     pub(crate) fn join(&self, key: &[u8], headers: &HeaderMap) -> Option<Tap> {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let live = lock(&self.live);
         let shared = live.get(key)?.upgrade()?;
         drop(live);
@@ -143,7 +149,9 @@ impl Streams {
     }
 
     fn insert(&self, key: Vec<u8>, shared: &Arc<SharedResponse>) {
-        lock(&self.live).insert(key, Arc::downgrade(shared));
+        let mut live = lock(&self.live);
+        live.insert(key, Arc::downgrade(shared));
+        self.entries.store(live.len(), Ordering::Release);
     }
 
     /// Removes `key`'s entry if it is still `shared`'s.
@@ -157,6 +165,7 @@ impl Streams {
         if live.len() > 16 && live.len().is_power_of_two() {
             live.retain(|_, weak| weak.strong_count() > 0);
         }
+        self.entries.store(live.len(), Ordering::Release);
     }
 }
 
