@@ -13,7 +13,11 @@
 //! per future type. A call always holds [`INLINE_BYTES`] for the work, whatever its size.
 //!
 //! Safe code can't choose a field's type by the size of a generic type on stable Rust,
-//! hence the union below.
+//! hence the union below. Nothing in it is shared between threads (a `Work` moves with its
+//! call as a whole), so there is no interleaving for loom to explore; what can go wrong is
+//! layout, pinning and dropping, which the tests below exercise for both layouts and an
+//! over-aligned future. Run them under Miri after any change here:
+//! `cargo +nightly miri test -p singleflight-core --lib work::` (CI runs stable only).
 
 use alloc::boxed::Box;
 use core::marker::PhantomData;
