@@ -9,6 +9,8 @@
 //!   runs exactly once and finishes even if every caller goes away.
 //! * [`RuntimeGroup`]: a group bound to a spawner and a timer, with the whole front-end
 //!   surface; each runtime crate wraps it in its own `Group`, whose methods forward to it.
+//! * [`Request`]: a call being set up (where its work runs, its timeout, its role), the one
+//!   way to reach every kind of call; the groups' named methods are shorthands for it.
 //!
 //! Nothing here needs `std`, except that catching a panic of detached work needs it: without
 //! `std` a panic unwinds through (or aborts) the task, and its callers see
@@ -20,10 +22,12 @@ use core::time::Duration;
 mod detached;
 mod front_end;
 mod group;
+pub mod request;
 mod timeout;
 
 pub use detached::{Detached, Launch, SpawnBlockingWork, SpawnWork, TryDetached};
 pub use group::RuntimeGroup;
+pub use request::Request;
 pub use timeout::Timeout;
 
 /// Runs a future in the background, detached from whoever spawned it (hyper's `Executor`).

@@ -8,13 +8,15 @@ use core::future::Future;
 use core::hash::{BuildHasher, Hash};
 use core::time::Duration;
 
-use super::{Clock, Detached, Spawn, SpawnBlockingWork, SpawnWork, Timeout, Timer, TryDetached};
+use super::{
+    Clock, Detached, Request, Spawn, SpawnBlocking, SpawnBlockingWork, SpawnWork, Timeout, Timer,
+    TryDetached,
+};
 use crate::error::{Error, ShareableError};
 use crate::future::{Call, CallFuture, TryCall};
 use crate::group::Group;
 use crate::hash::DefaultHashBuilder;
 use crate::observer::Observer;
-use crate::shared_error::ArcErr;
 use crate::types::LeaderDropPolicy;
 
 /// A [`Group`] bound to a runtime's spawner `Sp` and timer `Tm`: the surface every async
@@ -173,9 +175,36 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
         self.group.forget_all()
     }
 
-    /// The runtime-free group underneath.
-    pub fn as_core(&self) -> &Arc<Group<K, T, S>> {
+    /// The runtime-free group underneath (its introspection, its `enter` for a call loop of
+    /// your own).
+    ///
+    /// Every front-end's `as_core` returns `&Group`, the blocking one's too: the group is
+    /// what they have in common, while how a front-end holds it (in an `Arc` here) is its
+    /// own business. To share the group, clone the front-end's group: the clone shares the
+    /// flights.
+    pub fn as_core(&self) -> &Group<K, T, S> {
         &self.group
+    }
+
+    /// The core group as the `Arc` detached work holds on to.
+    pub(crate) fn shared(&self) -> &Arc<Group<K, T, S>> {
+        &self.group
+    }
+
+    /// Starts a call with options: where its work runs ([`detached`](Request::detached),
+    /// [`blocking`](Request::blocking)), a [`timeout`](Request::timeout), and whether it
+    /// resolves to its caller's role too ([`with_role`](Request::with_role)); then
+    /// [`call`](Request::call), [`try_call`](Request::try_call) or
+    /// [`try_call_arc`](Request::try_call_arc) makes the future.
+    ///
+    /// Every combination is reached this one way, so none is missing; the named methods
+    /// (`call`, `try_call_detached`, `call_timeout`, …) are shorthands for the common ones
+    /// and make the same futures. See the [`request`](super::request) module.
+    pub fn request<'a, Q>(&'a self, key: &'a Q) -> Request<'a, Self, Q>
+    where
+        Q: ?Sized,
+    {
+        Request::new(self, key)
     }
 
     /// The spawner detached work runs on.
@@ -289,7 +318,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        self.group.call(key, work)
+        self.request(key).call(work)
     }
 
     /// [`call`](Self::call) bounded by `duration`: see [`timeout`](Self::timeout).
@@ -322,7 +351,7 @@ where
         Fut: Future<Output = T>,
         Tm: Timer + Clone,
     {
-        self.timeout(duration, self.call(key, work))
+        self.request(key).timeout(duration).call(work)
     }
 
     /// Runs `work` once for all concurrent callers of `key`, as a task spawned on the
@@ -352,11 +381,14 @@ where
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        K: Send + 'static,
+        T: Send + 'static,
+        S: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
-        Sp: Clone,
+        Sp: Spawn + Clone,
     {
-        Detached::new(&self.group, key, SpawnWork::new(self.spawner.clone(), work))
+        self.request(key).detached().call(work)
     }
 
     /// [`call_detached`](Self::call_detached) whose caller stops waiting after `duration`
@@ -388,17 +420,15 @@ where
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        K: Send + 'static,
+        T: Send + 'static,
+        S: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
-        Sp: Clone,
+        Sp: Spawn + Clone,
         Tm: Timer + Clone,
     {
-        Timeout::new(
-            self.call_detached(key, work),
-            self.timer.clone(),
-            duration,
-            self.group.observer().cloned(),
-        )
+        self.request(key).detached().timeout(duration).call(work)
     }
 
     /// Runs blocking `work` once for all concurrent callers of `key`, on the runtime's
@@ -423,14 +453,13 @@ where
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        K: Send + 'static,
+        T: Send + 'static,
+        S: Send + Sync + 'static,
         F: FnOnce() -> T + Send + 'static,
-        Sp: Clone,
+        Sp: SpawnBlocking + Clone,
     {
-        Detached::new(
-            &self.group,
-            key,
-            SpawnBlockingWork::new(self.spawner.clone(), work),
-        )
+        self.request(key).blocking().call(work)
     }
 }
 
@@ -484,7 +513,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        self.group.try_call(key, work)
+        self.request(key).try_call(work)
     }
 
     /// [`try_call`](Self::try_call) bounded by `duration`: see [`timeout`](Self::timeout).
@@ -518,7 +547,7 @@ where
         Fut: Future<Output = Result<V, E>>,
         Tm: Timer + Clone,
     {
-        self.timeout(duration, self.try_call(key, work))
+        self.request(key).timeout(duration).try_call(work)
     }
 
     /// Like [`call_detached`](Self::call_detached), for fallible work.
@@ -540,14 +569,16 @@ where
         work: F,
     ) -> TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>
     where
-        E: ShareableError,
-        K: Borrow<Q>,
+        E: ShareableError + Send + 'static,
+        K: Borrow<Q> + Send + 'static,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        V: Send + 'static,
+        S: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
-        Sp: Clone,
+        Sp: Spawn + Clone,
     {
-        TryDetached::new(&self.group, key, SpawnWork::new(self.spawner.clone(), work))
+        self.request(key).detached().try_call(work)
     }
 
     /// [`try_call_detached`](Self::try_call_detached) whose caller stops waiting after
@@ -576,20 +607,20 @@ where
         work: F,
     ) -> Timeout<TryDetached<'a, K, Q, V, E, S, SpawnWork<Sp, F>>, Tm>
     where
-        E: ShareableError,
-        K: Borrow<Q>,
+        E: ShareableError + Send + 'static,
+        K: Borrow<Q> + Send + 'static,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        V: Send + 'static,
+        S: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
-        Sp: Clone,
+        Sp: Spawn + Clone,
         Tm: Timer + Clone,
     {
-        Timeout::new(
-            self.try_call_detached(key, work),
-            self.timer.clone(),
-            duration,
-            self.group.observer().cloned(),
-        )
+        self.request(key)
+            .detached()
+            .timeout(duration)
+            .try_call(work)
     }
 
     /// Like [`call_blocking`](Self::call_blocking), for fallible work.
@@ -611,17 +642,15 @@ where
         work: F,
     ) -> TryDetached<'a, K, Q, V, E, S, SpawnBlockingWork<Sp, F>>
     where
-        E: ShareableError,
-        K: Borrow<Q>,
+        E: ShareableError + Send + 'static,
+        K: Borrow<Q> + Send + 'static,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+        V: Send + 'static,
+        S: Send + Sync + 'static,
         F: FnOnce() -> Result<V, E> + Send + 'static,
-        Sp: Clone,
+        Sp: SpawnBlocking + Clone,
     {
-        TryDetached::new(
-            &self.group,
-            key,
-            SpawnBlockingWork::new(self.spawner.clone(), work),
-        )
+        self.request(key).blocking().try_call(work)
     }
 }
 
@@ -658,7 +687,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        self.group.try_call_arc(key, work)
+        self.request(key).try_call_arc(work)
     }
 
     /// Like [`try_call_detached`](Self::try_call_detached), for work whose error is not
@@ -691,7 +720,7 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         Sp: Spawn + Clone,
     {
-        self.try_call_detached(key, move || ArcErr::new(work()))
+        self.request(key).detached().try_call_arc(work)
     }
 }
 
