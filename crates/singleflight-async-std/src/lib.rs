@@ -90,35 +90,13 @@
 mod rt;
 
 pub use rt::{AsyncStdSpawner, AsyncStdTimer};
-pub use singleflight_core::{
-    BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, LeaderDropPolicy,
-    Observer, PanicMessage, Role, TryCall, WithRole,
-    rt::{Detached, SpawnBlockingWork, SpawnWork, Timeout, TryDetached},
-};
 
-singleflight_core::__front_end_group! {
-    /// Coalesces concurrent calls with equal keys on async-std: see the [crate docs](crate).
-    ///
-    /// `K` is the key (`Hash + Eq`; look-ups take its borrowed form, so `&str` works for
-    /// `String` keys), `T` the value every caller receives (a clone each: put big values in an
-    /// `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher. Cloning shares the group.
-    ///
-    /// Its methods are those of the runtime-generic
-    /// [`RuntimeGroup`](singleflight_core::rt::RuntimeGroup), with [`AsyncStdSpawner`] and [`AsyncStdTimer`]
-    /// filled in.
-    pub struct Group(AsyncStdSpawner, AsyncStdTimer);
-}
-
-#[cfg(feature = "macros")]
-pub use singleflight_macros::coalesce_async_std as coalesce;
-
-/// What `#[coalesce]` expansions name, and nothing else may: the one seam between this
-/// crate and `singleflight-macros`. Not public API.
-#[cfg(feature = "macros")]
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::{Error, Group, LeaderDropPolicy, Observer};
-    pub use std::sync::{Arc, LazyLock};
+// The core's types, the `Group`, `coalesce`: what every async front-end's root shares.
+singleflight_core::__front_end_exports! {
+    runtime: "async-std",
+    spawner: AsyncStdSpawner,
+    timer: AsyncStdTimer,
+    coalesce: coalesce_async_std,
 }
 
 // The README is the registry page: its examples compile and run as doctests.

@@ -123,7 +123,8 @@ mod rt;
 pub use rt::EmbassyTimer;
 pub use singleflight_core::{
     BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, LeaderDropPolicy,
-    Observer, PanicMessage, Role, TryCall, WithRole, rt::Timeout,
+    Observer, PanicMessage, Role, TryCall, WithRole,
+    rt::{Request, Timeout},
 };
 
 singleflight_core::__front_end_group! {
@@ -134,7 +135,8 @@ singleflight_core::__front_end_group! {
     /// `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher. Cloning shares the group;
     /// so does a `&'static Group` (a `static` one, through `static_cell`'s `StaticCell`).
     ///
-    /// Its methods are those of the runtime-generic
+    /// Every kind of call is made with [`request`](Self::request); the other call methods are
+    /// shorthands for the common ones. They are those of the runtime-generic
     /// [`RuntimeGroup`](singleflight_core::rt::RuntimeGroup), with [`EmbassyTimer`] filled in
     /// and without detached or blocking work (see the [crate docs](crate#no-detached-work)).
     pub struct Group(timer: EmbassyTimer);

@@ -1,4 +1,5 @@
-//! The async front-ends' `Group`: one definition, expanded in each runtime crate.
+//! The async front-ends' `Group` and root items: one definition, expanded in each runtime
+//! crate.
 //!
 //! Each front-end's `Group` is a newtype over [`RuntimeGroup`](super::RuntimeGroup) with its
 //! spawner and timer filled in, rather than a type alias of it, so that its documentation
@@ -161,8 +162,11 @@ macro_rules! __front_end_group {
                 self.0.forget_all()
             }
 
-            /// The runtime-free group underneath.
-            pub fn as_core(&self) -> &$crate::__private::Arc<$crate::Group<K, T, S>> {
+            /// The runtime-free group underneath (its introspection, its `enter` for a call
+            /// loop of your own). Every front-end's `as_core` returns `&Group`, the blocking
+            /// one's too: the group is what they have in common, while how a front-end holds
+            /// it is its own business. To share the group, clone this one.
+            pub fn as_core(&self) -> &$crate::Group<K, T, S> {
                 self.0.as_core()
             }
 
@@ -233,6 +237,28 @@ macro_rules! __front_end_group {
                 Q: ?Sized + ::core::hash::Hash + Eq,
             {
                 self.0.forget(key)
+            }
+
+            /// Starts a call with options, the one way to every kind of call: where its
+            /// work runs (`.detached()`, `.blocking()`, where the runtime has them), a
+            /// `.timeout(d)`, and `.with_role()` to resolve to `(result, role)`; then
+            /// `.call(work)`, `.try_call(work)` or `.try_call_arc(work)` makes the future.
+            /// The named methods (`call`, `try_call_detached`, `call_timeout`, …) are
+            /// shorthands for the common calls, and make the same futures: a name for each
+            /// of the thirty-six combinations would be too many to remember, and one was
+            /// always missing.
+            ///
+            /// See [`Request`](singleflight_core::rt::Request) for the steps, and each
+            /// terminal call's errors, panics and cancel safety.
+            pub fn request<'a, Q>(
+                &'a self,
+                key: &'a Q,
+            ) -> $crate::rt::Request<'a, $crate::rt::RuntimeGroup<K, T, $spawner, $timer, S>, Q>
+            where
+                K: ::core::borrow::Borrow<Q>,
+                Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+            {
+                self.0.request(key)
             }
         }
 
@@ -512,6 +538,9 @@ macro_rules! __front_end_group {
             where
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                K: Send + 'static,
+                T: Send + 'static,
+                S: Send + Sync + 'static,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = T> + Send + 'static,
             {
@@ -549,6 +578,9 @@ macro_rules! __front_end_group {
             where
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                K: Send + 'static,
+                T: Send + 'static,
+                S: Send + Sync + 'static,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = T> + Send + 'static,
             {
@@ -578,6 +610,9 @@ macro_rules! __front_end_group {
             where
                 K: ::core::borrow::Borrow<Q>,
                 Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                K: Send + 'static,
+                T: Send + 'static,
+                S: Send + Sync + 'static,
                 F: FnOnce() -> T + Send + 'static,
             {
                 self.0.call_blocking(key, work)
@@ -610,9 +645,11 @@ macro_rules! __front_end_group {
                 work: F,
             ) -> $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnWork<$spawner, F>>
             where
-                E: $crate::ShareableError,
-                K: ::core::borrow::Borrow<Q>,
+                E: $crate::ShareableError + Send + 'static,
+                K: ::core::borrow::Borrow<Q> + Send + 'static,
                 Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                V: Send + 'static,
+                S: Send + Sync + 'static,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
             {
@@ -648,9 +685,11 @@ macro_rules! __front_end_group {
                 $timer,
             >
             where
-                E: $crate::ShareableError,
-                K: ::core::borrow::Borrow<Q>,
+                E: $crate::ShareableError + Send + 'static,
+                K: ::core::borrow::Borrow<Q> + Send + 'static,
                 Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                V: Send + 'static,
+                S: Send + Sync + 'static,
                 F: FnOnce() -> Fut,
                 Fut: ::core::future::Future<Output = ::core::result::Result<V, E>> + Send + 'static,
             {
@@ -677,9 +716,11 @@ macro_rules! __front_end_group {
                 work: F,
             ) -> $crate::rt::TryDetached<'a, K, Q, V, E, S, $crate::rt::SpawnBlockingWork<$spawner, F>>
             where
-                E: $crate::ShareableError,
-                K: ::core::borrow::Borrow<Q>,
+                E: $crate::ShareableError + Send + 'static,
+                K: ::core::borrow::Borrow<Q> + Send + 'static,
                 Q: ?Sized + ::core::hash::Hash + Eq + $crate::__private::ToOwned<Owned = K>,
+                V: Send + 'static,
+                S: Send + Sync + 'static,
                 F: FnOnce() -> ::core::result::Result<V, E> + Send + 'static,
             {
                 self.0.try_call_blocking(key, work)
@@ -725,6 +766,71 @@ macro_rules! __front_end_group {
             {
                 self.0.try_call_detached_arc(key, work)
             }
+        }
+    };
+}
+
+/// Emits what the root of every async front-end with a spawner has in common: the
+/// re-exports of the core's types, the `Group` (through [`__front_end_group!`]), `coalesce`
+/// and the seam its expansions name. The crate keeps its own docs, its runtime module and
+/// its README doctest:
+///
+/// ```ignore
+/// mod rt;
+/// pub use rt::{TokioSpawner, TokioTimer};
+/// singleflight_core::__front_end_exports! {
+///     runtime: "tokio", spawner: TokioSpawner, timer: TokioTimer, coalesce: coalesce_tokio,
+/// }
+/// ```
+///
+/// The invoking crate must have a `macros` feature that enables its optional
+/// `singleflight-macros` dependency, and `std`. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __front_end_exports {
+    (
+        runtime: $runtime:literal,
+        spawner: $spawner:ident,
+        timer: $timer:ident,
+        coalesce: $coalesce:ident $(,)?
+    ) => {
+        pub use $crate::{
+            BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId,
+            LeaderDropPolicy, Observer, PanicMessage, Role, TryCall, WithRole,
+            rt::{Detached, Request, SpawnBlockingWork, SpawnWork, Timeout, TryDetached},
+        };
+
+        $crate::__front_end_group! {
+            #[doc = concat!(
+                "Coalesces concurrent calls with equal keys on ", $runtime,
+                ": see the [crate docs](crate)."
+            )]
+            ///
+            /// `K` is the key (`Hash + Eq`; look-ups take its borrowed form, so `&str` works
+            /// for `String` keys), `T` the value every caller receives (a clone each: put big
+            /// values in an `Arc`; fallible work uses `T = Result<V, E>`), `S` the hasher.
+            /// Cloning shares the group.
+            ///
+            /// Every kind of call is made with [`request`](Self::request); the other call
+            /// methods are shorthands for the common ones. They are those of the
+            /// runtime-generic [`RuntimeGroup`](singleflight_core::rt::RuntimeGroup),
+            #[doc = concat!(
+                "with [`", stringify!($spawner), "`] and [`", stringify!($timer),
+                "`] filled in."
+            )]
+            pub struct Group($spawner, $timer);
+        }
+
+        #[cfg(feature = "macros")]
+        pub use singleflight_macros::$coalesce as coalesce;
+
+        /// What `#[coalesce]` expansions name, and nothing else may: the one seam between
+        /// this crate and `singleflight-macros`. Not public API.
+        #[cfg(feature = "macros")]
+        #[doc(hidden)]
+        pub mod __private {
+            pub use crate::{Error, Group, LeaderDropPolicy, Observer};
+            pub use std::sync::{Arc, LazyLock};
         }
     };
 }
