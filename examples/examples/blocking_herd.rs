@@ -44,7 +44,10 @@ fn herd(callers: usize, latency: Duration, coalesce: bool) -> Run {
             s.spawn(|| {
                 start_line.wait();
                 if coalesce {
-                    let (row, role) = group.request("user:42").call(|| query(&queries, latency));
+                    let (row, role) = group
+                        .request("user:42")
+                        .with_role()
+                        .call(|| query(&queries, latency));
                     assert_eq!(row.as_deref(), Ok("row 42"));
                     if role.is_leader() {
                         leaders.fetch_add(1, Ordering::SeqCst);

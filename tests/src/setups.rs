@@ -10,11 +10,10 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use singleflight_core::rt::{RuntimeGroup, Spawn, SpawnBlocking, Timer};
-use singleflight_core::{CallFuture, Error, LeaderDropPolicy, Observer, flatten};
+use singleflight_core::{Error, LeaderDropPolicy, Observer, flatten};
 
 use singleflight_conformance::{
-    Caller, CallerSide, Capabilities, Harness, Kind, Report, Spec, Value, Work, drive,
-    panic_message,
+    Caller, Capabilities, Harness, Kind, Report, Spec, Value, Work, drive, panic_message,
 };
 
 /// Maps an infallible call's output to the suite's report value.
@@ -80,7 +79,7 @@ impl Harness for Blocking {
         let key = key.to_string();
         std::thread::spawn(move || {
             let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut request = group.request(key.as_str());
+                let mut request = group.request(key.as_str()).with_role();
                 if let Some(timeout) = spec.timeout {
                     request = request.timeout(timeout);
                 }
@@ -104,7 +103,7 @@ impl Harness for Blocking {
         let group = Arc::clone(group);
         let key = key.to_string();
         std::thread::spawn(move || {
-            let (output, role) = group.request(key.as_str()).call(|| {
+            let (output, role) = group.request(key.as_str()).with_role().call(|| {
                 let inner = group.call(key.as_str(), || Ok(7));
                 Ok(u64::from(!matches!(inner, Err(Error::Reentrant))))
             });
@@ -156,26 +155,6 @@ pub type AsyncGroup<R> =
 #[derive(Debug)]
 pub struct AsyncHarness<R>(PhantomData<R>);
 
-/// Maps a call's output to the report's shape.
-type Map<V, E> = fn(Result<V, Error<E>>) -> Result<u64, Error<String>>;
-
-/// Drives `call`, bounded by the group's timer if the spec says so.
-async fn timed<R: Runtime, C, V, E>(
-    group: &AsyncGroup<R>,
-    spec: Spec,
-    call: C,
-    side: &CallerSide,
-    map: Map<V, E>,
-) -> Report
-where
-    C: CallFuture<Output = Result<V, Error<E>>>,
-{
-    match spec.timeout {
-        None => drive(call, side.cancel_gate(), map).await,
-        Some(timeout) => drive(group.timeout(timeout, call), side.cancel_gate(), map).await,
-    }
-}
-
 impl<R: Runtime> Harness for AsyncHarness<R> {
     type Group = AsyncGroup<R>;
 
@@ -221,36 +200,53 @@ impl<R: Runtime> Harness for AsyncHarness<R> {
         R::spawn(async move {
             let g = &*group;
             let k = key.as_str();
+            // Every call goes through the request builder, the one way to each kind of
+            // call; the named methods are shorthands for it.
+            macro_rules! run {
+                ($request:expr, $terminal:ident, $work:expr, $map:expr) => {
+                    match spec.timeout {
+                        None => drive($request.$terminal($work), side.cancel_gate(), $map).await,
+                        Some(timeout) => {
+                            let call = $request.timeout(timeout).$terminal($work);
+                            drive(call, side.cancel_gate(), $map).await
+                        }
+                    }
+                };
+            }
             let report = match (spec.kind, spec.fallible) {
-                (Kind::Call, false) => {
-                    timed::<R, _, _, _>(g, spec, g.call(k, || work.run_async()), &side, infallible)
-                        .await
-                }
-                (Kind::Call, true) => {
-                    timed::<R, _, _, _>(
-                        g,
-                        spec,
-                        g.try_call(k, || work.run_async()),
-                        &side,
-                        fallible,
-                    )
-                    .await
-                }
+                (Kind::Call, false) => run!(g.request(k), call, || work.run_async(), infallible),
+                (Kind::Call, true) => run!(g.request(k), try_call, || work.run_async(), fallible),
                 (Kind::Detached, false) => {
-                    let call = g.call_detached(k, || work.run_async());
-                    timed::<R, _, _, _>(g, spec, call, &side, infallible).await
+                    run!(
+                        g.request(k).detached(),
+                        call,
+                        || work.run_async(),
+                        infallible
+                    )
                 }
                 (Kind::Detached, true) => {
-                    let call = g.try_call_detached(k, || work.run_async());
-                    timed::<R, _, _, _>(g, spec, call, &side, fallible).await
+                    run!(
+                        g.request(k).detached(),
+                        try_call,
+                        || work.run_async(),
+                        fallible
+                    )
                 }
                 (Kind::Blocking, false) => {
-                    let call = g.call_blocking(k, || work.run_blocking());
-                    timed::<R, _, _, _>(g, spec, call, &side, infallible).await
+                    run!(
+                        g.request(k).blocking(),
+                        call,
+                        || work.run_blocking(),
+                        infallible
+                    )
                 }
                 (Kind::Blocking, true) => {
-                    let call = g.try_call_blocking(k, || work.run_blocking());
-                    timed::<R, _, _, _>(g, spec, call, &side, fallible).await
+                    run!(
+                        g.request(k).blocking(),
+                        try_call,
+                        || work.run_blocking(),
+                        fallible
+                    )
                 }
             };
             side.finish(report);

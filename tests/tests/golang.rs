@@ -252,6 +252,7 @@ fn test_panic_do_shared_by_do_chan() {
         let joined = s.spawn(|| {
             group
                 .request("")
+                .with_role()
                 .call(|| panic!("DoChan unexpectedly executed callback"))
         });
         wait_until("the second caller joins", || group.waiters("") == 1);
@@ -309,13 +310,18 @@ fn example_group() {
     let release = Gate::new();
     thread::scope(|s| {
         let first = s.spawn(|| {
-            group.request("key").call(|| {
+            group.request("key").with_role().call(|| {
                 release.wait();
                 "func 1".to_string()
             })
         });
         wait_until("the first call leads", || group.contains("key"));
-        let second = s.spawn(|| group.request("key").call(|| "func 2".to_string()));
+        let second = s.spawn(|| {
+            group
+                .request("key")
+                .with_role()
+                .call(|| "func 2".to_string())
+        });
         wait_until("the second call joins", || group.waiters("key") == 1);
         release.open();
         let (first, second) = (first.join().unwrap(), second.join().unwrap());

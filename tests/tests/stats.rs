@@ -34,7 +34,7 @@ mod blocking {
                 .map(|i| {
                     let group = &group;
                     // Join one at a time, so the oldest (i = 0) is the one promoted.
-                    let waiter = s.spawn(move || group.request("k").call(|| 100 + i));
+                    let waiter = s.spawn(move || group.request("k").with_role().call(|| 100 + i));
                     wait_until("the waiter joined", || group.waiters("k") == i as usize + 1);
                     waiter
                 })

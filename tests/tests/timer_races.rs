@@ -189,7 +189,7 @@ fn a_blocking_waiter_takes_an_outcome_published_before_its_deadline_passed() {
 
     // The blocking front-end: a leader's deadline bounds only waiting, never its own work.
     let group = singleflight_blocking::Group::<String, u32>::new();
-    let (output, role) = group.request("k").deadline(deadline).call(|| 6);
+    let (output, role) = group.request("k").with_role().deadline(deadline).call(|| 6);
     assert_eq!(
         (output, role),
         (Ok(6), singleflight_blocking::Role::Leader { shared: false })

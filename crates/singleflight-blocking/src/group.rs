@@ -3,11 +3,14 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use singleflight_core::{
-    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited, rt::Clock,
+    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited,
+    rt::Clock,
+    rt::request::{ResultAndRole, ResultOnly},
 };
 
 /// The clock of reuse windows: the monotonic clock (`std::time::Instant`), from an origin
@@ -121,9 +124,9 @@ impl<K, T, S> Group<K, T, S> {
     /// use singleflight_blocking::{Group, Role};
     ///
     /// let group = Group::<String, u32>::new().reuse_for(Duration::from_secs(60));
-    /// assert_eq!(group.request("k").call(|| 1), (Ok(1), Role::Leader { shared: false }));
+    /// assert_eq!(group.call("k", || 1), Ok(1));
     /// // Within the window: the value again, and the work does not run.
-    /// let (value, role) = group.request("k").call(|| unreachable!());
+    /// let (value, role) = group.request("k").with_role().call(|| unreachable!());
     /// assert_eq!(value, Ok(1));
     /// assert!(role.is_reused());
     /// ```
@@ -245,7 +248,7 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> T,
     {
-        self.request(key).call(work).0
+        self.request(key).call(work)
     }
 
     /// Like [`call`](Self::call), but a waiter gives up after `timeout`. The timeout bounds
@@ -266,10 +269,16 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> T,
     {
-        self.request(key).timeout(timeout).call(work).0
+        self.request(key).timeout(timeout).call(work)
     }
 
-    /// Starts a call with options: a timeout, and the caller's [`Role`] in the result.
+    /// Starts a call with options, the one way to every kind of call: a
+    /// [`timeout`](Request::timeout) or [`deadline`](Request::deadline), and
+    /// [`with_role`](Request::with_role) to return `(result, role)`; then
+    /// [`call`](Request::call), [`try_call`](Request::try_call) or
+    /// [`try_call_arc`](Request::try_call_arc) runs it. The named methods (`call`,
+    /// `try_call_timeout`, …) are shorthands for the common calls and behave the same: a name
+    /// for every combination would be too many to remember, and one was always missing.
     ///
     /// # Examples
     ///
@@ -278,8 +287,12 @@ where
     /// use singleflight_blocking::{Group, Role};
     ///
     /// let group = Group::<String, u32>::new();
-    /// let (value, role) = group.request("k").timeout(Duration::from_secs(1)).call(|| 1);
-    /// assert_eq!((value, role), (Ok(1), Role::Leader { shared: false }));
+    /// let value = group.request("k").timeout(Duration::from_secs(1)).call(|| 1);
+    /// assert_eq!(value, Ok(1));
+    ///
+    /// // The caller's role, as the async front-ends' `with_role` gives it.
+    /// let (value, role) = group.request("j").with_role().call(|| 2);
+    /// assert_eq!((value, role), (Ok(2), Role::Leader { shared: false }));
     /// ```
     pub fn request<'a, Q>(&'a self, key: &'a Q) -> Request<'a, K, Q, T, S>
     where
@@ -290,6 +303,7 @@ where
             group: self,
             key,
             deadline: None,
+            reply: PhantomData,
         }
     }
 }
@@ -345,7 +359,7 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
     {
-        self.request(key).try_call(work).0
+        self.request(key).try_call(work)
     }
 
     /// [`try_call`](Self::try_call) with a waiter timeout, as in [`call_timeout`](Self::call_timeout).
@@ -364,7 +378,7 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
     {
-        self.request(key).timeout(timeout).try_call(work).0
+        self.request(key).timeout(timeout).try_call(work)
     }
 }
 
@@ -409,7 +423,7 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Result<V, E>,
     {
-        self.try_call(key, || work().map_err(Arc::new))
+        self.request(key).try_call_arc(work)
     }
 }
 
@@ -427,15 +441,156 @@ impl<K, T, S> fmt::Debug for Group<K, T, S> {
     }
 }
 
-/// A call being set up: see [`Group::request`].
-#[must_use = "a request does nothing until `call` or `try_call`"]
-pub struct Request<'a, K, Q: ?Sized, T, S> {
+/// A call being set up: see [`Group::request`]. `R` says what it returns: the result
+/// ([`ResultOnly`], the default) or `(result, role)` ([`ResultAndRole`], after
+/// [`with_role`](Self::with_role)).
+#[must_use = "a request does nothing until `call`, `try_call` or `try_call_arc`"]
+pub struct Request<'a, K, Q: ?Sized, T, S, R = ResultOnly> {
     group: &'a Group<K, T, S>,
     key: &'a Q,
     deadline: Option<Instant>,
+    reply: PhantomData<fn() -> R>,
+}
+
+impl<'a, K, Q: ?Sized, T, S> Request<'a, K, Q, T, S> {
+    /// Makes the call return `(result, role)`: whether this thread ran the work, joined
+    /// another thread's, or reused a kept value.
+    pub fn with_role(self) -> Request<'a, K, Q, T, S, ResultAndRole> {
+        Request {
+            group: self.group,
+            key: self.key,
+            deadline: self.deadline,
+            reply: PhantomData,
+        }
+    }
 }
 
 impl<K, Q, T, S> Request<'_, K, Q, T, S>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Runs the call: [`Group::call`], with this request's timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn call<F>(self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce() -> T,
+    {
+        self.run(work, |_| false).0
+    }
+}
+
+impl<K, Q, T, S> Request<'_, K, Q, T, S, ResultAndRole>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    T: Clone,
+{
+    /// Runs the call (see [`Group::call`]) and returns this thread's role with its result.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn call<F>(self, work: F) -> (Result<T, Error>, Role)
+    where
+        F: FnOnce() -> T,
+    {
+        self.run(work, |_| false)
+    }
+}
+
+impl<K, Q, V, E, S> Request<'_, K, Q, Result<V, E>, S>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    V: Clone,
+{
+    /// Runs a fallible call: [`Group::try_call`], with this request's timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::try_call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn try_call<F>(self, work: F) -> Result<V, Error<E>>
+    where
+        E: ShareableError,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.with_role().try_call(work).0
+    }
+}
+
+impl<K, Q, V, E, S> Request<'_, K, Q, Result<V, Arc<E>>, S>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    V: Clone,
+{
+    /// Runs a fallible call whose error `E` is not `Clone`: [`Group::try_call_arc`], with
+    /// this request's timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] with the work's error in an `Arc`, and the errors of
+    /// [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn try_call_arc<F>(self, work: F) -> Result<V, Error<Arc<E>>>
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.with_role().try_call_arc(work).0
+    }
+}
+
+impl<K, Q, V, E, S> Request<'_, K, Q, Result<V, Arc<E>>, S, ResultAndRole>
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    S: BuildHasher,
+    V: Clone,
+{
+    /// Runs a fallible call whose error `E` is not `Clone` (see [`Group::try_call_arc`]) and
+    /// returns this thread's role with its result.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] with the work's error in an `Arc`, and the errors of
+    /// [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`].
+    pub fn try_call_arc<F>(self, work: F) -> (Result<V, Error<Arc<E>>>, Role)
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.try_call(|| work().map_err(Arc::new))
+    }
+}
+
+impl<K, Q, T, S, R> Request<'_, K, Q, T, S, R>
 where
     K: Hash + Eq + Borrow<Q>,
     Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
@@ -455,22 +610,6 @@ where
             deadline: Some(deadline),
             ..self
         }
-    }
-
-    /// Runs the call (see [`Group::call`]) and reports this thread's role with the result.
-    ///
-    /// # Errors
-    ///
-    /// As [`Group::call_timeout`].
-    ///
-    /// # Panics
-    ///
-    /// As [`Group::call`].
-    pub fn call<F>(self, work: F) -> (Result<T, Error>, Role)
-    where
-        F: FnOnce() -> T,
-    {
-        self.run(work, |_| false)
     }
 
     fn run<F>(self, work: F, failed: fn(&T) -> bool) -> (Result<T, Error>, Role)
@@ -508,14 +647,15 @@ where
     }
 }
 
-impl<K, Q, V, E, S> Request<'_, K, Q, Result<V, E>, S>
+impl<K, Q, V, E, S> Request<'_, K, Q, Result<V, E>, S, ResultAndRole>
 where
     K: Hash + Eq + Borrow<Q>,
     Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     S: BuildHasher,
     V: Clone,
 {
-    /// Runs a fallible call (see [`Group::try_call`]) and reports this thread's role.
+    /// Runs a fallible call (see [`Group::try_call`]) and returns this thread's role with
+    /// its result.
     ///
     /// # Errors
     ///
@@ -534,7 +674,7 @@ where
     }
 }
 
-impl<K, Q: ?Sized, T, S> fmt::Debug for Request<'_, K, Q, T, S> {
+impl<K, Q: ?Sized, T, S, R> fmt::Debug for Request<'_, K, Q, T, S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("deadline", &self.deadline)

@@ -118,7 +118,7 @@ impl Front for Blocking {
         let group = Arc::clone(group);
         std::thread::spawn(move || {
             let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut request = group.request(&key);
+                let mut request = group.request(&key).with_role();
                 if let Some(timeout) = timeout {
                     request = request.timeout(timeout);
                 }
