@@ -787,6 +787,10 @@ macro_rules! __front_end_group {
 /// `singleflight-macros` dependency, and `std`. Not public API.
 #[doc(hidden)]
 #[macro_export]
+#[allow(
+    clippy::crate_in_macro_def,
+    reason = "`crate::Group` is the invoking front-end's own `Group`, which `#[coalesce]` names"
+)]
 macro_rules! __front_end_exports {
     (
         runtime: $runtime:literal,

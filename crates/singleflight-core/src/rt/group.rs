@@ -34,6 +34,12 @@ use crate::types::LeaderDropPolicy;
 ///
 /// Any of them can be bounded with [`timeout`](Self::timeout) (or the `*_timeout` shorthands),
 /// and any of them tells its caller's role with [`CallFuture::with_role`].
+///
+/// [`request`](Self::request) is the one way to every kind of call (value, fallible or
+/// `Arc`-error work; in the caller, detached or on the blocking pool; with or without a
+/// timeout; with or without the role); the named methods are shorthands for the common ones,
+/// implemented on it, so each behaviour is written once. A name for each of the thirty-six
+/// combinations would be too many to learn, and the grid of names always had holes.
 pub struct RuntimeGroup<K, T, Sp, Tm, S = DefaultHashBuilder> {
     group: Arc<Group<K, T, S>>,
     spawner: Sp,

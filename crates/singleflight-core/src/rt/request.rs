@@ -246,6 +246,10 @@ impl<'a, K, T, Sp, Tm, S, Q: ?Sized, L, R>
     /// Runs the work in a task spawned on the runtime: it runs exactly once and finishes
     /// even if every caller goes away. The work must be `Send + 'static`; see the group's
     /// `call_detached`.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the request in its next state, named in full; an alias would only hide it"
+    )]
     pub fn detached(self) -> Request<'a, RuntimeGroup<K, T, Sp, Tm, S>, Q, Spawned, L, R>
     where
         Sp: Spawn,
@@ -256,6 +260,10 @@ impl<'a, K, T, Sp, Tm, S, Q: ?Sized, L, R>
     /// Runs blocking work (a closure, not a future) on the runtime's blocking pool; it
     /// finishes even if every caller goes away, as detached work does. See the group's
     /// `call_blocking`.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the request in its next state, named in full; an alias would only hide it"
+    )]
     pub fn blocking(self) -> Request<'a, RuntimeGroup<K, T, Sp, Tm, S>, Q, OnBlockingPool, L, R>
     where
         Sp: SpawnBlocking,
@@ -379,6 +387,10 @@ where
     /// # Cancel safety
     ///
     /// As [`RuntimeGroup::call`].
+    #[allow(
+        clippy::type_complexity,
+        reason = "the request's future, named by its steps; an alias would only hide it"
+    )]
     pub fn try_call_arc<F, Fut>(
         self,
         work: F,
@@ -516,6 +528,10 @@ where
     /// # Cancel safety
     ///
     /// As [`RuntimeGroup::call_detached`].
+    #[allow(
+        clippy::type_complexity,
+        reason = "the request's future, named by its steps; an alias would only hide it"
+    )]
     pub fn try_call_arc<F, Fut>(
         self,
         work: F,
@@ -652,6 +668,10 @@ where
     /// # Cancel safety
     ///
     /// As [`RuntimeGroup::call_detached`]: a blocking closure is never interrupted.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the request's future, named by its steps; an alias would only hide it"
+    )]
     pub fn try_call_arc<F>(
         self,
         work: F,
