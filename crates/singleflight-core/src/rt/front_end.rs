@@ -775,7 +775,7 @@ macro_rules! __front_end_group {
 /// and the seam its expansions name. The crate keeps its own docs, its runtime module and
 /// its README doctest:
 ///
-/// ```ignore
+/// ```text
 /// mod rt;
 /// pub use rt::{TokioSpawner, TokioTimer};
 /// singleflight_core::__front_end_exports! {
