@@ -51,10 +51,11 @@ fn core_guards_cross_threads() {
     drop(waiter);
 }
 
-/// Asserts the futures of one async front-end: `$group` is its group type, `$enter` a guard
-/// that stays alive while the futures are made.
+/// Asserts the futures of one async front-end: `$group` is its group type, `$arc_group` one
+/// whose error is shared as an `Arc`, `$enter` a guard that stays alive while the futures
+/// are made.
 macro_rules! async_front_end {
-    ($name:ident, $group:ty, $enter:expr) => {
+    ($name:ident, $group:ty, $arc_group:ty, $enter:expr) => {
         #[test]
         fn $name() {
             let _guard = $enter;
@@ -82,6 +83,27 @@ macro_rules! async_front_end {
             require_send(&timed_detached);
             let with_role = singleflight_core::CallFuture::with_role(call);
             require_send(&with_role);
+            // The request builder's corners: the blocking pool with a timeout and the role,
+            // an `Arc` error detached with a timeout, and the request itself.
+            let request = group.request("k");
+            require_send(&request);
+            require_sync(&request);
+            let corner = group
+                .request("k")
+                .blocking()
+                .timeout(Duration::from_secs(1))
+                .with_role()
+                .try_call(|| Ok(1));
+            require_send(&corner);
+            let arcs = <$arc_group>::new();
+            let arc_corner = arcs
+                .request("k")
+                .detached()
+                .timeout(Duration::from_secs(1))
+                .try_call_arc(|| async {
+                    Err::<u64, std::io::Error>(std::io::ErrorKind::Other.into())
+                });
+            require_send(&arc_corner);
             // Work that borrows from the caller is fine for `call` (it runs in the caller's task).
             let local = String::from("borrowed");
             let borrowing = group.call("k", || async { Ok(local.len() as u64) });
@@ -98,16 +120,19 @@ macro_rules! async_front_end {
 async_front_end!(
     tokio_futures_are_send,
     singleflight_tokio::Group<String, Result<u64, String>>,
+    singleflight_tokio::Group<String, Result<u64, Arc<std::io::Error>>>,
     tokio_runtime().enter()
 );
 async_front_end!(
     smol_futures_are_send,
     singleflight_smol::Group<String, Result<u64, String>>,
+    singleflight_smol::Group<String, Result<u64, Arc<std::io::Error>>>,
     ()
 );
 async_front_end!(
     async_std_futures_are_send,
     singleflight_async_std::Group<String, Result<u64, String>>,
+    singleflight_async_std::Group<String, Result<u64, Arc<std::io::Error>>>,
     ()
 );
 
