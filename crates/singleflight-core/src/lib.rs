@@ -138,11 +138,14 @@
 //!   interrupts masked on a single-core target), so no holder is ever preempted by another
 //!   user of the group and a group may be shared across priorities, interrupt executors
 //!   and cores. The cost is latency: interrupts stay masked while a lock is held, which is
-//!   a few dozen instructions of the crate's own, plus the user code that runs under a
-//!   lock: the key's `Eq` (each probe of a shard's table) and, when a waiter takes its
-//!   copy of the outcome (or a value is served from the reuse window), the value's
-//!   `Clone`. Keep those cheap, or put an `Arc` in the value, where interrupt latency
-//!   matters. (The key's `Hash` runs before any lock.)
+//!   the crate's O(1) table and queue updates (now and then a table or queue that grows or
+//!   shrinks, and so a call to the allocator), plus the user code that runs under a lock:
+//!   the key's `Eq` (each probe of a shard's table) and, when a waiter takes its copy of
+//!   the outcome (or a value is served from the reuse window), the value's `Clone`. Keep
+//!   those cheap, or put an `Arc` in the value, where interrupt latency matters. (The
+//!   key's `Hash` runs before any lock.) A critical section is one lock for the whole
+//!   program: on a multi-core target every group's locks, on every core, take turns
+//!   through it (each held for the short spans above).
 //! * `From<Error<std::io::Error>> for std::io::Error` and its `Arc` variant.
 //!
 //! What the target must provide:

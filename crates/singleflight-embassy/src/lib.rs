@@ -105,9 +105,10 @@
 //!   (`critical_section::acquire`, implemented by the HAL: `cortex-m`'s
 //!   `critical-section-single-core`, `embassy-rp`, `esp-hal`, ...), so a group can be
 //!   shared by thread-mode tasks, `InterruptExecutor`s and interrupt handlers of any
-//!   priority. Interrupts are then masked while a lock is held: a few dozen instructions
-//!   of the core's, plus the key's `Eq` (on each probe of the map) and the value's `Clone`
-//!   (a waiter taking its copy), so keep those cheap where interrupt latency matters.
+//!   priority. Interrupts are then masked while a lock is held: the core's O(1) map and
+//!   queue updates (now and then an allocation, when one grows or shrinks), plus the key's
+//!   `Eq` (on each probe of the map) and the value's `Clone` (a waiter taking its copy), so
+//!   keep those cheap where interrupt latency matters.
 //!
 //! # When not to use it
 //!
