@@ -1,7 +1,8 @@
 //! The semantics contract through `#[coalesce]`-generated `async fn`s, on every async
 //! front-end: one suite, instantiated per runtime by [`suite!`]. Callers are ordered by gates
 //! and by waiter counts read through the generated `<fn>_group()` accessors, never by
-//! sleeping; the only durations are the timeouts the timeout tests check.
+//! sleeping; the only durations are the timeouts the timeout tests check and the reuse
+//! windows (one that never ends during a test, one of zero, and one on tokio's paused clock).
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -557,6 +558,57 @@ macro_rules! suite {
             }
 
             #[test]
+            fn reuse_serves_later_calls_within_the_window_without_running_the_work() {
+                let _watchdog = singleflight_tests::watchdog!();
+                static RUNS: AtomicUsize = AtomicUsize::new(0);
+                static ZERO_RUNS: AtomicUsize = AtomicUsize::new(0);
+                static GATE: LazyLock<Gate> = LazyLock::new(Gate::new);
+
+                /// Returns which execution answered.
+                #[coalesce(reuse = Duration::from_secs(3600))]
+                async fn price(item: u64) -> usize {
+                    let run = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+                    if item == 1 {
+                        GATE.opened().await;
+                    }
+                    run
+                }
+
+                // The window is the expression's value, evaluated when the group is made.
+                #[coalesce(reuse = Duration::ZERO)]
+                async fn fresh(id: u64) -> u64 {
+                    ZERO_RUNS.fetch_add(1, Ordering::SeqCst);
+                    id
+                }
+
+                Rt::block_on(async {
+                    // A flight's callers share it as without a window...
+                    let leader = spawn::<Rt, _>(price(1));
+                    wait_until("the leader runs", || price_group().contains(&1)).await;
+                    let waiter = spawn::<Rt, _>(price(1));
+                    wait_until("a caller joins", || price_group().waiters(&1) == 1).await;
+                    GATE.open();
+                    assert_eq!(leader.value().await, Ok(1));
+                    assert_eq!(waiter.value().await, Ok(1));
+                    // ...and its value serves the calls after it, within the window.
+                    assert_eq!(price_group().in_flight(), 0);
+                    assert_eq!(price(1).await, Ok(1));
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 1, "the work ran once");
+                    assert_eq!(price(2).await, Ok(2), "another key runs its own work");
+                    assert_eq!(price_group().reusable(), 2);
+                    // `forget` drops a kept value: the next call runs the work again.
+                    assert!(price_group().forget(&2));
+                    assert_eq!(price(2).await, Ok(3));
+                    assert_eq!(price(2).await, Ok(3));
+
+                    assert_eq!(fresh(1).await, Ok(1));
+                    assert_eq!(fresh(1).await, Ok(1));
+                    assert_eq!(ZERO_RUNS.load(Ordering::SeqCst), 2);
+                    assert_eq!(fresh_group().reusable(), 0);
+                });
+            }
+
+            #[test]
             fn a_renamed_front_end_is_reached_with_crate() {
                 let _watchdog = singleflight_tests::watchdog!();
                 use $krate as renamed;
@@ -591,3 +643,46 @@ suite!(
     singleflight_tests::setups::AsyncStd,
     singleflight_async_std
 );
+
+/// The reuse window on tokio's paused clock: a value serves calls until the window ends,
+/// and the first call after it runs the work again. Virtual time moves only by `advance`.
+#[test]
+fn reuse_ends_with_its_window_on_a_paused_clock() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use singleflight_tests::setups::{Runtime, TokioCurrentThread};
+    use singleflight_tokio::coalesce;
+
+    let _watchdog = singleflight_tests::watchdog!();
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Returns which execution answered.
+    #[coalesce(reuse = Duration::from_secs(30))]
+    async fn rate(currency: String) -> usize {
+        let _ = currency;
+        RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    TokioCurrentThread::block_on(async {
+        assert_eq!(rate("EUR".into()).await, Ok(1));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(
+            rate("EUR".into()).await,
+            Ok(1),
+            "29 s old: within the window"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            rate("EUR".into()).await,
+            Ok(2),
+            "31 s old: the work runs again"
+        );
+        assert_eq!(
+            rate("EUR".into()).await,
+            Ok(2),
+            "and its value is kept anew"
+        );
+        assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+    });
+}

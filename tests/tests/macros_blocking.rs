@@ -1,7 +1,8 @@
 //! The semantics contract through `#[coalesce]`-generated functions on std threads
 //! (`singleflight_blocking::coalesce`). Threads are ordered by gates and by waiter counts
 //! read through the generated `<fn>_group()` accessors, never by sleeping; the only
-//! duration is the timeout the timeout test checks.
+//! durations are the timeout the timeout test checks and reuse windows (one that never ends
+//! during a test, and one of zero).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -548,4 +549,102 @@ fn a_bad_shards_option_panics_clearly_at_the_first_call() {
         panic_message(&*payload),
         "a group's shard count is a power of two from 1 to 65536, not 3"
     );
+}
+
+#[test]
+fn reuse_serves_later_calls_within_the_window_without_running_the_work() {
+    let _watchdog = singleflight_tests::watchdog!();
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Returns which execution answered.
+    #[coalesce(reuse = Duration::from_secs(3600))]
+    fn price(item: u64) -> usize {
+        let _ = item;
+        RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    assert_eq!(price(1), Ok(1));
+    // The flight is over; its value serves the next call for its key.
+    assert_eq!(price_group().in_flight(), 0);
+    assert_eq!(price(1), Ok(1));
+    assert_eq!(RUNS.load(Ordering::SeqCst), 1, "the work ran once");
+    // Another key is not served by it.
+    assert_eq!(price(2), Ok(2));
+    assert_eq!(price_group().reusable(), 2);
+    // `forget` drops a kept value: the next call runs the work again.
+    assert!(price_group().forget(&1));
+    assert_eq!(price(1), Ok(3));
+    assert_eq!(price(1), Ok(3));
+    assert_eq!(price_group().forget_all(), 2, "both kept values dropped");
+    assert_eq!(price(2), Ok(4));
+}
+
+#[test]
+fn reuse_keeps_no_error_and_a_zero_window_keeps_nothing() {
+    let _watchdog = singleflight_tests::watchdog!();
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static ZERO_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    #[coalesce(reuse = Duration::from_secs(3600))]
+    fn lookup(id: u64) -> Result<u64, String> {
+        let run = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+        if run == 1 {
+            Err("down".to_string())
+        } else {
+            Ok(id)
+        }
+    }
+
+    // The window is the expression's value, evaluated when the group is made.
+    #[coalesce(reuse = Duration::ZERO)]
+    fn fresh(id: u64) -> u64 {
+        ZERO_RUNS.fetch_add(1, Ordering::SeqCst);
+        id
+    }
+
+    assert_eq!(lookup(7), Err(Error::Failed("down".to_string())));
+    assert_eq!(lookup_group().reusable(), 0, "an error is not kept");
+    assert_eq!(lookup(7), Ok(7));
+    assert_eq!(lookup(7), Ok(7));
+    assert_eq!(RUNS.load(Ordering::SeqCst), 2, "the value is kept");
+
+    assert_eq!(fresh(1), Ok(1));
+    assert_eq!(fresh(1), Ok(1));
+    assert_eq!(ZERO_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(fresh_group().reusable(), 0);
+}
+
+#[test]
+fn reuse_on_a_method_keeps_results_apart_as_its_key_says() {
+    let _watchdog = singleflight_tests::watchdog!();
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    struct Client {
+        token: String,
+    }
+
+    impl Client {
+        // The principal is in the key, so a kept result reaches only its own principal.
+        #[coalesce(reuse = Duration::from_secs(3600), key: (String, String) = (self.token.clone(), endpoint.clone()))]
+        fn me(&self, endpoint: String) -> String {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            format!("{endpoint} as {}", self.token)
+        }
+    }
+
+    let alice = Client {
+        token: "alice".into(),
+    };
+    let bob = Client {
+        token: "bob".into(),
+    };
+    assert_eq!(alice.me("/me".into()).as_deref(), Ok("/me as alice"));
+    assert_eq!(bob.me("/me".into()).as_deref(), Ok("/me as bob"));
+    // A second instance for the same principal is served the kept value.
+    let alice_again = Client {
+        token: "alice".into(),
+    };
+    assert_eq!(alice_again.me("/me".into()).as_deref(), Ok("/me as alice"));
+    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(Client::me_group().reusable(), 2);
 }

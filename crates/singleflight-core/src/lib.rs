@@ -131,8 +131,21 @@
 //!   from a hardware RNG with [`Group::with_hasher`].
 //! * **The locks.** The group's map of flights and each flight's state are `spin::Mutex`es
 //!   instead of `std`'s, held for O(1) updates only, never while work runs or a caller
-//!   waits. A spin lock must not be shared with an interrupt handler that can preempt its
-//!   holder on the same core (it would spin forever): use a group from one priority level.
+//!   waits. A bare spin lock must not be shared with an interrupt handler that can preempt
+//!   its holder on the same core (it would spin forever): without the `critical-section`
+//!   feature, use a group from one priority level. With it, every lock is held inside a
+//!   critical section (`critical_section::acquire`, from the target's implementation:
+//!   interrupts masked on a single-core target), so no holder is ever preempted by another
+//!   user of the group and a group may be shared across priorities, interrupt executors
+//!   and cores. The cost is latency: interrupts stay masked while a lock is held, which is
+//!   the crate's O(1) table and queue updates (now and then a table or queue that grows or
+//!   shrinks, and so a call to the allocator), plus the user code that runs under a lock:
+//!   the key's `Eq` (each probe of a shard's table) and, when a waiter takes its copy of
+//!   the outcome (or a value is served from the reuse window), the value's `Clone`. Keep
+//!   those cheap, or put an `Arc` in the value, where interrupt latency matters. (The
+//!   key's `Hash` runs before any lock.) A critical section is one lock for the whole
+//!   program: on a multi-core target every group's locks, on every core, take turns
+//!   through it (each held for the short spans above).
 //! * `From<Error<std::io::Error>> for std::io::Error` and its `Arc` variant.
 //!
 //! What the target must provide:
@@ -153,12 +166,17 @@
 //! * `std` (default): blocking waits with deadlines, panic capture, re-entrancy detection,
 //!   random hasher seeds. Without it, the group's locks are spin locks, held for O(1) map
 //!   and queue operations only, never while work runs; waiters wait through wakers.
+//! * `critical-section`: without `std`, hold every lock inside a critical section, so a
+//!   group can be shared with interrupt handlers and executors of any priority (see "The
+//!   locks" under [`no_std`](#no_std)). The application provides the implementation (its
+//!   HAL's, or `critical-section`'s own `std` one on a host). No effect with `std`.
 //!
 //! # MSRV
 //!
 //! Rust 1.85.
 #![no_std]
-// One module may allow it: `work` (a small work future inline, a large one boxed).
+// Two modules may allow it: `work` (a small work future inline, a large one boxed) and,
+// with `critical-section`, `sync::critical` (a critical section held as long as a guard).
 #![deny(unsafe_code)]
 // docs.rs (nightly) badges each feature-gated item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -7,10 +7,18 @@
 //! spill tables the burst grew (then those tables must shrink while they still hold a
 //! flight, not stay at the burst's size until they empty).
 //!
+//! And once with a reuse window (DESIGN.md rule 16): a million values kept for the window
+//! are given back after it, with no background thread, either by the calls that follow (each
+//! drops a few expired values) or by one `purge_expired()`.
+//!
 //! `cargo test -p singleflight-core --test burst -- --nocapture` prints the figures.
 
 use std::alloc::System;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use singleflight_core::rt::Clock;
 use singleflight_core::{Entry, Group, Waited};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
@@ -23,12 +31,15 @@ pub use watchdog::{TEST_LIMIT, Watchdog};
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Bytes allocated now, by everything in this process.
+/// Bytes allocated now, by everything in this process. (`stats_alloc` counts a realloc's
+/// growth in `bytes_allocated` and its shrinking in `bytes_deallocated` already;
+/// `bytes_reallocated` is the same change again, not to be added.)
 fn live() -> usize {
     let stats = ALLOCATOR.stats();
-    let live =
-        stats.bytes_allocated as isize - stats.bytes_deallocated as isize + stats.bytes_reallocated;
-    usize::try_from(live).expect("never more freed than allocated")
+    stats
+        .bytes_allocated
+        .checked_sub(stats.bytes_deallocated)
+        .expect("never more freed than allocated")
 }
 
 const KEYS: u64 = 1_000_000;
@@ -43,6 +54,7 @@ fn a_burst_of_a_million_keys_gives_its_memory_back() {
     let _watchdog = watchdog!();
     every_flight_of_the_burst_ends();
     a_few_long_flights_outlive_the_burst();
+    kept_values_go_after_their_window();
 }
 
 fn every_flight_of_the_burst_ends() {
@@ -150,4 +162,78 @@ fn a_few_long_flights_outlive_the_burst() {
         assert!(matches!(waiter.wait(), Waited::Outcome(Ok(v)) if v == value));
     }
     assert_eq!(group.in_flight(), 0);
+}
+
+/// A clock the test moves by hand.
+#[derive(Clone, Default)]
+struct Manual(Arc<AtomicU64>);
+
+impl Clock for Manual {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+const WINDOW: Duration = Duration::from_secs(30);
+
+/// Calls after the window that give a burst's kept values back: each call that starts a
+/// flight drops up to 4 expired values of its key's part of the store at its look-up, 4 more
+/// when its flight is tracked, and every fourth look-up 16 of another part in turn, so about
+/// 12 a call; a million values need about 84,000 calls.
+const CALLS_AFTER: u64 = 100_000;
+
+/// What may stay allocated by a store emptied after a burst: its parts' empty tables and
+/// queues at their smallest sizes.
+const STORE_TOLERANCE: usize = 64 << 10;
+
+fn kept_values_go_after_their_window() {
+    for by_calls in [true, false] {
+        let clock = Manual::default();
+        // Fallible work, so that the calls after the window (which fail) store nothing.
+        let group = Group::<String, Result<u64, u64>>::new().reuse_for(WINDOW, clock.clone());
+        let baseline = live();
+        for n in 0..KEYS {
+            let key = n.to_string();
+            let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+                panic!("key {key} starts a flight")
+            };
+            assert_eq!(leader.complete(Ok(n)), Ok(n));
+        }
+        assert_eq!(group.reusable(), KEYS as usize);
+        assert_eq!(group.in_flight(), 0);
+        let peak = live();
+        // Inside the window the values stay, whatever is called.
+        assert!(matches!(group.enter("7"), Ok(Entry::Reused(_))));
+
+        clock
+            .0
+            .fetch_add(WINDOW.as_nanos() as u64, Ordering::SeqCst);
+        let how = if by_calls {
+            for n in 0..CALLS_AFTER {
+                let key = format!("after-{n}");
+                let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+                    panic!("key {key} starts a flight")
+                };
+                let _ = leader.complete_failed(Err(n));
+            }
+            format!("{CALLS_AFTER} calls")
+        } else {
+            assert_eq!(group.purge_expired(), KEYS as usize);
+            "one purge_expired()".to_owned()
+        };
+        assert_eq!(group.reusable(), 0, "after {how}");
+        let after = live();
+        println!(
+            "reuse window, {KEYS} values: at the peak {:.2} MiB, after the window and {how} {:.3} MiB ({} bytes)",
+            mib(peak - baseline),
+            mib(after.saturating_sub(baseline)),
+            after.saturating_sub(baseline),
+        );
+        assert!(peak - baseline > 50 << 20, "the burst did keep its values");
+        assert!(
+            after.saturating_sub(baseline) <= STORE_TOLERANCE,
+            "{} bytes stay allocated after the window and {how}",
+            after - baseline
+        );
+    }
 }

@@ -90,13 +90,25 @@
 //!   core's spin locks need them, so `thumbv6m-none-eabi` (Cortex-M0) and `riscv32imc`
 //!   (ESP32-C3) are out; Cortex-M3 and up, `riscv32imac` and the Xtensa ESP32s are in. No
 //!   64-bit atomics.
-//! * One priority level per group. The core's map of flights is a spin lock without `std`,
-//!   held for a few instructions at a time, but a spin lock cannot be shared with an
-//!   interrupt handler that preempts its holder: use a group from tasks of one executor
-//!   (or of executors at the same priority), never from an `InterruptExecutor` at a higher
-//!   priority than another user of the same group.
+//! * Priorities. The core's locks are spin locks without `std`, held for a few instructions
+//!   at a time, but a bare spin lock cannot be shared with an interrupt handler that
+//!   preempts its holder. Either use a group from tasks of one executor (or of executors at
+//!   the same priority), never from an `InterruptExecutor` at a higher priority than
+//!   another user of the same group; or turn on this crate's `critical-section` feature
+//!   (below), and share it across any priorities.
 //!
 //! The `no_std` section of `singleflight-core`'s docs lists the rest.
+//!
+//! # Features
+//!
+//! * `critical-section`: the core holds each of its locks inside a critical section
+//!   (`critical_section::acquire`, implemented by the HAL: `cortex-m`'s
+//!   `critical-section-single-core`, `embassy-rp`, `esp-hal`, ...), so a group can be
+//!   shared by thread-mode tasks, `InterruptExecutor`s and interrupt handlers of any
+//!   priority. Interrupts are then masked while a lock is held: the core's O(1) map and
+//!   queue updates (now and then an allocation, when one grows or shrinks), plus the key's
+//!   `Eq` (on each probe of the map) and the value's `Clone` (a waiter taking its copy), so
+//!   keep those cheap where interrupt latency matters.
 //!
 //! # When not to use it
 //!

@@ -184,6 +184,14 @@
 //! For that sharing, put a `Group` in a field (as "Respect a rate limit" below does by
 //! hand): the group lives and dies with its instance.
 //!
+//! A `key` of your own could still be made from an address (`self as *const Self as
+//! usize`). Without `reuse` that is your call; with [`reuse`](#reuse-results-after-their-flight)
+//! it is refused at compile time: a kept result outlives its flight, and by the time a later
+//! call finds it, the instance may be gone and another live at the same address. The check
+//! reads the key expression for the ways an address is spelled (`as *const`, `&raw`,
+//! `addr_of!`, `as_ptr`, `into_raw`, `NonNull`, `ptr::from_ref`, `{:p}`); an address
+//! computed inside a helper function is beyond it, so don't.
+//!
 //! ## Who can share a result with whom, by default
 //!
 //! | form | the key | a result reaches |
@@ -193,6 +201,8 @@
 //! | any form with `key: K = expr` | the key's value | every caller whose key is equal: what the key leaves out (an argument, the instance, the user) does not separate callers |
 //! | method, no `shared` or `key` | — | refused at compile time (above) |
 //! | method with `shared` | every argument, cloned (or the `key`) | every caller with equal arguments, on any instance — and, in a generic `impl`, any instantiation |
+//! | any form with `reuse = d` | as above | as above, and also every such caller up to `d` after the flight ended (the kept value) |
+//! | `reuse` with a `key` made from an address | — | refused at compile time (above) |
 //!
 //! In every form, what the body reads besides its arguments (a thread-local or task-local
 //! user, a global setting) is not in the key: a result computed for one such context
@@ -200,7 +210,7 @@
 //!
 //! # Options
 //!
-//! `#[coalesce(shared, key: K = expr, detached, timeout = d, leader_drop = P, observer = o, shards = n, group = name, in_impl, crate = path)]`,
+//! `#[coalesce(shared, key: K = expr, detached, timeout = d, reuse = d, leader_drop = P, observer = o, shards = n, group = name, in_impl, crate = path)]`,
 //! in any order; all optional on a function, and a method needs `shared` or `key`:
 //!
 //! | option | meaning | front-ends |
@@ -209,12 +219,55 @@
 //! | `key: K = expr` | the custom key above | all |
 //! | `detached` | spawn the work (`call_detached`): it runs to the end even if every caller goes away; arguments are moved into it (`Send + 'static`), so it can't borrow `self` | async |
 //! | `timeout = d` | each caller waits at most `d` (a `Duration` expression, evaluated per call), then gets `Error::Timeout`; the flight goes on for everyone else (an async leader that times out is cancelled, as if dropped) | all |
+//! | `reuse = d` | keep each value a flight returns for `d` (a `Duration` expression, evaluated once, when the group is created): calls with an equal key within `d` get it without running the work ([below](#reuse-results-after-their-flight)) | all |
 //! | `leader_drop = Takeover` or `FailWaiters` | what waiters do when the leading call is dropped: the oldest takes over (default), or all get `Error::LeaderDropped` | async |
 //! | `observer = expr` | attach an observer, such as a shared `Arc<singleflight_stats::Stats>`: an expression coercible to `Arc<dyn Observer>`, evaluated once, when the group is created (so it may name statics and functions, not the arguments) | all |
 //! | `shards = n` | split the group's map into `n` shards (a `usize` expression, evaluated once, when the group is created; a power of two up to `MAX_SHARDS`, else the first call panics): the default is 256 shards, 32 KiB per group, allocated at the function's first call; a function called from few threads at once needs fewer | all |
 //! | `group = name` | name the accessor (default `<fn>_group`) | all |
 //! | `in_impl` | the function is an associated function without `self` (a method with a receiver needs nothing) | all |
 //! | `crate = path` | where the front-end crate is, if renamed (see below) | all |
+//!
+//! # Reuse: results after their flight
+//!
+//! Without `reuse`, a result reaches only the calls that overlap its flight; the next call
+//! runs the work again. `reuse = d` builds the function's group with `reuse_for(d)`: each
+//! value a flight returns is kept for `d` after it ends, and a call with an equal key within
+//! that window gets a clone of it at once, without running the work (a short-lived cache in
+//! front of the flight). The window runs on the front-end's clock: `std::time::Instant` on
+//! threads, the runtime's timer clock on async front-ends (on tokio, `tokio::time::Instant`,
+//! so a paused runtime's virtual time moves it: tests can `advance` past a window).
+//!
+//! * Only values are kept: a fallible function's `Err`, a panic, a timeout or a dropped
+//!   leader never is, so the next call runs the work again.
+//! * `<fn>_group().forget(&key)` and `forget_all()` drop kept values as well as flights;
+//!   `reusable()` counts them and `purge_expired()` drops expired ones (they also go a few
+//!   at a time on every call).
+//! * The window widens who receives a result: every caller with an equal key within `d`,
+//!   not only those who overlapped the flight. The key must say whose result it is, even
+//!   more than without `reuse`; a key made from an address is refused (see
+//!   [Methods](#methods-say-whose-calls-may-share)). `Duration::ZERO` keeps nothing.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::time::Duration;
+//! use singleflight_blocking::coalesce;
+//!
+//! static FETCHES: AtomicUsize = AtomicUsize::new(0);
+//!
+//! /// An exchange rate, fetched at most once per currency every 30 seconds.
+//! #[coalesce(reuse = Duration::from_secs(30))]
+//! fn rate(currency: String) -> f64 {
+//!     FETCHES.fetch_add(1, Ordering::Relaxed);
+//!     1.08
+//! }
+//!
+//! assert_eq!(rate("EUR".into()), Ok(1.08));
+//! assert_eq!(rate("EUR".into()), Ok(1.08)); // the kept value: no second fetch
+//! assert_eq!(FETCHES.load(Ordering::Relaxed), 1);
+//! rate_group().forget("EUR"); // drop it: the next call fetches again
+//! assert_eq!(rate("EUR".into()), Ok(1.08));
+//! assert_eq!(FETCHES.load(Ordering::Relaxed), 2);
+//! ```
 //!
 //! # Which front-end, and renamed crates
 //!
@@ -384,7 +437,7 @@
 //! * **Side effects** each caller relies on (sending an email, charging a card, counting a
 //!   visit): they happen once per flight, not once per call.
 //! * **Freshness**: a caller that joins late receives a result computed a moment before
-//!   it asked. `forget` the key when that matters.
+//!   it asked (with `reuse = d`, up to `d` before). `forget` the key when that matters.
 //!
 //! # MSRV
 //!

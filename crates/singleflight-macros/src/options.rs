@@ -1,4 +1,4 @@
-//! The attribute's options: `#[coalesce(shared, key: K = expr, detached, timeout = d, ...)]`.
+//! The attribute's options: `#[coalesce(shared, key: K = expr, detached, timeout = d, reuse = d, ...)]`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -21,6 +21,8 @@ pub(crate) struct Options {
     /// Set by `in_impl`: an associated function without `self`.
     pub(crate) in_impl: bool,
     pub(crate) timeout: Option<Expr>,
+    /// The reuse window: how long a published value serves later calls for its key.
+    pub(crate) reuse: Option<Expr>,
     /// A `LeaderDropPolicy` variant.
     pub(crate) leader_drop: Option<Ident>,
     pub(crate) observer: Option<Expr>,
@@ -33,8 +35,8 @@ pub(crate) struct Options {
 }
 
 const KNOWN: &str = "expected one of `shared`, `key: <Type> = <expr>`, `detached`, `in_impl`, `timeout = <Duration>`, \
-                     `leader_drop = Takeover | FailWaiters`, `observer = <expr>`, `shards = <expr>`, \
-                     `group = <name>`, `crate = <path>`";
+                     `reuse = <Duration>`, `leader_drop = Takeover | FailWaiters`, `observer = <expr>`, \
+                     `shards = <expr>`, `group = <name>`, `crate = <path>`";
 
 impl Parse for Options {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -91,6 +93,11 @@ impl Parse for Options {
                     duplicate(options.timeout.is_some())?;
                     input.parse::<Token![=]>()?;
                     options.timeout = Some(input.parse()?);
+                }
+                "reuse" => {
+                    duplicate(options.reuse.is_some())?;
+                    input.parse::<Token![=]>()?;
+                    options.reuse = Some(input.parse()?);
                 }
                 "leader_drop" => {
                     duplicate(options.leader_drop.is_some())?;

@@ -190,6 +190,12 @@ impl Signature {
             _ => {}
         }
 
+        if let (Some(_), Some(key)) = (&options.reuse, &options.key) {
+            if let Some(span) = address(key.expr.to_token_stream()) {
+                errors.push(span, reused_address(name, receiver.is_some()));
+            }
+        }
+
         let output = match &sig.output {
             ReturnType::Default => Output::Value(Box::new(syn::parse_quote!(()))),
             ReturnType::Type(_, ty) => {
@@ -271,6 +277,112 @@ fn no_sharing_choice(name: &Ident) -> String {
          name it in the key, beside the arguments, e.g.\n      \
          #[coalesce(key: (String, String) = (self.token.clone(), endpoint.clone()))]"
     )
+}
+
+/// Why a reuse window refuses a key made from an address, and what to key by instead.
+fn reused_address(name: &Ident, method: bool) -> String {
+    let (whose, example) = if method {
+        (
+            "the instance",
+            "#[coalesce(reuse = .., key: (u64, String) = (self.id, endpoint.clone()))]",
+        )
+    } else {
+        (
+            "the value it points at",
+            "#[coalesce(reuse = .., key: u64 = session.id)]",
+        )
+    };
+    format!(
+        "the key of `{name}` is made from an address, and `reuse` hands a result to later calls \
+         with an equal key after its flight has ended: by then {whose} may be gone and another \
+         one live at the same address, which would receive the old one's result. An address is \
+         an identity only while its value lives, and a reuse window outlives it.\n\
+         Key by something that is never reused: what the result depends on (the principal's \
+         token, a tenant id), or an id given out once, from a counter, when the value is made, \
+         e.g.\n      \
+         {example}"
+    )
+}
+
+/// The first token of `tokens` (a key expression) that makes an address of something: a
+/// cast to a raw pointer (`as *const`), a raw borrow (`&raw const`), `addr_of!`, a
+/// pointer from a smart pointer or a reference (`Arc::as_ptr`, `ptr::from_ref`,
+/// `NonNull::from`, `into_raw`), or `{:p}` in a format string. A token walk reads the
+/// spellings an expression can show; a helper function that computes an address out of
+/// sight is not seen.
+fn address(tokens: TokenStream) -> Option<Span> {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let punct = |at: usize, c: char| matches!(tokens.get(at), Some(TokenTree::Punct(p)) if p.as_char() == c);
+    let ident =
+        |at: usize, name: &str| matches!(tokens.get(at), Some(TokenTree::Ident(i)) if i == name);
+    for (index, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Group(group) => {
+                if let Some(found) = address(group.stream()) {
+                    return Some(found);
+                }
+            }
+            TokenTree::Ident(i) if i == "as" && punct(index + 1, '*') => return Some(i.span()),
+            TokenTree::Punct(p) if p.as_char() == '&' && ident(index + 1, "raw") => {
+                return Some(p.span());
+            }
+            TokenTree::Ident(i)
+                if [
+                    "addr_of",
+                    "addr_of_mut",
+                    "as_ptr",
+                    "as_mut_ptr",
+                    "into_raw",
+                    "NonNull",
+                ]
+                .iter()
+                .any(|name| i == name) =>
+            {
+                return Some(i.span());
+            }
+            // `ptr::from_ref` / `ptr::from_mut`: other functions may share the name.
+            TokenTree::Ident(i)
+                if (i == "from_ref" || i == "from_mut")
+                    && index >= 3
+                    && ident(index - 3, "ptr")
+                    && punct(index - 2, ':')
+                    && punct(index - 1, ':') =>
+            {
+                return Some(i.span());
+            }
+            TokenTree::Literal(literal) if formats_a_pointer(&literal.to_string()) => {
+                return Some(literal.span());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether a literal (as written, quotes included) is a format string with a `{:p}`
+/// placeholder (any argument, flags or width: `{0:p}`, `{self:#p}`).
+fn formats_a_pointer(literal: &str) -> bool {
+    if !literal.ends_with('"') {
+        return false;
+    }
+    let mut rest = literal;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        if rest.starts_with('{') {
+            // `{{`: an escaped brace.
+            rest = &rest[1..];
+            continue;
+        }
+        let Some(close) = rest.find('}') else {
+            return false;
+        };
+        let placeholder = &rest[..close];
+        if placeholder.contains(':') && placeholder.ends_with('p') {
+            return true;
+        }
+        rest = &rest[close + 1..];
+    }
+    false
 }
 
 fn borrows_self(receiver: &Receiver) -> bool {
@@ -363,5 +475,62 @@ fn result_types(ty: &Type) -> ResultTypes {
         [ok, err] => ResultTypes::Both(Box::new((*ok).clone()), Box::new((*err).clone())),
         [_] => ResultTypes::Alias,
         _ => ResultTypes::NotResult,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::ToTokens;
+
+    use super::{address, formats_a_pointer};
+
+    fn finds_address(expr: &str) -> bool {
+        let expr: syn::Expr = syn::parse_str(expr).expect("a valid expression");
+        address(expr.to_token_stream()).is_some()
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_is_found() {
+        for expr in [
+            "self as *const Self as usize",
+            "(id.clone(), self as *mut Self as usize)",
+            "&raw const *self as usize",
+            "std::ptr::addr_of!(*self) as usize",
+            "core::ptr::addr_of_mut!(self.state) as usize",
+            "Arc::as_ptr(&self) as usize",
+            "self.name.as_ptr() as usize",
+            "Arc::into_raw(self.clone()) as usize",
+            "NonNull::from(self)",
+            "std::ptr::from_ref(self).addr()",
+            "format!(\"{:p}\", self)",
+            "format!(\"{0:#p}/{1}\", self, id)",
+            "format!(\"{self:p}\")",
+        ] {
+            assert!(finds_address(expr), "{expr}");
+        }
+    }
+
+    #[test]
+    fn keys_that_are_not_addresses_pass() {
+        for expr in [
+            "(self.token.clone(), endpoint.clone())",
+            "self.addr",
+            "self.id as u64",
+            "*user_id",
+            "format!(\"user:{user_id}\")",
+            "format!(\"{:?}/{p}\", self.kind)",
+            "format!(\"{{:p}} {}\", id)",
+            "convert::from_ref(id)",
+            "|user_id, _| format!(\"{user_id}\")",
+        ] {
+            assert!(!finds_address(expr), "{expr}");
+        }
+    }
+
+    #[test]
+    fn only_string_literals_format() {
+        assert!(formats_a_pointer("\"{:p}\""));
+        assert!(!formats_a_pointer("'p'"));
+        assert!(!formats_a_pointer("\"{:p\""));
     }
 }

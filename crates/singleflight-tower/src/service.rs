@@ -243,6 +243,10 @@ where
             if let Some(decided) = decide(&tap, &question, &method, false) {
                 let mut response = deliver(tap, decided, &question, &method).await;
                 response.headers_mut().insert(AGE, age);
+                // Counted as the core counts a reuse window's hit: neither a hit nor a miss.
+                if let Some(observer) = &config.observer {
+                    observer.reused();
+                }
                 return Ok(mark(response, Some(REUSED), &config));
             }
         }
@@ -252,6 +256,11 @@ where
     if let Some(tap) = config.streams.join(&key, &parts.headers) {
         if let Some(decided) = decide(&tap, &question, &method, false) {
             let response = deliver(tap, decided, &question, &method).await;
+            // Joining a response whose flight has ended is still a join of its execution: a
+            // hit, as it would have been a moment earlier.
+            if let Some(observer) = &config.observer {
+                observer.joined();
+            }
             return Ok(mark(response, Some(JOINED), &config));
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
+use singleflight_stats::Stats;
 use singleflight_tower::{Coalesce, CoalesceLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer as _, ServiceExt as _};
@@ -76,9 +77,11 @@ async fn advance(seconds: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn reused_inside_the_window_with_its_age_and_not_after() {
+    let stats = Arc::new(Stats::new());
     let (service, runs) = service(
         CoalesceLayer::new()
             .debug_header(ROLE)
+            .observer(stats.clone())
             .reuse_for(Duration::from_secs(10)),
         |_| (StatusCode::OK, vec![]),
     );
@@ -102,6 +105,9 @@ async fn reused_inside_the_window_with_its_age_and_not_after() {
     let after = call(&service, "/r", &[]).await;
     assert_eq!((after.0.as_str(), after.3.as_str()), ("led", "execution 2"));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // The observer saw two executions and two reused responses, and no hits.
+    let counted = stats.snapshot();
+    assert_eq!((counted.misses, counted.reused, counted.hits), (2, 2, 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use singleflight_stats::Stats;
 use singleflight_tower::{BodyError, CoalesceLayer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
@@ -230,7 +231,8 @@ fn get() -> Request<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_during_the_body_joins_it_from_byte_zero() {
     let report = Report::new(4);
-    let layer = CoalesceLayer::new();
+    let stats = Arc::new(Stats::new());
+    let layer = CoalesceLayer::new().observer(stats.clone());
     let service = in_process(&report, &layer);
     let first = service.clone().oneshot(get()).await.unwrap();
     assert_eq!(first.headers()[&ROLE], "led");
@@ -243,6 +245,9 @@ async fn a_request_during_the_body_joins_it_from_byte_zero() {
     let late = service.clone().oneshot(get()).await.unwrap();
     assert_eq!(late.headers()[&ROLE], "joined");
     assert_eq!(report.executions(), 1);
+    // The observer counts the late request as a hit of the one execution.
+    let counted = stats.snapshot();
+    assert_eq!((counted.hits, counted.misses), (1, 1));
     report.gate.add_permits(2);
     let mut late_bytes = Vec::new();
     frames(late, |d| late_bytes.extend_from_slice(d))
