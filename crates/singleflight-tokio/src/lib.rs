@@ -31,6 +31,16 @@
 //!     // Blocking work goes to tokio's blocking pool.
 //!     let sum = Group::<u32, u64>::new().call_blocking(&1, || (1..=10).sum()).await;
 //!     assert_eq!(sum, Ok(55));
+//!
+//!     // Every kind of call is a request; the methods above are its shorthands. Blocking
+//!     // work whose caller gives up after 5 s, say:
+//!     let sum = Group::<u32, u64>::new()
+//!         .request(&2)
+//!         .blocking()
+//!         .timeout(Duration::from_secs(5))
+//!         .call(|| (1..=20).sum())
+//!         .await;
+//!     assert_eq!(sum, Ok(210));
 //!     assert_eq!(group.in_flight(), 0);
 //! }
 //! ```

@@ -444,6 +444,8 @@ macro_rules! __front_end_group {
             /// `Error<Arc<E>>` implements `std::error::Error` when `E` does, so `?` into
             /// `Box<dyn Error>` works, and `Error<Arc<io::Error>>` converts into
             /// `io::Error`.
+            /// With a timeout: `group.request(&key).timeout(d).try_call_arc(work)` (see
+            /// [`request`](Self::request)).
             ///
             /// # Errors
             ///
@@ -589,6 +591,8 @@ macro_rules! __front_end_group {
 
             /// Runs blocking `work` once for all concurrent callers of `key`, on the
             /// runtime's blocking pool; otherwise as [`call_detached`](Self::call_detached).
+            /// With a timeout: `group.request(&key).blocking().timeout(d).call(work)` (see
+            /// [`request`](Self::request)).
             ///
             /// # Errors
             ///
