@@ -167,7 +167,10 @@ impl<K, T, S> Group<K, T, S> {
         self.inner.forget_all()
     }
 
-    /// The runtime-free group underneath.
+    /// The runtime-free group underneath (its introspection, its `enter` for a call loop of
+    /// your own). Every front-end's `as_core` returns `&Group`: the group is what they have
+    /// in common, while how a front-end holds it (in an `Arc` here) is its own business. To
+    /// share the group, clone this one.
     pub fn as_core(&self) -> &sf::Group<K, T, S> {
         &self.inner
     }
