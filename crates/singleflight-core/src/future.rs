@@ -11,13 +11,13 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::entry::{Entry, enter_with};
+use crate::call_loop::{Inline, Step, register, waited};
 use crate::error::Error;
 use crate::group::Group;
 use crate::leader::Leader;
 use crate::types::Role;
 use crate::unwind::{self, Payload};
-use crate::waiter::{Waited, Waiter};
+use crate::waiter::Waiter;
 use crate::work::Work;
 
 /// A future of a coalesced call that can tell which role its caller played.
@@ -44,8 +44,8 @@ pin_project! {
     // registers), so that a waiting call, of which a herd has thousands, stays small.
     #[project = StateProj]
     enum State<'a, K, Q: ?Sized, T, S, F, Fut> {
-        Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<F> },
-        Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
+        Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<Inline<F>> },
+        Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<Inline<F>> },
         // The work's future lives inline if it is small (a lone leader allocates nothing),
         // boxed if it is large (a waiting call, of which a herd has thousands, holds room
         // for a small one only): see `work.rs`.
@@ -143,7 +143,7 @@ where
             state: State::Start {
                 group: self,
                 key,
-                work: Some(work),
+                work: Some(Inline(work)),
             },
         }
     }
@@ -184,7 +184,7 @@ where
                 state: State::Start {
                     group: self,
                     key,
-                    work: Some(work),
+                    work: Some(Inline(work)),
                 },
             },
         }
@@ -204,53 +204,40 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        match this.state.as_mut().project() {
+        // The call loop's next step (see `call_loop`), and the work it keeps if it waits.
+        let (step, work) = match this.state.as_mut().project() {
             StateProj::Start { group, key, work } => {
-                let work = work
-                    .take()
-                    .expect("work is present until the call registers");
-                match enter_with(*group, *key, Some(cx.waker())) {
-                    Err(error) => {
-                        *this.role = Some(Role::Waiter);
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error));
-                    }
-                    Ok(Entry::Leader(leader)) => {
-                        *this.role = Some(Role::Leader { shared: false });
-                        start_leading(this.state.as_mut(), leader, work);
-                    }
-                    Ok(Entry::Reused(reused)) => {
-                        *this.role = Some(Role::Reused { age: reused.age() });
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(reused.into_value()));
-                    }
-                    Ok(Entry::Waiter(waiter)) => {
-                        // Joined with this task's waker: nothing to check until woken.
-                        this.state.set(State::Waiting {
-                            waiter,
-                            work: Some(work),
-                        });
-                        return Poll::Pending;
-                    }
-                }
+                let step = register(*group, *key, Some(cx.waker()), work, *this.failed);
+                (step, work.take())
             }
             StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Waited::Outcome(outcome)) => {
-                    *this.role = Some(Role::Waiter);
-                    this.state.set(State::Done);
-                    return Poll::Ready(outcome);
-                }
-                Poll::Ready(Waited::Promoted(leader)) => {
-                    *this.role = Some(Role::Leader { shared: false });
-                    let work = work.take().expect("a waiter keeps its work");
-                    start_leading(this.state.as_mut(), leader, work);
-                }
+                Poll::Ready(outcome) => (
+                    waited(outcome, Role::Waiter, work, *this.failed),
+                    work.take(),
+                ),
             },
-            StateProj::Leading { .. } => {}
+            StateProj::Leading { .. } => return lead(this.state, this.role, *this.failed, cx),
             StateProj::Done => panic!("`Call` polled after completion"),
+        };
+        match step {
+            Step::Done(outcome, role) => {
+                *this.role = Some(role);
+                this.state.set(State::Done);
+                Poll::Ready(outcome)
+            }
+            Step::Wait(waiter) => {
+                // Joined with this task's waker: nothing to check until woken.
+                this.state.set(State::Waiting { waiter, work });
+                Poll::Pending
+            }
+            Step::Lead(leader, work) => {
+                *this.role = Some(Role::Leader { shared: false });
+                start_leading(this.state.as_mut(), leader, work);
+                lead(this.state, this.role, *this.failed, cx)
+            }
+            Step::Launched(_) => unreachable!("inline work is never launched"),
         }
-        lead(this.state, this.role, *this.failed, cx)
     }
 }
 

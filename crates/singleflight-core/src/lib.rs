@@ -168,6 +168,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod call_loop;
 mod entry;
 mod error;
 mod flight;

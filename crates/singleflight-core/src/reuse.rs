@@ -186,6 +186,9 @@ impl<T> fmt::Debug for Reused<T> {
 pub(crate) enum Lookup<T> {
     /// A value within its window.
     Fresh(Reused<T>),
+    /// A value within its window but past its refresh threshold, and this caller is the
+    /// one to start the key's refresh: a flight that tracks with this generation.
+    Stale(Reused<T>, u64),
     /// Nothing to reuse; a flight this caller starts tracks with this generation.
     Miss(u64),
 }
@@ -308,7 +311,27 @@ impl<K, T> Reuse<K, T> {
     }
 
     pub(crate) fn set_window(&mut self, window: Duration) {
+        if let Some(after) = self.refresh_after {
+            assert!(
+                after < window,
+                "the refresh threshold ({after:?}) must be shorter than the reuse window ({window:?})"
+            );
+        }
         self.window = window;
+    }
+
+    /// Sets the refresh threshold (stale-while-revalidate).
+    ///
+    /// # Panics
+    ///
+    /// If `after` is not shorter than the window.
+    pub(crate) fn set_refresh_after(&mut self, after: Duration) {
+        assert!(
+            after < self.window,
+            "the refresh threshold ({after:?}) must be shorter than the reuse window ({:?})",
+            self.window
+        );
+        self.refresh_after = Some(after);
     }
 
     pub(crate) fn set_max(&mut self, max: usize) {
@@ -330,9 +353,10 @@ impl<K, T> Reuse<K, T> {
     }
 
     /// The value of `key` if it is within its window; otherwise the generation a flight
-    /// this caller starts must track with. A value found past its refresh threshold makes
-    /// this caller the one to start the refresh, once per value.
-    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q) -> Lookup<T>
+    /// this caller starts must track with. If `refresh` (the caller can start a refresh),
+    /// a value found past its refresh threshold makes this caller the one to start the
+    /// key's refresh ([`Lookup::Stale`]), once per value: **refresh** (idle → running).
+    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, refresh: bool) -> Lookup<T>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
@@ -346,28 +370,26 @@ impl<K, T> Reuse<K, T> {
         let found = guard
             .table
             .find_mut(hash, |stored| stored.key.borrow() == key)
-            .map(|stored| {
-                let refreshes = self.refresh_after.is_some();
-                match &stored.value {
-                    Some(fresh) if fresh.expires > now => {
-                        let start = refreshes
-                            && stored.refresh == Refresh::Idle
-                            && stored.pending.is_none()
-                            && fresh.refresh_at.is_some_and(|at| at <= now);
-                        if start {
-                            stored.refresh = Refresh::Running;
-                        }
-                        Some(Reused {
-                            value: Arc::clone(&fresh.value),
-                            age: now.saturating_sub(fresh.stored),
-                        })
+            .map(|stored| match &stored.value {
+                Some(fresh) if fresh.expires > now => {
+                    let start = refresh
+                        && stored.refresh == Refresh::Idle
+                        && stored.pending.is_none()
+                        && fresh.refresh_at.is_some_and(|at| at <= now);
+                    if start {
+                        stored.refresh = Refresh::Running;
                     }
-                    Some(_) => None,
-                    None => None,
+                    let reused = Reused {
+                        value: Arc::clone(&fresh.value),
+                        age: now.saturating_sub(fresh.stored),
+                    };
+                    Some((reused, start))
                 }
+                Some(_) => None,
+                None => None,
             });
         let found = match found {
-            Some(Some(reused)) => Some(reused),
+            Some(Some(found)) => Some(found),
             Some(None) => {
                 // Found, but over: drop the value now.
                 guard.take_value(
@@ -384,9 +406,30 @@ impl<K, T> Reuse<K, T> {
         drop(gone);
         self.sweep(now);
         match found {
-            Some(reused) => Lookup::Fresh(reused),
+            Some((reused, false)) => Lookup::Fresh(reused),
+            Some((reused, true)) => Lookup::Stale(reused, generation),
             None => Lookup::Miss(generation),
         }
+    }
+
+    /// **refresh** undone: the caller that [`lookup`](Self::lookup) made the one to start
+    /// `key`'s refresh found a flight for the key in progress, and started none. The next
+    /// call past the threshold may start one (unless that flight stores a value first).
+    pub(crate) fn refresh_not_started<Q>(&self, hash: u64, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let mut guard = self.shard(hash).lock();
+        if let Some(stored) = guard
+            .table
+            .find_mut(hash, |stored| stored.key.borrow() == key)
+        {
+            if stored.refresh == Refresh::Running && stored.pending.is_none() {
+                stored.refresh = Refresh::Idle;
+            }
+        }
+        drop(guard);
     }
 
     /// Every [`SWEEP_EVERY`] look-ups, checks the front of one more shard's expiry queue,
