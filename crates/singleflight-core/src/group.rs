@@ -145,6 +145,10 @@ impl<K, T, S> Group<K, T, S> {
     /// [`max_reusable`](Self::max_reusable) bounds how many are kept. A window of zero
     /// keeps no values (errors may still be kept under [`reuse_errors`](Self::reuse_errors)).
     ///
+    /// A refresh threshold inside the window ([`refresh_after`](Self::refresh_after)) keeps
+    /// a value fresh while it is asked for: a call past the threshold gets it at once and
+    /// starts one refresh of the key, detached from every caller.
+    ///
     /// # Examples
     ///
     /// ```

@@ -54,6 +54,7 @@ impl<G: GroupRef> Leader<G> {
 
     /// The same leader, holding another handle to its group (an `Arc` of the group this
     /// `&Group` leader borrows, so that a refresh's leader can move to another thread).
+    #[cfg(feature = "std")]
     pub(crate) fn rebind<H: GroupRef<Key = G::Key, Value = G::Value, Hasher = G::Hasher>>(
         mut self,
         group: H,

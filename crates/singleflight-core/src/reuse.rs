@@ -1,37 +1,58 @@
-//! Results that outlive their flight (DESIGN rule 16): the reuse window.
+//! Results that outlive their flight (DESIGN rule 16): the reuse window, and the refresh
+//! inside it (stale-while-revalidate).
 //!
 //! With a window, a value a flight published is kept, per key, and handed to calls for
 //! that key within the window without running the work ([`Reused`]). Off by default: a
 //! group without a window has no store, and its calls pay one `Option` check at
 //! registration and one at publication.
 //!
+//! With a refresh threshold `r` inside the window `d` (`refresh_after`), a call that finds
+//! a value older than `r` still gets it at once, and the first such call that can hand its
+//! work away starts the key's **refresh**: a flight of its own, registered in the flight
+//! table like any other (so that callers finding the value expired after `d` join it) and
+//! tracked here like any other (so that it stores only if no `forget` came first), whose
+//! work the call launches detached (`call_loop.rs`). Nothing runs on a timer: a value
+//! nobody asks for is never refreshed.
+//!
 //! # Implementation
 //!
 //! ## States of a key's entry
 //!
-//! | state | `value` | `pending` | what holds |
-//! |---|---|---|---|
-//! | **tracked** | none | `Some(id)` | flight `id` runs for the key; its value may be stored |
-//! | **reusable** | `Some` | `None` | calls within the window get a clone |
-//! | **reusable, tracked** | `Some` | `Some(id)` | an older value is served while flight `id` (a refresh, or a flight that started as the old value expired) runs |
+//! | state | `value` | `pending` | `refresh` | what holds |
+//! |---|---|---|---|---|
+//! | **tracked** | none | `Some(id)` | any | flight `id` runs for the key; its value may be stored |
+//! | **reusable** | `Some` | `None` | `Idle` | calls within the window get a clone; past `r`, the first that can refresh starts one |
+//! | **reusable, starting** | `Some` | `None` | `Running` | a call is starting the refresh (between its look-up and its **track**); nobody else starts one |
+//! | **reusable, tracked** | `Some` | `Some(id)` | `Running` or `Idle` | the value is served while flight `id` (a refresh, or a flight that started as the old value expired) runs |
+//! | **reusable, failed** | `Some` | `None` | `Failed` | a refresh of this value failed: it is served until `d`, and not refreshed again |
 //!
-//! An entry with neither is removed at once. Transitions:
+//! An entry with neither a value nor a pending flight is removed at once. Transitions:
 //!
+//! * **refresh**: a look-up by a caller that can start a refresh finds the value past its
+//!   threshold, `Idle` and untracked: `refresh` becomes `Running` under the shard lock, so
+//!   that one caller, whatever the number, starts it ([`Reuse::lookup`] returns
+//!   [`Lookup::Stale`]); that caller then registers the refresh's flight, only if the key
+//!   has none (`Flights::start`), and **track**s it. If the key had a flight after all,
+//!   `refresh` goes back to `Idle` ([`Reuse::refresh_not_started`]).
 //! * **track**: a caller that starts a flight records the flight's id ([`Reuse::track`]),
 //!   unless a `forget` of the key's shard came between its look-up and now (the shard's
 //!   `generation` moved): then its flight never stores.
 //! * **store**: the flight publishes a reusable outcome ([`Reuse::store`]), before its slot
 //!   leaves the flight table, so that no caller finds neither the flight nor the value. Only
 //!   the flight whose id is `pending` stores: a forgotten flight's entry is gone, or belongs
-//!   to a newer flight.
+//!   to a newer flight. The stored value is fresh: `refresh` is `Idle` again, with a
+//!   threshold of its own.
 //! * **abandon**: the flight ended with nothing to store (a panic, a dropped leader with
-//!   nobody to take over, an outcome the policy does not reuse): `pending` is cleared.
+//!   nobody to take over, an outcome the policy does not reuse): `pending` is cleared. If
+//!   it was a refresh (`Running`), `refresh` becomes `Failed` and the observer hears of it
+//!   (`refresh_failed`); the old value, if still within `d`, stays.
 //! * **expire**: on every look-up and track, up to [`EXPIRE_PER_CALL`] entries at the front
 //!   of the shard's expiry queue are checked and dropped if their window is over, and every
 //!   [`SWEEP_EVERY`] look-ups another shard's queue is, in turn (so a shard nobody calls
 //!   empties too); a look-up that finds an expired value drops it;
 //!   [`Reuse::purge_expired`] drops them all.
-//! * **forget**: the entry is removed and the shard's `generation` moves on.
+//! * **forget**: the entry is removed and the shard's `generation` moves on: a refresh
+//!   running for it finds no `pending` entry of its own when it ends, and stores nothing.
 //!
 //! ## Locks and user code
 //!
