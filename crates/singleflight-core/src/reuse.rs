@@ -45,7 +45,8 @@
 //! * **abandon**: the flight ended with nothing to store (a panic, a dropped leader with
 //!   nobody to take over, an outcome the policy does not reuse): `pending` is cleared. If
 //!   it was a refresh (`Running`), `refresh` becomes `Failed` and the observer hears of it
-//!   (`refresh_failed`); the old value, if still within `d`, stays.
+//!   (`refresh_failed`); the old value, if still within `d`, stays. A refresh's error is
+//!   never stored, even under an error policy that keeps errors.
 //! * **expire**: on every look-up and track, up to [`EXPIRE_PER_CALL`] entries at the front
 //!   of the shard's expiry queue are checked and dropped if their window is over, and every
 //!   [`SWEEP_EVERY`] look-ups another shard's queue is, in turn (so a shard nobody calls
@@ -660,7 +661,14 @@ impl<K, T> Shard<K, T> {
             return Ended::Done;
         };
         let had_value = stored.value.is_some();
+        let refreshing = stored.refresh == Refresh::Running;
         let to_store = match publish.take() {
+            // A refresh that failed stores nothing, whatever the error policy: the value
+            // it was to replace is served until its window ends.
+            Some(failed) if refreshing && failed.failed => {
+                *publish = Some(failed);
+                None
+            }
             Some(publish) if had_value || reuse.admit() => Some(publish),
             Some(refused) => {
                 // Full: make room from this shard's expired values, then try once more.
@@ -679,7 +687,6 @@ impl<K, T> Shard<K, T> {
         };
         let stored = entry.get_mut();
         stored.pending = None;
-        let refreshing = stored.refresh == Refresh::Running;
         match to_store {
             Some(Publish {
                 value,

@@ -297,3 +297,28 @@ fn a_kept_error_is_served_and_never_refreshed() {
     );
     assert_eq!(held.len(), 0, "a kept error is not refreshed");
 }
+
+#[test]
+fn a_refresh_error_never_replaces_the_value_even_under_an_error_policy() {
+    let (clock, held, observer) = (
+        Manual::default(),
+        Held::default(),
+        Arc::<Refreshes>::default(),
+    );
+    let group: Arc<Group<String, Value>> = Arc::new(
+        Group::new()
+            .with_observer(observer.clone())
+            .reuse_for(WINDOW, clock.clone())
+            .reuse_errors(|_| Some(WINDOW))
+            .refresh_after(AFTER),
+    );
+    assert_eq!(call(&group, &held, Ok(1)).0, Ok(1));
+    clock.advance(AFTER);
+    assert_eq!(
+        call(&group, &held, Err("down".into())),
+        (Ok(1), reused(AFTER))
+    );
+    held.take()();
+    assert_eq!(observer.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(call(&group, &held, Ok(2)), (Ok(1), reused(AFTER)));
+}
