@@ -38,15 +38,33 @@ use crate::waiter::{Waited, Waiter};
 /// How a call leads, once it must run the work: the one thing the ways of calling do
 /// differently (besides waiting).
 pub(crate) trait Lead<G: GroupRef>: Sized {
-    /// What a leading caller runs in its own place (its work), or [`Infallible`] for a
-    /// call that never does (its work is launched).
+    /// The work, as a caller that runs it in place runs it.
     type Here;
+
+    /// Whether a leading caller runs the work in place ([`Step::Lead`]: the work stays in
+    /// the caller's `how` until it takes it with [`here`](Self::here)), or launches it
+    /// ([`launch`](Self::launch)).
+    const IN_PLACE: bool;
 
     /// Whether this call's work can be handed to a refresh, to run detached from it.
     const REFRESHES: bool;
 
-    /// Starts leading the flight `leader` leads.
-    fn lead(self, leader: Leader<G>, failed: fn(&G::Value) -> bool) -> Led<G, Self::Here>;
+    /// The work, for a caller that runs it in place.
+    #[cfg_attr(
+        not(feature = "std"),
+        expect(
+            dead_code,
+            reason = "the blocking loop's; `Call` unwraps its `Inline` itself"
+        )
+    )]
+    fn here(self) -> Self::Here;
+
+    /// Launches the work of the flight `leader` leads, and returns the waiter the caller
+    /// waits on as its (uncounted) launcher. Only called when not [`IN_PLACE`](Self::IN_PLACE).
+    fn launch(self, leader: Leader<G>, failed: fn(&G::Value) -> bool) -> Waiter<G> {
+        let _ = (leader, failed);
+        unreachable!("work run in place is never launched")
+    }
 
     /// Hands the work to the refresh `leader` leads, to run where no caller's cancellation
     /// reaches it. Only called when [`REFRESHES`](Self::REFRESHES).
@@ -56,20 +74,13 @@ pub(crate) trait Lead<G: GroupRef>: Sized {
     }
 }
 
-/// How a caller started leading.
-pub(crate) enum Led<G: GroupRef, H> {
-    /// The caller runs the work `H` in place, with the flight's guard.
-    Here(Leader<G>, H),
-    /// The work was launched; the caller waits for it as the flight's (uncounted) launcher.
-    Launched(Waiter<G>),
-}
-
 /// What a call does next.
-pub(crate) enum Step<G: GroupRef, H> {
+pub(crate) enum Step<G: GroupRef> {
     /// Wait for the flight (joined as a waiter).
     Wait(Waiter<G>),
-    /// Run the work `H` in place, as the flight's leader.
-    Lead(Leader<G>, H),
+    /// Run the work in place, as the flight's leader: the work is still in the caller's
+    /// `how` ([`Lead::here`]).
+    Lead(Leader<G>),
     /// Wait for the work this caller launched, as its flight's leader.
     Launched(Waiter<G>),
     /// The call is over: its outcome and its role.
@@ -81,11 +92,12 @@ pub(crate) struct Inline<F>(pub(crate) F);
 
 impl<G: GroupRef, F> Lead<G> for Inline<F> {
     type Here = F;
+    const IN_PLACE: bool = true;
     const REFRESHES: bool = false;
 
     #[inline]
-    fn lead(self, leader: Leader<G>, _failed: fn(&G::Value) -> bool) -> Led<G, F> {
-        Led::Here(leader, self.0)
+    fn here(self) -> F {
+        self.0
     }
 }
 
@@ -95,13 +107,18 @@ pub(crate) struct Launched<L>(pub(crate) L);
 
 impl<G: GroupRef, L: Launch<G>> Lead<G> for Launched<L> {
     type Here = Infallible;
+    const IN_PLACE: bool = false;
     const REFRESHES: bool = true;
 
-    fn lead(self, leader: Leader<G>, failed: fn(&G::Value) -> bool) -> Led<G, Infallible> {
+    fn here(self) -> Infallible {
+        unreachable!("launched work never runs in place")
+    }
+
+    fn launch(self, leader: Leader<G>, failed: fn(&G::Value) -> bool) -> Waiter<G> {
         // Subscribe before launching: the task may finish at once on another thread.
         let waiter = Waiter::launcher(&leader);
         self.0.launch(leader, failed);
-        Led::Launched(waiter)
+        waiter
     }
 
     fn refresh(self, leader: Leader<G>, failed: fn(&G::Value) -> bool) {
@@ -119,7 +136,7 @@ pub(crate) fn register<G, Q, L>(
     waker: Option<&Waker>,
     how: &mut Option<L>,
     failed: fn(&G::Value) -> bool,
-) -> Step<G, L::Here>
+) -> Step<G>
 where
     G: GroupRef,
     G::Key: Hash + Eq + Borrow<Q>,
@@ -128,7 +145,29 @@ where
     Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
     L: Lead<G>,
 {
-    let entry = if L::REFRESHES {
+    let entry = enter(group, key, waker, how, failed);
+    entered(entry, how, failed)
+}
+
+/// The first half of [`register`]: the entry, with the refresh started if this caller is
+/// the one to start it. A caller whose uncontended path matters matches the entry's
+/// [`Entry::Leader`] itself and hands every other entry to [`entered`].
+#[inline]
+pub(crate) fn enter<G, Q, L>(
+    group: G,
+    key: &Q,
+    waker: Option<&Waker>,
+    how: &mut Option<L>,
+    failed: fn(&G::Value) -> bool,
+) -> Result<Entry<G>, Error>
+where
+    G: GroupRef,
+    G::Key: Hash + Eq + Borrow<Q>,
+    G::Hasher: BuildHasher,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
+    L: Lead<G>,
+{
+    if L::REFRESHES {
         let mut refresh = |leader: Leader<G>| {
             if let Some(how) = how.take() {
                 how.refresh(leader, failed);
@@ -137,7 +176,21 @@ where
         enter_with(group, key, waker, Some(&mut refresh))
     } else {
         enter_with(group, key, waker, None)
-    };
+    }
+}
+
+/// The second half of [`register`]: what the entry means for the call.
+#[inline]
+pub(crate) fn entered<G, L>(
+    entry: Result<Entry<G>, Error>,
+    how: &mut Option<L>,
+    failed: fn(&G::Value) -> bool,
+) -> Step<G>
+where
+    G: GroupRef,
+    G::Value: Clone,
+    L: Lead<G>,
+{
     match entry {
         Err(error) => Step::Done(Err(error), Role::Waiter),
         Ok(Entry::Leader(leader)) => lead(leader, how, failed),
@@ -157,7 +210,7 @@ pub(crate) fn waited<G, L>(
     role: Role,
     how: &mut Option<L>,
     failed: fn(&G::Value) -> bool,
-) -> Step<G, L::Here>
+) -> Step<G>
 where
     G: GroupRef,
     L: Lead<G>,
@@ -170,20 +223,16 @@ where
 
 /// **lead**, the way `how` says.
 #[inline]
-fn lead<G, L>(
-    leader: Leader<G>,
-    how: &mut Option<L>,
-    failed: fn(&G::Value) -> bool,
-) -> Step<G, L::Here>
+fn lead<G, L>(leader: Leader<G>, how: &mut Option<L>, failed: fn(&G::Value) -> bool) -> Step<G>
 where
     G: GroupRef,
     L: Lead<G>,
 {
+    if L::IN_PLACE {
+        return Step::Lead(leader);
+    }
     match how.take() {
-        Some(how) => match how.lead(leader, failed) {
-            Led::Here(leader, work) => Step::Lead(leader, work),
-            Led::Launched(waiter) => Step::Launched(waiter),
-        },
+        Some(how) => Step::Launched(how.launch(leader, failed)),
         None => {
             // Unreachable: a caller gives its work away only to a launch (whose waiter
             // is never promoted: a launched leader never abandons its flight) or to a
@@ -202,7 +251,8 @@ mod blocking {
     use core::hash::{BuildHasher, Hash};
     use std::time::Instant;
 
-    use super::{Inline, Lead, Led, Step, register, waited};
+    use super::{Inline, Lead, Step, enter, entered, waited};
+    use crate::entry::Entry;
     use crate::error::Error;
     use crate::group::Group;
     use crate::leader::Leader;
@@ -226,15 +276,12 @@ mod blocking {
         Sp: SpawnBlocking,
     {
         type Here = F;
+        const IN_PLACE: bool = true;
         const REFRESHES: bool = true;
 
         #[inline]
-        fn lead(
-            self,
-            leader: Leader<&'a Group<K, T, S>>,
-            _failed: fn(&T) -> bool,
-        ) -> Led<&'a Group<K, T, S>, F> {
-            Led::Here(leader, self.work)
+        fn here(self) -> F {
+            self.work
         }
 
         fn refresh(self, leader: Leader<&'a Group<K, T, S>>, failed: fn(&T) -> bool) {
@@ -245,6 +292,7 @@ mod blocking {
 
     /// The blocking call loop: registers, then runs the work on this thread or blocks on
     /// the flight until `deadline`.
+    #[inline]
     fn run<'g, K, T, S, Q, L>(
         group: &'g Group<K, T, S>,
         key: &Q,
@@ -261,14 +309,53 @@ mod blocking {
         L::Here: FnOnce() -> T,
     {
         let mut how = Some(how);
-        let mut step = register(group, key, None, &mut how, failed);
+        let leader = match enter(group, key, None, &mut how, failed) {
+            // The uncontended path, matched at once.
+            Ok(Entry::Leader(leader)) => leader,
+            entry => match entered(entry, &mut how, failed) {
+                Step::Lead(leader) => leader,
+                Step::Done(outcome, role) => return (outcome, role),
+                step => return wait(step, deadline, how, failed),
+            },
+        };
+        run_here(leader, how, failed)
+    }
+
+    /// Runs the work on this thread as the flight's leader.
+    #[inline]
+    fn run_here<'g, K, T, S, L>(
+        leader: Leader<&'g Group<K, T, S>>,
+        how: Option<L>,
+        failed: fn(&T) -> bool,
+    ) -> (Result<T, Error>, Role)
+    where
+        T: Clone,
+        L: Lead<&'g Group<K, T, S>>,
+        L::Here: FnOnce() -> T,
+    {
+        let work = how.expect("a caller keeps its work until it leads").here();
+        let (value, role) = leader.run_with_role(work, failed);
+        (Ok(value), role)
+    }
+
+    /// The rest of the loop, once this thread waits: block until the outcome (or until
+    /// `deadline`), and lead if promoted.
+    #[inline(never)]
+    fn wait<'g, K, T, S, L>(
+        mut step: Step<&'g Group<K, T, S>>,
+        deadline: Option<Instant>,
+        mut how: Option<L>,
+        failed: fn(&T) -> bool,
+    ) -> (Result<T, Error>, Role)
+    where
+        T: Clone,
+        L: Lead<&'g Group<K, T, S>>,
+        L::Here: FnOnce() -> T,
+    {
         loop {
             step = match step {
                 Step::Done(outcome, role) => return (outcome, role),
-                Step::Lead(leader, work) => {
-                    let (value, role) = leader.run_with_role(work, failed);
-                    return (Ok(value), role);
-                }
+                Step::Lead(leader) => return run_here(leader, how, failed),
                 Step::Wait(waiter) | Step::Launched(waiter) => {
                     let role = waiter.role();
                     let outcome = match deadline {

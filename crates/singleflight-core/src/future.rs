@@ -11,7 +11,8 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::call_loop::{Inline, Step, register, waited};
+use crate::call_loop::{Inline, Step, enter, entered, waited};
+use crate::entry::Entry;
 use crate::error::Error;
 use crate::group::Group;
 use crate::leader::Leader;
@@ -204,40 +205,57 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // The call loop's next step (see `call_loop`), and the work it keeps if it waits.
-        let (step, work) = match this.state.as_mut().project() {
+        // The call loop's steps (see `call_loop`), matched where they are made: this is
+        // every uncontended call's path.
+        match this.state.as_mut().project() {
             StateProj::Start { group, key, work } => {
-                let step = register(*group, *key, Some(cx.waker()), work, *this.failed);
-                (step, work.take())
-            }
-            StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(outcome) => (
-                    waited(outcome, Role::Waiter, work, *this.failed),
-                    work.take(),
-                ),
-            },
-            StateProj::Leading { .. } => return lead(this.state, this.role, *this.failed, cx),
-            StateProj::Done => panic!("`Call` polled after completion"),
-        };
-        match step {
-            Step::Done(outcome, role) => {
-                *this.role = Some(role);
-                this.state.set(State::Done);
-                Poll::Ready(outcome)
-            }
-            Step::Wait(waiter) => {
-                // Joined with this task's waker: nothing to check until woken.
-                this.state.set(State::Waiting { waiter, work });
-                Poll::Pending
-            }
-            Step::Lead(leader, work) => {
+                let entry = enter(*group, *key, Some(cx.waker()), work, *this.failed);
+                let leader = match entry {
+                    // The uncontended path, matched at once.
+                    Ok(Entry::Leader(leader)) => leader,
+                    entry => match entered(entry, work, *this.failed) {
+                        Step::Lead(leader) => leader,
+                        Step::Done(outcome, role) => {
+                            *this.role = Some(role);
+                            this.state.set(State::Done);
+                            return Poll::Ready(outcome);
+                        }
+                        Step::Wait(waiter) => {
+                            // Joined with this task's waker: nothing to check until woken.
+                            // The work stays with the caller, in case it is promoted.
+                            let work = work.take();
+                            this.state.set(State::Waiting { waiter, work });
+                            return Poll::Pending;
+                        }
+                        Step::Launched(_) => unreachable!("inline work is never launched"),
+                    },
+                };
                 *this.role = Some(Role::Leader { shared: false });
-                start_leading(this.state.as_mut(), leader, work);
-                lead(this.state, this.role, *this.failed, cx)
+                let work = work.take().expect("a caller keeps its work until it leads");
+                start_leading(this.state.as_mut(), leader, work.0);
             }
-            Step::Launched(_) => unreachable!("inline work is never launched"),
+            StateProj::Waiting { waiter, work } => {
+                let outcome = core::task::ready!(waiter.poll(cx));
+                match waited(outcome, Role::Waiter, work, *this.failed) {
+                    Step::Lead(leader) => {
+                        *this.role = Some(Role::Leader { shared: false });
+                        let work = work.take().expect("a caller keeps its work until it leads");
+                        start_leading(this.state.as_mut(), leader, work.0);
+                    }
+                    Step::Done(outcome, role) => {
+                        *this.role = Some(role);
+                        this.state.set(State::Done);
+                        return Poll::Ready(outcome);
+                    }
+                    Step::Wait(_) | Step::Launched(_) => {
+                        unreachable!("a waiter's wait ends with an outcome or the lead")
+                    }
+                }
+            }
+            StateProj::Leading { .. } => {}
+            StateProj::Done => panic!("`Call` polled after completion"),
         }
+        lead(this.state, this.role, *this.failed, cx)
     }
 }
 

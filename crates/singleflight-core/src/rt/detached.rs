@@ -290,7 +290,7 @@ where
                         waited(outcome, waiter.role(), &mut this.launch, this.failed)
                     }
                 },
-                Step::Lead(_, never) => match never {},
+                Step::Lead(_) => unreachable!("launched work never runs in place"),
             };
         }
     }
