@@ -96,6 +96,9 @@ impl Harness for Embassy {
         .with_blocking_pool(Offload::Unsupported(
             "embassy has no blocking pool (its targets have no threads)",
         ))
+        .with_refresh(Support::Unsupported(
+            "a refresh runs detached, and embassy cannot spawn a future made at run time",
+        ))
         .with_reentrancy(Support::Unsupported(
             "embassy targets build the core without std, which has no thread-local stack to detect it",
         ));

@@ -30,7 +30,8 @@ fn fallible(output: Result<u64, Error<String>>) -> Result<u64, Error<String>> {
 ///
 /// A thread cannot be dropped mid-call, so [`Caller::cancel`] does nothing, the leader-drop
 /// policy does not apply, and "detached" or "blocking-pool" calls are plain blocking calls
-/// (the leader's thread runs the work to its end whatever its waiters do). Timeouts bound
+/// (the leader's thread runs the work to its end whatever its waiters do) whose `'static`
+/// work can start a refresh (`Request::call_refreshing`). Timeouts bound
 /// only the wait for another thread's work.
 #[derive(Debug)]
 pub struct Blocking;
@@ -83,11 +84,20 @@ impl Harness for Blocking {
                 if let Some(timeout) = spec.timeout {
                     request = request.timeout(timeout);
                 }
-                if spec.fallible {
-                    request.try_call(|| work.run_blocking())
-                } else {
-                    let (output, role) = request.call(|| work.run_blocking());
-                    (infallible(output), role)
+                // Detached and blocking-pool calls hand `Send + 'static` work over, which
+                // a refresh can take (`call_refreshing`); the calling thread still runs
+                // it when it leads.
+                match (spec.kind, spec.fallible) {
+                    (Kind::Call, true) => request.try_call(|| work.run_blocking()),
+                    (Kind::Call, false) => {
+                        let (output, role) = request.call(|| work.run_blocking());
+                        (infallible(output), role)
+                    }
+                    (_, true) => request.try_call_refreshing(move || work.run_blocking()),
+                    (_, false) => {
+                        let (output, role) = request.call_refreshing(move || work.run_blocking());
+                        (infallible(output), role)
+                    }
                 }
             }));
             side.finish(match report {

@@ -8,9 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use singleflight_core::{
-    self as sf, DefaultHashBuilder, Entry, Error, Observer, Role, ShareableError, Waited,
-    rt::Clock,
+    self as sf, DefaultHashBuilder, Error, Observer, Role, ShareableError,
     rt::request::{ResultAndRole, ResultOnly},
+    rt::{Clock, SpawnBlocking},
 };
 
 /// The clock of reuse windows: the monotonic clock (`std::time::Instant`), from an origin
@@ -143,6 +143,40 @@ impl<K, T, S> Group<K, T, S> {
     /// cloned.
     pub fn max_reusable(self, max: usize) -> Self {
         self.configure(|group| group.max_reusable(max))
+    }
+
+    /// Stale-while-revalidate: a value older than `after` (within the reuse window) is
+    /// still returned at once, and the first call that finds it so starts the key's
+    /// refresh, on a thread of its own, with that call's work. One refresh per key at a
+    /// time; callers that find the value expired while it runs join it; when it publishes,
+    /// its value is kept fresh. A refresh that fails (an error, a panic) keeps the old value
+    /// until its window ends, and the observer hears of it. A value nobody asks for is
+    /// never refreshed, and [`forget`](Self::forget) / [`forget_all`](Self::forget_all)
+    /// win over a refresh running when they are called: it never stores its value.
+    ///
+    /// Only calls whose work can move to another thread start a refresh:
+    /// [`Request::call_refreshing`] and [`Request::try_call_refreshing`]. The other calls
+    /// ([`call`](Self::call), whose work may borrow from the caller) are served the kept
+    /// value until the window ends, then lead a new flight (or join a refresh in progress).
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), if `after`
+    /// is not shorter than the window, or if the group was cloned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use singleflight_blocking::Group;
+    ///
+    /// let group = Group::<String, u32>::new()
+    ///     .reuse_for(Duration::from_secs(60))
+    ///     .refresh_after(Duration::from_secs(50));
+    /// assert_eq!(group.request("k").call_refreshing(|| 1), Ok(1));
+    /// ```
+    pub fn refresh_after(self, after: Duration) -> Self {
+        self.configure(|group| group.refresh_after(after))
     }
 
     /// Drops every reusable value whose window is over. Returns how many.
@@ -490,6 +524,44 @@ where
     {
         self.run(work, |_| false).0
     }
+
+    /// Like [`call`](Self::call), for work that can move to another thread: with a
+    /// refresh threshold ([`Group::refresh_after`]), a call that finds its key's value past
+    /// it returns the value at once and hands `work` to the key's refresh, which runs it on
+    /// a thread of its own. Otherwise as [`call`](Self::call).
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Group::call`], and if the refresh's thread cannot be spawned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use singleflight_blocking::Group;
+    ///
+    /// let group = Group::<String, u32>::new()
+    ///     .reuse_for(Duration::from_secs(60))
+    ///     .refresh_after(Duration::ZERO);
+    /// assert_eq!(group.request("k").call_refreshing(|| 1), Ok(1));
+    /// // Past the threshold: the kept value at once, and `|| 2` runs as the refresh.
+    /// let (value, role) = group.request("k").with_role().call_refreshing(|| 2);
+    /// assert_eq!(value, Ok(1));
+    /// assert!(role.is_reused());
+    /// ```
+    pub fn call_refreshing<F>(self, work: F) -> Result<T, Error>
+    where
+        K: Send + 'static,
+        T: Send + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.run_refreshing(work, |_| false).0
+    }
 }
 
 impl<K, Q, T, S> Request<'_, K, Q, T, S, ResultAndRole>
@@ -513,6 +585,26 @@ where
         F: FnOnce() -> T,
     {
         self.run(work, |_| false)
+    }
+
+    /// [`Request::call_refreshing`], returning this thread's role with its result: a call
+    /// served the kept value while it starts the refresh is [`Role::Reused`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Request::call_refreshing`].
+    pub fn call_refreshing<F>(self, work: F) -> (Result<T, Error>, Role)
+    where
+        K: Send + 'static,
+        T: Send + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.run_refreshing(work, |_| false)
     }
 }
 
@@ -538,6 +630,27 @@ where
         F: FnOnce() -> Result<V, E>,
     {
         self.with_role().try_call(work).0
+    }
+
+    /// [`call_refreshing`](Request::call_refreshing) for fallible work: a refresh whose
+    /// work fails keeps the old value served until its window ends.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::try_call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Request::call_refreshing`].
+    pub fn try_call_refreshing<F>(self, work: F) -> Result<V, Error<E>>
+    where
+        K: Send + 'static,
+        V: Send + 'static,
+        E: ShareableError + Send + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E> + Send + 'static,
+    {
+        self.with_role().try_call_refreshing(work).0
     }
 }
 
@@ -619,34 +732,37 @@ where
     where
         F: FnOnce() -> T,
     {
-        let waiter = match self.group.inner.enter(self.key) {
-            Err(error) => return (Err(error), Role::Waiter),
-            Ok(Entry::Leader(leader)) => {
-                let (value, role) = leader.run_with_role(work, failed);
-                return (Ok(value), role);
-            }
-            Ok(Entry::Waiter(waiter)) => waiter,
-            Ok(Entry::Reused(reused)) => {
-                let age = reused.age();
-                return (Ok(reused.into_value()), Role::Reused { age });
-            }
-        };
-        let waited = match self.deadline {
-            None => waiter.wait(),
-            Some(deadline) => match waiter.wait_deadline(deadline) {
-                Some(waited) => waited,
-                None => return (Err(Error::Timeout), Role::Waiter),
-            },
-        };
-        match waited {
-            Waited::Outcome(outcome) => (outcome, Role::Waiter),
-            // A blocking leader is never dropped mid-work, but a promotion is honoured all
-            // the same: this thread runs its own work for the flight.
-            Waited::Promoted(leader) => {
-                let (value, role) = leader.run_with_role(work, failed);
-                (Ok(value), role)
-            }
-        }
+        self.group
+            .inner
+            .call_here(self.key, self.deadline, work, failed)
+    }
+
+    fn run_refreshing<F>(self, work: F, failed: fn(&T) -> bool) -> (Result<T, Error>, Role)
+    where
+        K: Send + 'static,
+        T: Send + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.group
+            .inner
+            .call_here_refreshing(self.key, self.deadline, work, ThreadSpawner, failed)
+    }
+}
+
+/// Runs a refresh on a thread of its own.
+#[derive(Clone, Copy, Debug)]
+struct ThreadSpawner;
+
+impl SpawnBlocking for ThreadSpawner {
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        std::thread::Builder::new()
+            .name("singleflight-refresh".into())
+            .spawn(f)
+            .expect("spawn a thread for a refresh");
     }
 }
 
@@ -673,6 +789,27 @@ where
         F: FnOnce() -> Result<V, E>,
     {
         let (outcome, role) = self.run(work, Result::is_err);
+        (sf::flatten(outcome), role)
+    }
+
+    /// [`Request::try_call_refreshing`], returning this thread's role with its result.
+    ///
+    /// # Errors
+    ///
+    /// As [`Group::try_call_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Request::call_refreshing`].
+    pub fn try_call_refreshing<F>(self, work: F) -> (Result<V, Error<E>>, Role)
+    where
+        K: Send + 'static,
+        V: Send + 'static,
+        E: ShareableError + Send + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E> + Send + 'static,
+    {
+        let (outcome, role) = self.run_refreshing(work, Result::is_err);
         (sf::flatten(outcome), role)
     }
 }

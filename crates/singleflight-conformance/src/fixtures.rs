@@ -303,6 +303,10 @@ pub struct Counts {
     pub timeouts: AtomicUsize,
     /// `reused`.
     pub reused: AtomicUsize,
+    /// `refresh_started`.
+    pub refreshes: AtomicUsize,
+    /// `refresh_failed`.
+    pub refresh_failures: AtomicUsize,
 }
 
 impl Counts {
@@ -340,5 +344,11 @@ impl Observer for Counts {
     }
     fn reused(&self) {
         self.reused.fetch_add(1, Ordering::SeqCst);
+    }
+    fn refresh_started(&self) {
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+    }
+    fn refresh_failed(&self) {
+        self.refresh_failures.fetch_add(1, Ordering::SeqCst);
     }
 }

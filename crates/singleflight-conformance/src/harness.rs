@@ -123,6 +123,11 @@ pub struct Capabilities {
     /// [`Error::Reentrant`](singleflight_core::Error::Reentrant)
     /// ([`Harness::spawn_reentrant`]).
     pub reentrancy: Support,
+    /// A [`Kind::Detached`] or [`Kind::Blocking`] call that finds its key's value past the
+    /// refresh threshold of a group configured with `refresh_after` gets the value at once
+    /// and hands its work to the key's refresh (stale-while-revalidate), which no caller's
+    /// cancellation reaches.
+    pub refresh: Support,
 }
 
 impl Capabilities {
@@ -134,17 +139,20 @@ impl Capabilities {
         blocking_pool: Offload::Spawned,
         timeouts: Support::Yes,
         reentrancy: Support::Yes,
+        refresh: Support::Yes,
     };
 
     /// A blocking front-end: callers are threads, which cannot be dropped mid-call;
     /// detached and blocking-pool calls are plain calls whose calling thread runs the work;
-    /// timeouts bound the wait for another thread's work.
+    /// timeouts bound the wait for another thread's work; such calls (their work is
+    /// `Send + 'static`) start refreshes on a thread of their own.
     pub const THREADS: Self = Self {
         cancellable: false,
         detached: Offload::Inline,
         blocking_pool: Offload::Inline,
         timeouts: Support::Yes,
         reentrancy: Support::Yes,
+        refresh: Support::Yes,
     };
 
     /// With `cancellable` callers or not.
@@ -179,6 +187,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_reentrancy(mut self, reentrancy: Support) -> Self {
         self.reentrancy = reentrancy;
+        self
+    }
+
+    /// With refreshes (`refresh_after`) supported or not.
+    #[must_use]
+    pub const fn with_refresh(mut self, refresh: Support) -> Self {
+        self.refresh = refresh;
         self
     }
 
@@ -259,9 +274,11 @@ impl fmt::Display for Support {
 pub enum Kind {
     /// `call` / `try_call`: the work runs in the caller.
     Call,
-    /// `call_detached` / `try_call_detached`: the work runs in a spawned task.
+    /// `call_detached` / `try_call_detached`: the work runs in a spawned task. With
+    /// [`Capabilities::refresh`], such a call can start a refresh.
     Detached,
     /// `call_blocking` / `try_call_blocking`: a blocking closure runs on the blocking pool.
+    /// With [`Capabilities::refresh`], such a call can start a refresh.
     Blocking,
 }
 

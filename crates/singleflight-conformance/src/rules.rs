@@ -1051,3 +1051,230 @@ pub async fn forget_drops_a_reusable_value<H: Harness>() {
         assert!(H::forget(&group, "k"));
     }
 }
+
+/// The refresh threshold of the refresh rules, inside [`WINDOW`].
+const AFTER: Duration = Duration::from_secs(6);
+
+/// The kinds of call that can start a refresh, among those the setup accepts.
+fn refreshing<H: Harness>() -> Vec<Kind> {
+    supported::<H>(&[Kind::Detached, Kind::Blocking])
+}
+
+/// A group with a reuse window of [`WINDOW`] and a refresh threshold of [`AFTER`] on
+/// `clock`, observed by `counts`, with one value stored for `key` (the leader's work
+/// returned `1`), and `clock` moved to the threshold.
+async fn stale_group<H: Harness>(
+    clock: &ManualClock,
+    counts: &Arc<Counts>,
+    key: &str,
+    spec: Spec,
+    probe: &Probe,
+) -> Arc<H::Group> {
+    let observer: Arc<dyn singleflight_core::Observer> = counts.clone();
+    let group = reuse_group::<H>(clock, LeaderDropPolicy::Takeover, |g| {
+        g.with_observer(observer).refresh_after(AFTER)
+    });
+    assert_eq!(
+        call_once::<H>(&group, key, spec, probe, Ends::Value(1)).await,
+        Report::Returned(Ok(1), Role::Leader { shared: false }),
+        "{spec:?}"
+    );
+    wait::<H>("the flight ends", || H::in_flight(&group) == 0).await;
+    clock.advance(AFTER);
+    group
+}
+
+/// Starts a caller whose own work waits for `gate` and then returns `value`.
+fn gated_call<H: Harness>(
+    group: &Arc<H::Group>,
+    spec: Spec,
+    probe: &Probe,
+    gate: &Gate,
+    ends: Ends,
+) -> Caller {
+    H::spawn_call(group, "k", spec, Work::new(probe, Some(gate), ends))
+}
+
+/// The role of a call served the value stored at the start, at the threshold.
+const STALE: Role = Role::Reused { age: AFTER };
+
+/// Checks [contract](crate::contract) rule 16: past the refresh threshold, a herd of
+/// callers gets the current value at once, and one refresh runs for the key, whatever the
+/// number of callers; once it publishes, its value is served fresh. A call whose work may
+/// borrow from its caller (`call`) starts none: it is served the value.
+pub async fn refresh_runs_once_under_a_herd<H: Harness>() {
+    for kind in refreshing::<H>() {
+        for spec in [Spec::CALL.kind(kind), Spec::CALL.kind(kind).fallible()] {
+            let (clock, counts, probe) = (ManualClock::new(), Arc::default(), Probe::default());
+            let group = stale_group::<H>(&clock, &counts, "k", spec, &probe).await;
+            assert_eq!(
+                call_once::<H>(&group, "k", Spec::CALL, &probe, Ends::Value(9)).await,
+                Report::Returned(Ok(1), STALE),
+                "a borrowing call is served the value ({spec:?})"
+            );
+            assert_eq!(H::in_flight(&group), 0, "and starts no refresh ({spec:?})");
+            assert_eq!(Counts::get(&counts.refreshes), 0, "{spec:?}");
+
+            let gate = Gate::new();
+            let herd: Vec<_> = (0..8)
+                .map(|_| gated_call::<H>(&group, spec, &probe, &gate, Ends::Value(2)))
+                .collect();
+            for caller in herd {
+                assert_eq!(
+                    caller.join().await,
+                    Report::Returned(Ok(1), STALE),
+                    "the current value, at once ({spec:?})"
+                );
+            }
+            wait::<H>("the refresh runs", || probe.started() == 2).await;
+            assert_eq!(Counts::get(&counts.refreshes), 1, "one refresh ({spec:?})");
+            assert_eq!(
+                H::in_flight(&group),
+                1,
+                "the refresh is a flight ({spec:?})"
+            );
+            assert_eq!(H::waiters(&group, "k"), 0, "nobody waits for it ({spec:?})");
+            gate.open();
+            wait::<H>("the refresh ends", || H::in_flight(&group) == 0).await;
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(3)).await,
+                Report::Returned(
+                    Ok(2),
+                    Role::Reused {
+                        age: Duration::ZERO
+                    }
+                ),
+                "the refresh's value is stored fresh ({spec:?})"
+            );
+            assert_eq!(probe.started(), 2, "{spec:?}");
+            assert_eq!(Counts::get(&counts.refresh_failures), 0, "{spec:?}");
+        }
+    }
+}
+
+/// Checks [contract](crate::contract) rule 16: a refresh that fails (an error, a panic)
+/// keeps the old value served until the window ends, is reported to the observer, and is
+/// not retried for that value; after the window the next call leads.
+pub async fn a_failed_refresh_serves_the_old_value<H: Harness>() {
+    for kind in refreshing::<H>() {
+        for (spec, ends) in [
+            (Spec::CALL.kind(kind).fallible(), Ends::Fail("down")),
+            (Spec::CALL.kind(kind), Ends::Panic("refresh panicked")),
+        ] {
+            let (clock, counts, probe) = (ManualClock::new(), Arc::default(), Probe::default());
+            let group = stale_group::<H>(&clock, &counts, "k", spec, &probe).await;
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, ends).await,
+                Report::Returned(Ok(1), STALE),
+                "{ends:?}"
+            );
+            wait::<H>("the refresh ends", || {
+                Counts::get(&counts.refresh_failures) == 1 && H::in_flight(&group) == 0
+            })
+            .await;
+            assert_eq!(probe.started(), 2, "the refresh ran ({ends:?})");
+            clock.advance(Duration::from_secs(1));
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(5)).await,
+                Report::Returned(
+                    Ok(1),
+                    Role::Reused {
+                        age: AFTER + Duration::from_secs(1)
+                    }
+                ),
+                "the old value is served ({ends:?})"
+            );
+            assert_eq!(
+                H::in_flight(&group),
+                0,
+                "and not refreshed again ({ends:?})"
+            );
+            assert_eq!(Counts::get(&counts.refreshes), 1, "{ends:?}");
+            clock.advance(WINDOW - AFTER - Duration::from_secs(1));
+            assert_eq!(
+                call_once::<H>(&group, "k", spec, &probe, Ends::Value(6)).await,
+                Report::Returned(Ok(6), Role::Leader { shared: false }),
+                "the window is over ({ends:?})"
+            );
+        }
+    }
+}
+
+/// Checks [contract](crate::contract) rules 16 and 6: the refresh runs out of reach of
+/// every caller's cancellation. The call that started it has returned (and its future is
+/// gone) while it runs; a caller that finds the value expired joins it, and dropping that
+/// caller (where callers can be dropped) does not stop it: it stores its value.
+pub async fn a_cancelled_trigger_does_not_cancel_the_refresh<H: Harness>() {
+    for kind in refreshing::<H>() {
+        let spec = Spec::CALL.kind(kind);
+        let (clock, counts, probe) = (ManualClock::new(), Arc::default(), Probe::default());
+        let group = stale_group::<H>(&clock, &counts, "k", spec, &probe).await;
+        let gate = Gate::new();
+        let trigger = gated_call::<H>(&group, spec, &probe, &gate, Ends::Value(2));
+        assert_eq!(trigger.join().await, Report::Returned(Ok(1), STALE));
+        wait::<H>("the refresh runs", || probe.started() == 2).await;
+        clock.advance(WINDOW - AFTER);
+        let late = join_waiters::<H>(&group, "k", spec, &probe, 2, 7).await;
+        let mut late = late.into_iter();
+        let (mut dropped, kept) = (late.next(), late.next().expect("two late callers"));
+        if H::CAPABILITIES.cancellable {
+            let dropped = dropped.take().expect("two late callers");
+            dropped.cancel();
+            assert_eq!(dropped.join().await, Report::Cancelled, "{spec:?}");
+            wait::<H>("the dropped caller leaves", || H::waiters(&group, "k") == 1).await;
+            assert_eq!(H::in_flight(&group), 1, "the refresh goes on ({spec:?})");
+        }
+        gate.open();
+        assert_eq!(
+            kept.join().await,
+            Report::Returned(Ok(2), Role::Waiter),
+            "a caller after the window joins the refresh ({spec:?})"
+        );
+        if let Some(other) = dropped {
+            // Threads cannot be dropped: the other late caller gets the refresh's value too.
+            assert_eq!(other.join().await, Report::Returned(Ok(2), Role::Waiter));
+        }
+        wait::<H>("the refresh ends", || H::in_flight(&group) == 0).await;
+        assert_eq!(
+            call_once::<H>(&group, "k", spec, &probe, Ends::Value(3)).await,
+            Report::Returned(
+                Ok(2),
+                Role::Reused {
+                    age: Duration::ZERO
+                }
+            ),
+            "the refresh stored its value ({spec:?})"
+        );
+        assert_eq!(probe.started(), 2, "no caller ran its own work ({spec:?})");
+        assert_eq!(Counts::get(&counts.refresh_failures), 0, "{spec:?}");
+    }
+}
+
+/// Checks [contract](crate::contract) rules 16 and 9: `forget` and `forget_all` win over a
+/// refresh running when they are called: it never stores its value afterwards.
+pub async fn forget_during_a_refresh_wins<H: Harness>() {
+    let Some(&kind) = refreshing::<H>().first() else {
+        return;
+    };
+    let spec = Spec::CALL.kind(kind);
+    for forget_all in [false, true] {
+        let (clock, counts, probe) = (ManualClock::new(), Arc::default(), Probe::default());
+        let group = stale_group::<H>(&clock, &counts, "k", spec, &probe).await;
+        let gate = Gate::new();
+        let trigger = gated_call::<H>(&group, spec, &probe, &gate, Ends::Value(2));
+        assert_eq!(trigger.join().await, Report::Returned(Ok(1), STALE));
+        wait::<H>("the refresh runs", || probe.started() == 2).await;
+        if forget_all {
+            assert!(H::forget_all(&group) >= 1);
+        } else {
+            assert!(H::forget(&group, "k"));
+        }
+        gate.open();
+        wait::<H>("the refresh ends", || H::in_flight(&group) == 0).await;
+        assert_eq!(
+            call_once::<H>(&group, "k", spec, &probe, Ends::Value(3)).await,
+            Report::Returned(Ok(3), Role::Leader { shared: false }),
+            "the refresh stored nothing (forget_all: {forget_all})"
+        );
+    }
+}

@@ -175,6 +175,26 @@ pub const RULES: &[Rule] = &[
         contract: &[16, 9],
         needs: always,
     },
+    Rule {
+        name: "refresh_runs_once_under_a_herd",
+        contract: &[16],
+        needs: |c| c.refresh,
+    },
+    Rule {
+        name: "a_failed_refresh_serves_the_old_value",
+        contract: &[16],
+        needs: |c| c.refresh,
+    },
+    Rule {
+        name: "a_cancelled_trigger_does_not_cancel_the_refresh",
+        contract: &[16, 6],
+        needs: |c| c.refresh,
+    },
+    Rule {
+        name: "forget_during_a_refresh_wins",
+        contract: &[16, 9],
+        needs: |c| c.refresh,
+    },
 ];
 
 /// Every rule of the kit: [`RULES`], then the statistics rules with the `stats` feature.
@@ -368,6 +388,10 @@ macro_rules! conformance {
                 errors_are_not_reused_without_the_policy,
                 panics_and_cancellations_are_never_reused,
                 forget_drops_a_reusable_value,
+                refresh_runs_once_under_a_herd,
+                a_failed_refresh_serves_the_old_value,
+                a_cancelled_trigger_does_not_cancel_the_refresh,
+                forget_during_a_refresh_wins,
             );
 
             /// Prints the setup's support of the contract's rules, and checks that this

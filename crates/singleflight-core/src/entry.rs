@@ -78,7 +78,7 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        enter_with(self, key, None)
+        enter_with(self, key, None, None)
     }
 
     /// Like [`enter`](Self::enter), but the returned guard owns a handle to the group, so it
@@ -96,17 +96,26 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        enter_with(AllocArc::clone(self), key, None)
+        enter_with(AllocArc::clone(self), key, None, None)
     }
 }
 
+/// Hands a refresh's leader to the work of the call that started it, to run detached.
+pub(crate) type Refresher<'r, G> = &'r mut dyn FnMut(Leader<G>);
+
 /// Registers a caller (see [`Group::enter`]); an async caller passes its task's `waker`,
 /// to be woken when the outcome arrives, so that it can sleep at once.
+///
+/// A caller that can hand its work to a refresh passes `refresh`: if it finds its key's
+/// value past the refresh threshold, and no refresh of it has started, it starts one (a
+/// flight of its own, which `refresh` must run where no caller's cancellation reaches it)
+/// and gets the value at once, as [`Entry::Reused`].
 #[inline]
 pub(crate) fn enter_with<G, Q>(
     group_ref: G,
     key: &Q,
     waker: Option<&Waker>,
+    refresh: Option<Refresher<'_, G>>,
 ) -> Result<Entry<G>, Error>
 where
     G: GroupRef,
@@ -119,8 +128,14 @@ where
     // With a reuse window: a value to take, or the generation a new flight tracks with.
     let tracks = match group.reuse() {
         None => None,
-        Some(_) => match reuse_lookup(group, hash, key) {
-            Ok(reused) => return Ok(Entry::Reused(reused)),
+        Some(_) => match reuse_lookup(group, hash, key, refresh.is_some()) {
+            Ok((reused, None)) => return Ok(Entry::Reused(reused)),
+            Ok((reused, Some(generation))) => {
+                if let Some(refresh) = refresh {
+                    start_refresh(group_ref.clone(), hash, key, generation, refresh);
+                }
+                return Ok(Entry::Reused(reused));
+            }
             Err(generation) => Some(generation),
         },
     };
@@ -168,10 +183,21 @@ where
 }
 
 /// The reuse window's half of registration: the key's value if it is within the window
-/// (the observer hears of it), or the generation a flight this caller starts tracks with.
+/// (the observer hears of it), with the generation of the refresh this caller is to start
+/// if `refresh` allows and the value is past its threshold; or the generation a flight
+/// this caller starts tracks with.
 #[cold]
 #[inline(never)]
-fn reuse_lookup<K, T, S, Q>(group: &Group<K, T, S>, hash: u64, key: &Q) -> Result<Reused<T>, u64>
+#[allow(
+    clippy::type_complexity,
+    reason = "one private return type, named where it is matched"
+)]
+fn reuse_lookup<K, T, S, Q>(
+    group: &Group<K, T, S>,
+    hash: u64,
+    key: &Q,
+    refresh: bool,
+) -> Result<(Reused<T>, Option<u64>), u64>
 where
     K: Borrow<Q>,
     Q: ?Sized + Eq,
@@ -179,15 +205,61 @@ where
     let Some(reuse) = group.reuse() else {
         return Err(0);
     };
-    match reuse.lookup(hash, key) {
-        Lookup::Miss(generation) => Err(generation),
-        Lookup::Fresh(reused) => {
-            if let Err(payload) = group.observe_caught(|o| o.reused()) {
-                unwind::resume(payload)
-            }
-            Ok(reused)
+    let (reused, refresh) = match reuse.lookup(hash, key, refresh) {
+        Lookup::Miss(generation) => return Err(generation),
+        Lookup::Fresh(reused) => (reused, None),
+        Lookup::Stale(reused, generation) => (reused, Some(generation)),
+    };
+    if let Err(payload) = group.observe_caught(|o| o.reused()) {
+        if refresh.is_some() {
+            reuse.refresh_not_started(hash, key);
+        }
+        unwind::resume(payload)
+    }
+    Ok((reused, refresh))
+}
+
+/// **start** a refresh of `key`'s value: a flight of its own, tracked with `generation`,
+/// whose leader goes to `refresh` (the triggering call's work, run detached). If a flight
+/// for the key is in progress already, none starts: its value is the fresh one.
+#[cold]
+#[inline(never)]
+fn start_refresh<G, Q>(group_ref: G, hash: u64, key: &Q, generation: u64, refresh: Refresher<'_, G>)
+where
+    G: GroupRef,
+    G::Key: Borrow<Q>,
+    Q: ?Sized + Eq + ToOwned<Owned = G::Key>,
+{
+    let group = group_ref.group();
+    let not_started = || {
+        if let Some(reuse) = group.reuse() {
+            reuse.refresh_not_started(hash, key);
+        }
+    };
+    let at = match unwind::catch(|| group.flights().start(hash, key)) {
+        Ok(Some(at)) => at,
+        Ok(None) => return not_started(),
+        Err(payload) => {
+            not_started();
+            unwind::resume(payload)
+        }
+    };
+    // As for any leader: the guard first, so that a panic below abandons the flight.
+    let mut leader = Leader::new(group_ref.clone(), at);
+    track(group, at, key, generation);
+    let started = leader.group().observe_caught(|o| {
+        let started = o.leader_started();
+        o.refresh_started();
+        started
+    });
+    match started {
+        Ok(started) => leader.set_started(started),
+        Err(payload) => {
+            drop(leader);
+            unwind::resume(payload)
         }
     }
+    refresh(leader);
 }
 
 #[cfg(all(test, feature = "std", not(loom)))]

@@ -11,13 +11,14 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::entry::{Entry, enter_with};
+use crate::call_loop::{Inline, Step, enter, entered, waited};
+use crate::entry::Entry;
 use crate::error::Error;
 use crate::group::Group;
 use crate::leader::Leader;
 use crate::types::Role;
 use crate::unwind::{self, Payload};
-use crate::waiter::{Waited, Waiter};
+use crate::waiter::Waiter;
 use crate::work::Work;
 
 /// A future of a coalesced call that can tell which role its caller played.
@@ -44,8 +45,8 @@ pin_project! {
     // registers), so that a waiting call, of which a herd has thousands, stays small.
     #[project = StateProj]
     enum State<'a, K, Q: ?Sized, T, S, F, Fut> {
-        Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<F> },
-        Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<F> },
+        Start { group: &'a Group<K, T, S>, key: &'a Q, work: Option<Inline<F>> },
+        Waiting { waiter: Waiter<&'a Group<K, T, S>>, work: Option<Inline<F>> },
         // The work's future lives inline if it is small (a lone leader allocates nothing),
         // boxed if it is large (a waiting call, of which a herd has thousands, holds room
         // for a small one only): see `work.rs`.
@@ -143,7 +144,7 @@ where
             state: State::Start {
                 group: self,
                 key,
-                work: Some(work),
+                work: Some(Inline(work)),
             },
         }
     }
@@ -184,7 +185,7 @@ where
                 state: State::Start {
                     group: self,
                     key,
-                    work: Some(work),
+                    work: Some(Inline(work)),
                 },
             },
         }
@@ -204,49 +205,53 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The call loop's steps (see `call_loop`), matched where they are made: this is
+        // every uncontended call's path.
         match this.state.as_mut().project() {
             StateProj::Start { group, key, work } => {
-                let work = work
-                    .take()
-                    .expect("work is present until the call registers");
-                match enter_with(*group, *key, Some(cx.waker())) {
-                    Err(error) => {
-                        *this.role = Some(Role::Waiter);
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error));
-                    }
-                    Ok(Entry::Leader(leader)) => {
+                let entry = enter(*group, *key, Some(cx.waker()), work, *this.failed);
+                let leader = match entry {
+                    // The uncontended path, matched at once.
+                    Ok(Entry::Leader(leader)) => leader,
+                    entry => match entered(entry, work, *this.failed) {
+                        Step::Lead(leader) => leader,
+                        Step::Done(outcome, role) => {
+                            *this.role = Some(role);
+                            this.state.set(State::Done);
+                            return Poll::Ready(outcome);
+                        }
+                        Step::Wait(waiter) => {
+                            // Joined with this task's waker: nothing to check until woken.
+                            // The work stays with the caller, in case it is promoted.
+                            let work = work.take();
+                            this.state.set(State::Waiting { waiter, work });
+                            return Poll::Pending;
+                        }
+                        Step::Launched(_) => unreachable!("inline work is never launched"),
+                    },
+                };
+                *this.role = Some(Role::Leader { shared: false });
+                let work = work.take().expect("a caller keeps its work until it leads");
+                start_leading(this.state.as_mut(), leader, work.0);
+            }
+            StateProj::Waiting { waiter, work } => {
+                let outcome = core::task::ready!(waiter.poll(cx));
+                match waited(outcome, Role::Waiter, work, *this.failed) {
+                    Step::Lead(leader) => {
                         *this.role = Some(Role::Leader { shared: false });
-                        start_leading(this.state.as_mut(), leader, work);
+                        let work = work.take().expect("a caller keeps its work until it leads");
+                        start_leading(this.state.as_mut(), leader, work.0);
                     }
-                    Ok(Entry::Reused(reused)) => {
-                        *this.role = Some(Role::Reused { age: reused.age() });
+                    Step::Done(outcome, role) => {
+                        *this.role = Some(role);
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(reused.into_value()));
+                        return Poll::Ready(outcome);
                     }
-                    Ok(Entry::Waiter(waiter)) => {
-                        // Joined with this task's waker: nothing to check until woken.
-                        this.state.set(State::Waiting {
-                            waiter,
-                            work: Some(work),
-                        });
-                        return Poll::Pending;
+                    Step::Wait(_) | Step::Launched(_) => {
+                        unreachable!("a waiter's wait ends with an outcome or the lead")
                     }
                 }
             }
-            StateProj::Waiting { waiter, work } => match waiter.poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Waited::Outcome(outcome)) => {
-                    *this.role = Some(Role::Waiter);
-                    this.state.set(State::Done);
-                    return Poll::Ready(outcome);
-                }
-                Poll::Ready(Waited::Promoted(leader)) => {
-                    *this.role = Some(Role::Leader { shared: false });
-                    let work = work.take().expect("a waiter keeps its work");
-                    start_leading(this.state.as_mut(), leader, work);
-                }
-            },
             StateProj::Leading { .. } => {}
             StateProj::Done => panic!("`Call` polled after completion"),
         }

@@ -145,6 +145,10 @@ impl<K, T, S> Group<K, T, S> {
     /// [`max_reusable`](Self::max_reusable) bounds how many are kept. A window of zero
     /// keeps no values (errors may still be kept under [`reuse_errors`](Self::reuse_errors)).
     ///
+    /// A refresh threshold inside the window ([`refresh_after`](Self::refresh_after)) keeps
+    /// a value fresh while it is asked for: a call past the threshold gets it at once and
+    /// starts one refresh of the key, detached from every caller.
+    ///
     /// # Examples
     ///
     /// ```
@@ -184,6 +188,35 @@ impl<K, T, S> Group<K, T, S> {
     /// If the group has no reuse window: call [`reuse_for`](Self::reuse_for) first.
     pub fn max_reusable(mut self, max: usize) -> Self {
         self.reuse_mut("max_reusable").set_max(max);
+        self
+    }
+
+    /// Stale-while-revalidate: a value older than `after` (and still within the reuse
+    /// window) is served at once, as ever, and the first call that finds it so starts the
+    /// key's **refresh**: a flight of its own that runs that call's work detached from
+    /// every caller, and stores its value fresh when it publishes. One refresh per key at a
+    /// time, however many callers arrive; callers that find the value expired while the
+    /// refresh runs join it. A refresh that fails (an error, a panic, a dropped task) keeps
+    /// the old value served until its window ends, and the observer hears of it
+    /// ([`refresh_failed`](crate::Observer::refresh_failed)). A value nobody asks for is
+    /// never refreshed: there is no timer. A refresh that started before a
+    /// [`forget`](Self::forget) or [`forget_all`](Self::forget_all) never stores its value.
+    ///
+    /// The refresh needs the triggering call's work, so only calls whose work can leave
+    /// the caller start one: the front-ends' detached and blocking-pool calls
+    /// ([`Detached`](crate::rt::Detached)), and the blocking front-end's `'static` calls
+    /// (`call_here_refreshing`, with `std`). A call whose work may borrow from the caller
+    /// ([`call`](Self::call), [`enter`](Self::enter)) never starts one: past the threshold
+    /// it is served the kept value until the window ends, then leads a new flight (or
+    /// joins a refresh in progress).
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), or if
+    /// `after` is not shorter than the window (a later `reuse_for` with a window not
+    /// longer than `after` panics too).
+    pub fn refresh_after(mut self, after: Duration) -> Self {
+        self.reuse_mut("refresh_after").set_refresh_after(after);
         self
     }
 

@@ -52,6 +52,26 @@ impl<G: GroupRef> Leader<G> {
         self.at
     }
 
+    /// The same leader, holding another handle to its group (an `Arc` of the group this
+    /// `&Group` leader borrows, so that a refresh's leader can move to another thread).
+    #[cfg(feature = "std")]
+    pub(crate) fn rebind<H: GroupRef<Key = G::Key, Value = G::Value, Hasher = G::Hasher>>(
+        mut self,
+        group: H,
+    ) -> Leader<H> {
+        debug_assert!(
+            core::ptr::eq(self.group(), group.group()),
+            "a leader is rebound to its own group"
+        );
+        // Taken: this guard's `Drop` then does nothing, and the new one owes the end.
+        self.group = None;
+        Leader {
+            group: Some(group),
+            at: self.at,
+            started: self.started,
+        }
+    }
+
     /// Keeps the observer's token for this execution (see `Observer::execution_started`).
     pub(crate) fn set_started(&mut self, started: u64) {
         self.started = started;

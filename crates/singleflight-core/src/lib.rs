@@ -42,6 +42,12 @@
 //! * **Lazy registration**: a [`Call`] registers on its first poll.
 //! * **Forget**: [`Group::forget`] detaches a flight from its key; its callers still get its
 //!   outcome and it never removes the newer flight's entry.
+//! * **Reuse** (opt-in): with a window ([`Group::reuse_for`]), a published value is handed
+//!   to calls for its key within the window without running the work ([`Role::Reused`]);
+//!   with a refresh threshold inside it ([`Group::refresh_after`]), a call past the
+//!   threshold gets the value at once and at most one refresh per key runs, detached from
+//!   every caller (stale-while-revalidate). Only calls whose work can leave the caller
+//!   (detached and blocking-pool calls, `Group::call_here_refreshing` with `std`) start one.
 //! * **Re-entrancy**: with `std`, a call from inside its own flight's work returns
 //!   [`Error::Reentrant`] when it runs on the same thread (blocking work, or a nested
 //!   `.await` inside the work). A call that reaches its own flight from another task or
@@ -186,6 +192,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod call_loop;
 mod entry;
 mod error;
 mod flight;

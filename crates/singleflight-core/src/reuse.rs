@@ -1,37 +1,59 @@
-//! Results that outlive their flight (DESIGN rule 16): the reuse window.
+//! Results that outlive their flight (DESIGN rule 16): the reuse window, and the refresh
+//! inside it (stale-while-revalidate).
 //!
 //! With a window, a value a flight published is kept, per key, and handed to calls for
 //! that key within the window without running the work ([`Reused`]). Off by default: a
 //! group without a window has no store, and its calls pay one `Option` check at
 //! registration and one at publication.
 //!
+//! With a refresh threshold `r` inside the window `d` (`refresh_after`), a call that finds
+//! a value older than `r` still gets it at once, and the first such call that can hand its
+//! work away starts the key's **refresh**: a flight of its own, registered in the flight
+//! table like any other (so that callers finding the value expired after `d` join it) and
+//! tracked here like any other (so that it stores only if no `forget` came first), whose
+//! work the call launches detached (`call_loop.rs`). Nothing runs on a timer: a value
+//! nobody asks for is never refreshed.
+//!
 //! # Implementation
 //!
 //! ## States of a key's entry
 //!
-//! | state | `value` | `pending` | what holds |
-//! |---|---|---|---|
-//! | **tracked** | none | `Some(id)` | flight `id` runs for the key; its value may be stored |
-//! | **reusable** | `Some` | `None` | calls within the window get a clone |
-//! | **reusable, tracked** | `Some` | `Some(id)` | an older value is served while flight `id` (a refresh, or a flight that started as the old value expired) runs |
+//! | state | `value` | `pending` | `refresh` | what holds |
+//! |---|---|---|---|---|
+//! | **tracked** | none | `Some(id)` | any | flight `id` runs for the key; its value may be stored |
+//! | **reusable** | `Some` | `None` | `Idle` | calls within the window get a clone; past `r`, the first that can refresh starts one |
+//! | **reusable, starting** | `Some` | `None` | `Running` | a call is starting the refresh (between its look-up and its **track**); nobody else starts one |
+//! | **reusable, tracked** | `Some` | `Some(id)` | `Running` or `Idle` | the value is served while flight `id` (a refresh, or a flight that started as the old value expired) runs |
+//! | **reusable, failed** | `Some` | `None` | `Failed` | a refresh of this value failed: it is served until `d`, and not refreshed again |
 //!
-//! An entry with neither is removed at once. Transitions:
+//! An entry with neither a value nor a pending flight is removed at once. Transitions:
 //!
+//! * **refresh**: a look-up by a caller that can start a refresh finds the value past its
+//!   threshold, `Idle` and untracked: `refresh` becomes `Running` under the shard lock, so
+//!   that one caller, whatever the number, starts it ([`Reuse::lookup`] returns
+//!   [`Lookup::Stale`]); that caller then registers the refresh's flight, only if the key
+//!   has none (`Flights::start`), and **track**s it. If the key had a flight after all,
+//!   `refresh` goes back to `Idle` ([`Reuse::refresh_not_started`]).
 //! * **track**: a caller that starts a flight records the flight's id ([`Reuse::track`]),
 //!   unless a `forget` of the key's shard came between its look-up and now (the shard's
 //!   `generation` moved): then its flight never stores.
 //! * **store**: the flight publishes a reusable outcome ([`Reuse::store`]), before its slot
 //!   leaves the flight table, so that no caller finds neither the flight nor the value. Only
 //!   the flight whose id is `pending` stores: a forgotten flight's entry is gone, or belongs
-//!   to a newer flight.
+//!   to a newer flight. The stored value is fresh: `refresh` is `Idle` again, with a
+//!   threshold of its own.
 //! * **abandon**: the flight ended with nothing to store (a panic, a dropped leader with
-//!   nobody to take over, an outcome the policy does not reuse): `pending` is cleared.
+//!   nobody to take over, an outcome the policy does not reuse): `pending` is cleared. If
+//!   it was a refresh (`Running`), `refresh` becomes `Failed` and the observer hears of it
+//!   (`refresh_failed`); the old value, if still within `d`, stays. A refresh's error is
+//!   never stored, even under an error policy that keeps errors.
 //! * **expire**: on every look-up and track, up to [`EXPIRE_PER_CALL`] entries at the front
 //!   of the shard's expiry queue are checked and dropped if their window is over, and every
 //!   [`SWEEP_EVERY`] look-ups another shard's queue is, in turn (so a shard nobody calls
 //!   empties too); a look-up that finds an expired value drops it;
 //!   [`Reuse::purge_expired`] drops them all.
-//! * **forget**: the entry is removed and the shard's `generation` moves on.
+//! * **forget**: the entry is removed and the shard's `generation` moves on: a refresh
+//!   running for it finds no `pending` entry of its own when it ends, and stores nothing.
 //!
 //! ## Locks and user code
 //!
@@ -186,6 +208,9 @@ impl<T> fmt::Debug for Reused<T> {
 pub(crate) enum Lookup<T> {
     /// A value within its window.
     Fresh(Reused<T>),
+    /// A value within its window but past its refresh threshold, and this caller is the
+    /// one to start the key's refresh: a flight that tracks with this generation.
+    Stale(Reused<T>, u64),
     /// Nothing to reuse; a flight this caller starts tracks with this generation.
     Miss(u64),
 }
@@ -308,7 +333,27 @@ impl<K, T> Reuse<K, T> {
     }
 
     pub(crate) fn set_window(&mut self, window: Duration) {
+        if let Some(after) = self.refresh_after {
+            assert!(
+                after < window,
+                "the refresh threshold ({after:?}) must be shorter than the reuse window ({window:?})"
+            );
+        }
         self.window = window;
+    }
+
+    /// Sets the refresh threshold (stale-while-revalidate).
+    ///
+    /// # Panics
+    ///
+    /// If `after` is not shorter than the window.
+    pub(crate) fn set_refresh_after(&mut self, after: Duration) {
+        assert!(
+            after < self.window,
+            "the refresh threshold ({after:?}) must be shorter than the reuse window ({:?})",
+            self.window
+        );
+        self.refresh_after = Some(after);
     }
 
     pub(crate) fn set_max(&mut self, max: usize) {
@@ -330,9 +375,10 @@ impl<K, T> Reuse<K, T> {
     }
 
     /// The value of `key` if it is within its window; otherwise the generation a flight
-    /// this caller starts must track with. A value found past its refresh threshold makes
-    /// this caller the one to start the refresh, once per value.
-    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q) -> Lookup<T>
+    /// this caller starts must track with. If `refresh` (the caller can start a refresh),
+    /// a value found past its refresh threshold makes this caller the one to start the
+    /// key's refresh ([`Lookup::Stale`]), once per value: **refresh** (idle → running).
+    pub(crate) fn lookup<Q>(&self, hash: u64, key: &Q, refresh: bool) -> Lookup<T>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
@@ -346,28 +392,26 @@ impl<K, T> Reuse<K, T> {
         let found = guard
             .table
             .find_mut(hash, |stored| stored.key.borrow() == key)
-            .map(|stored| {
-                let refreshes = self.refresh_after.is_some();
-                match &stored.value {
-                    Some(fresh) if fresh.expires > now => {
-                        let start = refreshes
-                            && stored.refresh == Refresh::Idle
-                            && stored.pending.is_none()
-                            && fresh.refresh_at.is_some_and(|at| at <= now);
-                        if start {
-                            stored.refresh = Refresh::Running;
-                        }
-                        Some(Reused {
-                            value: Arc::clone(&fresh.value),
-                            age: now.saturating_sub(fresh.stored),
-                        })
+            .map(|stored| match &stored.value {
+                Some(fresh) if fresh.expires > now => {
+                    let start = refresh
+                        && stored.refresh == Refresh::Idle
+                        && stored.pending.is_none()
+                        && fresh.refresh_at.is_some_and(|at| at <= now);
+                    if start {
+                        stored.refresh = Refresh::Running;
                     }
-                    Some(_) => None,
-                    None => None,
+                    let reused = Reused {
+                        value: Arc::clone(&fresh.value),
+                        age: now.saturating_sub(fresh.stored),
+                    };
+                    Some((reused, start))
                 }
+                Some(_) => None,
+                None => None,
             });
         let found = match found {
-            Some(Some(reused)) => Some(reused),
+            Some(Some(found)) => Some(found),
             Some(None) => {
                 // Found, but over: drop the value now.
                 guard.take_value(
@@ -384,9 +428,30 @@ impl<K, T> Reuse<K, T> {
         drop(gone);
         self.sweep(now);
         match found {
-            Some(reused) => Lookup::Fresh(reused),
+            Some((reused, false)) => Lookup::Fresh(reused),
+            Some((reused, true)) => Lookup::Stale(reused, generation),
             None => Lookup::Miss(generation),
         }
+    }
+
+    /// **refresh** undone: the caller that [`lookup`](Self::lookup) made the one to start
+    /// `key`'s refresh found a flight for the key in progress, and started none. The next
+    /// call past the threshold may start one (unless that flight stores a value first).
+    pub(crate) fn refresh_not_started<Q>(&self, hash: u64, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let mut guard = self.shard(hash).lock();
+        if let Some(stored) = guard
+            .table
+            .find_mut(hash, |stored| stored.key.borrow() == key)
+        {
+            if stored.refresh == Refresh::Running && stored.pending.is_none() {
+                stored.refresh = Refresh::Idle;
+            }
+        }
+        drop(guard);
     }
 
     /// Every [`SWEEP_EVERY`] look-ups, checks the front of one more shard's expiry queue,
@@ -596,7 +661,14 @@ impl<K, T> Shard<K, T> {
             return Ended::Done;
         };
         let had_value = stored.value.is_some();
+        let refreshing = stored.refresh == Refresh::Running;
         let to_store = match publish.take() {
+            // A refresh that failed stores nothing, whatever the error policy: the value
+            // it was to replace is served until its window ends.
+            Some(failed) if refreshing && failed.failed => {
+                *publish = Some(failed);
+                None
+            }
             Some(publish) if had_value || reuse.admit() => Some(publish),
             Some(refused) => {
                 // Full: make room from this shard's expired values, then try once more.
@@ -615,7 +687,6 @@ impl<K, T> Shard<K, T> {
         };
         let stored = entry.get_mut();
         stored.pending = None;
-        let refreshing = stored.refresh == Refresh::Running;
         match to_store {
             Some(Publish {
                 value,

@@ -120,6 +120,18 @@ impl<G: GroupRef> Waiter<G> {
     pub(crate) fn flight_shared(&self) -> bool {
         self.flight.shared()
     }
+
+    /// This caller's role once its outcome arrived: a waiter, or, for the launcher of
+    /// detached work, the flight's leader, shared if anyone joined.
+    pub(crate) fn role(&self) -> crate::types::Role {
+        if self.counted {
+            crate::types::Role::Waiter
+        } else {
+            crate::types::Role::Leader {
+                shared: self.flight_shared(),
+            }
+        }
+    }
 }
 
 /// Tells the observer a counted waiter is done, when dropped: so it is counted even if the

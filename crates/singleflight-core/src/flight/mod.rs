@@ -21,7 +21,8 @@
 //!
 //! ## Transitions (one verb each)
 //!
-//! * **start**: none → solo, under the shard lock ([`Flights::register`]).
+//! * **start**: none → solo, under the shard lock ([`Flights::register`], or
+//!   [`Flights::start`] for a refresh, which starts a flight only if the key has none).
 //! * **join**: solo or running → running, under the shard lock, then the flight's state
 //!   lock ([`Flights::register`], [`Flight::join`]). Never after **end**: an ended flight
 //!   is out of the table, and one that ends between the two locks turns the caller away.
@@ -393,6 +394,39 @@ impl<K, T> Flights<K, T> {
             }
             // Ended between the two locks: that flight is over; look again.
         }
+    }
+
+    /// **register** a flight for `key` only if it has none: the new flight's place, or
+    /// `None` (and nothing registered) if a flight for `key` is in progress. For a refresh,
+    /// which starts a flight of its own and never waits for one.
+    pub(crate) fn start<Q>(&self, hash: u64, key: &Q) -> Option<FlightRef>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq + ToOwned<Owned = K>,
+    {
+        let index = self.index(hash);
+        let shard = &self.shards[index];
+        // User code, under no lock; dropped after the lock if unused.
+        let owned = key.to_owned();
+        let mut table = shard.table.lock();
+        if table.find_mut(hash, |slot| slot.is_current(key)).is_some() {
+            drop(table);
+            drop(owned);
+            return None;
+        }
+        let at = FlightRef {
+            hash,
+            id: table.next_id * self.shards.len() as u64 + index as u64,
+        };
+        table.next_id += 1;
+        table.insert(Slot {
+            at,
+            key: owned,
+            forgotten: false,
+            flight: None,
+        });
+        shard.count(&table);
+        Some(at)
     }
 
     /// **join** for the caller that leads the flight at `at` from elsewhere (a detached

@@ -21,7 +21,7 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::{Spawn, SpawnBlocking};
-use crate::entry::Entry;
+use crate::call_loop::{Launched, Step, register, waited};
 use crate::error::{Error, PanicMessage};
 use crate::flight::Ending;
 use crate::future::{CallFuture, flatten};
@@ -30,7 +30,7 @@ use crate::leader::Leader;
 use crate::observer::Execution;
 use crate::types::Role;
 use crate::unwind;
-use crate::waiter::{Waited, Waiter};
+use crate::waiter::Waiter;
 
 /// What callers see when the runtime drops detached work before it finished (a runtime
 /// shutting down, a blocking pool that never ran it).
@@ -191,6 +191,10 @@ where
 /// every caller goes away. If this caller joins a flight whose (non-detached) leader is
 /// dropped and it is promoted, it launches its own work the same way.
 ///
+/// With a refresh threshold ([`Group::refresh_after`]), a call that finds its key's value
+/// past it resolves to the value at once and launches its work as the key's refresh (if
+/// none is running): a flight of its own, out of reach of this future's cancellation.
+///
 /// # Cancel safety
 ///
 /// Dropping it before its first poll does nothing. Dropping it later only stops this caller
@@ -204,7 +208,7 @@ where
 pub struct Detached<'a, K, Q: ?Sized, T, S, L> {
     group: &'a Arc<Group<K, T, S>>,
     key: &'a Q,
-    launch: Option<L>,
+    launch: Option<Launched<L>>,
     failed: fn(&T) -> bool,
     role: Option<Role>,
     waiter: Option<Waiter<Arc<Group<K, T, S>>>>,
@@ -229,31 +233,12 @@ impl<'a, K, Q: ?Sized, T, S, L> Detached<'a, K, Q, T, S, L> {
         Self {
             group,
             key,
-            launch: Some(launch),
+            launch: Some(Launched(launch)),
             failed,
             role: None,
             waiter: None,
             done: false,
         }
-    }
-}
-
-impl<K, Q, T, S, L> Detached<'_, K, Q, T, S, L>
-where
-    Q: ?Sized,
-    L: Launch<Arc<Group<K, T, S>>>,
-{
-    /// Hands the work to a task and waits for it like a waiter. Returns `false` if there is
-    /// no work left to launch (it was launched already).
-    fn lead(&mut self, leader: Leader<Arc<Group<K, T, S>>>) -> bool {
-        let Some(launch) = self.launch.take() else {
-            return false;
-        };
-        self.role = Some(Role::Leader { shared: false });
-        // Subscribe before launching: the task may finish at once on another thread.
-        self.waiter = Some(Waiter::launcher(&leader));
-        launch.launch(leader, self.failed);
-        true
     }
 }
 
@@ -269,51 +254,44 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // The call loop's steps (see `call_loop`): register once, then wait, launching
+        // this caller's work whenever it is to lead.
+        let mut step = match this.waiter.take() {
+            Some(waiter) => Step::Wait(waiter),
+            None => {
+                assert!(!this.done, "`Detached` polled after completion");
+                register(
+                    Arc::clone(this.group),
+                    this.key,
+                    None,
+                    &mut this.launch,
+                    this.failed,
+                )
+            }
+        };
         loop {
-            if let Some(waiter) = &mut this.waiter {
-                match waiter.poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Waited::Outcome(outcome)) => {
-                        this.role = Some(match this.role {
-                            // The launcher learns its `shared` answer with the outcome.
-                            Some(Role::Leader { .. }) => Role::Leader {
-                                shared: waiter.flight_shared(),
-                            },
-                            _ => Role::Waiter,
-                        });
-                        this.waiter = None;
-                        this.done = true;
-                        return Poll::Ready(outcome);
-                    }
-                    Poll::Ready(Waited::Promoted(leader)) => {
-                        this.waiter = None;
-                        if !this.lead(leader) {
-                            // Unreachable: the waiter of a launched flight is never promoted,
-                            // because a detached leader never abandons its flight.
-                            this.done = true;
-                            return Poll::Ready(Err(Error::LeaderDropped));
-                        }
-                        continue;
-                    }
-                }
-            }
-            assert!(!this.done, "`Detached` polled after completion");
-            match this.group.enter_arc(this.key) {
-                Err(error) => {
+            step = match step {
+                Step::Done(outcome, role) => {
+                    this.role = Some(role);
                     this.done = true;
-                    this.role = Some(Role::Waiter);
-                    return Poll::Ready(Err(error));
+                    return Poll::Ready(outcome);
                 }
-                Ok(Entry::Leader(leader)) => {
-                    this.lead(leader);
+                Step::Launched(waiter) => {
+                    this.role = Some(Role::Leader { shared: false });
+                    Step::Wait(waiter)
                 }
-                Ok(Entry::Waiter(waiter)) => this.waiter = Some(waiter),
-                Ok(Entry::Reused(reused)) => {
-                    this.done = true;
-                    this.role = Some(Role::Reused { age: reused.age() });
-                    return Poll::Ready(Ok(reused.into_value()));
-                }
-            }
+                Step::Wait(mut waiter) => match waiter.poll(cx) {
+                    Poll::Pending => {
+                        this.waiter = Some(waiter);
+                        return Poll::Pending;
+                    }
+                    // The launcher learns its `shared` answer with the outcome.
+                    Poll::Ready(outcome) => {
+                        waited(outcome, waiter.role(), &mut this.launch, this.failed)
+                    }
+                },
+                Step::Lead(_) => unreachable!("launched work never runs in place"),
+            };
         }
     }
 }

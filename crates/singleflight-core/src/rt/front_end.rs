@@ -506,6 +506,34 @@ macro_rules! __front_end_group {
     };
     // Work handed to the runtime: spawned tasks and the blocking pool.
     (@detached $Group:ident, $spawner:ty, $timer:ty) => {
+        impl<K, T, S> $Group<K, T, S> {
+            /// Stale-while-revalidate: a value older than `after` (within the reuse window)
+            /// is still served at once, and the first detached or blocking-pool call that
+            /// finds it so ([`call_detached`](Self::call_detached),
+            /// [`call_blocking`](Self::call_blocking) and their `try_` forms) also launches
+            /// its work as the key's refresh, spawned like detached work: no caller's
+            /// cancellation reaches it. One refresh per key at a time; callers that find
+            /// the value expired while it runs join it; when it publishes, its value is
+            /// kept fresh. A refresh that fails (an error, a panic, a task dropped
+            /// unfinished) keeps the old value until the window ends, and the observer
+            /// hears of it. A value nobody asks for is never refreshed (there is no timer),
+            /// and a refresh running when [`forget`](Self::forget) or
+            /// [`forget_all`](Self::forget_all) is called never stores its value.
+            ///
+            /// [`call`](Self::call), whose work may borrow from its caller, never starts a
+            /// refresh: past the threshold it is served the kept value until the window
+            /// ends, then leads a new flight (or joins a refresh in progress).
+            ///
+            /// # Panics
+            ///
+            /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), if
+            /// `after` is not shorter than the window, or if the group was cloned, or a
+            /// call still holds it.
+            pub fn refresh_after(self, after: ::core::time::Duration) -> Self {
+                Self(self.0.refresh_after(after))
+            }
+        }
+
         impl<K, T, S> $Group<K, T, S>
         where
             K: ::core::hash::Hash + Eq,

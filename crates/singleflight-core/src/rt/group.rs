@@ -153,6 +153,26 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
         self.configure(|group| group.max_reusable(max))
     }
 
+    /// Stale-while-revalidate: a value older than `after` (within the reuse window) is
+    /// still served at once, and the first detached or blocking-pool call that finds it so
+    /// ([`call_detached`](Self::call_detached), [`call_blocking`](Self::call_blocking) and
+    /// their `try_` forms) also launches its work as the key's refresh, spawned like
+    /// detached work: no caller's cancellation reaches it. One refresh per key at a time;
+    /// callers that find the value expired while it runs join it; a refresh that fails
+    /// keeps the old value until the window ends. [`call`](Self::call), whose work may
+    /// borrow from its caller, never starts a refresh: past the threshold it is served the
+    /// kept value until the window ends, then leads a new flight (or joins a refresh in
+    /// progress). See [`Group::refresh_after`].
+    ///
+    /// # Panics
+    ///
+    /// If the group has no reuse window ([`reuse_for`](Self::reuse_for) first), if `after`
+    /// is not shorter than the window, or if the group was cloned, or a call still holds
+    /// it.
+    pub fn refresh_after(self, after: Duration) -> Self {
+        self.configure(|group| group.refresh_after(after))
+    }
+
     /// Drops every reusable value whose window is over (they also go a few at a time on
     /// every call, with no background task). Returns how many were dropped.
     pub fn purge_expired(&self) -> usize {
