@@ -18,6 +18,8 @@ use crate::health::ReconnectCounts;
 pub(crate) enum Joined {
     /// A result of at least the asked generation (the stored envelope).
     Result(Vec<u8>),
+    /// A value kept for reuse (the stored envelope), published `age` ago.
+    Reused(Vec<u8>, Duration),
     /// This caller holds the lease for this generation.
     Leader(u64),
     /// Another caller holds the lease for this generation.
@@ -101,7 +103,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Subscription, BackendError>> + Send;
 
     /// Returns a stored result of generation `>= min_generation` (if `min_generation > 0`),
-    /// else the current lease holder, else takes the lease under a new generation.
+    /// else (if `min_generation == 0` and `reuse` is not zero) a value kept for reuse
+    /// that is younger than `reuse`, else the current lease holder, else takes the lease
+    /// under a new generation. A fresh call (`min_generation == 0`) takes the lease over
+    /// from a flight a `forget` fenced off.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per script argument"
+    )]
     fn join(
         &self,
         keys: &Keys,
@@ -109,6 +118,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         lease: Duration,
         limit: Duration,
         min_generation: u64,
+        reuse: Duration,
     ) -> impl Future<Output = Result<Joined, BackendError>> + Send;
 
     /// Extends the lease if it is still `lock_value`; `false` if it was lost.
@@ -120,7 +130,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
     /// Stores `envelope` unless a newer generation's result is stored, releases the lease
-    /// if it is still `lock_value`, and publishes `message`.
+    /// if it is still `lock_value`, and publishes `message`. With a `reuse` window (not
+    /// zero), also keeps `envelope` for reuse for that long, unless a `forget` fenced
+    /// `generation` off or a newer generation's value is kept.
     #[allow(
         clippy::too_many_arguments,
         reason = "one argument per script argument"
@@ -133,7 +145,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
         envelope: &[u8],
         linger: Duration,
         message: &[u8],
+        reuse: Duration,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Drops the value kept for reuse, and fences off every generation elected so far:
+    /// none of them keeps a value for reuse afterwards, and a fresh `join` takes over
+    /// their lease. Returns the fence.
+    fn forget(&self, keys: &Keys) -> impl Future<Output = Result<u64, BackendError>> + Send;
 
     /// Releases the lease if `token` holds it (whatever its generation) and then
     /// publishes `message`; `true` if it did.

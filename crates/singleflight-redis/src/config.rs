@@ -37,7 +37,8 @@ impl Codec {
 /// | [`max_hold`](Self::max_hold) (renewals stop after it) | 5 min |
 /// | [`wait_timeout`](Self::wait_timeout) (a follower's wait before running locally) | 30 s |
 /// | [`poll`](Self::poll) (follower re-checks, doubling, ±20 % jitter) | 100 ms → 1 s |
-/// | [`result_linger`](Self::result_linger) | 5 s |
+/// | [`result_linger`](Self::result_linger) (for waiters that missed the push) | 5 s |
+/// | [`reuse_for`](Self::reuse_for) (a published value served to later calls) | off |
 /// | [`inline_max`](Self::inline_max) / [`max_value`](Self::max_value) | 64 KiB / 8 MiB |
 /// | [`breaker`](Self::breaker) | open after 3 failures in a row, for 5 s |
 /// | [`reconnect`](Self::reconnect) (pause between connection attempts, doubling, jittered) | 100 ms → 1 s |
@@ -58,6 +59,7 @@ pub struct Config {
     pub(crate) poll_min: Duration,
     pub(crate) poll_max: Duration,
     pub(crate) result_linger: Duration,
+    pub(crate) reuse_for: Option<Duration>,
     pub(crate) inline_max: usize,
     pub(crate) max_value: usize,
     pub(crate) breaker_failures: u32,
@@ -80,6 +82,7 @@ impl fmt::Debug for Config {
             .field("poll_min", &self.poll_min)
             .field("poll_max", &self.poll_max)
             .field("result_linger", &self.result_linger)
+            .field("reuse_for", &self.reuse_for)
             .field("inline_max", &self.inline_max)
             .field("max_value", &self.max_value)
             .field("breaker_failures", &self.breaker_failures)
@@ -168,6 +171,7 @@ impl Config {
             poll_min: Duration::from_millis(100),
             poll_max: Duration::from_secs(1),
             result_linger: Duration::from_secs(5),
+            reuse_for: None,
             inline_max: 64 * 1024,
             max_value: 8 * 1024 * 1024,
             breaker_failures: 3,
@@ -218,6 +222,9 @@ impl Config {
             self.result_linger,
             MS..=DAY,
         )?;
+        if let Some(window) = self.reuse_for {
+            within("reuse_for", "1 ms ..= 1 day", window, MS..=DAY)?;
+        }
         within(
             "breaker",
             "failures >= 1, open 1 ms ..= 1 day",
@@ -307,10 +314,41 @@ impl Config {
     }
 
     /// How long a result stays readable after its flight, for followers that missed the
-    /// push. It is never served to calls that start after the flight. Accepted:
-    /// 1 ms ..= 1 day.
+    /// push. It is never served to calls that start after the flight (that is
+    /// [`reuse_for`](Self::reuse_for)'s job, off by default). Accepted: 1 ms ..= 1 day.
     pub fn result_linger(mut self, linger: Duration) -> Self {
         self.result_linger = linger;
+        self
+    }
+
+    /// Fleet-wide reuse window (off by default): a value a flight published, in any
+    /// process, is handed to every call for its key that starts within `window` after
+    /// publication, in any process whose group has a window too, without running the work
+    /// or waiting for a flight. Such a call's outcome is
+    /// [`Outcome::Reused`](crate::Outcome::Reused), with the value's age. This is the
+    /// fleet-wide form of the in-process groups' `reuse_for` (DESIGN rule 16).
+    ///
+    /// * **Successes only**: errors, panics, cancellations, wait timeouts and values that
+    ///   were not shared (too large, not serializable) are never reused; neither is
+    ///   anything a fallback computed without Redis.
+    /// * **Measured from publication, in Redis**: the value is kept in a key that expires
+    ///   `window` after the leader's completion (`PX`), so every process agrees when it
+    ///   ends, whatever its clock. A process whose own window is shorter reuses the value
+    ///   only while it is younger than that window.
+    /// * **Signed like a pushed result**: with [`secret`](Self::secret), a reused value is
+    ///   verified before it is used, and one that is not signed with the secret makes the
+    ///   call run the work ([`FallbackReason::Unverified`](crate::FallbackReason::Unverified)).
+    /// * **[`RedisGroup::forget`](crate::RedisGroup::forget) reaches the fleet**: it drops
+    ///   the reusable value, and a flight elected before the forget (in any process) never
+    ///   stores its value afterwards (a generation fence, checked in the completion
+    ///   script).
+    ///
+    /// Not the same as [`result_linger`](Self::result_linger), which keeps a result for
+    /// the callers of its own flight that missed the push, and never serves it to a call
+    /// that starts later. Costs: one more read in the join script of every call, and one
+    /// more write in the leader's completion. Accepted: 1 ms ..= 1 day.
+    pub fn reuse_for(mut self, window: Duration) -> Self {
+        self.reuse_for = Some(window);
         self
     }
 
@@ -408,6 +446,8 @@ mod tests {
                 Config::new("n").result_linger(Duration::ZERO),
                 "result_linger",
             ),
+            (Config::new("n").reuse_for(Duration::ZERO), "reuse_for"),
+            (Config::new("n").reuse_for(Duration::MAX), "reuse_for"),
             (Config::new("n").max_value(0), "max_value"),
             (Config::new("n").max_value(usize::MAX), "max_value"),
             (Config::new("n").breaker(0, MS), "breaker"),

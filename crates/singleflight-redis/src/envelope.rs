@@ -216,6 +216,11 @@ pub(crate) struct Keys {
     pub(crate) lock: String,
     pub(crate) generation: String,
     pub(crate) result: String,
+    /// The value kept for reuse (`Config::reuse_for`), a hash like the result's.
+    pub(crate) reuse: String,
+    /// The highest generation a `forget` fenced off: no flight at or below it stores a
+    /// value for reuse.
+    pub(crate) fence: String,
     pub(crate) channel: String,
     /// The caller's key, checked against every envelope: a result is never taken for
     /// another key's, whatever the names.
@@ -232,6 +237,8 @@ impl Keys {
             lock: format!("{base}:lock"),
             generation: format!("{base}:gen"),
             result: format!("{base}:res"),
+            reuse: format!("{base}:reuse"),
+            fence: format!("{base}:fence"),
             channel: if database == 0 {
                 format!("{base}:done")
             } else {

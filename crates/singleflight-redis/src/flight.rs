@@ -125,7 +125,26 @@ impl<B: Backend> Fleet<B> {
 
     /// How long foreign data at a flight's keys may live on.
     fn foreign_limit(&self) -> Duration {
-        self.config.lease_ttl.max(self.config.result_linger)
+        self.config
+            .lease_ttl
+            .max(self.config.result_linger)
+            .max(self.config.reuse_for.unwrap_or_default())
+    }
+
+    /// The reuse window, zero when off.
+    fn reuse_window(&self) -> Duration {
+        self.config.reuse_for.unwrap_or_default()
+    }
+
+    /// Drops `key`'s value kept for reuse across the fleet, and fences off every flight
+    /// elected so far: none of them keeps its value for reuse, and the next call leads.
+    pub(crate) async fn forget(&self, key: &str) -> Result<(), FallbackReason> {
+        let keys = Keys::new(&self.config.namespace, self.backend.database(), key);
+        self.op("forget", &keys, Health::Proves, || {
+            self.backend.forget(&keys)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Runs one Redis command under the per-command deadline, feeding the breaker. A
@@ -276,7 +295,12 @@ impl<B: Backend> Fleet<B> {
             }
             Ok(Joined::Follow(generation)) => generation,
             Ok(Joined::Result(envelope)) => {
-                return self.settle_stored(&lease.keys, &envelope, work).await;
+                return self.settle_stored(&lease.keys, &envelope, None, work).await;
+            }
+            Ok(Joined::Reused(envelope, age)) => {
+                return self
+                    .settle_stored(&lease.keys, &envelope, Some(age), work)
+                    .await;
             }
             Ok(Joined::Foreign(what)) => {
                 let reason = self.foreign(&lease.keys, &what);
@@ -314,12 +338,13 @@ impl<B: Backend> Fleet<B> {
                     self.config.lease_ttl,
                     self.foreign_limit(),
                     min_generation,
+                    self.reuse_window(),
                 )
             })
             .await;
         lease.armed = !matches!(
             joined,
-            Ok(Joined::Follow(_) | Joined::Result(_) | Joined::Foreign(_))
+            Ok(Joined::Follow(_) | Joined::Result(_) | Joined::Reused(..) | Joined::Foreign(_))
         );
         joined
     }
@@ -376,7 +401,13 @@ impl<B: Backend> Fleet<B> {
                         poll = self.config.poll_min;
                     }
                     Ok(Joined::Result(envelope)) => {
-                        return self.settle_stored(&lease.keys, &envelope, work).await;
+                        return self.settle_stored(&lease.keys, &envelope, None, work).await;
+                    }
+                    // Only a fresh call is handed a value kept for reuse.
+                    Ok(Joined::Reused(envelope, age)) => {
+                        return self
+                            .settle_stored(&lease.keys, &envelope, Some(age), work)
+                            .await;
                     }
                     Ok(Joined::Follow(current)) => {
                         failed_rechecks = 0;
@@ -407,14 +438,14 @@ impl<B: Backend> Fleet<B> {
                             if envelope.status == Status::Ready {
                                 match self.op("fetch", &lease.keys, Health::Proves, || self.backend.fetch(&lease.keys)).await {
                                     Ok(Some(stored)) => {
-                                        return self.settle_stored(&lease.keys, &stored, work).await;
+                                        return self.settle_stored(&lease.keys, &stored, None, work).await;
                                     }
                                     // Gone already: ask again, which re-elects if need be.
                                     Ok(None) => true,
                                     Err(reason) => return self.local(reason, work).await,
                                 }
                             } else {
-                                let settled = self.settle(envelope, work);
+                                let settled = self.settle(envelope, None, work);
                                 return self.resolve(settled).await;
                             }
                         }
@@ -449,11 +480,13 @@ impl<B: Backend> Fleet<B> {
         }
     }
 
-    /// A result envelope read from the result key.
+    /// A result envelope read from the result key, or (`reused`, with its age) from the
+    /// value kept for reuse, which is checked like any other (its signature too).
     async fn settle_stored<V, E, F, Fut>(
         &self,
         keys: &Keys,
         stored: &[u8],
+        reused: Option<Duration>,
         work: F,
     ) -> Result<(V, Outcome), Failure<E>>
     where
@@ -462,10 +495,14 @@ impl<B: Backend> Fleet<B> {
         Fut: Future<Output = Result<V, E>>,
     {
         let reason = match self.sealer.open(stored, &keys.key) {
+            // Only successes are kept for reuse.
+            Ok(envelope) if reused.is_some() && envelope.status != Status::Ok => {
+                self.foreign(keys, "value kept for reuse")
+            }
             Ok(envelope)
                 if matches!(envelope.status, Status::Ok | Status::Err | Status::TooLarge) =>
             {
-                let settled = self.settle(envelope, work);
+                let settled = self.settle(envelope, reused, work);
                 return self.resolve(settled).await;
             }
             Err(Rejected::Unverified) => self.unverified(keys),
@@ -488,13 +525,21 @@ impl<B: Backend> Fleet<B> {
         }
     }
 
-    /// A final message from the leader (value, error, or "too large").
-    fn settle<V, E, F>(&self, envelope: Envelope<'_>, work: F) -> Settled<V, E, F>
+    /// A final message from the leader (value, error, or "too large"), or a value kept
+    /// for reuse, published `reused` ago.
+    fn settle<V, E, F>(
+        &self,
+        envelope: Envelope<'_>,
+        reused: Option<Duration>,
+        work: F,
+    ) -> Settled<V, E, F>
     where
         V: DeserializeOwned,
     {
-        let outcome = Outcome::Follower {
-            generation: envelope.generation,
+        let generation = envelope.generation;
+        let outcome = match reused {
+            Some(age) => Outcome::Reused { generation, age },
+            None => Outcome::Follower { generation },
         };
         match envelope.status {
             // Our own limit, before decoding a byte of it.
@@ -562,9 +607,14 @@ impl<B: Backend> Fleet<B> {
             self.sealer
                 .seal(status, generation, &lease.keys.key, payload)
         };
+        // Only a value that is shared is kept for reuse.
+        let mut reuse = Duration::ZERO;
         let envelope = match &result {
             Ok(value) => match envelope::encode_value(self.sealer.codec(), value) {
-                Ok(payload) if payload.len() <= self.config.max_value => seal(Status::Ok, &payload),
+                Ok(payload) if payload.len() <= self.config.max_value => {
+                    reuse = self.reuse_window();
+                    seal(Status::Ok, &payload)
+                }
                 Ok(payload) => {
                     self.warnings.warn(WARN_SIZE, || {
                         format!(
@@ -600,6 +650,7 @@ impl<B: Backend> Fleet<B> {
                     &envelope,
                     self.config.result_linger,
                     &message,
+                    reuse,
                 )
             })
             .await;

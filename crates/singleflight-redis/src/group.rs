@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::flight::{Failure, Fleet};
 use crate::health::FleetStats;
 use crate::link::Target;
-use crate::outcome::{Error, Outcome};
+use crate::outcome::{Error, ForgetError, Outcome};
 use crate::redis_backend::RedisBackend;
 use crate::sentinel::Sentinel;
 
@@ -218,6 +218,30 @@ where
     /// and dashboards can wait on it instead of sleeping).
     pub fn fleet_waiting(&self) -> usize {
         self.fleet.following()
+    }
+
+    /// Forgets `key` in this process and across the fleet: the next call for it, in any
+    /// process, starts a new flight (leads, unless another call started one since).
+    ///
+    /// In this process, the flight in progress (if any) is detached from the key: its
+    /// callers still get its result. In Redis, the value kept for reuse
+    /// ([`Config::reuse_for`]) is dropped, and every flight elected so far is fenced off:
+    /// a flight still running in any process never keeps its value for reuse afterwards,
+    /// and the next call does not wait for it (it elects a new leader; the old flight's
+    /// leader then counts its lease as lost).
+    ///
+    /// # Errors
+    ///
+    /// [`ForgetError`] if Redis could not be reached within [`Config::op_timeout`]: the
+    /// forget then took effect in this process only.
+    ///
+    /// # Cancel safety
+    ///
+    /// The in-process part takes effect at the first poll. Dropped before Redis answered,
+    /// the fleet-wide part may or may not have taken effect.
+    pub async fn forget(&self, key: &str) -> Result<(), ForgetError> {
+        self.local.forget(key);
+        self.fleet.forget(key).await.map_err(ForgetError::new)
     }
 
     /// Number of this process's callers waiting on `key`'s flight (not counting the one

@@ -230,6 +230,7 @@ impl ReconnectCounts {
 pub(crate) struct Counters {
     leaders: AtomicU64,
     followers: AtomicU64,
+    reused: AtomicU64,
     reelected: AtomicU64,
     remote_errors: AtomicU64,
     leases_lost: AtomicU64,
@@ -242,6 +243,7 @@ impl Counters {
         let counter = match outcome {
             Outcome::Leader { .. } => &self.leaders,
             Outcome::Follower { .. } => &self.followers,
+            Outcome::Reused { .. } => &self.reused,
             Outcome::Reelected { .. } => &self.reelected,
             Outcome::Fallback(reason) => &self.fallbacks[reason.index()],
         };
@@ -265,6 +267,7 @@ impl Counters {
         FleetStats {
             leaders: load(&self.leaders),
             followers: load(&self.followers),
+            reused: load(&self.reused),
             reelected: load(&self.reelected),
             remote_errors: load(&self.remote_errors),
             leases_lost: load(&self.leases_lost),
@@ -289,6 +292,8 @@ pub struct FleetStats {
     pub leaders: u64,
     /// Flights whose result came from another process (values and errors alike).
     pub followers: u64,
+    /// Calls handed a value kept for reuse ([`Config::reuse_for`](crate::Config::reuse_for)).
+    pub reused: u64,
     /// Flights this process took over after another leader went away.
     pub reelected: u64,
     /// Followed flights whose leader failed with an error.

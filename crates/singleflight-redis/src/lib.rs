@@ -42,6 +42,8 @@
 //!   comes in the pushed message, with no read after it, when its envelope is at most
 //!   [`Config::inline_max`], and with one read (`HGET`) when larger. Its unsubscription
 //!   is sent after it has the value, off its path.
+//! * **A call that reuses** a value ([`Config::reuse_for`]): one, the join, which finds
+//!   the value and hands it over.
 //!
 //! # Guarantees: best-effort, never a lock
 //!
@@ -64,6 +66,19 @@
 //! Coalescing is not caching: a result is handed only to calls that overlapped its flight
 //! (it lingers briefly, [`Config::result_linger`], for followers that missed the push).
 //!
+//! # Reuse across the fleet (opt-in)
+//!
+//! With [`Config::reuse_for`], a success published by any process is handed to every call
+//! for its key that starts within the window after its publication, in every process whose
+//! group sets a window, without running the work or waiting for a flight
+//! ([`Outcome::Reused`], with the value's age). The window is kept by Redis (the value's
+//! key expires at its end), so the fleet agrees on it whatever the processes' clocks say.
+//! Errors, panics, cancellations, timeouts and fallbacks are never reused; with
+//! [`Config::secret`], a reused value is verified like a pushed one.
+//! [`RedisGroup::forget`] reaches the fleet: it drops the value, and a flight elected
+//! before it (in any process, still running or not) never leaves its value reusable: its
+//! generation is at or below the fence the forget set, which the completion script checks.
+//!
 //! # Values
 //!
 //! Values cross processes through serde in a small versioned envelope that names the full
@@ -84,6 +99,7 @@
 //! | the two calls differ in… | do they share a result? |
 //! |---|---|
 //! | nothing (same server, namespace, database, key) | yes: that is the point |
+//! | start time: a call that starts after the flight ended | only within [`Config::reuse_for`] (off by default) after a success was published, and only if the caller's group sets a window too |
 //! | key | never: names are SHA-256 of (namespace, key), and every envelope carries the full key, checked on receipt |
 //! | namespace ([`Config::new`]) | never (as for the key); put a schema version in it |
 //! | database (`redis://host/1` vs `/2`) | never: keys are per database, and each database's pub/sub channels are its own (channels are server-wide, so their names carry the database) |
@@ -257,7 +273,7 @@ pub use cluster::Cluster;
 pub use config::{Codec, Config, ConfigError};
 pub use group::{OpenError, RedisGroup};
 pub use health::{FleetStats, ReconnectReason};
-pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
+pub use outcome::{Error, FallbackReason, ForgetError, Outcome, PanicMessage, RemoteError};
 pub use sentinel::Sentinel;
 
 // The README is the registry page: its examples compile and run as doctests.

@@ -1,6 +1,7 @@
 //! What a call reports besides its value: how the fleet settled it, and its errors.
 
 use core::fmt;
+use core::time::Duration;
 use std::sync::Arc;
 
 pub use singleflight_core::PanicMessage;
@@ -23,6 +24,15 @@ pub enum Outcome {
         /// The generation of the flight whose result was received.
         generation: u64,
     },
+    /// No work ran and no flight was waited for: a value a flight published (in any
+    /// process) within the reuse window ([`Config::reuse_for`](crate::Config::reuse_for))
+    /// was handed to this call.
+    Reused {
+        /// The generation of the flight that published the value.
+        generation: u64,
+        /// How long before this call the value was published (as Redis measures it).
+        age: Duration,
+    },
     /// This process followed another leader that went away (crashed, cancelled, panicked,
     /// or its lease expired), then won the new election and ran the work.
     Reelected {
@@ -37,7 +47,12 @@ pub enum Outcome {
 impl Outcome {
     /// Returns `true` if the work ran in this process (leader, re-elected or fallback).
     pub fn ran_locally(&self) -> bool {
-        !matches!(self, Self::Follower { .. })
+        !matches!(self, Self::Follower { .. } | Self::Reused { .. })
+    }
+
+    /// Returns `true` for [`Outcome::Reused`].
+    pub fn is_reused(&self) -> bool {
+        matches!(self, Self::Reused { .. })
     }
 
     /// Returns `true` for [`Outcome::Fallback`].
@@ -50,6 +65,7 @@ impl Outcome {
         match *self {
             Self::Leader { generation }
             | Self::Follower { generation }
+            | Self::Reused { generation, .. }
             | Self::Reelected { generation } => Some(generation),
             Self::Fallback(_) => None,
         }
@@ -134,6 +150,32 @@ impl fmt::Display for FallbackReason {
         })
     }
 }
+
+/// A [`RedisGroup::forget`](crate::RedisGroup::forget) that did not reach Redis: it
+/// took effect in this process only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForgetError {
+    reason: FallbackReason,
+}
+
+impl ForgetError {
+    pub(crate) fn new(reason: FallbackReason) -> Self {
+        Self { reason }
+    }
+
+    /// Why Redis was not reached (unavailable, timed out, credentials refused).
+    pub fn reason(&self) -> FallbackReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for ForgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "forget reached this process only: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ForgetError {}
 
 /// The error of a leader in another process, as its `Display` text.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -257,6 +257,23 @@ pub struct WorkerSpec {
 
 impl Worker {
     pub fn spawn(spec: &WorkerSpec) -> Self {
+        Self::spawn_with(&[
+            ("SF_URL", spec.url.as_str()),
+            ("SF_NS", &spec.namespace),
+            ("SF_KEY", &spec.key),
+            ("SF_CALLERS", &spec.callers.to_string()),
+            ("SF_WORK_MS", &spec.work_ms.to_string()),
+            ("SF_BEHAVIOUR", spec.behaviour),
+            ("SF_LEASE_MS", &spec.lease_ms.to_string()),
+            ("SF_LOG", spec.log.to_str().expect("utf-8 path")),
+            ("SF_ROUNDS", &spec.rounds.to_string()),
+            ("SF_BREAKER_MS", &spec.breaker_ms.to_string()),
+        ])
+    }
+
+    /// A worker that reads its settings from `env` (`SF_WORKER` is set too), for a test
+    /// binary whose `worker_process_entry` speaks its own protocol.
+    pub fn spawn_with(env: &[(&str, &str)]) -> Self {
         let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
@@ -265,16 +282,7 @@ impl Worker {
                 "--test-threads=1",
             ])
             .env("SF_WORKER", "1")
-            .env("SF_URL", &spec.url)
-            .env("SF_NS", &spec.namespace)
-            .env("SF_KEY", &spec.key)
-            .env("SF_CALLERS", spec.callers.to_string())
-            .env("SF_WORK_MS", spec.work_ms.to_string())
-            .env("SF_BEHAVIOUR", spec.behaviour)
-            .env("SF_LEASE_MS", spec.lease_ms.to_string())
-            .env("SF_LOG", &spec.log)
-            .env("SF_ROUNDS", spec.rounds.to_string())
-            .env("SF_BREAKER_MS", spec.breaker_ms.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -326,6 +334,12 @@ impl Worker {
     /// Lets the work of the current round finish.
     pub async fn go(&mut self) {
         let _ = self.stdin.write_all(b"go\n").await;
+        let _ = self.stdin.flush().await;
+    }
+
+    /// Sends one line of the worker's protocol.
+    pub async fn send(&mut self, line: &str) {
+        let _ = self.stdin.write_all(format!("{line}\n").as_bytes()).await;
         let _ = self.stdin.flush().await;
     }
 
