@@ -12,7 +12,7 @@ use singleflight_tokio::Group;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
-use crate::flight::{Failure, Fleet};
+use crate::fleet::{Failure, Fleet};
 use crate::health::FleetStats;
 use crate::link::Target;
 use crate::outcome::{Error, ForgetError, Outcome};

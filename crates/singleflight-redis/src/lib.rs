@@ -257,7 +257,7 @@ mod backend;
 mod cluster;
 mod config;
 mod envelope;
-mod flight;
+mod fleet;
 mod group;
 mod health;
 mod link;

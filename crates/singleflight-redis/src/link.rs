@@ -44,7 +44,7 @@ use redis::{
 use tokio::sync::{mpsc, watch};
 
 use crate::backend::{BackendError, Hub};
-use crate::flight::random_u64;
+use crate::fleet::random_u64;
 use crate::health::{ReconnectCounts, ReconnectReason, Warnings};
 use crate::sentinel::{Discovery, switched};
 
