@@ -318,7 +318,7 @@ async fn worker_main(url: &str, window: Duration) {
                 let (group, ledger) = (group.clone(), handler_ledger.clone());
                 async move {
                     let id = headers["x-delivery-id"].to_str().unwrap_or("?").to_owned();
-                    let (answer, _outcome) = group
+                    let answer = group
                         .call(&id, || async move { receive(ledger, headers).await.1 })
                         .await
                         .expect("the work does not fail");

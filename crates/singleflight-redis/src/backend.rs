@@ -1,4 +1,4 @@
-//! The Redis side of a flight, behind a small trait so the leader/follower logic can be
+//! The Redis side of a flight, behind a small trait so the leader/waiter logic can be
 //! tested against an in-memory fake with a paused clock.
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ pub(crate) enum Joined {
     /// This caller holds the lease for this generation.
     Leader(u64),
     /// Another caller holds the lease for this generation.
-    Follow(u64),
+    Wait(u64),
     /// A key of the flight holds data that is not ours (named); the script made it
     /// expire within one lease.
     Foreign(String),
@@ -193,7 +193,7 @@ struct Channel {
 
 type OnEmpty = Box<dyn Fn(&str, ServerState) + Send + Sync>;
 
-/// Routes pub/sub messages of the one shared connection to the waiting followers.
+/// Routes pub/sub messages of the one shared connection to the waiters.
 pub(crate) struct Hub {
     channels: Mutex<HashMap<String, Channel>>,
     next_id: AtomicU64,
@@ -270,7 +270,7 @@ impl Hub {
     /// After connection `connection` replaced a lost one: subscribes every channel that
     /// has subscribers and is not subscribed on it yet with `subscribe`, then tells every
     /// subscriber to re-check (messages sent meanwhile are lost). A channel whose
-    /// subscription fails is left to its followers' re-checks.
+    /// subscription fails is left to its waiters' re-checks.
     pub(crate) async fn resubscribe<Fut>(&self, connection: u64, subscribe: impl Fn(String) -> Fut)
     where
         Fut: Future<Output = Result<(), BackendError>>,
@@ -413,7 +413,7 @@ impl Hub {
     }
 }
 
-/// One follower's subscription; dropping it unsubscribes (the last one on the server too).
+/// One waiter's subscription; dropping it unsubscribes (the last one on the server too).
 #[derive(Debug)]
 pub(crate) struct Subscription {
     pub(crate) rx: mpsc::UnboundedReceiver<Event>,

@@ -35,8 +35,8 @@ impl Codec {
 /// | [`op_timeout`](Self::op_timeout) (each Redis command) | 250 ms |
 /// | [`lease_ttl`](Self::lease_ttl) (renewed every third of it) | 10 s |
 /// | [`max_hold`](Self::max_hold) (renewals stop after it) | 5 min |
-/// | [`wait_timeout`](Self::wait_timeout) (a follower's wait before running locally) | 30 s |
-/// | [`poll`](Self::poll) (follower re-checks, doubling, ±20 % jitter) | 100 ms → 1 s |
+/// | [`wait_timeout`](Self::wait_timeout) (a waiter's wait before running locally) | 30 s |
+/// | [`poll`](Self::poll) (waiter re-checks, doubling, ±20 % jitter) | 100 ms → 1 s |
 /// | [`result_linger`](Self::result_linger) (for waiters that missed the push) | 5 s |
 /// | [`reuse_for`](Self::reuse_for) (a published value served to later calls) | off |
 /// | [`inline_max`](Self::inline_max) / [`max_value`](Self::max_value) | 64 KiB / 8 MiB |
@@ -45,7 +45,7 @@ impl Codec {
 /// | [`secret`](Self::secret) (sign shared results) | none |
 ///
 /// `Duration::MAX` means "no limit" for the limits that are optional:
-/// [`wait_timeout`](Self::wait_timeout) (followers wait for as long as the leader holds
+/// [`wait_timeout`](Self::wait_timeout) (waiters wait for as long as the leader holds
 /// its lease), [`max_hold`](Self::max_hold) (renew for as long as the work runs) and
 /// [`warn_interval`](Self::warn_interval) (warn once per kind).
 #[derive(Clone)]
@@ -295,7 +295,7 @@ impl Config {
         self
     }
 
-    /// How long a follower waits for a result before it runs the work itself
+    /// How long a waiter waits for a result before it runs the work itself
     /// ([`FallbackReason::WaitTimeout`](crate::FallbackReason::WaitTimeout)). Any
     /// duration; `Duration::MAX` waits for as long as a leader holds the lease (a vanished
     /// leader is still replaced when its lease expires).
@@ -304,7 +304,7 @@ impl Config {
         self
     }
 
-    /// The follower's safety re-check: first after `min`, then doubling up to `max`, each
+    /// The waiter's safety re-check: first after `min`, then doubling up to `max`, each
     /// with ±20 % jitter. Results normally arrive by pub/sub long before. Accepted: `min`
     /// 1 ms ..= 1 day (zero would spin), `max` from `min` to 1 day.
     pub fn poll(mut self, min: Duration, max: Duration) -> Self {
@@ -313,7 +313,7 @@ impl Config {
         self
     }
 
-    /// How long a result stays readable after its flight, for followers that missed the
+    /// How long a result stays readable after its flight, for waiters that missed the
     /// push. It is never served to calls that start after the flight (that is
     /// [`reuse_for`](Self::reuse_for)'s job, off by default). Accepted: 1 ms ..= 1 day.
     pub fn result_linger(mut self, linger: Duration) -> Self {
@@ -324,8 +324,8 @@ impl Config {
     /// Fleet-wide reuse window (off by default): a value a flight published, in any
     /// process, is handed to every call for its key that starts within `window` after
     /// publication, in any process whose group has a window too, without running the work
-    /// or waiting for a flight. Such a call's outcome is
-    /// [`Outcome::Reused`](crate::Outcome::Reused), with the value's age. This is the
+    /// or waiting for a flight. Such a call's role is
+    /// [`FleetRole::Reused`](crate::FleetRole::Reused), with the value's age. This is the
     /// fleet-wide form of the in-process groups' `reuse_for` (DESIGN rule 16).
     ///
     /// * **Successes only**: errors, panics, cancellations, wait timeouts and values that
@@ -359,8 +359,8 @@ impl Config {
         self
     }
 
-    /// Encoded values larger than this are not shared: followers run the work themselves
-    /// ([`FallbackReason::TooLarge`](crate::FallbackReason::TooLarge)). A follower applies
+    /// Encoded values larger than this are not shared: waiters run the work themselves
+    /// ([`FallbackReason::TooLarge`](crate::FallbackReason::TooLarge)). A waiter applies
     /// its own limit too, before decoding what it received. Accepted: 1 ..= 512 MiB.
     pub fn max_value(mut self, bytes: usize) -> Self {
         self.max_value = bytes;
@@ -400,14 +400,14 @@ impl Config {
     }
 
     /// Signs every shared result with HMAC-SHA256 under `secret`, shared by every process
-    /// of the namespace; a follower accepts only results signed with it and runs the work
+    /// of the namespace; a waiter accepts only results signed with it and runs the work
     /// itself otherwise ([`FallbackReason::Unverified`](crate::FallbackReason::Unverified)).
     /// Accepted: at least 16 bytes (use 32 random bytes).
     ///
     /// Without a secret, Redis and everyone who can write to it are trusted: they can hand
-    /// every follower any value. With one, they can still delay or prevent coalescing
+    /// every waiter any value. With one, they can still delay or prevent coalescing
     /// (hold a lease, delete keys), and replay an earlier result of the same key within
-    /// its flight, but not make a follower accept a value no leader produced.
+    /// its flight, but not make a waiter accept a value no leader produced.
     pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.secret = Some(secret.into());
         self

@@ -3,7 +3,7 @@
 //! Layout (big-endian): `b"SF"`, version `2`, codec id, status, flags (bit 0: signed),
 //! generation (u64), the key's length (u32) and bytes, then the payload: the encoded value
 //! (`Ok`), the error's text (`Err`), or nothing; if signed, an HMAC-SHA256 tag of the
-//! namespace and everything before it ends the envelope. The fixed header lets a follower
+//! namespace and everything before it ends the envelope. The fixed header lets a waiter
 //! classify a message without decoding it, and the full key in it means a result is only
 //! ever taken for the key it was produced for.
 
@@ -210,7 +210,7 @@ pub(crate) fn decode_value<V: DeserializeOwned>(codec: u8, payload: &[u8]) -> Op
 ///
 /// Keys belong to one logical database, but pub/sub channels are server-wide: the channel
 /// names the database (all but database 0, whose name predates this), so a result
-/// published in one database never reaches a follower in another.
+/// published in one database never reaches a waiter in another.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     pub(crate) lock: String,

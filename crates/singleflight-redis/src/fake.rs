@@ -1,4 +1,4 @@
-//! An in-memory Redis with the scripts' semantics, for the leader/follower logic under a
+//! An in-memory Redis with the scripts' semantics, for the leader/waiter logic under a
 //! paused clock. Each [`FakeConn`] stands for one process's connection and can be made to
 //! fail or hang.
 
@@ -188,7 +188,7 @@ impl FakeConn {
                 return Joined::Leader(g);
             }
             if min_generation > 0 || g > fence {
-                return Joined::Follow(g);
+                return Joined::Wait(g);
             }
         }
         let g = state

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::outcome::{FallbackReason, Outcome};
+use crate::report::{FallbackReason, FleetRole};
 
 /// Opens after a run of Redis failures so a dead Redis costs calls nothing; after the
 /// cool-down one call probes it.
@@ -229,7 +229,7 @@ impl ReconnectCounts {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     leaders: AtomicU64,
-    followers: AtomicU64,
+    waiters: AtomicU64,
     reused: AtomicU64,
     reelected: AtomicU64,
     remote_errors: AtomicU64,
@@ -239,13 +239,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn outcome(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Leader { .. } => &self.leaders,
-            Outcome::Follower { .. } => &self.followers,
-            Outcome::Reused { .. } => &self.reused,
-            Outcome::Reelected { .. } => &self.reelected,
-            Outcome::Fallback(reason) => &self.fallbacks[reason.index()],
+    pub(crate) fn role(&self, role: FleetRole) {
+        let counter = match role {
+            FleetRole::Leader { .. } => &self.leaders,
+            FleetRole::Waiter { .. } => &self.waiters,
+            FleetRole::Reused { .. } => &self.reused,
+            FleetRole::Reelected { .. } => &self.reelected,
+            FleetRole::Fallback(reason) => &self.fallbacks[reason.index()],
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -266,7 +266,7 @@ impl Counters {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         FleetStats {
             leaders: load(&self.leaders),
-            followers: load(&self.followers),
+            waiters: load(&self.waiters),
             reused: load(&self.reused),
             reelected: load(&self.reelected),
             remote_errors: load(&self.remote_errors),
@@ -291,12 +291,12 @@ pub struct FleetStats {
     /// Flights this process led.
     pub leaders: u64,
     /// Flights whose result came from another process (values and errors alike).
-    pub followers: u64,
+    pub waiters: u64,
     /// Calls handed a value kept for reuse ([`Config::reuse_for`](crate::Config::reuse_for)).
     pub reused: u64,
     /// Flights this process took over after another leader went away.
     pub reelected: u64,
-    /// Followed flights whose leader failed with an error.
+    /// Flights waited on whose leader failed with an error.
     pub remote_errors: u64,
     /// Leases lost while the work ran (renewal found another holder or none).
     pub leases_lost: u64,

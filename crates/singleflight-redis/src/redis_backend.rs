@@ -52,17 +52,17 @@ end
 /// KEYS: lock, generation counter, result, reuse, fence. ARGV: token, lease (ms), minimum
 /// generation (0: a fresh call, which never takes a stored result), limit for foreign
 /// data (ms), reuse window (ms, 0: off). Returns `{kind, generation, envelope, age}` with
-/// kind 0 = result, 1 = leader, 2 = follower, 3 = foreign data (the envelope field names
+/// kind 0 = result, 1 = leader, 2 = waiter, 3 = foreign data (the envelope field names
 /// the key), 4 = a value kept for reuse, published `age` ms ago.
 ///
 /// A fresh call that finds a lease whose generation a `forget` fenced off (at or below
-/// the fence) takes over: the forgotten flight goes on for its own followers, the next
+/// the fence) takes over: the forgotten flight goes on for its own waiters, the next
 /// calls start a new one.
 ///
 /// `redis.call`s: a new leader 5 (`TYPE`, `GET` ×2, `SET` ×2; one more `HMGET` while the
-/// last flight's result lingers), a follower 3 or 4 (`TYPE`, [`HMGET`], `GET`, `PTTL`);
+/// last flight's result lingers), a waiter 3 or 4 (`TYPE`, [`HMGET`], `GET`, `PTTL`);
 /// with a reuse window, a fresh call makes one more (`HMGET`), and two (and `PTTL`) when
-/// it finds a value, and a fresh follower one more (`GET` of the fence).
+/// it finds a value, and a fresh waiter one more (`GET` of the fence).
 const JOIN: &str = r"
 local lease, min, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local win = tonumber(ARGV[5])
@@ -201,7 +201,7 @@ return math.max(c, f)
 ";
 
 /// A script of this crate: its code (with `SPUBLISH` for `PUBLISH` on a cluster, where
-/// followers wait on sharded pub/sub) and the code's SHA-1.
+/// waiters wait on sharded pub/sub) and the code's SHA-1.
 struct Lua {
     code: String,
     hash: String,
@@ -537,7 +537,7 @@ impl Backend for Arc<RedisBackend> {
                 Joined::Reused(envelope.clone(), Duration::from_millis(age))
             }
             (1, _) => Joined::Leader(generation),
-            (2, _) => Joined::Follow(generation),
+            (2, _) => Joined::Wait(generation),
             (3, Value::BulkString(what)) => Joined::Foreign(String::from_utf8_lossy(what).into()),
             _ => return Err(bad()),
         })

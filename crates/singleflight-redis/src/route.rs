@@ -5,7 +5,7 @@
 //!
 //! A [`Node`] is one server as the group sees it: the [`Link`] its commands go to, the
 //! link its subscriptions are on, and the [`Hub`] that routes that link's pushed messages
-//! to the followers. On one server both links are the same connection. On a cluster node
+//! to the waiters. On one server both links are the same connection. On a cluster node
 //! they are two: a node sends a `SUNSUBSCRIBE` of its own when a slot stops being its
 //! own, and the client pairs such a push with the oldest command in flight on its
 //! connection, so it must never share one with the scripts.
@@ -20,7 +20,7 @@
 //!   [`REFRESH_EVERY`]; it is asked for after a `MOVED`, and when a node's command failed
 //!   for want of an answer (a node that went away, a failover under way).
 //!
-//! Whenever a slot leaves a node, the followers subscribed there for a channel of that
+//! Whenever a slot leaves a node, the waiters subscribed there for a channel of that
 //! slot are told their subscription is lost ([`Event::Lost`](crate::backend::Event)):
 //! they subscribe again on the slot's new node and re-check. A node serving no slot after
 //! a refresh is forgotten, and its connections close once their last command is done.
@@ -95,7 +95,7 @@ impl Node {
         })
     }
 
-    /// Subscribes to `channel` on this node (once per channel and connection; followers
+    /// Subscribes to `channel` on this node (once per channel and connection; waiters
     /// of one channel share the server's subscription).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
         let (link, pubsub) = (&self.subscriptions, self.pubsub);
@@ -116,7 +116,7 @@ impl Node {
 }
 
 /// The hub of a node whose subscriptions link is (to be) in `slot`: when a channel's last
-/// follower leaves, it is unsubscribed on that link.
+/// waiter leaves, it is unsubscribed on that link.
 fn hub(slot: &Arc<OnceLock<Weak<Link>>>, op_timeout: Duration, pubsub: Pubsub) -> Arc<Hub> {
     let slot = Arc::clone(slot);
     // The channel's server state is locked from the emptiness check to the end of the
@@ -350,7 +350,7 @@ impl Router {
         None
     }
 
-    /// Replaces the map with `ranges`; tells the followers of every slot that left its
+    /// Replaces the map with `ranges`; tells the waiters of every slot that left its
     /// node, and connects to the new nodes at once.
     fn apply(&self, ranges: &[(u16, u16, String)]) {
         let (before, slots, new) = {

@@ -1,7 +1,7 @@
 //! Against a real Redis Cluster on loopback, started here: three primaries and three
 //! replicas (`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster
 //! create`). A fleet of worker processes over keys in every shard; a slot migrated while
-//! followers wait on it; a primary killed while a leader's lease lives on it.
+//! waiters wait on it; a primary killed while a leader's lease lives on it.
 //!
 //! Run with `--nocapture` for the figures.
 
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Cluster, Config, Error, Outcome, RedisGroup};
-use support::{ClusterDeployment, Gate, Worker, WorkerSpec, ask, temp_log, wait_until};
+use singleflight_redis::{Cluster, Config, Error, FleetRole, RedisGroup};
+use support::{ClusterDeployment, Gate, Paired, Worker, WorkerSpec, ask, temp_log, wait_until};
 use tokio::sync::watch;
 
 /// Keys per round in the fleet test.
@@ -29,12 +29,12 @@ fn config(namespace: &str) -> Config {
         .reconnect(Duration::from_millis(20), Duration::from_millis(200))
 }
 
-fn label(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Leader { .. } => "leader".to_owned(),
-        Outcome::Follower { .. } => "follower".to_owned(),
-        Outcome::Reelected { .. } => "reelected".to_owned(),
-        Outcome::Fallback(reason) => format!("fallback:{reason:?}"),
+fn label(fleet_role: FleetRole) -> String {
+    match fleet_role {
+        FleetRole::Leader { .. } => "leader".to_owned(),
+        FleetRole::Waiter { .. } => "waiter".to_owned(),
+        FleetRole::Reelected { .. } => "reelected".to_owned(),
+        FleetRole::Fallback(reason) => format!("fallback:{reason:?}"),
         _ => "other".to_owned(),
     }
 }
@@ -42,7 +42,7 @@ fn label(outcome: Outcome) -> String {
 /// The worker process: `SF_ROUNDS` rounds of `SF_CALLERS` callers of each of [`KEYS`]
 /// keys (`<SF_KEY>-<n>`), on the cluster whose seeds are `SF_URL` (comma-separated).
 /// Round `r` starts at the `r`-th `next` line and its work waits for the `r+1`-th `go`.
-/// Prints `SF ready <keys led>`, then `SF result <outcome>=<count>,...
+/// Prints `SF ready <keys led>`, then `SF result <fleet_role>=<count>,...
 /// failed=<failed calls>`, then `SF done`, per round. A no-op unless `SF_WORKER` is set.
 #[test]
 fn worker_process_entry() {
@@ -115,7 +115,9 @@ async fn worker_main() {
                             go.wait_for(|&n| n > round).await.expect("go");
                             Ok(format!("value-{round}-{work_key}"))
                         })
+                        .with_role()
                         .await
+                        .paired()
                 }));
             }
         }
@@ -136,18 +138,21 @@ async fn worker_main() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         println!("SF ready {}", led.load(Ordering::SeqCst));
-        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        let mut fleet_roles: HashMap<String, usize> = HashMap::new();
         let mut failed = 0;
         for (at, task) in tasks.into_iter().enumerate() {
             match task.await.expect("caller") {
-                Ok((value, outcome)) => {
+                Ok((value, fleet_role)) => {
                     assert_eq!(value, format!("value-{round}-{prefix}-{}", at / callers));
-                    *outcomes.entry(label(outcome)).or_default() += 1;
+                    *fleet_roles.entry(label(fleet_role)).or_default() += 1;
                 }
                 Err(Error::Remote(_) | Error::Failed(_)) | Err(_) => failed += 1,
             }
         }
-        let mut summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut summary: Vec<String> = fleet_roles
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         summary.sort();
         println!("SF result {} failed={failed}", summary.join(","));
         println!("SF done");
@@ -183,7 +188,7 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
     let mut owners = std::collections::HashSet::new();
     let mut workers: Vec<Worker> = (0..processes).map(|_| Worker::spawn(&spec)).collect();
     println!(
-        "| round | keys | executions fleet-wide | keys run more than once | failed calls | outcomes |"
+        "| round | keys | executions fleet-wide | keys run more than once | failed calls | fleet_roles |"
     );
     println!("|---|---|---|---|---|---|");
     for round in 0..rounds {
@@ -211,7 +216,7 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
         for worker in &mut workers {
             worker.go().await;
         }
-        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        let mut fleet_roles: HashMap<String, usize> = HashMap::new();
         let mut failed = 0;
         for worker in &mut workers {
             let line = worker.expect("result").await;
@@ -221,7 +226,7 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
             failed += fail.parse::<usize>().expect("failed");
             for pair in counts.split(',').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').expect("pair");
-                *outcomes.entry(k.to_owned()).or_default() += v.parse::<usize>().expect("n");
+                *fleet_roles.entry(k.to_owned()).or_default() += v.parse::<usize>().expect("n");
             }
             worker.expect("done").await;
         }
@@ -230,7 +235,10 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
             .collect();
         let total: usize = per_key.iter().sum();
         let twice = per_key.iter().filter(|&&e| e > 1).count();
-        let mut summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let mut summary: Vec<String> = fleet_roles
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         summary.sort();
         println!(
             "| {round} | {KEYS} | {total} | {twice} | {failed} | {} |",
@@ -271,20 +279,20 @@ async fn lease_key(cluster: &ClusterDeployment, namespace: &str) -> (String, u16
     }
 }
 
-/// A leader in group `a`, followers in `followers`, all on `key`: returns the leader's
-/// task, the followers' tasks (each also returns how long after `released` it got its
+/// A leader in group `a`, waiters in `waiters`, all on `key`: returns the leader's
+/// task, the waiters' tasks (each also returns how long after `released` it got its
 /// value), the executions counter and the gate.
-type Called = Result<(u64, Outcome), Error<std::convert::Infallible>>;
+type Called = Result<(u64, FleetRole), Error<std::convert::Infallible>>;
 
 struct Flight {
     runs: Arc<AtomicUsize>,
     gate: Gate,
     leader: tokio::task::JoinHandle<Called>,
-    /// Each follower's result and when it had it.
-    followers: Vec<tokio::task::JoinHandle<(Called, Instant)>>,
+    /// Each waiter's result and when it had it.
+    waiters: Vec<tokio::task::JoinHandle<(Called, Instant)>>,
 }
 
-async fn flight(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &str) -> Flight {
+async fn flight(leader: &RedisGroup<u64>, waiters: &[RedisGroup<u64>], key: &str) -> Flight {
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let work = |runs: Arc<AtomicUsize>, gate: Gate| async move {
         runs.fetch_add(1, Ordering::SeqCst);
@@ -298,11 +306,17 @@ async fn flight(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &s
             Arc::clone(&runs),
             gate.clone(),
         );
-        async move { group.call(&key, || work(runs, gate)).await }
+        async move {
+            group
+                .call(&key, || work(runs, gate))
+                .with_role()
+                .await
+                .paired()
+        }
     });
     wait_until("the leader runs", || runs.load(Ordering::SeqCst) == 1).await;
     let mut tasks = Vec::new();
-    for group in followers {
+    for group in waiters {
         let (group, key, runs, gate) = (
             group.clone(),
             key.to_owned(),
@@ -310,18 +324,22 @@ async fn flight(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &s
             gate.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let result = group.call(&key, || work(runs, gate)).await;
+            let result = group
+                .call(&key, || work(runs, gate))
+                .with_role()
+                .await
+                .paired();
             (result, Instant::now())
         }));
     }
-    for group in followers {
-        wait_until("the follower waits", || group.fleet_waiting() == 1).await;
+    for group in waiters {
+        wait_until("the waiter waits", || group.fleet_waiting() == 1).await;
     }
     Flight {
         runs,
         gate,
         leader: lead,
-        followers: tasks,
+        waiters: tasks,
     }
 }
 
@@ -333,7 +351,7 @@ async fn node_id(port: u16) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
+async fn a_slot_migrated_under_waiting_waiters_is_followed_to_its_new_node() {
     let Some(cluster) = ClusterDeployment::start(3, 1, 2000).await else {
         return;
     };
@@ -343,8 +361,8 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
             .expect("group")
     };
     let leader = open();
-    let followers: Vec<RedisGroup<u64>> = (0..4).map(|_| open()).collect();
-    let flight = flight(&leader, &followers, "k").await;
+    let waiters: Vec<RedisGroup<u64>> = (0..4).map(|_| open()).collect();
+    let flight = flight(&leader, &waiters, "k").await;
     let (lock, source) = lease_key(&cluster, namespace).await;
     let slot = cluster.slot(&lock).await;
     let nodes = cluster.nodes(source).await.expect("nodes");
@@ -397,7 +415,7 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
         .await,
         "SETSLOT NODE (source)",
     );
-    // The followers were subscribed on the source, which dropped their subscriptions
+    // The waiters were subscribed on the source, which dropped their subscriptions
     // (SUNSUBSCRIBE) when the slot left it: they subscribe again on the target.
     let channel = lock.trim_end_matches(":lock").to_owned() + ":done";
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -408,12 +426,12 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
             Some([_, redis::Value::Int(n)]) => *n,
             _ => 0,
         };
-        if n == i64::try_from(followers.len()).expect("count") {
+        if n == i64::try_from(waiters.len()).expect("count") {
             break moved_at.elapsed();
         }
         assert!(
             Instant::now() < deadline,
-            "followers did not subscribe on the new node: {n}"
+            "waiters did not subscribe on the new node: {n}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -421,14 +439,14 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
     flight.gate.open();
     let mut failed = 0;
     let mut slowest = Duration::ZERO;
-    let mut outcomes = Vec::new();
-    for task in flight.followers {
-        let (result, at) = task.await.expect("follower");
+    let mut fleet_roles = Vec::new();
+    for task in flight.waiters {
+        let (result, at) = task.await.expect("waiter");
         slowest = slowest.max(at.saturating_duration_since(released));
         match result {
-            Ok((value, outcome)) => {
+            Ok((value, fleet_role)) => {
                 assert_eq!(value, 7);
-                outcomes.push(label(outcome));
+                fleet_roles.push(label(fleet_role));
             }
             Err(_) => failed += 1,
         }
@@ -436,34 +454,34 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
     assert!(flight.leader.await.expect("leader").is_ok());
     let executions = flight.runs.load(Ordering::SeqCst);
     println!(
-        "| slot migration (slot {slot}, {source} -> {target}) | executions | failed calls | followers subscribed again on the new node after | slowest follower after release |"
+        "| slot migration (slot {slot}, {source} -> {target}) | executions | failed calls | waiters subscribed again on the new node after | slowest waiter after release |"
     );
     println!("|---|---|---|---|---|");
     println!(
-        "| {} followers | {executions} | {failed} | {} ms | {} ms |",
-        followers.len(),
+        "| {} waiters | {executions} | {failed} | {} ms | {} ms |",
+        waiters.len(),
         resubscribed.as_millis(),
         slowest.as_millis()
     );
-    println!("follower outcomes: {outcomes:?}");
+    println!("waiter fleet_roles: {fleet_roles:?}");
     assert_eq!(failed, 0);
     assert!(executions <= 2, "{executions}");
     assert!(
         slowest < Duration::from_millis(200 + 200),
-        "a follower waited past its poll cap: {slowest:?}"
+        "a waiter waited past its poll cap: {slowest:?}"
     );
     // A new flight on the migrated slot coalesces on its new node.
-    let again = flight_after(&leader, &followers, "k").await;
+    let again = flight_after(&leader, &waiters, "k").await;
     println!("after the migration: a new flight runs {again} time(s)");
     assert_eq!(again, 1);
 }
 
 /// A new flight of `key`: the executions.
-async fn flight_after(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &str) -> usize {
-    let flight = flight(leader, followers, key).await;
+async fn flight_after(leader: &RedisGroup<u64>, waiters: &[RedisGroup<u64>], key: &str) -> usize {
+    let flight = flight(leader, waiters, key).await;
     flight.gate.open();
-    for task in flight.followers {
-        let (result, _) = task.await.expect("follower");
+    for task in flight.waiters {
+        let (result, _) = task.await.expect("waiter");
         assert!(result.is_ok());
     }
     assert!(flight.leader.await.expect("leader").is_ok());
@@ -471,11 +489,11 @@ async fn flight_after(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], k
 }
 
 /// One round of `key` in every group at once, the work held until every group runs it or
-/// waits on the fleet: (executions, failed calls, outcomes).
+/// waits on the fleet: (executions, failed calls, fleet_roles).
 struct Round {
     executions: usize,
     failed: usize,
-    outcomes: Vec<String>,
+    fleet_roles: Vec<String>,
 }
 
 impl Round {
@@ -506,7 +524,9 @@ async fn start_round(
                     gate.wait().await;
                     7
                 })
+                .with_role()
                 .await
+                .paired()
         }));
     }
     wait_until("every group runs the work or waits on the fleet", || {
@@ -521,18 +541,18 @@ async fn end_round(
     (gate, runs, tasks): (Gate, Arc<AtomicUsize>, Vec<tokio::task::JoinHandle<Called>>),
 ) -> Round {
     gate.open();
-    let (mut failed, mut outcomes) = (0, Vec::new());
+    let (mut failed, mut fleet_roles) = (0, Vec::new());
     for task in tasks {
         match task.await.expect("caller") {
-            Ok((7, outcome)) => outcomes.push(label(outcome)),
+            Ok((7, fleet_role)) => fleet_roles.push(label(fleet_role)),
             _ => failed += 1,
         }
     }
-    outcomes.sort();
+    fleet_roles.sort();
     Round {
         executions: runs.load(Ordering::SeqCst),
         failed,
-        outcomes,
+        fleet_roles,
     }
 }
 
@@ -554,7 +574,7 @@ async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
         })
         .collect();
     let before = end_round(start_round(&groups, "k").await).await;
-    assert!(before.coalesced(), "{:?}", before.outcomes);
+    assert!(before.coalesced(), "{:?}", before.fleet_roles);
 
     // A flight whose leader's lease lives on the primary about to die.
     let round = start_round(&groups, "k").await;
@@ -594,18 +614,18 @@ async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
     };
     let failed: usize = after.iter().map(|r| r.failed).sum::<usize>() + during.failed;
     println!(
-        "| failover (primary {primary} killed, replica {replica} promoted after {} ms; node timeout {node_timeout} ms, lease {} ms) | executions | failed calls | outcomes |",
+        "| failover (primary {primary} killed, replica {replica} promoted after {} ms; node timeout {node_timeout} ms, lease {} ms) | executions | failed calls | fleet_roles |",
         promoted.duration_since(killed).as_millis(),
         lease.as_millis()
     );
     println!("|---|---|---|---|");
     println!(
         "| before | {} | {} | {:?} |",
-        before.executions, before.failed, before.outcomes
+        before.executions, before.failed, before.fleet_roles
     );
     println!(
         "| leader's flight across the kill | {} | {} | {:?} |",
-        during.executions, during.failed, during.outcomes
+        during.executions, during.failed, during.fleet_roles
     );
     for (n, round) in after.iter().enumerate() {
         println!(
@@ -613,7 +633,7 @@ async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
             n + 1,
             round.executions,
             round.failed,
-            round.outcomes
+            round.fleet_roles
         );
     }
     println!(

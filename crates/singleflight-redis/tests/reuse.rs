@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Error, FallbackReason, Outcome, RedisGroup};
-use support::{Gate, Server, Worker, executions, fast, temp_log, wait_until};
+use singleflight_redis::{Error, FallbackReason, FleetRole, RedisGroup};
+use support::{Gate, Paired, Server, Worker, executions, fast, temp_log, wait_until};
 
 /// A group on its own connection: another process, as far as Redis can tell.
 fn process(server: &Server, namespace: &str, window: Option<Duration>) -> RedisGroup<u64> {
@@ -22,13 +22,15 @@ fn process(server: &Server, namespace: &str, window: Option<Duration>) -> RedisG
 }
 
 /// A call whose work counts its runs and returns `value`.
-async fn call(group: &RedisGroup<u64>, runs: &AtomicUsize, value: u64) -> (u64, Outcome) {
+async fn call(group: &RedisGroup<u64>, runs: &AtomicUsize, value: u64) -> (u64, FleetRole) {
     group
         .call("k", || async move {
             runs.fetch_add(1, Ordering::SeqCst);
             value
         })
+        .with_role()
         .await
+        .paired()
         .expect("value")
 }
 
@@ -44,20 +46,26 @@ async fn a_value_is_reused_by_other_processes_within_the_window_and_not_after() 
     let runs = AtomicUsize::new(0);
 
     let started = Instant::now();
-    let (value, outcome) = call(&a, &runs, 1).await;
+    let (value, fleet_role) = call(&a, &runs, 1).await;
     let returned = Instant::now();
-    assert_eq!((value, outcome), (1, Outcome::Leader { generation: 1 }));
+    assert_eq!(
+        (value, fleet_role),
+        (1, FleetRole::Leader { generation: 1 })
+    );
 
     // A group without a window never reuses (and, leading, keeps nothing for reuse).
-    let (value, outcome) = call(&plain, &runs, 2).await;
-    assert_eq!((value, outcome), (2, Outcome::Leader { generation: 2 }));
+    let (value, fleet_role) = call(&plain, &runs, 2).await;
+    assert_eq!(
+        (value, fleet_role),
+        (2, FleetRole::Leader { generation: 2 })
+    );
 
     // Within the window, another process gets the first value without running the work,
     // and its age is measured from the publication, in Redis.
-    let (value, outcome) = call(&b, &runs, 3).await;
+    let (value, fleet_role) = call(&b, &runs, 3).await;
     assert_eq!(value, 1);
-    let Outcome::Reused { generation, age } = outcome else {
-        panic!("{outcome:?}");
+    let FleetRole::Reused { generation, age } = fleet_role else {
+        panic!("{fleet_role:?}");
     };
     assert_eq!(generation, 1);
     assert!(age < window, "{age:?}");
@@ -72,13 +80,13 @@ async fn a_value_is_reused_by_other_processes_within_the_window_and_not_after() 
     // that), and within a stated bound after it.
     let led_at = loop {
         let before = Instant::now();
-        let (value, outcome) = call(&b, &runs, 4).await;
-        match outcome {
-            Outcome::Reused { generation: 1, age } => {
+        let (value, fleet_role) = call(&b, &runs, 4).await;
+        match fleet_role {
+            FleetRole::Reused { generation: 1, age } => {
                 assert_eq!(value, 1);
                 assert!(age < window, "{age:?}");
             }
-            Outcome::Leader { generation: 3 } => {
+            FleetRole::Leader { generation: 3 } => {
                 assert_eq!(value, 4);
                 break before;
             }
@@ -111,17 +119,35 @@ async fn errors_are_never_reused() {
     let config = fast("reuse:errors").reuse_for(window);
     let a = RedisGroup::<u64, String>::open(&server.url(), config.clone()).expect("group");
     let b = RedisGroup::<u64, String>::open(&server.url(), config).expect("group");
-    let failed = a.try_call("k", || async { Err("boom".to_owned()) }).await;
+    // An error still says which role the call played.
+    let (failed, role) = a
+        .try_call("k", || async { Err("boom".to_owned()) })
+        .with_role()
+        .await;
     assert!(
         matches!(failed, Err(Error::Failed(ref e)) if e == "boom"),
         "{failed:?}"
     );
-    let (value, outcome) = b.try_call("k", || async { Ok(7) }).await.expect("value");
-    assert_eq!((value, outcome), (7, Outcome::Leader { generation: 2 }));
+    assert_eq!(role, Some(FleetRole::Leader { generation: 1 }));
+    let (value, fleet_role) = b
+        .try_call("k", || async { Ok(7) })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    assert_eq!(
+        (value, fleet_role),
+        (7, FleetRole::Leader { generation: 2 })
+    );
     // The success is.
-    let (value, outcome) = a.try_call("k", || async { Ok(8) }).await.expect("value");
+    let (value, fleet_role) = a
+        .try_call("k", || async { Ok(8) })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     assert_eq!(value, 7);
-    assert!(outcome.is_reused(), "{outcome:?}");
+    assert!(fleet_role.is_reused(), "{fleet_role:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +164,14 @@ async fn a_reused_value_is_verified_like_a_pushed_one() {
     let runs = AtomicUsize::new(0);
     assert_eq!(
         call(&a, &runs, 1).await,
-        (1, Outcome::Leader { generation: 1 })
+        (1, FleetRole::Leader { generation: 1 })
     );
-    let (value, outcome) = call(&same, &runs, 2).await;
+    let (value, fleet_role) = call(&same, &runs, 2).await;
     assert_eq!(value, 1);
-    assert!(outcome.is_reused(), "{outcome:?}");
+    assert!(fleet_role.is_reused(), "{fleet_role:?}");
     assert_eq!(
         call(&other, &runs, 3).await,
-        (3, Outcome::Fallback(FallbackReason::Unverified))
+        (3, FleetRole::Fallback(FallbackReason::Unverified))
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
@@ -161,22 +187,22 @@ async fn a_forget_in_one_process_makes_the_next_call_in_another_lead() {
     let runs = AtomicUsize::new(0);
     assert_eq!(
         call(&a, &runs, 1).await,
-        (1, Outcome::Leader { generation: 1 })
+        (1, FleetRole::Leader { generation: 1 })
     );
     assert!(call(&b, &runs, 2).await.1.is_reused());
 
     a.forget("k").await.expect("forget reaches redis");
     assert_eq!(
         call(&b, &runs, 3).await,
-        (3, Outcome::Leader { generation: 2 }),
+        (3, FleetRole::Leader { generation: 2 }),
         "the next call leads"
     );
     // The new flight's value is reusable again, everywhere.
-    let (value, outcome) = call(&a, &runs, 4).await;
+    let (value, fleet_role) = call(&a, &runs, 4).await;
     assert_eq!(value, 3);
     assert!(
-        matches!(outcome, Outcome::Reused { generation: 2, .. }),
-        "{outcome:?}"
+        matches!(fleet_role, FleetRole::Reused { generation: 2, .. }),
+        "{fleet_role:?}"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
@@ -199,7 +225,9 @@ async fn a_forget_racing_a_flight_never_leaves_its_value_reusable() {
                 gate.wait().await;
                 1
             })
+            .with_role()
             .await
+            .paired()
         }
     });
     wait_until("the flight runs", || started.load(Ordering::SeqCst)).await;
@@ -207,21 +235,24 @@ async fn a_forget_racing_a_flight_never_leaves_its_value_reusable() {
     // Forgotten while it runs, in another process: the next call does not wait for it.
     b.forget("k").await.expect("forget reaches redis");
     let runs = AtomicUsize::new(0);
-    let (value, outcome) = call(&c, &runs, 2).await;
-    assert_eq!((value, outcome), (2, Outcome::Leader { generation: 2 }));
+    let (value, fleet_role) = call(&c, &runs, 2).await;
+    assert_eq!(
+        (value, fleet_role),
+        (2, FleetRole::Leader { generation: 2 })
+    );
 
     // The forgotten flight completes afterwards: its value is not kept for reuse, and does
     // not replace the newer flight's.
     gate.open();
     assert_eq!(
         lead.await.expect("task").expect("value"),
-        (1, Outcome::Leader { generation: 1 })
+        (1, FleetRole::Leader { generation: 1 })
     );
-    let (value, outcome) = call(&b, &runs, 3).await;
-    assert_eq!(value, 2, "{outcome:?}");
+    let (value, fleet_role) = call(&b, &runs, 3).await;
+    assert_eq!(value, 2, "{fleet_role:?}");
     assert!(
-        matches!(outcome, Outcome::Reused { generation: 2, .. }),
-        "{outcome:?}"
+        matches!(fleet_role, FleetRole::Reused { generation: 2, .. }),
+        "{fleet_role:?}"
     );
 
     // Forgotten again while a flight runs, with nothing newer: nothing is left to reuse.
@@ -236,7 +267,9 @@ async fn a_forget_racing_a_flight_never_leaves_its_value_reusable() {
                 gate.wait().await;
                 4
             })
+            .with_role()
             .await
+            .paired()
         }
     });
     wait_until("the flight runs", || started.load(Ordering::SeqCst)).await;
@@ -244,12 +277,12 @@ async fn a_forget_racing_a_flight_never_leaves_its_value_reusable() {
     gate.open();
     assert_eq!(
         lead.await.expect("task").expect("value"),
-        (4, Outcome::Leader { generation: 3 })
+        (4, FleetRole::Leader { generation: 3 })
     );
-    let (value, outcome) = call(&c, &runs, 5).await;
+    let (value, fleet_role) = call(&c, &runs, 5).await;
     assert_eq!(
-        (value, outcome),
-        (5, Outcome::Leader { generation: 4 }),
+        (value, fleet_role),
+        (5, FleetRole::Leader { generation: 4 }),
         "the forgotten flight's value is not reused"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
@@ -259,7 +292,7 @@ async fn a_forget_racing_a_flight_never_leaves_its_value_reusable() {
 /// with a reuse window of `SF_REUSE_MS`. On `hold <id>` it receives a delivery whose
 /// processing waits for the next `go` line, printing `SF ready <id> leader|waiter` once
 /// it processes it or waits for another process; on `deliver <id>`, one that is processed
-/// at once. Each delivery ends with `SF result <id> <outcome>`; each processing appends
+/// at once. Each delivery ends with `SF result <id> <fleet_role>`; each processing appends
 /// `<id> <pid>` to `SF_LOG`. A no-op unless `SF_WORKER` is set.
 #[test]
 fn worker_process_entry() {
@@ -316,7 +349,9 @@ async fn worker_main() {
                         }
                         format!("processed {id}")
                     })
+                    .with_role()
                     .await
+                    .paired()
             }
         });
         tokio::spawn(async move {
@@ -334,12 +369,12 @@ async fn worker_main() {
                 };
                 println!("SF ready {id} {role}");
             }
-            let (value, outcome) = delivery.await.expect("delivery").expect("value");
+            let (value, fleet_role) = delivery.await.expect("delivery").expect("value");
             assert_eq!(value, format!("processed {id}"));
-            let label = match outcome {
-                Outcome::Leader { .. } => "leader",
-                Outcome::Follower { .. } => "follower",
-                Outcome::Reused { .. } => "reused",
+            let label = match fleet_role {
+                FleetRole::Leader { .. } => "leader",
+                FleetRole::Waiter { .. } => "waiter",
+                FleetRole::Reused { .. } => "reused",
                 _ => "other",
             };
             println!("SF result {id} {label}");
@@ -376,13 +411,13 @@ async fn three_workers_process_one_delivery_once() {
     for worker in &mut workers {
         worker.send("go").await;
     }
-    let mut outcomes = Vec::new();
+    let mut fleet_roles = Vec::new();
     for worker in &mut workers {
         let line = worker.expect("result evt_1").await;
-        outcomes.push(line.rsplit(' ').next().expect("outcome").to_owned());
+        fleet_roles.push(line.rsplit(' ').next().expect("fleet_role").to_owned());
     }
-    outcomes.sort();
-    assert_eq!(outcomes, ["follower", "follower", "leader"]);
+    fleet_roles.sort();
+    assert_eq!(fleet_roles, ["leader", "waiter", "waiter"]);
     assert_eq!(executions(&log), 1);
 
     // Redelivered to each of them within the window: answered, not processed.

@@ -3,17 +3,17 @@
 //!
 //! It starts its own `redis-server` (from `SF_REDIS_SERVER`, else the `PATH`) on a free
 //! loopback port and stops it at the end; without one it prints a one-line notice and the
-//! report goes on. All but the follower run on one current-thread tokio runtime; samples
+//! report goes on. All but the waiter run on one current-thread tokio runtime; samples
 //! interleave call by call, so that a busy moment weighs on every figure alike:
 //!
 //! * **`PING`**: one `PING` over a RESP3 `ConnectionManager`, as the group uses.
 //! * **leader's added latency**: a `RedisGroup` call that leads its flight (no other
 //!   process wants the key), minus an in-process `singleflight-tokio` call; the work is
 //!   ready at once, so the difference is the fleet layer's Redis round trips and work.
-//! * **follower's delivery**: two groups with their own connections, the follower's on a
-//!   thread and runtime of its own, stand for two processes. The follower waits on the leader's flight; the figure is the time from the
-//!   leader's work returning to the follower's call returning the value: the leader's
-//!   completion going out, Redis running it and pushing the message, the follower
+//! * **waiter's delivery**: two groups with their own connections, the waiter's on a
+//!   thread and runtime of its own, stand for two processes. The waiter waits on the leader's flight; the figure is the time from the
+//!   leader's work returning to the waiter's call returning the value: the leader's
+//!   completion going out, Redis running it and pushing the message, the waiter
 //!   decoding it. For scale, a plain pattern subscriber on a third connection notes when
 //!   the same message reaches it.
 //! * **commands per flight**: what each group's connection sends, as the server's
@@ -29,19 +29,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use singleflight_redis::{Config, Outcome, RedisGroup};
+use singleflight_redis::{Config, FleetRole, RedisGroup};
 use tokio::sync::oneshot;
 
 /// The targets, in `PING` round trips.
 const LEADER_TARGET: f64 = 2.0;
-const FOLLOWER_TARGET: f64 = 1.5;
+const WAITER_TARGET: f64 = 1.5;
 
 /// How many samples of each figure a round takes.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
     rounds: usize,
     calls: usize,
-    follows: usize,
+    waits: usize,
 }
 
 impl Sizes {
@@ -50,13 +50,13 @@ impl Sizes {
             Self {
                 rounds: 5,
                 calls: 1_000,
-                follows: 200,
+                waits: 200,
             }
         } else {
             Self {
                 rounds: 9,
                 calls: 2_000,
-                follows: 500,
+                waits: 500,
             }
         }
     }
@@ -70,16 +70,16 @@ pub(crate) struct Figures {
     ping: Spread,
     plain: Spread,
     leader: Spread,
-    follower: Spread,
+    waiter: Spread,
     /// When the plain subscriber had the leader's message, after the leader's work.
     heard: Spread,
     /// Commands a leader sends per flight, by name, as the server saw them.
     leader_commands: BTreeMap<String, f64>,
-    /// Commands a follower sends per flight, by name.
-    follower_commands: BTreeMap<String, f64>,
+    /// Commands a waiter sends per flight, by name.
+    waiter_commands: BTreeMap<String, f64>,
     /// The server's own time per call (µs) of `PING` and of each script call.
     server_time: BTreeMap<String, f64>,
-    /// Calls that did not lead or follow as planned (a fallback), by what they got.
+    /// Calls that did not lead or wait as planned (a fallback), by what they got.
     surprises: Vec<String>,
 }
 
@@ -94,7 +94,7 @@ pub(crate) fn run(quick: bool) -> Option<Figures> {
     let sizes = Sizes::new(quick);
     eprintln!(
         "redis ({} rounds of {} calls and {} followed flights)…",
-        sizes.rounds, sizes.calls, sizes.follows
+        sizes.rounds, sizes.calls, sizes.waits
     );
     let server = match Server::start(&binary) {
         Ok(server) => server,
@@ -128,7 +128,7 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         );
     let config = |namespace| Config::new(namespace).op_timeout(Duration::from_secs(2));
     let leader = RedisGroup::<u64>::open(url, config("report")).expect("a group");
-    let follower = Remote::open(url, config("report")).await;
+    let waiter = Remote::open(url, config("report")).await;
     // The timed leader calls' own namespace, which the plain subscriber below does not
     // hear: its message handling would fall into the next sample's time.
     let soloist = RedisGroup::<u64>::open(url, config("report-solo")).expect("a group");
@@ -153,13 +153,13 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
 
     // Untimed: connect both groups and load the scripts (a first call pays NOSCRIPT).
     lead(&soloist, "warm", &mut surprises).await;
-    follow(&leader, &follower, "warm", &heard, &mut surprises).await;
+    lead_and_wait(&leader, &waiter, "warm", &heard, &mut surprises).await;
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut conn)
         .await?;
 
-    let (mut pings, mut plains, mut leads, mut follows, mut hears) =
+    let (mut pings, mut plains, mut leads, mut waits, mut hears) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Interleaved call by call, so that the machine's load, which changes from one
     // millisecond to the next here, weighs on every figure alike.
@@ -174,11 +174,11 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
             lead(&soloist, "lead", &mut surprises).await;
             leads.push(micros(started.elapsed()));
         }
-        for _ in 0..sizes.follows {
+        for _ in 0..sizes.waits {
             pings.push(ping(&mut conn).await?);
-            let flight = follow(&leader, &follower, "follow", &heard, &mut surprises).await;
+            let flight = lead_and_wait(&leader, &waiter, "wait", &heard, &mut surprises).await;
             if let Some((delivery, heard)) = flight {
-                follows.push(micros(delivery));
+                waits.push(micros(delivery));
                 hears.push(micros(heard));
             }
         }
@@ -186,12 +186,12 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
 
     // Before the counting: a `MONITOR` slows every command down.
     let server_time = server_time(&mut conn).await?;
-    let (leader_commands, follower_commands) = count_commands(
+    let (leader_commands, waiter_commands) = count_commands(
         url,
         &mut conn,
         &leader,
-        &follower,
-        sizes.follows,
+        &waiter,
+        sizes.waits,
         &mut surprises,
     )
     .await?;
@@ -204,10 +204,10 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         ping: Spread::of(pings),
         plain: Spread::of(plains),
         leader: Spread::of(leads),
-        follower: Spread::of(follows),
+        waiter: Spread::of(waits),
         heard: Spread::of(hears),
         leader_commands,
-        follower_commands,
+        waiter_commands,
         server_time,
         surprises,
     })
@@ -222,17 +222,17 @@ async fn ping(conn: &mut ConnectionManager) -> redis::RedisResult<f64> {
 
 /// One call that should lead its flight.
 async fn lead(group: &RedisGroup<u64>, key: &str, surprises: &mut Vec<String>) {
-    match group.call(key, || async { 1 }).await {
-        Ok((_, Outcome::Leader { .. })) => {}
+    match group.call(key, || async { 1 }).with_role().await {
+        (Ok(_), Some(FleetRole::Leader { .. })) => {}
         other => surprises.push(format!("a leader got {other:?}")),
     }
 }
 
-/// One flight led in `leader` and followed in `follower`; returns the time from the
-/// leader's work returning to the follower having the value.
-async fn follow(
+/// One flight led in `leader` and followed in `waiter`; returns the time from the
+/// leader's work returning to the waiter having the value.
+async fn lead_and_wait(
     leader: &RedisGroup<u64>,
-    follower: &Remote,
+    waiter: &Remote,
     key: &'static str,
     heard: &Mutex<Option<Instant>>,
     surprises: &mut Vec<String>,
@@ -251,29 +251,30 @@ async fn follow(
                     *ended.lock().unwrap() = Some(Instant::now());
                     1
                 })
+                .with_role()
                 .await
         }
     });
     let _ = is_running.await;
-    let follow = follower.runtime.spawn({
-        let follower = follower.group.clone();
+    let wait = waiter.runtime.spawn({
+        let waiter = waiter.group.clone();
         async move {
-            let result = follower.call(key, || async { 2 }).await;
+            let result = waiter.call(key, || async { 2 }).with_role().await;
             (result, Instant::now())
         }
     });
-    // Untimed: leaves the cores to the follower's thread and the server meanwhile.
-    while follower.group.fleet_waiting() == 0 && !follow.is_finished() {
+    // Untimed: leaves the cores to the waiter's thread and the server meanwhile.
+    while waiter.group.fleet_waiting() == 0 && !wait.is_finished() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = open.send(());
-    let (result, received) = follow.await.expect("the follower's task");
+    let (result, received) = wait.await.expect("the waiter's task");
     let led = lead.await.expect("the leader's task");
-    if !matches!(led, Ok((_, Outcome::Leader { .. }))) {
+    if !matches!(led, (Ok(_), Some(FleetRole::Leader { .. }))) {
         surprises.push(format!("a leader got {led:?}"));
     }
     match result {
-        Ok((1, Outcome::Follower { .. })) => {
+        (Ok(1), Some(FleetRole::Waiter { .. })) => {
             let ended = ended.lock().unwrap().expect("the leader's work ended");
             let heard = heard.lock().unwrap().unwrap_or(received);
             Some((
@@ -282,7 +283,7 @@ async fn follow(
             ))
         }
         other => {
-            surprises.push(format!("a follower got {other:?}"));
+            surprises.push(format!("a waiter got {other:?}"));
             None
         }
     }
@@ -369,12 +370,12 @@ async fn info_field(
 }
 
 /// Counts the commands each group sends per flight (scripts' own commands left out), with
-/// the server's `MONITOR`: `flights` flights led alone, then `flights` with a follower.
+/// the server's `MONITOR`: `flights` flights led alone, then `flights` with a waiter.
 async fn count_commands(
     url: &str,
     conn: &mut ConnectionManager,
     leader: &RedisGroup<u64>,
-    follower: &Remote,
+    waiter: &Remote,
     flights: usize,
     surprises: &mut Vec<String>,
 ) -> redis::RedisResult<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
@@ -410,14 +411,7 @@ async fn count_commands(
     quiesce(conn).await?;
     mark(conn, "followed").await?;
     for _ in 0..flights {
-        follow(
-            leader,
-            follower,
-            "count-follow",
-            &Mutex::new(None),
-            surprises,
-        )
-        .await;
+        lead_and_wait(leader, waiter, "count-wait", &Mutex::new(None), surprises).await;
     }
     quiesce(conn).await?;
     mark(conn, "end").await?;
@@ -558,7 +552,7 @@ pub(crate) fn print(figures: Option<&Figures>) {
         "Against a {} on 127.0.0.1 started for the run; current-thread tokio runtimes; \
          medians of every sample over {} interleaved rounds ({} calls and {} followed \
          flights each). The unit is a `PING` round trip over the same kind of connection.",
-        f.server, f.samples.rounds, f.samples.calls, f.samples.follows
+        f.server, f.samples.rounds, f.samples.calls, f.samples.waits
     );
     println!();
     println!(
@@ -592,11 +586,11 @@ pub(crate) fn print(figures: Option<&Figures>) {
         verdict(added / ping, LEADER_TARGET)
     );
     println!(
-        "| follower's delivery (leader's work returns → follower has the value) | {:.1} | {:.1} | {:.2} | {} |",
-        f.follower.median,
-        f.follower.p90,
-        f.follower.median / ping,
-        verdict(f.follower.median / ping, FOLLOWER_TARGET)
+        "| waiter's delivery (leader's work returns → waiter has the value) | {:.1} | {:.1} | {:.2} | {} |",
+        f.waiter.median,
+        f.waiter.p90,
+        f.waiter.median / ping,
+        verdict(f.waiter.median / ping, WAITER_TARGET)
     );
     println!(
         "| a plain subscriber of the channel has the same message, for scale | {:.1} | {:.1} | {:.2} | |",
@@ -606,15 +600,15 @@ pub(crate) fn print(figures: Option<&Figures>) {
     );
     println!();
     println!(
-        "The follower's group runs on a thread and runtime of its own, as in another \
+        "The waiter's group runs on a thread and runtime of its own, as in another \
          process; the plain subscriber shares the leader's."
     );
     println!();
     println!(
         "Commands sent per flight, as the server's `MONITOR` saw them (a script's own \
-         commands left out): a leader's {}; a follower's {}.",
+         commands left out): a leader's {}; a waiter's {}.",
         commands(&f.leader_commands),
-        commands(&f.follower_commands)
+        commands(&f.waiter_commands)
     );
     let times: Vec<String> = f
         .server_time

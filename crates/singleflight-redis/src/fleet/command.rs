@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{Fleet, WARN_AUTH, WARN_REDIS};
 use crate::backend::{Backend, BackendError};
 use crate::envelope::Keys;
-use crate::outcome::FallbackReason;
+use crate::report::FallbackReason;
 
 /// 64 random bits: std's randomly keyed SipHash over a counter, the time and the pid.
 pub(crate) fn random_u64() -> u64 {

@@ -15,12 +15,12 @@ use super::lease::LeaseGuard;
 use super::{Failure, Fleet, WARN_WAIT};
 use crate::backend::{Backend, Event, Joined, Subscription};
 use crate::envelope::{Keys, Rejected, Status};
-use crate::outcome::{FallbackReason, Outcome};
+use crate::report::{FallbackReason, FleetRole};
 
-/// Counts a flight as following while it lives.
-struct Following<'a>(&'a AtomicUsize);
+/// Counts a flight as waiting while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
 
-impl Drop for Following<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -32,7 +32,7 @@ impl<B: Backend> Fleet<B> {
         self: &Arc<Self>,
         key: &str,
         work: F,
-    ) -> Result<(V, Outcome), Failure<E>>
+    ) -> Result<(V, FleetRole), Failure<E>>
     where
         V: Serialize + DeserializeOwned,
         E: Display,
@@ -61,10 +61,10 @@ impl<B: Backend> Fleet<B> {
                 return self.local(reason, work).await;
             }
             Ok(Joined::Leader(generation)) => {
-                let outcome = Outcome::Leader { generation };
-                return self.lead(lease, generation, outcome, work).await;
+                let role = FleetRole::Leader { generation };
+                return self.lead(lease, generation, role, work).await;
             }
-            Ok(Joined::Follow(generation)) => generation,
+            Ok(Joined::Wait(generation)) => generation,
             Ok(Joined::Result(envelope)) => {
                 return self.settle_stored(&lease.keys, &envelope, None, work).await;
             }
@@ -78,7 +78,7 @@ impl<B: Backend> Fleet<B> {
                 return self.local(reason, work).await;
             }
         };
-        // A follower subscribes, then asks again (`follow` starts with a re-check): a result
+        // A waiter subscribes, then asks again (`wait_for_leader` starts with a re-check): a result
         // published between the join and the subscription is then found in the result key,
         // and one published after it arrives by push.
         let subscription = match self
@@ -90,7 +90,8 @@ impl<B: Backend> Fleet<B> {
             Ok(subscription) => subscription,
             Err(reason) => return self.local(reason, work).await,
         };
-        self.follow(lease, subscription, generation, work).await
+        self.wait_for_leader(lease, subscription, generation, work)
+            .await
     }
 
     /// One `join`, with the lease guard armed while its effect is unknown: a join that
@@ -115,34 +116,34 @@ impl<B: Backend> Fleet<B> {
             .await;
         lease.armed = !matches!(
             joined,
-            Ok(Joined::Follow(_) | Joined::Result(_) | Joined::Reused(..) | Joined::Foreign(_))
+            Ok(Joined::Wait(_) | Joined::Result(_) | Joined::Reused(..) | Joined::Foreign(_))
         );
         joined
     }
 
-    async fn follow<V, E, F, Fut>(
+    async fn wait_for_leader<V, E, F, Fut>(
         self: &Arc<Self>,
         mut lease: LeaseGuard<B>,
         subscription: Subscription,
         mut generation: u64,
         work: F,
-    ) -> Result<(V, Outcome), Failure<E>>
+    ) -> Result<(V, FleetRole), Failure<E>>
     where
         V: Serialize + DeserializeOwned,
         E: Display,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        // Counted as following once subscribed and re-checked: from then on a result
+        // Counted as waiting once subscribed and re-checked: from then on a result
         // arrives by push (tests and dashboards wait on the count).
-        let mut following = None;
+        let mut waiting = None;
         // `Duration::MAX`: no deadline of our own.
         let deadline = Instant::now().checked_add(self.config.wait_timeout);
         let mut poll = self.config.poll_min;
         // One failed re-check is forgiven (the first command after a reconnect can fail);
         // the next in a row sends the work local.
         let mut failed_rechecks = 0;
-        // The join that made this call a follower ran before its subscription.
+        // The join that made this call a waiter ran before its subscription.
         let mut recheck = true;
         // `None` once the server dropped it (a slot that moved, a node that went away).
         let mut subscription = Some(subscription);
@@ -180,12 +181,12 @@ impl<B: Backend> Fleet<B> {
                             .settle_stored(&lease.keys, &envelope, Some(age), work)
                             .await;
                     }
-                    Ok(Joined::Follow(current)) => {
+                    Ok(Joined::Wait(current)) => {
                         failed_rechecks = 0;
                         generation = generation.max(current);
-                        following.get_or_insert_with(|| {
-                            self.following.fetch_add(1, Ordering::Relaxed);
-                            Following(&self.following)
+                        waiting.get_or_insert_with(|| {
+                            self.waiting.fetch_add(1, Ordering::Relaxed);
+                            Waiting(&self.waiting)
                         });
                     }
                     Ok(Joined::Foreign(what)) => {
@@ -194,9 +195,9 @@ impl<B: Backend> Fleet<B> {
                     }
                     Ok(Joined::Leader(new)) => {
                         drop(subscription.take());
-                        drop(following);
-                        let outcome = Outcome::Reelected { generation: new };
-                        return self.lead(lease, new, outcome, work).await;
+                        drop(waiting);
+                        let role = FleetRole::Reelected { generation: new };
+                        return self.lead(lease, new, role, work).await;
                     }
                 }
             }

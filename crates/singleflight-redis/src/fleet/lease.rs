@@ -14,23 +14,23 @@ use super::command::{Health, jitter};
 use super::{Failure, Fleet, WARN_LEASE, WARN_PUBLISH, WARN_SIZE};
 use crate::backend::Backend;
 use crate::envelope::{self, Keys, Status};
-use crate::outcome::Outcome;
+use crate::report::FleetRole;
 
 impl<B: Backend> Fleet<B> {
     pub(super) async fn lead<V, E, F, Fut>(
         self: &Arc<Self>,
         mut lease: LeaseGuard<B>,
         generation: u64,
-        outcome: Outcome,
+        role: FleetRole,
         work: F,
-    ) -> Result<(V, Outcome), Failure<E>>
+    ) -> Result<(V, FleetRole), Failure<E>>
     where
         V: Serialize,
         E: Display,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        self.counters.outcome(outcome);
+        self.counters.role(role);
         let lock_value = format!("{generation}:{}", lease.token);
         lease.renewal = Some(self.spawn_renewal(lease.keys.clone(), lock_value.clone()));
         lease.armed = true;
@@ -53,7 +53,7 @@ impl<B: Backend> Fleet<B> {
                 Ok(payload) => {
                     self.warnings.warn(WARN_SIZE, || {
                         format!(
-                            "value of {} bytes exceeds max_value ({}); followers run the work themselves",
+                            "value of {} bytes exceeds max_value ({}); waiters run the work themselves",
                             payload.len(),
                             self.config.max_value
                         )
@@ -63,7 +63,7 @@ impl<B: Backend> Fleet<B> {
                 Err(error) => {
                     self.warnings.warn(WARN_SIZE, || {
                         format!(
-                            "value does not serialize ({error}); followers run the work themselves"
+                            "value does not serialize ({error}); waiters run the work themselves"
                         )
                     });
                     seal(Status::TooLarge, &[])
@@ -95,15 +95,15 @@ impl<B: Backend> Fleet<B> {
             self.counters.publish_failed();
             self.warnings.warn(WARN_PUBLISH, || {
                 format!(
-                    "result of generation {generation} was not published; followers will re-check"
+                    "result of generation {generation} was not published; waiters will re-check"
                 )
             });
         } else {
             lease.armed = false;
         }
         match result {
-            Ok(value) => Ok((value, outcome)),
-            Err(error) => Err(Failure::Local(error)),
+            Ok(value) => Ok((value, role)),
+            Err(error) => Err(Failure::Local(error, role)),
         }
     }
 
@@ -152,7 +152,7 @@ impl<B: Backend> Fleet<B> {
 
 /// A call's duties towards the fleet on every early exit (panic, cancellation, a command
 /// that failed after it may have taken effect): stop renewing, release the lease if this
-/// call's token holds it, and tell the followers to elect a new leader now rather than at
+/// call's token holds it, and tell the waiters to elect a new leader now rather than at
 /// lease expiry. Armed whenever this call may hold the lease.
 pub(super) struct LeaseGuard<B: Backend> {
     pub(super) fleet: Arc<Fleet<B>>,
@@ -183,12 +183,12 @@ impl<B: Backend> LeaseGuard<B> {
         let fleet = Arc::clone(&self.fleet);
         let keys = self.keys.clone();
         let token = std::mem::take(&mut self.token);
-        // Generation 0: a hint to re-check, whichever generation a follower is at.
+        // Generation 0: a hint to re-check, whichever generation a waiter is at.
         let message = fleet.sealer.seal(Status::Abandoned, 0, &keys.key, &[]);
         // Sent after the call's own commands on the same connection, so Redis applies it
         // after a join that was still on its way. Not fed to the breaker: the call is over.
         // Retried (Redis may be unreachable right now) until the lease would have expired
-        // anyway, so followers need not wait for it once Redis is back.
+        // anyway, so waiters need not wait for it once Redis is back.
         runtime.spawn(async move {
             let config = &fleet.config;
             let give_up = Instant::now() + config.lease_ttl;

@@ -37,18 +37,19 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::envelope::{Keys, Sealer};
 use crate::health::{Breaker, Counters, FleetStats, Warnings};
-use crate::outcome::{FallbackReason, Outcome, RemoteError};
+use crate::report::{FallbackReason, FleetRole, RemoteError};
 
 use command::Health;
 pub(crate) use command::random_u64;
 
-/// How the fleet layer ended a call that did not produce a value.
+/// How the fleet layer ended a call that did not produce a value, with the role it
+/// played.
 #[derive(Clone, Debug)]
 pub(crate) enum Failure<E> {
     /// The work ran here and failed.
-    Local(E),
+    Local(E, FleetRole),
     /// The work ran in another process and failed there.
-    Remote(RemoteError),
+    Remote(RemoteError, FleetRole),
 }
 
 /// Warning kinds (rate-limited separately).
@@ -70,7 +71,7 @@ pub(crate) struct Fleet<B> {
     breaker: Breaker,
     counters: Counters,
     warnings: Warnings,
-    following: AtomicUsize,
+    waiting: AtomicUsize,
 }
 
 impl<B: Backend> Fleet<B> {
@@ -80,15 +81,15 @@ impl<B: Backend> Fleet<B> {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             warnings: Warnings::new(config.warn_interval),
             counters: Counters::default(),
-            following: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             sealer: Sealer::new(config.codec, &config.namespace, config.secret.as_deref()),
             config,
         }
     }
 
     /// Flights of this process waiting for another process's leader.
-    pub(crate) fn following(&self) -> usize {
-        self.following.load(Ordering::Relaxed)
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     pub(crate) fn stats(&self) -> FleetStats {
@@ -128,16 +129,16 @@ impl<B: Backend> Fleet<B> {
         &self,
         reason: FallbackReason,
         work: F,
-    ) -> Result<(V, Outcome), Failure<E>>
+    ) -> Result<(V, FleetRole), Failure<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        let outcome = Outcome::Fallback(reason);
-        self.counters.outcome(outcome);
+        let role = FleetRole::Fallback(reason);
+        self.counters.role(role);
         match work().await {
-            Ok(value) => Ok((value, outcome)),
-            Err(error) => Err(Failure::Local(error)),
+            Ok(value) => Ok((value, role)),
+            Err(error) => Err(Failure::Local(error, role)),
         }
     }
 

@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 use super::{Failure, Fleet, WARN_DECODE, WARN_SIZE};
 use crate::backend::Backend;
 use crate::envelope::{self, Envelope, Keys, Rejected, Status};
-use crate::outcome::{FallbackReason, Outcome, RemoteError};
+use crate::report::{FallbackReason, FleetRole, RemoteError};
 
 pub(super) enum Settled<V, E, F> {
-    Done(Result<(V, Outcome), Failure<E>>),
+    Done(Result<(V, FleetRole), Failure<E>>),
     Local(FallbackReason, F),
 }
 
@@ -25,7 +25,7 @@ impl<B: Backend> Fleet<B> {
         stored: &[u8],
         reused: Option<Duration>,
         work: F,
-    ) -> Result<(V, Outcome), Failure<E>>
+    ) -> Result<(V, FleetRole), Failure<E>>
     where
         V: DeserializeOwned,
         F: FnOnce() -> Fut,
@@ -51,7 +51,7 @@ impl<B: Backend> Fleet<B> {
     pub(super) async fn resolve<V, E, F, Fut>(
         &self,
         settled: Settled<V, E, F>,
-    ) -> Result<(V, Outcome), Failure<E>>
+    ) -> Result<(V, FleetRole), Failure<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -74,9 +74,9 @@ impl<B: Backend> Fleet<B> {
         V: DeserializeOwned,
     {
         let generation = envelope.generation;
-        let outcome = match reused {
-            Some(age) => Outcome::Reused { generation, age },
-            None => Outcome::Follower { generation },
+        let role = match reused {
+            Some(age) => FleetRole::Reused { generation, age },
+            None => FleetRole::Waiter { generation },
         };
         match envelope.status {
             // Our own limit, before decoding a byte of it.
@@ -92,8 +92,8 @@ impl<B: Backend> Fleet<B> {
             }
             Status::Ok => match envelope::decode_value::<V>(envelope.codec, envelope.payload) {
                 Some(value) => {
-                    self.counters.outcome(outcome);
-                    Settled::Done(Ok((value, outcome)))
+                    self.counters.role(role);
+                    Settled::Done(Ok((value, role)))
                 }
                 None => {
                     self.warnings.warn(WARN_DECODE, || {
@@ -108,12 +108,13 @@ impl<B: Backend> Fleet<B> {
                 }
             },
             Status::Err => {
-                self.counters.outcome(outcome);
+                self.counters.role(role);
                 self.counters.remote_error();
                 let text = &envelope.payload[..envelope.payload.len().min(self.config.max_value)];
-                Settled::Done(Err(Failure::Remote(RemoteError::new(
-                    &String::from_utf8_lossy(text),
-                ))))
+                Settled::Done(Err(Failure::Remote(
+                    RemoteError::new(&String::from_utf8_lossy(text)),
+                    role,
+                )))
             }
             _ => Settled::Local(FallbackReason::TooLarge, work),
         }

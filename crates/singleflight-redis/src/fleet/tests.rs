@@ -13,7 +13,7 @@ use super::{Failure, Fleet};
 use crate::config::Config;
 use crate::envelope::{Keys, Sealer};
 use crate::fake::{FakeConn, FakeRedis};
-use crate::outcome::{FallbackReason, Outcome};
+use crate::report::{FallbackReason, FleetRole};
 
 type TestFleet = Arc<Fleet<FakeConn>>;
 
@@ -57,7 +57,7 @@ impl Work {
         &self,
         fleet: &TestFleet,
         result: Result<u32, &'static str>,
-    ) -> JoinHandle<Result<(u32, Outcome), Failure<&'static str>>> {
+    ) -> JoinHandle<Result<(u32, FleetRole), Failure<&'static str>>> {
         let (fleet, runs, mut gate) = (
             Arc::clone(fleet),
             Arc::clone(&self.runs),
@@ -91,38 +91,38 @@ fn keys() -> Keys {
 }
 
 #[tokio::test(start_paused = true)]
-async fn one_leader_one_follower_one_execution() {
+async fn one_leader_one_waiter_one_execution() {
     let redis = FakeRedis::new();
     let ((a, a_conn), (b, b_conn)) = (process(&redis, config()), process(&redis, config()));
     let work = Work::new();
     let lead = work.run(&a, Ok(7));
     until(|| work.runs() == 1).await;
-    let follow = work.run(&b, Ok(8));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(8));
+    until(|| b.waiting() == 1).await;
     work.open();
-    let (value, outcome) = follow.await.unwrap().unwrap();
-    assert_eq!((value, outcome), (7, Outcome::Follower { generation: 1 }));
+    let (value, role) = wait.await.unwrap().unwrap();
+    assert_eq!((value, role), (7, FleetRole::Waiter { generation: 1 }));
     assert_eq!(
         lead.await.unwrap().unwrap(),
-        (7, Outcome::Leader { generation: 1 })
+        (7, FleetRole::Leader { generation: 1 })
     );
     assert_eq!(work.runs(), 1);
     assert!(!redis.lock_held(&keys()), "the lease is released");
-    assert_eq!(b.following(), 0);
+    assert_eq!(b.waiting(), 0);
     assert_eq!(a_conn.subscribes(), 0, "a leader never subscribes");
     assert_eq!(b_conn.subscribes(), 1);
     // A later flight is a new flight (no hidden cache): a new generation.
     let again = Work::new();
     again.open();
-    let (_, outcome) = again.run(&b, Ok(9)).await.unwrap().unwrap();
-    assert_eq!(outcome, Outcome::Leader { generation: 2 });
+    let (_, role) = again.run(&b, Ok(9)).await.unwrap().unwrap();
+    assert_eq!(role, FleetRole::Leader { generation: 2 });
 }
 
-/// A follower joins before it subscribes: a result published in between is not
+/// A waiter joins before it subscribes: a result published in between is not
 /// pushed to it, and must be found at once by the re-check that follows the
 /// subscription, not at the next poll (a minute away here).
 #[tokio::test(start_paused = true)]
-async fn a_result_published_before_the_follower_subscribed_is_found_at_once() {
+async fn a_result_published_before_the_waiter_subscribed_is_found_at_once() {
     let redis = FakeRedis::new();
     let minute = Duration::from_secs(60);
     let (a, _) = process(&redis, config());
@@ -131,41 +131,47 @@ async fn a_result_published_before_the_follower_subscribed_is_found_at_once() {
     let lead = work.run(&a, Ok(7));
     until(|| work.runs() == 1).await;
     let subscribed = b_conn.hold_subscribe();
-    let follow = work.run(&b, Ok(8));
+    let wait = work.run(&b, Ok(8));
     until(|| b_conn.subscribes() == 1).await;
-    assert_eq!(b.following(), 0, "not following before the re-check");
+    assert_eq!(b.waiting(), 0, "not waiting before the re-check");
     work.open();
     assert_eq!(
         lead.await.unwrap().unwrap(),
-        (7, Outcome::Leader { generation: 1 })
+        (7, FleetRole::Leader { generation: 1 })
     );
     let published = Instant::now();
     subscribed.send_replace(true);
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (7, Outcome::Follower { generation: 1 })
+        wait.await.unwrap().unwrap(),
+        (7, FleetRole::Waiter { generation: 1 })
     );
     assert_eq!(published.elapsed(), Duration::ZERO, "not at a poll");
     assert_eq!(work.runs(), 1);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_leader_error_reaches_the_follower_without_any_timer() {
+async fn a_leader_error_reaches_the_waiter_without_any_timer() {
     let redis = FakeRedis::new();
     let ((a, _), (b, _)) = (process(&redis, config()), process(&redis, config()));
     let work = Work::new();
     let lead = work.run(&a, Err("boom"));
     until(|| work.runs() == 1).await;
-    let follow = work.run(&b, Ok(8));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(8));
+    until(|| b.waiting() == 1).await;
     let opened = Instant::now();
     work.open();
-    match follow.await.unwrap() {
-        Err(Failure::Remote(e)) => assert_eq!(e.message(), "boom"),
+    match wait.await.unwrap() {
+        Err(Failure::Remote(e, role)) => {
+            assert_eq!(e.message(), "boom");
+            assert_eq!(role, FleetRole::Waiter { generation: 1 });
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(opened.elapsed(), Duration::ZERO, "pushed, not polled");
-    assert!(matches!(lead.await.unwrap(), Err(Failure::Local("boom"))));
+    assert!(matches!(
+        lead.await.unwrap(),
+        Err(Failure::Local("boom", FleetRole::Leader { generation: 1 }))
+    ));
     assert_eq!(work.runs(), 1);
 }
 
@@ -176,8 +182,8 @@ async fn a_cancelled_leader_hands_over_at_once() {
     let work = Work::new();
     let lead = work.run(&a, Ok(1));
     until(|| work.runs() == 1).await;
-    let follow = work.run(&b, Ok(2));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(2));
+    until(|| b.waiting() == 1).await;
     let cancelled = Instant::now();
     lead.abort();
     until(|| work.runs() == 2).await;
@@ -187,8 +193,8 @@ async fn a_cancelled_leader_hands_over_at_once() {
     );
     work.open();
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (2, Outcome::Reelected { generation: 2 })
+        wait.await.unwrap().unwrap(),
+        (2, FleetRole::Reelected { generation: 2 })
     );
 }
 
@@ -196,12 +202,12 @@ async fn a_cancelled_leader_hands_over_at_once() {
 async fn a_crashed_leader_is_replaced_after_its_lease_by_one_process() {
     let redis = FakeRedis::new();
     let (a, a_conn) = process(&redis, config());
-    let followers: Vec<_> = (0..5).map(|_| process(&redis, config()).0).collect();
+    let waiters: Vec<_> = (0..5).map(|_| process(&redis, config()).0).collect();
     let work = Work::new();
     let lead = work.run(&a, Ok(1));
     until(|| work.runs() == 1).await;
-    let follows: Vec<_> = followers.iter().map(|f| work.run(f, Ok(2))).collect();
-    until(|| followers.iter().all(|f| f.following() == 1)).await;
+    let waits: Vec<_> = waiters.iter().map(|f| work.run(f, Ok(2))).collect();
+    until(|| waiters.iter().all(|f| f.waiting() == 1)).await;
     // The process dies: nothing more reaches Redis from it.
     let crashed = Instant::now();
     a_conn.hang();
@@ -217,26 +223,26 @@ async fn a_crashed_leader_is_replaced_after_its_lease_by_one_process() {
         "{took:?}"
     );
     work.open();
-    let mut outcomes = Vec::new();
-    for follow in follows {
-        outcomes.push(follow.await.unwrap().unwrap());
+    let mut roles = Vec::new();
+    for wait in waits {
+        roles.push(wait.await.unwrap().unwrap());
     }
     assert_eq!(work.runs(), 2, "exactly one re-execution");
     assert_eq!(
-        outcomes
+        roles
             .iter()
-            .filter(|(_, o)| *o == Outcome::Reelected { generation: 2 })
+            .filter(|(_, o)| *o == FleetRole::Reelected { generation: 2 })
             .count(),
         1
     );
     assert_eq!(
-        outcomes
+        roles
             .iter()
-            .filter(|(_, o)| *o == Outcome::Follower { generation: 2 })
+            .filter(|(_, o)| *o == FleetRole::Waiter { generation: 2 })
             .count(),
         4
     );
-    assert!(outcomes.iter().all(|(v, _)| *v == 2));
+    assert!(roles.iter().all(|(v, _)| *v == 2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,14 +259,14 @@ async fn a_late_leader_never_overwrites_a_newer_result() {
     new.open();
     assert_eq!(
         new.run(&b, Ok(2)).await.unwrap().unwrap(),
-        (2, Outcome::Leader { generation: 2 })
+        (2, FleetRole::Leader { generation: 2 })
     );
     a_conn.up();
     tokio::time::sleep(Duration::from_secs(1)).await; // one renewal period
     old.open();
     assert_eq!(
         late.await.unwrap().unwrap(),
-        (1, Outcome::Leader { generation: 1 })
+        (1, FleetRole::Leader { generation: 1 })
     );
     let (generation, envelope) = redis.result(&keys()).unwrap();
     assert_eq!(generation, 2);
@@ -280,33 +286,33 @@ async fn a_redis_restart_never_hands_out_a_generation_twice() {
     work.open();
     assert_eq!(
         lead.await.unwrap().unwrap(),
-        (1, Outcome::Leader { generation: 1 })
+        (1, FleetRole::Leader { generation: 1 })
     );
-    // The next flight gets a new generation, and its follower never takes the
+    // The next flight gets a new generation, and its waiter never takes the
     // previous flight's lingering result for its own.
     let next = Work::new();
     let lead = next.run(&a, Ok(2));
     until(|| next.runs() == 1).await;
-    let follow = next.run(&b, Ok(3));
-    until(|| b.following() == 1).await;
+    let wait = next.run(&b, Ok(3));
+    until(|| b.waiting() == 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // several re-checks
     next.open();
     assert_eq!(
         lead.await.unwrap().unwrap(),
-        (2, Outcome::Leader { generation: 2 })
+        (2, FleetRole::Leader { generation: 2 })
     );
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (2, Outcome::Follower { generation: 2 })
+        wait.await.unwrap().unwrap(),
+        (2, FleetRole::Waiter { generation: 2 })
     );
-    // A follower that re-elects after a restart starts above the generation it saw.
+    // A waiter that re-elects after a restart starts above the generation it saw.
     redis.flush();
     let third = Work::new();
     third.open();
-    let (_, outcome) = third.run(&b, Ok(4)).await.unwrap().unwrap();
+    let (_, role) = third.run(&b, Ok(4)).await.unwrap().unwrap();
     assert_eq!(
-        outcome,
-        Outcome::Leader { generation: 1 },
+        role,
+        FleetRole::Leader { generation: 1 },
         "a fresh key starts at 1"
     );
 }
@@ -318,14 +324,14 @@ async fn long_work_keeps_its_lease() {
     let work = Work::new();
     let lead = work.run(&a, Ok(1));
     until(|| work.runs() == 1).await;
-    let follow = work.run(&b, Ok(2));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(2));
+    until(|| b.waiting() == 1).await;
     tokio::time::sleep(Duration::from_secs(20)).await; // lease: 3 s
     assert!(redis.lock_held(&keys()));
     work.open();
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (1, Outcome::Follower { generation: 1 })
+        wait.await.unwrap().unwrap(),
+        (1, FleetRole::Waiter { generation: 1 })
     );
     assert!(lead.await.unwrap().is_ok());
     assert_eq!(work.runs(), 1);
@@ -353,22 +359,22 @@ async fn a_hung_redis_costs_one_deadline_then_the_breaker_opens() {
         let started = Instant::now();
         let work = Work::new();
         work.open();
-        let (_, outcome) = work.run(&a, Ok(1)).await.unwrap().unwrap();
-        assert_eq!(outcome, Outcome::Fallback(FallbackReason::RedisTimeout));
+        let (_, role) = work.run(&a, Ok(1)).await.unwrap().unwrap();
+        assert_eq!(role, FleetRole::Fallback(FallbackReason::RedisTimeout));
         assert_eq!(started.elapsed(), Duration::from_millis(250));
     }
     let work = Work::new();
     work.open();
     let started = Instant::now();
-    let (_, outcome) = work.run(&a, Ok(1)).await.unwrap().unwrap();
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::CircuitOpen));
+    let (_, role) = work.run(&a, Ok(1)).await.unwrap().unwrap();
+    assert_eq!(role, FleetRole::Fallback(FallbackReason::CircuitOpen));
     assert_eq!(started.elapsed(), Duration::ZERO);
     conn.up();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (_, outcome) = work.run(&a, Ok(1)).await.unwrap().unwrap();
+    let (_, role) = work.run(&a, Ok(1)).await.unwrap().unwrap();
     assert_eq!(
-        outcome,
-        Outcome::Leader { generation: 1 },
+        role,
+        FleetRole::Leader { generation: 1 },
         "the probe closes it"
     );
     let stats = a.stats();
@@ -385,12 +391,12 @@ async fn a_join_that_timed_out_after_taking_the_lease_releases_it() {
     a_conn.apply_then_hang_once();
     let work = Work::new();
     work.open();
-    let (_, outcome) = work.run(&a, Ok(1)).await.unwrap().unwrap();
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::RedisTimeout));
+    let (_, role) = work.run(&a, Ok(1)).await.unwrap().unwrap();
+    assert_eq!(role, FleetRole::Fallback(FallbackReason::RedisTimeout));
     until(|| !redis.lock_held(&keys())).await;
     let started = Instant::now();
-    let (_, outcome) = work.run(&b, Ok(2)).await.unwrap().unwrap();
-    assert_eq!(outcome, Outcome::Leader { generation: 2 });
+    let (_, role) = work.run(&b, Ok(2)).await.unwrap().unwrap();
+    assert_eq!(role, FleetRole::Leader { generation: 2 });
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "not after the lease"
@@ -406,22 +412,22 @@ async fn a_call_dropped_while_its_join_is_on_its_way_releases_the_lease_at_once(
     let (dropped, work) = (Work::new(), Work::new());
     let call = dropped.run(&a, Ok(1));
     until(|| redis.lock_held(&keys())).await;
-    let follow = work.run(&b, Ok(2));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(2));
+    until(|| b.waiting() == 1).await;
     let cancelled = Instant::now();
     call.abort(); // a client timeout, before the join's answer
     until(|| work.runs() == 1).await;
     assert_eq!(cancelled.elapsed(), Duration::ZERO, "not at lease expiry");
     work.open();
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (2, Outcome::Reelected { generation: 2 })
+        wait.await.unwrap().unwrap(),
+        (2, FleetRole::Reelected { generation: 2 })
     );
     assert_eq!(dropped.runs(), 0);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_follower_runs_locally_at_its_wait_timeout() {
+async fn a_waiter_runs_locally_at_its_wait_timeout() {
     let redis = FakeRedis::new();
     let (a, _) = process(&redis, config());
     let (b, _) = process(&redis, config().wait_timeout(Duration::from_secs(7)));
@@ -430,10 +436,10 @@ async fn a_follower_runs_locally_at_its_wait_timeout() {
     until(|| stuck.runs() == 1).await;
     mine.open();
     let started = Instant::now();
-    let (value, outcome) = mine.run(&b, Ok(2)).await.unwrap().unwrap();
+    let (value, role) = mine.run(&b, Ok(2)).await.unwrap().unwrap();
     assert_eq!(
-        (value, outcome),
-        (2, Outcome::Fallback(FallbackReason::WaitTimeout))
+        (value, role),
+        (2, FleetRole::Fallback(FallbackReason::WaitTimeout))
     );
     assert_eq!(started.elapsed(), Duration::from_secs(7));
 }
@@ -446,17 +452,17 @@ async fn one_failed_recheck_is_forgiven_two_in_a_row_are_not() {
     let work = Work::new();
     let lead = work.run(&a, Ok(1));
     until(|| work.runs() == 1).await;
-    let follow = work.run(&b, Ok(2));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(2));
+    until(|| b.waiting() == 1).await;
     b_conn.down();
     b_conn.blip(); // re-check at once: fails
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(b.following(), 1, "still following");
+    assert_eq!(b.waiting(), 1, "still waiting");
     b_conn.up();
     work.open();
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (1, Outcome::Follower { generation: 1 })
+        wait.await.unwrap().unwrap(),
+        (1, FleetRole::Waiter { generation: 1 })
     );
     assert!(lead.await.unwrap().is_ok());
 
@@ -465,21 +471,21 @@ async fn one_failed_recheck_is_forgiven_two_in_a_row_are_not() {
     until(|| again.runs() == 1).await;
     let mine = Work::new();
     mine.open();
-    let follow = mine.run(&b, Ok(4));
-    until(|| b.following() == 1).await;
+    let wait = mine.run(&b, Ok(4));
+    until(|| b.waiting() == 1).await;
     b_conn.down();
     b_conn.blip(); // fails; the next poll fails too
-    let (value, outcome) = follow.await.unwrap().unwrap();
+    let (value, role) = wait.await.unwrap().unwrap();
     assert_eq!(
-        (value, outcome),
-        (4, Outcome::Fallback(FallbackReason::RedisUnavailable))
+        (value, role),
+        (4, FleetRole::Fallback(FallbackReason::RedisUnavailable))
     );
     again.open();
     assert!(lead.await.unwrap().is_ok());
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_disconnect_makes_the_follower_recheck_at_once() {
+async fn a_disconnect_makes_the_waiter_recheck_at_once() {
     let redis = FakeRedis::new();
     let (a, a_conn) = process(&redis, config());
     let (b, b_conn) = process(
@@ -489,8 +495,8 @@ async fn a_disconnect_makes_the_follower_recheck_at_once() {
     let work = Work::new();
     let lead = work.run(&a, Ok(1));
     until(|| work.runs() == 1).await;
-    let follow = work.run(&b, Ok(2));
-    until(|| b.following() == 1).await;
+    let wait = work.run(&b, Ok(2));
+    until(|| b.waiting() == 1).await;
     // The leader finishes while b's connection is away: b misses the push...
     b_conn.down();
     work.open();
@@ -501,8 +507,8 @@ async fn a_disconnect_makes_the_follower_recheck_at_once() {
     let blipped = Instant::now();
     b_conn.blip();
     assert_eq!(
-        follow.await.unwrap().unwrap(),
-        (1, Outcome::Follower { generation: 1 })
+        wait.await.unwrap().unwrap(),
+        (1, FleetRole::Waiter { generation: 1 })
     );
     assert_eq!(blipped.elapsed(), Duration::ZERO);
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use singleflight_redis::{Config, Outcome, RedisGroup};
+use singleflight_redis::{Config, Error, FleetRole, RedisGroup};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
@@ -718,7 +718,20 @@ async fn pipe(
 }
 
 // Calls shared by the test files: a fast configuration, a gate, and a leader in one group
-// with a follower in another.
+// with a waiter in another.
+
+/// A call's `(result, role)` as `Result<(value, role), error>`, so that a test asserts
+/// on both at once.
+pub trait Paired<V, E> {
+    fn paired(self) -> Result<(V, FleetRole), Error<E>>;
+}
+
+impl<V, E> Paired<V, E> for (Result<V, Error<E>>, Option<FleetRole>) {
+    fn paired(self) -> Result<(V, FleetRole), Error<E>> {
+        let (result, role) = self;
+        result.map(|value| (value, role.expect("a call with a value has a role")))
+    }
+}
 
 /// A configuration with short leases and timeouts, so faults heal quickly in tests.
 pub fn fast(namespace: &str) -> Config {
@@ -746,23 +759,23 @@ impl Gate {
     }
 }
 
-/// A leader in one group and a follower in another; returns the follower's outcome and
+/// A leader in one group and a waiter in another; returns the waiter's fleet_role and
 /// value, and the number of executions.
-pub async fn lead_and_follow<V, W>(
+pub async fn lead_and_wait<V, W>(
     server: &Server,
     leader_config: Config,
-    follower_config: Config,
+    waiter_config: Config,
     leader_value: V,
-    follower_value: W,
+    waiter_value: W,
     tamper: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
-    follower_first: bool,
-) -> (Outcome, W, usize)
+    waiter_first: bool,
+) -> (FleetRole, W, usize)
 where
     V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
     W: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let leader = RedisGroup::<V>::open(&server.url(), leader_config).expect("group");
-    let follower = RedisGroup::<W>::open(&server.url(), follower_config).expect("group");
+    let waiter = RedisGroup::<W>::open(&server.url(), waiter_config).expect("group");
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let lead = tokio::spawn({
         let (gate, runs) = (gate.clone(), Arc::clone(&runs));
@@ -773,31 +786,35 @@ where
                     gate.wait().await;
                     leader_value
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
     wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
+    let wait = tokio::spawn({
+        let (waiter, runs) = (waiter.clone(), Arc::clone(&runs));
         async move {
-            follower
+            waiter
                 .call("k", || async move {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    follower_value
+                    waiter_value
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
     let mut conn = server.connection().await;
     tamper(&mut conn).await;
-    if !follower_first {
+    if !waiter_first {
         gate.open();
     }
-    let (value, outcome) = follow.await.expect("task").expect("value");
+    let (value, fleet_role) = wait.await.expect("task").expect("value");
     gate.open();
     assert!(lead.await.expect("task").is_ok());
-    (outcome, value, runs.load(Ordering::SeqCst))
+    (fleet_role, value, runs.load(Ordering::SeqCst))
 }
 
 /// A Sentinel deployment on loopback: one primary, one replica (`--replicaof`) and three

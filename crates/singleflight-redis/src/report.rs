@@ -1,4 +1,5 @@
-//! What a call reports besides its value: how the fleet settled it, and its errors.
+//! What a call reports besides its value: the role it played across the fleet, and its
+//! errors.
 
 use core::fmt;
 use core::time::Duration;
@@ -6,13 +7,15 @@ use std::sync::Arc;
 
 pub use singleflight_core::PanicMessage;
 
-/// How a call was settled across the fleet.
+/// The role a call played across the fleet: what [`Call::with_role`](crate::Call::with_role)
+/// reports beside the result.
 ///
-/// Every caller of one in-process flight sees the outcome of that flight: the process's
-/// caller that reached Redis decided it, and the others shared it (see the crate docs).
+/// Every caller of one in-process flight shares the role of that flight: the process's
+/// caller that reached Redis played it, and the others joined it in-process (see the crate
+/// docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Outcome {
+pub enum FleetRole {
     /// This process won the lease and ran the work. `generation` is the flight's fencing
     /// token: it grows with every election of the key.
     Leader {
@@ -20,7 +23,7 @@ pub enum Outcome {
         generation: u64,
     },
     /// Another process ran the work; its result arrived through Redis.
-    Follower {
+    Waiter {
         /// The generation of the flight whose result was received.
         generation: u64,
     },
@@ -33,7 +36,7 @@ pub enum Outcome {
         /// How long before this call the value was published (as Redis measures it).
         age: Duration,
     },
-    /// This process followed another leader that went away (crashed, cancelled, panicked,
+    /// This process waited for another leader that went away (crashed, cancelled, panicked,
     /// or its lease expired), then won the new election and ran the work.
     Reelected {
         /// The generation of the new flight.
@@ -44,18 +47,18 @@ pub enum Outcome {
     Fallback(FallbackReason),
 }
 
-impl Outcome {
+impl FleetRole {
     /// Returns `true` if the work ran in this process (leader, re-elected or fallback).
     pub fn ran_locally(&self) -> bool {
-        !matches!(self, Self::Follower { .. } | Self::Reused { .. })
+        !matches!(self, Self::Waiter { .. } | Self::Reused { .. })
     }
 
-    /// Returns `true` for [`Outcome::Reused`].
+    /// Returns `true` for [`FleetRole::Reused`].
     pub fn is_reused(&self) -> bool {
         matches!(self, Self::Reused { .. })
     }
 
-    /// Returns `true` for [`Outcome::Fallback`].
+    /// Returns `true` for [`FleetRole::Fallback`].
     pub fn is_fallback(&self) -> bool {
         matches!(self, Self::Fallback(_))
     }
@@ -64,7 +67,7 @@ impl Outcome {
     pub fn generation(&self) -> Option<u64> {
         match *self {
             Self::Leader { generation }
-            | Self::Follower { generation }
+            | Self::Waiter { generation }
             | Self::Reused { generation, .. }
             | Self::Reelected { generation } => Some(generation),
             Self::Fallback(_) => None,
