@@ -512,3 +512,81 @@ async fn a_disconnect_makes_the_waiter_recheck_at_once() {
     );
     assert_eq!(blipped.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_value_is_reused_for_its_window_from_publication_and_not_after() {
+    let redis = FakeRedis::new();
+    let window = Duration::from_secs(2);
+    let (a, _) = process(&redis, config().reuse_for(window));
+    let (b, _) = process(&redis, config().reuse_for(window));
+    let (plain, _) = process(&redis, config());
+    let work = Work::new();
+    work.open();
+    assert_eq!(
+        work.run(&a, Ok(1)).await.unwrap().unwrap(),
+        (1, FleetRole::Leader { generation: 1 })
+    );
+    // A process without a window of its own does not reuse.
+    assert_eq!(
+        work.run(&plain, Ok(2)).await.unwrap().unwrap(),
+        (2, FleetRole::Leader { generation: 2 })
+    );
+    let almost = window - Duration::from_millis(1);
+    tokio::time::sleep(almost).await;
+    assert_eq!(
+        work.run(&b, Ok(3)).await.unwrap().unwrap(),
+        (
+            1,
+            FleetRole::Reused {
+                generation: 1,
+                age: almost
+            }
+        )
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        work.run(&b, Ok(4)).await.unwrap().unwrap(),
+        (4, FleetRole::Leader { generation: 3 })
+    );
+    assert_eq!(work.runs(), 3);
+    assert_eq!((b.stats().reused, b.stats().leaders), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forgotten_flight_is_not_waited_for_and_keeps_nothing() {
+    let redis = FakeRedis::new();
+    let window = Duration::from_secs(60);
+    let (a, _) = process(&redis, config().reuse_for(window));
+    let (b, _) = process(&redis, config().reuse_for(window));
+    let old = Work::new();
+    let lead = old.run(&a, Ok(1));
+    until(|| old.runs() == 1).await;
+    b.forget("key").await.unwrap();
+    let new = Work::new();
+    new.open();
+    let started = Instant::now();
+    assert_eq!(
+        new.run(&b, Ok(2)).await.unwrap().unwrap(),
+        (2, FleetRole::Leader { generation: 2 })
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO, "not after the old lease");
+    // The old leader finds its lease taken over at its next renewal (a third of 3 s).
+    until(|| a.stats().leases_lost == 1).await;
+    assert!(
+        started.elapsed() <= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    old.open();
+    assert_eq!(
+        lead.await.unwrap().unwrap(),
+        (1, FleetRole::Leader { generation: 1 })
+    );
+    // The forgotten flight completed after the new one: the new value is the one kept.
+    let (value, role) = new.run(&a, Ok(3)).await.unwrap().unwrap();
+    assert_eq!(value, 2);
+    assert!(
+        matches!(role, FleetRole::Reused { generation: 2, .. }),
+        "{role:?}"
+    );
+}
