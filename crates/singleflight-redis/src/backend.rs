@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::envelope::Keys;
-use crate::health::ReconnectCounts;
+use crate::health::{ReconnectCounts, SubscriptionLoss};
+use crate::link::Shared;
 
 /// What `join` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +95,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Connections replaced so far and failed attempts to open one, if it keeps count.
     fn reconnects(&self) -> Option<&ReconnectCounts> {
         None
+    }
+
+    /// On a cluster, the primaries serving slots in the current map (sorted).
+    fn primaries(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Subscribes to `channel`; resolves once the server confirmed it.
@@ -198,6 +204,8 @@ pub(crate) struct Hub {
     channels: Mutex<HashMap<String, Channel>>,
     next_id: AtomicU64,
     on_empty: Option<OnEmpty>,
+    /// Where lost subscriptions are counted, if anywhere.
+    shared: Option<Arc<Shared>>,
 }
 
 impl fmt::Debug for Hub {
@@ -212,11 +220,23 @@ impl Hub {
     /// [`forget_if_empty`](Self::forget_if_empty). Without it, empty channels are
     /// forgotten at once.
     pub(crate) fn new(on_empty: Option<OnEmpty>) -> Arc<Self> {
+        Self::counting(on_empty, None)
+    }
+
+    /// [`new`](Self::new), counting lost subscriptions in `shared`'s counts.
+    pub(crate) fn counting(on_empty: Option<OnEmpty>, shared: Option<Arc<Shared>>) -> Arc<Self> {
         Arc::new(Self {
             channels: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             on_empty,
+            shared,
         })
+    }
+
+    fn count_lost(&self, reason: SubscriptionLoss) {
+        if let Some(shared) = &self.shared {
+            shared.counts.subscription_lost(reason);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
@@ -289,6 +309,7 @@ impl Hub {
                     *on = connection;
                 } else {
                     *on = 0;
+                    self.count_lost(SubscriptionLoss::Resubscribe);
                     lost.push(channel);
                 }
             }
@@ -325,14 +346,16 @@ impl Hub {
                 }
                 *on = 0;
             }
+            hub.count_lost(SubscriptionLoss::Unsubscribed);
             hub.tell(|name| name == channel, &Event::Lost);
         });
     }
 
     /// Every channel for which `moved(channel)` says it is served elsewhere now: marked as
     /// subscribed nowhere here, and its subscribers told the subscription is
-    /// [`Lost`](Event::Lost), so they subscribe again where it is served.
-    pub(crate) async fn lose(&self, moved: impl Fn(&str) -> bool) {
+    /// [`Lost`](Event::Lost) (counted for `reason` if it was subscribed here), so they
+    /// subscribe again where it is served.
+    pub(crate) async fn lose(&self, reason: SubscriptionLoss, moved: impl Fn(&str) -> bool) {
         let channels: Vec<(String, ServerState)> = self
             .lock()
             .iter()
@@ -340,7 +363,10 @@ impl Hub {
             .map(|(name, c)| (name.clone(), Arc::clone(&c.server)))
             .collect();
         for (channel, server) in channels {
-            *server.lock().await = 0;
+            let was = std::mem::take(&mut *server.lock().await);
+            if was != 0 {
+                self.count_lost(reason);
+            }
             self.tell(|name| name == channel, &Event::Lost);
         }
     }

@@ -278,7 +278,7 @@ pub use call::{Call, ResultWithRole, WithRole};
 pub use cluster::Cluster;
 pub use config::{Codec, Config, ConfigError};
 pub use group::{OpenError, RedisGroup};
-pub use health::{FleetStats, ReconnectReason};
+pub use health::{FleetStats, ReconnectReason, SubscriptionLoss};
 pub use report::{Error, FallbackReason, FleetRole, ForgetError, PanicMessage, RemoteError};
 pub use sentinel::Sentinel;
 

@@ -455,6 +455,13 @@ impl Backend for Arc<RedisBackend> {
         self.database
     }
 
+    fn primaries(&self) -> Vec<String> {
+        match &self.nodes {
+            Nodes::Server(_) => Vec::new(),
+            Nodes::Cluster(router) => router.primaries(),
+        }
+    }
+
     fn connection(&self, keys: &Keys) -> u64 {
         self.nodes
             .route(keys.slot)

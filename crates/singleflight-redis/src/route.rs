@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::backend::{BackendError, Hub, ServerState, Subscription};
 use crate::cluster::{self, SLOTS, Topology};
+use crate::health::SubscriptionLoss;
 use crate::link::{self, Link, Pubsub, Shared, Target, error};
 
 /// The least time between two reads of a cluster's slot map.
@@ -61,7 +62,7 @@ impl Node {
     /// One server: commands and subscriptions share one connection.
     pub(crate) fn server(target: Target, shared: &Arc<Shared>) -> Arc<Self> {
         let slot = Arc::new(OnceLock::new());
-        let hub = hub(&slot, shared.op_timeout, Pubsub::Plain);
+        let hub = hub(&slot, shared, Pubsub::Plain);
         let link = Link::new(target, Arc::clone(&hub), Pubsub::Plain, shared);
         let _ = slot.set(Arc::downgrade(&link));
         Arc::new(Self {
@@ -81,7 +82,7 @@ impl Node {
         shared: &Arc<Shared>,
     ) -> Arc<Self> {
         let slot = Arc::new(OnceLock::new());
-        let hub = hub(&slot, shared.op_timeout, Pubsub::Sharded);
+        let hub = hub(&slot, shared, Pubsub::Sharded);
         let subscriptions = Link::new(subscriptions, Arc::clone(&hub), Pubsub::Sharded, shared);
         let _ = slot.set(Arc::downgrade(&subscriptions));
         // Its hub never has a channel: nothing is subscribed on the command connection.
@@ -117,44 +118,48 @@ impl Node {
 
 /// The hub of a node whose subscriptions link is (to be) in `slot`: when a channel's last
 /// waiter leaves, it is unsubscribed on that link.
-fn hub(slot: &Arc<OnceLock<Weak<Link>>>, op_timeout: Duration, pubsub: Pubsub) -> Arc<Hub> {
+fn hub(slot: &Arc<OnceLock<Weak<Link>>>, shared: &Arc<Shared>, pubsub: Pubsub) -> Arc<Hub> {
     let slot = Arc::clone(slot);
+    let op_timeout = shared.op_timeout;
     // The channel's server state is locked from the emptiness check to the end of the
     // UNSUBSCRIBE, and a new subscriber's SUBSCRIBE waits for it: the UNSUBSCRIBE can
     // never reach the server after (and so cancel) a newer SUBSCRIBE.
     let hub: Arc<OnceLock<Weak<Hub>>> = Arc::new(OnceLock::new());
     let this = Arc::clone(&hub);
-    let made = Hub::new(Some(Box::new(move |channel: &str, server: ServerState| {
-        let (Some(link), Some(hub)) = (
-            slot.get().and_then(Weak::upgrade),
-            this.get().and_then(Weak::upgrade),
-        ) else {
-            return;
-        };
-        let channel = channel.to_owned();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            // No runtime to unsubscribe on (the process is shutting down).
-            hub.forget_if_empty(&channel, &server);
-            return;
-        };
-        handle.spawn(async move {
-            let name = channel.clone();
-            let unsubscribe = |on: u64| async move {
-                // Only on the connection that has it: a replaced one took its
-                // subscriptions along.
-                if let Ok((id, mut conn)) = link.get().await
-                    && id == on
-                {
-                    let _ = tokio::time::timeout(
-                        op_timeout,
-                        link::unsubscribe(&mut conn, &name, pubsub),
-                    )
-                    .await;
-                }
+    let made = Hub::counting(
+        Some(Box::new(move |channel: &str, server: ServerState| {
+            let (Some(link), Some(hub)) = (
+                slot.get().and_then(Weak::upgrade),
+                this.get().and_then(Weak::upgrade),
+            ) else {
+                return;
             };
-            hub.unsubscribe(&channel, &server, unsubscribe).await;
-        });
-    })));
+            let channel = channel.to_owned();
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                // No runtime to unsubscribe on (the process is shutting down).
+                hub.forget_if_empty(&channel, &server);
+                return;
+            };
+            handle.spawn(async move {
+                let name = channel.clone();
+                let unsubscribe = |on: u64| async move {
+                    // Only on the connection that has it: a replaced one took its
+                    // subscriptions along.
+                    if let Ok((id, mut conn)) = link.get().await
+                        && id == on
+                    {
+                        let _ = tokio::time::timeout(
+                            op_timeout,
+                            link::unsubscribe(&mut conn, &name, pubsub),
+                        )
+                        .await;
+                    }
+                };
+                hub.unsubscribe(&channel, &server, unsubscribe).await;
+            });
+        })),
+        Some(Arc::clone(shared)),
+    );
     let _ = hub.set(Arc::downgrade(&made));
     made
 }
@@ -262,6 +267,21 @@ impl Router {
         Ok(node)
     }
 
+    /// The primaries that serve slots in the current map, sorted.
+    pub(crate) fn primaries(&self) -> Vec<String> {
+        let map = self.lock();
+        let mut primaries: Vec<String> = Vec::new();
+        // Slots come in ranges per node: comparing with the last one found skips most.
+        for owner in map.slots.iter().flatten() {
+            if primaries.last() != Some(&owner.address) && !primaries.contains(&owner.address) {
+                primaries.push(owner.address.clone());
+            }
+        }
+        drop(map);
+        primaries.sort();
+        primaries
+    }
+
     /// The node at `address` (an `ASK` redirection's).
     pub(crate) fn at(&self, address: &str) -> Result<Arc<Node>, BackendError> {
         let mut map = self.lock();
@@ -280,7 +300,9 @@ impl Router {
         if let Some(old) = old.filter(|old| old.address != address) {
             tokio::spawn(async move {
                 old.hub
-                    .lose(|channel| cluster::slot(channel.as_bytes()) == slot)
+                    .lose(SubscriptionLoss::Moved, |channel| {
+                        cluster::slot(channel.as_bytes()) == slot
+                    })
                     .await;
             });
         }
@@ -380,7 +402,7 @@ impl Router {
             let slots = Arc::clone(&slots);
             tokio::spawn(async move {
                 node.hub
-                    .lose(|channel| {
+                    .lose(SubscriptionLoss::SlotMap, |channel| {
                         let slot = usize::from(cluster::slot(channel.as_bytes()));
                         slots[slot]
                             .as_ref()

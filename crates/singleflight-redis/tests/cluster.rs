@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Cluster, Config, Error, FleetRole, RedisGroup};
+use singleflight_redis::{
+    Cluster, Config, Error, FallbackReason, FleetRole, RedisGroup, SubscriptionLoss,
+};
 use support::{ClusterDeployment, Gate, Paired, Worker, WorkerSpec, ask, temp_log, wait_until};
 use tokio::sync::watch;
 
@@ -351,7 +353,7 @@ async fn node_id(port: u16) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_migrated_under_waiting_waiters_is_followed_to_its_new_node() {
+async fn a_slot_migrated_under_waiters_is_followed_to_its_new_node() {
     let Some(cluster) = ClusterDeployment::start(3, 1, 2000).await else {
         return;
     };
@@ -464,6 +466,17 @@ async fn a_slot_migrated_under_waiting_waiters_is_followed_to_its_new_node() {
         slowest.as_millis()
     );
     println!("waiter fleet_roles: {fleet_roles:?}");
+    // Each waiter's process counted the subscription it lost (once, whichever sign of
+    // the move came first), and names the primaries of the map it reads.
+    for waiter in &waiters {
+        let stats = waiter.fleet_stats();
+        println!("lost subscriptions: {:?}", stats.lost_subscriptions);
+        assert_eq!(stats.total_lost_subscriptions(), 1, "{stats:?}");
+        assert!(
+            stats.lost_subscriptions(SubscriptionLoss::Resubscribe) == 0,
+            "{stats:?}"
+        );
+    }
     assert_eq!(failed, 0);
     assert!(executions <= 2, "{executions}");
     assert!(
@@ -474,6 +487,145 @@ async fn a_slot_migrated_under_waiting_waiters_is_followed_to_its_new_node() {
     let again = flight_after(&leader, &waiters, "k").await;
     println!("after the migration: a new flight runs {again} time(s)");
     assert_eq!(again, 1);
+    let mut primaries: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.primary)
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    primaries.sort();
+    wait_until("the map names every primary", || {
+        leader.fleet_stats().primaries == primaries
+    })
+    .await;
+}
+
+/// The number in `errorstat_<code>:count=<n>` of the server's `INFO errorstats`.
+async fn errors(port: u16, code: &str) -> u64 {
+    let info: String = ask(port, &["INFO", "errorstats"]).await.unwrap_or_default();
+    let prefix = format!("errorstat_{code}:count=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `PTTL key` on a node importing the key's slot (after `ASKING`, as a redirected client).
+async fn pttl_asking(port: u16, key: &str) -> Option<i64> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let (ttl,): (i64,) = redis::pipe()
+        .cmd("ASKING")
+        .ignore()
+        .cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    Some(ttl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_mid_migration_answers_tryagain_and_ask_and_no_call_fails() {
+    let Some(cluster) = ClusterDeployment::start(3, 0, 2000).await else {
+        return;
+    };
+    let namespace = "test:cluster-ask";
+    let open = || {
+        RedisGroup::<u64>::open_cluster(&Cluster::new(cluster.seeds()), config(namespace))
+            .expect("group")
+    };
+    let (a, b) = (open(), open());
+    // A flight in progress: its lease and generation counter are on the slot's node.
+    let flight = flight(&a, &[], "k").await;
+    let (lock, source) = lease_key(&cluster, namespace).await;
+    let slot = cluster.slot(&lock).await;
+    let target = cluster
+        .nodes(source)
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.primary && n.port != source)
+        .expect("another primary")
+        .port;
+    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
+    let slot_text = slot.to_string();
+    let ok = |reply: Option<String>, what: &str| assert_eq!(reply.as_deref(), Some("OK"), "{what}");
+    let setslot = |port: u16, state: &'static str, id: String| {
+        let slot_text = slot_text.clone();
+        async move { ask::<String>(port, &["CLUSTER", "SETSLOT", &slot_text, state, &id]).await }
+    };
+    ok(
+        setslot(target, "IMPORTING", source_id.clone()).await,
+        "IMPORTING",
+    );
+    ok(
+        setslot(source, "MIGRATING", target_id.clone()).await,
+        "MIGRATING",
+    );
+
+    // TRYAGAIN: the source has some of the keys a join names (the lease, the counter) and
+    // not the others. The join is sent again, paced, within its deadline, then the call
+    // runs its work locally: no error, no hang.
+    let before = errors(source, "TRYAGAIN").await;
+    let started = Instant::now();
+    let (value, role) = b
+        .call("k", || async { 2 })
+        .with_role()
+        .await
+        .paired()
+        .expect("a value");
+    let took = started.elapsed();
+    let tries = errors(source, "TRYAGAIN").await - before;
+    println!("TRYAGAIN: {tries} tries in {took:?}, then {role:?}");
+    assert_eq!(
+        (value, role),
+        (2, FleetRole::Fallback(FallbackReason::RedisUnavailable))
+    );
+    assert!(tries >= 2, "sent again after TRYAGAIN: {tries}");
+    assert!(
+        took <= Duration::from_millis(200 + 100),
+        "within the deadline: {took:?}"
+    );
+
+    // ASK: every key of the slot moves to the target, the slot still the source's. The
+    // leader's renewals (one key: its lease) follow ASK to the target (ASKING, then the
+    // script), so the lease outlives its TTL (1 s) there.
+    let keys: Vec<String> = ask(source, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])
+        .await
+        .expect("keys in slot");
+    assert!(keys.contains(&lock), "{keys:?}");
+    let port = target.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().map(String::as_str));
+    let asked_before = errors(source, "ASK").await;
+    ok(ask(source, &migrate).await, "MIGRATE");
+    let migrated = Instant::now();
+    while migrated.elapsed() < Duration::from_millis(1500) {
+        let ttl = pttl_asking(target, &lock).await;
+        assert!(
+            ttl.is_some_and(|ms| ms > 0),
+            "the lease expired on the target after {:?}: {ttl:?}",
+            migrated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = errors(source, "ASK").await - asked_before;
+    println!("ASK: {asked} renewals redirected in 1.5 s");
+    assert!(asked >= 2, "renewals followed ASK: {asked}");
+    assert_eq!(a.fleet_stats().leases_lost, 0);
+
+    // The migration ends; the leader's completion follows MOVED to the target.
+    ok(
+        setslot(target, "NODE", target_id.clone()).await,
+        "NODE (target)",
+    );
+    ok(setslot(source, "NODE", target_id).await, "NODE (source)");
+    flight.gate.open();
+    assert_eq!(flight.leader.await.expect("leader").expect("value").0, 7);
+    assert_eq!(flight.runs.load(Ordering::SeqCst), 1);
+    let ttl = pttl_asking(target, &lock).await;
+    assert_eq!(ttl, Some(-2), "the lease was released on the target");
+    assert_eq!(flight_after(&a, std::slice::from_ref(&b), "k").await, 1);
 }
 
 /// A new flight of `key`: the executions.

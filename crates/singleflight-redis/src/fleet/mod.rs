@@ -97,6 +97,7 @@ impl<B: Backend> Fleet<B> {
         if let Some(counts) = self.backend.reconnects() {
             counts.fill(&mut stats);
         }
+        stats.primaries = self.backend.primaries();
         stats
     }
 
