@@ -194,7 +194,12 @@
 //!   primary serving it, found in the slot map (`CLUSTER SLOTS`, read from any node).
 //!   `MOVED` moves the slot in the map and has the map read again, `ASK` is followed once
 //!   (`ASKING`), and `TRYAGAIN` (a slot half-migrated) is sent again within the command's
-//!   deadline.
+//!   deadline. While a flight's slot migrates (between `SETSLOT MIGRATING` and
+//!   `SETSLOT NODE`), Redis answers `TRYAGAIN` to a script that names keys some of which
+//!   exist on the node and some not, on either node; a join or a completion names five,
+//!   so it gets `TRYAGAIN` until the migration ends, and after the deadline the call runs
+//!   its work locally (no failed call). Single-key commands (a renewal, a release, a read
+//!   of the result) follow `ASK`, so a lease taken before the migration is kept.
 //! * Waiters wait on **sharded pub/sub** (`SSUBSCRIBE` on that primary; the scripts
 //!   `SPUBLISH`), so a result reaches one shard, not every node. Each node gets two
 //!   connections, one for commands and one for subscriptions: a node's own
@@ -213,12 +218,16 @@
 //! Tested against a local cluster of three primaries and three replicas: a fleet of 8
 //! processes × 25 callers over 64 keys in every shard (one execution per key per round);
 //! a slot migrated (`SETSLOT IMPORTING/MIGRATING`, `MIGRATE`, `SETSLOT NODE`) under
-//! waiting waiters; a primary killed (`SIGKILL`) under a leader.
+//! waiters; a slot left mid-migration under a leader (`TRYAGAIN`, then `ASK`); a primary
+//! killed (`SIGKILL`) under a leader. [`FleetStats::lost_subscriptions`] counts the
+//! subscriptions lost, per [`SubscriptionLoss`], and [`FleetStats::primaries`] names the
+//! primaries of the group's slot map.
 //!
 //! # Reporting
 //!
-//! Each call's [`FleetRole`] ([`Call::with_role`]); [`RedisGroup::fleet_stats`] (which also counts connections
-//! replaced, per [`ReconnectReason`]); an in-process
+//! Each call's [`FleetRole`] ([`Call::with_role`]); [`RedisGroup::fleet_stats`] (which
+//! also counts connections replaced, per [`ReconnectReason`], and waiters' subscriptions
+//! lost, per [`SubscriptionLoss`]); an in-process
 //! [`Observer`](singleflight_core::Observer) via [`RedisGroup::with_observer`]; and
 //! `tracing` warnings (target `singleflight_redis`), at most one per kind of trouble per
 //! [`Config::warn_interval`].

@@ -19,6 +19,10 @@
 //! * **commands per flight**: what each group's connection sends, as the server's
 //!   `MONITOR` sees it (untimed, after the timed rounds), and the server's own time per
 //!   call of each command (`INFO commandstats`).
+//! * **on a Redis Cluster** (when `redis-cli` is on the `PATH` too): the leader's added
+//!   latency and the waiter's delivery again, on a local cluster of three primaries
+//!   (`redis-cli --cluster create`), in units of a `PING` to the node that serves the
+//!   key's slot, sampled the same way.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -29,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use singleflight_redis::{Config, FleetRole, RedisGroup};
+use singleflight_redis::{Cluster, Config, FleetRole, RedisGroup};
 use tokio::sync::oneshot;
 
 /// The targets, in `PING` round trips.
@@ -81,6 +85,19 @@ pub(crate) struct Figures {
     server_time: BTreeMap<String, f64>,
     /// Calls that did not lead or wait as planned (a fallback), by what they got.
     surprises: Vec<String>,
+    /// The same on a Redis Cluster, or why not.
+    cluster: Result<ClusterFigures, String>,
+}
+
+/// The leader's and the waiter's figures on a cluster of three primaries (µs).
+#[derive(Debug)]
+pub(crate) struct ClusterFigures {
+    /// A `PING` to the node serving the key's slot.
+    ping: Spread,
+    plain: Spread,
+    leader: Spread,
+    waiter: Spread,
+    surprises: Vec<String>,
 }
 
 /// Runs the scenario, or says in one line why it cannot and returns `None`.
@@ -108,13 +125,92 @@ pub(crate) fn run(quick: bool) -> Option<Figures> {
         .build()
         .expect("a current-thread runtime");
     let figures = runtime.block_on(measure(&server.url(), sizes));
+    drop(server);
     match figures {
-        Ok(figures) => Some(figures),
+        Ok(mut figures) => {
+            figures.cluster = LocalCluster::start(&binary).and_then(|cluster| {
+                eprintln!("redis cluster (3 primaries)…");
+                runtime
+                    .block_on(measure_cluster(&cluster.seeds, sizes))
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(why) = &figures.cluster {
+                eprintln!("redis cluster: skipped ({why})");
+            }
+            Some(figures)
+        }
         Err(error) => {
             eprintln!("redis: skipped ({error})");
             None
         }
     }
+}
+
+/// The leader's added latency and the waiter's delivery on a cluster, in `PING`s to the
+/// node serving the key's slot. One key, and one namespace, for both: a flight ends
+/// before the next starts, and nothing is reused without a reuse window.
+async fn measure_cluster(seeds: &[String], sizes: Sizes) -> redis::RedisResult<ClusterFigures> {
+    let config = || Config::new("report").op_timeout(Duration::from_secs(2));
+    let open = |seeds: Vec<String>| {
+        move || RedisGroup::<u64>::open_cluster(&Cluster::new(seeds), config()).expect("a group")
+    };
+    let leader = open(seeds.to_vec())();
+    let waiter = Remote::with(open(seeds.to_vec())).await;
+    let plain = singleflight_tokio::Group::<String, u64>::new();
+    let heard: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let mut surprises = Vec::new();
+    // Untimed: read the slot map, connect, load the scripts on the key's node.
+    lead(&leader, "k", &mut surprises).await;
+    lead_and_wait(&leader, &waiter, "k", &heard, &mut surprises).await;
+    // The node serving the key's slot: the one holding its generation counter.
+    let mut node = None;
+    for seed in seeds {
+        let client = redis::Client::open(format!("redis://{seed}/?protocol=resp3"))?;
+        let mut conn = ConnectionManager::new(client).await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sf:{report:*}:gen")
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            node = Some(conn);
+        }
+    }
+    let Some(mut conn) = node else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "no node holds the key's generation counter",
+        )));
+    };
+    let (mut pings, mut plains, mut leads, mut waits) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..sizes.rounds {
+        for _ in 0..sizes.calls {
+            pings.push(ping(&mut conn).await?);
+            let started = Instant::now();
+            let value = plain.call("plain", || async { 1 }).await;
+            std::hint::black_box(value.ok());
+            plains.push(micros(started.elapsed()));
+            let started = Instant::now();
+            lead(&leader, "k", &mut surprises).await;
+            leads.push(micros(started.elapsed()));
+        }
+        for _ in 0..sizes.waits {
+            pings.push(ping(&mut conn).await?);
+            let flight = lead_and_wait(&leader, &waiter, "k", &heard, &mut surprises).await;
+            if let Some((delivery, _)) = flight {
+                waits.push(micros(delivery));
+            }
+        }
+    }
+    surprises.sort();
+    surprises.dedup();
+    Ok(ClusterFigures {
+        ping: Spread::of(pings),
+        plain: Spread::of(plains),
+        leader: Spread::of(leads),
+        waiter: Spread::of(waits),
+        surprises,
+    })
 }
 
 async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
@@ -128,7 +224,11 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         );
     let config = |namespace| Config::new(namespace).op_timeout(Duration::from_secs(2));
     let leader = RedisGroup::<u64>::open(url, config("report")).expect("a group");
-    let waiter = Remote::open(url, config("report")).await;
+    let waiter = {
+        let url = url.to_owned();
+        Remote::with(move || RedisGroup::<u64>::open(&url, config("report")).expect("a group"))
+            .await
+    };
     // The timed leader calls' own namespace, which the plain subscriber below does not
     // hear: its message handling would fall into the next sample's time.
     let soloist = RedisGroup::<u64>::open(url, config("report-solo")).expect("a group");
@@ -210,6 +310,7 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         waiter_commands,
         server_time,
         surprises,
+        cluster: Err("not measured".to_owned()),
     })
 }
 
@@ -299,7 +400,8 @@ struct Remote {
 }
 
 impl Remote {
-    async fn open(url: &str, config: Config) -> Self {
+    /// The group `open` makes, on its own thread and runtime.
+    async fn with(open: impl FnOnce() -> RedisGroup<u64> + Send + 'static) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, handle) = oneshot::channel();
         let thread = std::thread::spawn(move || {
@@ -313,12 +415,10 @@ impl Remote {
             });
         });
         let runtime = handle.await.expect("the remote's runtime");
-        let url = url.to_owned();
         let group = runtime
-            .spawn(async move { RedisGroup::<u64>::open(&url, config) })
+            .spawn(async move { open() })
             .await
-            .expect("the remote's task")
-            .expect("a group");
+            .expect("the remote's task");
         Self {
             group,
             runtime,
@@ -622,6 +722,153 @@ pub(crate) fn print(figures: Option<&Figures>) {
     for surprise in &f.surprises {
         println!("- unexpected, figures suspect: {surprise}");
     }
+    println!();
+    match &f.cluster {
+        Ok(c) => print_cluster(c),
+        Err(why) => println!("On a Redis Cluster: not measured ({why})."),
+    }
+}
+
+/// The cluster rows: the same figures in `PING`s to the node serving the key's slot.
+fn print_cluster(c: &ClusterFigures) {
+    println!(
+        "On a Redis Cluster of three primaries (started for the run; the same sampling), in \
+         units of a `PING` to the node serving the key's slot:"
+    );
+    println!();
+    println!(
+        "| figure on the cluster | µs, median | µs, 90th percentile | `PING`s to the key's node (medians) | target |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    let ping = c.ping.median;
+    println!(
+        "| `PING` to the key's node | {:.1} | {:.1} | 1.00 | |",
+        ping, c.ping.p90
+    );
+    let verdict = |ratio: f64, target: f64| {
+        if ratio <= target {
+            format!("≤ {target}: **met**")
+        } else {
+            format!("≤ {target}: **not met**")
+        }
+    };
+    let added = c.leader.median - c.plain.median;
+    println!(
+        "| leader's added latency | {:.1} | {:.1} | {:.2} | {} |",
+        added,
+        c.leader.p90 - c.plain.median,
+        added / ping,
+        verdict(added / ping, LEADER_TARGET)
+    );
+    println!(
+        "| waiter's delivery (sharded pub/sub) | {:.1} | {:.1} | {:.2} | {} |",
+        c.waiter.median,
+        c.waiter.p90,
+        c.waiter.median / ping,
+        verdict(c.waiter.median / ping, WAITER_TARGET)
+    );
+    for surprise in &c.surprises {
+        println!("- unexpected on the cluster, figures suspect: {surprise}");
+    }
+}
+
+/// `redis-cli` on the `PATH` (next to `SF_REDIS_SERVER`'s directory first).
+fn cli_binary() -> Option<PathBuf> {
+    let beside = std::env::var_os("SF_REDIS_SERVER")
+        .map(PathBuf::from)
+        .and_then(|server| Some(server.parent()?.join("redis-cli")));
+    beside.filter(|path| path.is_file()).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join("redis-cli"))
+            .find(|path| path.is_file())
+    })
+}
+
+/// Three `redis-server`s joined into a cluster of three primaries, each killed on drop.
+struct LocalCluster {
+    seeds: Vec<String>,
+    _servers: Vec<Server>,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    fn start(binary: &PathBuf) -> Result<Self, String> {
+        let cli = cli_binary().ok_or("no redis-cli on the PATH")?;
+        let dir = std::env::temp_dir().join(format!("sf-report-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("no temporary directory: {e}"))?;
+        let mut cluster = Self {
+            seeds: Vec::new(),
+            _servers: Vec::new(),
+            dir,
+        };
+        for n in 0..3 {
+            // The bus's default port (the node's + 10000) may not exist: a free one.
+            let bus = free_port()?.to_string();
+            let config_file = format!("nodes-{n}.conf");
+            let dir = cluster
+                .dir
+                .to_str()
+                .ok_or("a temporary directory that is not UTF-8")?;
+            let server = Server::start_with(
+                binary,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-config-file",
+                    &config_file,
+                    "--dir",
+                    dir,
+                ],
+            )?;
+            cluster.seeds.push(format!("127.0.0.1:{}", server.port));
+            cluster._servers.push(server);
+        }
+        let created = Command::new(&cli)
+            .args(["--cluster", "create"])
+            .args(&cluster.seeds)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("redis-cli did not run: {e}"))?;
+        if !created.success() {
+            return Err("redis-cli --cluster create failed".to_owned());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for seed in &cluster.seeds {
+            let (host, port) = seed.rsplit_once(':').ok_or("a seed without a port")?;
+            loop {
+                let info = Command::new(&cli)
+                    .args(["-h", host, "-p", port, "cluster", "info"])
+                    .output()
+                    .map_err(|e| format!("redis-cli did not run: {e}"))?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("{seed} never said cluster_state:ok"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(cluster)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self._servers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port())
 }
 
 /// The server binary: `SF_REDIS_SERVER`, or `redis-server` on the `PATH`.
@@ -642,13 +889,16 @@ struct Server {
 
 impl Server {
     fn start(binary: &PathBuf) -> Result<Self, String> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        Self::start_with(binary, &[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` arguments.
+    fn start_with(binary: &PathBuf, args: &[&str]) -> Result<Self, String> {
+        let port = free_port()?;
         let child = Command::new(binary)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
