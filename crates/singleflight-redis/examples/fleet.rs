@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use singleflight_redis::{Cluster, Config, Outcome, RedisGroup};
+use singleflight_redis::{Cluster, Config, FleetRole, RedisGroup};
 
 const WORKERS: usize = 6;
 const CALLERS: usize = 50;
@@ -182,7 +182,7 @@ fn worker(url: &str, mode: &str, namespace: &str) {
             tokio::time::sleep(Duration::from_millis(300)).await;
             "report for 2026-11".to_owned()
         };
-        let mut outcomes = Vec::new();
+        let mut roles = Vec::new();
         if mode == "local" {
             let group = singleflight_tokio::Group::<String, String>::new();
             let calls = (0..CALLERS).map(|_| {
@@ -203,21 +203,25 @@ fn worker(url: &str, mode: &str, namespace: &str) {
             .expect("group");
             let calls = (0..CALLERS).map(|_| {
                 let (group, executions) = (group.clone(), Arc::clone(&executions));
-                tokio::spawn(async move { group.call("report", || query(executions)).await })
+                tokio::spawn(
+                    async move { group.call("report", || query(executions)).with_role().await },
+                )
             });
             for call in calls.collect::<Vec<_>>() {
-                let (_, outcome) = call.await.expect("task").expect("value");
-                outcomes.push(outcome);
+                let (result, role) = call.await.expect("task");
+                result.expect("value");
+                let role = role.expect("a call with a value has a role");
+                roles.push(role);
             }
         }
-        let outcome = match outcomes.first() {
+        let role = match roles.first() {
             None => "in-process only".to_owned(),
-            Some(Outcome::Leader { generation }) => format!("led flight {generation}"),
-            Some(Outcome::Follower { generation }) => format!("followed flight {generation}"),
+            Some(FleetRole::Leader { generation }) => format!("led flight {generation}"),
+            Some(FleetRole::Waiter { generation }) => format!("followed flight {generation}"),
             Some(other) => format!("{other:?}"),
         };
         println!(
-            "  pid {:>7}: executions={} ({outcome})",
+            "  pid {:>7}: executions={} ({role})",
             std::process::id(),
             executions.load(Ordering::SeqCst)
         );

@@ -1,4 +1,4 @@
-//! The Redis side of a flight, behind a small trait so the leader/follower logic can be
+//! The Redis side of a flight, behind a small trait so the leader/waiter logic can be
 //! tested against an in-memory fake with a paused clock.
 
 use std::collections::HashMap;
@@ -11,17 +11,20 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::envelope::Keys;
-use crate::health::ReconnectCounts;
+use crate::health::{ReconnectCounts, SubscriptionLoss};
+use crate::link::Shared;
 
 /// What `join` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Joined {
     /// A result of at least the asked generation (the stored envelope).
     Result(Vec<u8>),
+    /// A value kept for reuse (the stored envelope), published `age` ago.
+    Reused(Vec<u8>, Duration),
     /// This caller holds the lease for this generation.
     Leader(u64),
     /// Another caller holds the lease for this generation.
-    Follow(u64),
+    Wait(u64),
     /// A key of the flight holds data that is not ours (named); the script made it
     /// expire within one lease.
     Foreign(String),
@@ -94,6 +97,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// On a cluster, the primaries serving slots in the current map (sorted).
+    fn primaries(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Subscribes to `channel`; resolves once the server confirmed it.
     fn subscribe(
         &self,
@@ -101,7 +109,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Subscription, BackendError>> + Send;
 
     /// Returns a stored result of generation `>= min_generation` (if `min_generation > 0`),
-    /// else the current lease holder, else takes the lease under a new generation.
+    /// else (if `min_generation == 0` and `reuse` is not zero) a value kept for reuse
+    /// that is younger than `reuse`, else the current lease holder, else takes the lease
+    /// under a new generation. A fresh call (`min_generation == 0`) takes the lease over
+    /// from a flight a `forget` fenced off.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per script argument"
+    )]
     fn join(
         &self,
         keys: &Keys,
@@ -109,6 +124,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         lease: Duration,
         limit: Duration,
         min_generation: u64,
+        reuse: Duration,
     ) -> impl Future<Output = Result<Joined, BackendError>> + Send;
 
     /// Extends the lease if it is still `lock_value`; `false` if it was lost.
@@ -120,7 +136,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
     /// Stores `envelope` unless a newer generation's result is stored, releases the lease
-    /// if it is still `lock_value`, and publishes `message`.
+    /// if it is still `lock_value`, and publishes `message`. With a `reuse` window (not
+    /// zero), also keeps `envelope` for reuse for that long, unless a `forget` fenced
+    /// `generation` off or a newer generation's value is kept.
     #[allow(
         clippy::too_many_arguments,
         reason = "one argument per script argument"
@@ -133,7 +151,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
         envelope: &[u8],
         linger: Duration,
         message: &[u8],
+        reuse: Duration,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Drops the value kept for reuse, and fences off every generation elected so far:
+    /// none of them keeps a value for reuse afterwards, and a fresh `join` takes over
+    /// their lease. Returns the fence.
+    fn forget(&self, keys: &Keys) -> impl Future<Output = Result<u64, BackendError>> + Send;
 
     /// Releases the lease if `token` holds it (whatever its generation) and then
     /// publishes `message`; `true` if it did.
@@ -175,11 +199,13 @@ struct Channel {
 
 type OnEmpty = Box<dyn Fn(&str, ServerState) + Send + Sync>;
 
-/// Routes pub/sub messages of the one shared connection to the waiting followers.
+/// Routes pub/sub messages of the one shared connection to the waiters.
 pub(crate) struct Hub {
     channels: Mutex<HashMap<String, Channel>>,
     next_id: AtomicU64,
     on_empty: Option<OnEmpty>,
+    /// Where lost subscriptions are counted, if anywhere.
+    shared: Option<Arc<Shared>>,
 }
 
 impl fmt::Debug for Hub {
@@ -194,11 +220,23 @@ impl Hub {
     /// [`forget_if_empty`](Self::forget_if_empty). Without it, empty channels are
     /// forgotten at once.
     pub(crate) fn new(on_empty: Option<OnEmpty>) -> Arc<Self> {
+        Self::counting(on_empty, None)
+    }
+
+    /// [`new`](Self::new), counting lost subscriptions in `shared`'s counts.
+    pub(crate) fn counting(on_empty: Option<OnEmpty>, shared: Option<Arc<Shared>>) -> Arc<Self> {
         Arc::new(Self {
             channels: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             on_empty,
+            shared,
         })
+    }
+
+    fn count_lost(&self, reason: SubscriptionLoss) {
+        if let Some(shared) = &self.shared {
+            shared.counts.subscription_lost(reason);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
@@ -252,7 +290,7 @@ impl Hub {
     /// After connection `connection` replaced a lost one: subscribes every channel that
     /// has subscribers and is not subscribed on it yet with `subscribe`, then tells every
     /// subscriber to re-check (messages sent meanwhile are lost). A channel whose
-    /// subscription fails is left to its followers' re-checks.
+    /// subscription fails is left to its waiters' re-checks.
     pub(crate) async fn resubscribe<Fut>(&self, connection: u64, subscribe: impl Fn(String) -> Fut)
     where
         Fut: Future<Output = Result<(), BackendError>>,
@@ -271,6 +309,7 @@ impl Hub {
                     *on = connection;
                 } else {
                     *on = 0;
+                    self.count_lost(SubscriptionLoss::Resubscribe);
                     lost.push(channel);
                 }
             }
@@ -307,14 +346,16 @@ impl Hub {
                 }
                 *on = 0;
             }
+            hub.count_lost(SubscriptionLoss::Unsubscribed);
             hub.tell(|name| name == channel, &Event::Lost);
         });
     }
 
     /// Every channel for which `moved(channel)` says it is served elsewhere now: marked as
     /// subscribed nowhere here, and its subscribers told the subscription is
-    /// [`Lost`](Event::Lost), so they subscribe again where it is served.
-    pub(crate) async fn lose(&self, moved: impl Fn(&str) -> bool) {
+    /// [`Lost`](Event::Lost) (counted for `reason` if it was subscribed here), so they
+    /// subscribe again where it is served.
+    pub(crate) async fn lose(&self, reason: SubscriptionLoss, moved: impl Fn(&str) -> bool) {
         let channels: Vec<(String, ServerState)> = self
             .lock()
             .iter()
@@ -322,7 +363,10 @@ impl Hub {
             .map(|(name, c)| (name.clone(), Arc::clone(&c.server)))
             .collect();
         for (channel, server) in channels {
-            *server.lock().await = 0;
+            let was = std::mem::take(&mut *server.lock().await);
+            if was != 0 {
+                self.count_lost(reason);
+            }
             self.tell(|name| name == channel, &Event::Lost);
         }
     }
@@ -395,7 +439,7 @@ impl Hub {
     }
 }
 
-/// One follower's subscription; dropping it unsubscribes (the last one on the server too).
+/// One waiter's subscription; dropping it unsubscribes (the last one on the server too).
 #[derive(Debug)]
 pub(crate) struct Subscription {
     pub(crate) rx: mpsc::UnboundedReceiver<Event>,

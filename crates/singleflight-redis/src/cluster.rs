@@ -24,7 +24,7 @@ pub(crate) const SLOTS: usize = 16384;
 ///
 /// The group reads the slot map (`CLUSTER SLOTS`) from a node it knows, and sends each
 /// flight's commands to the primary serving the flight's slot (a flight's keys share a
-/// hash tag, so each script touches one slot). Followers wait on **sharded pub/sub**
+/// hash tag, so each script touches one slot). Waiters wait on **sharded pub/sub**
 /// (`SSUBSCRIBE` on that primary; leaders `SPUBLISH`), so a result goes to one shard, not
 /// to every node. `MOVED` and `ASK` redirections are followed, `TRYAGAIN` is retried
 /// within the command's deadline, and the map is read again when it proved stale or a

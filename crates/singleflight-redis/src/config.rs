@@ -35,16 +35,17 @@ impl Codec {
 /// | [`op_timeout`](Self::op_timeout) (each Redis command) | 250 ms |
 /// | [`lease_ttl`](Self::lease_ttl) (renewed every third of it) | 10 s |
 /// | [`max_hold`](Self::max_hold) (renewals stop after it) | 5 min |
-/// | [`wait_timeout`](Self::wait_timeout) (a follower's wait before running locally) | 30 s |
-/// | [`poll`](Self::poll) (follower re-checks, doubling, ±20 % jitter) | 100 ms → 1 s |
-/// | [`result_linger`](Self::result_linger) | 5 s |
+/// | [`wait_timeout`](Self::wait_timeout) (a waiter's wait before running locally) | 30 s |
+/// | [`poll`](Self::poll) (waiter re-checks, doubling, ±20 % jitter) | 100 ms → 1 s |
+/// | [`result_linger`](Self::result_linger) (for waiters that missed the push) | 5 s |
+/// | [`reuse_for`](Self::reuse_for) (a published value served to later calls) | off |
 /// | [`inline_max`](Self::inline_max) / [`max_value`](Self::max_value) | 64 KiB / 8 MiB |
 /// | [`breaker`](Self::breaker) | open after 3 failures in a row, for 5 s |
 /// | [`reconnect`](Self::reconnect) (pause between connection attempts, doubling, jittered) | 100 ms → 1 s |
 /// | [`secret`](Self::secret) (sign shared results) | none |
 ///
 /// `Duration::MAX` means "no limit" for the limits that are optional:
-/// [`wait_timeout`](Self::wait_timeout) (followers wait for as long as the leader holds
+/// [`wait_timeout`](Self::wait_timeout) (waiters wait for as long as the leader holds
 /// its lease), [`max_hold`](Self::max_hold) (renew for as long as the work runs) and
 /// [`warn_interval`](Self::warn_interval) (warn once per kind).
 #[derive(Clone)]
@@ -58,6 +59,7 @@ pub struct Config {
     pub(crate) poll_min: Duration,
     pub(crate) poll_max: Duration,
     pub(crate) result_linger: Duration,
+    pub(crate) reuse_for: Option<Duration>,
     pub(crate) inline_max: usize,
     pub(crate) max_value: usize,
     pub(crate) breaker_failures: u32,
@@ -80,6 +82,7 @@ impl fmt::Debug for Config {
             .field("poll_min", &self.poll_min)
             .field("poll_max", &self.poll_max)
             .field("result_linger", &self.result_linger)
+            .field("reuse_for", &self.reuse_for)
             .field("inline_max", &self.inline_max)
             .field("max_value", &self.max_value)
             .field("breaker_failures", &self.breaker_failures)
@@ -168,6 +171,7 @@ impl Config {
             poll_min: Duration::from_millis(100),
             poll_max: Duration::from_secs(1),
             result_linger: Duration::from_secs(5),
+            reuse_for: None,
             inline_max: 64 * 1024,
             max_value: 8 * 1024 * 1024,
             breaker_failures: 3,
@@ -218,6 +222,9 @@ impl Config {
             self.result_linger,
             MS..=DAY,
         )?;
+        if let Some(window) = self.reuse_for {
+            within("reuse_for", "1 ms ..= 1 day", window, MS..=DAY)?;
+        }
         within(
             "breaker",
             "failures >= 1, open 1 ms ..= 1 day",
@@ -288,7 +295,7 @@ impl Config {
         self
     }
 
-    /// How long a follower waits for a result before it runs the work itself
+    /// How long a waiter waits for a result before it runs the work itself
     /// ([`FallbackReason::WaitTimeout`](crate::FallbackReason::WaitTimeout)). Any
     /// duration; `Duration::MAX` waits for as long as a leader holds the lease (a vanished
     /// leader is still replaced when its lease expires).
@@ -297,7 +304,7 @@ impl Config {
         self
     }
 
-    /// The follower's safety re-check: first after `min`, then doubling up to `max`, each
+    /// The waiter's safety re-check: first after `min`, then doubling up to `max`, each
     /// with ±20 % jitter. Results normally arrive by pub/sub long before. Accepted: `min`
     /// 1 ms ..= 1 day (zero would spin), `max` from `min` to 1 day.
     pub fn poll(mut self, min: Duration, max: Duration) -> Self {
@@ -306,11 +313,42 @@ impl Config {
         self
     }
 
-    /// How long a result stays readable after its flight, for followers that missed the
-    /// push. It is never served to calls that start after the flight. Accepted:
-    /// 1 ms ..= 1 day.
+    /// How long a result stays readable after its flight, for waiters that missed the
+    /// push. It is never served to calls that start after the flight (that is
+    /// [`reuse_for`](Self::reuse_for)'s job, off by default). Accepted: 1 ms ..= 1 day.
     pub fn result_linger(mut self, linger: Duration) -> Self {
         self.result_linger = linger;
+        self
+    }
+
+    /// Fleet-wide reuse window (off by default): a value a flight published, in any
+    /// process, is handed to every call for its key that starts within `window` after
+    /// publication, in any process whose group has a window too, without running the work
+    /// or waiting for a flight. Such a call's role is
+    /// [`FleetRole::Reused`](crate::FleetRole::Reused), with the value's age. This is the
+    /// fleet-wide form of the in-process groups' `reuse_for` (DESIGN rule 16).
+    ///
+    /// * **Successes only**: errors, panics, cancellations, wait timeouts and values that
+    ///   were not shared (too large, not serializable) are never reused; neither is
+    ///   anything a fallback computed without Redis.
+    /// * **Measured from publication, in Redis**: the value is kept in a key that expires
+    ///   `window` after the leader's completion (`PX`), so every process agrees when it
+    ///   ends, whatever its clock. A process whose own window is shorter reuses the value
+    ///   only while it is younger than that window.
+    /// * **Signed like a pushed result**: with [`secret`](Self::secret), a reused value is
+    ///   verified before it is used, and one that is not signed with the secret makes the
+    ///   call run the work ([`FallbackReason::Unverified`](crate::FallbackReason::Unverified)).
+    /// * **[`RedisGroup::forget`](crate::RedisGroup::forget) reaches the fleet**: it drops
+    ///   the reusable value, and a flight elected before the forget (in any process) never
+    ///   stores its value afterwards (a generation fence, checked in the completion
+    ///   script).
+    ///
+    /// Not the same as [`result_linger`](Self::result_linger), which keeps a result for
+    /// the callers of its own flight that missed the push, and never serves it to a call
+    /// that starts later. Costs: one more read in the join script of every call, and one
+    /// more write in the leader's completion. Accepted: 1 ms ..= 1 day.
+    pub fn reuse_for(mut self, window: Duration) -> Self {
+        self.reuse_for = Some(window);
         self
     }
 
@@ -321,8 +359,8 @@ impl Config {
         self
     }
 
-    /// Encoded values larger than this are not shared: followers run the work themselves
-    /// ([`FallbackReason::TooLarge`](crate::FallbackReason::TooLarge)). A follower applies
+    /// Encoded values larger than this are not shared: waiters run the work themselves
+    /// ([`FallbackReason::TooLarge`](crate::FallbackReason::TooLarge)). A waiter applies
     /// its own limit too, before decoding what it received. Accepted: 1 ..= 512 MiB.
     pub fn max_value(mut self, bytes: usize) -> Self {
         self.max_value = bytes;
@@ -362,14 +400,14 @@ impl Config {
     }
 
     /// Signs every shared result with HMAC-SHA256 under `secret`, shared by every process
-    /// of the namespace; a follower accepts only results signed with it and runs the work
+    /// of the namespace; a waiter accepts only results signed with it and runs the work
     /// itself otherwise ([`FallbackReason::Unverified`](crate::FallbackReason::Unverified)).
     /// Accepted: at least 16 bytes (use 32 random bytes).
     ///
     /// Without a secret, Redis and everyone who can write to it are trusted: they can hand
-    /// every follower any value. With one, they can still delay or prevent coalescing
+    /// every waiter any value. With one, they can still delay or prevent coalescing
     /// (hold a lease, delete keys), and replay an earlier result of the same key within
-    /// its flight, but not make a follower accept a value no leader produced.
+    /// its flight, but not make a waiter accept a value no leader produced.
     pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.secret = Some(secret.into());
         self
@@ -408,6 +446,8 @@ mod tests {
                 Config::new("n").result_linger(Duration::ZERO),
                 "result_linger",
             ),
+            (Config::new("n").reuse_for(Duration::ZERO), "reuse_for"),
+            (Config::new("n").reuse_for(Duration::MAX), "reuse_for"),
             (Config::new("n").max_value(0), "max_value"),
             (Config::new("n").max_value(usize::MAX), "max_value"),
             (Config::new("n").breaker(0, MS), "breaker"),

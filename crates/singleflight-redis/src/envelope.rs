@@ -3,7 +3,7 @@
 //! Layout (big-endian): `b"SF"`, version `2`, codec id, status, flags (bit 0: signed),
 //! generation (u64), the key's length (u32) and bytes, then the payload: the encoded value
 //! (`Ok`), the error's text (`Err`), or nothing; if signed, an HMAC-SHA256 tag of the
-//! namespace and everything before it ends the envelope. The fixed header lets a follower
+//! namespace and everything before it ends the envelope. The fixed header lets a waiter
 //! classify a message without decoding it, and the full key in it means a result is only
 //! ever taken for the key it was produced for.
 
@@ -210,12 +210,17 @@ pub(crate) fn decode_value<V: DeserializeOwned>(codec: u8, payload: &[u8]) -> Op
 ///
 /// Keys belong to one logical database, but pub/sub channels are server-wide: the channel
 /// names the database (all but database 0, whose name predates this), so a result
-/// published in one database never reaches a follower in another.
+/// published in one database never reaches a waiter in another.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     pub(crate) lock: String,
     pub(crate) generation: String,
     pub(crate) result: String,
+    /// The value kept for reuse (`Config::reuse_for`), a hash like the result's.
+    pub(crate) reuse: String,
+    /// The highest generation a `forget` fenced off: no flight at or below it stores a
+    /// value for reuse.
+    pub(crate) fence: String,
     pub(crate) channel: String,
     /// The caller's key, checked against every envelope: a result is never taken for
     /// another key's, whatever the names.
@@ -232,6 +237,8 @@ impl Keys {
             lock: format!("{base}:lock"),
             generation: format!("{base}:gen"),
             result: format!("{base}:res"),
+            reuse: format!("{base}:reuse"),
+            fence: format!("{base}:fence"),
             channel: if database == 0 {
                 format!("{base}:done")
             } else {

@@ -1,4 +1,4 @@
-//! An in-memory Redis with the scripts' semantics, for the leader/follower logic under a
+//! An in-memory Redis with the scripts' semantics, for the leader/waiter logic under a
 //! paused clock. Each [`FakeConn`] stands for one process's connection and can be made to
 //! fail or hang.
 
@@ -18,6 +18,9 @@ struct State {
     locks: HashMap<String, (String, Instant)>,
     generations: HashMap<String, u64>,
     results: HashMap<String, (u64, Vec<u8>, Instant)>,
+    /// Values kept for reuse: generation, envelope, published at, expires at.
+    reusable: HashMap<String, (u64, Vec<u8>, Instant, Instant)>,
+    fences: HashMap<String, u64>,
 }
 
 /// The shared server.
@@ -152,9 +155,25 @@ fn live<T>(entry: Option<&(T, Instant)>) -> Option<&T> {
 
 impl FakeConn {
     /// The join script's effect.
-    fn join_now(&self, keys: &Keys, token: &str, lease: Duration, min_generation: u64) -> Joined {
+    fn join_now(
+        &self,
+        keys: &Keys,
+        token: &str,
+        lease: Duration,
+        min_generation: u64,
+        reuse: Duration,
+    ) -> Joined {
         let mut state = self.state();
         let now = Instant::now();
+        if min_generation == 0
+            && !reuse.is_zero()
+            && let Some((_, v, published, until)) = state.reusable.get(&keys.reuse)
+            && now < *until
+            && now - *published < reuse
+        {
+            return Joined::Reused(v.clone(), now - *published);
+        }
+        let fence = state.fences.get(&keys.fence).copied().unwrap_or(0);
         if min_generation > 0
             && let Some((g, v, until)) = state.results.get(&keys.result)
             && now < *until
@@ -165,17 +184,18 @@ impl FakeConn {
         if let Some(value) = live(state.locks.get(&keys.lock)) {
             let (g, holder) = value.split_once(':').unwrap();
             let g = g.parse().unwrap();
-            return if holder == token {
-                Joined::Leader(g)
-            } else {
-                Joined::Follow(g)
-            };
+            if holder == token {
+                return Joined::Leader(g);
+            }
+            if min_generation > 0 || g > fence {
+                return Joined::Wait(g);
+            }
         }
         let g = state
             .generations
             .entry(keys.generation.clone())
             .or_default();
-        *g = (*g).max(min_generation) + 1;
+        *g = (*g).max(min_generation).max(fence) + 1;
         let g = *g;
         state
             .locks
@@ -202,13 +222,14 @@ impl Backend for FakeConn {
         lease: Duration,
         _limit: Duration,
         min_generation: u64,
+        reuse: Duration,
     ) -> Result<Joined, BackendError> {
         self.check().await?;
         let hang = self
             .mode
             .compare_exchange(APPLY_THEN_HANG, UP, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
-        let joined = self.join_now(keys, token, lease, min_generation);
+        let joined = self.join_now(keys, token, lease, min_generation, reuse);
         if hang {
             std::future::pending::<()>().await;
         }
@@ -238,6 +259,7 @@ impl Backend for FakeConn {
         envelope: &[u8],
         linger: Duration,
         message: &[u8],
+        reuse: Duration,
     ) -> Result<(), BackendError> {
         self.check().await?;
         {
@@ -258,12 +280,37 @@ impl Backend for FakeConn {
                     (generation, envelope.to_vec(), now + linger),
                 );
             }
+            let fence = state.fences.get(&keys.fence).copied().unwrap_or(0);
+            let newer_kept = state
+                .reusable
+                .get(&keys.reuse)
+                .is_some_and(|(g, _, _, until)| now < *until && *g > generation);
+            if !reuse.is_zero() && generation > fence && !newer_kept {
+                state.reusable.insert(
+                    keys.reuse.clone(),
+                    (generation, envelope.to_vec(), now, now + reuse),
+                );
+            }
             if live(state.locks.get(&keys.lock)).is_some_and(|v| v == lock_value) {
                 state.locks.remove(&keys.lock);
             }
         }
         self.redis.publish(&keys.channel, message);
         Ok(())
+    }
+
+    async fn forget(&self, keys: &Keys) -> Result<u64, BackendError> {
+        self.check().await?;
+        let mut state = self.state();
+        state.reusable.remove(&keys.reuse);
+        let counter = state
+            .generations
+            .get(&keys.generation)
+            .copied()
+            .unwrap_or(0);
+        let fence = state.fences.entry(keys.fence.clone()).or_default();
+        *fence = (*fence).max(counter);
+        Ok(*fence)
     }
 
     async fn release(

@@ -10,16 +10,17 @@ use serde::de::DeserializeOwned;
 use singleflight_core::Observer;
 use singleflight_tokio::Group;
 
+use crate::call::{Call, ResultWithRole};
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
-use crate::flight::{Failure, Fleet};
+use crate::fleet::{Failure, Fleet};
 use crate::health::FleetStats;
 use crate::link::Target;
-use crate::outcome::{Error, Outcome};
 use crate::redis_backend::RedisBackend;
+use crate::report::{Error, FleetRole, ForgetError};
 use crate::sentinel::Sentinel;
 
-type Local<V, E> = Group<String, Result<(V, Outcome), Failure<E>>>;
+type Local<V, E> = Group<String, Result<(V, FleetRole), Failure<E>>>;
 
 /// Why a [`RedisGroup`] could not be opened.
 #[derive(Debug)]
@@ -151,12 +152,12 @@ where
 
     /// A group on a Redis Cluster (Redis 7 or later, or Valkey), found through `cluster`'s
     /// seed nodes: see [`Cluster`]. Each flight's commands go to the primary serving its
-    /// slot, and its followers wait on sharded pub/sub there. Like [`new`](Self::new), it
+    /// slot, and its waiters wait on sharded pub/sub there. Like [`new`](Self::new), it
     /// connects on first use; seeds that cannot be reached or refused credentials are not
     /// errors here: calls then run locally and say why, and the group keeps trying.
     ///
     /// A slot that moves (resharding) or a shard that fails over is followed: the map is
-    /// read again, and followers subscribed where the slot was subscribe again where it
+    /// read again, and waiters subscribed where the slot was subscribe again where it
     /// is now (see [Cluster](crate#cluster) in the crate docs).
     ///
     /// # Errors
@@ -195,7 +196,7 @@ where
 
     /// Attaches an in-process observer (such as `singleflight-stats`' `Stats`): it counts
     /// this process's calls as hits (joined another local caller) and misses (went to the
-    /// fleet layer). Fleet-wide outcomes are in [`fleet_stats`](Self::fleet_stats).
+    /// fleet layer). Fleet-wide roles are in [`fleet_stats`](Self::fleet_stats).
     #[must_use]
     pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
         Self {
@@ -217,7 +218,31 @@ where
     /// Number of this process's flights waiting for a leader in another process (tests
     /// and dashboards can wait on it instead of sleeping).
     pub fn fleet_waiting(&self) -> usize {
-        self.fleet.following()
+        self.fleet.waiting()
+    }
+
+    /// Forgets `key` in this process and across the fleet: the next call for it, in any
+    /// process, starts a new flight (leads, unless another call started one since).
+    ///
+    /// In this process, the flight in progress (if any) is detached from the key: its
+    /// callers still get its result. In Redis, the value kept for reuse
+    /// ([`Config::reuse_for`]) is dropped, and every flight elected so far is fenced off:
+    /// a flight still running in any process never keeps its value for reuse afterwards,
+    /// and the next call does not wait for it (it elects a new leader; the old flight's
+    /// leader then counts its lease as lost).
+    ///
+    /// # Errors
+    ///
+    /// [`ForgetError`] if Redis could not be reached within [`Config::op_timeout`]: the
+    /// forget then took effect in this process only.
+    ///
+    /// # Cancel safety
+    ///
+    /// The in-process part takes effect at the first poll. Dropped before Redis answered,
+    /// the fleet-wide part may or may not have taken effect.
+    pub async fn forget(&self, key: &str) -> Result<(), ForgetError> {
+        self.local.forget(key);
+        self.fleet.forget(key).await.map_err(ForgetError::new)
     }
 
     /// Number of this process's callers waiting on `key`'s flight (not counting the one
@@ -226,12 +251,13 @@ where
         self.local.waiters(key)
     }
 
-    /// Runs infallible `work` once for `key` across the fleet (best-effort) and returns a
-    /// copy of its value with how the call was settled.
+    /// Runs infallible `work` once for `key` across the fleet (best-effort) and resolves
+    /// to a copy of its value; [`Call::with_role`] tells the role the call played too
+    /// ([`FleetRole`]).
     ///
     /// The work runs in this caller's task if this process leads, or falls back. Every
     /// concurrent caller of `key` in this process shares this process's one fleet call and
-    /// its [`Outcome`].
+    /// its role.
     ///
     /// # Errors
     ///
@@ -245,12 +271,16 @@ where
     /// # Cancel safety
     ///
     /// As [`try_call`](Self::try_call).
-    pub async fn call<F, Fut>(&self, key: &str, work: F) -> Result<(V, Outcome), Error<E>>
+    pub fn call<'a, F, Fut>(
+        &'a self,
+        key: &'a str,
+        work: F,
+    ) -> Call<impl Future<Output = ResultWithRole<V, E>> + 'a>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V>,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = V> + 'a,
     {
-        self.try_call(key, || async { Ok(work().await) }).await
+        self.try_call(key, || async { Ok(work().await) })
     }
 
     /// Runs fallible `work` once for `key` across the fleet (best-effort): see
@@ -262,8 +292,8 @@ where
     /// [`Error::Failed`] / [`Error::Remote`] if the work failed here / elsewhere,
     /// [`Error::Panicked`] for this process's waiters if it panicked here,
     /// [`Error::Reentrant`] if called from inside `key`'s own work. Redis trouble is never
-    /// an error: the work then runs here and the outcome says
-    /// [`Outcome::Fallback`].
+    /// an error: the work then runs here and the role says
+    /// [`FleetRole::Fallback`].
     ///
     /// # Panics
     ///
@@ -276,22 +306,35 @@ where
     /// local waiter takes over; a lease this call's token may hold (even one taken by a
     /// command still on its way) is released and the fleet told to elect a new leader; a
     /// circuit-breaker probe it was making ends, so the next call probes.
-    pub async fn try_call<F, Fut>(&self, key: &str, work: F) -> Result<(V, Outcome), Error<E>>
+    pub fn try_call<'a, F, Fut>(
+        &'a self,
+        key: &'a str,
+        work: F,
+    ) -> Call<impl Future<Output = ResultWithRole<V, E>> + 'a>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<V, E>> + 'a,
     {
-        let fleet = &self.fleet;
-        let result = self
-            .local
-            .try_call(key, || async move { fleet.run(key, work).await })
-            .await;
-        result.map_err(|error| match error {
-            singleflight_core::Error::Failed(Failure::Local(e)) => Error::Failed(e),
-            singleflight_core::Error::Failed(Failure::Remote(e)) => Error::Remote(e),
-            singleflight_core::Error::Panicked(message) => Error::Panicked(message),
-            singleflight_core::Error::Reentrant => Error::Reentrant,
-            _ => Error::LeaderDropped,
+        Call::new(async move {
+            let fleet = &self.fleet;
+            let result = self
+                .local
+                .try_call(key, || async move { fleet.run(key, work).await })
+                .await;
+            match result {
+                Ok((value, role)) => (Ok(value), Some(role)),
+                Err(singleflight_core::Error::Failed(Failure::Local(e, role))) => {
+                    (Err(Error::Failed(e)), Some(role))
+                }
+                Err(singleflight_core::Error::Failed(Failure::Remote(e, role))) => {
+                    (Err(Error::Remote(e)), Some(role))
+                }
+                Err(singleflight_core::Error::Panicked(message)) => {
+                    (Err(Error::Panicked(message)), None)
+                }
+                Err(singleflight_core::Error::Reentrant) => (Err(Error::Reentrant), None),
+                Err(_) => (Err(Error::LeaderDropped), None),
+            }
         })
     }
 }

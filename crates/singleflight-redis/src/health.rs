@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::outcome::{FallbackReason, Outcome};
+use crate::report::{FallbackReason, FleetRole};
 
 /// Opens after a run of Redis failures so a dead Redis costs calls nothing; after the
 /// cool-down one call probes it.
@@ -177,8 +177,48 @@ impl ReconnectReason {
     }
 }
 
-/// Connections replaced, per reason, the last replacement, and attempts to open one that
-/// failed.
+/// Why a waiter's subscription was lost. The waiter then subscribes again where its
+/// channel's slot is served now and re-checks the result key, so a result published
+/// meanwhile is not missed; each is counted once per channel and connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubscriptionLoss {
+    /// The node dropped the subscription itself (a server-sent `SUNSUBSCRIBE`, on a
+    /// cluster): the channel's slot left the node, or the node became a replica.
+    Unsubscribed,
+    /// A command for the channel's slot was answered `MOVED`: another node serves the
+    /// slot now.
+    Moved,
+    /// A new slot map no longer has the node serving the channel's slot (a node lost, a
+    /// failover, a migration seen in the map before any `MOVED`).
+    SlotMap,
+    /// The connection was replaced, and subscribing again on the new one failed.
+    Resubscribe,
+}
+
+impl SubscriptionLoss {
+    /// Number of reasons.
+    pub(crate) const COUNT: usize = 4;
+    /// Every reason, in [`index`](Self::index) order.
+    pub(crate) const ALL: [Self; Self::COUNT] = [
+        Self::Unsubscribed,
+        Self::Moved,
+        Self::SlotMap,
+        Self::Resubscribe,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Unsubscribed => 0,
+            Self::Moved => 1,
+            Self::SlotMap => 2,
+            Self::Resubscribe => 3,
+        }
+    }
+}
+
+/// Connections replaced, per reason, the last replacement, attempts to open one that
+/// failed, and subscriptions lost.
 #[derive(Debug, Default)]
 pub(crate) struct ReconnectCounts {
     replaced: [AtomicU64; ReconnectReason::COUNT],
@@ -188,9 +228,15 @@ pub(crate) struct ReconnectCounts {
     /// times it was another than the one before.
     primary: Mutex<Option<String>>,
     primary_changes: AtomicU64,
+    lost_subscriptions: [AtomicU64; SubscriptionLoss::COUNT],
 }
 
 impl ReconnectCounts {
+    /// A channel's subscription was lost, for `reason`.
+    pub(crate) fn subscription_lost(&self, reason: SubscriptionLoss) {
+        self.lost_subscriptions[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn replaced(&self, reason: ReconnectReason) {
         self.replaced[reason.index()].fetch_add(1, Ordering::Relaxed);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -222,6 +268,8 @@ impl ReconnectCounts {
             .primary
             .clone_from(&self.primary.lock().unwrap_or_else(PoisonError::into_inner));
         stats.primary_changes = load(&self.primary_changes);
+        stats.lost_subscriptions =
+            SubscriptionLoss::ALL.map(|r| (r, load(&self.lost_subscriptions[r.index()])));
     }
 }
 
@@ -229,7 +277,8 @@ impl ReconnectCounts {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     leaders: AtomicU64,
-    followers: AtomicU64,
+    waiters: AtomicU64,
+    reused: AtomicU64,
     reelected: AtomicU64,
     remote_errors: AtomicU64,
     leases_lost: AtomicU64,
@@ -238,12 +287,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn outcome(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Leader { .. } => &self.leaders,
-            Outcome::Follower { .. } => &self.followers,
-            Outcome::Reelected { .. } => &self.reelected,
-            Outcome::Fallback(reason) => &self.fallbacks[reason.index()],
+    pub(crate) fn role(&self, role: FleetRole) {
+        let counter = match role {
+            FleetRole::Leader { .. } => &self.leaders,
+            FleetRole::Waiter { .. } => &self.waiters,
+            FleetRole::Reused { .. } => &self.reused,
+            FleetRole::Reelected { .. } => &self.reelected,
+            FleetRole::Fallback(reason) => &self.fallbacks[reason.index()],
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -264,7 +314,8 @@ impl Counters {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         FleetStats {
             leaders: load(&self.leaders),
-            followers: load(&self.followers),
+            waiters: load(&self.waiters),
+            reused: load(&self.reused),
             reelected: load(&self.reelected),
             remote_errors: load(&self.remote_errors),
             leases_lost: load(&self.leases_lost),
@@ -275,6 +326,8 @@ impl Counters {
             connect_failures: 0,
             primary: None,
             primary_changes: 0,
+            lost_subscriptions: SubscriptionLoss::ALL.map(|r| (r, 0)),
+            primaries: Vec::new(),
         }
     }
 }
@@ -288,10 +341,12 @@ pub struct FleetStats {
     /// Flights this process led.
     pub leaders: u64,
     /// Flights whose result came from another process (values and errors alike).
-    pub followers: u64,
+    pub waiters: u64,
+    /// Calls handed a value kept for reuse ([`Config::reuse_for`](crate::Config::reuse_for)).
+    pub reused: u64,
     /// Flights this process took over after another leader went away.
     pub reelected: u64,
-    /// Followed flights whose leader failed with an error.
+    /// Flights waited on whose leader failed with an error.
     pub remote_errors: u64,
     /// Leases lost while the work ran (renewal found another holder or none).
     pub leases_lost: u64,
@@ -316,6 +371,15 @@ pub struct FleetStats {
     /// Through Sentinel: how many times a new connection went to another primary than
     /// the one before (failovers this group followed).
     pub primary_changes: u64,
+    /// Waiters' subscriptions lost, per reason: one count per channel and connection
+    /// (all the waiters of a channel in this process share its subscription). Each is
+    /// followed by a subscription where the slot is served now and a re-check.
+    pub lost_subscriptions: [(SubscriptionLoss, u64); SubscriptionLoss::COUNT],
+    /// On a cluster ([`RedisGroup::open_cluster`](crate::RedisGroup::open_cluster)): the
+    /// primaries (`host:port`, as the cluster names them) that serve slots in the
+    /// group's current slot map, sorted, the ones its commands and subscriptions go to.
+    /// Empty before the map was first read, and for a group on one server.
+    pub primaries: Vec<String>,
 }
 
 impl FleetStats {
@@ -337,6 +401,16 @@ impl FleetStats {
     /// Connections replaced for any reason.
     pub fn total_reconnects(&self) -> u64 {
         self.reconnects.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Subscriptions lost for `reason`.
+    pub fn lost_subscriptions(&self, reason: SubscriptionLoss) -> u64 {
+        self.lost_subscriptions[reason.index()].1
+    }
+
+    /// Subscriptions lost for any reason.
+    pub fn total_lost_subscriptions(&self) -> u64 {
+        self.lost_subscriptions.iter().map(|(_, n)| n).sum()
     }
 }
 

@@ -7,23 +7,26 @@
 //!    reaches Redis.
 //! 2. **Fleet-wide**: that call tries a lease (`SET NX PX` with a random token, in a Lua
 //!    script). The winner runs the work, renewing its lease while it runs, and publishes
-//!    the result (or its error) to the followers, which also find it in a result key if
-//!    they missed the message. A follower subscribes to the flight's channel and then
-//!    asks again, so a result published in between is not missed. Followers re-check on a
+//!    the result (or its error) to the waiters, which also find it in a result key if
+//!    they missed the message. A waiter subscribes to the flight's channel and then
+//!    asks again, so a result published in between is not missed. Waiters re-check on a
 //!    jittered backoff and when the connection drops; a leader that vanished is replaced
 //!    when its lease expires by exactly one new leader (the lease is still `SET NX`); a
 //!    leader that panics or is cancelled says so at once.
 //!
 //! ```no_run
-//! use singleflight_redis::{Config, Outcome, RedisGroup};
+//! use singleflight_redis::{Config, FleetRole, RedisGroup};
 //!
 //! # async fn load_user(id: u64) -> String { format!("user {id}") }
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let users = RedisGroup::<String>::open("redis://127.0.0.1:6379/", Config::new("users:v1"))?;
-//! let (user, outcome) = users.call("user:42", || load_user(42)).await?;
-//! match outcome {
-//!     Outcome::Leader { generation } => println!("loaded {user} (flight {generation})"),
-//!     Outcome::Follower { .. } => println!("{user} came from another process"),
+//! // The result alone: `users.call(key, work).await?`. With the role the call played:
+//! let (user, role) = users.call("user:42", || load_user(42)).with_role().await;
+//! let user = user?;
+//! match role {
+//!     Some(FleetRole::Leader { generation }) => println!("loaded {user} (flight {generation})"),
+//!     Some(FleetRole::Waiter { .. }) => println!("{user} came from another process"),
+//!     Some(FleetRole::Reused { age, .. }) => println!("{user}, published {age:?} ago"),
 //!     other => println!("{user}: {other:?}"),
 //! }
 //! # Ok(()) }
@@ -38,17 +41,20 @@
 //!   before its work, the completion (store the result, release the lease, publish)
 //!   after it. No subscription. Its lease renewals (every third of
 //!   [`Config::lease_ttl`]) run beside the work.
-//! * **A follower**: three before it waits (join, subscribe, join again); then the value
+//! * **A waiter**: three before it waits (join, subscribe, join again); then the value
 //!   comes in the pushed message, with no read after it, when its envelope is at most
 //!   [`Config::inline_max`], and with one read (`HGET`) when larger. Its unsubscription
 //!   is sent after it has the value, off its path.
+//! * **A call that reuses** a value ([`Config::reuse_for`]): one, the join, which finds
+//!   the value and hands it over.
 //!
 //! # Guarantees: best-effort, never a lock
 //!
 //! * **Healthy Redis**: one execution per key across the fleet per flight.
 //! * **Redis down, slow or unreachable**: the call runs the work in this process, still
 //!   coalesced within it (at most one execution per process and key), and the
-//!   [`Outcome`] says [`Fallback`](Outcome::Fallback) with the reason. Every Redis command
+//!   call's role ([`Call::with_role`]) says [`Fallback`](FleetRole::Fallback) with the
+//!   reason. Every Redis command
 //!   has its own deadline ([`Config::op_timeout`]); after repeated failures a circuit
 //!   breaker skips Redis for a while, so a dead Redis costs nothing per call.
 //! * **Rarely, two or more executions across processes**: a leader whose lease expired
@@ -58,18 +64,31 @@
 //!   its way, and ends a circuit-breaker probe it was making. A command that finds its
 //!   connection lost is sent once more within its deadline on the new connection.
 //! * **Never** use this as a mutual-exclusion lock for side effects. The generation in
-//!   [`Outcome`] grows with every election and can serve as a fencing token for
+//!   [`FleetRole`] grows with every election and can serve as a fencing token for
 //!   downstream writes; a late leader never overwrites a newer generation's result.
 //!
 //! Coalescing is not caching: a result is handed only to calls that overlapped its flight
-//! (it lingers briefly, [`Config::result_linger`], for followers that missed the push).
+//! (it lingers briefly, [`Config::result_linger`], for waiters that missed the push).
+//!
+//! # Reuse across the fleet (opt-in)
+//!
+//! With [`Config::reuse_for`], a success published by any process is handed to every call
+//! for its key that starts within the window after its publication, in every process whose
+//! group sets a window, without running the work or waiting for a flight
+//! ([`FleetRole::Reused`], with the value's age). The window is kept by Redis (the value's
+//! key expires at its end), so the fleet agrees on it whatever the processes' clocks say.
+//! Errors, panics, cancellations, timeouts and fallbacks are never reused; with
+//! [`Config::secret`], a reused value is verified like a pushed one.
+//! [`RedisGroup::forget`] reaches the fleet: it drops the value, and a flight elected
+//! before it (in any process, still running or not) never leaves its value reusable: its
+//! generation is at or below the fence the forget set, which the completion script checks.
 //!
 //! # Values
 //!
 //! Values cross processes through serde in a small versioned envelope that names the full
 //! key: JSON by default, MessagePack with the `msgpack` feature ([`Codec`]). A value that
 //! cannot be decoded (another version or codec) or is larger than the leader's or the
-//! follower's own [`Config::max_value`] makes the follower run the work itself
+//! waiter's own [`Config::max_value`] makes the waiter run the work itself
 //! ([`FallbackReason::Decode`], [`FallbackReason::TooLarge`]). Put a schema version in
 //! the namespace. Errors cross as their `Display` text ([`RemoteError`]).
 //!
@@ -84,14 +103,15 @@
 //! | the two calls differ in… | do they share a result? |
 //! |---|---|
 //! | nothing (same server, namespace, database, key) | yes: that is the point |
+//! | start time: a call that starts after the flight ended | only within [`Config::reuse_for`] (off by default) after a success was published, and only if the caller's group sets a window too |
 //! | key | never: names are SHA-256 of (namespace, key), and every envelope carries the full key, checked on receipt |
 //! | namespace ([`Config::new`]) | never (as for the key); put a schema version in it |
 //! | database (`redis://host/1` vs `/2`) | never: keys are per database, and each database's pub/sub channels are its own (channels are server-wide, so their names carry the database) |
 //! | server (or Sentinel service) | never |
-//! | [`Config::secret`]: follower has one, leader another or none | never: the follower runs the work itself ([`FallbackReason::Unverified`]) |
-//! | [`Config::secret`]: leader has one, follower none | yes: a follower without a secret trusts whatever Redis holds |
-//! | value type (same namespace) | only if the bytes decode as the follower's type, else it runs the work ([`FallbackReason::Decode`]): version the namespace |
-//! | [`Config`] knobs (deadlines, lease, sizes, codec) | yes: a follower applies its own [`Config::max_value`], and decodes with the leader's codec if its build has it |
+//! | [`Config::secret`]: waiter has one, leader another or none | never: the waiter runs the work itself ([`FallbackReason::Unverified`]) |
+//! | [`Config::secret`]: leader has one, waiter none | yes: a waiter without a secret trusts whatever Redis holds |
+//! | value type (same namespace) | only if the bytes decode as the waiter's type, else it runs the work ([`FallbackReason::Decode`]): version the namespace |
+//! | [`Config`] knobs (deadlines, lease, sizes, codec) | yes: a waiter applies its own [`Config::max_value`], and decodes with the leader's codec if its build has it |
 //!
 //! Without a secret, anyone who can write to Redis can also hand any caller any value:
 //! see [Trust](#trust).
@@ -99,12 +119,12 @@
 //! # Trust
 //!
 //! Without [`Config::secret`], **Redis and everyone who can write to it (or `PUBLISH` on
-//! it) are trusted**: they can hand every follower any value or error. Key names are
+//! it) are trusted**: they can hand every waiter any value or error. Key names are
 //! SHA-256 of (namespace, key), truncated to 128 bits, and every envelope carries the full
 //! key, so no two keys can be made to share a flight by accident or design.
 //!
 //! With a secret (the same in every process of the namespace), leaders sign each result
-//! with HMAC-SHA256 and followers run the work themselves rather than accept one that is
+//! with HMAC-SHA256 and waiters run the work themselves rather than accept one that is
 //! unsigned or signed with another secret ([`FallbackReason::Unverified`], warned about).
 //! Whoever can write to Redis can then still delay or prevent coalescing (hold a lease,
 //! delete keys) and replay a result of the same key, but not forge one.
@@ -127,8 +147,8 @@
 //!   ([`Config::reconnect`]: up to 100 ms before the first attempt, then doubling up to
 //!   1 s, jittered), so a fleet that lost Redis does not storm it. Meanwhile calls run
 //!   their work locally, and no call fails.
-//! * On the new connection the channels of waiting followers are subscribed again, and
-//!   every waiting follower re-checks the result key (messages sent meanwhile were lost).
+//! * On the new connection the channels of waiting waiters are subscribed again, and
+//!   every waiting waiter re-checks the result key (messages sent meanwhile were lost).
 //! * A new connection that answers ends the circuit breaker's cool-down: the next call
 //!   probes Redis at once.
 //! * Sockets have TCP keepalive (first probe after 10 s idle, then every 5 s, 3 probes)
@@ -168,22 +188,27 @@
 //! [`RedisGroup::open_cluster`] works on a Redis Cluster (Redis 7 or later, or Valkey),
 //! from seed nodes ([`Cluster`]: their addresses, credentials for every node, and TLS with
 //! the `tls` feature). The election, the lease and the settling are the same as on one
-//! server; what differs is where commands go and how followers wait:
+//! server; what differs is where commands go and how waiters wait:
 //!
 //! * Each flight's keys share a hash tag, so its scripts touch one slot: they go to the
 //!   primary serving it, found in the slot map (`CLUSTER SLOTS`, read from any node).
 //!   `MOVED` moves the slot in the map and has the map read again, `ASK` is followed once
 //!   (`ASKING`), and `TRYAGAIN` (a slot half-migrated) is sent again within the command's
-//!   deadline.
-//! * Followers wait on **sharded pub/sub** (`SSUBSCRIBE` on that primary; the scripts
+//!   deadline. While a flight's slot migrates (between `SETSLOT MIGRATING` and
+//!   `SETSLOT NODE`), Redis answers `TRYAGAIN` to a script that names keys some of which
+//!   exist on the node and some not, on either node; a join or a completion names five,
+//!   so it gets `TRYAGAIN` until the migration ends, and after the deadline the call runs
+//!   its work locally (no failed call). Single-key commands (a renewal, a release, a read
+//!   of the result) follow `ASK`, so a lease taken before the migration is kept.
+//! * Waiters wait on **sharded pub/sub** (`SSUBSCRIBE` on that primary; the scripts
 //!   `SPUBLISH`), so a result reaches one shard, not every node. Each node gets two
 //!   connections, one for commands and one for subscriptions: a node's own
 //!   `SUNSUBSCRIBE` (sent when a slot leaves it) is never taken for a script's reply.
 //! * **A slot that moves** (resharding, a migration) or **a shard that fails over**: a
 //!   server-sent `SUNSUBSCRIBE`, a `MOVED` reply or a slot map in which the node no longer
-//!   serves the slot (a node lost) counts as a lost subscription. The follower subscribes
+//!   serves the slot (a node lost) counts as a lost subscription. The waiter subscribes
 //!   again on the slot's new node and re-checks the result key, so a result published
-//!   meanwhile is not missed; no follower waits past its poll cap
+//!   meanwhile is not missed; no waiter waits past its poll cap
 //!   ([`Config::poll`]) for it. A command on a node that stopped answering has the map
 //!   read again (at most every 100 ms), so the replica promoted in its place is found.
 //! * A lease on a shard that failed over is treated like one on a restarted Redis: at
@@ -193,12 +218,16 @@
 //! Tested against a local cluster of three primaries and three replicas: a fleet of 8
 //! processes × 25 callers over 64 keys in every shard (one execution per key per round);
 //! a slot migrated (`SETSLOT IMPORTING/MIGRATING`, `MIGRATE`, `SETSLOT NODE`) under
-//! waiting followers; a primary killed (`SIGKILL`) under a leader.
+//! waiters; a slot left mid-migration under a leader (`TRYAGAIN`, then `ASK`); a primary
+//! killed (`SIGKILL`) under a leader. [`FleetStats::lost_subscriptions`] counts the
+//! subscriptions lost, per [`SubscriptionLoss`], and [`FleetStats::primaries`] names the
+//! primaries of the group's slot map.
 //!
 //! # Reporting
 //!
-//! Each call's [`Outcome`]; [`RedisGroup::fleet_stats`] (which also counts connections
-//! replaced, per [`ReconnectReason`]); an in-process
+//! Each call's [`FleetRole`] ([`Call::with_role`]); [`RedisGroup::fleet_stats`] (which
+//! also counts connections replaced, per [`ReconnectReason`], and waiters' subscriptions
+//! lost, per [`SubscriptionLoss`]); an in-process
 //! [`Observer`](singleflight_core::Observer) via [`RedisGroup::with_observer`]; and
 //! `tracing` warnings (target `singleflight_redis`), at most one per kind of trouble per
 //! [`Config::warn_interval`].
@@ -238,26 +267,28 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod call;
 mod cluster;
 mod config;
 mod envelope;
-mod flight;
+mod fleet;
 mod group;
 mod health;
 mod link;
-mod outcome;
 mod redis_backend;
+mod report;
 mod route;
 mod sentinel;
 
 #[cfg(test)]
 mod fake;
 
+pub use call::{Call, ResultWithRole, WithRole};
 pub use cluster::Cluster;
 pub use config::{Codec, Config, ConfigError};
 pub use group::{OpenError, RedisGroup};
-pub use health::{FleetStats, ReconnectReason};
-pub use outcome::{Error, FallbackReason, Outcome, PanicMessage, RemoteError};
+pub use health::{FleetStats, ReconnectReason, SubscriptionLoss};
+pub use report::{Error, FallbackReason, FleetRole, ForgetError, PanicMessage, RemoteError};
 pub use sentinel::Sentinel;
 
 // The README is the registry page: its examples compile and run as doctests.

@@ -7,7 +7,7 @@
 //!
 //! * `Idle`: none yet. The first command starts the first attempt.
 //! * `Connecting`: an attempt runs, or waits out the short pause before the first attempt
-//!   after a replacement. Commands wait for its outcome (within their own deadlines).
+//!   after a replacement. Commands wait for its role (within their own deadlines).
 //! * `Up { id, .. }`: commands go to it. Every attempt gets a new, larger `id`, so a report
 //!   about an earlier connection never touches a newer one.
 //! * `Down(error)`: the last attempt failed. Commands fail at once with its error while the
@@ -17,13 +17,13 @@
 //! server or the network closed it, [`TIMEOUTS`] commands in a row got no answer, the
 //! health `PING` sent after a command timed out got none, the server answered
 //! `READONLY`, or, through Sentinel, the sentinels announced another primary);
-//! `Connecting → Up | Down` (the attempt's outcome; through Sentinel an attempt first asks
+//! `Connecting → Up | Down` (the attempt's role; through Sentinel an attempt first asks
 //! the sentinels for the primary, and fails if `ROLE` says the server is not one); `Down → Connecting` (the backoff is over). Only the reconnect task
 //! leaves `Connecting` and `Down`, and there is one while the state is either: connections
 //! are opened one at a time.
 //!
-//! A new connection is handed to commands first; then every channel with followers is
-//! subscribed on it, and the followers are told to re-check, since messages published
+//! A new connection is handed to commands first; then every channel with waiters is
+//! subscribed on it, and the waiters are told to re-check, since messages published
 //! while the old connection was silent were lost.
 //!
 //! One `std` mutex guards [`State`]; nothing is awaited and no user code runs under it.
@@ -44,7 +44,7 @@ use redis::{
 use tokio::sync::{mpsc, watch};
 
 use crate::backend::{BackendError, Hub};
-use crate::flight::random_u64;
+use crate::fleet::random_u64;
 use crate::health::{ReconnectCounts, ReconnectReason, Warnings};
 use crate::sentinel::{Discovery, switched};
 
@@ -537,7 +537,7 @@ impl Link {
                     }
                 }
                 // The node no longer serves the channel's slot (it moved, or the node is a
-                // replica now), or the confirmation of our own SUNSUBSCRIBE: followers
+                // replica now), or the confirmation of our own SUNSUBSCRIBE: waiters
                 // still on the channel subscribe again where its slot is now.
                 PushKind::SUnsubscribe if pubsub == Pubsub::Sharded => {
                     if let (Some(hub), [Value::BulkString(channel), ..]) =
@@ -562,7 +562,7 @@ impl Link {
     }
 
     /// The reconnect task: after `first` pause, attempts until one succeeds, pausing
-    /// between failures; then subscribes the followers' channels on the new connection.
+    /// between failures; then subscribes the waiters' channels on the new connection.
     fn spawn_reconnect(self: &Arc<Self>, first: Duration) {
         let link: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {

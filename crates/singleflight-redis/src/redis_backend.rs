@@ -1,4 +1,4 @@
-//! [`Backend`] on a real Redis: four Lua scripts, sent where [`Nodes`] says. On one
+//! [`Backend`] on a real Redis: five Lua scripts, sent where [`Nodes`] says. On one
 //! server, one RESP3 connection per group for commands and subscriptions alike
 //! ([`Link`](crate::link::Link): replaced when lost or silent, with the subscriptions
 //! made again); on a cluster, the node serving the flight's slot, with `MOVED`, `ASK` and
@@ -49,42 +49,68 @@ local function str(k)
 end
 ";
 
-/// KEYS: lock, generation counter, result. ARGV: token, lease (ms), minimum generation
-/// (0: never reuse a stored result), limit for foreign data (ms). Returns
-/// `{kind, generation, envelope}` with kind 0 = result, 1 = leader, 2 = follower,
-/// 3 = foreign data (the envelope field names the key).
+/// KEYS: lock, generation counter, result, reuse, fence. ARGV: token, lease (ms), minimum
+/// generation (0: a fresh call, which never takes a stored result), limit for foreign
+/// data (ms), reuse window (ms, 0: off). Returns `{kind, generation, envelope, age}` with
+/// kind 0 = result, 1 = leader, 2 = waiter, 3 = foreign data (the envelope field names
+/// the key), 4 = a value kept for reuse, published `age` ms ago.
+///
+/// A fresh call that finds a lease whose generation a `forget` fenced off (at or below
+/// the fence) takes over: the forgotten flight goes on for its own waiters, the next
+/// calls start a new one.
 ///
 /// `redis.call`s: a new leader 5 (`TYPE`, `GET` ×2, `SET` ×2; one more `HMGET` while the
-/// last flight's result lingers), a follower 3 or 4 (`TYPE`, [`HMGET`], `GET`, `PTTL`).
+/// last flight's result lingers), a waiter 3 or 4 (`TYPE`, [`HMGET`], `GET`, `PTTL`);
+/// with a reuse window, a fresh call makes one more (`HMGET`), and two (and `PTTL`) when
+/// it finds a value, and a fresh waiter one more (`GET` of the fence).
 const JOIN: &str = r"
 local lease, min, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local win = tonumber(ARGV[5])
+if min == 0 and win > 0 then
+  local r = redis.pcall('HMGET', KEYS[4], 'g', 'v', 'w')
+  if wrongtype(r) then tame(KEYS[4], limit)
+  elseif type(r) == 'table' and r.err then error(r)
+  elseif r[1] or r[2] or r[3] then
+    local g = r[1] and string.match(r[1], '^%d+$') and tonumber(r[1])
+    local w = r[3] and string.match(r[3], '^%d+$') and tonumber(r[3])
+    local t = redis.call('PTTL', KEYS[4])
+    if not (g and w and r[2]) or t < 0 then tame(KEYS[4], limit)
+    elseif w - t < win then return {4, g, r[2], w - t} end
+  end
+end
 local rk = redis.call('TYPE', KEYS[3])['ok']
 if rk ~= 'none' then
-  if rk ~= 'hash' then tame(KEYS[3], limit); return {3, 0, 'result'} end
+  if rk ~= 'hash' then tame(KEYS[3], limit); return {3, 0, 'result', 0} end
   local r = redis.call('HMGET', KEYS[3], 'g', 'v')
   local g = r[1] and string.match(r[1], '^%d+$') and tonumber(r[1])
-  if not (g and r[2]) then tame(KEYS[3], limit); return {3, 0, 'result'} end
+  if not (g and r[2]) then tame(KEYS[3], limit); return {3, 0, 'result', 0} end
   -- Ours: its TTL is the linger (a newer one than a leader's own is tamed by `complete`).
-  if min > 0 and g >= min then return {0, g, r[2]} end
+  if min > 0 and g >= min then return {0, g, r[2], 0} end
 end
+local fence = 0
 local l = str(KEYS[1])
 if l ~= false then
   local g, holder
   if l then g, holder = string.match(l, '^(%d+):(.+)$') end
   -- Our leases always expire: one that never does is not ours, whatever it looks like.
-  if not g or redis.call('PTTL', KEYS[1]) == -1 then tame(KEYS[1], lease); return {3, 0, 'lease'} end
-  if holder == ARGV[1] then return {1, tonumber(g), ''} end
-  return {2, tonumber(g), ''}
+  if not g or redis.call('PTTL', KEYS[1]) == -1 then tame(KEYS[1], lease); return {3, 0, 'lease', 0} end
+  if holder == ARGV[1] then return {1, tonumber(g), '', 0} end
+  if min == 0 then
+    local f = str(KEYS[5])
+    fence = f and string.match(f, '^%d+$') and tonumber(f) or 0
+  end
+  -- A fresh call does not join a flight that a `forget` fenced off: it elects anew.
+  if min > 0 or tonumber(g) > fence then return {2, tonumber(g), '', 0} end
 end
 local c = str(KEYS[2])
 if c == nil or (c and not string.match(c, '^%d+$')) then
-  tame(KEYS[2], lease); return {3, 0, 'generation counter'}
+  tame(KEYS[2], lease); return {3, 0, 'generation counter', 0}
 end
 -- After a restart the counter may be behind generations still in flight: never reuse one.
-local g = string.format('%d', math.max(c and tonumber(c) or 0, min) + 1)
+local g = string.format('%d', math.max(c and tonumber(c) or 0, min, fence) + 1)
 redis.call('SET', KEYS[2], g, 'PX', 86400000)
 redis.call('SET', KEYS[1], g .. ':' .. ARGV[1], 'PX', lease)
-return {1, tonumber(g), ''}
+return {1, tonumber(g), '', 0}
 ";
 
 /// KEYS: lock. ARGV: lock value, lease (ms). Returns 1 if renewed.
@@ -95,13 +121,17 @@ end
 return 0
 ";
 
-/// KEYS: lock, result, generation counter. ARGV: lock value, generation, envelope,
-/// linger (ms), channel, message. A result of a newer generation is never overwritten
-/// (it is only made to expire within one linger), and the counter is raised to this
-/// generation (a leader elected before a Redis restart must not see its generation handed
-/// out again). Foreign data in the way is replaced.
+/// KEYS: lock, result, generation counter, reuse, fence. ARGV: lock value, generation,
+/// envelope, linger (ms), channel, message, reuse window (ms, 0: not reusable). A result
+/// of a newer generation is never overwritten (it is only made to expire within one
+/// linger), and the counter is raised to this generation (a leader elected before a Redis
+/// restart must not see its generation handed out again). Foreign data in the way is
+/// replaced. With a reuse window, the envelope is also kept for reuse for that long, with
+/// the window (`w`) beside it to tell its age by, unless a `forget` fenced this
+/// generation off or a newer generation's value is kept.
 ///
-/// `redis.call`s: 7 (`GET`, `HGET`, `HSET`, `PEXPIRE`, `GET`, `DEL`, `PUBLISH`).
+/// `redis.call`s: 7 (`GET`, `HGET`, `HSET`, `PEXPIRE`, `GET`, `DEL`, `PUBLISH`); with a
+/// reuse window, 4 more (`GET` of the fence, `HGET`, `HSET`, `PEXPIRE`).
 const COMPLETE: &str = r"
 local gen = tonumber(ARGV[2])
 local c = str(KEYS[3])
@@ -117,6 +147,21 @@ if (not g) or g <= gen then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 else
   tame(KEYS[2], tonumber(ARGV[4]))
+end
+local win = tonumber(ARGV[7])
+if win > 0 then
+  local f = str(KEYS[5])
+  local fence = f and string.match(f, '^%d+$') and tonumber(f) or 0
+  if gen > fence then
+    local kept = redis.pcall('HGET', KEYS[4], 'g')
+    if type(kept) == 'table' and not wrongtype(kept) then error(kept) end
+    local k = type(kept) == 'string' and string.match(kept, '^%d+$') and tonumber(kept)
+    if (not k) or k <= gen then
+      if type(kept) == 'table' or (kept and not k) then redis.call('DEL', KEYS[4]) end
+      redis.call('HSET', KEYS[4], 'g', ARGV[2], 'v', ARGV[3], 'w', ARGV[7])
+      redis.call('PEXPIRE', KEYS[4], ARGV[7])
+    end
+  end
 end
 if str(KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -139,8 +184,24 @@ end
 return 0
 ";
 
+/// KEYS: generation counter, reuse, fence. Drops the value kept for reuse and raises the
+/// fence to the highest generation elected so far (the counter's): no flight at or below
+/// it keeps a value for reuse afterwards, and a fresh `join` takes over its lease. The
+/// fence lives as long as the counter (a day after the last election). Returns the fence.
+///
+/// `redis.call`s: 4 (`GET` ×2, `DEL`, `SET`).
+const FORGET: &str = r"
+local c = str(KEYS[1])
+c = c and string.match(c, '^%d+$') and tonumber(c) or 0
+local f = str(KEYS[3])
+f = f and string.match(f, '^%d+$') and tonumber(f) or 0
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], string.format('%d', math.max(c, f)), 'PX', 86400000)
+return math.max(c, f)
+";
+
 /// A script of this crate: its code (with `SPUBLISH` for `PUBLISH` on a cluster, where
-/// followers wait on sharded pub/sub) and the code's SHA-1.
+/// waiters wait on sharded pub/sub) and the code's SHA-1.
 struct Lua {
     code: String,
     hash: String,
@@ -268,6 +329,7 @@ pub(crate) struct RedisBackend {
     renew: Lua,
     complete: Lua,
     release: Lua,
+    forget: Lua,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -305,6 +367,7 @@ impl RedisBackend {
             renew: Lua::new(RENEW, pubsub),
             complete: Lua::new(COMPLETE, pubsub),
             release: Lua::new(RELEASE, pubsub),
+            forget: Lua::new(FORGET, pubsub),
         })
     }
 
@@ -392,6 +455,13 @@ impl Backend for Arc<RedisBackend> {
         self.database
     }
 
+    fn primaries(&self) -> Vec<String> {
+        match &self.nodes {
+            Nodes::Server(_) => Vec::new(),
+            Nodes::Cluster(router) => router.primaries(),
+        }
+    }
+
     fn connection(&self, keys: &Keys) -> u64 {
         self.nodes
             .route(keys.slot)
@@ -440,6 +510,7 @@ impl Backend for Arc<RedisBackend> {
         lease: Duration,
         limit: Duration,
         min_generation: u64,
+        reuse: Duration,
     ) -> Result<Joined, BackendError> {
         let reply: Vec<Value> = self
             .invoke(
@@ -449,21 +520,31 @@ impl Backend for Arc<RedisBackend> {
                     .key(&keys.lock)
                     .key(&keys.generation)
                     .key(&keys.result)
+                    .key(&keys.reuse)
+                    .key(&keys.fence)
                     .arg(token)
                     .arg(millis(lease))
                     .arg(min_generation)
-                    .arg(millis(limit)),
+                    .arg(millis(limit))
+                    .arg(if reuse.is_zero() { 0 } else { millis(reuse) }),
             )
             .await?;
         let bad = || BackendError::new(format!("unexpected join reply: {reply:?}"));
-        let (kind, generation) = match reply.as_slice() {
-            [kind, generation, _] => (int(kind).ok_or_else(bad)?, int(generation).ok_or_else(bad)?),
+        let (kind, generation, age) = match reply.as_slice() {
+            [kind, generation, _, age] => (
+                int(kind).ok_or_else(bad)?,
+                int(generation).ok_or_else(bad)?,
+                int(age).ok_or_else(bad)?,
+            ),
             _ => return Err(bad()),
         };
         Ok(match (kind, &reply[2]) {
             (0, Value::BulkString(envelope)) => Joined::Result(envelope.clone()),
+            (4, Value::BulkString(envelope)) => {
+                Joined::Reused(envelope.clone(), Duration::from_millis(age))
+            }
             (1, _) => Joined::Leader(generation),
-            (2, _) => Joined::Follow(generation),
+            (2, _) => Joined::Wait(generation),
             (3, Value::BulkString(what)) => Joined::Foreign(String::from_utf8_lossy(what).into()),
             _ => return Err(bad()),
         })
@@ -496,6 +577,7 @@ impl Backend for Arc<RedisBackend> {
         envelope: &[u8],
         linger: Duration,
         message: &[u8],
+        reuse: Duration,
     ) -> Result<(), BackendError> {
         let _: i64 = self
             .invoke(
@@ -505,15 +587,30 @@ impl Backend for Arc<RedisBackend> {
                     .key(&keys.lock)
                     .key(&keys.result)
                     .key(&keys.generation)
+                    .key(&keys.reuse)
+                    .key(&keys.fence)
                     .arg(lock_value)
                     .arg(generation)
                     .arg(envelope)
                     .arg(millis(linger))
                     .arg(&keys.channel)
-                    .arg(message),
+                    .arg(message)
+                    .arg(if reuse.is_zero() { 0 } else { millis(reuse) }),
             )
             .await?;
         Ok(())
+    }
+
+    async fn forget(&self, keys: &Keys) -> Result<u64, BackendError> {
+        self.invoke(
+            keys,
+            self.forget
+                .call()
+                .key(&keys.generation)
+                .key(&keys.reuse)
+                .key(&keys.fence),
+        )
+        .await
     }
 
     async fn release(

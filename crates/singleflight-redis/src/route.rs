@@ -5,7 +5,7 @@
 //!
 //! A [`Node`] is one server as the group sees it: the [`Link`] its commands go to, the
 //! link its subscriptions are on, and the [`Hub`] that routes that link's pushed messages
-//! to the followers. On one server both links are the same connection. On a cluster node
+//! to the waiters. On one server both links are the same connection. On a cluster node
 //! they are two: a node sends a `SUNSUBSCRIBE` of its own when a slot stops being its
 //! own, and the client pairs such a push with the oldest command in flight on its
 //! connection, so it must never share one with the scripts.
@@ -20,7 +20,7 @@
 //!   [`REFRESH_EVERY`]; it is asked for after a `MOVED`, and when a node's command failed
 //!   for want of an answer (a node that went away, a failover under way).
 //!
-//! Whenever a slot leaves a node, the followers subscribed there for a channel of that
+//! Whenever a slot leaves a node, the waiters subscribed there for a channel of that
 //! slot are told their subscription is lost ([`Event::Lost`](crate::backend::Event)):
 //! they subscribe again on the slot's new node and re-check. A node serving no slot after
 //! a refresh is forgotten, and its connections close once their last command is done.
@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::backend::{BackendError, Hub, ServerState, Subscription};
 use crate::cluster::{self, SLOTS, Topology};
+use crate::health::SubscriptionLoss;
 use crate::link::{self, Link, Pubsub, Shared, Target, error};
 
 /// The least time between two reads of a cluster's slot map.
@@ -61,7 +62,7 @@ impl Node {
     /// One server: commands and subscriptions share one connection.
     pub(crate) fn server(target: Target, shared: &Arc<Shared>) -> Arc<Self> {
         let slot = Arc::new(OnceLock::new());
-        let hub = hub(&slot, shared.op_timeout, Pubsub::Plain);
+        let hub = hub(&slot, shared, Pubsub::Plain);
         let link = Link::new(target, Arc::clone(&hub), Pubsub::Plain, shared);
         let _ = slot.set(Arc::downgrade(&link));
         Arc::new(Self {
@@ -81,7 +82,7 @@ impl Node {
         shared: &Arc<Shared>,
     ) -> Arc<Self> {
         let slot = Arc::new(OnceLock::new());
-        let hub = hub(&slot, shared.op_timeout, Pubsub::Sharded);
+        let hub = hub(&slot, shared, Pubsub::Sharded);
         let subscriptions = Link::new(subscriptions, Arc::clone(&hub), Pubsub::Sharded, shared);
         let _ = slot.set(Arc::downgrade(&subscriptions));
         // Its hub never has a channel: nothing is subscribed on the command connection.
@@ -95,7 +96,7 @@ impl Node {
         })
     }
 
-    /// Subscribes to `channel` on this node (once per channel and connection; followers
+    /// Subscribes to `channel` on this node (once per channel and connection; waiters
     /// of one channel share the server's subscription).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
         let (link, pubsub) = (&self.subscriptions, self.pubsub);
@@ -116,45 +117,49 @@ impl Node {
 }
 
 /// The hub of a node whose subscriptions link is (to be) in `slot`: when a channel's last
-/// follower leaves, it is unsubscribed on that link.
-fn hub(slot: &Arc<OnceLock<Weak<Link>>>, op_timeout: Duration, pubsub: Pubsub) -> Arc<Hub> {
+/// waiter leaves, it is unsubscribed on that link.
+fn hub(slot: &Arc<OnceLock<Weak<Link>>>, shared: &Arc<Shared>, pubsub: Pubsub) -> Arc<Hub> {
     let slot = Arc::clone(slot);
+    let op_timeout = shared.op_timeout;
     // The channel's server state is locked from the emptiness check to the end of the
     // UNSUBSCRIBE, and a new subscriber's SUBSCRIBE waits for it: the UNSUBSCRIBE can
     // never reach the server after (and so cancel) a newer SUBSCRIBE.
     let hub: Arc<OnceLock<Weak<Hub>>> = Arc::new(OnceLock::new());
     let this = Arc::clone(&hub);
-    let made = Hub::new(Some(Box::new(move |channel: &str, server: ServerState| {
-        let (Some(link), Some(hub)) = (
-            slot.get().and_then(Weak::upgrade),
-            this.get().and_then(Weak::upgrade),
-        ) else {
-            return;
-        };
-        let channel = channel.to_owned();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            // No runtime to unsubscribe on (the process is shutting down).
-            hub.forget_if_empty(&channel, &server);
-            return;
-        };
-        handle.spawn(async move {
-            let name = channel.clone();
-            let unsubscribe = |on: u64| async move {
-                // Only on the connection that has it: a replaced one took its
-                // subscriptions along.
-                if let Ok((id, mut conn)) = link.get().await
-                    && id == on
-                {
-                    let _ = tokio::time::timeout(
-                        op_timeout,
-                        link::unsubscribe(&mut conn, &name, pubsub),
-                    )
-                    .await;
-                }
+    let made = Hub::counting(
+        Some(Box::new(move |channel: &str, server: ServerState| {
+            let (Some(link), Some(hub)) = (
+                slot.get().and_then(Weak::upgrade),
+                this.get().and_then(Weak::upgrade),
+            ) else {
+                return;
             };
-            hub.unsubscribe(&channel, &server, unsubscribe).await;
-        });
-    })));
+            let channel = channel.to_owned();
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                // No runtime to unsubscribe on (the process is shutting down).
+                hub.forget_if_empty(&channel, &server);
+                return;
+            };
+            handle.spawn(async move {
+                let name = channel.clone();
+                let unsubscribe = |on: u64| async move {
+                    // Only on the connection that has it: a replaced one took its
+                    // subscriptions along.
+                    if let Ok((id, mut conn)) = link.get().await
+                        && id == on
+                    {
+                        let _ = tokio::time::timeout(
+                            op_timeout,
+                            link::unsubscribe(&mut conn, &name, pubsub),
+                        )
+                        .await;
+                    }
+                };
+                hub.unsubscribe(&channel, &server, unsubscribe).await;
+            });
+        })),
+        Some(Arc::clone(shared)),
+    );
     let _ = hub.set(Arc::downgrade(&made));
     made
 }
@@ -262,6 +267,21 @@ impl Router {
         Ok(node)
     }
 
+    /// The primaries that serve slots in the current map, sorted.
+    pub(crate) fn primaries(&self) -> Vec<String> {
+        let map = self.lock();
+        let mut primaries: Vec<String> = Vec::new();
+        // Slots come in ranges per node: comparing with the last one found skips most.
+        for owner in map.slots.iter().flatten() {
+            if primaries.last() != Some(&owner.address) && !primaries.contains(&owner.address) {
+                primaries.push(owner.address.clone());
+            }
+        }
+        drop(map);
+        primaries.sort();
+        primaries
+    }
+
     /// The node at `address` (an `ASK` redirection's).
     pub(crate) fn at(&self, address: &str) -> Result<Arc<Node>, BackendError> {
         let mut map = self.lock();
@@ -280,7 +300,9 @@ impl Router {
         if let Some(old) = old.filter(|old| old.address != address) {
             tokio::spawn(async move {
                 old.hub
-                    .lose(|channel| cluster::slot(channel.as_bytes()) == slot)
+                    .lose(SubscriptionLoss::Moved, |channel| {
+                        cluster::slot(channel.as_bytes()) == slot
+                    })
                     .await;
             });
         }
@@ -350,7 +372,7 @@ impl Router {
         None
     }
 
-    /// Replaces the map with `ranges`; tells the followers of every slot that left its
+    /// Replaces the map with `ranges`; tells the waiters of every slot that left its
     /// node, and connects to the new nodes at once.
     fn apply(&self, ranges: &[(u16, u16, String)]) {
         let (before, slots, new) = {
@@ -380,7 +402,7 @@ impl Router {
             let slots = Arc::clone(&slots);
             tokio::spawn(async move {
                 node.hub
-                    .lose(|channel| {
+                    .lose(SubscriptionLoss::SlotMap, |channel| {
                         let slot = usize::from(cluster::slot(channel.as_bytes()));
                         slots[slot]
                             .as_ref()

@@ -1,7 +1,7 @@
 //! Against a real Redis Cluster on loopback, started here: three primaries and three
 //! replicas (`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster
 //! create`). A fleet of worker processes over keys in every shard; a slot migrated while
-//! followers wait on it; a primary killed while a leader's lease lives on it.
+//! waiters wait on it; a primary killed while a leader's lease lives on it.
 //!
 //! Run with `--nocapture` for the figures.
 
@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Cluster, Config, Error, Outcome, RedisGroup};
-use support::{ClusterDeployment, Gate, Worker, WorkerSpec, ask, temp_log, wait_until};
+use singleflight_redis::{
+    Cluster, Config, Error, FallbackReason, FleetRole, RedisGroup, SubscriptionLoss,
+};
+use support::{ClusterDeployment, Gate, Paired, Worker, WorkerSpec, ask, temp_log, wait_until};
 use tokio::sync::watch;
 
 /// Keys per round in the fleet test.
@@ -29,12 +31,12 @@ fn config(namespace: &str) -> Config {
         .reconnect(Duration::from_millis(20), Duration::from_millis(200))
 }
 
-fn label(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Leader { .. } => "leader".to_owned(),
-        Outcome::Follower { .. } => "follower".to_owned(),
-        Outcome::Reelected { .. } => "reelected".to_owned(),
-        Outcome::Fallback(reason) => format!("fallback:{reason:?}"),
+fn label(fleet_role: FleetRole) -> String {
+    match fleet_role {
+        FleetRole::Leader { .. } => "leader".to_owned(),
+        FleetRole::Waiter { .. } => "waiter".to_owned(),
+        FleetRole::Reelected { .. } => "reelected".to_owned(),
+        FleetRole::Fallback(reason) => format!("fallback:{reason:?}"),
         _ => "other".to_owned(),
     }
 }
@@ -42,7 +44,7 @@ fn label(outcome: Outcome) -> String {
 /// The worker process: `SF_ROUNDS` rounds of `SF_CALLERS` callers of each of [`KEYS`]
 /// keys (`<SF_KEY>-<n>`), on the cluster whose seeds are `SF_URL` (comma-separated).
 /// Round `r` starts at the `r`-th `next` line and its work waits for the `r+1`-th `go`.
-/// Prints `SF ready <keys led>`, then `SF result <outcome>=<count>,...
+/// Prints `SF ready <keys led>`, then `SF result <fleet_role>=<count>,...
 /// failed=<failed calls>`, then `SF done`, per round. A no-op unless `SF_WORKER` is set.
 #[test]
 fn worker_process_entry() {
@@ -115,7 +117,9 @@ async fn worker_main() {
                             go.wait_for(|&n| n > round).await.expect("go");
                             Ok(format!("value-{round}-{work_key}"))
                         })
+                        .with_role()
                         .await
+                        .paired()
                 }));
             }
         }
@@ -136,18 +140,21 @@ async fn worker_main() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         println!("SF ready {}", led.load(Ordering::SeqCst));
-        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        let mut fleet_roles: HashMap<String, usize> = HashMap::new();
         let mut failed = 0;
         for (at, task) in tasks.into_iter().enumerate() {
             match task.await.expect("caller") {
-                Ok((value, outcome)) => {
+                Ok((value, fleet_role)) => {
                     assert_eq!(value, format!("value-{round}-{prefix}-{}", at / callers));
-                    *outcomes.entry(label(outcome)).or_default() += 1;
+                    *fleet_roles.entry(label(fleet_role)).or_default() += 1;
                 }
                 Err(Error::Remote(_) | Error::Failed(_)) | Err(_) => failed += 1,
             }
         }
-        let mut summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut summary: Vec<String> = fleet_roles
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         summary.sort();
         println!("SF result {} failed={failed}", summary.join(","));
         println!("SF done");
@@ -183,7 +190,7 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
     let mut owners = std::collections::HashSet::new();
     let mut workers: Vec<Worker> = (0..processes).map(|_| Worker::spawn(&spec)).collect();
     println!(
-        "| round | keys | executions fleet-wide | keys run more than once | failed calls | outcomes |"
+        "| round | keys | executions fleet-wide | keys run more than once | failed calls | fleet_roles |"
     );
     println!("|---|---|---|---|---|---|");
     for round in 0..rounds {
@@ -211,7 +218,7 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
         for worker in &mut workers {
             worker.go().await;
         }
-        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        let mut fleet_roles: HashMap<String, usize> = HashMap::new();
         let mut failed = 0;
         for worker in &mut workers {
             let line = worker.expect("result").await;
@@ -221,7 +228,7 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
             failed += fail.parse::<usize>().expect("failed");
             for pair in counts.split(',').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').expect("pair");
-                *outcomes.entry(k.to_owned()).or_default() += v.parse::<usize>().expect("n");
+                *fleet_roles.entry(k.to_owned()).or_default() += v.parse::<usize>().expect("n");
             }
             worker.expect("done").await;
         }
@@ -230,7 +237,10 @@ async fn a_fleet_over_every_shard_runs_each_key_once_per_round() {
             .collect();
         let total: usize = per_key.iter().sum();
         let twice = per_key.iter().filter(|&&e| e > 1).count();
-        let mut summary: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let mut summary: Vec<String> = fleet_roles
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         summary.sort();
         println!(
             "| {round} | {KEYS} | {total} | {twice} | {failed} | {} |",
@@ -271,20 +281,20 @@ async fn lease_key(cluster: &ClusterDeployment, namespace: &str) -> (String, u16
     }
 }
 
-/// A leader in group `a`, followers in `followers`, all on `key`: returns the leader's
-/// task, the followers' tasks (each also returns how long after `released` it got its
+/// A leader in group `a`, waiters in `waiters`, all on `key`: returns the leader's
+/// task, the waiters' tasks (each also returns how long after `released` it got its
 /// value), the executions counter and the gate.
-type Called = Result<(u64, Outcome), Error<std::convert::Infallible>>;
+type Called = Result<(u64, FleetRole), Error<std::convert::Infallible>>;
 
 struct Flight {
     runs: Arc<AtomicUsize>,
     gate: Gate,
     leader: tokio::task::JoinHandle<Called>,
-    /// Each follower's result and when it had it.
-    followers: Vec<tokio::task::JoinHandle<(Called, Instant)>>,
+    /// Each waiter's result and when it had it.
+    waiters: Vec<tokio::task::JoinHandle<(Called, Instant)>>,
 }
 
-async fn flight(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &str) -> Flight {
+async fn flight(leader: &RedisGroup<u64>, waiters: &[RedisGroup<u64>], key: &str) -> Flight {
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let work = |runs: Arc<AtomicUsize>, gate: Gate| async move {
         runs.fetch_add(1, Ordering::SeqCst);
@@ -298,11 +308,17 @@ async fn flight(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &s
             Arc::clone(&runs),
             gate.clone(),
         );
-        async move { group.call(&key, || work(runs, gate)).await }
+        async move {
+            group
+                .call(&key, || work(runs, gate))
+                .with_role()
+                .await
+                .paired()
+        }
     });
     wait_until("the leader runs", || runs.load(Ordering::SeqCst) == 1).await;
     let mut tasks = Vec::new();
-    for group in followers {
+    for group in waiters {
         let (group, key, runs, gate) = (
             group.clone(),
             key.to_owned(),
@@ -310,18 +326,22 @@ async fn flight(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &s
             gate.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let result = group.call(&key, || work(runs, gate)).await;
+            let result = group
+                .call(&key, || work(runs, gate))
+                .with_role()
+                .await
+                .paired();
             (result, Instant::now())
         }));
     }
-    for group in followers {
-        wait_until("the follower waits", || group.fleet_waiting() == 1).await;
+    for group in waiters {
+        wait_until("the waiter waits", || group.fleet_waiting() == 1).await;
     }
     Flight {
         runs,
         gate,
         leader: lead,
-        followers: tasks,
+        waiters: tasks,
     }
 }
 
@@ -333,7 +353,7 @@ async fn node_id(port: u16) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
+async fn a_slot_migrated_under_waiters_is_followed_to_its_new_node() {
     let Some(cluster) = ClusterDeployment::start(3, 1, 2000).await else {
         return;
     };
@@ -343,8 +363,8 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
             .expect("group")
     };
     let leader = open();
-    let followers: Vec<RedisGroup<u64>> = (0..4).map(|_| open()).collect();
-    let flight = flight(&leader, &followers, "k").await;
+    let waiters: Vec<RedisGroup<u64>> = (0..4).map(|_| open()).collect();
+    let flight = flight(&leader, &waiters, "k").await;
     let (lock, source) = lease_key(&cluster, namespace).await;
     let slot = cluster.slot(&lock).await;
     let nodes = cluster.nodes(source).await.expect("nodes");
@@ -397,7 +417,7 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
         .await,
         "SETSLOT NODE (source)",
     );
-    // The followers were subscribed on the source, which dropped their subscriptions
+    // The waiters were subscribed on the source, which dropped their subscriptions
     // (SUNSUBSCRIBE) when the slot left it: they subscribe again on the target.
     let channel = lock.trim_end_matches(":lock").to_owned() + ":done";
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -408,12 +428,12 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
             Some([_, redis::Value::Int(n)]) => *n,
             _ => 0,
         };
-        if n == i64::try_from(followers.len()).expect("count") {
+        if n == i64::try_from(waiters.len()).expect("count") {
             break moved_at.elapsed();
         }
         assert!(
             Instant::now() < deadline,
-            "followers did not subscribe on the new node: {n}"
+            "waiters did not subscribe on the new node: {n}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -421,14 +441,14 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
     flight.gate.open();
     let mut failed = 0;
     let mut slowest = Duration::ZERO;
-    let mut outcomes = Vec::new();
-    for task in flight.followers {
-        let (result, at) = task.await.expect("follower");
+    let mut fleet_roles = Vec::new();
+    for task in flight.waiters {
+        let (result, at) = task.await.expect("waiter");
         slowest = slowest.max(at.saturating_duration_since(released));
         match result {
-            Ok((value, outcome)) => {
+            Ok((value, fleet_role)) => {
                 assert_eq!(value, 7);
-                outcomes.push(label(outcome));
+                fleet_roles.push(label(fleet_role));
             }
             Err(_) => failed += 1,
         }
@@ -436,34 +456,184 @@ async fn a_slot_migrated_under_waiting_followers_is_followed_to_its_new_node() {
     assert!(flight.leader.await.expect("leader").is_ok());
     let executions = flight.runs.load(Ordering::SeqCst);
     println!(
-        "| slot migration (slot {slot}, {source} -> {target}) | executions | failed calls | followers subscribed again on the new node after | slowest follower after release |"
+        "| slot migration (slot {slot}, {source} -> {target}) | executions | failed calls | waiters subscribed again on the new node after | slowest waiter after release |"
     );
     println!("|---|---|---|---|---|");
     println!(
-        "| {} followers | {executions} | {failed} | {} ms | {} ms |",
-        followers.len(),
+        "| {} waiters | {executions} | {failed} | {} ms | {} ms |",
+        waiters.len(),
         resubscribed.as_millis(),
         slowest.as_millis()
     );
-    println!("follower outcomes: {outcomes:?}");
+    println!("waiter fleet_roles: {fleet_roles:?}");
+    // Each waiter's process counted the subscription it lost (once, whichever sign of
+    // the move came first), and names the primaries of the map it reads.
+    for waiter in &waiters {
+        let stats = waiter.fleet_stats();
+        println!("lost subscriptions: {:?}", stats.lost_subscriptions);
+        assert_eq!(stats.total_lost_subscriptions(), 1, "{stats:?}");
+        assert!(
+            stats.lost_subscriptions(SubscriptionLoss::Resubscribe) == 0,
+            "{stats:?}"
+        );
+    }
     assert_eq!(failed, 0);
     assert!(executions <= 2, "{executions}");
     assert!(
         slowest < Duration::from_millis(200 + 200),
-        "a follower waited past its poll cap: {slowest:?}"
+        "a waiter waited past its poll cap: {slowest:?}"
     );
     // A new flight on the migrated slot coalesces on its new node.
-    let again = flight_after(&leader, &followers, "k").await;
+    let again = flight_after(&leader, &waiters, "k").await;
     println!("after the migration: a new flight runs {again} time(s)");
     assert_eq!(again, 1);
+    let mut primaries: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.primary)
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    primaries.sort();
+    wait_until("the map names every primary", || {
+        leader.fleet_stats().primaries == primaries
+    })
+    .await;
+}
+
+/// The number in `errorstat_<code>:count=<n>` of the server's `INFO errorstats`.
+async fn errors(port: u16, code: &str) -> u64 {
+    let info: String = ask(port, &["INFO", "errorstats"]).await.unwrap_or_default();
+    let prefix = format!("errorstat_{code}:count=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `PTTL key` on a node importing the key's slot (after `ASKING`, as a redirected client).
+async fn pttl_asking(port: u16, key: &str) -> Option<i64> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let (ttl,): (i64,) = redis::pipe()
+        .cmd("ASKING")
+        .ignore()
+        .cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    Some(ttl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_mid_migration_answers_tryagain_and_ask_and_no_call_fails() {
+    let Some(cluster) = ClusterDeployment::start(3, 0, 2000).await else {
+        return;
+    };
+    let namespace = "test:cluster-ask";
+    let open = || {
+        RedisGroup::<u64>::open_cluster(&Cluster::new(cluster.seeds()), config(namespace))
+            .expect("group")
+    };
+    let (a, b) = (open(), open());
+    // A flight in progress: its lease and generation counter are on the slot's node.
+    let flight = flight(&a, &[], "k").await;
+    let (lock, source) = lease_key(&cluster, namespace).await;
+    let slot = cluster.slot(&lock).await;
+    let target = cluster
+        .nodes(source)
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.primary && n.port != source)
+        .expect("another primary")
+        .port;
+    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
+    let slot_text = slot.to_string();
+    let ok = |reply: Option<String>, what: &str| assert_eq!(reply.as_deref(), Some("OK"), "{what}");
+    let setslot = |port: u16, state: &'static str, id: String| {
+        let slot_text = slot_text.clone();
+        async move { ask::<String>(port, &["CLUSTER", "SETSLOT", &slot_text, state, &id]).await }
+    };
+    ok(
+        setslot(target, "IMPORTING", source_id.clone()).await,
+        "IMPORTING",
+    );
+    ok(
+        setslot(source, "MIGRATING", target_id.clone()).await,
+        "MIGRATING",
+    );
+
+    // TRYAGAIN: the source has some of the keys a join names (the lease, the counter) and
+    // not the others. The join is sent again, paced, within its deadline, then the call
+    // runs its work locally: no error, no hang.
+    let before = errors(source, "TRYAGAIN").await;
+    let started = Instant::now();
+    let (value, role) = b
+        .call("k", || async { 2 })
+        .with_role()
+        .await
+        .paired()
+        .expect("a value");
+    let took = started.elapsed();
+    let tries = errors(source, "TRYAGAIN").await - before;
+    println!("TRYAGAIN: {tries} tries in {took:?}, then {role:?}");
+    assert_eq!(
+        (value, role),
+        (2, FleetRole::Fallback(FallbackReason::RedisUnavailable))
+    );
+    assert!(tries >= 2, "sent again after TRYAGAIN: {tries}");
+    assert!(
+        took <= Duration::from_millis(200 + 100),
+        "within the deadline: {took:?}"
+    );
+
+    // ASK: every key of the slot moves to the target, the slot still the source's. The
+    // leader's renewals (one key: its lease) follow ASK to the target (ASKING, then the
+    // script), so the lease outlives its TTL (1 s) there.
+    let keys: Vec<String> = ask(source, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])
+        .await
+        .expect("keys in slot");
+    assert!(keys.contains(&lock), "{keys:?}");
+    let port = target.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().map(String::as_str));
+    let asked_before = errors(source, "ASK").await;
+    ok(ask(source, &migrate).await, "MIGRATE");
+    let migrated = Instant::now();
+    while migrated.elapsed() < Duration::from_millis(1500) {
+        let ttl = pttl_asking(target, &lock).await;
+        assert!(
+            ttl.is_some_and(|ms| ms > 0),
+            "the lease expired on the target after {:?}: {ttl:?}",
+            migrated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = errors(source, "ASK").await - asked_before;
+    println!("ASK: {asked} renewals redirected in 1.5 s");
+    assert!(asked >= 2, "renewals followed ASK: {asked}");
+    assert_eq!(a.fleet_stats().leases_lost, 0);
+
+    // The migration ends; the leader's completion follows MOVED to the target.
+    ok(
+        setslot(target, "NODE", target_id.clone()).await,
+        "NODE (target)",
+    );
+    ok(setslot(source, "NODE", target_id).await, "NODE (source)");
+    flight.gate.open();
+    assert_eq!(flight.leader.await.expect("leader").expect("value").0, 7);
+    assert_eq!(flight.runs.load(Ordering::SeqCst), 1);
+    let ttl = pttl_asking(target, &lock).await;
+    assert_eq!(ttl, Some(-2), "the lease was released on the target");
+    assert_eq!(flight_after(&a, std::slice::from_ref(&b), "k").await, 1);
 }
 
 /// A new flight of `key`: the executions.
-async fn flight_after(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], key: &str) -> usize {
-    let flight = flight(leader, followers, key).await;
+async fn flight_after(leader: &RedisGroup<u64>, waiters: &[RedisGroup<u64>], key: &str) -> usize {
+    let flight = flight(leader, waiters, key).await;
     flight.gate.open();
-    for task in flight.followers {
-        let (result, _) = task.await.expect("follower");
+    for task in flight.waiters {
+        let (result, _) = task.await.expect("waiter");
         assert!(result.is_ok());
     }
     assert!(flight.leader.await.expect("leader").is_ok());
@@ -471,11 +641,11 @@ async fn flight_after(leader: &RedisGroup<u64>, followers: &[RedisGroup<u64>], k
 }
 
 /// One round of `key` in every group at once, the work held until every group runs it or
-/// waits on the fleet: (executions, failed calls, outcomes).
+/// waits on the fleet: (executions, failed calls, fleet_roles).
 struct Round {
     executions: usize,
     failed: usize,
-    outcomes: Vec<String>,
+    fleet_roles: Vec<String>,
 }
 
 impl Round {
@@ -506,7 +676,9 @@ async fn start_round(
                     gate.wait().await;
                     7
                 })
+                .with_role()
                 .await
+                .paired()
         }));
     }
     wait_until("every group runs the work or waits on the fleet", || {
@@ -521,18 +693,18 @@ async fn end_round(
     (gate, runs, tasks): (Gate, Arc<AtomicUsize>, Vec<tokio::task::JoinHandle<Called>>),
 ) -> Round {
     gate.open();
-    let (mut failed, mut outcomes) = (0, Vec::new());
+    let (mut failed, mut fleet_roles) = (0, Vec::new());
     for task in tasks {
         match task.await.expect("caller") {
-            Ok((7, outcome)) => outcomes.push(label(outcome)),
+            Ok((7, fleet_role)) => fleet_roles.push(label(fleet_role)),
             _ => failed += 1,
         }
     }
-    outcomes.sort();
+    fleet_roles.sort();
     Round {
         executions: runs.load(Ordering::SeqCst),
         failed,
-        outcomes,
+        fleet_roles,
     }
 }
 
@@ -554,7 +726,7 @@ async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
         })
         .collect();
     let before = end_round(start_round(&groups, "k").await).await;
-    assert!(before.coalesced(), "{:?}", before.outcomes);
+    assert!(before.coalesced(), "{:?}", before.fleet_roles);
 
     // A flight whose leader's lease lives on the primary about to die.
     let round = start_round(&groups, "k").await;
@@ -594,18 +766,18 @@ async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
     };
     let failed: usize = after.iter().map(|r| r.failed).sum::<usize>() + during.failed;
     println!(
-        "| failover (primary {primary} killed, replica {replica} promoted after {} ms; node timeout {node_timeout} ms, lease {} ms) | executions | failed calls | outcomes |",
+        "| failover (primary {primary} killed, replica {replica} promoted after {} ms; node timeout {node_timeout} ms, lease {} ms) | executions | failed calls | fleet_roles |",
         promoted.duration_since(killed).as_millis(),
         lease.as_millis()
     );
     println!("|---|---|---|---|");
     println!(
         "| before | {} | {} | {:?} |",
-        before.executions, before.failed, before.outcomes
+        before.executions, before.failed, before.fleet_roles
     );
     println!(
         "| leader's flight across the kill | {} | {} | {:?} |",
-        during.executions, during.failed, during.outcomes
+        during.executions, during.failed, during.fleet_roles
     );
     for (n, round) in after.iter().enumerate() {
         println!(
@@ -613,7 +785,7 @@ async fn a_primary_killed_under_a_leader_fails_over_without_a_failed_call() {
             n + 1,
             round.executions,
             round.failed,
-            round.outcomes
+            round.fleet_roles
         );
     }
     println!(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{FallbackReason, OpenError, Outcome, RedisGroup};
-use support::{Gate, Server, fast, lead_and_follow, wait_until, warnings};
+use singleflight_redis::{FallbackReason, FleetRole, OpenError, RedisGroup};
+use support::{Gate, Paired, Server, fast, lead_and_wait, wait_until, warnings};
 
 async fn query<T: redis::FromRedisValue>(server: &Server, args: &[&str]) -> T {
     let mut conn = server.connection().await;
@@ -38,20 +38,34 @@ async fn a_cancelled_probe_does_not_leave_the_breaker_open() {
         .op_timeout(Duration::from_millis(500))
         .breaker(1, Duration::from_millis(100));
     let group = RedisGroup::<u64>::open(&server.url(), config).expect("group");
-    let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
-    assert!(matches!(outcome, Outcome::Leader { .. }), "{outcome:?}");
+    let (_, role) = group
+        .call("k", || async { 1 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    assert!(matches!(role, FleetRole::Leader { .. }), "{role:?}");
     server.signal("STOP");
-    let (_, outcome) = group.call("k", || async { 2 }).await.expect("value");
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::RedisTimeout));
+    let (_, role) = group
+        .call("k", || async { 2 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    assert_eq!(role, FleetRole::Fallback(FallbackReason::RedisTimeout));
     // Open: calls skip Redis. After the cool-down one call probes the frozen server, and
     // its client gives up on it after 50 ms.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match tokio::time::timeout(Duration::from_millis(50), group.call("k", || async { 3 })).await
+        match tokio::time::timeout(
+            Duration::from_millis(50),
+            group.call("k", || async { 3 }).with_role(),
+        )
+        .await
         {
             Ok(result) => {
-                let (_, outcome) = result.expect("value");
-                assert_eq!(outcome, Outcome::Fallback(FallbackReason::CircuitOpen));
+                let (_, role) = result.paired().expect("value");
+                assert_eq!(role, FleetRole::Fallback(FallbackReason::CircuitOpen));
             }
             Err(_) => break,
         }
@@ -62,13 +76,18 @@ async fn a_cancelled_probe_does_not_leave_the_breaker_open() {
     // The dropped probe ended with its call: a later call probes and closes the breaker.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, outcome) = group.call("k", || async { 4 }).await.expect("value");
-        if matches!(outcome, Outcome::Leader { .. }) {
+        let (_, role) = group
+            .call("k", || async { 4 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
+        if matches!(role, FleetRole::Leader { .. }) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the breaker stayed open after Redis recovered: {outcome:?}"
+            "the breaker stayed open after Redis recovered: {role:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -88,8 +107,16 @@ async fn a_call_cancelled_during_its_join_releases_the_lease() {
     };
     let a = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
     let b = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
-    a.call("warm", || async { 0 }).await.expect("value");
-    b.call("warm", || async { 0 }).await.expect("value");
+    a.call("warm", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    b.call("warm", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     let runs = Arc::new(AtomicUsize::new(0));
     let work = |runs: Arc<AtomicUsize>| async move {
         runs.fetch_add(1, Ordering::SeqCst);
@@ -105,12 +132,12 @@ async fn a_call_cancelled_during_its_join_releases_the_lease() {
     wait_until("a's first caller reached Redis", || a.in_flight() == 1).await;
     let promoted = tokio::spawn({
         let (a, runs) = (a.clone(), Arc::clone(&runs));
-        async move { a.call("k", || work(runs)).await }
+        async move { a.call("k", || work(runs)).with_role().await.paired() }
     });
     wait_until("a's second caller waits", || a.waiters("k") == 1).await;
     let other = tokio::spawn({
         let (b, runs) = (b.clone(), Arc::clone(&runs));
-        async move { b.call("k", || work(runs)).await }
+        async move { b.call("k", || work(runs)).with_role().await.paired() }
     });
     assert!(
         cancelled.await.expect("task").is_err(),
@@ -159,21 +186,21 @@ async fn bad_settings_are_refused_on_open_and_no_limit_never_panics() {
             other => panic!("{setting}: {:?}", other.map(|_| ())),
         }
     }
-    // No limit on the follower's wait and the leader's hold.
+    // No limit on the waiter's wait and the leader's hold.
     let config = || {
         fast("nolimit")
             .wait_timeout(Duration::MAX)
             .max_hold(Duration::MAX)
             .warn_interval(Duration::MAX)
     };
-    let (outcome, value, runs) =
-        lead_and_follow(&server, config(), config(), 1u64, 2u64, async |_| {}, false).await;
-    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    let (role, value, runs) =
+        lead_and_wait(&server, config(), config(), 1u64, 2u64, async |_| {}, false).await;
+    assert!(matches!(role, FleetRole::Waiter { .. }), "{role:?}");
     assert_eq!((value, runs), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_applies_its_own_max_value_before_decoding() {
+async fn a_waiter_applies_its_own_max_value_before_decoding() {
     let Some(server) = Server::start() else {
         return;
     };
@@ -181,18 +208,18 @@ async fn a_follower_applies_its_own_max_value_before_decoding() {
     // Inline (in the message) and by the result key.
     for inline_max in [64 * 1024, 1024] {
         let leader = fast("max").inline_max(inline_max);
-        let follower = fast("max").inline_max(inline_max).max_value(1024);
-        let (outcome, value, runs) = lead_and_follow(
+        let waiter = fast("max").inline_max(inline_max).max_value(1024);
+        let (role, value, runs) = lead_and_wait(
             &server,
             leader,
-            follower,
+            waiter,
             big.clone(),
             "mine".to_owned(),
             async |_| {},
             false,
         )
         .await;
-        assert_eq!(outcome, Outcome::Fallback(FallbackReason::TooLarge));
+        assert_eq!(role, FleetRole::Fallback(FallbackReason::TooLarge));
         assert_eq!((value.as_str(), runs), ("mine", 2));
     }
 }
@@ -209,7 +236,12 @@ async fn foreign_data_at_our_keys_runs_locally_is_reported_and_heals_within_one_
         .result_linger(lease)
         .warn_interval(Duration::ZERO);
     let group = RedisGroup::<u64>::open(&server.url(), config).expect("group");
-    group.call("k", || async { 0 }).await.expect("value");
+    group
+        .call("k", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     let base = flight_base(&server, "foreign").await;
     let lock = format!("{base}:lock");
     let counter = format!("{base}:gen");
@@ -232,10 +264,15 @@ async fn foreign_data_at_our_keys_runs_locally_is_reported_and_heals_within_one_
         let _: () = query(&server, &["SET", &counter, "7"]).await;
         let _: redis::Value = query(&server, command).await;
         let planted = Instant::now();
-        let (value, outcome) = group.call("k", || async { 1 }).await.expect("value");
+        let (value, role) = group
+            .call("k", || async { 1 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
         assert_eq!(
-            (value, outcome),
-            (1, Outcome::Fallback(FallbackReason::ForeignData)),
+            (value, role),
+            (1, FleetRole::Fallback(FallbackReason::ForeignData)),
             "{command:?}"
         );
         // It now expires within one lease (or the result linger), and then the key
@@ -248,13 +285,18 @@ async fn foreign_data_at_our_keys_runs_locally_is_reported_and_heals_within_one_
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, outcome) = group.call("k", || async { 2 }).await.expect("value");
+            let (_, role) = group
+                .call("k", || async { 2 })
+                .with_role()
+                .await
+                .paired()
+                .expect("value");
             // Elected (a tamed lease that looks like ours is followed until it expires,
             // then replaced).
-            if !outcome.is_fallback() {
+            if !role.is_fallback() {
                 break;
             }
-            assert_eq!(outcome, Outcome::Fallback(FallbackReason::ForeignData));
+            assert_eq!(role, FleetRole::Fallback(FallbackReason::ForeignData));
             assert!(Instant::now() < deadline, "{command:?}: never healed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -282,7 +324,12 @@ async fn a_newer_result_survives_a_late_leader_but_expires_within_a_linger() {
     let linger = Duration::from_millis(800);
     let group =
         RedisGroup::<u64>::open(&server.url(), fast("newer").result_linger(linger)).expect("group");
-    group.call("k", || async { 0 }).await.expect("value");
+    group
+        .call("k", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     let base = flight_base(&server, "newer").await;
     let result = format!("{base}:res");
     let gate = Gate::new();
@@ -294,7 +341,9 @@ async fn a_newer_result_survives_a_late_leader_but_expires_within_a_linger() {
                     gate.wait().await;
                     1
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
     wait_until("the leader runs", || group.in_flight() == 1).await;
@@ -302,8 +351,8 @@ async fn a_newer_result_survives_a_late_leader_but_expires_within_a_linger() {
     let _: () = query(&server, &["HSET", &result, "g", "1000000", "v", "newer"]).await;
     assert_eq!(query::<i64>(&server, &["PTTL", &result]).await, -1);
     gate.open();
-    let (_, outcome) = lead.await.expect("task").expect("value");
-    assert_eq!(outcome, Outcome::Leader { generation: 2 });
+    let (_, role) = lead.await.expect("task").expect("value");
+    assert_eq!(role, FleetRole::Leader { generation: 2 });
     let kept: Vec<String> = query(&server, &["HMGET", &result, "g", "v"]).await;
     assert_eq!(kept, ["1000000", "newer"], "not overwritten");
     let ttl: i64 = query(&server, &["PTTL", &result]).await;
@@ -320,32 +369,47 @@ async fn script_errors_count_toward_the_breaker() {
         fast("oom").breaker(2, Duration::from_secs(60)),
     )
     .expect("group");
-    group.call("k", || async { 0 }).await.expect("value");
+    group
+        .call("k", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     // Every write now fails with OOM; subscriptions still work.
     let _: () = query(&server, &["CONFIG", "SET", "maxmemory", "1"]).await;
     for _ in 0..2 {
-        let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
-        assert_eq!(outcome, Outcome::Fallback(FallbackReason::RedisUnavailable));
+        let (_, role) = group
+            .call("k", || async { 1 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
+        assert_eq!(role, FleetRole::Fallback(FallbackReason::RedisUnavailable));
     }
-    let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+    let (_, role) = group
+        .call("k", || async { 1 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     assert_eq!(
-        outcome,
-        Outcome::Fallback(FallbackReason::CircuitOpen),
+        role,
+        FleetRole::Fallback(FallbackReason::CircuitOpen),
         "two script errors in a row open the breaker"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_that_subscribes_as_the_last_one_leaves_keeps_its_subscription() {
+async fn a_waiter_that_subscribes_as_the_last_one_leaves_keeps_its_subscription() {
     let Some(server) = Server::start() else {
         return;
     };
-    // Results must come by push: the follower's re-checks are a minute apart.
+    // Results must come by push: the waiter's re-checks are a minute apart.
     let slow_poll = fast("resub")
         .poll(Duration::from_secs(60), Duration::from_secs(60))
         .wait_timeout(Duration::from_secs(120));
     let leader = RedisGroup::<u64>::open(&server.url(), fast("resub")).expect("group");
-    let follower = RedisGroup::<u64>::open(&server.url(), slow_poll).expect("group");
+    let waiter = RedisGroup::<u64>::open(&server.url(), slow_poll).expect("group");
     const ROUNDS: u64 = 100;
     for round in 0..ROUNDS {
         let gate = Gate::new();
@@ -359,34 +423,42 @@ async fn a_follower_that_subscribes_as_the_last_one_leaves_keeps_its_subscriptio
                         gate.wait().await;
                         round
                     })
+                    .with_role()
                     .await
+                    .paired()
             }
         });
         wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-        let follow = |value| {
-            let follower = follower.clone();
-            async move { follower.call("k", || async move { value }).await }
+        let wait = |value| {
+            let waiter = waiter.clone();
+            async move {
+                waiter
+                    .call("k", || async move { value })
+                    .with_role()
+                    .await
+                    .paired()
+            }
         };
-        let first = tokio::spawn(follow(1000));
-        wait_until("follower waits", || follower.fleet_waiting() == 1).await;
-        let second = tokio::spawn(follow(2000));
-        wait_until("second joins", || follower.waiters("k") == 1).await;
+        let first = tokio::spawn(wait(1000));
+        wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
+        let second = tokio::spawn(wait(2000));
+        wait_until("second joins", || waiter.waiters("k") == 1).await;
         // The first caller goes away: its subscription is the channel's last and is
         // unsubscribed while the second caller, promoted, subscribes anew.
         first.abort();
-        wait_until("second follows", || {
-            follower.waiters("k") == 0 && follower.fleet_waiting() == 1
+        wait_until("second waits for another process", || {
+            waiter.waiters("k") == 0 && waiter.fleet_waiting() == 1
         })
         .await;
         gate.open();
         let got = tokio::time::timeout(Duration::from_secs(10), second).await;
-        let (value, outcome) = got
+        let (value, role) = got
             .unwrap_or_else(|_| {
                 panic!("round {round}: no push in 10 s: the subscription was cancelled")
             })
             .expect("task")
             .expect("value");
-        assert_eq!(value, round, "{outcome:?}");
+        assert_eq!(value, round, "{role:?}");
         lead.await.expect("task").expect("value");
     }
 }
@@ -443,7 +515,7 @@ async fn password_and_acl_users_work_and_a_wrong_password_is_reported() {
         (format!("redis://least:least-pw@127.0.0.1:{port}/"), "least"),
     ] {
         let leader = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
-        let follower = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
+        let waiter = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
         let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
         let lead = tokio::spawn({
             let (gate, runs) = (gate.clone(), Arc::clone(&runs));
@@ -454,27 +526,23 @@ async fn password_and_acl_users_work_and_a_wrong_password_is_reported() {
                         gate.wait().await;
                         1
                     })
+                    .with_role()
                     .await
+                    .paired()
             }
         });
         wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-        let follow = tokio::spawn({
-            let follower = follower.clone();
-            async move { follower.call("k", || async { 2 }).await }
+        let wait = tokio::spawn({
+            let waiter = waiter.clone();
+            async move { waiter.call("k", || async { 2 }).with_role().await.paired() }
         });
-        wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+        wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
         gate.open();
-        let (value, outcome) = follow.await.expect("task").expect("value");
+        let (value, role) = wait.await.expect("task").expect("value");
         assert_eq!(value, 1, "{name}");
-        assert!(
-            matches!(outcome, Outcome::Follower { .. }),
-            "{name}: {outcome:?}"
-        );
-        let (_, outcome) = lead.await.expect("task").expect("value");
-        assert!(
-            matches!(outcome, Outcome::Leader { .. }),
-            "{name}: {outcome:?}"
-        );
+        assert!(matches!(role, FleetRole::Waiter { .. }), "{name}: {role:?}");
+        let (_, role) = lead.await.expect("task").expect("value");
+        assert!(matches!(role, FleetRole::Leader { .. }), "{name}: {role:?}");
     }
     let denied: Vec<redis::Value> = query(&server, &["ACL", "LOG"]).await;
     assert!(denied.is_empty(), "{denied:?}");
@@ -488,10 +556,15 @@ async fn password_and_acl_users_work_and_a_wrong_password_is_reported() {
     ] {
         let group = RedisGroup::<u64>::open(&url, fast(name)).expect("group");
         let started = Instant::now();
-        let (value, outcome) = group.call("k", || async { 2 }).await.expect("value");
+        let (value, role) = group
+            .call("k", || async { 2 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
         assert_eq!(
-            (value, outcome),
-            (2, Outcome::Fallback(FallbackReason::AuthFailed)),
+            (value, role),
+            (2, FleetRole::Fallback(FallbackReason::AuthFailed)),
             "{name}"
         );
         assert!(started.elapsed() < Duration::from_secs(2), "{name}");
@@ -509,7 +582,7 @@ async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refuse
     let signed = |ns: &str| fast(ns).secret(SECRET).warn_interval(Duration::ZERO);
     // Inline in the message, and by the result key.
     for inline_max in [64 * 1024, 8] {
-        let (outcome, value, runs) = lead_and_follow(
+        let (role, value, runs) = lead_and_wait(
             &server,
             signed("signed").inline_max(inline_max),
             signed("signed").inline_max(inline_max),
@@ -519,7 +592,7 @@ async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refuse
             false,
         )
         .await;
-        assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+        assert!(matches!(role, FleetRole::Waiter { .. }), "{role:?}");
         assert_eq!((value.as_str(), runs), ("v", 1));
     }
     for (leader, name) in [
@@ -529,7 +602,7 @@ async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refuse
             "other",
         ),
     ] {
-        let (outcome, value, runs) = lead_and_follow(
+        let (role, value, runs) = lead_and_wait(
             &server,
             leader,
             signed(name),
@@ -540,8 +613,8 @@ async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refuse
         )
         .await;
         assert_eq!(
-            outcome,
-            Outcome::Fallback(FallbackReason::Unverified),
+            role,
+            FleetRole::Fallback(FallbackReason::Unverified),
             "{name}"
         );
         assert_eq!((value.as_str(), runs), ("mine", 2), "{name}");
@@ -551,8 +624,8 @@ async fn signed_results_are_shared_and_unsigned_or_foreign_signatures_are_refuse
 
 /// Pub/sub channels are server-wide, not per database: two deployments on one server that
 /// differ only in their database number (same namespace, same key, no secret) must not
-/// hand each other results. Database 1's leader finishes while database 2's follower waits
-/// on its own leader; the follower gets its own leader's value, never database 1's.
+/// hand each other results. Database 1's leader finishes while database 2's waiter waits
+/// on its own leader; the waiter gets its own leader's value, never database 1's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_never_crosses_from_one_database_to_another() {
     let Some(server) = Server::start() else {
@@ -561,7 +634,7 @@ async fn a_result_never_crosses_from_one_database_to_another() {
     let url = |db: u8| format!("redis://127.0.0.1:{}/{db}", server.port);
     let one = RedisGroup::<String>::open(&url(1), fast("shared")).expect("group");
     let two_leader = RedisGroup::<String>::open(&url(2), fast("shared")).expect("group");
-    let two_follower = RedisGroup::<String>::open(&url(2), fast("shared")).expect("group");
+    let two_waiter = RedisGroup::<String>::open(&url(2), fast("shared")).expect("group");
     let (gate_one, gate_two) = (Gate::new(), Gate::new());
     let runs = Arc::new(AtomicUsize::new(0));
     let lead = |group: &RedisGroup<String>, gate: &Gate, value: &'static str| {
@@ -573,7 +646,9 @@ async fn a_result_never_crosses_from_one_database_to_another() {
                     gate.wait().await;
                     value.to_owned()
                 })
+                .with_role()
                 .await
+                .paired()
         })
     };
     let lead_one = lead(&one, &gate_one, "from database 1");
@@ -586,31 +661,33 @@ async fn a_result_never_crosses_from_one_database_to_another() {
         runs.load(Ordering::SeqCst) == 2
     })
     .await;
-    let follow = tokio::spawn({
-        let group = two_follower.clone();
+    let wait = tokio::spawn({
+        let group = two_waiter.clone();
         async move {
             group
-                .call("k", || async { "the follower's own".to_owned() })
+                .call("k", || async { "the waiter's own".to_owned() })
+                .with_role()
                 .await
+                .paired()
         }
     });
-    wait_until("database 2's follower waits", || {
-        two_follower.fleet_waiting() == 1
+    wait_until("database 2's waiter waits", || {
+        two_waiter.fleet_waiting() == 1
     })
     .await;
     // Both leaders hold generation 1 of the same key in their own database.
     gate_one.open();
-    let (value, outcome) = lead_one.await.expect("task").expect("value");
+    let (value, role) = lead_one.await.expect("task").expect("value");
     assert_eq!(
-        (value.as_str(), outcome),
-        ("from database 1", Outcome::Leader { generation: 1 })
+        (value.as_str(), role),
+        ("from database 1", FleetRole::Leader { generation: 1 })
     );
     gate_two.open();
-    let (value, outcome) = follow.await.expect("task").expect("value");
+    let (value, role) = wait.await.expect("task").expect("value");
     assert_eq!(
-        (value.as_str(), outcome),
-        ("from database 2", Outcome::Follower { generation: 1 }),
-        "database 2's follower took only database 2's result"
+        (value.as_str(), role),
+        ("from database 2", FleetRole::Waiter { generation: 1 }),
+        "database 2's waiter took only database 2's result"
     );
     assert!(lead_two.await.expect("task").is_ok());
     assert_eq!(runs.load(Ordering::SeqCst), 2);

@@ -9,19 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use singleflight_redis::{Config, Error, FallbackReason, Outcome, ReconnectReason, RedisGroup};
+use singleflight_redis::{Config, Error, FallbackReason, FleetRole, ReconnectReason, RedisGroup};
 use support::{
-    Fault, Gate, Proxy, Server, Worker, WorkerSpec, executions, fast, lead_and_follow, temp_log,
-    wait_until,
+    Fault, Gate, Paired, Proxy, Server, Worker, WorkerSpec, executions, fast, lead_and_wait,
+    temp_log, wait_until,
 };
 use tokio::sync::watch;
 
-fn label(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Leader { .. } => "leader".to_owned(),
-        Outcome::Follower { .. } => "follower".to_owned(),
-        Outcome::Reelected { .. } => "reelected".to_owned(),
-        Outcome::Fallback(reason) => format!("fallback:{reason:?}"),
+fn label(fleet_role: FleetRole) -> String {
+    match fleet_role {
+        FleetRole::Leader { .. } => "leader".to_owned(),
+        FleetRole::Waiter { .. } => "waiter".to_owned(),
+        FleetRole::Reelected { .. } => "reelected".to_owned(),
+        FleetRole::Fallback(reason) => format!("fallback:{reason:?}"),
         _ => "other".to_owned(),
     }
 }
@@ -29,7 +29,7 @@ fn label(outcome: Outcome) -> String {
 /// The worker process: runs `SF_ROUNDS` rounds of `SF_CALLERS` concurrent callers of one
 /// key; round `r > 0` starts at the `r`-th `next` line on stdin and its work waits for
 /// the `r+1`-th `go` line. Prints
-/// `SF ready leader|follower`, then one `SF result <outcome> ok|err <text> <ms after go>`
+/// `SF ready leader|waiter`, then one `SF result <fleet_role> ok|err <text> <ms after go>`
 /// per caller, then `SF done`. A no-op unless `SF_WORKER` is set.
 #[test]
 fn worker_process_entry() {
@@ -105,7 +105,9 @@ async fn worker_main() {
                             _ => Ok(format!("value-{round}")),
                         }
                     })
-                    .await;
+                    .with_role()
+                    .await
+                    .paired();
                 (result, Instant::now())
             }));
         }
@@ -128,7 +130,7 @@ async fn worker_main() {
         let role = if started.load(Ordering::SeqCst) {
             "leader"
         } else {
-            "follower"
+            "waiter"
         };
         println!("SF ready {role}");
         let mut go = go_rx.clone();
@@ -138,7 +140,9 @@ async fn worker_main() {
             let (result, at) = task.await.expect("caller");
             let ms = at.saturating_duration_since(go_at).as_millis();
             match result {
-                Ok((value, outcome)) => println!("SF result {} ok {value} {ms}", label(outcome)),
+                Ok((value, fleet_role)) => {
+                    println!("SF result {} ok {value} {ms}", label(fleet_role))
+                }
                 Err(Error::Remote(e)) => println!("SF result remote err {} {ms}", e.message()),
                 Err(Error::Failed(e)) => println!("SF result local err {e} {ms}"),
                 Err(e) => println!("SF result other err {e} {ms}"),
@@ -220,11 +224,7 @@ async fn eight_processes_of_25_callers_run_the_work_once() {
         for line in lines {
             assert_eq!(
                 line[0],
-                if role == "leader" {
-                    "leader"
-                } else {
-                    "follower"
-                },
+                if role == "leader" { "leader" } else { "waiter" },
                 "{line:?}"
             );
             assert_eq!((line[1].as_str(), line[2].as_str()), ("ok", "value-0"));
@@ -246,7 +246,7 @@ async fn eight_processes_of_25_callers_run_the_work_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_error_reaches_followers_at_once() {
+async fn a_leader_error_reaches_waiters_at_once() {
     let Some(server) = Server::start() else {
         return;
     };
@@ -269,7 +269,7 @@ async fn a_leader_error_reaches_followers_at_once() {
             let ms: u64 = line[3].parse().expect("ms");
             assert!(
                 ms < 1000,
-                "followers must not wait out the 10 s lease: {ms} ms"
+                "waiters must not wait out the 10 s lease: {ms} ms"
             );
         }
     }
@@ -312,15 +312,15 @@ async fn a_killed_leader_is_replaced_by_exactly_one_process() {
             lines.iter().all(|l| l[1] == "ok" && l[2] == "value-0"),
             "{lines:?}"
         );
-        let outcome = &lines[0][0];
+        let fleet_role = &lines[0][0];
         assert!(
-            lines.iter().all(|l| &l[0] == outcome),
-            "one outcome per process"
+            lines.iter().all(|l| &l[0] == fleet_role),
+            "one fleet_role per process"
         );
-        match outcome.as_str() {
+        match fleet_role.as_str() {
             "reelected" => reelected += 1,
-            "follower" => {}
-            other => panic!("unexpected outcome {other}"),
+            "waiter" => {}
+            other => panic!("unexpected fleet_role {other}"),
         }
     }
     assert_eq!(reelected, 1, "exactly one new leader, no herd");
@@ -357,11 +357,7 @@ async fn long_work_renews_its_lease_and_runs_once() {
         for line in lines {
             assert_eq!(
                 line[0],
-                if role == "leader" {
-                    "leader"
-                } else {
-                    "follower"
-                },
+                if role == "leader" { "leader" } else { "waiter" },
                 "{line:?}"
             );
             let ms: u64 = line[3].parse().expect("ms");
@@ -488,7 +484,9 @@ async fn without_redis_calls_run_locally_once_per_process_and_say_so() {
                     gate.wait().await;
                     7
                 })
+                .with_role()
                 .await
+                .paired()
         }));
     }
     wait_until("callers joined", || {
@@ -497,15 +495,17 @@ async fn without_redis_calls_run_locally_once_per_process_and_say_so() {
     .await;
     gate.open();
     for task in tasks {
-        let (value, outcome) = task.await.expect("task").expect("value");
+        let (value, fleet_role) = task.await.expect("task").expect("value");
         assert_eq!(value, 7);
         // Refused at once, or still retrying the connection at the deadline.
         assert!(
             matches!(
-                outcome,
-                Outcome::Fallback(FallbackReason::RedisUnavailable | FallbackReason::RedisTimeout)
+                fleet_role,
+                FleetRole::Fallback(
+                    FallbackReason::RedisUnavailable | FallbackReason::RedisTimeout
+                )
             ),
-            "{outcome:?}"
+            "{fleet_role:?}"
         );
     }
     assert_eq!(
@@ -515,16 +515,26 @@ async fn without_redis_calls_run_locally_once_per_process_and_say_so() {
     );
     // Two more failures open the breaker; then Redis is not even tried.
     for _ in 0..2 {
-        let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+        let (_, fleet_role) = group
+            .call("k", || async { 1 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
         assert!(!matches!(
-            outcome,
-            Outcome::Fallback(FallbackReason::CircuitOpen)
+            fleet_role,
+            FleetRole::Fallback(FallbackReason::CircuitOpen)
         ));
     }
     let started = Instant::now();
-    let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
+    let (_, fleet_role) = group
+        .call("k", || async { 1 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     let open_cost = started.elapsed();
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::CircuitOpen));
+    assert_eq!(fleet_role, FleetRole::Fallback(FallbackReason::CircuitOpen));
     assert!(open_cost < Duration::from_millis(50), "{open_cost:?}");
     let stats = group.fleet_stats();
     assert_eq!(
@@ -543,16 +553,29 @@ async fn a_frozen_redis_costs_at_most_the_deadline_and_service_resumes() {
     };
     let config = fast("frozen").breaker(2, Duration::from_millis(300));
     let group = RedisGroup::<u64>::open(&server.url(), config).expect("group");
-    let (_, outcome) = group.call("k", || async { 1 }).await.expect("value");
-    assert!(matches!(outcome, Outcome::Leader { .. }), "{outcome:?}");
+    let (_, fleet_role) = group
+        .call("k", || async { 1 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    assert!(
+        matches!(fleet_role, FleetRole::Leader { .. }),
+        "{fleet_role:?}"
+    );
     server.signal("STOP");
     for _ in 0..2 {
         let started = Instant::now();
-        let (value, outcome) = group.call("k", || async { 2 }).await.expect("value");
+        let (value, fleet_role) = group
+            .call("k", || async { 2 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
         let took = started.elapsed();
         assert_eq!(
-            (value, outcome),
-            (2, Outcome::Fallback(FallbackReason::RedisTimeout))
+            (value, fleet_role),
+            (2, FleetRole::Fallback(FallbackReason::RedisTimeout))
         );
         assert!(
             took < Duration::from_millis(200 + 300),
@@ -560,20 +583,30 @@ async fn a_frozen_redis_costs_at_most_the_deadline_and_service_resumes() {
         );
     }
     let started = Instant::now();
-    let (_, outcome) = group.call("k", || async { 3 }).await.expect("value");
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::CircuitOpen));
+    let (_, fleet_role) = group
+        .call("k", || async { 3 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    assert_eq!(fleet_role, FleetRole::Fallback(FallbackReason::CircuitOpen));
     assert!(started.elapsed() < Duration::from_millis(50));
     server.signal("CONT");
     // After the cool-down a probe goes through and Redis is used again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, outcome) = group.call("k", || async { 4 }).await.expect("value");
-        if matches!(outcome, Outcome::Leader { .. }) {
+        let (_, fleet_role) = group
+            .call("k", || async { 4 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
+        if matches!(fleet_role, FleetRole::Leader { .. }) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "redis never used again: {outcome:?}"
+            "redis never used again: {fleet_role:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -589,13 +622,13 @@ async fn client_list(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_whose_connection_is_killed_recovers() {
+async fn a_waiter_whose_connection_is_killed_recovers() {
     let Some(server) = Server::start() else {
         return;
     };
     support::warnings::install();
     let leader = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
-    let follower = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
+    let waiter = RedisGroup::<String>::open(&server.url(), fast("kill-sub")).expect("group");
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let work = |gate: Gate, runs: Arc<AtomicUsize>| async move {
         runs.fetch_add(1, Ordering::SeqCst);
@@ -604,15 +637,27 @@ async fn a_follower_whose_connection_is_killed_recovers() {
     };
     let lead = tokio::spawn({
         let (leader, gate, runs) = (leader.clone(), gate.clone(), Arc::clone(&runs));
-        async move { leader.call("k", || work(gate, runs)).await }
+        async move {
+            leader
+                .call("k", || work(gate, runs))
+                .with_role()
+                .await
+                .paired()
+        }
     });
     wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, gate, runs) = (follower.clone(), gate.clone(), Arc::clone(&runs));
-        async move { follower.call("k", || work(gate, runs)).await }
+    let wait = tokio::spawn({
+        let (waiter, gate, runs) = (waiter.clone(), gate.clone(), Arc::clone(&runs));
+        async move {
+            waiter
+                .call("k", || work(gate, runs))
+                .with_role()
+                .await
+                .paired()
+        }
     });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
-    // The follower's connection is the only subscribed one once the leader unsubscribed.
+    wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
+    // The waiter's connection is the only subscribed one once the leader unsubscribed.
     let mut conn = server.connection().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let id = loop {
@@ -640,7 +685,7 @@ async fn a_follower_whose_connection_is_killed_recovers() {
         .expect("kill");
     assert_eq!(killed, 1);
     wait_until("the killed connection is replaced", || {
-        follower.fleet_stats().reconnects(ReconnectReason::Closed) == 1
+        waiter.fleet_stats().reconnects(ReconnectReason::Closed) == 1
     })
     .await;
     // The count goes up before the warning is written: wait for the warning too.
@@ -648,8 +693,8 @@ async fn a_follower_whose_connection_is_killed_recovers() {
         support::warnings::logged(&["replaced (Closed)", "the server or the network closed it"])
     })
     .await;
-    // The follower re-checks on the disconnect, reconnects and resubscribes, and waits on.
-    wait_until("resubscribed", || follower.fleet_waiting() == 1).await;
+    // The waiter re-checks on the disconnect, reconnects and resubscribes, and waits on.
+    wait_until("resubscribed", || waiter.fleet_waiting() == 1).await;
     let resubscribed = Instant::now() + Duration::from_secs(10);
     while !client_list(&mut conn)
         .await
@@ -660,12 +705,15 @@ async fn a_follower_whose_connection_is_killed_recovers() {
         tokio::task::yield_now().await;
     }
     gate.open();
-    let (value, outcome) = follow.await.expect("task").expect("value");
+    let (value, fleet_role) = wait.await.expect("task").expect("value");
     assert_eq!(value, "v");
-    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    assert!(
+        matches!(fleet_role, FleetRole::Waiter { .. }),
+        "{fleet_role:?}"
+    );
     assert!(matches!(
         lead.await.expect("task").expect("value").1,
-        Outcome::Leader { .. }
+        FleetRole::Leader { .. }
     ));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -677,7 +725,7 @@ async fn large_values_go_by_the_result_key_and_oversized_ones_run_locally() {
     };
     let sized = |ns| fast(ns).inline_max(1024).max_value(16 * 1024);
     let big = "x".repeat(8 * 1024);
-    let (outcome, value, runs) = lead_and_follow(
+    let (fleet_role, value, runs) = lead_and_wait(
         &server,
         sized("large"),
         sized("large"),
@@ -687,11 +735,14 @@ async fn large_values_go_by_the_result_key_and_oversized_ones_run_locally() {
         false,
     )
     .await;
-    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    assert!(
+        matches!(fleet_role, FleetRole::Waiter { .. }),
+        "{fleet_role:?}"
+    );
     assert_eq!((value, runs), (big, 1));
 
     let huge = "x".repeat(64 * 1024);
-    let (outcome, value, runs) = lead_and_follow(
+    let (fleet_role, value, runs) = lead_and_wait(
         &server,
         sized("huge"),
         sized("huge"),
@@ -701,7 +752,7 @@ async fn large_values_go_by_the_result_key_and_oversized_ones_run_locally() {
         false,
     )
     .await;
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::TooLarge));
+    assert_eq!(fleet_role, FleetRole::Fallback(FallbackReason::TooLarge));
     assert_eq!((value.as_str(), runs), ("mine", 2));
 }
 
@@ -711,7 +762,7 @@ async fn incompatible_and_corrupt_values_run_locally() {
         return;
     };
     // Another version of the value type under the same namespace.
-    let (outcome, value, runs) = lead_and_follow(
+    let (fleet_role, value, runs) = lead_and_wait(
         &server,
         fast("types"),
         fast("types"),
@@ -721,11 +772,11 @@ async fn incompatible_and_corrupt_values_run_locally() {
         false,
     )
     .await;
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::Decode));
+    assert_eq!(fleet_role, FleetRole::Fallback(FallbackReason::Decode));
     assert_eq!((value, runs), (5, 2));
 
-    // Garbage in the result key (with a generation the follower accepts) and on the channel.
-    let (outcome, value, runs) = lead_and_follow(
+    // Garbage in the result key (with a generation the waiter accepts) and on the channel.
+    let (fleet_role, value, runs) = lead_and_wait(
         &server,
         fast("corrupt"),
         fast("corrupt"),
@@ -757,7 +808,7 @@ async fn incompatible_and_corrupt_values_run_locally() {
         true,
     )
     .await;
-    assert_eq!(outcome, Outcome::Fallback(FallbackReason::ForeignData));
+    assert_eq!(fleet_role, FleetRole::Fallback(FallbackReason::ForeignData));
     assert_eq!((value, runs), (2, 2));
 }
 
@@ -774,17 +825,32 @@ async fn added_latency_on_loopback() {
     }
     let baseline = started.elapsed() / ROUNDS;
     let leader = RedisGroup::<u64>::open(&server.url(), fast("latency")).expect("group");
-    let follower = RedisGroup::<u64>::open(&server.url(), fast("latency")).expect("group");
-    leader.call("warm", || async { 0 }).await.expect("value");
-    follower.call("warm", || async { 0 }).await.expect("value");
+    let waiter = RedisGroup::<u64>::open(&server.url(), fast("latency")).expect("group");
+    leader
+        .call("warm", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    waiter
+        .call("warm", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
     let started = Instant::now();
     for _ in 0..ROUNDS {
-        let (_, outcome) = leader.call("k", || async { 1 }).await.expect("value");
-        assert!(matches!(outcome, Outcome::Leader { .. }));
+        let (_, fleet_role) = leader
+            .call("k", || async { 1 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
+        assert!(matches!(fleet_role, FleetRole::Leader { .. }));
     }
     let lead = started.elapsed() / ROUNDS;
-    // Follower: from the leader's work finishing to the follower having the value.
-    let mut follow = Duration::ZERO;
+    // Waiter: from the leader's work finishing to the waiter having the value.
+    let mut wait = Duration::ZERO;
     for _ in 0..ROUNDS {
         let gate = Gate::new();
         let started_flag = Arc::new(AtomicBool::new(false));
@@ -797,26 +863,28 @@ async fn added_latency_on_loopback() {
                         gate.wait().await;
                         1
                     })
+                    .with_role()
                     .await
+                    .paired()
             }
         });
         wait_until("leader runs", || started_flag.load(Ordering::SeqCst)).await;
-        let follow_task = tokio::spawn({
-            let follower = follower.clone();
-            async move { follower.call("f", || async { 2 }).await }
+        let wait_task = tokio::spawn({
+            let waiter = waiter.clone();
+            async move { waiter.call("f", || async { 2 }).with_role().await.paired() }
         });
-        wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+        wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
         let opened = Instant::now();
         gate.open();
-        let (value, outcome) = follow_task.await.expect("task").expect("value");
-        follow += opened.elapsed();
+        let (value, fleet_role) = wait_task.await.expect("task").expect("value");
+        wait += opened.elapsed();
         assert_eq!(value, 1);
-        assert!(matches!(outcome, Outcome::Follower { .. }));
+        assert!(matches!(fleet_role, FleetRole::Waiter { .. }));
         lead_task.await.expect("task").expect("value");
     }
-    let follow = follow / ROUNDS;
+    let wait = wait / ROUNDS;
     println!(
-        "latency ({} build): in-process call {baseline:?}; leader call {lead:?} (+{:?}); follower receives the value {follow:?} after the leader's work ends",
+        "latency ({} build): in-process call {baseline:?}; leader call {lead:?} (+{:?}); waiter receives the value {wait:?} after the leader's work ends",
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -824,7 +892,7 @@ async fn added_latency_on_loopback() {
         },
         lead.saturating_sub(baseline),
     );
-    assert!(lead < Duration::from_millis(50) && follow < Duration::from_millis(50));
+    assert!(lead < Duration::from_millis(50) && wait < Duration::from_millis(50));
 }
 
 /// Commands only clients send (a script cannot send these), by name, as the server
@@ -865,14 +933,14 @@ fn sent(
 }
 
 /// The protocol's round trips, counted by the server: a leader sends two commands, its
-/// join and its completion (no subscription); a follower joins, subscribes, joins again,
+/// join and its completion (no subscription); a waiter joins, subscribes, joins again,
 /// gets the value by push (no read after it), and unsubscribes once it has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_sends_two_commands_and_a_follower_four() {
+async fn a_leader_sends_two_commands_and_a_waiter_four() {
     let Some(server) = Server::start() else {
         return;
     };
-    // No timed re-check while the follower waits.
+    // No timed re-check while the waiter waits.
     let config = || {
         fast("count")
             .poll(Duration::from_secs(60), Duration::from_secs(60))
@@ -881,16 +949,29 @@ async fn a_leader_sends_two_commands_and_a_follower_four() {
     let mut conn = server.connection().await;
     let leader = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
     // Loads the scripts (a first call meets NOSCRIPT and loads them).
-    leader.call("warm", || async { 0 }).await.expect("value");
+    leader
+        .call("warm", || async { 0 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
 
     let before = client_commands(&mut conn).await;
-    let (_, outcome) = leader.call("alone", || async { 1 }).await.expect("value");
-    assert!(matches!(outcome, Outcome::Leader { .. }), "{outcome:?}");
+    let (_, fleet_role) = leader
+        .call("alone", || async { 1 })
+        .with_role()
+        .await
+        .paired()
+        .expect("value");
+    assert!(
+        matches!(fleet_role, FleetRole::Leader { .. }),
+        "{fleet_role:?}"
+    );
     let after = client_commands(&mut conn).await;
     assert_eq!(sent(&before, &after), [("evalsha".to_owned(), 2)]);
 
     let before = after;
-    let (outcome, value, runs) = lead_and_follow(
+    let (fleet_role, value, runs) = lead_and_wait(
         &server,
         config(),
         config(),
@@ -901,10 +982,10 @@ async fn a_leader_sends_two_commands_and_a_follower_four() {
     )
     .await;
     assert_eq!(
-        (outcome, value, runs),
-        (Outcome::Follower { generation: 1 }, 1, 1)
+        (fleet_role, value, runs),
+        (FleetRole::Waiter { generation: 1 }, 1, 1)
     );
-    // The follower unsubscribes after it returned: wait for the server to have no
+    // The waiter unsubscribes after it returned: wait for the server to have no
     // subscription left.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -937,7 +1018,7 @@ async fn a_panicking_leader_hands_over_at_once() {
     };
     let config = || fast("panic").lease_ttl(Duration::from_secs(10));
     let leader = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
-    let follower = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
+    let waiter = RedisGroup::<u64>::open(&server.url(), config()).expect("group");
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let lead = tokio::spawn({
         let (gate, runs) = (gate.clone(), Arc::clone(&runs));
@@ -948,22 +1029,26 @@ async fn a_panicking_leader_hands_over_at_once() {
                     gate.wait().await;
                     panic!("work failed hard")
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
     wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
+    let wait = tokio::spawn({
+        let (waiter, runs) = (waiter.clone(), Arc::clone(&runs));
         async move {
-            follower
+            waiter
                 .call("k", || async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     2
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
     let opened = Instant::now();
     gate.open();
     assert!(
@@ -971,12 +1056,12 @@ async fn a_panicking_leader_hands_over_at_once() {
             .expect_err("the panic resumes in the leader")
             .is_panic()
     );
-    let (value, outcome) = follow.await.expect("task").expect("value");
+    let (value, fleet_role) = wait.await.expect("task").expect("value");
     let took = opened.elapsed();
     assert_eq!(value, 2);
     assert!(
-        matches!(outcome, Outcome::Reelected { generation: 2 }),
-        "{outcome:?}"
+        matches!(fleet_role, FleetRole::Reelected { generation: 2 }),
+        "{fleet_role:?}"
     );
     assert!(
         took < Duration::from_secs(2),
@@ -993,7 +1078,7 @@ async fn message_pack_values_are_shared() {
     };
     let config = || fast("msgpack").codec(singleflight_redis::Codec::MessagePack);
     let value = vec!["a".to_owned(), "b".to_owned()];
-    let (outcome, got, runs) = lead_and_follow(
+    let (fleet_role, got, runs) = lead_and_wait(
         &server,
         config(),
         config(),
@@ -1003,7 +1088,10 @@ async fn message_pack_values_are_shared() {
         false,
     )
     .await;
-    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
+    assert!(
+        matches!(fleet_role, FleetRole::Waiter { .. }),
+        "{fleet_role:?}"
+    );
     assert_eq!((got, runs), (value, 1));
 }
 
@@ -1016,7 +1104,7 @@ struct FaultRun {
     /// From the fault's end to the end of the first round that is coalesced again (one
     /// execution fleet-wide, no call ran locally).
     back_after: Option<Duration>,
-    /// Per recovery round: executions and the outcomes that were not coalesced.
+    /// Per recovery round: executions and the fleet_roles that were not coalesced.
     recovery: Vec<(usize, Vec<String>)>,
 }
 
@@ -1172,7 +1260,7 @@ async fn the_fleet_through_a_faulty_network_never_fails_a_call_and_coalesces_aga
 struct PairRound {
     executions: usize,
     failed: usize,
-    outcomes: [String; 2],
+    fleet_roles: [String; 2],
     /// When `b` was seen waiting on the fleet with `a`'s work running.
     joined_at: Option<Instant>,
 }
@@ -1182,8 +1270,8 @@ impl PairRound {
     fn coalesced(&self) -> bool {
         self.executions == 1
             && self.failed == 0
-            && self.outcomes.iter().any(|o| o == "follower")
-            && !self.outcomes.iter().any(|o| o.starts_with("fallback"))
+            && self.fleet_roles.iter().any(|o| o == "waiter")
+            && !self.fleet_roles.iter().any(|o| o.starts_with("fallback"))
     }
 }
 
@@ -1198,7 +1286,9 @@ async fn pair_round(a: &RedisGroup<u64>, b: &RedisGroup<u64>, round: u64) -> Pai
                     gate.wait().await;
                     round
                 })
+                .with_role()
                 .await
+                .paired()
         })
     };
     let first = call(a);
@@ -1208,7 +1298,7 @@ async fn pair_round(a: &RedisGroup<u64>, b: &RedisGroup<u64>, round: u64) -> Pai
     .await;
     let second = call(b);
     let mut joined_at = None;
-    wait_until("b follows or runs the work", || {
+    wait_until("b waits or runs the work", || {
         if b.fleet_waiting() == 1 && joined_at.is_none() {
             joined_at = Some(Instant::now());
         }
@@ -1217,23 +1307,23 @@ async fn pair_round(a: &RedisGroup<u64>, b: &RedisGroup<u64>, round: u64) -> Pai
     .await;
     gate.open();
     let mut failed = 0;
-    let mut outcomes = [String::new(), String::new()];
-    for (task, outcome) in [first, second].into_iter().zip(&mut outcomes) {
+    let mut fleet_roles = [String::new(), String::new()];
+    for (task, fleet_role) in [first, second].into_iter().zip(&mut fleet_roles) {
         match task.await.expect("task") {
             Ok((value, settled)) => {
                 failed += usize::from(value != round);
-                *outcome = label(settled);
+                *fleet_role = label(settled);
             }
             Err(e) => {
                 failed += 1;
-                *outcome = format!("error: {e}");
+                *fleet_role = format!("error: {e}");
             }
         }
     }
     PairRound {
         executions: runs.load(Ordering::SeqCst),
         failed,
-        outcomes,
+        fleet_roles,
         joined_at,
     }
 }
@@ -1288,7 +1378,7 @@ async fn a_silent_network_heals_to_coalescing_within_the_stated_bound_without_a_
     let mut before = Phase::default();
     let first = pair_round(&a, &b, round).await;
     before.add(&first);
-    assert!(first.coalesced(), "healthy: {:?}", first.outcomes);
+    assert!(first.coalesced(), "healthy: {:?}", first.fleet_roles);
 
     proxy.set(Fault::Silent);
     let silenced = Instant::now();
@@ -1326,7 +1416,7 @@ async fn a_silent_network_heals_to_coalescing_within_the_stated_bound_without_a_
             healed.elapsed() < bound * 4,
             "not coalescing {:?} after the heal: {:?}",
             healed.elapsed(),
-            result.outcomes
+            result.fleet_roles
         );
     };
     let stats = [a.fleet_stats(), b.fleet_stats()];

@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use singleflight_redis::{
-    Config, FallbackReason, OpenError, Outcome, ReconnectReason, RedisGroup, Sentinel,
+    Config, FallbackReason, FleetRole, OpenError, ReconnectReason, RedisGroup, Sentinel,
 };
-use support::{Deployment, Gate, role, wait_until};
+use support::{Deployment, Gate, Paired, role, wait_until};
 
 const LEASE: Duration = Duration::from_secs(1);
 const OP_TIMEOUT: Duration = Duration::from_millis(200);
@@ -29,12 +29,12 @@ fn config() -> Config {
         .breaker(3, Duration::from_secs(1))
 }
 
-fn label(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Leader { .. } => "leader".to_owned(),
-        Outcome::Follower { .. } => "follower".to_owned(),
-        Outcome::Reelected { .. } => "reelected".to_owned(),
-        Outcome::Fallback(reason) => format!("fallback:{reason:?}"),
+fn label(fleet_role: FleetRole) -> String {
+    match fleet_role {
+        FleetRole::Leader { .. } => "leader".to_owned(),
+        FleetRole::Waiter { .. } => "waiter".to_owned(),
+        FleetRole::Reelected { .. } => "reelected".to_owned(),
+        FleetRole::Fallback(reason) => format!("fallback:{reason:?}"),
         _ => "other".to_owned(),
     }
 }
@@ -45,7 +45,7 @@ fn label(outcome: Outcome) -> String {
 struct Round {
     executions: usize,
     failed: usize,
-    outcomes: Vec<String>,
+    fleet_roles: Vec<String>,
     /// When every other group was seen waiting on the fleet.
     joined_at: Option<Instant>,
 }
@@ -55,7 +55,7 @@ impl Round {
     fn coalesced(&self) -> bool {
         self.executions == 1
             && self.failed == 0
-            && !self.outcomes.iter().any(|o| o.starts_with("fallback"))
+            && !self.fleet_roles.iter().any(|o| o.starts_with("fallback"))
     }
 }
 
@@ -74,7 +74,9 @@ async fn round(groups: &[&RedisGroup<u64>], round: u64) -> Round {
                     gate.wait().await;
                     round
                 })
+                .with_role()
                 .await
+                .paired()
         })
     };
     let first = call(0);
@@ -85,9 +87,9 @@ async fn round(groups: &[&RedisGroup<u64>], round: u64) -> Round {
     let mut tasks = vec![first];
     tasks.extend((1..groups.len()).map(call));
     let mut joined_at = None;
-    wait_until("every other group follows or runs the work", || {
-        let all_follow = (1..groups.len()).all(|at| groups[at].fleet_waiting() == 1);
-        if all_follow && joined_at.is_none() {
+    wait_until("every other group waits or runs the work", || {
+        let all_wait = (1..groups.len()).all(|at| groups[at].fleet_waiting() == 1);
+        if all_wait && joined_at.is_none() {
             joined_at = Some(Instant::now());
         }
         (1..groups.len())
@@ -100,23 +102,23 @@ async fn round(groups: &[&RedisGroup<u64>], round: u64) -> Round {
     .await;
     gate.open();
     let mut failed = 0;
-    let mut outcomes = Vec::new();
+    let mut fleet_roles = Vec::new();
     for task in tasks {
         match task.await.expect("task") {
             Ok((value, settled)) => {
                 failed += usize::from(value != round);
-                outcomes.push(label(settled));
+                fleet_roles.push(label(settled));
             }
             Err(e) => {
                 failed += 1;
-                outcomes.push(format!("error: {e}"));
+                fleet_roles.push(format!("error: {e}"));
             }
         }
     }
     Round {
         executions: runs.load(Ordering::SeqCst),
         failed,
-        outcomes,
+        fleet_roles,
         joined_at,
     }
 }
@@ -216,7 +218,7 @@ async fn a_killed_primary_fails_over_without_a_failed_call_and_coalescing_return
         n += 1;
         let r = round(&[&a, &b], n).await;
         before.add(&r);
-        assert!(r.coalesced(), "healthy: {:?}", r.outcomes);
+        assert!(r.coalesced(), "healthy: {:?}", r.fleet_roles);
     }
     assert_eq!(a.fleet_stats().primary, Some(format!("127.0.0.1:{old}")));
 
@@ -249,7 +251,7 @@ async fn a_killed_primary_fails_over_without_a_failed_call_and_coalescing_return
             promoted_at.elapsed() < bound * 4,
             "not coalescing {:?} after the promotion: {:?}",
             promoted_at.elapsed(),
-            r.outcomes
+            r.fleet_roles
         );
         pace().await;
     };
@@ -307,7 +309,7 @@ async fn a_stopped_primary_is_replaced_and_on_its_return_demoted_without_a_faile
         n += 1;
         let r = round(&[&a, &b, &idle], n).await;
         before.add(&r);
-        assert!(r.coalesced(), "healthy: {:?}", r.outcomes);
+        assert!(r.coalesced(), "healthy: {:?}", r.fleet_roles);
     }
 
     let promoted = watch_promotion(&deployment, new);
@@ -338,7 +340,7 @@ async fn a_stopped_primary_is_replaced_and_on_its_return_demoted_without_a_faile
             promoted_at.elapsed() < bound * 4,
             "not coalescing {:?} after the promotion: {:?}",
             promoted_at.elapsed(),
-            r.outcomes
+            r.fleet_roles
         );
         pace().await;
     };
@@ -439,10 +441,15 @@ async fn bad_sentinel_settings_are_refused_and_an_unknown_service_never_hangs() 
         let group = RedisGroup::<u64>::open_sentinel(&Sentinel::new(service, addresses), config())
             .expect("group");
         let started = Instant::now();
-        let (value, outcome) = group.call("k", || async { 7 }).await.expect("value");
+        let (value, fleet_role) = group
+            .call("k", || async { 7 })
+            .with_role()
+            .await
+            .paired()
+            .expect("value");
         assert_eq!(
-            (value, outcome),
-            (7, Outcome::Fallback(FallbackReason::RedisUnavailable)),
+            (value, fleet_role),
+            (7, FleetRole::Fallback(FallbackReason::RedisUnavailable)),
             "{service}"
         );
         assert!(
@@ -475,7 +482,7 @@ async fn a_read_only_answer_replaces_the_connection() {
         .await
         .expect("REPLICAOF");
     let r = round(&[&a, &b], 2).await;
-    assert_eq!((r.failed, r.executions), (0, 2), "{:?}", r.outcomes);
+    assert_eq!((r.failed, r.executions), (0, 2), "{:?}", r.fleet_roles);
     for stats in [a.fleet_stats(), b.fleet_stats()] {
         assert!(
             stats.reconnects(ReconnectReason::ReadOnly) >= 1,
@@ -491,11 +498,11 @@ async fn a_read_only_answer_replaces_the_connection() {
     loop {
         n += 1;
         let r = round(&[&a, &b], n).await;
-        assert_eq!(r.failed, 0, "{:?}", r.outcomes);
+        assert_eq!(r.failed, 0, "{:?}", r.fleet_roles);
         if r.coalesced() {
             break;
         }
-        assert!(Instant::now() < deadline, "{:?}", r.outcomes);
+        assert!(Instant::now() < deadline, "{:?}", r.fleet_roles);
         pace().await;
     }
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::{Client, TlsCertificates};
-use singleflight_redis::{Config, FallbackReason, Outcome, RedisGroup};
-use support::{Certificates, Server, wait_until};
+use singleflight_redis::{Config, FallbackReason, FleetRole, RedisGroup};
+use support::{Certificates, Paired, Server, wait_until};
 use tokio::sync::watch;
 
 fn config() -> Config {
@@ -43,7 +43,7 @@ async fn groups_coalesce_over_tls_and_refuse_an_unknown_certificate() {
         .expect("client")
     };
     let leader = RedisGroup::<String>::new(&trusting(), config()).expect("group");
-    let follower = RedisGroup::<String>::new(&trusting(), config()).expect("group");
+    let waiter = RedisGroup::<String>::new(&trusting(), config()).expect("group");
     let (gate, runs) = (watch::channel(false).0, Arc::new(AtomicUsize::new(0)));
     let lead = tokio::spawn({
         let (mut gate, runs) = (gate.subscribe(), Arc::clone(&runs));
@@ -54,52 +54,60 @@ async fn groups_coalesce_over_tls_and_refuse_an_unknown_certificate() {
                     gate.wait_for(|open| *open).await.expect("gate");
                     "over tls".to_owned()
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
     wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
+    let wait = tokio::spawn({
+        let (waiter, runs) = (waiter.clone(), Arc::clone(&runs));
         async move {
-            follower
+            waiter
                 .call("k", || async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     "mine".to_owned()
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
     gate.send_replace(true);
-    let (value, outcome) = follow.await.expect("task").expect("value");
+    let (value, role) = wait.await.expect("task").expect("value");
     assert_eq!(value, "over tls");
-    assert!(matches!(outcome, Outcome::Follower { .. }), "{outcome:?}");
-    let (_, outcome) = lead.await.expect("task").expect("value");
-    assert!(matches!(outcome, Outcome::Leader { .. }), "{outcome:?}");
+    assert!(matches!(role, FleetRole::Waiter { .. }), "{role:?}");
+    let (_, role) = lead.await.expect("task").expect("value");
+    assert!(matches!(role, FleetRole::Leader { .. }), "{role:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     // The platform's roots do not know the test CA: the certificate is refused, and the
     // call runs locally instead of trusting it.
     let stranger = RedisGroup::<String>::open(&url, config()).expect("group");
-    let (value, outcome) = stranger
+    let (value, role) = stranger
         .call("k", || async { "local".to_owned() })
+        .with_role()
         .await
+        .paired()
         .expect("value");
     assert_eq!(value, "local");
     assert!(
         matches!(
-            outcome,
-            Outcome::Fallback(FallbackReason::RedisUnavailable | FallbackReason::RedisTimeout)
+            role,
+            FleetRole::Fallback(FallbackReason::RedisUnavailable | FallbackReason::RedisTimeout)
         ),
-        "{outcome:?}"
+        "{role:?}"
     );
     // Plain text to the TLS port goes nowhere either.
     let plain =
         RedisGroup::<String>::open(&format!("redis://127.0.0.1:{}/", server.port), config())
             .expect("group");
-    let (_, outcome) = plain
+    let (_, role) = plain
         .call("k", || async { "local".to_owned() })
+        .with_role()
         .await
+        .paired()
         .expect("value");
-    assert!(outcome.is_fallback(), "{outcome:?}");
+    assert!(role.is_fallback(), "{role:?}");
 }

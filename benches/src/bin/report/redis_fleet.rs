@@ -3,22 +3,26 @@
 //!
 //! It starts its own `redis-server` (from `SF_REDIS_SERVER`, else the `PATH`) on a free
 //! loopback port and stops it at the end; without one it prints a one-line notice and the
-//! report goes on. All but the follower run on one current-thread tokio runtime; samples
+//! report goes on. All but the waiter run on one current-thread tokio runtime; samples
 //! interleave call by call, so that a busy moment weighs on every figure alike:
 //!
 //! * **`PING`**: one `PING` over a RESP3 `ConnectionManager`, as the group uses.
 //! * **leader's added latency**: a `RedisGroup` call that leads its flight (no other
 //!   process wants the key), minus an in-process `singleflight-tokio` call; the work is
 //!   ready at once, so the difference is the fleet layer's Redis round trips and work.
-//! * **follower's delivery**: two groups with their own connections, the follower's on a
-//!   thread and runtime of its own, stand for two processes. The follower waits on the leader's flight; the figure is the time from the
-//!   leader's work returning to the follower's call returning the value: the leader's
-//!   completion going out, Redis running it and pushing the message, the follower
+//! * **waiter's delivery**: two groups with their own connections, the waiter's on a
+//!   thread and runtime of its own, stand for two processes. The waiter waits on the leader's flight; the figure is the time from the
+//!   leader's work returning to the waiter's call returning the value: the leader's
+//!   completion going out, Redis running it and pushing the message, the waiter
 //!   decoding it. For scale, a plain pattern subscriber on a third connection notes when
 //!   the same message reaches it.
 //! * **commands per flight**: what each group's connection sends, as the server's
 //!   `MONITOR` sees it (untimed, after the timed rounds), and the server's own time per
 //!   call of each command (`INFO commandstats`).
+//! * **on a Redis Cluster** (when `redis-cli` is on the `PATH` too): the leader's added
+//!   latency and the waiter's delivery again, on a local cluster of three primaries
+//!   (`redis-cli --cluster create`), in units of a `PING` to the node that serves the
+//!   key's slot, sampled the same way.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -29,19 +33,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use singleflight_redis::{Config, Outcome, RedisGroup};
+use singleflight_redis::{Cluster, Config, FleetRole, RedisGroup};
 use tokio::sync::oneshot;
 
 /// The targets, in `PING` round trips.
 const LEADER_TARGET: f64 = 2.0;
-const FOLLOWER_TARGET: f64 = 1.5;
+const WAITER_TARGET: f64 = 1.5;
 
 /// How many samples of each figure a round takes.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
     rounds: usize,
     calls: usize,
-    follows: usize,
+    waits: usize,
 }
 
 impl Sizes {
@@ -50,13 +54,13 @@ impl Sizes {
             Self {
                 rounds: 5,
                 calls: 1_000,
-                follows: 200,
+                waits: 200,
             }
         } else {
             Self {
                 rounds: 9,
                 calls: 2_000,
-                follows: 500,
+                waits: 500,
             }
         }
     }
@@ -70,16 +74,29 @@ pub(crate) struct Figures {
     ping: Spread,
     plain: Spread,
     leader: Spread,
-    follower: Spread,
+    waiter: Spread,
     /// When the plain subscriber had the leader's message, after the leader's work.
     heard: Spread,
     /// Commands a leader sends per flight, by name, as the server saw them.
     leader_commands: BTreeMap<String, f64>,
-    /// Commands a follower sends per flight, by name.
-    follower_commands: BTreeMap<String, f64>,
+    /// Commands a waiter sends per flight, by name.
+    waiter_commands: BTreeMap<String, f64>,
     /// The server's own time per call (µs) of `PING` and of each script call.
     server_time: BTreeMap<String, f64>,
-    /// Calls that did not lead or follow as planned (a fallback), by what they got.
+    /// Calls that did not lead or wait as planned (a fallback), by what they got.
+    surprises: Vec<String>,
+    /// The same on a Redis Cluster, or why not.
+    cluster: Result<ClusterFigures, String>,
+}
+
+/// The leader's and the waiter's figures on a cluster of three primaries (µs).
+#[derive(Debug)]
+pub(crate) struct ClusterFigures {
+    /// A `PING` to the node serving the key's slot.
+    ping: Spread,
+    plain: Spread,
+    leader: Spread,
+    waiter: Spread,
     surprises: Vec<String>,
 }
 
@@ -94,7 +111,7 @@ pub(crate) fn run(quick: bool) -> Option<Figures> {
     let sizes = Sizes::new(quick);
     eprintln!(
         "redis ({} rounds of {} calls and {} followed flights)…",
-        sizes.rounds, sizes.calls, sizes.follows
+        sizes.rounds, sizes.calls, sizes.waits
     );
     let server = match Server::start(&binary) {
         Ok(server) => server,
@@ -108,13 +125,92 @@ pub(crate) fn run(quick: bool) -> Option<Figures> {
         .build()
         .expect("a current-thread runtime");
     let figures = runtime.block_on(measure(&server.url(), sizes));
+    drop(server);
     match figures {
-        Ok(figures) => Some(figures),
+        Ok(mut figures) => {
+            figures.cluster = LocalCluster::start(&binary).and_then(|cluster| {
+                eprintln!("redis cluster (3 primaries)…");
+                runtime
+                    .block_on(measure_cluster(&cluster.seeds, sizes))
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(why) = &figures.cluster {
+                eprintln!("redis cluster: skipped ({why})");
+            }
+            Some(figures)
+        }
         Err(error) => {
             eprintln!("redis: skipped ({error})");
             None
         }
     }
+}
+
+/// The leader's added latency and the waiter's delivery on a cluster, in `PING`s to the
+/// node serving the key's slot. One key, and one namespace, for both: a flight ends
+/// before the next starts, and nothing is reused without a reuse window.
+async fn measure_cluster(seeds: &[String], sizes: Sizes) -> redis::RedisResult<ClusterFigures> {
+    let config = || Config::new("report").op_timeout(Duration::from_secs(2));
+    let open = |seeds: Vec<String>| {
+        move || RedisGroup::<u64>::open_cluster(&Cluster::new(seeds), config()).expect("a group")
+    };
+    let leader = open(seeds.to_vec())();
+    let waiter = Remote::with(open(seeds.to_vec())).await;
+    let plain = singleflight_tokio::Group::<String, u64>::new();
+    let heard: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let mut surprises = Vec::new();
+    // Untimed: read the slot map, connect, load the scripts on the key's node.
+    lead(&leader, "k", &mut surprises).await;
+    lead_and_wait(&leader, &waiter, "k", &heard, &mut surprises).await;
+    // The node serving the key's slot: the one holding its generation counter.
+    let mut node = None;
+    for seed in seeds {
+        let client = redis::Client::open(format!("redis://{seed}/?protocol=resp3"))?;
+        let mut conn = ConnectionManager::new(client).await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sf:{report:*}:gen")
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            node = Some(conn);
+        }
+    }
+    let Some(mut conn) = node else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "no node holds the key's generation counter",
+        )));
+    };
+    let (mut pings, mut plains, mut leads, mut waits) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..sizes.rounds {
+        for _ in 0..sizes.calls {
+            pings.push(ping(&mut conn).await?);
+            let started = Instant::now();
+            let value = plain.call("plain", || async { 1 }).await;
+            std::hint::black_box(value.ok());
+            plains.push(micros(started.elapsed()));
+            let started = Instant::now();
+            lead(&leader, "k", &mut surprises).await;
+            leads.push(micros(started.elapsed()));
+        }
+        for _ in 0..sizes.waits {
+            pings.push(ping(&mut conn).await?);
+            let flight = lead_and_wait(&leader, &waiter, "k", &heard, &mut surprises).await;
+            if let Some((delivery, _)) = flight {
+                waits.push(micros(delivery));
+            }
+        }
+    }
+    surprises.sort();
+    surprises.dedup();
+    Ok(ClusterFigures {
+        ping: Spread::of(pings),
+        plain: Spread::of(plains),
+        leader: Spread::of(leads),
+        waiter: Spread::of(waits),
+        surprises,
+    })
 }
 
 async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
@@ -128,7 +224,11 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         );
     let config = |namespace| Config::new(namespace).op_timeout(Duration::from_secs(2));
     let leader = RedisGroup::<u64>::open(url, config("report")).expect("a group");
-    let follower = Remote::open(url, config("report")).await;
+    let waiter = {
+        let url = url.to_owned();
+        Remote::with(move || RedisGroup::<u64>::open(&url, config("report")).expect("a group"))
+            .await
+    };
     // The timed leader calls' own namespace, which the plain subscriber below does not
     // hear: its message handling would fall into the next sample's time.
     let soloist = RedisGroup::<u64>::open(url, config("report-solo")).expect("a group");
@@ -153,13 +253,13 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
 
     // Untimed: connect both groups and load the scripts (a first call pays NOSCRIPT).
     lead(&soloist, "warm", &mut surprises).await;
-    follow(&leader, &follower, "warm", &heard, &mut surprises).await;
+    lead_and_wait(&leader, &waiter, "warm", &heard, &mut surprises).await;
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut conn)
         .await?;
 
-    let (mut pings, mut plains, mut leads, mut follows, mut hears) =
+    let (mut pings, mut plains, mut leads, mut waits, mut hears) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Interleaved call by call, so that the machine's load, which changes from one
     // millisecond to the next here, weighs on every figure alike.
@@ -174,11 +274,11 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
             lead(&soloist, "lead", &mut surprises).await;
             leads.push(micros(started.elapsed()));
         }
-        for _ in 0..sizes.follows {
+        for _ in 0..sizes.waits {
             pings.push(ping(&mut conn).await?);
-            let flight = follow(&leader, &follower, "follow", &heard, &mut surprises).await;
+            let flight = lead_and_wait(&leader, &waiter, "wait", &heard, &mut surprises).await;
             if let Some((delivery, heard)) = flight {
-                follows.push(micros(delivery));
+                waits.push(micros(delivery));
                 hears.push(micros(heard));
             }
         }
@@ -186,12 +286,12 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
 
     // Before the counting: a `MONITOR` slows every command down.
     let server_time = server_time(&mut conn).await?;
-    let (leader_commands, follower_commands) = count_commands(
+    let (leader_commands, waiter_commands) = count_commands(
         url,
         &mut conn,
         &leader,
-        &follower,
-        sizes.follows,
+        &waiter,
+        sizes.waits,
         &mut surprises,
     )
     .await?;
@@ -204,12 +304,13 @@ async fn measure(url: &str, sizes: Sizes) -> redis::RedisResult<Figures> {
         ping: Spread::of(pings),
         plain: Spread::of(plains),
         leader: Spread::of(leads),
-        follower: Spread::of(follows),
+        waiter: Spread::of(waits),
         heard: Spread::of(hears),
         leader_commands,
-        follower_commands,
+        waiter_commands,
         server_time,
         surprises,
+        cluster: Err("not measured".to_owned()),
     })
 }
 
@@ -222,17 +323,17 @@ async fn ping(conn: &mut ConnectionManager) -> redis::RedisResult<f64> {
 
 /// One call that should lead its flight.
 async fn lead(group: &RedisGroup<u64>, key: &str, surprises: &mut Vec<String>) {
-    match group.call(key, || async { 1 }).await {
-        Ok((_, Outcome::Leader { .. })) => {}
+    match group.call(key, || async { 1 }).with_role().await {
+        (Ok(_), Some(FleetRole::Leader { .. })) => {}
         other => surprises.push(format!("a leader got {other:?}")),
     }
 }
 
-/// One flight led in `leader` and followed in `follower`; returns the time from the
-/// leader's work returning to the follower having the value.
-async fn follow(
+/// One flight led in `leader` and followed in `waiter`; returns the time from the
+/// leader's work returning to the waiter having the value.
+async fn lead_and_wait(
     leader: &RedisGroup<u64>,
-    follower: &Remote,
+    waiter: &Remote,
     key: &'static str,
     heard: &Mutex<Option<Instant>>,
     surprises: &mut Vec<String>,
@@ -251,29 +352,30 @@ async fn follow(
                     *ended.lock().unwrap() = Some(Instant::now());
                     1
                 })
+                .with_role()
                 .await
         }
     });
     let _ = is_running.await;
-    let follow = follower.runtime.spawn({
-        let follower = follower.group.clone();
+    let wait = waiter.runtime.spawn({
+        let waiter = waiter.group.clone();
         async move {
-            let result = follower.call(key, || async { 2 }).await;
+            let result = waiter.call(key, || async { 2 }).with_role().await;
             (result, Instant::now())
         }
     });
-    // Untimed: leaves the cores to the follower's thread and the server meanwhile.
-    while follower.group.fleet_waiting() == 0 && !follow.is_finished() {
+    // Untimed: leaves the cores to the waiter's thread and the server meanwhile.
+    while waiter.group.fleet_waiting() == 0 && !wait.is_finished() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = open.send(());
-    let (result, received) = follow.await.expect("the follower's task");
+    let (result, received) = wait.await.expect("the waiter's task");
     let led = lead.await.expect("the leader's task");
-    if !matches!(led, Ok((_, Outcome::Leader { .. }))) {
+    if !matches!(led, (Ok(_), Some(FleetRole::Leader { .. }))) {
         surprises.push(format!("a leader got {led:?}"));
     }
     match result {
-        Ok((1, Outcome::Follower { .. })) => {
+        (Ok(1), Some(FleetRole::Waiter { .. })) => {
             let ended = ended.lock().unwrap().expect("the leader's work ended");
             let heard = heard.lock().unwrap().unwrap_or(received);
             Some((
@@ -282,7 +384,7 @@ async fn follow(
             ))
         }
         other => {
-            surprises.push(format!("a follower got {other:?}"));
+            surprises.push(format!("a waiter got {other:?}"));
             None
         }
     }
@@ -298,7 +400,8 @@ struct Remote {
 }
 
 impl Remote {
-    async fn open(url: &str, config: Config) -> Self {
+    /// The group `open` makes, on its own thread and runtime.
+    async fn with(open: impl FnOnce() -> RedisGroup<u64> + Send + 'static) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, handle) = oneshot::channel();
         let thread = std::thread::spawn(move || {
@@ -312,12 +415,10 @@ impl Remote {
             });
         });
         let runtime = handle.await.expect("the remote's runtime");
-        let url = url.to_owned();
         let group = runtime
-            .spawn(async move { RedisGroup::<u64>::open(&url, config) })
+            .spawn(async move { open() })
             .await
-            .expect("the remote's task")
-            .expect("a group");
+            .expect("the remote's task");
         Self {
             group,
             runtime,
@@ -369,12 +470,12 @@ async fn info_field(
 }
 
 /// Counts the commands each group sends per flight (scripts' own commands left out), with
-/// the server's `MONITOR`: `flights` flights led alone, then `flights` with a follower.
+/// the server's `MONITOR`: `flights` flights led alone, then `flights` with a waiter.
 async fn count_commands(
     url: &str,
     conn: &mut ConnectionManager,
     leader: &RedisGroup<u64>,
-    follower: &Remote,
+    waiter: &Remote,
     flights: usize,
     surprises: &mut Vec<String>,
 ) -> redis::RedisResult<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
@@ -410,14 +511,7 @@ async fn count_commands(
     quiesce(conn).await?;
     mark(conn, "followed").await?;
     for _ in 0..flights {
-        follow(
-            leader,
-            follower,
-            "count-follow",
-            &Mutex::new(None),
-            surprises,
-        )
-        .await;
+        lead_and_wait(leader, waiter, "count-wait", &Mutex::new(None), surprises).await;
     }
     quiesce(conn).await?;
     mark(conn, "end").await?;
@@ -558,7 +652,7 @@ pub(crate) fn print(figures: Option<&Figures>) {
         "Against a {} on 127.0.0.1 started for the run; current-thread tokio runtimes; \
          medians of every sample over {} interleaved rounds ({} calls and {} followed \
          flights each). The unit is a `PING` round trip over the same kind of connection.",
-        f.server, f.samples.rounds, f.samples.calls, f.samples.follows
+        f.server, f.samples.rounds, f.samples.calls, f.samples.waits
     );
     println!();
     println!(
@@ -592,11 +686,11 @@ pub(crate) fn print(figures: Option<&Figures>) {
         verdict(added / ping, LEADER_TARGET)
     );
     println!(
-        "| follower's delivery (leader's work returns → follower has the value) | {:.1} | {:.1} | {:.2} | {} |",
-        f.follower.median,
-        f.follower.p90,
-        f.follower.median / ping,
-        verdict(f.follower.median / ping, FOLLOWER_TARGET)
+        "| waiter's delivery (leader's work returns → waiter has the value) | {:.1} | {:.1} | {:.2} | {} |",
+        f.waiter.median,
+        f.waiter.p90,
+        f.waiter.median / ping,
+        verdict(f.waiter.median / ping, WAITER_TARGET)
     );
     println!(
         "| a plain subscriber of the channel has the same message, for scale | {:.1} | {:.1} | {:.2} | |",
@@ -606,15 +700,15 @@ pub(crate) fn print(figures: Option<&Figures>) {
     );
     println!();
     println!(
-        "The follower's group runs on a thread and runtime of its own, as in another \
+        "The waiter's group runs on a thread and runtime of its own, as in another \
          process; the plain subscriber shares the leader's."
     );
     println!();
     println!(
         "Commands sent per flight, as the server's `MONITOR` saw them (a script's own \
-         commands left out): a leader's {}; a follower's {}.",
+         commands left out): a leader's {}; a waiter's {}.",
         commands(&f.leader_commands),
-        commands(&f.follower_commands)
+        commands(&f.waiter_commands)
     );
     let times: Vec<String> = f
         .server_time
@@ -628,6 +722,153 @@ pub(crate) fn print(figures: Option<&Figures>) {
     for surprise in &f.surprises {
         println!("- unexpected, figures suspect: {surprise}");
     }
+    println!();
+    match &f.cluster {
+        Ok(c) => print_cluster(c),
+        Err(why) => println!("On a Redis Cluster: not measured ({why})."),
+    }
+}
+
+/// The cluster rows: the same figures in `PING`s to the node serving the key's slot.
+fn print_cluster(c: &ClusterFigures) {
+    println!(
+        "On a Redis Cluster of three primaries (started for the run; the same sampling), in \
+         units of a `PING` to the node serving the key's slot:"
+    );
+    println!();
+    println!(
+        "| figure on the cluster | µs, median | µs, 90th percentile | `PING`s to the key's node (medians) | target |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    let ping = c.ping.median;
+    println!(
+        "| `PING` to the key's node | {:.1} | {:.1} | 1.00 | |",
+        ping, c.ping.p90
+    );
+    let verdict = |ratio: f64, target: f64| {
+        if ratio <= target {
+            format!("≤ {target}: **met**")
+        } else {
+            format!("≤ {target}: **not met**")
+        }
+    };
+    let added = c.leader.median - c.plain.median;
+    println!(
+        "| leader's added latency | {:.1} | {:.1} | {:.2} | {} |",
+        added,
+        c.leader.p90 - c.plain.median,
+        added / ping,
+        verdict(added / ping, LEADER_TARGET)
+    );
+    println!(
+        "| waiter's delivery (sharded pub/sub) | {:.1} | {:.1} | {:.2} | {} |",
+        c.waiter.median,
+        c.waiter.p90,
+        c.waiter.median / ping,
+        verdict(c.waiter.median / ping, WAITER_TARGET)
+    );
+    for surprise in &c.surprises {
+        println!("- unexpected on the cluster, figures suspect: {surprise}");
+    }
+}
+
+/// `redis-cli` on the `PATH` (next to `SF_REDIS_SERVER`'s directory first).
+fn cli_binary() -> Option<PathBuf> {
+    let beside = std::env::var_os("SF_REDIS_SERVER")
+        .map(PathBuf::from)
+        .and_then(|server| Some(server.parent()?.join("redis-cli")));
+    beside.filter(|path| path.is_file()).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join("redis-cli"))
+            .find(|path| path.is_file())
+    })
+}
+
+/// Three `redis-server`s joined into a cluster of three primaries, each killed on drop.
+struct LocalCluster {
+    seeds: Vec<String>,
+    _servers: Vec<Server>,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    fn start(binary: &PathBuf) -> Result<Self, String> {
+        let cli = cli_binary().ok_or("no redis-cli on the PATH")?;
+        let dir = std::env::temp_dir().join(format!("sf-report-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("no temporary directory: {e}"))?;
+        let mut cluster = Self {
+            seeds: Vec::new(),
+            _servers: Vec::new(),
+            dir,
+        };
+        for n in 0..3 {
+            // The bus's default port (the node's + 10000) may not exist: a free one.
+            let bus = free_port()?.to_string();
+            let config_file = format!("nodes-{n}.conf");
+            let dir = cluster
+                .dir
+                .to_str()
+                .ok_or("a temporary directory that is not UTF-8")?;
+            let server = Server::start_with(
+                binary,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-config-file",
+                    &config_file,
+                    "--dir",
+                    dir,
+                ],
+            )?;
+            cluster.seeds.push(format!("127.0.0.1:{}", server.port));
+            cluster._servers.push(server);
+        }
+        let created = Command::new(&cli)
+            .args(["--cluster", "create"])
+            .args(&cluster.seeds)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("redis-cli did not run: {e}"))?;
+        if !created.success() {
+            return Err("redis-cli --cluster create failed".to_owned());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for seed in &cluster.seeds {
+            let (host, port) = seed.rsplit_once(':').ok_or("a seed without a port")?;
+            loop {
+                let info = Command::new(&cli)
+                    .args(["-h", host, "-p", port, "cluster", "info"])
+                    .output()
+                    .map_err(|e| format!("redis-cli did not run: {e}"))?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("{seed} never said cluster_state:ok"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(cluster)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self._servers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port())
 }
 
 /// The server binary: `SF_REDIS_SERVER`, or `redis-server` on the `PATH`.
@@ -648,13 +889,16 @@ struct Server {
 
 impl Server {
     fn start(binary: &PathBuf) -> Result<Self, String> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        Self::start_with(binary, &[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` arguments.
+    fn start_with(binary: &PathBuf, args: &[&str]) -> Result<Self, String> {
+        let port = free_port()?;
         let child = Command::new(binary)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use singleflight_redis::{Config, Outcome, RedisGroup};
+use singleflight_redis::{Config, Error, FleetRole, RedisGroup};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
@@ -257,6 +257,23 @@ pub struct WorkerSpec {
 
 impl Worker {
     pub fn spawn(spec: &WorkerSpec) -> Self {
+        Self::spawn_with(&[
+            ("SF_URL", spec.url.as_str()),
+            ("SF_NS", &spec.namespace),
+            ("SF_KEY", &spec.key),
+            ("SF_CALLERS", &spec.callers.to_string()),
+            ("SF_WORK_MS", &spec.work_ms.to_string()),
+            ("SF_BEHAVIOUR", spec.behaviour),
+            ("SF_LEASE_MS", &spec.lease_ms.to_string()),
+            ("SF_LOG", spec.log.to_str().expect("utf-8 path")),
+            ("SF_ROUNDS", &spec.rounds.to_string()),
+            ("SF_BREAKER_MS", &spec.breaker_ms.to_string()),
+        ])
+    }
+
+    /// A worker that reads its settings from `env` (`SF_WORKER` is set too), for a test
+    /// binary whose `worker_process_entry` speaks its own protocol.
+    pub fn spawn_with(env: &[(&str, &str)]) -> Self {
         let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
@@ -265,16 +282,7 @@ impl Worker {
                 "--test-threads=1",
             ])
             .env("SF_WORKER", "1")
-            .env("SF_URL", &spec.url)
-            .env("SF_NS", &spec.namespace)
-            .env("SF_KEY", &spec.key)
-            .env("SF_CALLERS", spec.callers.to_string())
-            .env("SF_WORK_MS", spec.work_ms.to_string())
-            .env("SF_BEHAVIOUR", spec.behaviour)
-            .env("SF_LEASE_MS", spec.lease_ms.to_string())
-            .env("SF_LOG", &spec.log)
-            .env("SF_ROUNDS", spec.rounds.to_string())
-            .env("SF_BREAKER_MS", spec.breaker_ms.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -326,6 +334,12 @@ impl Worker {
     /// Lets the work of the current round finish.
     pub async fn go(&mut self) {
         let _ = self.stdin.write_all(b"go\n").await;
+        let _ = self.stdin.flush().await;
+    }
+
+    /// Sends one line of the worker's protocol.
+    pub async fn send(&mut self, line: &str) {
+        let _ = self.stdin.write_all(format!("{line}\n").as_bytes()).await;
         let _ = self.stdin.flush().await;
     }
 
@@ -704,7 +718,20 @@ async fn pipe(
 }
 
 // Calls shared by the test files: a fast configuration, a gate, and a leader in one group
-// with a follower in another.
+// with a waiter in another.
+
+/// A call's `(result, role)` as `Result<(value, role), error>`, so that a test asserts
+/// on both at once.
+pub trait Paired<V, E> {
+    fn paired(self) -> Result<(V, FleetRole), Error<E>>;
+}
+
+impl<V, E> Paired<V, E> for (Result<V, Error<E>>, Option<FleetRole>) {
+    fn paired(self) -> Result<(V, FleetRole), Error<E>> {
+        let (result, role) = self;
+        result.map(|value| (value, role.expect("a call with a value has a role")))
+    }
+}
 
 /// A configuration with short leases and timeouts, so faults heal quickly in tests.
 pub fn fast(namespace: &str) -> Config {
@@ -732,23 +759,23 @@ impl Gate {
     }
 }
 
-/// A leader in one group and a follower in another; returns the follower's outcome and
+/// A leader in one group and a waiter in another; returns the waiter's fleet_role and
 /// value, and the number of executions.
-pub async fn lead_and_follow<V, W>(
+pub async fn lead_and_wait<V, W>(
     server: &Server,
     leader_config: Config,
-    follower_config: Config,
+    waiter_config: Config,
     leader_value: V,
-    follower_value: W,
+    waiter_value: W,
     tamper: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
-    follower_first: bool,
-) -> (Outcome, W, usize)
+    waiter_first: bool,
+) -> (FleetRole, W, usize)
 where
     V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
     W: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let leader = RedisGroup::<V>::open(&server.url(), leader_config).expect("group");
-    let follower = RedisGroup::<W>::open(&server.url(), follower_config).expect("group");
+    let waiter = RedisGroup::<W>::open(&server.url(), waiter_config).expect("group");
     let (gate, runs) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let lead = tokio::spawn({
         let (gate, runs) = (gate.clone(), Arc::clone(&runs));
@@ -759,31 +786,35 @@ where
                     gate.wait().await;
                     leader_value
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
     wait_until("leader runs", || runs.load(Ordering::SeqCst) == 1).await;
-    let follow = tokio::spawn({
-        let (follower, runs) = (follower.clone(), Arc::clone(&runs));
+    let wait = tokio::spawn({
+        let (waiter, runs) = (waiter.clone(), Arc::clone(&runs));
         async move {
-            follower
+            waiter
                 .call("k", || async move {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    follower_value
+                    waiter_value
                 })
+                .with_role()
                 .await
+                .paired()
         }
     });
-    wait_until("follower waits", || follower.fleet_waiting() == 1).await;
+    wait_until("waiter waits", || waiter.fleet_waiting() == 1).await;
     let mut conn = server.connection().await;
     tamper(&mut conn).await;
-    if !follower_first {
+    if !waiter_first {
         gate.open();
     }
-    let (value, outcome) = follow.await.expect("task").expect("value");
+    let (value, fleet_role) = wait.await.expect("task").expect("value");
     gate.open();
     assert!(lead.await.expect("task").is_ok());
-    (outcome, value, runs.load(Ordering::SeqCst))
+    (fleet_role, value, runs.load(Ordering::SeqCst))
 }
 
 /// A Sentinel deployment on loopback: one primary, one replica (`--replicaof`) and three

@@ -1,17 +1,21 @@
-//! What a call reports besides its value: how the fleet settled it, and its errors.
+//! What a call reports besides its value: the role it played across the fleet, and its
+//! errors.
 
 use core::fmt;
+use core::time::Duration;
 use std::sync::Arc;
 
 pub use singleflight_core::PanicMessage;
 
-/// How a call was settled across the fleet.
+/// The role a call played across the fleet: what [`Call::with_role`](crate::Call::with_role)
+/// reports beside the result.
 ///
-/// Every caller of one in-process flight sees the outcome of that flight: the process's
-/// caller that reached Redis decided it, and the others shared it (see the crate docs).
+/// Every caller of one in-process flight shares the role of that flight: the process's
+/// caller that reached Redis played it, and the others joined it in-process (see the crate
+/// docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Outcome {
+pub enum FleetRole {
     /// This process won the lease and ran the work. `generation` is the flight's fencing
     /// token: it grows with every election of the key.
     Leader {
@@ -19,11 +23,20 @@ pub enum Outcome {
         generation: u64,
     },
     /// Another process ran the work; its result arrived through Redis.
-    Follower {
+    Waiter {
         /// The generation of the flight whose result was received.
         generation: u64,
     },
-    /// This process followed another leader that went away (crashed, cancelled, panicked,
+    /// No work ran and no flight was waited for: a value a flight published (in any
+    /// process) within the reuse window ([`Config::reuse_for`](crate::Config::reuse_for))
+    /// was handed to this call.
+    Reused {
+        /// The generation of the flight that published the value.
+        generation: u64,
+        /// How long before this call the value was published (as Redis measures it).
+        age: Duration,
+    },
+    /// This process waited for another leader that went away (crashed, cancelled, panicked,
     /// or its lease expired), then won the new election and ran the work.
     Reelected {
         /// The generation of the new flight.
@@ -34,13 +47,18 @@ pub enum Outcome {
     Fallback(FallbackReason),
 }
 
-impl Outcome {
+impl FleetRole {
     /// Returns `true` if the work ran in this process (leader, re-elected or fallback).
     pub fn ran_locally(&self) -> bool {
-        !matches!(self, Self::Follower { .. })
+        !matches!(self, Self::Waiter { .. } | Self::Reused { .. })
     }
 
-    /// Returns `true` for [`Outcome::Fallback`].
+    /// Returns `true` for [`FleetRole::Reused`].
+    pub fn is_reused(&self) -> bool {
+        matches!(self, Self::Reused { .. })
+    }
+
+    /// Returns `true` for [`FleetRole::Fallback`].
     pub fn is_fallback(&self) -> bool {
         matches!(self, Self::Fallback(_))
     }
@@ -49,7 +67,8 @@ impl Outcome {
     pub fn generation(&self) -> Option<u64> {
         match *self {
             Self::Leader { generation }
-            | Self::Follower { generation }
+            | Self::Waiter { generation }
+            | Self::Reused { generation, .. }
             | Self::Reelected { generation } => Some(generation),
             Self::Fallback(_) => None,
         }
@@ -134,6 +153,32 @@ impl fmt::Display for FallbackReason {
         })
     }
 }
+
+/// A [`RedisGroup::forget`](crate::RedisGroup::forget) that did not reach Redis: it
+/// took effect in this process only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForgetError {
+    reason: FallbackReason,
+}
+
+impl ForgetError {
+    pub(crate) fn new(reason: FallbackReason) -> Self {
+        Self { reason }
+    }
+
+    /// Why Redis was not reached (unavailable, timed out, credentials refused).
+    pub fn reason(&self) -> FallbackReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for ForgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "forget reached this process only: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ForgetError {}
 
 /// The error of a leader in another process, as its `Display` text.
 #[derive(Clone, Debug, PartialEq, Eq)]
