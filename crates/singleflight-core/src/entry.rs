@@ -128,12 +128,11 @@ where
         .flights()
         .register(hash, key, waker, |id| group.is_leading(id))?;
     match registered {
-        Registered::Waiter { flight, ticket } => Ok(Entry::Waiter(Waiter::new(
-            group_ref,
-            flight,
-            ticket,
-            waker.is_some(),
-        ))),
+        Registered::Waiter { flight, ticket } => {
+            let mut waiter = Waiter::new(group_ref, flight, ticket, waker.is_some());
+            waiter.observe_start(key);
+            Ok(Entry::Waiter(waiter))
+        }
         Registered::Leader(at) => {
             // The guard exists before the hook runs: if the hook panics, dropping the guard
             // ends the flight like any dropped leader's, and then the panic goes on.
@@ -142,7 +141,12 @@ where
                 // After the guard: if the key's `ToOwned` panics, the flight is abandoned.
                 track(leader.group(), at, key, generation);
             }
-            match leader.group().observe_caught(|o| o.leader_started()) {
+            let group = leader.group();
+            let started = group.observe_caught(|o| {
+                let key = group.key_ref(key);
+                o.leader_started(&group.info(at).with_key(&key))
+            });
+            match started {
                 Ok(started) => leader.set_started(started),
                 Err(payload) => {
                     drop(leader);
@@ -174,7 +178,7 @@ where
 fn reuse_lookup<K, T, S, Q>(group: &Group<K, T, S>, hash: u64, key: &Q) -> Result<Reused<T>, u64>
 where
     K: Borrow<Q>,
-    Q: ?Sized + Eq,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
 {
     let Some(reuse) = group.reuse() else {
         return Err(0);
@@ -182,7 +186,8 @@ where
     match reuse.lookup(hash, key) {
         Lookup::Miss(generation) => Err(generation),
         Lookup::Fresh(reused) => {
-            if let Err(payload) = group.observe_caught(|o| o.reused()) {
+            let hook = group.observe_caught(|o| o.reused(group.name(), &group.key_ref(key)));
+            if let Err(payload) = hook {
                 unwind::resume(payload)
             }
             Ok(reused)

@@ -250,9 +250,11 @@ impl<G: GroupRef> Leader<G> {
         // With a reuse window: an ending with no value may leave a tracked entry to clear.
         let abandons =
             group.reuse().is_some() && matches!(ending, Ending::Dropped | Ending::Panicked(_));
+        let failed = execution == Execution::Failed;
+        let at = self.at;
         let ended = group
             .flights()
-            .end(self.at, ending, group.leader_drop_policy());
+            .end(at, ending, failed, group.leader_drop_policy());
         if abandons && ended.over() {
             abandon_reusable(group, self.at);
         }
@@ -263,11 +265,14 @@ impl<G: GroupRef> Leader<G> {
                 // wake, no clone, so nothing can panic before the observer hears of it.
                 if dropped {
                     group.observe_in_drop(|o| {
-                        o.execution_finished(started, Execution::Dropped);
-                        o.flight_finished();
+                        let info = group.info(at);
+                        o.execution_finished(&info, started, Execution::Dropped);
+                        o.flight_finished(&info);
                     });
                 } else {
-                    group.observe_in_drop(|o| o.leader_finished(started, execution));
+                    group.observe_in_drop(|o| {
+                        o.leader_finished(&group.info(at), started, execution)
+                    });
                 }
                 drop(slot);
                 return (own.map(Ok), false);
@@ -278,15 +283,17 @@ impl<G: GroupRef> Leader<G> {
             let over = ended.over;
             drop(ended);
             group.observe_in_drop(|o| {
-                o.execution_finished(started, Execution::Dropped);
+                let info = group.info(at);
+                o.execution_finished(&info, started, Execution::Dropped);
                 if over {
-                    o.flight_finished();
+                    o.flight_finished(&info);
                 }
             });
             return (None, false);
         }
         let mut told = Told {
             group,
+            at,
             ended,
             started,
             execution,
@@ -426,6 +433,7 @@ fn classify<T>(value: &T, failed: fn(&T) -> bool) -> Execution {
 /// A guard, so that all of it happens even if the leader's clone of its value panics first.
 struct Told<'g, K, T, S> {
     group: &'g Group<K, T, S>,
+    at: FlightRef,
     ended: Shared<K, T>,
     started: u64,
     execution: Execution,
@@ -434,16 +442,15 @@ struct Told<'g, K, T, S> {
 impl<K, T, S> Drop for Told<'_, K, T, S> {
     fn drop(&mut self) {
         self.ended.publish();
+        let (group, at) = (self.group, self.at);
         let (started, execution) = (self.started, self.execution);
         // While unwinding (the leader's clone panicked, without `std` to catch it), a hook
         // that panics too would abort: it is discarded instead.
         let hook = if unwind::unwinding() {
-            self.group
-                .observe_in_drop(|o| o.leader_finished(started, execution));
+            group.observe_in_drop(|o| o.leader_finished(&group.info(at), started, execution));
             Ok(())
         } else {
-            self.group
-                .observe_caught(|o| o.leader_finished(started, execution))
+            group.observe_caught(|o| o.leader_finished(&group.info(at), started, execution))
         };
         self.ended.wake();
         if let Err(payload) = hook {

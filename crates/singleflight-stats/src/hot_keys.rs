@@ -29,9 +29,11 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::hash::BuildHasher;
+use core::hash::{BuildHasher, Hasher};
 use core::mem::size_of;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use singleflight_core::ObservedKey;
 
 /// The end of a list, and an empty index entry.
 const NIL: u32 = u32::MAX;
@@ -47,9 +49,15 @@ const NIL: u32 = u32::MAX;
 /// (coalescing saves work on them); keys by executions are the ones that cost the backend
 /// most.
 ///
-/// **Fed by hand, for now.** The group's observer hooks do not carry the key, so a group
-/// cannot feed this on its own yet: call the `record_*` methods where the key is known,
-/// such as in the work closure (which runs once per execution) and around the call.
+/// **Fed by a group** through [`Stats::with_hot_keys`](crate::Stats::with_hot_keys): the
+/// observer hooks offer each call's key by reference, recorded with
+/// [`record_observed_join`](Self::record_observed_join) and
+/// [`record_observed_execution`](Self::record_observed_execution). A key is then held
+/// as the group gives it to observers: formatted (`"<group>/<key>"`, or the key alone for
+/// a group with no name) if the group has a key format (`with_key_format`,
+/// `with_key_debug`), and otherwise as its hash (8 bytes, little-endian, under this
+/// record's random seed), so no key type has to be printable. It can also be fed by hand,
+/// with the bytes of any key, where the key is known.
 ///
 /// # Accuracy
 ///
@@ -181,13 +189,47 @@ impl HotKeys {
     /// Counts a call for `key` that joined a flight (a hit).
     pub fn record_join(&self, key: &[u8]) {
         let hash = self.hasher.hash_one(key);
-        lock(&self.joins).record(hash, key);
+        lock(&self.joins).record(hash, Bytes::whole(key));
     }
 
     /// Counts a call for `key` that ran the work (a miss).
     pub fn record_execution(&self, key: &[u8]) {
         let hash = self.hasher.hash_one(key);
-        lock(&self.executions).record(hash, key);
+        lock(&self.executions).record(hash, Bytes::whole(key));
+    }
+
+    /// Counts a call for an observed `key` of the group called `group` that joined a
+    /// flight (see the type's docs for how the key is held).
+    pub fn record_observed_join(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        let (hash, bytes) = self.observed(group, key);
+        lock(&self.joins).record(hash, bytes.bytes());
+    }
+
+    /// Counts a call for an observed `key` of the group called `group` that ran the work.
+    pub fn record_observed_execution(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        let (hash, bytes) = self.observed(group, key);
+        lock(&self.executions).record(hash, bytes.bytes());
+    }
+
+    /// The hash and the bytes held of an observed key: hashed (with its group's name) and
+    /// formatted, if it can be, outside any lock, as both run user code.
+    fn observed(&self, group: Option<&str>, key: &dyn ObservedKey) -> (u64, Held) {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(group.unwrap_or("").as_bytes());
+        hasher.write_u8(0xff);
+        key.hash_with(&mut hasher);
+        let hash = hasher.finish();
+        let mut held = Held::new();
+        if let Some(group) = group {
+            held.push(group.as_bytes());
+            held.push(b"/");
+        }
+        match key.write_key(&mut held) {
+            Some(Ok(())) => {}
+            // No format, or one that failed: the key is known by its hash alone.
+            _ => held = Held::hashed(hash),
+        }
+        (hash, held)
     }
 
     /// The `k` keys joined most, hottest first (ties: the smaller error, then the key).
@@ -214,6 +256,77 @@ impl HotKeys {
     pub fn clear(&self) {
         lock(&self.joins).clear();
         lock(&self.executions).clear();
+    }
+}
+
+/// The bytes held of an observed key: its formatted first [`Held::CAP`] bytes, and its
+/// whole length (longer keys are told apart by their hash and length, as any key over the
+/// record's cap is; a record keeping more than `CAP` bytes a key holds zeros past them).
+struct Held {
+    bytes: [u8; Held::CAP],
+    len: usize,
+}
+
+impl Held {
+    /// The most bytes of a formatted key kept on the stack (a record keeps at most its
+    /// own `key_bytes`).
+    const CAP: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAP],
+            len: 0,
+        }
+    }
+
+    fn hashed(hash: u64) -> Self {
+        let mut held = Self::new();
+        held.push(&hash.to_le_bytes());
+        held
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.len < Self::CAP {
+            let kept = bytes.len().min(Self::CAP - self.len);
+            self.bytes[self.len..self.len + kept].copy_from_slice(&bytes[..kept]);
+        }
+        self.len += bytes.len();
+    }
+
+    fn bytes(&self) -> Bytes<'_> {
+        Bytes {
+            kept: &self.bytes[..self.len.min(Self::CAP)],
+            len: self.len,
+        }
+    }
+}
+
+/// A key as a sketch sees it: its first bytes (at least as many as the sketch keeps, when
+/// it has them) and its whole length.
+#[derive(Clone, Copy)]
+struct Bytes<'a> {
+    kept: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn whole(key: &'a [u8]) -> Self {
+        Self {
+            kept: key,
+            len: key.len(),
+        }
+    }
+
+    /// The first `cap` bytes (or all of them, if fewer are kept).
+    fn prefix(&self, cap: usize) -> &'a [u8] {
+        &self.kept[..self.kept.len().min(cap)]
+    }
+}
+
+impl fmt::Write for Held {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -345,7 +458,7 @@ impl Sketch {
             + self.buckets.len() * size_of::<Bucket>()
     }
 
-    fn record(&mut self, hash: u64, key: &[u8]) {
+    fn record(&mut self, hash: u64, key: Bytes<'_>) {
         self.events += 1;
         if let Some(slot) = self.find(hash, key) {
             self.increment(slot);
@@ -366,13 +479,16 @@ impl Sketch {
     }
 
     /// Writes `key` into `slot` and indexes it.
-    fn store(&mut self, slot: u32, hash: u64, key: &[u8], error: u64) {
-        let kept = key.len().min(self.key_bytes);
+    fn store(&mut self, slot: u32, hash: u64, key: Bytes<'_>, error: u64) {
+        let kept = key.prefix(self.key_bytes);
         let start = slot as usize * self.key_bytes;
-        self.keys[start..start + kept].copy_from_slice(&key[..kept]);
+        let end = start + key.len.min(self.key_bytes);
+        // Bytes past those given (a formatted key over `Held::CAP`) are zeros.
+        self.keys[start..start + kept.len()].copy_from_slice(kept);
+        self.keys[start + kept.len()..end].fill(0);
         let s = &mut self.slots[slot as usize];
         s.hash = hash;
-        s.len = key.len();
+        s.len = key.len;
         s.error = error;
         let mask = self.index.len() - 1;
         let mut at = hash as usize & mask;
@@ -389,7 +505,7 @@ impl Sketch {
         &self.keys[start..start + kept]
     }
 
-    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+    fn find(&self, hash: u64, key: Bytes<'_>) -> Option<u32> {
         let mask = self.index.len() - 1;
         let mut at = hash as usize & mask;
         loop {
@@ -398,9 +514,8 @@ impl Sketch {
                 return None;
             }
             let s = &self.slots[slot as usize];
-            if s.hash == hash
-                && s.len == key.len()
-                && self.key(slot) == &key[..key.len().min(self.key_bytes)]
+            let want = key.prefix(self.key_bytes);
+            if s.hash == hash && s.len == key.len && self.key(slot).get(..want.len()) == Some(want)
             {
                 return Some(slot);
             }

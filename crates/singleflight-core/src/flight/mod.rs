@@ -414,8 +414,9 @@ impl<K, T> Flights<K, T> {
     /// the takeover `policy`, a dropped leader's flight goes on with the oldest waiter
     /// promoted, if one is left; otherwise the flight's slot leaves the table (its key is
     /// dropped later, with no lock held) and its outcome is stored for every waiting caller
-    /// (a value the leader keeps a copy of, once the leader has cloned it: see [`Ended`]).
-    /// Nothing is woken and no observer told here.
+    /// (a value the leader keeps a copy of, once the leader has cloned it: see [`Ended`]),
+    /// marked as a failure if `failed` (for the waiters' observers). Nothing is woken and
+    /// no observer told here.
     // Always inlined: the path of every uncontended call, whose flight nobody joined; the
     // rest is out of line (`promote`, `end_shared`).
     #[inline(always)]
@@ -423,6 +424,7 @@ impl<K, T> Flights<K, T> {
         &self,
         at: FlightRef,
         ending: Ending<T>,
+        failed: bool,
         policy: LeaderDropPolicy,
     ) -> Ended<K, T> {
         let shard = self.shard(at.hash);
@@ -458,7 +460,7 @@ impl<K, T> Flights<K, T> {
             };
             return Ended::Alone { own, slot };
         };
-        Ended::Shared(Self::end_shared(flight, ending, slot))
+        Ended::Shared(Self::end_shared(flight, ending, failed, slot))
     }
 
     /// **promote** the oldest waiter of the flight at `at`, if it has one; its waker comes
@@ -477,8 +479,12 @@ impl<K, T> Flights<K, T> {
     fn end_shared(
         flight: Arc<Flight<T>>,
         ending: Ending<T>,
+        failed: bool,
         slot: Option<Slot<K, T>>,
     ) -> Shared<K, T> {
+        if failed {
+            flight.mark_failed();
+        }
         let mut ended = Shared {
             over: true,
             shared: false,
