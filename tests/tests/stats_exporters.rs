@@ -221,9 +221,9 @@ mod tracing_exporter {
     use super::*;
     use singleflight_stats::{EXECUTION_SPAN, TracingObserver, WAIT_SPAN};
     use tracing::field::{Field, Visit};
-    use tracing_core::span::Current;
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Level, Metadata, Subscriber};
+    use tracing_core::span::Current;
 
     #[derive(Debug, Clone, PartialEq)]
     struct Captured {

@@ -250,11 +250,9 @@ impl<G: GroupRef> Leader<G> {
         // With a reuse window: an ending with no value may leave a tracked entry to clear.
         let abandons =
             group.reuse().is_some() && matches!(ending, Ending::Dropped | Ending::Panicked(_));
-        let failed = execution == Execution::Failed;
-        let at = self.at;
         let ended = group
             .flights()
-            .end(at, ending, failed, group.leader_drop_policy());
+            .end(self.at, ending, group.leader_drop_policy());
         if abandons && ended.over() {
             abandon_reusable(group, self.at);
         }
@@ -265,13 +263,13 @@ impl<G: GroupRef> Leader<G> {
                 // wake, no clone, so nothing can panic before the observer hears of it.
                 if dropped {
                     group.observe_in_drop(|o| {
-                        let info = group.info(at);
+                        let info = group.info(self.at);
                         o.execution_finished(&info, started, Execution::Dropped);
                         o.flight_finished(&info);
                     });
                 } else {
                     group.observe_in_drop(|o| {
-                        o.leader_finished(&group.info(at), started, execution)
+                        o.leader_finished(&group.info(self.at), started, execution)
                     });
                 }
                 drop(slot);
@@ -283,7 +281,7 @@ impl<G: GroupRef> Leader<G> {
             let over = ended.over;
             drop(ended);
             group.observe_in_drop(|o| {
-                let info = group.info(at);
+                let info = group.info(self.at);
                 o.execution_finished(&info, started, Execution::Dropped);
                 if over {
                     o.flight_finished(&info);
@@ -293,13 +291,13 @@ impl<G: GroupRef> Leader<G> {
         }
         let mut told = Told {
             group,
-            at,
+            at: self.at,
             ended,
             started,
             execution,
         };
         let copy = copy(&mut told.ended);
-        let shared = told.ended.publish();
+        let shared = told.publish();
         drop(told);
         (copy, shared)
     }
@@ -439,18 +437,29 @@ struct Told<'g, K, T, S> {
     execution: Execution,
 }
 
+impl<K, T, S> Told<'_, K, T, S> {
+    /// Stores the outcome for the waiters (once), marked as a failure if it is one;
+    /// returns the leader's `shared` answer.
+    fn publish(&mut self) -> bool {
+        if self.execution == Execution::Failed {
+            self.ended.mark_failed();
+        }
+        self.ended.publish()
+    }
+}
+
 impl<K, T, S> Drop for Told<'_, K, T, S> {
     fn drop(&mut self) {
-        self.ended.publish();
-        let (group, at) = (self.group, self.at);
+        self.publish();
+        let group = self.group;
         let (started, execution) = (self.started, self.execution);
         // While unwinding (the leader's clone panicked, without `std` to catch it), a hook
         // that panics too would abort: it is discarded instead.
         let hook = if unwind::unwinding() {
-            group.observe_in_drop(|o| o.leader_finished(&group.info(at), started, execution));
+            group.observe_in_drop(|o| o.leader_finished(&group.info(self.at), started, execution));
             Ok(())
         } else {
-            group.observe_caught(|o| o.leader_finished(&group.info(at), started, execution))
+            group.observe_caught(|o| o.leader_finished(&group.info(self.at), started, execution))
         };
         self.ended.wake();
         if let Err(payload) = hook {

@@ -327,12 +327,10 @@ impl<G: GroupRef> Drop for Waiter<G> {
         if self.flight.leave(self.ticket) {
             // Promoted, and gone before it claimed the lead: no execution started, so the
             // flight ends (or passes on) with no execution hook.
-            let ended = group.flights().end(
-                self.flight.at,
-                Ending::Dropped,
-                false,
-                group.leader_drop_policy(),
-            );
+            let ended =
+                group
+                    .flights()
+                    .end(self.flight.at, Ending::Dropped, group.leader_drop_policy());
             over = ended.over();
             drop(ended);
             if over && group.reuse().is_some() {
