@@ -98,6 +98,10 @@ pub struct HotKeys {
     joins: Mutex<Sketch>,
     executions: Mutex<Sketch>,
     hasher: foldhash::quality::RandomState,
+    /// Records one event in `sample` (see [`HotKeys::sampled`]).
+    sample: u32,
+    /// An event is recorded if a random `u64` is at most this (`u64::MAX`: every one).
+    threshold: u64,
 }
 
 /// One of the hottest keys, as [`HotKeys::top_joins`] and [`HotKeys::top_executions`]
@@ -154,7 +158,66 @@ impl HotKeys {
             joins: Mutex::new(Sketch::new(slots, key_bytes)),
             executions: Mutex::new(Sketch::new(slots, key_bytes)),
             hasher: foldhash::quality::RandomState::default(),
+            sample: 1,
+            threshold: u64::MAX,
         }
+    }
+
+    /// Records each event with probability `1 / one_in` (independently, from a per-thread
+    /// random stream), and reports every count multiplied by `one_in`: the cost of a
+    /// record is paid once in `one_in` events, and the hottest keys stand out all the
+    /// same, since a key's sampled count follows its true count. Counts are then
+    /// estimates, off by a few times `one_in` (no longer a bound from above: the
+    /// [`error`](HotKey::error) bounds the sketch's overestimate of the sample only). A
+    /// group's `Stats` records every call of every key: sampling is what keeps that
+    /// within a few percent of a call (see the crate docs' *Cost*).
+    ///
+    /// # Panics
+    ///
+    /// If `one_in` is `0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use singleflight_stats::HotKeys;
+    ///
+    /// let hot = HotKeys::new(100).sampled(16);
+    /// for _ in 0..16_000 {
+    ///     hot.record_join(b"hot");
+    /// }
+    /// let top = hot.top_joins(1);
+    /// assert_eq!(top[0].key, b"hot");
+    /// assert!((12_000..20_000).contains(&top[0].count), "{}", top[0].count);
+    /// ```
+    #[must_use]
+    pub fn sampled(self, one_in: u32) -> Self {
+        assert!(one_in > 0, "HotKeys::sampled needs a rate of at least 1");
+        Self {
+            sample: one_in,
+            threshold: u64::MAX / u64::from(one_in),
+            ..self
+        }
+    }
+
+    /// The sampling rate: one event recorded in this many ([`sampled`](Self::sampled)).
+    pub fn sample_rate(&self) -> u32 {
+        self.sample
+    }
+
+    /// Whether to record this event.
+    #[inline]
+    pub(crate) fn sampled_now(&self) -> bool {
+        self.threshold == u64::MAX || random() <= self.threshold
+    }
+
+    /// Scales a sketch's report by the sampling rate.
+    fn scale(&self, mut top: Vec<HotKey>) -> Vec<HotKey> {
+        let rate = u64::from(self.sample);
+        for hot in &mut top {
+            hot.count = hot.count.saturating_mul(rate);
+            hot.error = hot.error.saturating_mul(rate);
+        }
+        top
     }
 
     /// The most memory a `HotKeys` made with these parameters takes, in bytes: per slot and
@@ -188,12 +251,18 @@ impl HotKeys {
 
     /// Counts a call for `key` that joined a flight (a hit).
     pub fn record_join(&self, key: &[u8]) {
+        if !self.sampled_now() {
+            return;
+        }
         let hash = self.hasher.hash_one(key);
         lock(&self.joins).record(hash, Bytes::whole(key));
     }
 
     /// Counts a call for `key` that ran the work (a miss).
     pub fn record_execution(&self, key: &[u8]) {
+        if !self.sampled_now() {
+            return;
+        }
         let hash = self.hasher.hash_one(key);
         lock(&self.executions).record(hash, Bytes::whole(key));
     }
@@ -201,19 +270,31 @@ impl HotKeys {
     /// Counts a call for an observed `key` of the group called `group` that joined a
     /// flight (see the type's docs for how the key is held).
     pub fn record_observed_join(&self, group: Option<&str>, key: &dyn ObservedKey) {
-        let (hash, bytes) = self.observed(group, key);
-        lock(&self.joins).record(hash, bytes.bytes());
+        if self.sampled_now() {
+            self.record_sampled(group, key, Ranking::Joins);
+        }
     }
 
     /// Counts a call for an observed `key` of the group called `group` that ran the work.
     pub fn record_observed_execution(&self, group: Option<&str>, key: &dyn ObservedKey) {
-        let (hash, bytes) = self.observed(group, key);
-        lock(&self.executions).record(hash, bytes.bytes());
+        if self.sampled_now() {
+            self.record_sampled(group, key, Ranking::Executions);
+        }
     }
 
-    /// The hash and the bytes held of an observed key: hashed (with its group's name) and
-    /// formatted, if it can be, outside any lock, as both run user code.
-    fn observed(&self, group: Option<&str>, key: &dyn ObservedKey) -> (u64, Held) {
+    /// Records an observed key, already sampled, in `ranking`: hashed (with its group's
+    /// name) and formatted, if it can be, outside the lock, as both run user code.
+    #[inline(never)]
+    pub(crate) fn record_sampled(
+        &self,
+        group: Option<&str>,
+        key: &dyn ObservedKey,
+        ranking: Ranking,
+    ) {
+        let sketch = match ranking {
+            Ranking::Joins => &self.joins,
+            Ranking::Executions => &self.executions,
+        };
         let mut hasher = self.hasher.build_hasher();
         hasher.write(group.unwrap_or("").as_bytes());
         hasher.write_u8(0xff);
@@ -225,31 +306,30 @@ impl HotKeys {
             held.push(b"/");
         }
         match key.write_key(&mut held) {
-            Some(Ok(())) => {}
+            Some(Ok(())) => lock(sketch).record(hash, held.bytes()),
             // No format, or one that failed: the key is known by its hash alone.
-            _ => held = Held::hashed(hash),
+            _ => lock(sketch).record(hash, Bytes::whole(&hash.to_le_bytes())),
         }
-        (hash, held)
     }
 
     /// The `k` keys joined most, hottest first (ties: the smaller error, then the key).
     pub fn top_joins(&self, k: usize) -> Vec<HotKey> {
-        lock(&self.joins).top(k)
+        self.scale(lock(&self.joins).top(k))
     }
 
     /// The `k` keys executed most, hottest first (ties: the smaller error, then the key).
     pub fn top_executions(&self, k: usize) -> Vec<HotKey> {
-        lock(&self.executions).top(k)
+        self.scale(lock(&self.executions).top(k))
     }
 
     /// Joins recorded since this was made or cleared.
     pub fn joins(&self) -> u64 {
-        lock(&self.joins).events
+        lock(&self.joins).events * u64::from(self.sample)
     }
 
     /// Executions recorded since this was made or cleared.
     pub fn executions(&self) -> u64 {
-        lock(&self.executions).events
+        lock(&self.executions).events * u64::from(self.sample)
     }
 
     /// Forgets every key, keeping the memory.
@@ -257,6 +337,13 @@ impl HotKeys {
         lock(&self.joins).clear();
         lock(&self.executions).clear();
     }
+}
+
+/// Which ranking an event counts in.
+#[derive(Clone, Copy)]
+pub(crate) enum Ranking {
+    Joins,
+    Executions,
 }
 
 /// The bytes held of an observed key: its formatted first [`Held::CAP`] bytes, and its
@@ -277,12 +364,6 @@ impl Held {
             bytes: [0; Self::CAP],
             len: 0,
         }
-    }
-
-    fn hashed(hash: u64) -> Self {
-        let mut held = Self::new();
-        held.push(&hash.to_le_bytes());
-        held
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -340,6 +421,28 @@ impl fmt::Debug for HotKeys {
             .field("executions", &self.executions())
             .finish_non_exhaustive()
     }
+}
+
+/// A random number from the calling thread's own xorshift stream, seeded from the
+/// process's random hasher state and the stream's address.
+#[inline]
+fn random() -> u64 {
+    use core::cell::Cell;
+    std::thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            let seed = foldhash::fast::RandomState::default().hash_one(core::ptr::from_ref(state));
+            x = seed | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
 }
 
 fn lock(sketch: &Mutex<Sketch>) -> MutexGuard<'_, Sketch> {

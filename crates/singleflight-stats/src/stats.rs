@@ -10,7 +10,7 @@ use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 #[cfg(feature = "std")]
 use crate::clock::{Clock, nanos};
 #[cfg(feature = "std")]
-use crate::hot_keys::{HotKey, HotKeys};
+use crate::hot_keys::{HotKey, HotKeys, Ranking};
 use crate::snapshot::Snapshot;
 
 /// Lock-free statistics of one or more groups: attach it with `with_observer`, read it with
@@ -420,17 +420,12 @@ impl fmt::Debug for Stats {
     }
 }
 
-/// Records the key `flight` offers, if any, out of line: the hooks of a `Stats` without
-/// hot keys stay small.
+/// Records the key `flight` offers, if any (an event already sampled).
 #[cfg(feature = "std")]
-#[inline(never)]
-fn record_key(
-    hot: &HotKeys,
-    flight: &FlightInfo<'_>,
-    record: fn(&HotKeys, Option<&str>, &dyn ObservedKey),
-) {
+#[inline]
+fn record_key(hot: &HotKeys, flight: &FlightInfo<'_>, ranking: Ranking) {
     if let Some(key) = flight.key() {
-        record(hot, flight.group(), key);
+        hot.record_sampled(flight.group(), key, ranking);
     }
 }
 
@@ -496,7 +491,9 @@ impl Observer for Stats {
     fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
         #[cfg(feature = "std")]
         if let Some(hot) = &self.hot_keys {
-            record_key(hot, flight, HotKeys::record_observed_execution);
+            if hot.sampled_now() {
+                record_key(hot, flight, Ranking::Executions);
+            }
         }
         // `flight_started` counts nothing here.
         self.execution_started(flight)
@@ -506,7 +503,9 @@ impl Observer for Stats {
     fn waiter_started(&self, flight: &FlightInfo<'_>) -> u64 {
         #[cfg(feature = "std")]
         if let Some(hot) = &self.hot_keys {
-            record_key(hot, flight, HotKeys::record_observed_join);
+            if hot.sampled_now() {
+                record_key(hot, flight, Ranking::Joins);
+            }
         }
         let _ = flight;
         0
