@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use singleflight_core::{Error, Execution, Group, LeaderDropPolicy, Observer};
+use singleflight_core::{Error, Execution, FlightInfo, Group, LeaderDropPolicy, Observer, Wait};
 
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
@@ -38,23 +38,26 @@ impl Hooks {
 }
 
 impl Observer for Hooks {
-    fn flight_started(&self) {
+    fn flight_started(&self, _: &FlightInfo<'_>) {
         self.hear();
     }
-    fn flight_finished(&self) {
+    fn flight_finished(&self, _: &FlightInfo<'_>) {
         self.hear();
     }
-    fn execution_started(&self) -> u64 {
+    fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
         self.hear();
         0
     }
-    fn execution_finished(&self, _started: u64, _execution: Execution) {
+    fn execution_finished(&self, _: &FlightInfo<'_>, _started: u64, _execution: Execution) {
         self.hear();
     }
-    fn joined(&self) {
+    fn waiter_finished(&self, _: &FlightInfo<'_>, _started: u64, wait: Wait) {
+        if wait == Wait::Promoted {
+            return;
+        }
         self.hear();
     }
-    fn takeover(&self) {
+    fn takeover(&self, _: &FlightInfo<'_>) {
         self.hear();
     }
     fn timeout(&self) {

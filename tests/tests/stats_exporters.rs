@@ -219,10 +219,11 @@ mod metrics_exporter {
 
 mod tracing_exporter {
     use super::*;
-    use singleflight_stats::{EXECUTION_SPAN, TracingObserver};
+    use singleflight_stats::{EXECUTION_SPAN, TracingObserver, WAIT_SPAN};
     use tracing::field::{Field, Visit};
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Level, Metadata, Subscriber};
+    use tracing_core::span::Current;
 
     #[derive(Debug, Clone, PartialEq)]
     struct Captured {
@@ -240,6 +241,11 @@ mod tracing_exporter {
         spans: Arc<Mutex<Vec<(u64, Captured)>>>,
         events: Arc<Mutex<Vec<Captured>>>,
         closed: Arc<Mutex<Vec<u64>>>,
+        /// `(span, follows from)` pairs.
+        follows: Arc<Mutex<Vec<(u64, u64)>>>,
+        /// The spans entered, innermost last (the tests run on one thread).
+        entered: Arc<Mutex<Vec<(u64, &'static Metadata<'static>)>>>,
+        metadata: Arc<Mutex<HashMap<u64, &'static Metadata<'static>>>>,
     }
 
     impl Capture {
@@ -250,6 +256,9 @@ mod tracing_exporter {
                 spans: Arc::default(),
                 events: Arc::default(),
                 closed: Arc::default(),
+                follows: Arc::default(),
+                entered: Arc::default(),
+                metadata: Arc::default(),
             }
         }
     }
@@ -273,19 +282,35 @@ mod tracing_exporter {
             let id = self.next_id.fetch_add(1, Ordering::SeqCst);
             let mut fields = Fields(String::new());
             span.record(&mut fields);
+            let parent = if span.is_contextual() {
+                self.entered.lock().unwrap().last().map(|(id, _)| *id)
+            } else {
+                span.parent().map(Id::into_u64)
+            };
             self.spans.lock().unwrap().push((
                 id,
                 Captured {
                     name: span.metadata().name().to_owned(),
                     level: *span.metadata().level(),
-                    parent: span.parent().map(Id::into_u64),
+                    parent,
                     fields: fields.0,
                 },
             ));
+            let metadata = span.metadata();
+            self.metadata.lock().unwrap().insert(id, metadata);
             Id::from_u64(id)
         }
         fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn record_follows_from(&self, span: &Id, follows: &Id) {
+            let pair = (span.into_u64(), follows.into_u64());
+            self.follows.lock().unwrap().push(pair);
+        }
+        fn current_span(&self) -> Current {
+            match self.entered.lock().unwrap().last() {
+                Some((id, metadata)) => Current::new(Id::from_u64(*id), metadata),
+                None => Current::none(),
+            }
+        }
         fn event(&self, event: &Event<'_>) {
             let mut fields = Fields(String::new());
             event.record(&mut fields);
@@ -296,8 +321,13 @@ mod tracing_exporter {
                 fields: fields.0,
             });
         }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
+        fn enter(&self, id: &Id) {
+            let metadata = self.metadata.lock().unwrap()[&id.into_u64()];
+            self.entered.lock().unwrap().push((id.into_u64(), metadata));
+        }
+        fn exit(&self, _: &Id) {
+            self.entered.lock().unwrap().pop();
+        }
         fn try_close(&self, id: Id) -> bool {
             self.closed.lock().unwrap().push(id.into_u64());
             true
@@ -328,16 +358,20 @@ mod tracing_exporter {
         });
 
         let spans = capture.spans.lock().unwrap().clone();
-        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(spans.len(), 6, "an execution and five waits: {spans:?}");
         let (span_id, span) = &spans[0];
         assert_eq!(span.name, EXECUTION_SPAN);
         assert_eq!(span.level, Level::DEBUG);
-        assert_eq!(span.fields, "group=users;");
-        assert_eq!(
-            *capture.closed.lock().unwrap(),
-            [*span_id],
-            "the span ends with the execution"
-        );
+        assert!(span.fields.starts_with("group=users;flight="), "{span:?}");
+        let waits: Vec<_> = spans[1..].iter().map(|(id, _)| *id).collect();
+        assert!(spans[1..].iter().all(|(_, s)| s.name == WAIT_SPAN));
+        assert!(spans[1..].iter().all(|(_, s)| s.fields == span.fields));
+        let closed = capture.closed.lock().unwrap().clone();
+        assert_eq!(closed.len(), 6, "{closed:?}");
+        assert!(closed.contains(span_id), "the span ends with the execution");
+        let follows = capture.follows.lock().unwrap().clone();
+        let linked: Vec<_> = waits.iter().map(|&w| (w, *span_id)).collect();
+        assert_eq!(follows, linked, "each wait follows from the execution");
 
         let events = capture.events.lock().unwrap().clone();
         let finished: Vec<_> = events
@@ -357,6 +391,14 @@ mod tracing_exporter {
             "one event per coalesced caller: {events:?}"
         );
         assert!(joined.iter().all(|e| e.fields.contains("group=users")));
+        assert!(
+            joined
+                .iter()
+                .all(|e| e.fields.contains("wait=Received(Completed)")),
+            "{joined:?}"
+        );
+        let parents: Vec<_> = joined.iter().map(|e| e.parent.unwrap()).collect();
+        assert_eq!(parents, waits, "each in its wait's span");
         assert!(format!("{observer:?}").contains("executions: 0"));
     }
 
@@ -377,9 +419,14 @@ mod tracing_exporter {
             drop(dropped);
             assert_eq!(block_on(promoted), Ok(2));
         });
-        let spans = capture.spans.lock().unwrap().clone();
-        assert_eq!(spans.len(), 2, "one span per execution: {spans:?}");
-        assert_eq!(capture.closed.lock().unwrap().len(), 2);
+        let all = capture.spans.lock().unwrap().clone();
+        let spans: Vec<_> = all
+            .iter()
+            .filter(|(_, s)| s.name == EXECUTION_SPAN)
+            .collect();
+        assert_eq!(spans.len(), 2, "one span per execution: {all:?}");
+        assert_eq!(all.len(), 3, "and the promoted caller's wait: {all:?}");
+        assert_eq!(capture.closed.lock().unwrap().len(), 3);
         let events = capture.events.lock().unwrap().clone();
         let outcome = |id: u64| {
             events
@@ -422,5 +469,64 @@ mod tracing_exporter {
         });
         assert!(capture.spans.lock().unwrap().is_empty());
         assert!(capture.events.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_execution_is_a_root_that_follows_from_its_callers_span_and_waits_link_to_it() {
+        let _watchdog = singleflight_tests::watchdog!();
+        let capture = Capture::new(Level::DEBUG);
+        let observer = Arc::new(TracingObserver::new("users"));
+        let (leader_request, waiter_request) =
+            tracing::subscriber::with_default(capture.clone(), || {
+                let group = Group::<String, u32>::new()
+                    .with_name("profiles")
+                    .with_observer(observer.clone());
+                let gate = Gate::new();
+                let leader_request = tracing::info_span!("request");
+                let leader = leader_request.in_scope(|| {
+                    start(Box::pin(group.call("k", || async {
+                        gate.opened().await;
+                        1
+                    })))
+                });
+                let waiter_request = tracing::info_span!("request");
+                let waiter =
+                    waiter_request.in_scope(|| start(Box::pin(group.call("k", || async { 0 }))));
+                // The leader's caller goes away before the work is done (as detached work's
+                // launcher may): the execution's span is nobody's child, so nothing dangles.
+                gate.open();
+                assert_eq!(block_on(leader), Ok(1));
+                assert_eq!(block_on(waiter), Ok(1));
+                (
+                    leader_request.id().unwrap().into_u64(),
+                    waiter_request.id().unwrap().into_u64(),
+                )
+            });
+        let spans = capture.spans.lock().unwrap().clone();
+        let find = |name: &str| {
+            spans
+                .iter()
+                .find(|(_, s)| s.name == name)
+                .unwrap_or_else(|| panic!("no {name}: {spans:?}"))
+        };
+        let (execution, execution_span) = find(EXECUTION_SPAN);
+        let (wait, wait_span) = find(WAIT_SPAN);
+        assert_eq!(execution_span.parent, None, "an execution is a root");
+        assert_eq!(
+            wait_span.parent,
+            Some(waiter_request),
+            "a wait is its caller's"
+        );
+        assert!(
+            execution_span.fields.starts_with("group=profiles;"),
+            "the group's own name"
+        );
+        let follows = capture.follows.lock().unwrap().clone();
+        assert_eq!(
+            follows,
+            [(*execution, leader_request), (*wait, *execution)],
+            "the execution follows from its leader's call, the wait from the execution"
+        );
+        assert!(format!("{observer:?}").contains("executions: 0"));
     }
 }

@@ -89,6 +89,24 @@ impl<K, T, S> Group<K, T, S> {
         self.configure(|group| group.with_observer(observer))
     }
 
+    /// Names the group for its observer (see [`sf::Group::with_name`]).
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned: configure it first.
+    pub fn with_name(self, name: &str) -> Self {
+        self.configure(|group| group.with_name(name))
+    }
+
+    /// Lets observers format keys, with `format` (see [`sf::Group::with_key_format`]).
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned: configure it first.
+    pub fn with_key_format(self, format: sf::KeyFormat<K>) -> Self {
+        self.configure(|group| group.with_key_format(format))
+    }
+
     /// Splits the map of flights into `shards` shards, each under its own lock
     /// ([`DEFAULT_SHARDS`](sf::DEFAULT_SHARDS) unless set): fewer save memory (128 bytes or
     /// more each), more keep threads calling unrelated keys further apart.

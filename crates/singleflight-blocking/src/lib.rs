@@ -57,7 +57,8 @@ mod group;
 
 pub use group::{Group, Request};
 pub use singleflight_core::{
-    BoxedError, DefaultHashBuilder, Error, Execution, FlightId, Observer, PanicMessage, Role,
+    BoxedError, DefaultHashBuilder, Error, Execution, FlightId, FlightInfo, KeyFormat, ObservedKey,
+    Observer, PanicMessage, Role, Wait,
 };
 
 #[cfg(feature = "macros")]

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_lock::OnceCell;
-use singleflight_core::{Execution, Observer, PanicMessage};
+use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, PanicMessage, Wait};
 
 use crate::Value;
 
@@ -295,7 +295,7 @@ pub struct Counts {
     pub executions_finished: AtomicUsize,
     /// `execution_finished` with [`Execution::Dropped`].
     pub dropped: AtomicUsize,
-    /// `joined` (hits).
+    /// `waiter_finished`, but for promoted waiters (hits).
     pub hits: AtomicUsize,
     /// `takeover`.
     pub takeovers: AtomicUsize,
@@ -317,38 +317,41 @@ impl Counts {
 }
 
 impl Observer for Counts {
-    fn flight_started(&self) {
+    fn flight_started(&self, _: &FlightInfo<'_>) {
         self.flights_started.fetch_add(1, Ordering::SeqCst);
     }
-    fn flight_finished(&self) {
+    fn flight_finished(&self, _: &FlightInfo<'_>) {
         self.flights_finished.fetch_add(1, Ordering::SeqCst);
     }
-    fn execution_started(&self) -> u64 {
+    fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
         self.misses.fetch_add(1, Ordering::SeqCst);
         0
     }
-    fn execution_finished(&self, _started: u64, execution: Execution) {
+    fn execution_finished(&self, _: &FlightInfo<'_>, _started: u64, execution: Execution) {
         self.executions_finished.fetch_add(1, Ordering::SeqCst);
         if execution == Execution::Dropped {
             self.dropped.fetch_add(1, Ordering::SeqCst);
         }
     }
-    fn joined(&self) {
+    fn waiter_finished(&self, _: &FlightInfo<'_>, _started: u64, wait: Wait) {
+        if wait == Wait::Promoted {
+            return;
+        }
         self.hits.fetch_add(1, Ordering::SeqCst);
     }
-    fn takeover(&self) {
+    fn takeover(&self, _: &FlightInfo<'_>) {
         self.takeovers.fetch_add(1, Ordering::SeqCst);
     }
     fn timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::SeqCst);
     }
-    fn reused(&self) {
+    fn reused(&self, _: Option<&str>, _: &dyn ObservedKey) {
         self.reused.fetch_add(1, Ordering::SeqCst);
     }
-    fn refresh_started(&self) {
+    fn refresh_started(&self, _: &FlightInfo<'_>) {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
     }
-    fn refresh_failed(&self) {
+    fn refresh_failed(&self, _: &FlightInfo<'_>) {
         self.refresh_failures.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -143,12 +143,11 @@ where
         .flights()
         .register(hash, key, waker, |id| group.is_leading(id))?;
     match registered {
-        Registered::Waiter { flight, ticket } => Ok(Entry::Waiter(Waiter::new(
-            group_ref,
-            flight,
-            ticket,
-            waker.is_some(),
-        ))),
+        Registered::Waiter { flight, ticket } => {
+            let mut waiter = Waiter::new(group_ref, flight, ticket, waker.is_some());
+            waiter.observe_start(key);
+            Ok(Entry::Waiter(waiter))
+        }
         Registered::Leader(at) => {
             // The guard exists before the hook runs: if the hook panics, dropping the guard
             // ends the flight like any dropped leader's, and then the panic goes on.
@@ -157,7 +156,12 @@ where
                 // After the guard: if the key's `ToOwned` panics, the flight is abandoned.
                 track(leader.group(), at, key, generation);
             }
-            match leader.group().observe_caught(|o| o.leader_started()) {
+            let group = leader.group();
+            let started = group.observe_caught(|o| {
+                let key = group.key_ref(key);
+                o.leader_started(&group.info(at).with_key(&key))
+            });
+            match started {
                 Ok(started) => leader.set_started(started),
                 Err(payload) => {
                     drop(leader);
@@ -200,7 +204,7 @@ fn reuse_lookup<K, T, S, Q>(
 ) -> Result<(Reused<T>, Option<u64>), u64>
 where
     K: Borrow<Q>,
-    Q: ?Sized + Eq,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
 {
     let Some(reuse) = group.reuse() else {
         return Err(0);
@@ -210,7 +214,7 @@ where
         Lookup::Fresh(reused) => (reused, None),
         Lookup::Stale(reused, generation) => (reused, Some(generation)),
     };
-    if let Err(payload) = group.observe_caught(|o| o.reused()) {
+    if let Err(payload) = group.observe_caught(|o| o.reused(group.name(), &group.key_ref(key))) {
         if refresh.is_some() {
             reuse.refresh_not_started(hash, key);
         }
@@ -228,7 +232,7 @@ fn start_refresh<G, Q>(group_ref: G, hash: u64, key: &Q, generation: u64, refres
 where
     G: GroupRef,
     G::Key: Borrow<Q>,
-    Q: ?Sized + Eq + ToOwned<Owned = G::Key>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
 {
     let group = group_ref.group();
     let not_started = || {
@@ -248,8 +252,10 @@ where
     let mut leader = Leader::new(group_ref.clone(), at);
     track(group, at, key, generation);
     let started = leader.group().observe_caught(|o| {
-        let started = o.leader_started();
-        o.refresh_started();
+        let key = group.key_ref(key);
+        let info = group.info(at).with_key(&key);
+        let started = o.leader_started(&info);
+        o.refresh_started(&info);
         started
     });
     match started {

@@ -13,9 +13,10 @@ use core::time::Duration;
 
 use crate::flight::Flights;
 use crate::hash::DefaultHashBuilder;
-use crate::observer::Observer;
+use crate::observer::{FlightInfo, KeyFormat, KeyRef, Observer};
 use crate::reuse::Reuse;
 use crate::rt::Clock;
+use crate::types::FlightRef;
 use crate::types::LeaderDropPolicy;
 use crate::unwind::{self, Payload};
 
@@ -49,6 +50,10 @@ pub struct Group<K, T, S = DefaultHashBuilder> {
     hasher: S,
     policy: LeaderDropPolicy,
     observer: Option<AllocArc<dyn Observer>>,
+    /// The name observers are told (`with_name`).
+    name: Option<Box<str>>,
+    /// How observers may format keys (`with_key_format`).
+    key_format: Option<KeyFormat<K>>,
     /// The reuse window's store, if the group has one (`reuse_for`).
     reuse: Option<Box<Reuse<K, T>>>,
 }
@@ -82,6 +87,8 @@ impl<K, T, S> Group<K, T, S> {
             hasher,
             policy: LeaderDropPolicy::default(),
             observer: None,
+            name: None,
+            key_format: None,
             reuse: None,
         }
     }
@@ -125,6 +132,41 @@ impl<K, T, S> Group<K, T, S> {
     /// Attaches an observer (statistics, metrics, tracing). One observer may watch many groups.
     pub fn with_observer(mut self, observer: AllocArc<dyn Observer>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Names the group for its observer: every hook's [`FlightInfo`] carries the name, so
+    /// one observer can tell the groups it watches apart.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let users = singleflight_core::Group::<u32, u32>::new().with_name("users");
+    /// assert_eq!(users.name(), Some("users"));
+    /// ```
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The group's name, if it was given one ([`with_name`](Self::with_name)).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Lets observers format keys, with `format`: an observer's
+    /// [`ObservedKey::write_key`](crate::ObservedKey::write_key) calls it (on the key's
+    /// owned form, cloned from a borrowed one if the call used one). Without it keys can
+    /// only be hashed: they are the application's data, and need not be `Debug`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = singleflight_core::Group::<String, u32>::new()
+    ///     .with_key_format(|key, f| f.write_str(key));
+    /// ```
+    pub fn with_key_format(mut self, format: KeyFormat<K>) -> Self {
+        self.key_format = Some(format);
         self
     }
 
@@ -315,6 +357,21 @@ impl<K, T, S> Group<K, T, S> {
         }
     }
 
+    /// What a hook of the flight at `at` is told, with no key.
+    #[inline]
+    pub(crate) fn info(&self, at: FlightRef) -> FlightInfo<'_> {
+        FlightInfo::new(self.name.as_deref(), at.id())
+    }
+
+    /// The [`ObservedKey`](crate::ObservedKey) of a call's `key`.
+    #[inline]
+    pub(crate) fn key_ref<'k, Q: ?Sized>(&self, key: &'k Q) -> KeyRef<'k, K, Q> {
+        KeyRef {
+            key,
+            format: self.key_format,
+        }
+    }
+
     /// A number that identifies this group while it is borrowed (for re-entrancy checks).
     #[cfg(feature = "std")]
     pub(crate) fn address(&self) -> usize {
@@ -397,6 +454,14 @@ where
     }
 }
 
+impl<K: fmt::Debug, T, S> Group<K, T, S> {
+    /// Lets observers format keys with their `Debug`: [`with_key_format`](Self::with_key_format)
+    /// for a key type that has it.
+    pub fn with_key_debug(self) -> Self {
+        self.with_key_format(|key, f| fmt::Debug::fmt(key, f))
+    }
+}
+
 impl<K, V, E, S> Group<K, Result<V, E>, S> {
     /// Negative caching: keeps an error a flight published (an `Err` of fallible work) for
     /// the window `policy` gives it, `None` for not at all (the default for every error):
@@ -425,6 +490,7 @@ impl<K, T, S> fmt::Debug for Group<K, T, S> {
         f.debug_struct("Group")
             .field("in_flight", &self.in_flight())
             .field("policy", &self.policy)
+            .field("name", &self.name)
             .field("observed", &self.observer.is_some())
             .field("reusable", &self.reusable())
             .finish_non_exhaustive()

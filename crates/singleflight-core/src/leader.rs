@@ -137,9 +137,11 @@ impl<G: GroupRef> Leader<G> {
         let execution = classify(&value, failed);
         let kept = self.keep_reusable(&value, execution);
         let group = self.group_ref().clone();
+        let at = self.at;
         self.end(Ending::HandedOver(value), execution);
         if let Err(None) = kept {
-            group.group().observe_in_drop(|o| o.refresh_failed());
+            let group = group.group();
+            group.observe_in_drop(|o| o.refresh_failed(&group.info(at)));
         }
     }
 
@@ -207,11 +209,15 @@ impl<G: GroupRef> Leader<G> {
     {
         let kept = self.keep_reusable(&value, execution);
         let group = self.group_ref().clone();
+        let at = self.at;
         let ended = self.keep_classified(value, execution);
         match kept {
             Ok(()) => {}
             Err(Some(payload)) => unwind::resume(payload),
-            Err(None) => group.group().observe_in_drop(|o| o.refresh_failed()),
+            Err(None) => {
+                let group = group.group();
+                group.observe_in_drop(|o| o.refresh_failed(&group.info(at)));
+            }
         }
         ended
     }
@@ -283,11 +289,14 @@ impl<G: GroupRef> Leader<G> {
                 // wake, no clone, so nothing can panic before the observer hears of it.
                 if dropped {
                     group.observe_in_drop(|o| {
-                        o.execution_finished(started, Execution::Dropped);
-                        o.flight_finished();
+                        let info = group.info(self.at);
+                        o.execution_finished(&info, started, Execution::Dropped);
+                        o.flight_finished(&info);
                     });
                 } else {
-                    group.observe_in_drop(|o| o.leader_finished(started, execution));
+                    group.observe_in_drop(|o| {
+                        o.leader_finished(&group.info(self.at), started, execution)
+                    });
                 }
                 drop(slot);
                 return (own.map(Ok), false);
@@ -298,21 +307,23 @@ impl<G: GroupRef> Leader<G> {
             let over = ended.over;
             drop(ended);
             group.observe_in_drop(|o| {
-                o.execution_finished(started, Execution::Dropped);
+                let info = group.info(self.at);
+                o.execution_finished(&info, started, Execution::Dropped);
                 if over {
-                    o.flight_finished();
+                    o.flight_finished(&info);
                 }
             });
             return (None, false);
         }
         let mut told = Told {
             group,
+            at: self.at,
             ended,
             started,
             execution,
         };
         let copy = copy(&mut told.ended);
-        let shared = told.ended.publish();
+        let shared = told.publish();
         drop(told);
         (copy, shared)
     }
@@ -427,7 +438,7 @@ impl<G: GroupRef> Leader<G> {
 pub(crate) fn abandon_reusable<K, T, S>(group: &Group<K, T, S>, at: FlightRef) {
     if let Some(reuse) = group.reuse() {
         if reuse.store(at, None) == crate::reuse::Ended::RefreshFailed {
-            group.observe_in_drop(|o| o.refresh_failed());
+            group.observe_in_drop(|o| o.refresh_failed(&group.info(at)));
         }
     }
 }
@@ -446,24 +457,35 @@ fn classify<T>(value: &T, failed: fn(&T) -> bool) -> Execution {
 /// A guard, so that all of it happens even if the leader's clone of its value panics first.
 struct Told<'g, K, T, S> {
     group: &'g Group<K, T, S>,
+    at: FlightRef,
     ended: Shared<K, T>,
     started: u64,
     execution: Execution,
 }
 
+impl<K, T, S> Told<'_, K, T, S> {
+    /// Stores the outcome for the waiters (once), marked as a failure if it is one;
+    /// returns the leader's `shared` answer.
+    fn publish(&mut self) -> bool {
+        if self.execution == Execution::Failed {
+            self.ended.mark_failed();
+        }
+        self.ended.publish()
+    }
+}
+
 impl<K, T, S> Drop for Told<'_, K, T, S> {
     fn drop(&mut self) {
-        self.ended.publish();
+        self.publish();
+        let group = self.group;
         let (started, execution) = (self.started, self.execution);
         // While unwinding (the leader's clone panicked, without `std` to catch it), a hook
         // that panics too would abort: it is discarded instead.
         let hook = if unwind::unwinding() {
-            self.group
-                .observe_in_drop(|o| o.leader_finished(started, execution));
+            group.observe_in_drop(|o| o.leader_finished(&group.info(self.at), started, execution));
             Ok(())
         } else {
-            self.group
-                .observe_caught(|o| o.leader_finished(started, execution))
+            group.observe_caught(|o| o.leader_finished(&group.info(self.at), started, execution))
         };
         self.ended.wake();
         if let Err(payload) = hook {

@@ -222,7 +222,7 @@ pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
 pub use group::{DEFAULT_SHARDS, Group, GroupRef, MAX_SHARDS};
 pub use hash::{DefaultHashBuilder, DefaultHasher};
 pub use leader::Leader;
-pub use observer::{Execution, Observer};
+pub use observer::{Execution, FlightInfo, KeyFormat, ObservedKey, Observer, Wait};
 pub use reuse::Reused;
 pub use types::{FlightId, LeaderDropPolicy, Role};
 pub use waiter::{Waited, Waiter};

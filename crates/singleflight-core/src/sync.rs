@@ -34,10 +34,10 @@ pub(crate) use loom::sync::Arc;
 pub(crate) use alloc::sync::Arc;
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock with the same API on every backend. Poisoning is ignored: every
 /// critical section in this crate leaves the state consistent before anything can panic.

@@ -9,9 +9,10 @@ use core::task::{Poll, Waker};
 use crate::error::Error;
 #[cfg(feature = "std")]
 use crate::flight::Blocked;
-use crate::flight::{Ending, Flight, Found};
+use crate::flight::{Ending, Flight, Found, Outcome};
 use crate::group::GroupRef;
 use crate::leader::Leader;
+use crate::observer::{Execution, Wait};
 use crate::sync::Arc;
 use crate::types::FlightId;
 
@@ -51,9 +52,10 @@ impl<G: GroupRef> fmt::Debug for Waited<G> {
 ///
 /// Receiving the outcome clones the value (every waiter but the last to receive it gets a
 /// clone); if that `Clone` panics, the panic is this waiter's alone: the others still get
-/// the value. So is a panic of the observer's [`joined`](crate::Observer::joined),
-/// [`takeover`](crate::Observer::takeover) or `execution_started` hooks that this waiter
-/// runs: a promoted waiter whose hook panics passes its promotion on.
+/// the value. So is a panic of the observer's [`waiter_started`](crate::Observer::waiter_started),
+/// [`waiter_finished`](crate::Observer::waiter_finished), [`takeover`](crate::Observer::takeover)
+/// or `execution_started` hooks that this waiter runs: a promoted waiter whose hook panics
+/// passes its promotion on.
 #[must_use = "a waiter does nothing unless it is polled or waited on"]
 pub struct Waiter<G: GroupRef> {
     // Kept small: a herd is thousands of waiting calls, each holding one of these.
@@ -61,9 +63,11 @@ pub struct Waiter<G: GroupRef> {
     flight: Arc<Flight<G::Value>>,
     ticket: u64,
     stage: Stage,
-    /// Observers count this caller as a hit when it leaves; `false` for the caller of a
-    /// detached call, which already counted as its flight's execution.
+    /// Observers heard this caller join (`waiter_started`), and hear it leave; `false` for
+    /// the caller of a detached call, which already counted as its flight's execution.
     counted: bool,
+    /// The observer's token for this wait (see `Observer::waiter_started`).
+    started: u64,
 }
 
 /// Where a waiter is in its life.
@@ -96,6 +100,30 @@ impl<G: GroupRef> Waiter<G> {
                 Stage::Seated
             },
             counted: true,
+            started: 0,
+        }
+    }
+
+    /// Tells the observer this caller joined, offering its `key`. If the hook panics, the
+    /// caller leaves (unheard of: no `waiter_finished` pairs a start that did not return)
+    /// and the panic goes on.
+    #[inline]
+    pub(crate) fn observe_start<Q>(&mut self, key: &Q)
+    where
+        G::Key: core::borrow::Borrow<Q>,
+        Q: ?Sized + core::hash::Hash + alloc::borrow::ToOwned<Owned = G::Key>,
+    {
+        let group = self.group.group();
+        let at = self.flight.at;
+        match group.observe_caught(|o| {
+            let key = group.key_ref(key);
+            o.waiter_started(&group.info(at).with_key(&key))
+        }) {
+            Ok(started) => self.started = started,
+            Err(payload) => {
+                self.counted = false;
+                crate::unwind::resume(payload)
+            }
         }
     }
 
@@ -112,6 +140,16 @@ impl<G: GroupRef> Waiter<G> {
     /// The flight this caller waits for.
     pub fn flight(&self) -> FlightId {
         self.flight.at.id()
+    }
+
+    /// How the execution whose outcome this waiter received ended (`None`: a value).
+    fn received<T>(&self, outcome: Option<&Outcome<T>>) -> Execution {
+        match outcome {
+            Some(Outcome::Panicked(_)) => Execution::Panicked,
+            Some(Outcome::LeaderDropped) => Execution::Dropped,
+            Some(Outcome::Value(_)) | None if self.flight.failed() => Execution::Failed,
+            Some(Outcome::Value(_)) | None => Execution::Completed,
+        }
     }
 
     /// Whether anyone joined this waiter's flight (the leader's `shared` answer, for the
@@ -135,13 +173,30 @@ impl<G: GroupRef> Waiter<G> {
 }
 
 /// Tells the observer a counted waiter is done, when dropped: so it is counted even if the
-/// value's clone panics on the way.
-struct CountJoin<'a, G: GroupRef>(&'a Waiter<G>);
+/// value's clone panics on the way (as having received the value).
+struct CountJoin<'a, G: GroupRef>(&'a Waiter<G>, Wait);
+
+impl<'a, G: GroupRef> CountJoin<'a, G> {
+    /// Counts `waiter` receiving its flight's outcome, a value until told otherwise.
+    fn new(waiter: &'a Waiter<G>) -> Self {
+        Self(waiter, Wait::Received(waiter.received::<()>(None)))
+    }
+
+    /// Hands `outcome` back, counted as received.
+    fn received<T>(mut self, outcome: Outcome<T>) -> Outcome<T> {
+        self.1 = Wait::Received(self.0.received(Some(&outcome)));
+        outcome
+    }
+}
 
 impl<G: GroupRef> Drop for CountJoin<'_, G> {
     fn drop(&mut self) {
-        if self.0.counted {
-            self.0.group.group().observe_in_drop(|o| o.joined());
+        let waiter = self.0;
+        if waiter.counted {
+            let (group, wait) = (waiter.group.group(), self.1);
+            group.observe_in_drop(|o| {
+                o.waiter_finished(&group.info(waiter.flight.at), waiter.started, wait);
+            });
         }
     }
 }
@@ -184,9 +239,8 @@ where
             Found::Published => {
                 // Done before receiving: a clone that panics must not leave twice.
                 self.stage = Stage::Done;
-                let count = CountJoin(self);
-                let outcome = self.flight.receive();
-                drop(count);
+                let count = CountJoin::new(self);
+                let outcome = count.received(self.flight.receive());
                 Some(Waited::Outcome(outcome.into_result()))
             }
             Found::Promoted => Some(Waited::Promoted(self.lead())),
@@ -199,9 +253,15 @@ where
         // The guard exists before the hooks run: if one panics, dropping it passes the
         // promotion on, and then the panic goes on.
         let mut leader = Leader::new(self.group.clone(), self.flight.at);
-        let hooks = self.group.group().observe_caught(|o| {
-            o.takeover();
-            o.execution_started()
+        let (group, counted, started) = (self.group.group(), self.counted, self.started);
+        let at = self.flight.at;
+        let hooks = group.observe_caught(|o| {
+            let info = group.info(at);
+            if counted {
+                o.waiter_finished(&info, started, Wait::Promoted);
+            }
+            o.takeover(&info);
+            o.execution_started(&info)
         });
         match hooks {
             Ok(started) => leader.set_started(started),
@@ -248,9 +308,8 @@ where
             Blocked::Published(slot) => {
                 // Done before receiving: a clone that panics must not leave twice.
                 self.stage = Stage::Done;
-                let count = CountJoin(&self);
-                let outcome = Flight::receive_locked(slot);
-                drop(count);
+                let count = CountJoin::new(&self);
+                let outcome = count.received(Flight::receive_locked(slot));
                 return Some(Waited::Outcome(outcome.into_result()));
             }
             Blocked::Promoted => true,
@@ -290,13 +349,14 @@ impl<G: GroupRef> Drop for Waiter<G> {
                 crate::leader::abandon_reusable(group, self.flight.at);
             }
         }
-        let counted = self.counted;
+        let (counted, started, at) = (self.counted, self.started, self.flight.at);
         group.observe_in_drop(|o| {
+            let info = group.info(at);
             if counted {
-                o.joined();
+                o.waiter_finished(&info, started, Wait::GaveUp);
             }
             if over {
-                o.flight_finished();
+                o.flight_finished(&info);
             }
         });
     }

@@ -34,8 +34,8 @@ use std::time::Instant;
 use proptest::prelude::*;
 use singleflight_core::rt::{Detached, Launch};
 use singleflight_core::{
-    CallFuture, DEFAULT_SHARDS, DefaultHashBuilder, Entry, Error, Execution, Group, Leader,
-    LeaderDropPolicy, Observer, PanicMessage, Role, Waited, Waiter,
+    CallFuture, DEFAULT_SHARDS, DefaultHashBuilder, Entry, Error, Execution, FlightInfo, Group,
+    Leader, LeaderDropPolicy, Observer, PanicMessage, Role, Wait, Waited, Waiter,
 };
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
@@ -55,7 +55,7 @@ enum Hook {
     /// First of the default `leader_started`: a new flight.
     FlightStarted,
     /// A counted waiter leaves (with the outcome, or without).
-    Joined,
+    WaiterFinished,
     /// A promoted waiter takes over.
     Takeover,
     /// First of the default `leader_finished`, and a dropped leader's.
@@ -97,7 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ForgetAll),
         1 => prop_oneof![
             Just(Hook::FlightStarted),
-            Just(Hook::Joined),
+            Just(Hook::WaiterFinished),
             Just(Hook::Takeover),
             Just(Hook::ExecutionFinished),
             Just(Hook::Timeout),
@@ -179,17 +179,17 @@ impl Counts {
 }
 
 impl Observer for Counts {
-    fn flight_started(&self) {
+    fn flight_started(&self, _: &FlightInfo<'_>) {
         self.trip(Hook::FlightStarted);
         self.flights_started.fetch_add(1, Ordering::Relaxed);
     }
-    fn flight_finished(&self) {
+    fn flight_finished(&self, _: &FlightInfo<'_>) {
         self.flights_finished.fetch_add(1, Ordering::Relaxed);
     }
-    fn execution_started(&self) -> u64 {
+    fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
         self.executions.fetch_add(1, Ordering::Relaxed)
     }
-    fn execution_finished(&self, _started: u64, execution: Execution) {
+    fn execution_finished(&self, _: &FlightInfo<'_>, _started: u64, execution: Execution) {
         self.trip(Hook::ExecutionFinished);
         let counter = match execution {
             Execution::Completed => &self.completed,
@@ -200,11 +200,15 @@ impl Observer for Counts {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-    fn joined(&self) {
-        self.trip(Hook::Joined);
+    fn waiter_finished(&self, _: &FlightInfo<'_>, _started: u64, wait: Wait) {
+        if wait == Wait::Promoted {
+            // Counted as a miss from now on.
+            return;
+        }
+        self.trip(Hook::WaiterFinished);
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
-    fn takeover(&self) {
+    fn takeover(&self, _: &FlightInfo<'_>) {
         self.trip(Hook::Takeover);
         self.takeovers.fetch_add(1, Ordering::Relaxed);
     }
@@ -641,7 +645,7 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                 let counted = match &model.callers[c] {
                     MCaller::Leader(_) => Some(Hook::ExecutionFinished),
                     MCaller::Waiting(_) | MCaller::Promoted(_) | MCaller::Ready(_, true) => {
-                        Some(Hook::Joined)
+                        Some(Hook::WaiterFinished)
                     }
                     _ => None,
                 };
@@ -684,7 +688,7 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                     }
                 }
                 let hook = match model.callers[c] {
-                    MCaller::Ready(_, true) => Some(Hook::Joined),
+                    MCaller::Ready(_, true) => Some(Hook::WaiterFinished),
                     MCaller::Promoted(_) => Some(Hook::Takeover),
                     _ => None,
                 };
@@ -778,8 +782,8 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                 };
                 pending[c] = None;
                 let hooks: &[Hook] = match model.callers[c] {
-                    MCaller::Waiting(_) => &[Hook::Timeout, Hook::Joined],
-                    MCaller::Ready(..) => &[Hook::Joined],
+                    MCaller::Waiting(_) => &[Hook::Timeout, Hook::WaiterFinished],
+                    MCaller::Ready(..) => &[Hook::WaiterFinished],
                     MCaller::Promoted(_) => &[Hook::Takeover],
                     ref other => panic!("a waiter in state {other:?}"),
                 };

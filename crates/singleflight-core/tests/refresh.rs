@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use singleflight_core::rt::{Clock, SpawnBlocking};
-use singleflight_core::{Group, Observer, Role};
+use singleflight_core::{FlightInfo, Group, ObservedKey, Observer, Role};
 
 /// A clock the test moves by hand.
 #[derive(Clone, Default)]
@@ -61,13 +61,13 @@ struct Refreshes {
 }
 
 impl Observer for Refreshes {
-    fn reused(&self) {
+    fn reused(&self, _: Option<&str>, _: &dyn ObservedKey) {
         self.reused.fetch_add(1, Ordering::SeqCst);
     }
-    fn refresh_started(&self) {
+    fn refresh_started(&self, _: &FlightInfo<'_>) {
         self.started.fetch_add(1, Ordering::SeqCst);
     }
-    fn refresh_failed(&self) {
+    fn refresh_failed(&self, _: &FlightInfo<'_>) {
         self.failed.fetch_add(1, Ordering::SeqCst);
     }
 }

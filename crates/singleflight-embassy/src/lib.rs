@@ -134,8 +134,9 @@ mod rt;
 
 pub use rt::EmbassyTimer;
 pub use singleflight_core::{
-    BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, LeaderDropPolicy,
-    Observer, PanicMessage, Role, TryCall, WithRole,
+    BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId, FlightInfo,
+    KeyFormat, LeaderDropPolicy, ObservedKey, Observer, PanicMessage, Role, TryCall, Wait,
+    WithRole,
     rt::{Request, Timeout},
 };
 

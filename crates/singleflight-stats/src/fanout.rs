@@ -4,14 +4,15 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 
 use crate::tokens::Tokens;
 
 /// Forwards every hook to several observers, so one group can feed [`Stats`](crate::Stats)
 /// and the exporters at once (a group takes one observer).
 ///
-/// Each child gets back the token it returned from `execution_started`. When every child
+/// Each child gets back the token it returned from `execution_started` (and
+/// `waiter_started`). When every child
 /// returns `0` (none keeps per-execution state) nothing is stored; otherwise the children's
 /// tokens are kept in a small table for the length of the execution, which costs one
 /// allocation and two short lock acquisitions per execution. For a group's own [`Stats`](crate::Stats)
@@ -79,51 +80,63 @@ impl fmt::Debug for Fanout {
 }
 
 impl Observer for Fanout {
-    fn flight_started(&self) {
-        self.observers.iter().for_each(|o| o.flight_started());
+    fn flight_started(&self, flight: &FlightInfo<'_>) {
+        self.observers.iter().for_each(|o| o.flight_started(flight));
     }
 
-    fn flight_finished(&self) {
-        self.observers.iter().for_each(|o| o.flight_finished());
+    fn flight_finished(&self, flight: &FlightInfo<'_>) {
+        self.observers
+            .iter()
+            .for_each(|o| o.flight_finished(flight));
     }
 
-    fn execution_started(&self) -> u64 {
-        self.start(|o| o.execution_started())
+    fn execution_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.start(|o| o.execution_started(flight))
     }
 
-    fn execution_finished(&self, started: u64, execution: Execution) {
-        self.finish(started, |o, token| o.execution_finished(token, execution));
+    fn execution_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
+        self.finish(started, |o, token| {
+            o.execution_finished(flight, token, execution);
+        });
     }
 
-    fn leader_started(&self) -> u64 {
-        self.start(|o| o.leader_started())
+    fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.start(|o| o.leader_started(flight))
     }
 
-    fn leader_finished(&self, started: u64, execution: Execution) {
-        self.finish(started, |o, token| o.leader_finished(token, execution));
+    fn leader_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
+        self.finish(started, |o, token| {
+            o.leader_finished(flight, token, execution);
+        });
     }
 
-    fn joined(&self) {
-        self.observers.iter().for_each(|o| o.joined());
+    fn waiter_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.start(|o| o.waiter_started(flight))
     }
 
-    fn takeover(&self) {
-        self.observers.iter().for_each(|o| o.takeover());
+    fn waiter_finished(&self, flight: &FlightInfo<'_>, started: u64, wait: Wait) {
+        self.finish(started, |o, token| o.waiter_finished(flight, token, wait));
+    }
+
+    fn takeover(&self, flight: &FlightInfo<'_>) {
+        self.observers.iter().for_each(|o| o.takeover(flight));
     }
 
     fn timeout(&self) {
         self.observers.iter().for_each(|o| o.timeout());
     }
 
-    fn reused(&self) {
-        self.observers.iter().for_each(|o| o.reused());
+    fn reused(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        self.observers.iter().for_each(|o| o.reused(group, key));
     }
 
-    fn refresh_started(&self) {
-        self.observers.iter().for_each(|o| o.refresh_started());
+    fn refresh_started(&self, flight: &FlightInfo<'_>) {
+        self.observers
+            .iter()
+            .for_each(|o| o.refresh_started(flight));
     }
 
-    fn refresh_failed(&self) {
-        self.observers.iter().for_each(|o| o.refresh_failed());
+    fn refresh_failed(&self, flight: &FlightInfo<'_>) {
+        self.observers.iter().for_each(|o| o.refresh_failed(flight));
     }
 }

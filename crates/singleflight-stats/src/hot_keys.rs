@@ -29,9 +29,11 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::hash::BuildHasher;
+use core::hash::{BuildHasher, Hasher};
 use core::mem::size_of;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use singleflight_core::ObservedKey;
 
 /// The end of a list, and an empty index entry.
 const NIL: u32 = u32::MAX;
@@ -47,9 +49,15 @@ const NIL: u32 = u32::MAX;
 /// (coalescing saves work on them); keys by executions are the ones that cost the backend
 /// most.
 ///
-/// **Fed by hand, for now.** The group's observer hooks do not carry the key, so a group
-/// cannot feed this on its own yet: call the `record_*` methods where the key is known,
-/// such as in the work closure (which runs once per execution) and around the call.
+/// **Fed by a group** through [`Stats::with_hot_keys`](crate::Stats::with_hot_keys): the
+/// observer hooks offer each call's key by reference, recorded with
+/// [`record_observed_join`](Self::record_observed_join) and
+/// [`record_observed_execution`](Self::record_observed_execution). A key is then held
+/// as the group gives it to observers: formatted (`"<group>/<key>"`, or the key alone for
+/// a group with no name) if the group has a key format (`with_key_format`,
+/// `with_key_debug`), and otherwise as its hash (8 bytes, little-endian, under this
+/// record's random seed), so no key type has to be printable. It can also be fed by hand,
+/// with the bytes of any key, where the key is known.
 ///
 /// # Accuracy
 ///
@@ -90,6 +98,10 @@ pub struct HotKeys {
     joins: Mutex<Sketch>,
     executions: Mutex<Sketch>,
     hasher: foldhash::quality::RandomState,
+    /// Records one event in `sample` (see [`HotKeys::sampled`]).
+    sample: u32,
+    /// An event is recorded if a random `u64` is at most this (`u64::MAX`: every one).
+    threshold: u64,
 }
 
 /// One of the hottest keys, as [`HotKeys::top_joins`] and [`HotKeys::top_executions`]
@@ -146,7 +158,66 @@ impl HotKeys {
             joins: Mutex::new(Sketch::new(slots, key_bytes)),
             executions: Mutex::new(Sketch::new(slots, key_bytes)),
             hasher: foldhash::quality::RandomState::default(),
+            sample: 1,
+            threshold: u64::MAX,
         }
+    }
+
+    /// Records each event with probability `1 / one_in` (independently, from a per-thread
+    /// random stream), and reports every count multiplied by `one_in`: the cost of a
+    /// record is paid once in `one_in` events, and the hottest keys stand out all the
+    /// same, since a key's sampled count follows its true count. Counts are then
+    /// estimates, off by a few times `one_in` (no longer a bound from above: the
+    /// [`error`](HotKey::error) bounds the sketch's overestimate of the sample only). A
+    /// group's `Stats` records every call of every key: sampling is what keeps that
+    /// within a few percent of a call (see the crate docs' *Cost*).
+    ///
+    /// # Panics
+    ///
+    /// If `one_in` is `0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use singleflight_stats::HotKeys;
+    ///
+    /// let hot = HotKeys::new(100).sampled(16);
+    /// for _ in 0..16_000 {
+    ///     hot.record_join(b"hot");
+    /// }
+    /// let top = hot.top_joins(1);
+    /// assert_eq!(top[0].key, b"hot");
+    /// assert!((12_000..20_000).contains(&top[0].count), "{}", top[0].count);
+    /// ```
+    #[must_use]
+    pub fn sampled(self, one_in: u32) -> Self {
+        assert!(one_in > 0, "HotKeys::sampled needs a rate of at least 1");
+        Self {
+            sample: one_in,
+            threshold: u64::MAX / u64::from(one_in),
+            ..self
+        }
+    }
+
+    /// The sampling rate: one event recorded in this many ([`sampled`](Self::sampled)).
+    pub fn sample_rate(&self) -> u32 {
+        self.sample
+    }
+
+    /// Whether to record this event.
+    #[inline]
+    pub(crate) fn sampled_now(&self) -> bool {
+        self.threshold == u64::MAX || random() <= self.threshold
+    }
+
+    /// Scales a sketch's report by the sampling rate.
+    fn scale(&self, mut top: Vec<HotKey>) -> Vec<HotKey> {
+        let rate = u64::from(self.sample);
+        for hot in &mut top {
+            hot.count = hot.count.saturating_mul(rate);
+            hot.error = hot.error.saturating_mul(rate);
+        }
+        top
     }
 
     /// The most memory a `HotKeys` made with these parameters takes, in bytes: per slot and
@@ -180,40 +251,163 @@ impl HotKeys {
 
     /// Counts a call for `key` that joined a flight (a hit).
     pub fn record_join(&self, key: &[u8]) {
+        if !self.sampled_now() {
+            return;
+        }
         let hash = self.hasher.hash_one(key);
-        lock(&self.joins).record(hash, key);
+        lock(&self.joins).record(hash, Bytes::whole(key));
     }
 
     /// Counts a call for `key` that ran the work (a miss).
     pub fn record_execution(&self, key: &[u8]) {
+        if !self.sampled_now() {
+            return;
+        }
         let hash = self.hasher.hash_one(key);
-        lock(&self.executions).record(hash, key);
+        lock(&self.executions).record(hash, Bytes::whole(key));
+    }
+
+    /// Counts a call for an observed `key` of the group called `group` that joined a
+    /// flight (see the type's docs for how the key is held).
+    pub fn record_observed_join(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        if self.sampled_now() {
+            self.record_sampled(group, key, Ranking::Joins);
+        }
+    }
+
+    /// Counts a call for an observed `key` of the group called `group` that ran the work.
+    pub fn record_observed_execution(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        if self.sampled_now() {
+            self.record_sampled(group, key, Ranking::Executions);
+        }
+    }
+
+    /// Records an observed key, already sampled, in `ranking`: hashed (with its group's
+    /// name) and formatted, if it can be, outside the lock, as both run user code.
+    #[inline(never)]
+    pub(crate) fn record_sampled(
+        &self,
+        group: Option<&str>,
+        key: &dyn ObservedKey,
+        ranking: Ranking,
+    ) {
+        let sketch = match ranking {
+            Ranking::Joins => &self.joins,
+            Ranking::Executions => &self.executions,
+        };
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(group.unwrap_or("").as_bytes());
+        hasher.write_u8(0xff);
+        key.hash_with(&mut hasher);
+        let hash = hasher.finish();
+        let mut held = Held::new();
+        if let Some(group) = group {
+            held.push(group.as_bytes());
+            held.push(b"/");
+        }
+        match key.write_key(&mut held) {
+            Some(Ok(())) => lock(sketch).record(hash, held.bytes()),
+            // No format, or one that failed: the key is known by its hash alone.
+            _ => lock(sketch).record(hash, Bytes::whole(&hash.to_le_bytes())),
+        }
     }
 
     /// The `k` keys joined most, hottest first (ties: the smaller error, then the key).
     pub fn top_joins(&self, k: usize) -> Vec<HotKey> {
-        lock(&self.joins).top(k)
+        self.scale(lock(&self.joins).top(k))
     }
 
     /// The `k` keys executed most, hottest first (ties: the smaller error, then the key).
     pub fn top_executions(&self, k: usize) -> Vec<HotKey> {
-        lock(&self.executions).top(k)
+        self.scale(lock(&self.executions).top(k))
     }
 
     /// Joins recorded since this was made or cleared.
     pub fn joins(&self) -> u64 {
-        lock(&self.joins).events
+        lock(&self.joins).events * u64::from(self.sample)
     }
 
     /// Executions recorded since this was made or cleared.
     pub fn executions(&self) -> u64 {
-        lock(&self.executions).events
+        lock(&self.executions).events * u64::from(self.sample)
     }
 
     /// Forgets every key, keeping the memory.
     pub fn clear(&self) {
         lock(&self.joins).clear();
         lock(&self.executions).clear();
+    }
+}
+
+/// Which ranking an event counts in.
+#[derive(Clone, Copy)]
+pub(crate) enum Ranking {
+    Joins,
+    Executions,
+}
+
+/// The bytes held of an observed key: its formatted first [`Held::CAP`] bytes, and its
+/// whole length (longer keys are told apart by their hash and length, as any key over the
+/// record's cap is; a record keeping more than `CAP` bytes a key holds zeros past them).
+struct Held {
+    bytes: [u8; Held::CAP],
+    len: usize,
+}
+
+impl Held {
+    /// The most bytes of a formatted key kept on the stack (a record keeps at most its
+    /// own `key_bytes`).
+    const CAP: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAP],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.len < Self::CAP {
+            let kept = bytes.len().min(Self::CAP - self.len);
+            self.bytes[self.len..self.len + kept].copy_from_slice(&bytes[..kept]);
+        }
+        self.len += bytes.len();
+    }
+
+    fn bytes(&self) -> Bytes<'_> {
+        Bytes {
+            kept: &self.bytes[..self.len.min(Self::CAP)],
+            len: self.len,
+        }
+    }
+}
+
+/// A key as a sketch sees it: its first bytes (at least as many as the sketch keeps, when
+/// it has them) and its whole length.
+#[derive(Clone, Copy)]
+struct Bytes<'a> {
+    kept: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn whole(key: &'a [u8]) -> Self {
+        Self {
+            kept: key,
+            len: key.len(),
+        }
+    }
+
+    /// The first `cap` bytes (or all of them, if fewer are kept).
+    fn prefix(&self, cap: usize) -> &'a [u8] {
+        &self.kept[..self.kept.len().min(cap)]
+    }
+}
+
+impl fmt::Write for Held {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -227,6 +421,28 @@ impl fmt::Debug for HotKeys {
             .field("executions", &self.executions())
             .finish_non_exhaustive()
     }
+}
+
+/// A random number from the calling thread's own xorshift stream, seeded from the
+/// process's random hasher state and the stream's address.
+#[inline]
+fn random() -> u64 {
+    use core::cell::Cell;
+    std::thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            let seed = foldhash::fast::RandomState::default().hash_one(core::ptr::from_ref(state));
+            x = seed | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
 }
 
 fn lock(sketch: &Mutex<Sketch>) -> MutexGuard<'_, Sketch> {
@@ -345,7 +561,7 @@ impl Sketch {
             + self.buckets.len() * size_of::<Bucket>()
     }
 
-    fn record(&mut self, hash: u64, key: &[u8]) {
+    fn record(&mut self, hash: u64, key: Bytes<'_>) {
         self.events += 1;
         if let Some(slot) = self.find(hash, key) {
             self.increment(slot);
@@ -366,13 +582,16 @@ impl Sketch {
     }
 
     /// Writes `key` into `slot` and indexes it.
-    fn store(&mut self, slot: u32, hash: u64, key: &[u8], error: u64) {
-        let kept = key.len().min(self.key_bytes);
+    fn store(&mut self, slot: u32, hash: u64, key: Bytes<'_>, error: u64) {
+        let kept = key.prefix(self.key_bytes);
         let start = slot as usize * self.key_bytes;
-        self.keys[start..start + kept].copy_from_slice(&key[..kept]);
+        let end = start + key.len.min(self.key_bytes);
+        // Bytes past those given (a formatted key over `Held::CAP`) are zeros.
+        self.keys[start..start + kept.len()].copy_from_slice(kept);
+        self.keys[start + kept.len()..end].fill(0);
         let s = &mut self.slots[slot as usize];
         s.hash = hash;
-        s.len = key.len();
+        s.len = key.len;
         s.error = error;
         let mask = self.index.len() - 1;
         let mut at = hash as usize & mask;
@@ -389,7 +608,7 @@ impl Sketch {
         &self.keys[start..start + kept]
     }
 
-    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+    fn find(&self, hash: u64, key: Bytes<'_>) -> Option<u32> {
         let mask = self.index.len() - 1;
         let mut at = hash as usize & mask;
         loop {
@@ -398,9 +617,8 @@ impl Sketch {
                 return None;
             }
             let s = &self.slots[slot as usize];
-            if s.hash == hash
-                && s.len == key.len()
-                && self.key(slot) == &key[..key.len().min(self.key_bytes)]
+            let want = key.prefix(self.key_bytes);
+            if s.hash == hash && s.len == key.len && self.key(slot).get(..want.len()) == Some(want)
             {
                 return Some(slot);
             }

@@ -135,8 +135,10 @@ pub use metrics::{MetricsObserver, names};
 pub use otel::{ErrorType, OtelObserver, Role, instruments};
 pub use snapshot::Snapshot;
 pub use stats::Stats;
+#[cfg(feature = "std")]
+pub use stats::TopKeys;
 #[cfg(feature = "tracing")]
-pub use tracing::{EXECUTION_SPAN, TracingObserver};
+pub use tracing::{EXECUTION_SPAN, TracingObserver, WAIT_SPAN};
 
 // The README is the registry page: its examples compile and run as doctests.
 #[cfg(doctest)]

@@ -4,7 +4,7 @@
 use core::fmt;
 
 use metrics::{Counter, Gauge, Histogram, SharedString, Unit};
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightInfo, Observer, Wait};
 
 use crate::clock::Clock;
 
@@ -124,20 +124,20 @@ impl fmt::Debug for MetricsObserver {
 }
 
 impl Observer for MetricsObserver {
-    fn flight_started(&self) {
+    fn flight_started(&self, _: &FlightInfo<'_>) {
         self.active.increment(1.0);
     }
 
-    fn flight_finished(&self) {
+    fn flight_finished(&self, _: &FlightInfo<'_>) {
         self.active.decrement(1.0);
     }
 
-    fn execution_started(&self) -> u64 {
+    fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
         self.misses.increment(1);
         self.clock.start()
     }
 
-    fn execution_finished(&self, started: u64, execution: Execution) {
+    fn execution_finished(&self, _: &FlightInfo<'_>, started: u64, execution: Execution) {
         match execution {
             Execution::Failed => self.errors.increment(1),
             Execution::Panicked => self.panics.increment(1),
@@ -149,11 +149,14 @@ impl Observer for MetricsObserver {
         }
     }
 
-    fn joined(&self) {
+    fn waiter_finished(&self, _: &FlightInfo<'_>, _started: u64, wait: Wait) {
+        if wait == Wait::Promoted {
+            return;
+        }
         self.hits.increment(1);
     }
 
-    fn takeover(&self) {
+    fn takeover(&self, _: &FlightInfo<'_>) {
         self.takeovers.increment(1);
     }
 

@@ -12,7 +12,7 @@ use opentelemetry::metrics::{
     AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableGauge,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, global};
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightInfo, Observer, Wait};
 
 use crate::clock::Clock;
 #[cfg(feature = "key-hmac")]
@@ -31,13 +31,20 @@ use alloc::vec::Vec;
 /// the standard `error.type` attribute for failures.
 pub mod instruments {
     /// Observable counter (`{call}`): calls, each counted once when its role is settled, with
-    /// [`GROUP`], [`ROLE`] and, on a failed execution, [`ERROR_TYPE`]. A leader is counted
-    /// when its execution ends (its outcome is then known), a waiter when it leaves the
-    /// flight it joined.
+    /// [`GROUP`], [`ROLE`] and, when the call did not end with a value, [`ERROR_TYPE`]. A
+    /// leader is counted when its execution ends (its outcome is then known), a waiter
+    /// when it leaves the flight it joined: with the error type of the outcome it received
+    /// (the leader's), or `gave_up` if it left without one. A waiter promoted to run the
+    /// work is counted as a leader.
     pub const CALLS: &str = "singleflight.calls";
     /// Histogram (`s`): how long each execution of the work took, one sample per execution
     /// (not per caller), with [`GROUP`] and, on failure, [`ERROR_TYPE`].
     pub const EXECUTION_DURATION: &str = "singleflight.execution.duration";
+    /// Histogram (`s`): how long each waiter waited, from joining a flight to receiving its
+    /// outcome or giving up, one sample per waiter, with [`GROUP`] and, as on [`CALLS`],
+    /// [`ERROR_TYPE`]. A waiter promoted to run the work records no sample: its wait ended
+    /// without an outcome, and its execution is timed instead.
+    pub const WAIT_DURATION: &str = "singleflight.wait.duration";
     /// Observable gauge (`{flight}`): flights in progress, read from live state when the
     /// reader collects, with [`GROUP`].
     pub const FLIGHTS_ACTIVE: &str = "singleflight.flights.active";
@@ -75,7 +82,7 @@ pub mod instruments {
     /// The unit of durations: seconds.
     pub const UNIT_SECONDS: &str = "s";
 
-    /// The explicit bucket boundaries of [`EXECUTION_DURATION`], in seconds: from half a
+    /// The explicit bucket boundaries of [`EXECUTION_DURATION`] and [`WAIT_DURATION`], in seconds: from half a
     /// millisecond (a cache or a local database) to ten seconds (a slow upstream). The
     /// SDK's default boundaries are meant for milliseconds and would put almost every
     /// execution in the first bucket.
@@ -126,18 +133,33 @@ pub enum ErrorType {
     /// The leader was dropped (cancelled, or its own timeout elapsed) before the work
     /// finished.
     LeaderDropped,
+    /// A waiter left its flight without the outcome: its timeout elapsed, or it was
+    /// cancelled (dropped).
+    GaveUp,
     /// An outcome this version does not know, reported as OpenTelemetry's `_OTHER`.
     Other,
 }
 
 impl ErrorType {
-    /// The attribute value: `"error"`, `"panic"`, `"leader_dropped"` or `"_OTHER"`.
+    /// The attribute value: `"error"`, `"panic"`, `"leader_dropped"`, `"gave_up"` or
+    /// `"_OTHER"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorType::Error => "error",
             ErrorType::Panic => "panic",
             ErrorType::LeaderDropped => "leader_dropped",
+            ErrorType::GaveUp => "gave_up",
             ErrorType::Other => "_OTHER",
+        }
+    }
+
+    /// The error type of a waiter's end, `None` when it received a value; `None` for a
+    /// promotion too, which ends no call.
+    pub fn of_wait(wait: Wait) -> Option<Self> {
+        match wait {
+            Wait::Received(execution) => Self::of(execution),
+            Wait::GaveUp => Some(ErrorType::GaveUp),
+            _ => None,
         }
     }
 
@@ -152,10 +174,11 @@ impl ErrorType {
         }
     }
 
-    const ALL: [ErrorType; 4] = [
+    const ALL: [ErrorType; 5] = [
         ErrorType::Error,
         ErrorType::Panic,
         ErrorType::LeaderDropped,
+        ErrorType::GaveUp,
         ErrorType::Other,
     ];
 
@@ -164,7 +187,8 @@ impl ErrorType {
             ErrorType::Error => 0,
             ErrorType::Panic => 1,
             ErrorType::LeaderDropped => 2,
-            ErrorType::Other => 3,
+            ErrorType::GaveUp => 3,
+            ErrorType::Other => 4,
         }
     }
 }
@@ -176,13 +200,14 @@ impl fmt::Display for ErrorType {
 }
 
 /// An observer that records through the [OpenTelemetry](https://opentelemetry.io) metrics
-/// API: a calls counter by role and error type, a histogram of execution durations, an
-/// observable gauge of the flights in progress, and counters of takeovers and timeouts.
+/// API: a calls counter by role and error type, histograms of execution and wait
+/// durations, an observable gauge of the flights in progress, and counters of takeovers and timeouts.
 ///
 /// | instrument | kind | unit | attributes |
 /// |---|---|---|---|
-/// | `singleflight.calls` | observable counter | `{call}` | `singleflight.group`, `singleflight.role`, `error.type` (failed leaders) |
+/// | `singleflight.calls` | observable counter | `{call}` | `singleflight.group`, `singleflight.role`, `error.type` (calls that got no value) |
 /// | `singleflight.execution.duration` | histogram | `s` | `singleflight.group`, `error.type` (failures) |
+/// | `singleflight.wait.duration` | histogram | `s` | `singleflight.group`, `error.type` (waiters that got no value) |
 /// | `singleflight.flights.active` | observable gauge | `{flight}` | `singleflight.group` |
 /// | `singleflight.takeovers` | observable counter | `{call}` | `singleflight.group` |
 /// | `singleflight.timeouts` | observable counter | `{call}` | `singleflight.group` |
@@ -198,24 +223,18 @@ impl fmt::Display for ErrorType {
 ///
 /// The counters are *observable* (asynchronous) counters: the hooks add to relaxed
 /// atomics (a [`Stats`] and one more), and the SDK reads them when its reader collects, so
-/// a call never pays for the SDK's attribute lookup to count. Only the execution duration
-/// goes through the SDK on the call path: two clock reads and one histogram record per
-/// execution, none per waiter. On the uncontended call (the `stats` bench of the
+/// a call never pays for the SDK's attribute lookup to count. Only the durations go
+/// through the SDK on the call path: two clock reads and one histogram record per
+/// execution, and as many per waiter. On the uncontended call (the `stats` bench of the
 /// workspace's `benches` package) this costs about as much as [`MetricsObserver`](crate::MetricsObserver)
 /// on the `metrics` facade's Prometheus recorder.
 ///
-/// # What today's hooks cannot tell
+/// # Keys
 ///
-/// * **Wait time.** A waiter is reported only when it leaves its flight, with no token for
-///   when it joined, so there is no `singleflight.wait.duration` histogram: a waiter's wait
-///   is bounded by its leader's execution duration.
-/// * **A waiter's outcome.** Whether the value a waiter received was an error is not
-///   reported to observers, so `error.type` is on leaders' calls only (and on the
-///   execution duration). A waiter that timed out shows in `singleflight.timeouts`.
-/// * **Keys.** No hook carries the key, so no instrument of the observer has a key
-///   attribute; feed a [`HotKeys`](crate::HotKeys) by hand to see which keys are hot, and
-///   export it, keys hashed under your secret, with
-///   [`observe_hot_keys`](Self::observe_hot_keys) (feature `key-hmac`).
+/// No instrument of the observer has a key attribute: keys are the application's data,
+/// and each one would be a time series. To see which keys are hot, give a [`Stats`]
+/// hot keys ([`Stats::with_hot_keys`]) and export them, keys hashed under your secret, with
+/// [`observe_hot_keys`](Self::observe_hot_keys) (feature `key-hmac`).
 ///
 /// # Flights in progress
 ///
@@ -239,6 +258,7 @@ impl fmt::Display for ErrorType {
 pub struct OtelObserver {
     group: Arc<str>,
     execution_duration: Histogram<f64>,
+    wait_duration: Histogram<f64>,
     live: Arc<Live>,
     clock: Clock,
     attributes: Arc<Attributes>,
@@ -258,13 +278,22 @@ struct Live {
     completed: AtomicU64,
     /// Executions that ended in a way this version does not know.
     other: AtomicU64,
+    /// Waiters that left their flight: with a value (`0`), or by error type (`1 +` its
+    /// index).
+    waiters: [AtomicU64; 1 + ErrorType::ALL.len()],
 }
 
 impl Live {
     /// Reports `singleflight.calls`: every attribute set, from counters that only grow.
     fn observe_calls(&self, a: &Attributes, calls: &dyn AsyncInstrument<u64>) {
         let total = self.stats.lifetime();
-        calls.observe(total.hits, &a.waiter);
+        calls.observe(self.waiters[0].load(Relaxed), &a.waiter);
+        for error in ErrorType::ALL {
+            let waiters = self.waiters[1 + error.index()].load(Relaxed);
+            if waiters > 0 {
+                calls.observe(waiters, &a.failed_waiter[error.index()]);
+            }
+        }
         calls.observe(self.completed.load(Relaxed), &a.leader);
         let failed = |error: ErrorType| &a.failed_leader[error.index()];
         calls.observe(total.errors, failed(ErrorType::Error));
@@ -283,6 +312,7 @@ struct Attributes {
     waiter: [KeyValue; 2],
     leader: [KeyValue; 2],
     failed_leader: [[KeyValue; 3]; ErrorType::ALL.len()],
+    failed_waiter: [[KeyValue; 3]; ErrorType::ALL.len()],
     failed: [[KeyValue; 2]; ErrorType::ALL.len()],
 }
 
@@ -296,6 +326,7 @@ impl Attributes {
             waiter: [group(), role(Role::Waiter)],
             leader: [group(), role(Role::Leader)],
             failed_leader: ErrorType::ALL.map(|e| [group(), role(Role::Leader), error(e)]),
+            failed_waiter: ErrorType::ALL.map(|e| [group(), role(Role::Waiter), error(e)]),
             failed: ErrorType::ALL.map(|e| [group(), error(e)]),
         }
     }
@@ -324,6 +355,7 @@ impl OtelObserver {
             stats: Stats::new(),
             completed: AtomicU64::new(0),
             other: AtomicU64::new(0),
+            waiters: Default::default(),
         });
         let attributes = Arc::new(Attributes::new(&group));
         // Each observable instrument's callback holds the live counters and attributes.
@@ -369,6 +401,12 @@ impl OtelObserver {
                 .f64_histogram(instruments::EXECUTION_DURATION)
                 .with_unit(instruments::UNIT_SECONDS)
                 .with_description("Duration of each execution of the work")
+                .with_boundaries(instruments::DURATION_BOUNDARIES.to_vec())
+                .build(),
+            wait_duration: meter
+                .f64_histogram(instruments::WAIT_DURATION)
+                .with_unit(instruments::UNIT_SECONDS)
+                .with_description("How long each waiter waited for its flight's outcome")
                 .with_boundaries(instruments::DURATION_BOUNDARIES.to_vec())
                 .build(),
             live,
@@ -483,42 +521,60 @@ impl fmt::Debug for OtelObserver {
 }
 
 impl Observer for OtelObserver {
-    fn flight_started(&self) {
-        self.live.stats.flight_started();
+    fn flight_started(&self, flight: &FlightInfo<'_>) {
+        self.live.stats.flight_started(flight);
     }
 
-    fn flight_finished(&self) {
-        self.live.stats.flight_finished();
+    fn flight_finished(&self, flight: &FlightInfo<'_>) {
+        self.live.stats.flight_finished(flight);
     }
 
-    fn execution_started(&self) -> u64 {
-        self.live.stats.execution_started();
+    fn execution_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.live.stats.execution_started(flight);
         self.clock.start()
     }
 
-    fn execution_finished(&self, started: u64, execution: Execution) {
+    fn execution_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
         self.record_execution(started, execution);
         // The inner `Stats` is untimed: it takes no token.
-        self.live.stats.execution_finished(0, execution);
+        self.live.stats.execution_finished(flight, 0, execution);
     }
 
-    fn leader_started(&self) -> u64 {
-        self.live.stats.leader_started();
+    fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.live.stats.leader_started(flight);
         self.clock.start()
     }
 
-    fn leader_finished(&self, started: u64, execution: Execution) {
+    fn leader_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
         self.record_execution(started, execution);
         // Last, so that no collection sees the flight finished before its call counted.
-        self.live.stats.leader_finished(0, execution);
+        self.live.stats.leader_finished(flight, 0, execution);
     }
 
-    fn joined(&self) {
-        self.live.stats.joined();
+    fn waiter_started(&self, _: &FlightInfo<'_>) -> u64 {
+        self.clock.start()
     }
 
-    fn takeover(&self) {
-        self.live.stats.takeover();
+    fn waiter_finished(&self, flight: &FlightInfo<'_>, started: u64, wait: Wait) {
+        self.live.stats.waiter_finished(flight, 0, wait);
+        if matches!(wait, Wait::Promoted) {
+            return;
+        }
+        let a = &self.attributes;
+        let error = ErrorType::of_wait(wait);
+        let attributes: &[KeyValue] = match error {
+            None => &a.group,
+            Some(error) => &a.failed[error.index()],
+        };
+        if let Some(elapsed) = self.clock.elapsed(started) {
+            self.wait_duration.record(elapsed.as_secs_f64(), attributes);
+        }
+        let counter = error.map_or(0, |error| 1 + error.index());
+        self.live.waiters[counter].fetch_add(1, Relaxed);
+    }
+
+    fn takeover(&self, flight: &FlightInfo<'_>) {
+        self.live.stats.takeover(flight);
     }
 
     fn timeout(&self) {

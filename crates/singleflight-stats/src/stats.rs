@@ -5,10 +5,12 @@ use core::fmt;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 
 #[cfg(feature = "std")]
 use crate::clock::{Clock, nanos};
+#[cfg(feature = "std")]
+use crate::hot_keys::{HotKey, HotKeys, Ranking};
 use crate::snapshot::Snapshot;
 
 /// Lock-free statistics of one or more groups: attach it with `with_observer`, read it with
@@ -55,6 +57,9 @@ pub struct Stats {
     parent: Option<Arc<Stats>>,
     #[cfg(feature = "std")]
     clock: Option<Clock>,
+    /// The keys of the calls seen, if kept ([`Stats::with_hot_keys`]).
+    #[cfg(feature = "std")]
+    hot_keys: Option<Arc<HotKeys>>,
 }
 
 /// Running totals, never decreased: [`Stats::reset`] moves `baseline` up to them instead,
@@ -152,6 +157,8 @@ impl Stats {
             parent: None,
             #[cfg(feature = "std")]
             clock: None,
+            #[cfg(feature = "std")]
+            hot_keys: None,
         }
     }
 
@@ -182,6 +189,64 @@ impl Stats {
             clock: Some(Clock::new()),
             ..self
         }
+    }
+
+    /// Also records the keys of the calls it sees in `hot_keys`: the key of each call that
+    /// joins a flight, and of each flight's first execution (a takeover's execution is
+    /// not recorded: its hook offers no key). Read them with [`hot_keys`](Self::hot_keys)
+    /// or from the shared [`HotKeys`]; one record may serve several `Stats`. Each key is
+    /// held hashed unless its group formats keys (see [`HotKeys`]); nothing exports it.
+    ///
+    /// This costs a hash of the key and a short lock per call seen; see the crate docs'
+    /// *Cost*. A parent does not record the keys its children see, unless given the same
+    /// record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use singleflight_stats::{HotKeys, Stats};
+    ///
+    /// let stats = Arc::new(Stats::new().with_hot_keys(Arc::new(HotKeys::new(100))));
+    /// let group = singleflight_blocking::Group::<String, u32>::new()
+    ///     .with_name("users")
+    ///     .with_key_format(|key, f| f.write_str(key))
+    ///     .with_observer(stats.clone());
+    /// for key in ["ada", "bob", "ada"] {
+    ///     group.call(key, || 1).unwrap();
+    /// }
+    /// // One after another, the calls never meet: each runs the work.
+    /// let top = stats.hot_keys(1);
+    /// assert_eq!(top.executions[0].key, b"users/ada");
+    /// assert_eq!(top.executions[0].count, 2);
+    /// assert!(top.joins.is_empty());
+    /// ```
+    #[cfg(feature = "std")]
+    #[must_use]
+    pub fn with_hot_keys(self, hot_keys: Arc<HotKeys>) -> Self {
+        Self {
+            hot_keys: Some(hot_keys),
+            ..self
+        }
+    }
+
+    /// The `k` hottest keys by joins and by executions, as recorded with
+    /// [`with_hot_keys`](Self::with_hot_keys) (none without).
+    #[cfg(feature = "std")]
+    pub fn hot_keys(&self, k: usize) -> TopKeys {
+        match &self.hot_keys {
+            Some(hot) => TopKeys {
+                joins: hot.top_joins(k),
+                executions: hot.top_executions(k),
+            },
+            None => TopKeys::default(),
+        }
+    }
+
+    /// The record of hot keys, if this keeps one ([`with_hot_keys`](Self::with_hot_keys)).
+    #[cfg(feature = "std")]
+    pub fn hot_key_record(&self) -> Option<&Arc<HotKeys>> {
+        self.hot_keys.as_ref()
     }
 
     /// Whether this measures work time (see [`timed`](Self::timed)).
@@ -296,9 +361,21 @@ impl Stats {
     /// so that the common case stays a leaf.
     #[cold]
     #[inline(never)]
-    fn leader_finished_slowly(&self, started: u64, execution: Execution) {
-        self.execution_finished(started, execution);
-        self.flight_finished();
+    fn leader_finished_slowly(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
+        self.execution_finished(flight, started, execution);
+        self.flight_finished(flight);
+    }
+
+    /// Whether this records hot keys, for `Debug`.
+    fn records_hot_keys(&self) -> bool {
+        #[cfg(feature = "std")]
+        {
+            self.hot_keys.is_some()
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            false
+        }
     }
 
     /// Applies `update` to these counters and to every ancestor's.
@@ -315,6 +392,18 @@ impl Stats {
     }
 }
 
+/// The hottest keys a [`Stats`] recorded ([`Stats::hot_keys`]), hottest first.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopKeys {
+    /// The keys whose calls joined flights most: the ones that stampede, where coalescing
+    /// saves the most work.
+    pub joins: alloc::vec::Vec<HotKey>,
+    /// The keys whose work ran most: the ones that cost the backend most.
+    pub executions: alloc::vec::Vec<HotKey>,
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Self::new()
@@ -326,7 +415,17 @@ impl fmt::Debug for Stats {
         f.debug_struct("Stats")
             .field("snapshot", &self.snapshot())
             .field("has_parent", &self.parent.is_some())
+            .field("hot_keys", &self.records_hot_keys())
             .finish()
+    }
+}
+
+/// Records the key `flight` offers, if any (an event already sampled).
+#[cfg(feature = "std")]
+#[inline]
+fn record_key(hot: &HotKeys, flight: &FlightInfo<'_>, ranking: Ranking) {
+    if let Some(key) = flight.key() {
+        hot.record_sampled(flight.group(), key, ranking);
     }
 }
 
@@ -334,14 +433,14 @@ impl Observer for Stats {
     // `flight_started` is not counted: see `Counters::active`.
 
     #[inline]
-    fn flight_finished(&self) {
+    fn flight_finished(&self, _: &FlightInfo<'_>) {
         self.each(|c| {
             c.total.flights_finished.fetch_add(1, Release);
         });
     }
 
     #[inline]
-    fn execution_started(&self) -> u64 {
+    fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
         self.each(|c| {
             c.total.misses.fetch_add(1, Relaxed);
         });
@@ -353,7 +452,7 @@ impl Observer for Stats {
     }
 
     #[inline]
-    fn execution_finished(&self, started: u64, execution: Execution) {
+    fn execution_finished(&self, _: &FlightInfo<'_>, started: u64, execution: Execution) {
         if execution == Execution::Completed && !self.is_timed() {
             // The common case, a completed untimed execution, touches nothing: leave before
             // any of the work below.
@@ -389,32 +488,53 @@ impl Observer for Stats {
     }
 
     #[inline]
-    fn leader_started(&self) -> u64 {
+    fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        #[cfg(feature = "std")]
+        if let Some(hot) = &self.hot_keys {
+            if hot.sampled_now() {
+                record_key(hot, flight, Ranking::Executions);
+            }
+        }
         // `flight_started` counts nothing here.
-        self.execution_started()
+        self.execution_started(flight)
     }
 
     #[inline]
-    fn leader_finished(&self, started: u64, execution: Execution) {
+    fn waiter_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        #[cfg(feature = "std")]
+        if let Some(hot) = &self.hot_keys {
+            if hot.sampled_now() {
+                record_key(hot, flight, Ranking::Joins);
+            }
+        }
+        let _ = flight;
+        0
+    }
+
+    #[inline]
+    fn leader_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
         if execution == Execution::Completed && !self.is_timed() {
             // The common case: one pass, one add per level.
             self.each(|c| {
                 c.total.flights_finished.fetch_add(1, Release);
             });
         } else {
-            self.leader_finished_slowly(started, execution);
+            self.leader_finished_slowly(flight, started, execution);
         }
     }
 
     #[inline]
-    fn joined(&self) {
+    fn waiter_finished(&self, _: &FlightInfo<'_>, _started: u64, wait: Wait) {
+        if wait == Wait::Promoted {
+            return;
+        }
         self.each(|c| {
             c.total.hits.fetch_add(1, Relaxed);
         });
     }
 
     #[inline]
-    fn takeover(&self) {
+    fn takeover(&self, _: &FlightInfo<'_>) {
         self.each(|c| {
             c.total.takeovers.fetch_add(1, Relaxed);
         });
@@ -428,19 +548,19 @@ impl Observer for Stats {
     }
 
     #[inline]
-    fn reused(&self) {
+    fn reused(&self, _: Option<&str>, _: &dyn ObservedKey) {
         self.each(|c| {
             c.total.reused.fetch_add(1, Relaxed);
         });
     }
 
-    fn refresh_started(&self) {
+    fn refresh_started(&self, _: &FlightInfo<'_>) {
         self.each(|c| {
             c.total.refreshes.fetch_add(1, Relaxed);
         });
     }
 
-    fn refresh_failed(&self) {
+    fn refresh_failed(&self, _: &FlightInfo<'_>) {
         self.each(|c| {
             c.total.refresh_failures.fetch_add(1, Relaxed);
         });

@@ -1,9 +1,13 @@
-//! The `tracing` exporter: a span around each execution and an event per coalesced caller.
+//! The `tracing` exporter: a span around each execution, a span around each wait that
+//! follows from the execution it waits for, and events for takeovers and timeouts.
 
 use alloc::sync::Arc;
 use core::fmt;
+use core::hash::BuildHasher;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightInfo, Observer, Wait};
 use tracing::Span;
 
 use crate::tokens::Tokens;
@@ -11,20 +15,38 @@ use crate::tokens::Tokens;
 /// The name of the span around each execution.
 pub const EXECUTION_SPAN: &str = "singleflight.execution";
 
+/// The name of the span around each wait of a caller that joined a flight.
+pub const WAIT_SPAN: &str = "singleflight.wait";
+
 /// An observer that reports through [`tracing`]:
 ///
-/// * a `DEBUG` span named [`EXECUTION_SPAN`] (`"singleflight.execution"`, field `group`)
-///   from the start to the end of each execution of the work — the leader's, or a promoted
-///   waiter's — closed with a `DEBUG` event inside it carrying the `outcome`
-///   (`Completed`, `Failed`, `Panicked`, `Dropped`);
-/// * a `TRACE` event for each coalesced caller when it leaves the flight it joined;
+/// * a `DEBUG` span named [`EXECUTION_SPAN`] (`"singleflight.execution"`, fields `group`
+///   and `flight`) from the start to the end of each execution of the work — the
+///   leader's, or a promoted waiter's — closed with a `DEBUG` event inside it carrying the
+///   `outcome` (`Completed`, `Failed`, `Panicked`, `Dropped`);
+/// * a `DEBUG` span named [`WAIT_SPAN`] (`"singleflight.wait"`, the same fields) from the
+///   moment a caller joins a flight to the moment it leaves, closed with a `TRACE` event
+///   carrying how it ended (`wait`: `Received(..)`, `GaveUp`, `Promoted`);
 /// * `DEBUG` events for a takeover and for a caller's timeout.
 ///
-/// The span is created, not entered: an async execution is polled in between other tasks'
-/// work, so it is a record of the execution's lifetime rather than a context for events
-/// the work emits. Subscribers that time spans (span close events) report how long each
-/// execution took. When the span is disabled (no subscriber wants `DEBUG` from this crate),
-/// nothing is stored; otherwise an enabled span costs one short lock at its start and end.
+/// # How the spans relate
+///
+/// An execution serves every caller of its flight, so it belongs to none of them: its span
+/// is a root (no parent), *following from* the span that was current where it started (the
+/// leader's call). So the span of detached work, which outlives the call that launched
+/// it, is never the child of a call that went away. A wait span is a child of its caller's
+/// current span and *follows from* the execution span it waits for (the latest one, after
+/// a takeover). Exported to OpenTelemetry (through `tracing-opentelemetry`), a
+/// `follows_from` becomes a span link: a trace of a stampede shows one execution with a
+/// link from each of its waiters. ([`OtelObserver`](crate::OtelObserver) records metrics
+/// only: the OpenTelemetry trace API would add dependencies this crate does without.)
+///
+/// The spans are created, not entered: an async execution is polled in between other
+/// tasks' work, so a span is a record of a lifetime rather than a context for events the
+/// work emits. Subscribers that time spans (span close events) report how long each
+/// execution and each wait took. When a span is disabled (no subscriber wants `DEBUG` from
+/// this crate), nothing is stored; otherwise an enabled span costs short locks at its start
+/// and end.
 ///
 /// # Examples
 ///
@@ -39,55 +61,111 @@ pub const EXECUTION_SPAN: &str = "singleflight.execution";
 pub struct TracingObserver {
     group: Arc<str>,
     spans: Tokens<Span>,
+    /// The span of each flight's execution in progress, by group name (hashed) and flight
+    /// id, for the waits to follow from.
+    executions: Mutex<HashMap<(u64, u64), tracing::Id>>,
+    names: foldhash::fast::FixedState,
 }
 
 impl TracingObserver {
-    /// Creates an observer whose spans and events carry `group = <group>`.
+    /// Creates an observer whose spans and events carry `group = <group>`, unless the
+    /// group was named (`with_name`): then they carry that name.
     pub fn new(group: impl Into<Arc<str>>) -> Self {
         Self {
             group: group.into(),
             spans: Tokens::new(),
+            executions: Mutex::new(HashMap::new()),
+            names: foldhash::fast::FixedState::default(),
         }
     }
 
-    /// The group name spans and events carry.
+    /// The group name spans and events carry when the group has none of its own.
     pub fn group(&self) -> &str {
         &self.group
+    }
+
+    fn name<'a>(&'a self, flight: &FlightInfo<'a>) -> &'a str {
+        flight.group().unwrap_or(&self.group)
+    }
+
+    /// Where a flight's execution span is kept.
+    fn slot(&self, flight: &FlightInfo<'_>) -> (u64, u64) {
+        (self.names.hash_one(self.name(flight)), flight.id().get())
+    }
+
+    fn executions(&self) -> MutexGuard<'_, HashMap<(u64, u64), tracing::Id>> {
+        // Nothing panics under this lock; a poisoned map is still whole.
+        self.executions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl fmt::Debug for TracingObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let executions = self.executions().len();
         f.debug_struct("TracingObserver")
             .field("group", &self.group)
-            .field("executions", &self.spans.len())
-            .finish()
+            .field("executions", &executions)
+            .field("waits", &(self.spans.len().saturating_sub(executions)))
+            .finish_non_exhaustive()
     }
 }
 
 impl Observer for TracingObserver {
-    fn execution_started(&self) -> u64 {
-        let span = tracing::debug_span!("singleflight.execution", group = &*self.group);
-        if span.is_disabled() {
-            0
-        } else {
-            self.spans.insert(span)
-        }
+    fn execution_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        let span = tracing::debug_span!(
+            parent: None,
+            "singleflight.execution",
+            group = self.name(flight),
+            flight = flight.id().get(),
+        );
+        let Some(id) = span.id() else {
+            return 0;
+        };
+        span.follows_from(Span::current());
+        self.executions().insert(self.slot(flight), id);
+        self.spans.insert(span)
     }
 
-    fn execution_finished(&self, started: u64, execution: Execution) {
+    fn execution_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
         if let Some(span) = self.spans.remove(started) {
-            tracing::debug!(parent: &span, group = &*self.group, outcome = ?execution, "execution finished");
+            let slot = self.slot(flight);
+            let mut executions = self.executions();
+            // A takeover's span has replaced this one already: leave it.
+            if executions.get(&slot) == span.id().as_ref() {
+                executions.remove(&slot);
+            }
+            drop(executions);
+            tracing::debug!(parent: &span, group = self.name(flight), outcome = ?execution, "execution finished");
         }
     }
 
-    fn joined(&self) {
-        tracing::trace!(group = &*self.group, "coalesced caller left its flight");
+    fn waiter_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        let span = tracing::debug_span!(
+            "singleflight.wait",
+            group = self.name(flight),
+            flight = flight.id().get(),
+        );
+        if span.is_disabled() {
+            return 0;
+        }
+        if let Some(execution) = self.executions().get(&self.slot(flight)).cloned() {
+            span.follows_from(execution);
+        }
+        self.spans.insert(span)
     }
 
-    fn takeover(&self) {
+    fn waiter_finished(&self, flight: &FlightInfo<'_>, started: u64, wait: Wait) {
+        if let Some(span) = self.spans.remove(started) {
+            tracing::trace!(parent: &span, group = self.name(flight), wait = ?wait, "coalesced caller left its flight");
+        }
+    }
+
+    fn takeover(&self, flight: &FlightInfo<'_>) {
         tracing::debug!(
-            group = &*self.group,
+            group = self.name(flight),
+            flight = flight.id().get(),
             "waiter took over after the leader was dropped"
         );
     }

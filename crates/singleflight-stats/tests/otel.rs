@@ -14,7 +14,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use singleflight_blocking::Group;
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightId, FlightInfo, Observer};
 use singleflight_stats::{OtelObserver, instruments};
 
 /// A meter provider whose every `force_flush` lands in `exporter`.
@@ -233,11 +233,12 @@ fn instruments_units_and_attributes_are_exact() {
     });
 
     // A leader dropped and a waiter taking over, as an async front-end reports them.
-    let started = observer.leader_started();
-    observer.execution_finished(started, Execution::Dropped);
-    observer.takeover();
-    let started = observer.execution_started();
-    observer.leader_finished(started, Execution::Completed);
+    let flight = FlightInfo::new(Some("users"), FlightId::new(99));
+    let started = observer.leader_started(&flight);
+    observer.execution_finished(&flight, started, Execution::Dropped);
+    observer.takeover(&flight);
+    let started = observer.execution_started(&flight);
+    observer.leader_finished(&flight, started, Execution::Completed);
 
     let export = sdk.collect();
     let names: BTreeSet<_> = export.instruments.keys().map(String::as_str).collect();
@@ -249,8 +250,9 @@ fn instruments_units_and_attributes_are_exact() {
             "singleflight.flights.active",
             "singleflight.takeovers",
             "singleflight.timeouts",
+            "singleflight.wait.duration",
         ]),
-        "exactly these instruments, and no wait histogram (the hooks cannot time a wait)"
+        "exactly these instruments"
     );
     let units: BTreeMap<_, _> = export
         .instruments
@@ -265,22 +267,30 @@ fn instruments_units_and_attributes_are_exact() {
             ("singleflight.flights.active", "{flight}"),
             ("singleflight.takeovers", "{call}"),
             ("singleflight.timeouts", "{call}"),
+            ("singleflight.wait.duration", "s"),
         ])
     );
 
     // Calls: leaders by outcome (the completed leader of the herd, of the timeout scene and
-    // the promoted waiter), waiters (three joined, one timed out).
+    // the promoted waiter), waiters (three received the value, one timed out).
     let calls = instruments::CALLS;
     let error = |e| (instruments::ERROR_TYPE, e);
     assert_eq!(export.counter(calls, &[GROUP, LEADER]), 3);
-    assert_eq!(export.counter(calls, &[GROUP, WAITER]), 4);
+    assert_eq!(export.counter(calls, &[GROUP, WAITER]), 3);
+    assert_eq!(export.counter(calls, &[GROUP, WAITER, error("gave_up")]), 1);
     assert_eq!(export.counter(calls, &[GROUP, LEADER, error("error")]), 1);
     assert_eq!(export.counter(calls, &[GROUP, LEADER, error("panic")]), 1);
     assert_eq!(
         export.counter(calls, &[GROUP, LEADER, error("leader_dropped")]),
         1
     );
-    assert_eq!(export.points(calls).len(), 5, "no other attribute set");
+    assert_eq!(export.points(calls).len(), 6, "no other attribute set");
+
+    // Waits: one sample per waiter that left, by how it left.
+    let wait = instruments::WAIT_DURATION;
+    assert_eq!(export.histogram_count(wait, &[GROUP]), 3);
+    assert_eq!(export.histogram_count(wait, &[GROUP, error("gave_up")]), 1);
+    assert_eq!(export.points(wait).len(), 2);
 
     let duration = instruments::EXECUTION_DURATION;
     assert_eq!(export.histogram_count(duration, &[GROUP]), 3);
@@ -309,6 +319,57 @@ fn instruments_units_and_attributes_are_exact() {
         (1, 1, 1)
     );
     assert_eq!((snapshot.takeovers, snapshot.timeouts), (1, 1));
+}
+
+#[test]
+fn waiters_carry_the_error_type_of_the_outcome_they_received() {
+    let sdk = Sdk::new();
+    let observer = sdk.observer("users");
+    let group = Group::<String, Result<u32, String>>::new().with_observer(observer.clone());
+
+    // A leader that fails with two waiters, then one that panics with one waiter.
+    for (waiting, fail) in [(2, true), (1, false)] {
+        let (release, gate) = mpsc::channel::<()>();
+        thread::scope(|s| {
+            let group = &group;
+            let leader = s.spawn(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    group.try_call(KEY, || {
+                        gate.recv().unwrap();
+                        if fail {
+                            Err("down".to_string())
+                        } else {
+                            panic!("boom")
+                        }
+                    })
+                }))
+            });
+            while !group.contains(KEY) {
+                thread::yield_now();
+            }
+            let waiters: Vec<_> = (0..waiting)
+                .map(|_| s.spawn(move || group.try_call(KEY, || Ok(2))))
+                .collect();
+            until_waiters(group, KEY, waiting);
+            release.send(()).unwrap();
+            let _ = leader.join().unwrap();
+            for waiter in waiters {
+                assert!(waiter.join().unwrap().is_err());
+            }
+        });
+    }
+
+    let export = sdk.collect();
+    let calls = instruments::CALLS;
+    let error = |e| (instruments::ERROR_TYPE, e);
+    assert_eq!(export.counter(calls, &[GROUP, WAITER, error("error")]), 2);
+    assert_eq!(export.counter(calls, &[GROUP, WAITER, error("panic")]), 1);
+    assert_eq!(export.counter(calls, &[GROUP, WAITER]), 0);
+    let wait = instruments::WAIT_DURATION;
+    assert_eq!(export.histogram_count(wait, &[GROUP, error("error")]), 2);
+    assert_eq!(export.histogram_count(wait, &[GROUP, error("panic")]), 1);
+    assert_eq!(export.points(wait).len(), 2);
+    assert_eq!(observer.stats().snapshot().hits, 3);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use http::header::{AGE, CONTENT_LENGTH, CONTENT_RANGE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use singleflight_tokio::{Execution, FlightId, FlightInfo, ObservedKey, Wait};
 use tower_service::Service;
 
 use crate::body::{CoalesceBody, status_response};
@@ -245,7 +246,7 @@ where
                 response.headers_mut().insert(AGE, age);
                 // Counted as the core counts a reuse window's hit: neither a hit nor a miss.
                 if let Some(observer) = &config.observer {
-                    observer.reused();
+                    observer.reused(None, &ObservedBytes(&key));
                 }
                 return Ok(mark(response, Some(REUSED), &config));
             }
@@ -259,7 +260,11 @@ where
             // Joining a response whose flight has ended is still a join of its execution: a
             // hit, as it would have been a moment earlier.
             if let Some(observer) = &config.observer {
-                observer.joined();
+                // Its flight has ended and left the group, so it has no id to link to.
+                let info = FlightInfo::new(None, FlightId::new(u64::MAX));
+                let key = ObservedBytes(&key);
+                let started = observer.waiter_started(&info.with_key(&key));
+                observer.waiter_finished(&info, started, Wait::Received(Execution::Completed));
             }
             return Ok(mark(response, Some(JOINED), &config));
         }
@@ -481,4 +486,19 @@ const REUSED: &str = "reused";
 
 fn served(led: bool) -> Option<&'static str> {
     Some(if led { LED } else { JOINED })
+}
+
+/// A request's coalescing key, offered to an observer: hashed on demand, never formatted
+/// (it is made from the request's method, URI and headers).
+struct ObservedBytes<'a>(&'a [u8]);
+
+impl ObservedKey for ObservedBytes<'_> {
+    fn hash_with(&self, mut state: &mut dyn core::hash::Hasher) {
+        // As the group's `Vec<u8>` keys hash.
+        core::hash::Hash::hash(self.0, &mut state);
+    }
+
+    fn write_key(&self, _: &mut dyn core::fmt::Write) -> Option<core::fmt::Result> {
+        None
+    }
 }

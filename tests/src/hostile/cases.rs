@@ -29,8 +29,8 @@ pub(super) fn cases<F: Front>(front: &'static str) -> Vec<Case> {
         leader_finished_panics,
         execution_finished_panics,
         flight_finished_panics,
-        joined_panics,
-        joined_panics_for_a_waiter_that_leaves,
+        waiter_finished_panics,
+        waiter_finished_panics_for_a_waiter_that_leaves,
         takeover_panics,
         execution_started_panics_at_a_takeover,
         timeout_panics,
@@ -408,10 +408,10 @@ pub(super) async fn flight_finished_panics<F: Front>() {
     finish_hook_panics::<F>(Hook::FlightFinished).await;
 }
 
-/// `joined` panics for the first waiter that receives the value: its call panics, the
+/// `waiter_finished` panics for the first waiter that receives the value: its call panics, the
 /// other waiter and the leader get the value.
-pub(super) async fn joined_panics<F: Front>() {
-    let tripwire = Tripwire::new(&[Hook::Joined]);
+pub(super) async fn waiter_finished_panics<F: Front>() {
+    let tripwire = Tripwire::new(&[Hook::WaiterFinished]);
     let setup = Setup::<F>::new(LeaderDropPolicy::Takeover, Some(tripwire.clone()));
     let gate = Gate::new();
     let leader = setup
@@ -421,14 +421,18 @@ pub(super) async fn joined_panics<F: Front>() {
     gate.open();
     assert_eq!(join(leader, "the leader returns").await, Got::Led(Ok(1)));
     let waiters = join_all(waiters, "the waiters return").await;
-    one_of(&waiters, &panicked("observer Joined"), &Got::Joined(Ok(1)));
+    one_of(
+        &waiters,
+        &panicked("observer WaiterFinished"),
+        &Got::Joined(Ok(1)),
+    );
     setup.next_call_leads(KEY).await;
 }
 
-/// `joined` panics for a waiter that leaves without the outcome (async: dropped; blocking:
+/// `waiter_finished` panics for a waiter that leaves without the outcome (async: dropped; blocking:
 /// timed out): the call that left panics, the flight goes on for the others.
-pub(super) async fn joined_panics_for_a_waiter_that_leaves<F: Front>() {
-    let tripwire = Tripwire::new(&[Hook::Joined]);
+pub(super) async fn waiter_finished_panics_for_a_waiter_that_leaves<F: Front>() {
+    let tripwire = Tripwire::new(&[Hook::WaiterFinished]);
     let setup = Setup::<F>::new(LeaderDropPolicy::Takeover, Some(tripwire.clone()));
     let gate = Gate::new();
     let leader = setup
@@ -449,7 +453,7 @@ pub(super) async fn joined_panics_for_a_waiter_that_leaves<F: Front>() {
     };
     assert_eq!(
         join(leaving, "the leaving waiter returns").await,
-        panicked("observer Joined")
+        panicked("observer WaiterFinished")
     );
     assert_eq!(F::waiters(&setup.group, &HKey::new(KEY)), 1);
     gate.open();
@@ -457,7 +461,7 @@ pub(super) async fn joined_panics_for_a_waiter_that_leaves<F: Front>() {
     for waiter in join_all(waiter, "the waiter returns").await {
         assert_eq!(waiter, Got::Joined(Ok(1)));
     }
-    assert_eq!(tripwire.fired(), [Hook::Joined]);
+    assert_eq!(tripwire.fired(), [Hook::WaiterFinished]);
     setup.next_call_leads(KEY).await;
 }
 

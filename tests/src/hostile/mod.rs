@@ -18,8 +18,8 @@
 //! | `Clone` panics on the first, a middle or the last cloning waiter (clone #2, #3, #4 of four waiters; the last waiter to receive takes the original) | that one waiter's call | the leader and the other waiters get the value |
 //! | `leader_started` (or `flight_started` / `execution_started` under the default `leader_started`) panics while two callers join | the caller that started the flight | the flight is abandoned like a dropped leader's: the oldest waiter takes over (runs its work), the other gets its value; under `FailWaiters` (async front-ends) both get `LeaderDropped` |
 //! | `leader_finished` (or `execution_finished` / `flight_finished` under the default) panics | the leader's call | the outcome is already published: the waiters get the value |
-//! | `joined` panics (a waiter receiving the value) | that waiter's call | the leader and the other waiter get the value |
-//! | `joined` panics for a waiter that leaves (async: its call dropped; blocking: timed out) | the leaving call (its drop, or its timed-out call) | the flight goes on: the leader and the other waiter get the value |
+//! | `waiter_finished` panics (a waiter receiving the value) | that waiter's call | the leader and the other waiter get the value |
+//! | `waiter_finished` panics for a waiter that leaves (async: its call dropped; blocking: timed out) | the leaving call (its drop, or its timed-out call) | the flight goes on: the leader and the other waiter get the value |
 //! | a leading call dropped while its task unwinds from another panic, whose `execution_finished` hook (for `Execution::Dropped`) panics (async front-ends) | the caller's own panic goes on; the hook's second panic is caught and discarded (escaping, it would abort) | the oldest waiter takes over, the other gets its value |
 //! | `takeover` panics (the waiter promoted after `leader_started` panicked) | the promoted waiter's call | leadership passes on: the next waiter runs its work |
 //! | `execution_started` panics at a takeover | the promoted waiter's call | as `takeover` |

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use singleflight_core::{Execution, Observer};
+use singleflight_core::{Execution, FlightInfo, Observer, Wait};
 
 use crate::Gate;
 
@@ -318,8 +318,8 @@ pub enum Hook {
     ExecutionDropped,
     /// `flight_finished` (the default `leader_finished`, and abandoned flights).
     FlightFinished,
-    /// `joined`.
-    Joined,
+    /// `waiter_finished` (but for a promoted waiter).
+    WaiterFinished,
     /// `takeover`.
     Takeover,
     /// `timeout`.
@@ -388,37 +388,40 @@ impl fmt::Debug for Tripwire {
 }
 
 impl Observer for Tripwire {
-    fn flight_started(&self) {
+    fn flight_started(&self, _: &FlightInfo<'_>) {
         self.trip(Hook::FlightStarted);
     }
-    fn flight_finished(&self) {
+    fn flight_finished(&self, _: &FlightInfo<'_>) {
         self.trip(Hook::FlightFinished);
     }
-    fn execution_started(&self) -> u64 {
+    fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
         self.trip(Hook::ExecutionStarted);
         0
     }
-    fn execution_finished(&self, _started: u64, execution: Execution) {
+    fn execution_finished(&self, _: &FlightInfo<'_>, _started: u64, execution: Execution) {
         self.trip(if execution == Execution::Dropped {
             Hook::ExecutionDropped
         } else {
             Hook::ExecutionFinished
         });
     }
-    fn leader_started(&self) -> u64 {
+    fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
         self.trip(Hook::LeaderStarted);
-        self.flight_started();
-        self.execution_started()
+        self.flight_started(flight);
+        self.execution_started(flight)
     }
-    fn leader_finished(&self, started: u64, execution: Execution) {
+    fn leader_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
         self.trip(Hook::LeaderFinished);
-        self.execution_finished(started, execution);
-        self.flight_finished();
+        self.execution_finished(flight, started, execution);
+        self.flight_finished(flight);
     }
-    fn joined(&self) {
-        self.trip(Hook::Joined);
+    fn waiter_finished(&self, _: &FlightInfo<'_>, _started: u64, wait: Wait) {
+        if wait == Wait::Promoted {
+            return;
+        }
+        self.trip(Hook::WaiterFinished);
     }
-    fn takeover(&self) {
+    fn takeover(&self, _: &FlightInfo<'_>) {
         self.trip(Hook::Takeover);
     }
     fn timeout(&self) {

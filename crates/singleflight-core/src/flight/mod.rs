@@ -153,9 +153,9 @@ pub(crate) enum Ending<T> {
 }
 
 /// A flight that [`Flights::end`] just ended (or handed on, after a dropped leader): what
-/// is left to do once the locks are released. A value the leader keeps a copy of is not
-/// stored for the waiters yet, so that the leader can clone it first
-/// ([`pending_value`](Self::pending_value)); [`publish`](Self::publish) stores it. Dropping
+/// is left to do once the locks are released. A value is not stored for the waiters yet,
+/// so that the leader can clone its copy first ([`pending_value`](Self::pending_value))
+/// and mark it as a failure ([`Shared::mark_failed`]); [`publish`](Self::publish) stores it. Dropping
 /// this stores it if that has not happened, wakes the callers, then drops the flight's key:
 /// all of it happens even if the leader's clone panics on the way.
 #[must_use = "the callers sleep until woken"]
@@ -214,6 +214,14 @@ impl<K, T> Shared<K, T> {
         match &self.joined {
             Some(Joined::Pending(_, Outcome::Value(value))) => Some(value),
             _ => None,
+        }
+    }
+
+    /// Marks the value still to be stored for the waiters as a failure (the `Err` of
+    /// fallible work), for their observers.
+    pub(crate) fn mark_failed(&self) {
+        if let Some(Joined::Pending(flight, _)) = &self.joined {
+            flight.mark_failed();
         }
     }
 
@@ -448,8 +456,8 @@ impl<K, T> Flights<K, T> {
     /// the takeover `policy`, a dropped leader's flight goes on with the oldest waiter
     /// promoted, if one is left; otherwise the flight's slot leaves the table (its key is
     /// dropped later, with no lock held) and its outcome is stored for every waiting caller
-    /// (a value the leader keeps a copy of, once the leader has cloned it: see [`Ended`]).
-    /// Nothing is woken and no observer told here.
+    /// (a value, once the leader has cloned its copy and said whether it is a failure: see
+    /// [`Ended`]). Nothing is woken and no observer told here.
     // Always inlined: the path of every uncontended call, whose flight nobody joined; the
     // rest is out of line (`promote`, `end_shared`).
     #[inline(always)]
@@ -526,12 +534,12 @@ impl<K, T> Flights<K, T> {
                 ended.own = Some(value);
                 return ended;
             }
-            // Somebody waits: the value waits too, for the leader's clone.
-            Ending::Kept(value) => {
+            // Somebody waits: the value waits too, for the leader's clone (and, like a
+            // value handed over, for the leader to say whether it is a failure).
+            Ending::Kept(value) | Ending::HandedOver(value) => {
                 ended.joined = Some(Joined::Pending(flight, Outcome::Value(value)));
                 return ended;
             }
-            Ending::HandedOver(value) => Outcome::Value(value),
             Ending::Panicked(message) => Outcome::Panicked(message),
             Ending::Dropped => Outcome::LeaderDropped,
         };

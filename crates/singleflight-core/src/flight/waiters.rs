@@ -8,7 +8,7 @@ use alloc::collections::VecDeque;
 use core::task::Waker;
 
 use crate::error::PanicMessage;
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
 use crate::types::FlightRef;
 use crate::unwind;
 
@@ -47,6 +47,10 @@ pub(crate) struct Flight<T> {
     #[cfg(feature = "std")]
     ready: crate::sync::Condvar,
     outcome: Mutex<OutcomeSlot<T>>,
+    /// Whether the value published stands for a failure (the `Err` of fallible work), for
+    /// the observers of its waiters: stored before the outcome, read after receiving it
+    /// (the outcome lock orders the two).
+    failed: AtomicBool,
 }
 
 /// A joined caller's place in its flight's queue.
@@ -177,7 +181,18 @@ impl<T> Flight<T> {
                 #[cfg(feature = "std")]
                 promotions: 0,
             }),
+            failed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the value about to be published as a failure (see `failed`).
+    pub(crate) fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the value received stands for a failure; read after receiving it.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Wakes every thread asleep on the flight's condition variable (none sleep without

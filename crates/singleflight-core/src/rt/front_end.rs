@@ -90,6 +90,26 @@ macro_rules! __front_end_group {
                 Self(self.0.with_observer(observer))
             }
 
+            /// Names the group for its observer: every hook's `FlightInfo` carries the
+            /// name.
+            ///
+            /// # Panics
+            ///
+            /// If the group was cloned, or a call still holds it: configure it first.
+            pub fn with_name(self, name: &str) -> Self {
+                Self(self.0.with_name(name))
+            }
+
+            /// Lets observers format keys, with `format` (see
+            /// `singleflight_core::Group::with_key_format`).
+            ///
+            /// # Panics
+            ///
+            /// If the group was cloned, or a call still holds it: configure it first.
+            pub fn with_key_format(self, format: $crate::KeyFormat<K>) -> Self {
+                Self(self.0.with_key_format(format))
+            }
+
             /// Splits the map of flights into `shards` shards, each under its own lock
             /// ([`DEFAULT_SHARDS`](singleflight_core::DEFAULT_SHARDS) unless set): fewer save
             /// memory (128 bytes or more each), more keep tasks calling unrelated keys on
@@ -832,7 +852,8 @@ macro_rules! __front_end_exports {
     ) => {
         pub use $crate::{
             BoxedError, Call, CallFuture, DefaultHashBuilder, Error, Execution, FlightId,
-            LeaderDropPolicy, Observer, PanicMessage, Role, TryCall, WithRole,
+            FlightInfo, KeyFormat, LeaderDropPolicy, ObservedKey, Observer, PanicMessage, Role,
+            TryCall, Wait, WithRole,
             rt::{Detached, Request, SpawnBlockingWork, SpawnWork, Timeout, TryDetached},
         };
 

@@ -111,6 +111,24 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
         self.configure(|group| group.with_observer(observer))
     }
 
+    /// Names the group for its observer (see [`Group::with_name`]).
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned, or a call still holds it: configure it first.
+    pub fn with_name(self, name: &str) -> Self {
+        self.configure(|group| group.with_name(name))
+    }
+
+    /// Lets observers format keys, with `format` (see [`Group::with_key_format`]).
+    ///
+    /// # Panics
+    ///
+    /// If the group was cloned, or a call still holds it: configure it first.
+    pub fn with_key_format(self, format: crate::KeyFormat<K>) -> Self {
+        self.configure(|group| group.with_key_format(format))
+    }
+
     /// Splits the map of flights into `shards` shards, each under its own lock
     /// ([`DEFAULT_SHARDS`](crate::DEFAULT_SHARDS) unless set): fewer save memory (128 bytes
     /// or more each), more keep tasks calling unrelated keys on different threads further
