@@ -148,7 +148,10 @@ impl<K, T, S> Group<K, T, S> {
     /// assert_eq!(value, Ok(1));
     /// assert!(role.is_reused());
     /// ```
-    pub fn reuse_for(self, window: Duration) -> Self {
+    pub fn reuse_for(self, window: Duration) -> Self
+    where
+        T: Clone,
+    {
         self.configure(|group| group.reuse_for(window, StdClock))
     }
 

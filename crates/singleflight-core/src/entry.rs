@@ -154,7 +154,9 @@ where
             let mut leader = Leader::new(group_ref, at);
             if let Some(generation) = tracks {
                 // After the guard: if the key's `ToOwned` panics, the flight is abandoned.
-                track(leader.group(), at, key, generation);
+                if let Some(reused) = track(leader.group(), at, key, generation, true) {
+                    return Ok(serve_stored(leader, key, reused));
+                }
             }
             let group = leader.group();
             let started = group.observe_caught(|o| {
@@ -173,16 +175,62 @@ where
     }
 }
 
-/// **track** the flight a caller just started, for its reuse window.
+/// **track** the flight a caller just started, for its reuse window: `Some` if another
+/// flight stored the key's value since this caller's look-up (see [`serve_stored`]).
 #[cold]
 #[inline(never)]
-fn track<K, T, S, Q>(group: &Group<K, T, S>, at: crate::types::FlightRef, key: &Q, generation: u64)
+fn track<K, T, S, Q>(
+    group: &Group<K, T, S>,
+    at: crate::types::FlightRef,
+    key: &Q,
+    generation: u64,
+    missed: bool,
+) -> Option<Reused<T>>
 where
     K: Borrow<Q>,
     Q: ?Sized + Eq + ToOwned<Owned = K>,
 {
-    if let Some(reuse) = group.reuse() {
-        reuse.track(at, key, generation);
+    group.reuse()?.track(at, key, generation, missed)
+}
+
+/// A caller's look-up missed, and another flight stored the key's value before the caller
+/// registered as a leader: the caller gets that value as [`Entry::Reused`], and its own
+/// flight ends at once with a copy of it for any waiter that joined it. The work never
+/// runs, and the observer hears of a reuse, not of a leader.
+#[cold]
+#[inline(never)]
+fn serve_stored<G, Q>(leader: Leader<G>, key: &Q, reused: Reused<G::Value>) -> Entry<G>
+where
+    G: GroupRef,
+    G::Key: Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
+{
+    let group_ref = leader.group_ref().clone();
+    let group = group_ref.group();
+    end_with_stored(leader, &reused);
+    if let Err(payload) = group.observe_caught(|o| o.reused(group.name(), &group.key_ref(key))) {
+        unwind::resume(payload)
+    }
+    Entry::Reused(reused)
+}
+
+/// Ends `leader`'s flight, which has not run its work, with a copy of `stored` for its
+/// waiters.
+///
+/// # Panics
+///
+/// If the value's `Clone` panics: after the flight ended as a dropped leader's (a waiter
+/// takes over), as for any panic of the leader's caller.
+fn end_with_stored<G: GroupRef>(leader: Leader<G>, stored: &Reused<G::Value>) {
+    let Some(clone) = leader.group().reuse().map(|reuse| reuse.clone_fn()) else {
+        unreachable!("a value is stored only with a reuse window")
+    };
+    match stored.clone_value(clone) {
+        Ok(copy) => leader.end_reused(copy),
+        Err(payload) => {
+            drop(leader);
+            unwind::resume(payload)
+        }
     }
 }
 
@@ -250,7 +298,7 @@ where
     };
     // As for any leader: the guard first, so that a panic below abandons the flight.
     let mut leader = Leader::new(group_ref.clone(), at);
-    track(group, at, key, generation);
+    track(group, at, key, generation, false);
     let started = leader.group().observe_caught(|o| {
         let key = group.key_ref(key);
         let info = group.info(at).with_key(&key);

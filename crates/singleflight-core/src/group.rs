@@ -209,11 +209,10 @@ impl<K, T, S> Group<K, T, S> {
     /// assert_eq!(reused.age(), Duration::ZERO);
     /// assert_eq!(reused.into_value(), 1);
     /// ```
-    pub fn reuse_for(
-        mut self,
-        window: Duration,
-        clock: impl Clock + Send + Sync + 'static,
-    ) -> Self {
+    pub fn reuse_for(mut self, window: Duration, clock: impl Clock + Send + Sync + 'static) -> Self
+    where
+        T: Clone,
+    {
         match &mut self.reuse {
             Some(reuse) => reuse.set_window(window),
             None => self.reuse = Some(Box::new(Reuse::new(window, Box::new(clock)))),

@@ -72,6 +72,26 @@ impl<G: GroupRef> Leader<G> {
         }
     }
 
+    /// **end** for a leader that never ran the work: another flight stored the key's value
+    /// between this caller's look-up and its registration, and `value`, a copy of it, goes
+    /// to any waiter that joined. Nothing is kept (the value is stored already), and the
+    /// observer hears of no execution: the caller counts as reused.
+    #[cold]
+    pub(crate) fn end_reused(mut self, value: G::Value) {
+        let Some(group_ref) = self.group.take() else {
+            unreachable!("a leader ends its flight once")
+        };
+        let group = group_ref.group();
+        let policy = group.leader_drop_policy();
+        // Dropping what the flight's end hands back stores the value for any waiter and
+        // wakes it (`Shared`'s `Drop`), or drops the slot if nobody joined.
+        drop(
+            group
+                .flights()
+                .end(self.at, Ending::HandedOver(value), policy),
+        );
+    }
+
     /// Keeps the observer's token for this execution (see `Observer::execution_started`).
     pub(crate) fn set_started(&mut self, started: u64) {
         self.started = started;

@@ -105,6 +105,8 @@ pub(crate) type ErrorPolicy<T> = Box<dyn Fn(&T) -> Option<Duration> + Send + Syn
 /// A group's reusable values and how long they are kept.
 pub(crate) struct Reuse<K, T> {
     clock: Box<dyn Clock + Send + Sync>,
+    /// The values' `Clone`, for the flights that end with a value another stored.
+    clone: fn(&T) -> T,
     window: Duration,
     refresh_after: Option<Duration>,
     errors: Option<ErrorPolicy<T>>,
@@ -184,15 +186,16 @@ impl<T> Reused<T> {
     where
         T: Clone,
     {
-        let cell = self.value;
-        let cloned = {
-            let value = cell.lock();
-            unwind::catch(|| value.clone())
-        };
-        match cloned {
+        match self.clone_value(T::clone) {
             Ok(value) => value,
             Err(payload) => unwind::resume(payload),
         }
+    }
+
+    /// A clone of the value made with `clone` (user code: its panic is handed back).
+    pub(crate) fn clone_value(&self, clone: fn(&T) -> T) -> Result<T, crate::unwind::Payload> {
+        let value = self.value.lock();
+        unwind::catch(|| clone(&value))
     }
 }
 
@@ -319,9 +322,13 @@ impl<K, T> Shard<K, T> {
 }
 
 impl<K, T> Reuse<K, T> {
-    pub(crate) fn new(window: Duration, clock: Box<dyn Clock + Send + Sync>) -> Self {
+    pub(crate) fn new(window: Duration, clock: Box<dyn Clock + Send + Sync>) -> Self
+    where
+        T: Clone,
+    {
         Self {
             clock,
+            clone: T::clone,
             window,
             refresh_after: None,
             errors: None,
@@ -330,6 +337,11 @@ impl<K, T> Reuse<K, T> {
             sweep: AtomicUsize::new(0),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
         }
+    }
+
+    /// The values' `Clone`.
+    pub(crate) fn clone_fn(&self) -> fn(&T) -> T {
+        self.clone
     }
 
     pub(crate) fn set_window(&mut self, window: Duration) {
@@ -471,7 +483,19 @@ impl<K, T> Reuse<K, T> {
 
     /// **track**: the flight at `at`, just started by a caller whose look-up returned
     /// `generation`, may store its value for `key`.
-    pub(crate) fn track<Q>(&self, at: FlightRef, key: &Q, generation: u64)
+    ///
+    /// Unless the look-up missed (`missed`: not a refresh, whose value is within its window
+    /// by design) and another flight stored a value for `key` between that look-up and
+    /// this caller's registration (it ended and left the flight table in the meantime):
+    /// then that value, within its window, is returned instead, nothing is tracked, and the
+    /// caller must not run the work (rule 16: a call within the window gets the value).
+    pub(crate) fn track<Q>(
+        &self,
+        at: FlightRef,
+        key: &Q,
+        generation: u64,
+        missed: bool,
+    ) -> Option<Reused<T>>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq + ToOwned<Owned = K>,
@@ -488,9 +512,21 @@ impl<K, T> Reuse<K, T> {
                 .table
                 .find_mut(at.hash, |stored| stored.key.borrow() == key)
             {
-                Some(stored) => {
-                    stored.pending = Some(at.id);
-                }
+                Some(stored) => match &stored.value {
+                    // A miss at the look-up was dropped or expired there (the clock does
+                    // not go back), so a value within its window now is a newer one.
+                    Some(fresh) if missed && fresh.expires > now => {
+                        let reused = Reused {
+                            value: Arc::clone(&fresh.value),
+                            age: now.saturating_sub(fresh.stored),
+                        };
+                        drop(guard);
+                        drop(gone);
+                        drop(owned);
+                        return Some(reused);
+                    }
+                    _ => stored.pending = Some(at.id),
+                },
                 None => {
                     let key = owned.take().expect("the key is made before the lock");
                     guard.table.insert_unique(
@@ -510,6 +546,7 @@ impl<K, T> Reuse<K, T> {
         drop(guard);
         drop(gone);
         drop(owned);
+        None
     }
 
     /// The window of an outcome (`failed` says whether it is an error): the group's window

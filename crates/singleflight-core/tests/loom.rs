@@ -638,3 +638,89 @@ fn elapsed_timeout_races_the_publish() {
         assert_eq!(group.in_flight(), 0);
     });
 }
+
+/// A clock the model moves by hand (loom's atomic, so its reads are part of the schedule).
+#[derive(Clone, Default)]
+struct Manual(Arc<loom::sync::atomic::AtomicU64>);
+
+impl singleflight_core::rt::Clock for Manual {
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// The window a kept value is reused for, in the clock's seconds.
+const WINDOW: u64 = 10;
+
+/// One caller of a group with a reuse window: `Ok((value, reused))`, after running the work
+/// (returning `value`) if it leads or is promoted. A reused value must be younger than the
+/// window.
+fn call_reusing(
+    group: &Group<u8, u32, Fixed>,
+    value: u32,
+    runs: &AtomicUsize,
+) -> Result<(u32, bool), Error> {
+    let run = |leader: singleflight_core::Leader<&Group<u8, u32, Fixed>>| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok((leader.complete(value), false))
+    };
+    match group.enter(&1)? {
+        Entry::Leader(leader) => run(leader),
+        Entry::Waiter(waiter) => match waiter.wait() {
+            Waited::Outcome(outcome) => outcome.map(|value| (value, false)),
+            Waited::Promoted(leader) => run(leader),
+        },
+        Entry::Reused(reused) => {
+            assert!(
+                reused.age() < std::time::Duration::from_secs(WINDOW),
+                "a value is reused only inside its window (age {:?})",
+                reused.age()
+            );
+            Ok((reused.into_value(), true))
+        }
+    }
+}
+
+/// A kept value expiring (the clock passes its window) while two callers arrive: each
+/// gets the kept value (only while it is inside the window), joins the one new flight, or
+/// leads it; the work runs at most once more, and the group ends with no flight and at
+/// most one kept value.
+#[test]
+fn expiry_races_a_join() {
+    let _watchdog = watchdog!();
+    loom::model(|| {
+        let clock = Manual::default();
+        let group = Arc::new(
+            Group::<u8, u32, Fixed>::with_hasher(Fixed::default())
+                .reuse_for(std::time::Duration::from_secs(WINDOW), clock.clone()),
+        );
+        let Ok(Entry::Leader(first)) = group.enter(&1) else {
+            panic!("the first caller leads")
+        };
+        assert_eq!(first.complete(1), 1);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let expire = {
+            let clock = clock.clone();
+            thread::spawn(move || clock.0.fetch_add(WINDOW, Ordering::SeqCst))
+        };
+        let other = {
+            let (group, runs) = (group.clone(), runs.clone());
+            thread::spawn(move || call_reusing(&group, 2, &runs))
+        };
+        let mine = call_reusing(&group, 3, &runs).expect("a value, never an error");
+        let theirs = other.join().unwrap().expect("a value, never an error");
+        expire.join().unwrap();
+        let runs = runs.load(Ordering::SeqCst);
+        assert!(runs <= 1, "the work ran {runs} more times");
+        for (value, reused) in [mine, theirs] {
+            if reused {
+                // The first flight's value, or the new flight's once it was kept.
+                assert!(value == 1 || runs == 1, "reused {value}");
+            } else {
+                assert!(value == 2 || value == 3, "got {value} from a flight");
+            }
+        }
+        assert_eq!(group.in_flight(), 0);
+        assert!(group.reusable() <= 1);
+    });
+}

@@ -140,7 +140,10 @@ macro_rules! __front_end_group {
             /// # Panics
             ///
             /// If the group was cloned, or a call still holds it: configure it first.
-            pub fn reuse_for(self, window: ::core::time::Duration) -> Self {
+            pub fn reuse_for(self, window: ::core::time::Duration) -> Self
+            where
+                T: Clone,
+            {
                 Self(self.0.reuse_for(window))
             }
 

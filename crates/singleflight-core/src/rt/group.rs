@@ -154,6 +154,7 @@ impl<K, T, S, Sp, Tm> RuntimeGroup<K, T, Sp, Tm, S> {
     /// If the group was cloned, or a call still holds it: configure it first.
     pub fn reuse_for(self, window: Duration) -> Self
     where
+        T: Clone,
         Tm: Clock + Clone + Send + Sync + 'static,
     {
         let clock = self.timer.clone();
