@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use singleflight_blocking::{Error, Group, Role};
-use singleflight_core::{Entry, Waited};
+use singleflight_core::{Entered, Waited};
 use singleflight_tests::{Gate, panic_message, wait_until};
 
 /// Port of `TestDo`.
@@ -184,14 +184,14 @@ fn test_goexit_do() {
     let _watchdog = singleflight_tests::watchdog!();
     const N: usize = 5;
     let group = singleflight_core::Group::<String, u32>::new();
-    let Ok(Entry::Leader(leader)) = group.enter("key") else {
+    let Ok(Entered::Leader(leader)) = group.enter("key") else {
         panic!("the first caller leads");
     };
     let executions = AtomicUsize::new(0);
     thread::scope(|s| {
         let waiters: Vec<_> = (1..N)
             .map(|_| {
-                let Ok(Entry::Waiter(waiter)) = group.enter("key") else {
+                let Ok(Entered::Waiter(waiter)) = group.enter("key") else {
                     panic!("later callers wait");
                 };
                 let executions = &executions;

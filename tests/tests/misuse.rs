@@ -89,10 +89,10 @@ fn polling_a_finished_call_panics_clearly() {
 fn polling_a_finished_waiter_panics_clearly() {
     let _watchdog = singleflight_tests::watchdog!();
     let group = singleflight_core::Group::<String, u32>::new();
-    let Ok(singleflight_core::Entry::Leader(leader)) = group.enter("k") else {
+    let Ok(singleflight_core::Entered::Leader(leader)) = group.enter("k") else {
         panic!("leads")
     };
-    let Ok(singleflight_core::Entry::Waiter(mut waiter)) = group.enter("k") else {
+    let Ok(singleflight_core::Entered::Waiter(mut waiter)) = group.enter("k") else {
         panic!("waits")
     };
     leader.complete(3);

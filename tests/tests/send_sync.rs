@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use singleflight_core::{Entry, Error, Group, PanicMessage, Role};
+use singleflight_core::{Entered, Error, Group, PanicMessage, Role};
 
 fn require_send<T: Send>(_: &T) {}
 fn require_sync<T: Sync>(_: &T) {}
@@ -37,10 +37,10 @@ fn values_and_errors_cross_threads() {
 #[test]
 fn core_guards_cross_threads() {
     let group = Arc::new(Group::<String, u64>::new());
-    let Ok(Entry::Leader(leader)) = group.enter_arc("k") else {
+    let Ok(Entered::Leader(leader)) = group.enter_arc("k") else {
         unreachable!()
     };
-    let Ok(Entry::Waiter(waiter)) = group.enter_arc("k") else {
+    let Ok(Entered::Waiter(waiter)) = group.enter_arc("k") else {
         unreachable!()
     };
     require_send(&leader);

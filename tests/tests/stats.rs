@@ -26,7 +26,7 @@ mod blocking {
         let _watchdog = singleflight_tests::watchdog!();
         let stats = Arc::new(Stats::new());
         let group = observed::<u32>(&stats);
-        let Ok(singleflight_core::Entry::Leader(leader)) = group.as_core().enter("k") else {
+        let Ok(singleflight_core::Entered::Leader(leader)) = group.as_core().enter("k") else {
             panic!("the first caller leads");
         };
         thread::scope(|s| {

@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use singleflight_core::{Entry, Error, Group, Waited};
+use singleflight_core::{Entered, Error, Group, Waited};
 use singleflight_tests::{PATIENCE, wait_until};
 
 fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
@@ -172,10 +172,10 @@ ready_outcome_wins!(
 fn a_blocking_waiter_takes_an_outcome_published_before_its_deadline_passed() {
     let _watchdog = singleflight_tests::watchdog!();
     let group = Group::<String, u32>::new();
-    let Ok(Entry::Leader(leader)) = group.enter("k") else {
+    let Ok(Entered::Leader(leader)) = group.enter("k") else {
         panic!("the first caller leads")
     };
-    let Ok(Entry::Waiter(waiter)) = group.enter("k") else {
+    let Ok(Entered::Waiter(waiter)) = group.enter("k") else {
         panic!("the second caller waits")
     };
     assert_eq!(leader.complete(5), 5);
@@ -252,10 +252,10 @@ fn race_round(round: usize, tally: &mut Tally) {
 
     let group = Group::<usize, usize>::new();
     let hold = Arc::new(HoldPublisher::default());
-    let Ok(Entry::Leader(leader)) = group.enter(&round) else {
+    let Ok(Entered::Leader(leader)) = group.enter(&round) else {
         panic!("the first caller leads")
     };
-    let Ok(Entry::Waiter(mut async_waiter)) = group.enter(&round) else {
+    let Ok(Entered::Waiter(mut async_waiter)) = group.enter(&round) else {
         panic!("the second caller waits")
     };
     let waker = Waker::from(Arc::clone(&hold));
@@ -268,7 +268,7 @@ fn race_round(round: usize, tally: &mut Tally) {
     let (deadline_tx, deadline_rx) = std::sync::mpsc::channel();
     let (deadline, waited, returned) = thread::scope(|s| {
         let blocked = s.spawn(|| {
-            let Ok(Entry::Waiter(waiter)) = group.enter(&round) else {
+            let Ok(Entered::Waiter(waiter)) = group.enter(&round) else {
                 panic!("the third caller waits")
             };
             // The deadline counts from the moment this caller joined.

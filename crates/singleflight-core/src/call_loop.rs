@@ -27,7 +27,7 @@ use core::convert::Infallible;
 use core::hash::{BuildHasher, Hash};
 use core::task::Waker;
 
-use crate::entry::{Entry, enter_with};
+use crate::entered::{Entered, enter_with};
 use crate::error::Error;
 use crate::group::GroupRef;
 use crate::leader::Leader;
@@ -151,7 +151,7 @@ where
 
 /// The first half of [`register`]: the entry, with the refresh started if this caller is
 /// the one to start it. A caller whose uncontended path matters matches the entry's
-/// [`Entry::Leader`] itself and hands every other entry to [`entered`].
+/// [`Entered::Leader`] itself and hands every other entry to [`entered`].
 #[inline]
 pub(crate) fn enter<G, Q, L>(
     group: G,
@@ -159,7 +159,7 @@ pub(crate) fn enter<G, Q, L>(
     waker: Option<&Waker>,
     how: &mut Option<L>,
     failed: fn(&G::Value) -> bool,
-) -> Result<Entry<G>, Error>
+) -> Result<Entered<G>, Error>
 where
     G: GroupRef,
     G::Key: Hash + Eq + Borrow<Q>,
@@ -182,7 +182,7 @@ where
 /// The second half of [`register`]: what the entry means for the call.
 #[inline]
 pub(crate) fn entered<G, L>(
-    entry: Result<Entry<G>, Error>,
+    entry: Result<Entered<G>, Error>,
     how: &mut Option<L>,
     failed: fn(&G::Value) -> bool,
 ) -> Step<G>
@@ -193,9 +193,9 @@ where
 {
     match entry {
         Err(error) => Step::Done(Err(error), Role::Waiter),
-        Ok(Entry::Leader(leader)) => lead(leader, how, failed),
-        Ok(Entry::Waiter(waiter)) => Step::Wait(waiter),
-        Ok(Entry::Reused(reused)) => {
+        Ok(Entered::Leader(leader)) => lead(leader, how, failed),
+        Ok(Entered::Waiter(waiter)) => Step::Wait(waiter),
+        Ok(Entered::Reused(reused)) => {
             let age = reused.age();
             Step::Done(Ok(reused.into_value()), Role::Reused { age })
         }
@@ -252,7 +252,7 @@ mod blocking {
     use std::time::Instant;
 
     use super::{Inline, Lead, Step, enter, entered, waited};
-    use crate::entry::Entry;
+    use crate::entered::Entered;
     use crate::error::Error;
     use crate::group::Group;
     use crate::leader::Leader;
@@ -311,7 +311,7 @@ mod blocking {
         let mut how = Some(how);
         let leader = match enter(group, key, None, &mut how, failed) {
             // The uncontended path, matched at once.
-            Ok(Entry::Leader(leader)) => leader,
+            Ok(Entered::Leader(leader)) => leader,
             entry => match entered(entry, &mut how, failed) {
                 Step::Lead(leader) => leader,
                 Step::Done(outcome, role) => return (outcome, role),

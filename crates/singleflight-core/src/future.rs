@@ -12,7 +12,7 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::call_loop::{Inline, Step, enter, entered, waited};
-use crate::entry::Entry;
+use crate::entered::Entered;
 use crate::error::Error;
 use crate::group::Group;
 use crate::leader::Leader;
@@ -212,7 +212,7 @@ where
                 let entry = enter(*group, *key, Some(cx.waker()), work, *this.failed);
                 let leader = match entry {
                     // The uncontended path, matched at once.
-                    Ok(Entry::Leader(leader)) => leader,
+                    Ok(Entered::Leader(leader)) => leader,
                     entry => match entered(entry, work, *this.failed) {
                         Step::Lead(leader) => leader,
                         Step::Done(outcome, role) => {

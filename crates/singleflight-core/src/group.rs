@@ -2,7 +2,7 @@
 //! ([`GroupRef`]) that a [`Leader`](crate::Leader)(crate::Leader) or [`Waiter`](crate::Waiter)(crate::Waiter) keeps.
 //!
 //! The flights themselves, their transitions and the lock order are in
-//! [`flight`](crate::flight); registering a caller is in [`entry`](crate::entry).
+//! [`flight`](crate::flight); registering a caller is in [`entered`](crate::entered).
 
 use alloc::boxed::Box;
 use alloc::sync::Arc as AllocArc;
@@ -195,7 +195,7 @@ impl<K, T, S> Group<K, T, S> {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use singleflight_core::{Entry, Group, rt::Clock};
+    /// use singleflight_core::{Entered, Group, rt::Clock};
     ///
     /// struct Frozen;
     /// impl Clock for Frozen {
@@ -203,9 +203,9 @@ impl<K, T, S> Group<K, T, S> {
     /// }
     ///
     /// let group = Group::<String, u32>::new().reuse_for(Duration::from_secs(5), Frozen);
-    /// let Ok(Entry::Leader(leader)) = group.enter("k") else { unreachable!() };
+    /// let Ok(Entered::Leader(leader)) = group.enter("k") else { unreachable!() };
     /// leader.complete(1);
-    /// let Ok(Entry::Reused(reused)) = group.enter("k") else { unreachable!() };
+    /// let Ok(Entered::Reused(reused)) = group.enter("k") else { unreachable!() };
     /// assert_eq!(reused.age(), Duration::ZERO);
     /// assert_eq!(reused.into_value(), 1);
     /// ```

@@ -7,12 +7,12 @@
 //! those, and build on this crate only to serve another executor or a `no_std` target.
 //!
 //! ```
-//! use singleflight_core::{Entry, Group, Waited};
+//! use singleflight_core::{Entered, Group, Waited};
 //!
 //! let group = Group::<String, String>::new();
 //! // The first caller for a key leads; the next one joins its flight.
-//! let Ok(Entry::Leader(leader)) = group.enter("user:42") else { unreachable!() };
-//! let Ok(Entry::Waiter(waiter)) = group.enter("user:42") else { unreachable!() };
+//! let Ok(Entered::Leader(leader)) = group.enter("user:42") else { unreachable!() };
+//! let Ok(Entered::Waiter(waiter)) = group.enter("user:42") else { unreachable!() };
 //! assert_eq!(group.in_flight(), 1);
 //! leader.complete("Ada".to_string());
 //! # #[cfg(feature = "std")]
@@ -193,7 +193,7 @@ extern crate alloc;
 extern crate std;
 
 mod call_loop;
-mod entry;
+mod entered;
 mod error;
 mod flight;
 mod future;
@@ -216,7 +216,7 @@ mod waiter;
 )]
 mod work;
 
-pub use entry::Entry;
+pub use entered::Entered;
 pub use error::{BoxedError, Error, PanicMessage, ShareableError};
 pub use future::{Call, CallFuture, TryCall, WithRole, flatten};
 pub use group::{DEFAULT_SHARDS, Group, GroupRef, MAX_SHARDS};

@@ -163,7 +163,7 @@ enum Refresh {
     Failed,
 }
 
-/// A value served from the reuse window: what [`Entry::Reused`](crate::Entry::Reused)
+/// A value served from the reuse window: what [`Entered::Reused`](crate::Entered::Reused)
 /// carries.
 pub struct Reused<T> {
     value: Cell<T>,

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use singleflight_core::rt::Clock;
-use singleflight_core::{Entry, Group, Waited};
+use singleflight_core::{Entered, Group, Waited};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
@@ -66,13 +66,13 @@ fn every_flight_of_the_burst_ends() {
 
     for key in 0..KEYS {
         let key = key.to_string();
-        let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&key) else {
             panic!("key {key} starts a flight")
         };
         leaders.push(leader);
         // Every tenth flight is joined, so its shared part is allocated too.
         if key.ends_with('0') {
-            let Ok(Entry::Waiter(waiter)) = group.enter(&key) else {
+            let Ok(Entered::Waiter(waiter)) = group.enter(&key) else {
                 panic!("key {key} is joined")
             };
             waiters.push(waiter);
@@ -119,7 +119,7 @@ fn a_few_long_flights_outlive_the_burst() {
 
     for n in 0..KEYS {
         let key = n.to_string();
-        let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&key) else {
             panic!("key {key} starts a flight")
         };
         // Mid-burst, every shard's inline slots are long taken: this flight goes into the
@@ -155,7 +155,7 @@ fn a_few_long_flights_outlive_the_burst() {
 
     // The long flights are still there for their callers and new ones.
     for (value, (key, leader)) in (1..).zip(long) {
-        let Ok(Entry::Waiter(waiter)) = group.enter(&key) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter(&key) else {
             panic!("key {key} is still in flight")
         };
         assert_eq!(leader.complete(value), value);
@@ -194,7 +194,7 @@ fn kept_values_go_after_their_window() {
         let baseline = live();
         for n in 0..KEYS {
             let key = n.to_string();
-            let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+            let Ok(Entered::Leader(leader)) = group.enter(&key) else {
                 panic!("key {key} starts a flight")
             };
             assert_eq!(leader.complete(Ok(n)), Ok(n));
@@ -203,7 +203,7 @@ fn kept_values_go_after_their_window() {
         assert_eq!(group.in_flight(), 0);
         let peak = live();
         // Inside the window the values stay, whatever is called.
-        assert!(matches!(group.enter("7"), Ok(Entry::Reused(_))));
+        assert!(matches!(group.enter("7"), Ok(Entered::Reused(_))));
 
         clock
             .0
@@ -211,7 +211,7 @@ fn kept_values_go_after_their_window() {
         let how = if by_calls {
             for n in 0..CALLS_AFTER {
                 let key = format!("after-{n}");
-                let Ok(Entry::Leader(leader)) = group.enter(&key) else {
+                let Ok(Entered::Leader(leader)) = group.enter(&key) else {
                     panic!("key {key} starts a flight")
                 };
                 let _ = leader.complete_failed(Err(n));

@@ -73,7 +73,7 @@ fn lone_blocking_calls() {
     let group = Group::<u64, u64>::new();
     let before = allocations();
     for key in 0..CALLS {
-        let Ok(singleflight_core::Entry::Leader(leader)) = group.enter(&key) else {
+        let Ok(singleflight_core::Entered::Leader(leader)) = group.enter(&key) else {
             panic!("a lone caller leads");
         };
         assert_eq!(leader.run(|| key * 2, |_| false), key * 2);

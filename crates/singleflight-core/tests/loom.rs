@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use singleflight_core::{Entry, Error, Group, LeaderDropPolicy, PanicMessage, Waited};
+use singleflight_core::{Entered, Error, Group, LeaderDropPolicy, PanicMessage, Waited};
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
 // time instead of stalling the run.
@@ -56,12 +56,12 @@ fn call(
         Ok(leader.complete(value))
     };
     match group.enter(&key)? {
-        Entry::Leader(leader) => run(leader),
-        Entry::Waiter(waiter) => match waiter.wait() {
+        Entered::Leader(leader) => run(leader),
+        Entered::Waiter(waiter) => match waiter.wait() {
             Waited::Outcome(outcome) => outcome,
             Waited::Promoted(leader) => run(leader),
         },
-        Entry::Reused(_) => unreachable!("no reuse window"),
+        Entered::Reused(_) => unreachable!("no reuse window"),
     }
 }
 
@@ -107,18 +107,18 @@ fn waiter_registers_while_leader_publishes() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
         let joiner = {
             let group = group.clone();
             thread::spawn(move || match group.enter(&1).unwrap() {
-                Entry::Leader(leader) => leader.complete(20),
-                Entry::Waiter(waiter) => match waiter.wait() {
+                Entered::Leader(leader) => leader.complete(20),
+                Entered::Waiter(waiter) => match waiter.wait() {
                     Waited::Outcome(outcome) => outcome.unwrap(),
                     Waited::Promoted(_) => panic!("the leader completes; nobody is promoted"),
                 },
-                Entry::Reused(_) => unreachable!("no reuse window"),
+                Entered::Reused(_) => unreachable!("no reuse window"),
             })
         };
         assert_eq!(leader.complete(10), 10);
@@ -136,12 +136,12 @@ fn leader_dropped_takeover() {
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
         let waiters: Vec<_> = (0..2)
             .map(|i| {
-                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+                let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
                     panic!("waits")
                 };
                 let c = c.clone();
@@ -170,10 +170,10 @@ fn leader_dropped_fail_waiters() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let waiting = thread::spawn(move || {
@@ -191,10 +191,10 @@ fn leader_panic_reaches_waiters() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let waiting = thread::spawn(move || match waiter.wait() {
@@ -215,7 +215,7 @@ fn forget_during_flight() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(old)) = group.enter(&1) else {
+        let Ok(Entered::Leader(old)) = group.enter(&1) else {
             panic!("leads")
         };
         let forgetter = {
@@ -227,16 +227,16 @@ fn forget_during_flight() {
         let newcomer = {
             let group = group.clone();
             thread::spawn(move || match group.enter(&1).unwrap() {
-                Entry::Leader(leader) => {
+                Entered::Leader(leader) => {
                     // A new flight: it must still be in the map after the old one finished.
                     let value = leader.complete(2);
                     (value, true)
                 }
-                Entry::Waiter(waiter) => match waiter.wait() {
+                Entered::Waiter(waiter) => match waiter.wait() {
                     Waited::Outcome(outcome) => (outcome.unwrap(), false),
                     Waited::Promoted(_) => panic!("nobody is promoted"),
                 },
-                Entry::Reused(_) => unreachable!("no reuse window"),
+                Entered::Reused(_) => unreachable!("no reuse window"),
             })
         };
         old.complete(1);
@@ -254,13 +254,13 @@ fn waiter_leaves_while_leader_completes() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(leaving)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(leaving)) = group.enter_arc(&1) else {
             panic!("waits")
         };
-        let Ok(Entry::Waiter(staying)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(staying)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let leaver = thread::spawn(move || drop(leaving));
@@ -280,10 +280,10 @@ fn last_callers_leaving_remove_the_entry() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let leaver = thread::spawn(move || drop(waiter));
@@ -325,10 +325,10 @@ fn async_waiter_while_leader_publishes() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let waiting = thread::spawn(move || matches!(wait_async(waiter), Waited::Outcome(Ok(7))));
@@ -346,12 +346,12 @@ fn leader_dropped_takeover_async_and_blocking() {
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
         let waiters: Vec<_> = (0..2u32)
             .map(|i| {
-                let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+                let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
                     panic!("waits")
                 };
                 let c = c.clone();
@@ -387,10 +387,10 @@ fn leader_dropped_fail_async_waiter() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(flights().with_leader_drop_policy(LeaderDropPolicy::FailWaiters));
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let waiting = thread::spawn(move || {
@@ -478,7 +478,7 @@ fn forget_all_during_flight() {
     loom::model(|| {
         let group = Arc::new(flights());
         let c = counters();
-        let Ok(Entry::Leader(old)) = group.enter(&1) else {
+        let Ok(Entered::Leader(old)) = group.enter(&1) else {
             panic!("leads")
         };
         let forgetter = {
@@ -524,10 +524,10 @@ fn leader_clone_panics_at_publication() {
     let _watchdog = watchdog!();
     loom::model(|| {
         let group = Arc::new(Group::<u8, Fragile, Fixed>::with_hasher(Fixed::default()));
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter_arc(&1) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter_arc(&1) else {
             panic!("waits")
         };
         let waiting = thread::spawn(move || match waiter.wait() {
@@ -544,7 +544,7 @@ fn leader_clone_panics_at_publication() {
         assert!(completed.is_err(), "the leader's clone panicked");
         assert_eq!(waiting.join().unwrap(), 9);
         assert_eq!(group.in_flight(), 0);
-        assert!(matches!(group.enter(&1), Ok(Entry::Leader(_))));
+        assert!(matches!(group.enter(&1), Ok(Entered::Leader(_))));
     });
 }
 
@@ -620,7 +620,7 @@ fn elapsed_timeout_races_the_publish() {
     use singleflight_core::rt::Timeout;
     loom::model(|| {
         let group = Arc::new(flights());
-        let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+        let Ok(Entered::Leader(leader)) = group.enter(&1) else {
             panic!("leads")
         };
         let caller = {
@@ -665,12 +665,12 @@ fn call_reusing(
         Ok((leader.complete(value), false))
     };
     match group.enter(&1)? {
-        Entry::Leader(leader) => run(leader),
-        Entry::Waiter(waiter) => match waiter.wait() {
+        Entered::Leader(leader) => run(leader),
+        Entered::Waiter(waiter) => match waiter.wait() {
             Waited::Outcome(outcome) => outcome.map(|value| (value, false)),
             Waited::Promoted(leader) => run(leader),
         },
-        Entry::Reused(reused) => {
+        Entered::Reused(reused) => {
             assert!(
                 reused.age() < std::time::Duration::from_secs(WINDOW),
                 "a value is reused only inside its window (age {:?})",
@@ -694,7 +694,7 @@ fn expiry_races_a_join() {
             Group::<u8, u32, Fixed>::with_hasher(Fixed::default())
                 .reuse_for(std::time::Duration::from_secs(WINDOW), clock.clone()),
         );
-        let Ok(Entry::Leader(first)) = group.enter(&1) else {
+        let Ok(Entered::Leader(first)) = group.enter(&1) else {
             panic!("the first caller leads")
         };
         assert_eq!(first.complete(1), 1);

@@ -34,7 +34,7 @@ use std::time::Instant;
 use proptest::prelude::*;
 use singleflight_core::rt::{Detached, Launch};
 use singleflight_core::{
-    CallFuture, DEFAULT_SHARDS, DefaultHashBuilder, Entry, Error, Execution, FlightInfo, Group,
+    CallFuture, DEFAULT_SHARDS, DefaultHashBuilder, Entered, Error, Execution, FlightInfo, Group,
     Leader, LeaderDropPolicy, Observer, PanicMessage, Role, Wait, Waited, Waiter,
 };
 
@@ -505,8 +505,8 @@ fn run(ops: Vec<Op>, fail_waiters: bool, one_shard: bool) {
                         real.push(Real::Done);
                     }
                     Some(entry) => match (entry, expected) {
-                        (Entry::Leader(l), MCaller::Leader(_)) => real.push(Real::Leader(l)),
-                        (Entry::Waiter(w), MCaller::Waiting(_)) => real.push(Real::Waiter(w)),
+                        (Entered::Leader(l), MCaller::Leader(_)) => real.push(Real::Leader(l)),
+                        (Entered::Waiter(w), MCaller::Waiting(_)) => real.push(Real::Waiter(w)),
                         (entry, expected) => panic!("role mismatch: {entry:?} vs {expected:?}"),
                     },
                 }

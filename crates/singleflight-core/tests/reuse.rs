@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use singleflight_core::rt::Clock;
-use singleflight_core::{Entry, Group, PanicMessage};
+use singleflight_core::{Entered, Group, PanicMessage};
 
 /// A clock the test moves by hand.
 #[derive(Clone, Default)]
@@ -35,7 +35,7 @@ where
     S: std::hash::BuildHasher,
 {
     match group.enter(key) {
-        Ok(Entry::Leader(leader)) => leader,
+        Ok(Entered::Leader(leader)) => leader,
         other => panic!("{key} should lead, got {other:?}"),
     }
 }
@@ -45,7 +45,7 @@ where
     S: std::hash::BuildHasher,
 {
     match group.enter(key) {
-        Ok(Entry::Reused(reused)) => (reused.age(), reused.into_value()),
+        Ok(Entered::Reused(reused)) => (reused.age(), reused.into_value()),
         other => panic!("{key} should be reused, got {other:?}"),
     }
     .swap()
@@ -182,7 +182,7 @@ fn takeover_stores_the_promoted_waiters_value() {
     let clock = Manual::default();
     let group = Group::<String, u32>::new().reuse_for(WINDOW, clock);
     let leader = lead(&group, "k");
-    let Ok(Entry::Waiter(waiter)) = group.enter("k") else {
+    let Ok(Entered::Waiter(waiter)) = group.enter("k") else {
         panic!("joins")
     };
     drop(leader);

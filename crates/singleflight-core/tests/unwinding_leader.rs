@@ -6,7 +6,7 @@
 
 use std::thread;
 
-use singleflight_core::{Entry, Error, Group, LeaderDropPolicy, Waited};
+use singleflight_core::{Entered, Error, Group, LeaderDropPolicy, Waited};
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
 // time instead of stalling the run.
@@ -21,7 +21,7 @@ fn unwind_with_waiters(
     waiters: usize,
     check: impl Fn(Waited<&Group<u32, u32>>) + Sync,
 ) {
-    let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+    let Ok(Entered::Leader(leader)) = group.enter(&1) else {
         panic!("the first caller leads")
     };
     thread::scope(|s| {
@@ -29,7 +29,7 @@ fn unwind_with_waiters(
             .map(|_| {
                 let check = &check;
                 s.spawn(move || match group.enter(&1) {
-                    Ok(Entry::Waiter(waiter)) => check(waiter.wait()),
+                    Ok(Entered::Waiter(waiter)) => check(waiter.wait()),
                     _ => panic!("a flight is in progress: this caller joins it"),
                 })
             })
@@ -80,10 +80,10 @@ fn a_waiter_polled_before_it_blocks_wakes_when_promoted() {
     use std::task::{Context, Waker};
 
     let group = Group::<u32, u32>::new();
-    let Ok(Entry::Leader(leader)) = group.enter(&1) else {
+    let Ok(Entered::Leader(leader)) = group.enter(&1) else {
         panic!("the first caller leads")
     };
-    let Ok(Entry::Waiter(mut waiter)) = group.enter(&1) else {
+    let Ok(Entered::Waiter(mut waiter)) = group.enter(&1) else {
         panic!("the second caller joins")
     };
     assert!(

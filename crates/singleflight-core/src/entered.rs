@@ -16,8 +16,10 @@ use crate::reuse::{Lookup, Reused};
 use crate::unwind;
 use crate::waiter::Waiter;
 
-/// A registered caller, as [`Group::enter`] returns it.
-pub enum Entry<G: GroupRef> {
+/// How a caller entered a group, as [`Group::enter`] returns it: as the leader of a new
+/// flight, a waiter on one in progress, or served a reused value. (Named apart from the
+/// map-`Entry` of `std` and `hashbrown`, which it is not.)
+pub enum Entered<G: GroupRef> {
     /// No flight was in progress: this caller must run the work and complete the flight.
     Leader(Leader<G>),
     /// A flight was in progress: this caller waits for its outcome.
@@ -27,7 +29,7 @@ pub enum Entry<G: GroupRef> {
     Reused(Reused<G::Value>),
 }
 
-impl<G: GroupRef> fmt::Debug for Entry<G> {
+impl<G: GroupRef> fmt::Debug for Entered<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Leader(leader) => f.debug_tuple("Leader").field(leader).finish(),
@@ -63,17 +65,17 @@ where
     /// # Examples
     ///
     /// ```
-    /// use singleflight_core::{Entry, Group};
+    /// use singleflight_core::{Entered, Group};
     ///
     /// let group = Group::<String, u32>::new();
-    /// let Ok(Entry::Leader(leader)) = group.enter("answer") else { unreachable!() };
-    /// let Ok(Entry::Waiter(waiter)) = group.enter("answer") else { unreachable!() };
+    /// let Ok(Entered::Leader(leader)) = group.enter("answer") else { unreachable!() };
+    /// let Ok(Entered::Waiter(waiter)) = group.enter("answer") else { unreachable!() };
     /// assert_eq!(group.waiters("answer"), 1);
     /// assert_eq!(leader.complete(42), 42);
     /// # #[cfg(feature = "std")]
     /// assert!(matches!(waiter.wait(), singleflight_core::Waited::Outcome(Ok(42))));
     /// ```
-    pub fn enter<Q>(&self, key: &Q) -> Result<Entry<&Self>, Error>
+    pub fn enter<Q>(&self, key: &Q) -> Result<Entered<&Self>, Error>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
@@ -91,7 +93,7 @@ where
     /// # Panics
     ///
     /// As [`enter`](Self::enter).
-    pub fn enter_arc<Q>(self: &AllocArc<Self>, key: &Q) -> Result<Entry<AllocArc<Self>>, Error>
+    pub fn enter_arc<Q>(self: &AllocArc<Self>, key: &Q) -> Result<Entered<AllocArc<Self>>, Error>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
@@ -109,14 +111,14 @@ pub(crate) type Refresher<'r, G> = &'r mut dyn FnMut(Leader<G>);
 /// A caller that can hand its work to a refresh passes `refresh`: if it finds its key's
 /// value past the refresh threshold, and no refresh of it has started, it starts one (a
 /// flight of its own, which `refresh` must run where no caller's cancellation reaches it)
-/// and gets the value at once, as [`Entry::Reused`].
+/// and gets the value at once, as [`Entered::Reused`].
 #[inline]
 pub(crate) fn enter_with<G, Q>(
     group_ref: G,
     key: &Q,
     waker: Option<&Waker>,
     refresh: Option<Refresher<'_, G>>,
-) -> Result<Entry<G>, Error>
+) -> Result<Entered<G>, Error>
 where
     G: GroupRef,
     G::Key: Hash + Eq + Borrow<Q>,
@@ -129,12 +131,12 @@ where
     let tracks = match group.reuse() {
         None => None,
         Some(_) => match reuse_lookup(group, hash, key, refresh.is_some()) {
-            Ok((reused, None)) => return Ok(Entry::Reused(reused)),
+            Ok((reused, None)) => return Ok(Entered::Reused(reused)),
             Ok((reused, Some(generation))) => {
                 if let Some(refresh) = refresh {
                     start_refresh(group_ref.clone(), hash, key, generation, refresh);
                 }
-                return Ok(Entry::Reused(reused));
+                return Ok(Entered::Reused(reused));
             }
             Err(generation) => Some(generation),
         },
@@ -146,7 +148,7 @@ where
         Registered::Waiter { flight, ticket } => {
             let mut waiter = Waiter::new(group_ref, flight, ticket, waker.is_some());
             waiter.observe_start(key);
-            Ok(Entry::Waiter(waiter))
+            Ok(Entered::Waiter(waiter))
         }
         Registered::Leader(at) => {
             // The guard exists before the hook runs: if the hook panics, dropping the guard
@@ -170,7 +172,7 @@ where
                     unwind::resume(payload)
                 }
             }
-            Ok(Entry::Leader(leader))
+            Ok(Entered::Leader(leader))
         }
     }
 }
@@ -194,12 +196,12 @@ where
 }
 
 /// A caller's look-up missed, and another flight stored the key's value before the caller
-/// registered as a leader: the caller gets that value as [`Entry::Reused`], and its own
+/// registered as a leader: the caller gets that value as [`Entered::Reused`], and its own
 /// flight ends at once with a copy of it for any waiter that joined it. The work never
 /// runs, and the observer hears of a reuse, not of a leader.
 #[cold]
 #[inline(never)]
-fn serve_stored<G, Q>(leader: Leader<G>, key: &Q, reused: Reused<G::Value>) -> Entry<G>
+fn serve_stored<G, Q>(leader: Leader<G>, key: &Q, reused: Reused<G::Value>) -> Entered<G>
 where
     G: GroupRef,
     G::Key: Borrow<Q>,
@@ -211,7 +213,7 @@ where
     if let Err(payload) = group.observe_caught(|o| o.reused(group.name(), &group.key_ref(key))) {
         unwind::resume(payload)
     }
-    Entry::Reused(reused)
+    Entered::Reused(reused)
 }
 
 /// Ends `leader`'s flight, which has not run its work, with a copy of `stored` for its
@@ -326,16 +328,16 @@ mod tests {
         let group = Group::<u32, u32>::new().with_shards(1);
         let leaders: alloc::vec::Vec<_> = (0..6)
             .map(|key| match group.enter(&key) {
-                Ok(Entry::Leader(leader)) => leader,
+                Ok(Entered::Leader(leader)) => leader,
                 _ => panic!("key {key} starts a flight"),
             })
             .collect();
         assert_eq!(group.in_flight(), 6);
         assert!(group.forget(&1));
-        let Ok(Entry::Leader(newer)) = group.enter(&1) else {
+        let Ok(Entered::Leader(newer)) = group.enter(&1) else {
             panic!("a forgotten key starts a new flight")
         };
-        let Ok(Entry::Waiter(waiter)) = group.enter(&4) else {
+        let Ok(Entered::Waiter(waiter)) = group.enter(&4) else {
             panic!("a spilled flight is found")
         };
         assert_eq!(group.waiters(&4), 1);
@@ -357,7 +359,7 @@ mod tests {
         let bytes = || group.flights().spill_bytes(0);
         let burst: alloc::vec::Vec<_> = (0..10_000)
             .map(|key| match group.enter(&key) {
-                Ok(Entry::Leader(leader)) => leader,
+                Ok(Entered::Leader(leader)) => leader,
                 _ => panic!("key {key} starts a flight"),
             })
             .collect();
@@ -372,7 +374,7 @@ mod tests {
         // that churn leaves (one growth, early), it stops reallocating.
         let mut steady: alloc::collections::VecDeque<_> = (0..40)
             .map(|key| match group.enter(&key) {
-                Ok(Entry::Leader(leader)) => leader,
+                Ok(Entered::Leader(leader)) => leader,
                 _ => panic!("key {key} starts a flight"),
             })
             .collect();
@@ -380,7 +382,7 @@ mod tests {
         for key in 40..20_000 {
             steady.pop_front().expect("forty in flight").complete(0);
             match group.enter(&key) {
-                Ok(Entry::Leader(leader)) => steady.push_back(leader),
+                Ok(Entered::Leader(leader)) => steady.push_back(leader),
                 _ => panic!("key {key} starts a flight"),
             }
             if sizes.last() != Some(&bytes()) {
