@@ -10,6 +10,12 @@ use std::time::Duration;
 use singleflight_core::rt::{Clock, SpawnBlocking};
 use singleflight_core::{FlightInfo, Group, ObservedKey, Observer, Role};
 
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
+
 /// A clock the test moves by hand.
 #[derive(Clone, Default)]
 struct Manual(Arc<AtomicU64>);
@@ -99,6 +105,7 @@ fn reused(age: Duration) -> Role {
 
 #[test]
 fn a_herd_past_the_threshold_starts_one_refresh_and_gets_the_old_value_at_once() {
+    let _watchdog = watchdog!();
     let (clock, held, observer) = (Manual::default(), Held::default(), Arc::default());
     let group = group(&clock, &observer);
     assert_eq!(call(&group, &held, Ok(1)).0, Ok(1));
@@ -135,6 +142,7 @@ fn a_herd_past_the_threshold_starts_one_refresh_and_gets_the_old_value_at_once()
 
 #[test]
 fn a_failed_refresh_keeps_the_old_value_until_the_window_ends() {
+    let _watchdog = watchdog!();
     for ending in ["error", "panic", "dropped"] {
         let (clock, held, observer) = (Manual::default(), Held::default(), Arc::default());
         let group = group(&clock, &observer);
@@ -185,6 +193,7 @@ fn a_failed_refresh_keeps_the_old_value_until_the_window_ends() {
 
 #[test]
 fn callers_after_the_window_join_the_running_refresh() {
+    let _watchdog = watchdog!();
     let (clock, held, observer) = (Manual::default(), Held::default(), Arc::default());
     let group = group(&clock, &observer);
     assert_eq!(call(&group, &held, Ok(1)).0, Ok(1));
@@ -204,6 +213,7 @@ fn callers_after_the_window_join_the_running_refresh() {
 
 #[test]
 fn forget_wins_over_a_running_refresh() {
+    let _watchdog = watchdog!();
     for all in [false, true] {
         let (clock, held, observer) = (Manual::default(), Held::default(), Arc::default());
         let group = group(&clock, &observer);
@@ -232,6 +242,7 @@ fn forget_wins_over_a_running_refresh() {
 
 #[test]
 fn borrowed_work_never_refreshes_and_leads_after_the_window() {
+    let _watchdog = watchdog!();
     let (clock, held, observer) = (Manual::default(), Held::default(), Arc::default());
     let group = group(&clock, &observer);
     let local = 5;
@@ -259,6 +270,7 @@ fn borrowed_work_never_refreshes_and_leads_after_the_window() {
 #[test]
 #[should_panic(expected = "must be shorter than the reuse window")]
 fn a_threshold_not_shorter_than_the_window_is_refused() {
+    let _watchdog = watchdog!();
     let _ = Group::<String, u64>::new()
         .reuse_for(WINDOW, Manual::default())
         .refresh_after(WINDOW);
@@ -267,12 +279,14 @@ fn a_threshold_not_shorter_than_the_window_is_refused() {
 #[test]
 #[should_panic(expected = "`refresh_after` needs a reuse window")]
 fn a_threshold_without_a_window_is_refused() {
+    let _watchdog = watchdog!();
     let _ = Group::<String, u64>::new().refresh_after(AFTER);
 }
 
 #[test]
 #[should_panic(expected = "must be shorter than the reuse window")]
 fn a_window_shortened_below_the_threshold_is_refused() {
+    let _watchdog = watchdog!();
     let _ = Group::<String, u64>::new()
         .reuse_for(WINDOW, Manual::default())
         .refresh_after(AFTER)
@@ -281,6 +295,7 @@ fn a_window_shortened_below_the_threshold_is_refused() {
 
 #[test]
 fn a_kept_error_is_served_and_never_refreshed() {
+    let _watchdog = watchdog!();
     // Negative caching: an error the policy keeps is served within its own window.
     let (clock, held) = (Manual::default(), Held::default());
     let group: Arc<Group<String, Value>> = Arc::new(
@@ -300,6 +315,7 @@ fn a_kept_error_is_served_and_never_refreshed() {
 
 #[test]
 fn a_refresh_error_never_replaces_the_value_even_under_an_error_policy() {
+    let _watchdog = watchdog!();
     let (clock, held, observer) = (
         Manual::default(),
         Held::default(),

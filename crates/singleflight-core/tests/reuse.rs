@@ -9,6 +9,12 @@ use std::time::Duration;
 use singleflight_core::rt::Clock;
 use singleflight_core::{Entered, Group, PanicMessage};
 
+// The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
+// time instead of stalling the run.
+#[path = "support/watchdog.rs"]
+mod watchdog;
+pub use watchdog::{TEST_LIMIT, Watchdog};
+
 /// A clock the test moves by hand.
 #[derive(Clone, Default)]
 struct Manual(Arc<AtomicU64>);
@@ -63,6 +69,7 @@ impl<A, B> Swap<A, B> for (A, B) {
 
 #[test]
 fn a_value_is_reused_inside_the_window_and_not_after() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, u32>::new().reuse_for(WINDOW, clock.clone());
     lead(&group, "k").complete(1);
@@ -77,6 +84,7 @@ fn a_value_is_reused_inside_the_window_and_not_after() {
 
 #[test]
 fn without_a_window_nothing_is_kept() {
+    let _watchdog = watchdog!();
     let group = Group::<String, u32>::new();
     lead(&group, "k").complete(1);
     lead(&group, "k").complete(2);
@@ -86,6 +94,7 @@ fn without_a_window_nothing_is_kept() {
 
 #[test]
 fn errors_are_kept_only_under_the_policy() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, Result<u32, u16>>::new().reuse_for(WINDOW, clock.clone());
     let _ = lead(&group, "k").complete_failed(Err(404));
@@ -105,6 +114,7 @@ fn errors_are_kept_only_under_the_policy() {
 
 #[test]
 fn panics_and_dropped_leaders_are_never_kept() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, u32>::new().reuse_for(WINDOW, clock);
     lead(&group, "k").panicked(PanicMessage::new("boom"));
@@ -116,6 +126,7 @@ fn panics_and_dropped_leaders_are_never_kept() {
 
 #[test]
 fn forget_drops_the_value_and_an_older_flight_never_stores() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, u32>::new().reuse_for(WINDOW, clock);
     lead(&group, "k").complete(1);
@@ -138,6 +149,7 @@ fn forget_drops_the_value_and_an_older_flight_never_stores() {
 
 #[test]
 fn the_bound_and_purging_keep_memory_to_the_load() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, u32>::new()
         .reuse_for(WINDOW, clock.clone())
@@ -161,6 +173,7 @@ fn the_bound_and_purging_keep_memory_to_the_load() {
 
 #[test]
 fn expired_values_go_a_few_at_a_time_on_every_call() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, u32>::new()
         .with_shards(1)
@@ -179,6 +192,7 @@ fn expired_values_go_a_few_at_a_time_on_every_call() {
 
 #[test]
 fn takeover_stores_the_promoted_waiters_value() {
+    let _watchdog = watchdog!();
     let clock = Manual::default();
     let group = Group::<String, u32>::new().reuse_for(WINDOW, clock);
     let leader = lead(&group, "k");
