@@ -724,3 +724,61 @@ fn expiry_races_a_join() {
         assert!(group.reusable() <= 1);
     });
 }
+
+/// Keeps the refresh a call hands to its spawner, for the model to run on a thread of its
+/// choosing.
+#[derive(Clone, Default)]
+struct Held(Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>);
+
+impl singleflight_core::rt::SpawnBlocking for Held {
+    fn spawn_blocking<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let previous = self.0.lock().unwrap().replace(Box::new(f));
+        assert!(previous.is_none(), "one refresh at a time");
+    }
+}
+
+/// `forget` racing a refresh's publication: a refresh that started before the forget never
+/// leaves its value reusable after it, whichever comes first; the next call leads.
+#[test]
+fn forget_races_a_refresh_publication() {
+    let _watchdog = watchdog!();
+    loom::model(|| {
+        let clock = Manual::default();
+        let group = Arc::new(
+            Group::<u8, u32, Fixed>::with_hasher(Fixed::default())
+                .reuse_for(std::time::Duration::from_secs(WINDOW), clock.clone())
+                .refresh_after(std::time::Duration::from_secs(WINDOW / 2)),
+        );
+        let held = Held::default();
+        let refreshing = |value: u32| {
+            group.call_here_refreshing(&1, None, move || value, held.clone(), |_| false)
+        };
+        assert_eq!(refreshing(1).0, Ok(1));
+        clock.0.store(WINDOW / 2, Ordering::SeqCst);
+        let (value, role) = refreshing(2);
+        assert_eq!(value, Ok(1), "past the threshold: the kept value at once");
+        assert!(role.is_reused());
+        let refresh = held.0.lock().unwrap().take().expect("a refresh started");
+        let refresher = thread::spawn(refresh);
+        let forgetter = {
+            let group = group.clone();
+            thread::spawn(move || {
+                group.forget(&1);
+            })
+        };
+        refresher.join().unwrap();
+        forgetter.join().unwrap();
+        assert_eq!(group.in_flight(), 0);
+        assert_eq!(
+            group.reusable(),
+            0,
+            "the refresh stored nothing after the forget"
+        );
+        let (value, role) = refreshing(3);
+        assert_eq!(value, Ok(3), "the next call leads");
+        assert!(!role.is_reused(), "{role:?}");
+    });
+}
