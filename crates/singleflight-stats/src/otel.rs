@@ -12,7 +12,7 @@ use opentelemetry::metrics::{
     AsyncInstrument, Histogram, Meter, ObservableCounter, ObservableGauge,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, global};
-use singleflight_core::{Execution, FlightInfo, Observer, Wait};
+use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 
 use crate::clock::Clock;
 #[cfg(feature = "key-hmac")]
@@ -35,8 +35,23 @@ pub mod instruments {
     /// leader is counted when its execution ends (its outcome is then known), a waiter
     /// when it leaves the flight it joined: with the error type of the outcome it received
     /// (the leader's), or `gave_up` if it left without one. A waiter promoted to run the
-    /// work is counted as a leader.
+    /// work is counted as a leader. A call served by a reuse window (`reuse_for`) is
+    /// counted as `reused` when it is served (it always has a value).
+    ///
+    /// A refresh (`refresh_after`) runs the work as the leader of a flight of its own, and
+    /// is counted as a `leader` here although no caller waits for it: for a group that
+    /// refreshes, the calls are this counter's sum minus [`REFRESHES`].
     pub const CALLS: &str = "singleflight.calls";
+    /// Observable counter (`{refresh}`): refreshes started (`refresh_after`: a call found its
+    /// key's value past the threshold and started the work again in the background), with
+    /// [`GROUP`]. Each is also a `leader` in [`CALLS`] and an execution in
+    /// [`EXECUTION_DURATION`], with its outcome's error type.
+    pub const REFRESHES: &str = "singleflight.refreshes";
+    /// Observable counter (`{refresh}`): refreshes that ended without a value to keep (their
+    /// work failed, panicked or was dropped), with [`GROUP`]: the old value was served
+    /// until its window ended. Refreshes that kept a value are [`REFRESHES`] minus these,
+    /// once none is running.
+    pub const REFRESH_FAILURES: &str = "singleflight.refresh.failures";
     /// Histogram (`s`): how long each execution of the work took, one sample per execution
     /// (not per caller), with [`GROUP`] and, on failure, [`ERROR_TYPE`].
     pub const EXECUTION_DURATION: &str = "singleflight.execution.duration";
@@ -79,6 +94,8 @@ pub mod instruments {
     pub const UNIT_CALL: &str = "{call}";
     /// The unit of flights.
     pub const UNIT_FLIGHT: &str = "{flight}";
+    /// The unit of refreshes.
+    pub const UNIT_REFRESH: &str = "{refresh}";
     /// The unit of durations: seconds.
     pub const UNIT_SECONDS: &str = "s";
 
@@ -93,8 +110,8 @@ pub mod instruments {
 
 /// The role of a call, the value of the [`singleflight.role`](instruments::ROLE) attribute.
 ///
-/// Kept `#[non_exhaustive]`: roles for calls served without a flight (a reuse window, a
-/// refresh) are expected to join these.
+/// Kept `#[non_exhaustive]`: roles for calls served in ways this version does not know may
+/// join these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Role {
@@ -103,14 +120,18 @@ pub enum Role {
     Leader,
     /// The call joined another caller's flight.
     Waiter,
+    /// The call was served by a reuse window (`reuse_for`) with a value a finished flight
+    /// left: it neither ran the work nor joined a flight.
+    Reused,
 }
 
 impl Role {
-    /// The attribute value: `"leader"` or `"waiter"`.
+    /// The attribute value: `"leader"`, `"waiter"` or `"reused"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Role::Leader => "leader",
             Role::Waiter => "waiter",
+            Role::Reused => "reused",
         }
     }
 }
@@ -201,16 +222,19 @@ impl fmt::Display for ErrorType {
 
 /// An observer that records through the [OpenTelemetry](https://opentelemetry.io) metrics
 /// API: a calls counter by role and error type, histograms of execution and wait
-/// durations, an observable gauge of the flights in progress, and counters of takeovers and timeouts.
+/// durations, an observable gauge of the flights in progress, and counters of takeovers,
+/// timeouts and refreshes.
 ///
 /// | instrument | kind | unit | attributes |
 /// |---|---|---|---|
-/// | `singleflight.calls` | observable counter | `{call}` | `singleflight.group`, `singleflight.role`, `error.type` (calls that got no value) |
+/// | `singleflight.calls` | observable counter | `{call}` | `singleflight.group`, `singleflight.role` (`leader`, `waiter`, `reused`), `error.type` (calls that got no value) |
 /// | `singleflight.execution.duration` | histogram | `s` | `singleflight.group`, `error.type` (failures) |
 /// | `singleflight.wait.duration` | histogram | `s` | `singleflight.group`, `error.type` (waiters that got no value) |
 /// | `singleflight.flights.active` | observable gauge | `{flight}` | `singleflight.group` |
 /// | `singleflight.takeovers` | observable counter | `{call}` | `singleflight.group` |
 /// | `singleflight.timeouts` | observable counter | `{call}` | `singleflight.group` |
+/// | `singleflight.refreshes` | observable counter | `{refresh}` | `singleflight.group` |
+/// | `singleflight.refresh.failures` | observable counter | `{refresh}` | `singleflight.group` |
 ///
 /// See [`instruments`] for each one's exact meaning, [`Role`] and [`ErrorType`] for the
 /// attribute values.
@@ -262,12 +286,7 @@ pub struct OtelObserver {
     live: Arc<Live>,
     clock: Clock,
     attributes: Arc<Attributes>,
-    _instruments: (
-        ObservableCounter<u64>,
-        ObservableCounter<u64>,
-        ObservableCounter<u64>,
-        ObservableGauge<u64>,
-    ),
+    _instruments: ([ObservableCounter<u64>; 5], ObservableGauge<u64>),
 }
 
 /// The counters the observable instruments read when the reader collects.
@@ -295,6 +314,9 @@ impl Live {
             }
         }
         calls.observe(self.completed.load(Relaxed), &a.leader);
+        if total.reused > 0 {
+            calls.observe(total.reused, &a.reused);
+        }
         let failed = |error: ErrorType| &a.failed_leader[error.index()];
         calls.observe(total.errors, failed(ErrorType::Error));
         calls.observe(total.panics, failed(ErrorType::Panic));
@@ -311,6 +333,7 @@ struct Attributes {
     group: [KeyValue; 1],
     waiter: [KeyValue; 2],
     leader: [KeyValue; 2],
+    reused: [KeyValue; 2],
     failed_leader: [[KeyValue; 3]; ErrorType::ALL.len()],
     failed_waiter: [[KeyValue; 3]; ErrorType::ALL.len()],
     failed: [[KeyValue; 2]; ErrorType::ALL.len()],
@@ -325,6 +348,7 @@ impl Attributes {
             group: [group()],
             waiter: [group(), role(Role::Waiter)],
             leader: [group(), role(Role::Leader)],
+            reused: [group(), role(Role::Reused)],
             failed_leader: ErrorType::ALL.map(|e| [group(), role(Role::Leader), error(e)]),
             failed_waiter: ErrorType::ALL.map(|e| [group(), role(Role::Waiter), error(e)]),
             failed: ErrorType::ALL.map(|e| [group(), error(e)]),
@@ -365,7 +389,10 @@ impl OtelObserver {
             meter
                 .u64_observable_counter(instruments::CALLS)
                 .with_unit(instruments::UNIT_CALL)
-                .with_description("Calls, by role (leaders ran the work, waiters joined a flight)")
+                .with_description(
+                    "Calls, by role (leaders ran the work, waiters joined a flight, \
+                     reused calls were served a kept value)",
+                )
                 .with_callback(move |calls| live.observe_calls(&a, calls))
                 .build()
         };
@@ -385,6 +412,26 @@ impl OtelObserver {
                 .with_unit(instruments::UNIT_CALL)
                 .with_description("Callers whose timeout elapsed")
                 .with_callback(move |c| c.observe(live.stats.lifetime().timeouts, &a.group))
+                .build()
+        };
+        let refreshes = {
+            let (live, a) = reads();
+            meter
+                .u64_observable_counter(instruments::REFRESHES)
+                .with_unit(instruments::UNIT_REFRESH)
+                .with_description("Refreshes of kept values started in the background")
+                .with_callback(move |c| c.observe(live.stats.lifetime().refreshes, &a.group))
+                .build()
+        };
+        let refresh_failures = {
+            let (live, a) = reads();
+            meter
+                .u64_observable_counter(instruments::REFRESH_FAILURES)
+                .with_unit(instruments::UNIT_REFRESH)
+                .with_description("Refreshes that ended without a value to keep")
+                .with_callback(move |c| {
+                    c.observe(live.stats.lifetime().refresh_failures, &a.group);
+                })
                 .build()
         };
         let flights_active = {
@@ -413,7 +460,10 @@ impl OtelObserver {
             clock: Clock::new(),
             attributes,
             group,
-            _instruments: (calls, takeovers, timeouts, flights_active),
+            _instruments: (
+                [calls, takeovers, timeouts, refreshes, refresh_failures],
+                flights_active,
+            ),
         }
     }
 
@@ -579,5 +629,17 @@ impl Observer for OtelObserver {
 
     fn timeout(&self) {
         self.live.stats.timeout();
+    }
+
+    fn reused(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        self.live.stats.reused(group, key);
+    }
+
+    fn refresh_started(&self, flight: &FlightInfo<'_>) {
+        self.live.stats.refresh_started(flight);
+    }
+
+    fn refresh_failed(&self, flight: &FlightInfo<'_>) {
+        self.live.stats.refresh_failed(flight);
     }
 }

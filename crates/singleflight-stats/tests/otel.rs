@@ -248,6 +248,8 @@ fn instruments_units_and_attributes_are_exact() {
             "singleflight.calls",
             "singleflight.execution.duration",
             "singleflight.flights.active",
+            "singleflight.refresh.failures",
+            "singleflight.refreshes",
             "singleflight.takeovers",
             "singleflight.timeouts",
             "singleflight.wait.duration",
@@ -265,6 +267,8 @@ fn instruments_units_and_attributes_are_exact() {
             ("singleflight.calls", "{call}"),
             ("singleflight.execution.duration", "s"),
             ("singleflight.flights.active", "{flight}"),
+            ("singleflight.refresh.failures", "{refresh}"),
+            ("singleflight.refreshes", "{refresh}"),
             ("singleflight.takeovers", "{call}"),
             ("singleflight.timeouts", "{call}"),
             ("singleflight.wait.duration", "s"),
@@ -397,6 +401,88 @@ fn no_key_leaves_in_any_attribute() {
         }
     }
     assert!(seen > 0, "attributes were read");
+}
+
+/// Waits (yielding, no sleep) until the observer's counters satisfy `done`.
+fn until_stats(observer: &OtelObserver, done: impl Fn(&singleflight_stats::Snapshot) -> bool) {
+    while !done(&observer.stats().snapshot()) {
+        thread::yield_now();
+    }
+}
+
+const REUSED: (&str, &str) = (instruments::ROLE, "reused");
+
+#[test]
+fn reused_calls_and_refreshes_have_exact_attributes() {
+    let sdk = Sdk::new();
+    let observer = sdk.observer("users");
+    // Every kept value is past its refresh threshold at once: each refreshing call that
+    // finds one is served it and starts a refresh.
+    let group = Group::<String, Result<u32, String>>::new()
+        .reuse_for(Duration::from_secs(3600))
+        .refresh_after(Duration::ZERO)
+        .with_observer(observer.clone());
+
+    // A leader; then a plain call, served the kept value (a plain call never refreshes).
+    assert_eq!(group.try_call(KEY, || Ok(1)), Ok(1));
+    assert_eq!(group.try_call(KEY, || Ok(9)), Ok(1));
+    // A refreshing call: served the kept value, its work refreshes it in the background.
+    assert_eq!(group.request(KEY).try_call_refreshing(|| Ok(2)), Ok(1));
+    until_stats(&observer, |s| s.refreshes == 1 && s.active == 0);
+    // A refresh that fails: the value of the last one stays.
+    let failing = group
+        .request(KEY)
+        .try_call_refreshing(|| Err("down".to_string()));
+    assert_eq!(failing, Ok(2));
+    until_stats(&observer, |s| s.refresh_failures == 1 && s.active == 0);
+
+    let export = sdk.collect();
+    let calls = instruments::CALLS;
+    let error = |e| (instruments::ERROR_TYPE, e);
+    // Two refreshes ran the work as leaders (one failed) besides the first call.
+    assert_eq!(export.counter(calls, &[GROUP, LEADER]), 2);
+    assert_eq!(export.counter(calls, &[GROUP, LEADER, error("error")]), 1);
+    assert_eq!(
+        export.value(calls, &[GROUP, REUSED]),
+        Some(Value::Counter(3))
+    );
+    assert_eq!(
+        export.value(calls, &[GROUP, WAITER]),
+        Some(Value::Counter(0))
+    );
+    // The leaders' failures are reported even at zero.
+    for e in ["panic", "leader_dropped"] {
+        assert_eq!(
+            export.value(calls, &[GROUP, LEADER, error(e)]),
+            Some(Value::Counter(0))
+        );
+    }
+    assert_eq!(export.points(calls).len(), 6, "no other attribute set");
+
+    for (name, n) in [
+        (instruments::REFRESHES, 2),
+        (instruments::REFRESH_FAILURES, 1),
+    ] {
+        assert_eq!(
+            export.value(name, &[GROUP]),
+            Some(Value::Counter(n)),
+            "{name}"
+        );
+        assert_eq!(export.points(name).len(), 1, "{name}: the group only");
+        assert_eq!(export.instruments[name].0, "{refresh}");
+    }
+
+    // The sum of the counter minus the refreshes is the number of calls made.
+    let sum: u64 = export
+        .points(calls)
+        .values()
+        .map(|v| match v {
+            Value::Counter(n) => *n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(sum - 2, 4);
+    assert_eq!(observer.stats().snapshot().calls(), 4);
 }
 
 #[test]
