@@ -61,6 +61,18 @@ pub struct RedisGroup<V, E = Infallible> {
     fleet: Arc<Fleet<Arc<RedisBackend>>>,
 }
 
+#[cfg(feature = "otel")]
+impl<V, E> RedisGroup<V, E> {
+    /// Reads [`fleet_stats`](Self::fleet_stats) for as long as the group (any clone of it)
+    /// lives, without keeping it alive.
+    pub(crate) fn fleet_stats_reader(
+        &self,
+    ) -> impl Fn() -> Option<FleetStats> + Send + Sync + 'static {
+        let fleet = Arc::downgrade(&self.fleet);
+        move || fleet.upgrade().map(|fleet| fleet.stats())
+    }
+}
+
 impl<V, E> Clone for RedisGroup<V, E> {
     fn clone(&self) -> Self {
         Self {

@@ -137,6 +137,18 @@ pub enum ReconnectReason {
 }
 
 impl ReconnectReason {
+    /// A short `snake_case` name, for metrics' attributes: `"closed"`, `"timeouts"`,
+    /// `"health_check"`, `"read_only"` or `"failover"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Timeouts => "timeouts",
+            Self::HealthCheck => "health_check",
+            Self::ReadOnly => "read_only",
+            Self::Failover => "failover",
+        }
+    }
+
     /// Number of reasons.
     pub(crate) const COUNT: usize = 5;
     /// Every reason, in [`index`](Self::index) order.

@@ -227,7 +227,8 @@
 //!
 //! Each call's [`FleetRole`] ([`Call::with_role`]); [`RedisGroup::fleet_stats`] (which
 //! also counts connections replaced, per [`ReconnectReason`], and waiters' subscriptions
-//! lost, per [`SubscriptionLoss`]); an in-process
+//! lost, per [`SubscriptionLoss`]), also as OpenTelemetry counters with the `otel`
+//! feature; an in-process
 //! [`Observer`](singleflight_core::Observer) via [`RedisGroup::with_observer`]; and
 //! `tracing` warnings (target `singleflight_redis`), at most one per kind of trouble per
 //! [`Config::warn_interval`].
@@ -258,6 +259,9 @@
 //! * `tls`: `rediss://` URLs, through the `redis` crate's rustls support with the `ring`
 //!   provider and the platform's root certificates (see [`RedisGroup::open`]); and
 //!   `Sentinel::tls` for sentinels and a primary that speak TLS.
+//! * `otel`: `RedisGroup::register_otel`, the fallbacks and connection replacements of
+//!   [`fleet_stats`](RedisGroup::fleet_stats), per reason, as OpenTelemetry observable
+//!   counters (see the `otel` module).
 //!
 //! # MSRV
 //!
@@ -275,6 +279,8 @@ mod fleet;
 mod group;
 mod health;
 mod link;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod redis_backend;
 mod report;
 mod route;

@@ -109,6 +109,23 @@ pub enum FallbackReason {
 }
 
 impl FallbackReason {
+    /// A short `snake_case` name, for metrics' attributes: `"redis_unavailable"`,
+    /// `"redis_timeout"`, `"circuit_open"`, `"wait_timeout"`, `"decode"`, `"too_large"`,
+    /// `"auth_failed"`, `"foreign_data"` or `"unverified"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RedisUnavailable => "redis_unavailable",
+            Self::RedisTimeout => "redis_timeout",
+            Self::CircuitOpen => "circuit_open",
+            Self::WaitTimeout => "wait_timeout",
+            Self::Decode => "decode",
+            Self::TooLarge => "too_large",
+            Self::AuthFailed => "auth_failed",
+            Self::ForeignData => "foreign_data",
+            Self::Unverified => "unverified",
+        }
+    }
+
     pub(crate) const COUNT: usize = 9;
 
     pub(crate) const ALL: [Self; Self::COUNT] = [
