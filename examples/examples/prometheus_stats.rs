@@ -15,6 +15,12 @@
 //!   and check each reply (needs `--requests`), so CI can run it with no other tool:
 //!   `cargo run -p singleflight-examples --example prometheus_stats -- --addr 127.0.0.1:0 --requests 3 --self-scrape`
 //!
+//! Next to each `MetricsObserver` (through a `Fanout`), a `Stats` records the groups' keys
+//! in a shared `HotKeys`; once the traffic has stopped, a last herd of 16 callers asks for
+//! user 42 at once, and the five hottest keys are printed. They are never exported: keys
+//! are the application's data, and each would be a time series. The groups opt in to
+//! showing them (`with_key_format`); without it, a `HotKeys` holds each key as a hash.
+//!
 //! The server is std only: one thread, `TcpListener`, `Connection: close` (the exporter's own
 //! HTTP listener would bring hyper and tokio for three lines of HTTP).
 
@@ -27,7 +33,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use singleflight_blocking::Group;
-use singleflight_stats::MetricsObserver;
+use singleflight_stats::{Fanout, HotKeys, MetricsObserver, Stats};
 
 struct Options {
     addr: SocketAddr,
@@ -112,9 +118,23 @@ fn main() -> std::io::Result<()> {
         .install_recorder()
         .map_err(std::io::Error::other)?;
     MetricsObserver::describe();
-    let users = Group::<u32, String>::new().with_observer(Arc::new(MetricsObserver::new("users")));
+    // Each group's metrics, and its keys in one record of hot keys shared by both.
+    let hot = Arc::new(HotKeys::new(100));
+    let stats = Arc::new(Stats::new().with_hot_keys(hot.clone()));
+    let observe = |group: &str| {
+        Arc::new(Fanout::new([
+            Arc::new(MetricsObserver::new(group.to_owned())) as _,
+            stats.clone() as _,
+        ]))
+    };
+    let users = Group::<u32, String>::new()
+        .with_name("users")
+        .with_key_format(|id, f| write!(f, "{id}"))
+        .with_observer(observe("users"));
     let quotes = Group::<String, Result<u32, String>>::new()
-        .with_observer(Arc::new(MetricsObserver::new("quotes")));
+        .with_name("quotes")
+        .with_key_format(|symbol, f| f.write_str(symbol))
+        .with_observer(observe("quotes"));
 
     // Background traffic: eight clients looking up a few hot users and a flaky quote feed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,5 +211,34 @@ fn main() -> std::io::Result<()> {
         }
     }
     println!("served {served} requests");
+
+    // The herd: 16 callers for user 42, the first one's query held until the other 15
+    // have joined it.
+    const HERD: usize = 16;
+    thread::scope(|s| {
+        for _ in 0..HERD {
+            s.spawn(|| {
+                let user = users.call(&42, || {
+                    while users.waiters(&42) < HERD - 1 {
+                        thread::yield_now();
+                    }
+                    "user 42".to_string()
+                });
+                assert_eq!(user.as_deref(), Ok("user 42"));
+            });
+        }
+    });
+    let top = stats.hot_keys(5);
+    println!("Hot keys (top 5 by joins, never exported):");
+    for (rank, hot) in top.joins.iter().enumerate() {
+        let key = String::from_utf8_lossy(&hot.key);
+        println!("   {}. {key:<14} {} joins", rank + 1, hot.count);
+    }
+    let herd = top
+        .joins
+        .iter()
+        .find(|hot| hot.key == b"users/42")
+        .expect("the herd's key among the hottest");
+    assert_eq!(herd.count, HERD as u64 - 1);
     Ok(())
 }
