@@ -78,6 +78,11 @@ const NIL: u32 = u32::MAX;
 ///
 /// A record hashes the key (outside any lock) and takes one short lock of that ranking:
 /// O(1), no allocation. Under heavy contention on one ranking the lock is the limit.
+/// Fed by a group that formats its keys, a record also formats the key, and the group
+/// formats the key's owned form: a key whose owned form allocates (a `String` called
+/// with a `&str`) costs one allocation per recorded call (one in `N` with
+/// [`sampled(N)`](Self::sampled)); a word-sized key, or a key held as its hash, none
+/// (`tests/allocations.rs`).
 ///
 /// # Examples
 ///
