@@ -6,7 +6,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use singleflight_tokio::{CallFuture, Error, Group, Observer, Role};
+use singleflight_tokio::{
+    CallFuture, Error, Execution, FlightInfo, Group, ObservedKey, Observer, Role, Wait,
+};
 
 use crate::gauge::Gauge;
 
@@ -40,10 +42,14 @@ impl<T> Flights<T>
 where
     T: Clone + Send + Sync + 'static,
 {
-    /// A group, watched by `observer` if there is one.
-    pub(crate) fn new(observer: Option<Arc<dyn Observer>>) -> Self {
+    /// A group, watched by `observer` if there is one; `routes`: the observer is offered
+    /// each call's route instead of its key (the keys are the default policy's).
+    pub(crate) fn new(observer: Option<Arc<dyn Observer>>, routes: bool) -> Self {
         let group = Group::new();
         let group = match observer {
+            Some(observer) if routes => group
+                .with_key_format(crate::key::write_route)
+                .with_observer(Arc::new(RouteKeys(observer))),
             Some(observer) => group.with_observer(observer),
             None => group,
         };
@@ -107,5 +113,97 @@ where
         Err(error) if error.is_panicked() => Ended::Panicked,
         Err(error) if error.is_timeout() => Ended::TimedOut,
         Err(_) => Ended::Abandoned,
+    }
+}
+
+/// A route (`METHOD path`), offered to an observer as a call's key: hashed and written as
+/// the same text, so that every request of a route counts under one key.
+pub(crate) struct RouteKey<'a>(pub(crate) &'a str);
+
+impl ObservedKey for RouteKey<'_> {
+    fn hash_with(&self, mut state: &mut dyn core::hash::Hasher) {
+        core::hash::Hash::hash(self.0, &mut state);
+    }
+
+    fn write_key(&self, out: &mut dyn core::fmt::Write) -> Option<core::fmt::Result> {
+        Some(out.write_str(self.0))
+    }
+}
+
+/// Forwards every hook to the layer's observer, with each key the group offers (written
+/// as its route by the group's key format) replaced by that route as a [`RouteKey`]: the
+/// group's own key would hash the whole request key (query and credentials included),
+/// splitting one route into as many keys as it has callers.
+struct RouteKeys(Arc<dyn Observer>);
+
+impl RouteKeys {
+    /// Calls `hook` with `flight`, its key replaced by its route if it offers one.
+    fn routed<R>(&self, flight: &FlightInfo<'_>, hook: impl FnOnce(&FlightInfo<'_>) -> R) -> R {
+        let mut route = String::new();
+        match flight.key().map(|key| key.write_key(&mut route)) {
+            Some(Some(Ok(()))) => {
+                let key = RouteKey(&route);
+                hook(&FlightInfo::new(flight.group(), flight.id()).with_key(&key))
+            }
+            _ => hook(flight),
+        }
+    }
+}
+
+impl Observer for RouteKeys {
+    fn flight_started(&self, flight: &FlightInfo<'_>) {
+        self.routed(flight, |f| self.0.flight_started(f));
+    }
+
+    fn flight_finished(&self, flight: &FlightInfo<'_>) {
+        self.0.flight_finished(flight);
+    }
+
+    fn execution_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.routed(flight, |f| self.0.execution_started(f))
+    }
+
+    fn execution_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
+        self.0.execution_finished(flight, started, execution);
+    }
+
+    fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.routed(flight, |f| self.0.leader_started(f))
+    }
+
+    fn leader_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
+        self.0.leader_finished(flight, started, execution);
+    }
+
+    fn waiter_started(&self, flight: &FlightInfo<'_>) -> u64 {
+        self.routed(flight, |f| self.0.waiter_started(f))
+    }
+
+    fn waiter_finished(&self, flight: &FlightInfo<'_>, started: u64, wait: Wait) {
+        self.0.waiter_finished(flight, started, wait);
+    }
+
+    fn takeover(&self, flight: &FlightInfo<'_>) {
+        self.0.takeover(flight);
+    }
+
+    fn timeout(&self) {
+        self.0.timeout();
+    }
+
+    fn reused(&self, group: Option<&str>, key: &dyn ObservedKey) {
+        let mut route = String::new();
+        match key.write_key(&mut route) {
+            Some(Ok(())) => self.0.reused(group, &RouteKey(&route)),
+            _ => self.0.reused(group, key),
+        }
+    }
+
+    fn refresh_started(&self, flight: &FlightInfo<'_>) {
+        self.routed(flight, |f| self.0.refresh_started(f));
+    }
+
+    fn refresh_failed(&self, flight: &FlightInfo<'_>) {
+        self.0.refresh_failed(flight);
     }
 }

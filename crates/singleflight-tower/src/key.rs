@@ -112,6 +112,43 @@ fn push_field(key: &mut Vec<u8>, field: &[u8]) {
     key.extend_from_slice(field);
 }
 
+/// Splits the next length-prefixed field off `rest`.
+fn next_field<'k>(rest: &mut &'k [u8]) -> Option<&'k [u8]> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    if tail.len() < len {
+        return None;
+    }
+    let (field, tail) = tail.split_at(len);
+    *rest = tail;
+    Some(field)
+}
+
+/// The route of a key the [`KeyPolicy::Headers`] policy made: `METHOD path`, without the
+/// scheme, the authority, the query or any header (the credentials are in those). `None`
+/// for bytes that are not such a key.
+pub(crate) fn route(key: &[u8]) -> Option<(&str, &str)> {
+    let mut rest = key;
+    let method = std::str::from_utf8(next_field(&mut rest)?).ok()?;
+    let _scheme = next_field(&mut rest)?;
+    let _authority = next_field(&mut rest)?;
+    let target = std::str::from_utf8(next_field(&mut rest)?).ok()?;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    Some((method, path))
+}
+
+/// Writes the route of a key made by the [`KeyPolicy::Headers`] policy (see [`route`]): the
+/// group's key format when the layer offers routes to observers. Fails on other bytes, so
+/// an observer falls back to the key's hash.
+#[allow(
+    clippy::ptr_arg,
+    reason = "a group's key format takes its key type, `Vec<u8>`"
+)]
+pub(crate) fn write_route(key: &Vec<u8>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let (method, path) = route(key).ok_or(fmt::Error)?;
+    write!(f, "{method} {path}")
+}
+
 impl fmt::Debug for KeyPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -204,6 +241,29 @@ mod tests {
             policy.key(&parts(Request::get("/r").header("authorization", "a"))),
             policy.key(&parts(Request::get("/r").header("authorization", "b")))
         );
+    }
+
+    #[test]
+    fn the_route_of_a_key_is_its_method_and_path_alone() {
+        let policy = KeyPolicy::default_headers();
+        let key = policy
+            .key(&parts(
+                Request::get("https://api.example/users/42?token=s3cret")
+                    .header(HOST, "api.example")
+                    .header(AUTHORIZATION, "Bearer s3cret"),
+            ))
+            .unwrap();
+        assert_eq!(route(&key), Some(("GET", "/users/42")));
+        struct Route<'k>(&'k Vec<u8>);
+        impl fmt::Display for Route<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_route(self.0, f)
+            }
+        }
+        assert_eq!(Route(&key).to_string(), "GET /users/42");
+        // Bytes of another layout are not taken for a route.
+        assert_eq!(route(b"user:42"), None);
+        assert_eq!(route(&[9, 0, 0, 0, b'G']), None);
     }
 
     #[test]

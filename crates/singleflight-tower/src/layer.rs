@@ -60,6 +60,8 @@ pub(crate) struct Config {
     pub(crate) panic_status: StatusCode,
     pub(crate) error_status: StatusCode,
     pub(crate) observer: Option<Arc<dyn Observer>>,
+    /// Offer observers each request's route instead of its key ([`CoalesceLayer::observe_routes`]).
+    pub(crate) observe_routes: bool,
     pub(crate) debug_header: Option<HeaderName>,
     pub(crate) waiting: Gauge,
     pub(crate) running: Gauge,
@@ -160,6 +162,7 @@ impl CoalesceLayer {
                 panic_status: StatusCode::INTERNAL_SERVER_ERROR,
                 error_status: StatusCode::INTERNAL_SERVER_ERROR,
                 observer: None,
+                observe_routes: false,
                 debug_header: None,
                 waiting: Gauge::default(),
                 running: Gauge::default(),
@@ -382,6 +385,22 @@ impl CoalesceLayer {
         self.with(|c| c.observer = Some(observer))
     }
 
+    /// Offers the observer each request's route, `METHOD path` (the path as the client
+    /// asked for it, without the scheme, host, query or any header), as its key, instead of
+    /// the request's key offered hashed only. So a `singleflight_stats::Stats` with hot
+    /// keys (`Stats::with_hot_keys`) ranks routes: every request of a route counts under
+    /// one key, whoever asked and with whatever query.
+    ///
+    /// Off by default. The query and the headers (credentials among them) are never
+    /// offered, but the path is, as it is: turn this on only where paths carry no secret
+    /// (a token in a path, say), since an observer may keep them (hot keys do, in
+    /// memory). With a [`key_fn`](Self::key_fn) the layer cannot tell the route from a
+    /// key, and keys stay hashed. It costs, per call observed, the route written into a
+    /// new string, and a copy of the request key for the group to format it.
+    pub fn observe_routes(self) -> Self {
+        self.with(|c| c.observe_routes = true)
+    }
+
     /// Adds this header to coalesced responses, saying how each was served: `led` (ran the
     /// inner service for its flight), `joined` (a copy of the leader's response, or the
     /// [`Unshared::Respond`] status) or `own` (joined, then ran its own, per
@@ -422,6 +441,22 @@ impl Config {
     fn budget_limit(&self) -> usize {
         self.budget.limit()
     }
+
+    /// Whether observers are offered routes: asked for, and the keys are the default
+    /// policy's, whose route can be read back from a key.
+    pub(crate) fn routes(&self) -> bool {
+        self.observe_routes && matches!(self.key, KeyPolicy::Headers(_))
+    }
+
+    /// The route (`METHOD path`) to offer an observer for `key`, if observers are offered
+    /// routes.
+    pub(crate) fn route(&self, key: &[u8]) -> Option<String> {
+        if !self.routes() {
+            return None;
+        }
+        let (method, path) = key::route(key)?;
+        Some(format!("{method} {path}"))
+    }
 }
 
 impl fmt::Debug for Config {
@@ -441,6 +476,7 @@ impl fmt::Debug for Config {
             .field("panic_status", &self.panic_status)
             .field("error_status", &self.error_status)
             .field("observer", &self.observer.is_some())
+            .field("observe_routes", &self.observe_routes)
             .field("debug_header", &self.debug_header)
             .finish()
     }

@@ -58,6 +58,7 @@
 //! | `Set-Cookie` on the response | no one: the leader alone | [`share_set_cookie`](CoalesceLayer::share_set_cookie) |
 //! | `Cache-Control: private` or `no-store` | no one: the leader alone | [`share_private`](CoalesceLayer::share_private) |
 //! | [`reuse_for`](CoalesceLayer::reuse_for) (off by default) | later requests with the same key (and `Vary` values) reuse a finished response while it is fresh; never `no-store`, `no-cache`, `private`, `Set-Cookie` or `Vary: *` responses | the response's own `Cache-Control` caps it; `Cache-Control: no-cache` on a request bypasses it |
+//! | an [`observer`](CoalesceLayer::observer) (statistics, hot keys) | sees no response; is offered each request's key hashed only, never its bytes | [`observe_routes`](CoalesceLayer::observe_routes) offers `METHOD path` instead (never the query, the host or a header): hot keys by route |
 //! | one layer value | every route and service it covers, and its clones; a configured copy or a second `CoalesceLayer::new()` is a separate set of flights | mount one layer, or several |
 //!
 //! # What is shared
@@ -144,7 +145,10 @@
 //!
 //! [`observer`](CoalesceLayer::observer) attaches an observer such as
 //! `singleflight_stats::Stats` to the group of every service the layer makes: hits are
-//! requests that joined, misses executions of the inner service.
+//! requests that joined, misses executions of the inner service. Keys are offered to it
+//! hashed; with [`observe_routes`](CoalesceLayer::observe_routes), as their route (`GET
+//! /users/42`, never the query or a header), so that hot keys
+//! (`singleflight_stats::Stats::with_hot_keys`) rank routes.
 //! [`waiting`](CoalesceLayer::waiting) and [`running`](CoalesceLayer::running) count the
 //! callers waiting now and the executions running now. [`debug_header`](CoalesceLayer::debug_header)
 //! (off by default) marks each coalesced response `led`, `joined` or `own`.

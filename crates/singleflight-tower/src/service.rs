@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use crate::body::{CoalesceBody, status_response};
 use crate::conditional::{Answer, Question, metadata};
-use crate::flight::{Ended, Flights};
+use crate::flight::{Ended, Flights, RouteKey};
 use crate::fresh;
 use crate::layer::{Config, Unshared};
 use crate::stream::{BoxError, SharedResponse, Tap};
@@ -210,7 +210,7 @@ impl<S> Coalesce<S> {
     fn flights<T: Clone + Send + Sync + 'static>(&self) -> Flights<T> {
         self.config
             .flights
-            .get(|| Flights::<T>::new(self.config.observer.clone()))
+            .get(|| Flights::<T>::new(self.config.observer.clone(), self.config.routes()))
     }
 }
 
@@ -246,7 +246,10 @@ where
                 response.headers_mut().insert(AGE, age);
                 // Counted as the core counts a reuse window's hit: neither a hit nor a miss.
                 if let Some(observer) = &config.observer {
-                    observer.reused(None, &ObservedBytes(&key));
+                    match config.route(&key) {
+                        Some(route) => observer.reused(None, &RouteKey(&route)),
+                        None => observer.reused(None, &ObservedBytes(&key)),
+                    }
                 }
                 return Ok(mark(response, Some(REUSED), &config));
             }
@@ -262,8 +265,19 @@ where
             if let Some(observer) = &config.observer {
                 // Its flight has ended and left the group, so it has no id to link to.
                 let info = FlightInfo::new(None, FlightId::new(u64::MAX));
-                let key = ObservedBytes(&key);
-                let started = observer.waiter_started(&info.with_key(&key));
+                let route = config.route(&key);
+                let (by_route, by_bytes);
+                let key: &dyn ObservedKey = match &route {
+                    Some(route) => {
+                        by_route = RouteKey(route);
+                        &by_route
+                    }
+                    None => {
+                        by_bytes = ObservedBytes(&key);
+                        &by_bytes
+                    }
+                };
+                let started = observer.waiter_started(&info.with_key(key));
                 observer.waiter_finished(&info, started, Wait::Received(Execution::Completed));
             }
             return Ok(mark(response, Some(JOINED), &config));
