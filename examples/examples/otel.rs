@@ -8,22 +8,23 @@
 //! in-memory exporter collects the instruments at the end; the example prints them, the
 //! hit rate, the executions saved and the five hottest keys.
 //!
-//! The observer hooks do not carry keys yet, so the hot keys are fed by hand: the work
-//! closure (which only a leader runs) records an execution, and a caller whose closure
-//! did not run records a join.
+//! The hot keys are fed by the group itself: its observer is a `Fanout` of the
+//! `OtelObserver` and a `Stats` with a `HotKeys`, which records the key each call offers.
+//! The group opts in to showing its keys (`with_key_format`); without it, they would be
+//! held as hashes. They are printed, never exported as they are.
 //!
 //! Run: `cargo run --release -p singleflight-examples --example otel`
 //! (`--quick` shrinks the query time; the counts stay the same).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_lock::Barrier;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use singleflight_examples::scale::Scale;
-use singleflight_stats::{HotKeys, OtelObserver};
+use singleflight_stats::{Fanout, HotKeys, OtelObserver, Stats};
 use singleflight_tokio::Group;
 
 const WAVES: usize = 10;
@@ -43,43 +44,24 @@ fn product(i: usize) -> u64 {
 }
 
 /// One wave: every request at once, each coalesced by its product key.
-async fn wave(
-    group: &Group<String, String>,
-    hot: &Arc<HotKeys>,
-    queries: &Arc<AtomicUsize>,
-    scale: Scale,
-) {
+async fn wave(group: &Group<String, String>, queries: &Arc<AtomicUsize>, scale: Scale) {
     let start_line = Arc::new(Barrier::new(REQUESTS_PER_WAVE));
     let requests: Vec<_> = (0..REQUESTS_PER_WAVE)
         .map(|i| {
-            let (group, hot, queries, start_line) = (
-                group.clone(),
-                hot.clone(),
-                queries.clone(),
-                start_line.clone(),
-            );
+            let (group, queries, start_line) = (group.clone(), queries.clone(), start_line.clone());
             tokio::spawn(async move {
                 let key = format!("product:{}", product(i));
                 start_line.wait().await;
-                let ran = Arc::new(AtomicBool::new(false));
-                let page = {
-                    let (ran, hot, owned) = (ran.clone(), hot.clone(), key.clone());
-                    group
-                        .call(&key, move || async move {
-                            let key = owned;
-                            // Only a leader gets here: one execution of the query.
-                            ran.store(true, Ordering::Relaxed);
-                            hot.record_execution(key.as_bytes());
-                            queries.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(scale.ms(40.0)).await;
-                            format!("page of {key}")
-                        })
-                        .await
-                        .expect("the query does not panic")
-                };
-                if !ran.load(Ordering::Relaxed) {
-                    hot.record_join(key.as_bytes());
-                }
+                let owned = key.clone();
+                let page = group
+                    .call(&key, move || async move {
+                        // Only a leader gets here: one execution of the query.
+                        queries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(scale.ms(40.0)).await;
+                        format!("page of {owned}")
+                    })
+                    .await
+                    .expect("the query does not panic");
                 assert_eq!(page, format!("page of {key}"));
             })
         })
@@ -99,8 +81,15 @@ async fn main() {
         .build();
     let meter = provider.meter_with_scope(OtelObserver::scope());
     let observer = Arc::new(OtelObserver::with_meter(&meter, "product-pages"));
-    let group = Group::<String, String>::new().with_observer(observer.clone());
+    // The keys each call offers, recorded (not exported) next to the instruments.
     let hot = Arc::new(HotKeys::new(100));
+    let keys = Arc::new(Stats::new().with_hot_keys(hot.clone()));
+    let group = Group::<String, String>::new()
+        .with_key_format(|key, f| f.write_str(key))
+        .with_observer(Arc::new(Fanout::new([
+            observer.clone() as _,
+            keys.clone() as _,
+        ])));
     let queries = Arc::new(AtomicUsize::new(0));
 
     println!(
@@ -110,7 +99,7 @@ async fn main() {
         scale.note()
     );
     for _ in 0..WAVES {
-        wave(&group, &hot, &queries, scale).await;
+        wave(&group, &queries, scale).await;
     }
 
     provider.force_flush().expect("collect");
@@ -141,7 +130,11 @@ async fn main() {
                 }
                 AggregatedMetrics::F64(MetricData::Histogram(histogram)) => {
                     for point in histogram.data_points() {
-                        executions += point.count();
+                        // One sample per execution; `singleflight.wait.duration` has one
+                        // per waiter instead.
+                        if metric.name() == "singleflight.execution.duration" {
+                            executions += point.count();
+                        }
                         println!(
                             "      {} count {} mean {:.1} ms",
                             attributes(point.attributes()),
@@ -164,7 +157,9 @@ async fn main() {
     println!("   Queries run:       {}", queries.load(Ordering::Relaxed));
     println!("   Active flights:    {}", snapshot.active);
 
-    println!("\nTop 5 hot keys by joins (fed by hand; never exported as they are):");
+    println!(
+        "\nTop 5 hot keys by joins (recorded from the group's hooks; never exported as they are):"
+    );
     for (rank, key) in hot.top_joins(5).iter().enumerate() {
         println!(
             "   #{}: {:<12} {} joins",
