@@ -13,7 +13,9 @@
 //!
 //! Last, hot keys (`stats/hot-keys/blocking`): the same `Stats` without and with a
 //! `HotKeys` record fed from the keys the hooks offer, sampled one call in 64 (`hot-keys`)
-//! and every call (`hot-keys-every-call`), on the uncontended call over two key streams:
+//! and every call (`hot-keys-every-call`), and sampled one in 64 from a group that formats
+//! its keys (`hot-keys-formatted`: each recorded key written out, not held as its hash),
+//! on the uncontended call over two key streams:
 //! a fresh key per call (every call a new key, which evicts one from the record: its
 //! worst case) and a skewed stream over 1,000 keys (a few hot, most cold). Target:
 //! `hot-keys` within 10% of `stats` on each.
@@ -135,7 +137,12 @@ fn hot_keys(c: &mut Criterion) {
             .collect()
     };
     for (stream, fresh) in [("fresh-key", true), ("skewed-1000", false)] {
-        for (name, sample) in [("stats", 0), ("hot-keys", 64), ("hot-keys-every-call", 1)] {
+        for (name, sample, formatted) in [
+            ("stats", 0, false),
+            ("hot-keys", 64, false),
+            ("hot-keys-every-call", 1, false),
+            ("hot-keys-formatted", 64, true),
+        ] {
             let skewed = &skewed;
             group.bench_function(format!("{name}/{stream}"), |b| {
                 let mut stats = Stats::new();
@@ -144,7 +151,11 @@ fn hot_keys(c: &mut Criterion) {
                     stats = stats.with_hot_keys(Arc::new(hot));
                 }
                 let stats = Arc::new(stats);
-                let flights = Group::<u64, u64>::new().with_observer(stats.clone());
+                let mut flights = Group::<u64, u64>::new().with_name("bench");
+                if formatted {
+                    flights = flights.with_key_format(|key, f| write!(f, "{key}"));
+                }
+                let flights = flights.with_observer(stats.clone());
                 let mut i = 0u64;
                 b.iter(|| {
                     i += 1;
