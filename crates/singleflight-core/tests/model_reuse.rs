@@ -35,6 +35,7 @@
 #![cfg(all(feature = "std", not(loom)))]
 
 use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,7 +63,49 @@ const WINDOW: u64 = 6;
 /// A value, or an error (of fallible work).
 type V = Result<u32, u32>;
 
-type G = Group<u8, V>;
+type G = Group<u8, V, Hashing>;
+
+/// The keys' hashes: spread over the group's shards, or all in one shard of the flight
+/// table and one of the store, so that the keys' values share one expiry queue (where a
+/// value stored with a short window waits behind one with a longer window, and stale
+/// entries of replaced or forgotten values pile up).
+#[derive(Clone, Copy, Debug)]
+struct Hashing {
+    clustered: bool,
+}
+
+struct KeyHasher {
+    clustered: bool,
+    hash: u64,
+}
+
+impl BuildHasher for Hashing {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            clustered: self.clustered,
+            hash: 0,
+        }
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        if self.clustered {
+            // The shard is picked from the upper half, which is zero for every key.
+            self.hash
+        } else {
+            self.hash.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.hash = self.hash.wrapping_mul(31).wrapping_add(u64::from(byte) + 1);
+        }
+    }
+}
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -141,6 +184,8 @@ struct Config {
     after: Option<u64>,
     /// `purge_expired()` after every step, and exact checks (see the module docs).
     eager: bool,
+    /// Every key in one shard ([`Hashing`]).
+    clustered: bool,
 }
 
 fn config(bounded: bool) -> impl Strategy<Value = Config> {
@@ -150,12 +195,14 @@ fn config(bounded: bool) -> impl Strategy<Value = Config> {
         max,
         proptest::option::of(1..WINDOW),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(move |(errors, max, after, eager)| Config {
+        .prop_map(move |(errors, max, after, eager, clustered)| Config {
             errors,
             max: bounded.then_some(max),
             after,
             eager: eager || bounded,
+            clustered,
         })
 }
 
@@ -538,9 +585,11 @@ fn run(config: Config, ops: Vec<Op>) {
     let counts = Arc::new(Counts::default());
     let held = Held::default();
     let runs = Arc::new(AtomicU64::new(0));
-    let mut group = Group::<u8, V>::new()
-        .with_observer(counts.clone())
-        .reuse_for(secs(WINDOW), clock.clone());
+    let mut group = G::with_hasher(Hashing {
+        clustered: config.clustered,
+    })
+    .with_observer(counts.clone())
+    .reuse_for(secs(WINDOW), clock.clone());
     if config.errors {
         group = group.reuse_errors(error_window);
     }
@@ -803,6 +852,28 @@ fn run(config: Config, ops: Vec<Op>) {
     drop(real);
     drop(jobs);
     assert_eq!(group.in_flight(), 0);
+}
+
+/// An error kept one second waits in the expiry queue behind another key's value kept six:
+/// a second on, the error is over all the same, and the next call leads.
+#[test]
+fn a_short_window_behind_a_longer_one_ends_on_time() {
+    run(
+        Config {
+            errors: true,
+            max: None,
+            after: None,
+            eager: false,
+            clustered: true,
+        },
+        vec![
+            Op::Refreshing(1, Plan::Value(0)),
+            Op::Call(0),
+            Op::Finish(0, Plan::Error(1)),
+            Op::Advance(1),
+            Op::Refreshing(0, Plan::Value(0)),
+        ],
+    );
 }
 
 proptest! {
