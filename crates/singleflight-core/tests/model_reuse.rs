@@ -1,8 +1,10 @@
 //! Model-based test of the reuse window (DESIGN rule 16): random sequences of operations —
 //! calls that never refresh (`enter`), blocking calls that may (`call_here_refreshing`, on
 //! a spawner that holds each refresh until a step runs it, makes it fail or panic, or drops
-//! it), leaders completing, failing, panicking or dropped (a waiter takes over), waiters
-//! polling or leaving, a manual clock moving on, `forget`, `forget_all`, `purge_expired` —
+//! it), detached calls that may (`rt::Detached`, whose launched work and refreshes are
+//! held the same way), leaders completing, failing, panicking or dropped (a waiter takes
+//! over), waiters polling or leaving, a manual clock moving on, `forget`, `forget_all`,
+//! `purge_expired` —
 //! applied to a real group with a reuse window and to a small reference model. Groups vary:
 //! with or without an error policy (an error's window is its number modulo 4 seconds, none
 //! at 0), a refresh threshold, a bound on the values kept.
@@ -34,19 +36,22 @@
 //! prints its minimal case; to keep one for good, add it as a named `#[test]` calling `run`.
 #![cfg(all(feature = "std", not(loom)))]
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use singleflight_core::rt::{Clock, SpawnBlocking};
+use singleflight_core::rt::{Clock, Detached, Launch, SpawnBlocking};
 use singleflight_core::{
-    Entered, Error, FlightInfo, Group, Leader, ObservedKey, Observer, PanicMessage, Role, Waited,
-    Waiter,
+    CallFuture, Entered, Error, FlightInfo, Group, Leader, ObservedKey, Observer, PanicMessage,
+    Role, Waited, Waiter,
 };
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
@@ -129,6 +134,9 @@ enum Plan {
 enum Op {
     /// `enter`: leads, waits or is served; never refreshes.
     Call(u8),
+    /// A detached call (`rt::Detached`) polled once, then dropped: served (maybe starting a
+    /// refresh), or it launches its work or joins, and leaves (the launched work goes on).
+    Detached(u8),
     /// `call_here_refreshing` with a deadline already passed (a caller that would wait
     /// times out at once); its work does what the plan says if it runs here.
     Refreshing(u8, Plan),
@@ -138,7 +146,8 @@ enum Op {
     Poll(usize),
     /// A waiter is dropped.
     Leave(usize),
-    /// A held refresh runs as the plan says (`Drop`: the spawner drops it unrun).
+    /// Held work (a refresh, or a detached call's launched work) runs as the plan says
+    /// (`Drop`: a refresh's spawner drops it unrun, a launched leader is dropped).
     RunRefresh(usize, Plan),
     Advance(u64),
     Forget(u8),
@@ -161,6 +170,7 @@ fn plan() -> impl Strategy<Value = Plan> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..KEYS).prop_map(Op::Call),
+        2 => (0..KEYS).prop_map(Op::Detached),
         4 => (0..KEYS, inline_plan()).prop_map(|(k, p)| Op::Refreshing(k, p)),
         3 => (any::<usize>(), plan()).prop_map(|(i, p)| Op::Finish(i, p)),
         2 => any::<usize>().prop_map(Op::Poll),
@@ -217,6 +227,18 @@ impl Clock for Manual {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Keys a detached call can borrow for as long as it lives.
+static KEY_NAMES: [u8; KEYS as usize] = [0, 1, 2];
+
+/// Launches a detached call's work by keeping its leader, for a later step to end.
+struct Stash(Rc<RefCell<Option<Leader<Arc<G>>>>>);
+
+impl Launch<Arc<G>> for Stash {
+    fn launch(self, leader: Leader<Arc<G>>, _failed: fn(&V) -> bool) {
+        *self.0.borrow_mut() = Some(leader);
+    }
+}
 
 /// Keeps what it is asked to spawn, for a later step to run or drop.
 #[derive(Clone, Default)]
@@ -326,7 +348,8 @@ struct Model {
     keys: [MKey; KEYS as usize],
     flights: Vec<MFlight>,
     callers: Vec<MCaller>,
-    /// Held refreshes: their flights, in the order they were started.
+    /// Held work (refreshes, detached calls' launched work): its flights, in the order
+    /// it was launched.
     jobs: Vec<usize>,
     /// Times a refreshing call's work ran (here or as a refresh).
     runs: u64,
@@ -546,10 +569,12 @@ enum Real<'g> {
     Done,
 }
 
-/// A refresh the spawner holds, with the plan its work follows.
-struct HeldRefresh {
-    job: Job,
-    plan: Arc<Mutex<Plan>>,
+/// Work held for a later step to run.
+enum Work {
+    /// A refresh a refreshing call handed to the spawner, with the plan its work follows.
+    Spawned { job: Job, plan: Arc<Mutex<Plan>> },
+    /// The leader of a detached call's work (its own flight's, or a refresh's).
+    Launched(Leader<Arc<G>>),
 }
 
 struct Noop;
@@ -602,7 +627,7 @@ fn run(config: Config, ops: Vec<Op>) {
     let group = Arc::new(group);
     let mut model = Model::new(config);
     let mut real: Vec<Real<'_>> = Vec::new();
-    let mut jobs: Vec<HeldRefresh> = Vec::new();
+    let mut jobs: Vec<Work> = Vec::new();
     let waker = Waker::from(Arc::new(Noop));
 
     for op in ops {
@@ -667,7 +692,7 @@ fn run(config: Config, ops: Vec<Op>) {
                         assert_eq!(got.ok(), Some((Ok(value), role)), "refreshing({key})");
                         assert_eq!(spawned.len(), usize::from(refreshes), "refreshes started");
                         for job in spawned {
-                            jobs.push(HeldRefresh {
+                            jobs.push(Work::Spawned {
                                 job,
                                 plan: cell.clone(),
                             });
@@ -690,6 +715,42 @@ fn run(config: Config, ops: Vec<Op>) {
                             Plan::Error(e) => assert_eq!(got.ok(), Some((Ok(Err(e)), leader))),
                             _ => assert!(got.is_err(), "the work's panic goes on"),
                         }
+                    }
+                }
+            }
+            Op::Detached(key) => {
+                let slot = Rc::new(RefCell::new(None));
+                let mut call =
+                    Detached::new(&group, &KEY_NAMES[usize::from(key)], Stash(slot.clone()));
+                let polled = Pin::new(&mut call).poll(&mut Context::from_waker(&waker));
+                let role = call.role();
+                // The caller leaves: a launcher or a waiter that gives up.
+                drop(call);
+                let launched = slot.borrow_mut().take();
+                let c = model.callers.len();
+                model.callers.push(MCaller::Done);
+                real.push(Real::Done);
+                match model.lookup(key, true, c) {
+                    Found::Reused {
+                        value,
+                        age,
+                        refreshes,
+                    } => {
+                        assert_eq!(polled, Poll::Ready(Ok(value)), "detached({key})");
+                        assert_eq!(role, Some(Role::Reused { age: secs(age) }));
+                        assert_eq!(launched.is_some(), refreshes, "refresh started");
+                        jobs.extend(launched.map(Work::Launched));
+                    }
+                    Found::Waiter(flight) => {
+                        assert!(polled.is_pending() && launched.is_none());
+                        model.flights[flight].queue.retain(|&w| w != c);
+                    }
+                    Found::Leader => {
+                        assert!(polled.is_pending());
+                        let leader = launched.expect("the work launched");
+                        let flight = model.new_flight(key);
+                        model.jobs.push(flight);
+                        jobs.push(Work::Launched(leader));
                     }
                 }
             }
@@ -755,19 +816,34 @@ fn run(config: Config, ops: Vec<Op>) {
                     continue;
                 }
                 let j = i % jobs.len();
-                let HeldRefresh { job, plan: cell } = jobs.remove(j);
                 let flight = model.jobs.remove(j);
-                *cell.lock().unwrap() = plan;
-                if plan == Plan::Drop {
-                    drop(job);
-                    // Dropped unrun, the refresh's flight ends as a panic: its callers
-                    // gave their work away, and nobody takes over.
-                    model.publish(flight, None);
-                    model.end(flight, Outcome::Panicked);
-                } else {
-                    job();
-                    model.runs += 1;
-                    model.ran(flight, plan);
+                match (jobs.remove(j), plan) {
+                    (Work::Spawned { job, .. }, Plan::Drop) => {
+                        drop(job);
+                        // Dropped unrun, the refresh's flight ends as a panic: its callers
+                        // gave their work away, and nobody takes over.
+                        model.publish(flight, None);
+                        model.end(flight, Outcome::Panicked);
+                    }
+                    (Work::Spawned { job, plan: cell }, plan) => {
+                        *cell.lock().unwrap() = plan;
+                        job();
+                        model.runs += 1;
+                        model.ran(flight, plan);
+                    }
+                    (Work::Launched(leader), plan) => {
+                        match plan {
+                            Plan::Value(n) => assert_eq!(leader.complete(Ok(n)), Ok(n)),
+                            Plan::Error(e) => assert_eq!(leader.complete_failed(Err(e)), Err(e)),
+                            Plan::Panic => leader.panicked(PanicMessage::new("model: boom")),
+                            Plan::Drop => drop(leader),
+                        }
+                        match plan {
+                            // A dropped leader guard: a waiter takes over, as for any leader.
+                            Plan::Drop => model.abandon(flight),
+                            plan => model.ran(flight, plan),
+                        }
+                    }
                 }
             }
             Op::Advance(by) => {
