@@ -182,7 +182,8 @@ impl<K, T, S> Group<K, T, S> {
     /// [`forget_all`](Self::forget_all) drop kept values, and a flight that started before
     /// them never stores its value afterwards.
     ///
-    /// Memory follows load: values are dropped as they expire, a few on every call and
+    /// Memory follows load: values are dropped as they expire, a few on every call (from
+    /// the call's own part of the store at once, from every part within 1,024 calls) and
     /// all at once with [`purge_expired`](Self::purge_expired), with no background thread;
     /// [`max_reusable`](Self::max_reusable) bounds how many are kept. A window of zero
     /// keeps no values (errors may still be kept under [`reuse_errors`](Self::reuse_errors)).
