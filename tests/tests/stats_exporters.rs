@@ -172,7 +172,7 @@ mod metrics_exporter {
         let samples = recorder.samples(names::EXECUTION_SECONDS);
         assert_eq!(samples.len(), 4);
         assert!(samples.iter().all(|s| *s >= 0.0));
-        assert_eq!(recorder.described.lock().unwrap().len(), 9);
+        assert_eq!(recorder.described.lock().unwrap().len(), 12);
     }
 
     #[test]
@@ -214,6 +214,44 @@ mod metrics_exporter {
             singleflight_core::Observer::timeout(&observer);
         });
         assert_eq!(recorder.counter(names::TIMEOUTS), 1);
+    }
+
+    /// A reuse window's hits are counted apart from hits and misses; a refresh is counted
+    /// when it starts and, if it fails, when it ends.
+    #[test]
+    fn reuses_and_refreshes_are_reported() {
+        let _watchdog = singleflight_tests::watchdog!();
+        let recorder = TestRecorder::default();
+        metrics::with_local_recorder(&recorder, || {
+            let group = singleflight_blocking::Group::<String, Result<u32, String>>::new()
+                .with_observer(Arc::new(MetricsObserver::new("users")))
+                .reuse_for(std::time::Duration::from_secs(3600))
+                .refresh_after(std::time::Duration::ZERO);
+            assert_eq!(group.try_call("k", || Ok::<_, String>(1)), Ok(1));
+            // Past the threshold at once: served the kept value, and a refresh starts on a
+            // thread of its own; its work fails, so the value stays.
+            let (done, finished) = std::sync::mpsc::channel();
+            let value = group.request("k").try_call_refreshing(move || {
+                let _ = done.send(());
+                Err("down".to_string())
+            });
+            assert_eq!(value, Ok(1));
+            finished.recv().expect("the refresh ran");
+            // The refresh's flight ends after its work returns: wait for it to leave.
+            while group.in_flight() != 0 {
+                std::thread::yield_now();
+            }
+            assert_eq!(group.try_call("k", || Ok::<_, String>(2)), Ok(1));
+        });
+        assert_eq!(recorder.counter(names::REUSED), 2);
+        assert_eq!(recorder.counter(names::REFRESHES), 1);
+        assert_eq!(recorder.counter(names::REFRESH_FAILURES), 1);
+        assert_eq!(
+            recorder.counter(names::MISSES),
+            2,
+            "the first call and the refresh"
+        );
+        assert_eq!(recorder.counter(names::HITS), 0);
     }
 }
 
@@ -449,6 +487,46 @@ mod tracing_exporter {
         );
         // TRACE is off: the waiter's event is filtered out.
         assert!(events.iter().all(|e| e.level != Level::TRACE));
+    }
+
+    #[test]
+    fn reuses_and_refreshes_are_events() {
+        let _watchdog = singleflight_tests::watchdog!();
+        let capture = Capture::new(Level::TRACE);
+        let observer = Arc::new(TracingObserver::new("users"));
+        tracing::subscriber::with_default(capture.clone(), || {
+            let group = singleflight_blocking::Group::<String, u32>::new()
+                .with_observer(observer.clone())
+                .reuse_for(std::time::Duration::from_secs(3600))
+                .refresh_after(std::time::Duration::ZERO);
+            assert_eq!(group.call("k", || 1), Ok(1));
+            // Served the kept value; the refresh it starts runs on a thread of its own.
+            assert_eq!(group.request("k").call_refreshing(|| 2), Ok(1));
+            // A refresh's failure is told on the refresh's thread: called here directly.
+            let flight = singleflight_core::FlightInfo::new(
+                Some("users"),
+                singleflight_core::FlightId::new(7),
+            );
+            singleflight_core::Observer::refresh_failed(&*observer, &flight);
+        });
+        let events = capture.events.lock().unwrap().clone();
+        let with = |text: &str| -> Vec<_> {
+            events
+                .iter()
+                .filter(|e| e.fields.contains(text))
+                .cloned()
+                .collect()
+        };
+        let reused = with("served a kept value");
+        assert_eq!(reused.len(), 1, "{events:?}");
+        assert_eq!(reused[0].level, Level::TRACE);
+        assert!(reused[0].fields.contains("group=users"), "{reused:?}");
+        let started = with("refresh started");
+        assert_eq!(started.len(), 1, "{events:?}");
+        assert_eq!(started[0].level, Level::DEBUG);
+        let failed = with("refresh failed");
+        assert_eq!(failed.len(), 1, "{events:?}");
+        assert!(failed[0].fields.contains("flight=7"), "{failed:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use core::fmt;
 
 use metrics::{Counter, Gauge, Histogram, SharedString, Unit};
-use singleflight_core::{Execution, FlightInfo, Observer, Wait};
+use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 
 use crate::clock::Clock;
 
@@ -24,6 +24,15 @@ pub mod names {
     pub const TAKEOVERS: &str = "singleflight_takeovers_total";
     /// Counter: callers whose timeout elapsed.
     pub const TIMEOUTS: &str = "singleflight_timeouts_total";
+    /// Counter: calls served a value kept by the reuse window (`reuse_for`): neither hits
+    /// nor misses.
+    pub const REUSED: &str = "singleflight_reused_total";
+    /// Counter: refreshes started (`refresh_after`); each is also a miss, as its execution
+    /// is one.
+    pub const REFRESHES: &str = "singleflight_refreshes_total";
+    /// Counter: refreshes that ended without a value to keep (the old one is served until
+    /// its window ends).
+    pub const REFRESH_FAILURES: &str = "singleflight_refresh_failures_total";
     /// Gauge: flights in progress.
     pub const ACTIVE: &str = "singleflight_active_flights";
     /// Histogram: how long each execution of the work took, in seconds (one sample per
@@ -33,7 +42,7 @@ pub mod names {
     pub const GROUP_LABEL: &str = "group";
 }
 
-/// An observer that reports through the [`metrics`] facade: seven counters, a gauge of the
+/// An observer that reports through the [`metrics`] facade: ten counters, a gauge of the
 /// flights in progress and a histogram of execution times, all named `singleflight_*` (see
 /// [`names`]) and labelled `group = <name>`.
 ///
@@ -62,6 +71,9 @@ pub struct MetricsObserver {
     leader_drops: Counter,
     takeovers: Counter,
     timeouts: Counter,
+    reused: Counter,
+    refreshes: Counter,
+    refresh_failures: Counter,
     active: Gauge,
     execution_seconds: Histogram,
     clock: Clock,
@@ -80,6 +92,9 @@ impl MetricsObserver {
             leader_drops: metrics::counter!(names::LEADER_DROPS, &label()),
             takeovers: metrics::counter!(names::TAKEOVERS, &label()),
             timeouts: metrics::counter!(names::TIMEOUTS, &label()),
+            reused: metrics::counter!(names::REUSED, &label()),
+            refreshes: metrics::counter!(names::REFRESHES, &label()),
+            refresh_failures: metrics::counter!(names::REFRESH_FAILURES, &label()),
             active: metrics::gauge!(names::ACTIVE, &label()),
             execution_seconds: metrics::histogram!(names::EXECUTION_SECONDS, &label()),
             clock: Clock::new(),
@@ -101,6 +116,15 @@ impl MetricsObserver {
         );
         describe_counter!(names::TAKEOVERS, "Waiters promoted to run the work");
         describe_counter!(names::TIMEOUTS, "Callers whose timeout elapsed");
+        describe_counter!(
+            names::REUSED,
+            "Calls served a value kept by the reuse window"
+        );
+        describe_counter!(names::REFRESHES, "Refreshes of kept values started");
+        describe_counter!(
+            names::REFRESH_FAILURES,
+            "Refreshes that ended without a value to keep"
+        );
         describe_gauge!(names::ACTIVE, "Flights in progress");
         describe_histogram!(
             names::EXECUTION_SECONDS,
@@ -162,5 +186,17 @@ impl Observer for MetricsObserver {
 
     fn timeout(&self) {
         self.timeouts.increment(1);
+    }
+
+    fn reused(&self, _: Option<&str>, _: &dyn ObservedKey) {
+        self.reused.increment(1);
+    }
+
+    fn refresh_started(&self, _: &FlightInfo<'_>) {
+        self.refreshes.increment(1);
+    }
+
+    fn refresh_failed(&self, _: &FlightInfo<'_>) {
+        self.refresh_failures.increment(1);
     }
 }

@@ -7,7 +7,7 @@ use core::hash::BuildHasher;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use singleflight_core::{Execution, FlightInfo, Observer, Wait};
+use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 use tracing::Span;
 
 use crate::tokens::Tokens;
@@ -172,5 +172,30 @@ impl Observer for TracingObserver {
 
     fn timeout(&self) {
         tracing::debug!(group = &*self.group, "caller timed out");
+    }
+
+    fn reused(&self, group: Option<&str>, _: &dyn ObservedKey) {
+        // Per caller, as a waiter's event is: TRACE. The key is the application's: not
+        // recorded.
+        tracing::trace!(
+            group = group.unwrap_or(&self.group),
+            "caller served a kept value"
+        );
+    }
+
+    fn refresh_started(&self, flight: &FlightInfo<'_>) {
+        tracing::debug!(
+            group = self.name(flight),
+            flight = flight.id().get(),
+            "refresh started"
+        );
+    }
+
+    fn refresh_failed(&self, flight: &FlightInfo<'_>) {
+        tracing::debug!(
+            group = self.name(flight),
+            flight = flight.id().get(),
+            "refresh failed: the kept value is served until its window ends"
+        );
     }
 }
