@@ -13,18 +13,27 @@
 //! The group opts in to showing its keys (`with_key_format`); without it, they would be
 //! held as hashes. They are printed, never exported as they are.
 //!
+//! Last, one herd of 100 callers on one key is traced through `TracingObserver`: the
+//! execution gets a span, and each waiter's span follows from it (`follows_from`, which an
+//! OpenTelemetry bridge such as `tracing-opentelemetry` exports as a span link), so a trace
+//! of a slow request shows the execution it waited on. A small subscriber records what it
+//! is given, and the example prints it.
+//!
 //! Run: `cargo run --release -p singleflight-examples --example otel`
 //! (`--quick` shrinks the query time; the counts stay the same).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_lock::Barrier;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use singleflight_examples::scale::Scale;
-use singleflight_stats::{Fanout, HotKeys, OtelObserver, Stats};
+use singleflight_stats::{
+    EXECUTION_SPAN, Fanout, HotKeys, OtelObserver, Stats, TracingObserver, WAIT_SPAN,
+};
 use singleflight_tokio::Group;
 
 const WAVES: usize = 10;
@@ -174,6 +183,126 @@ async fn main() {
         String::from_utf8_lossy(&top[0].key)
     );
     provider.shutdown().expect("shutdown");
+
+    tokio::task::spawn_blocking(trace_one_herd)
+        .await
+        .expect("the traced herd");
+}
+
+/// What the trace's subscriber was given: each span's name, and which span follows from
+/// which.
+#[derive(Default)]
+struct Spans {
+    next: AtomicU64,
+    names: Mutex<HashMap<u64, &'static str>>,
+    follows: Mutex<Vec<(u64, u64)>>,
+}
+
+/// A subscriber that records span names and links, and nothing else.
+struct Recorder(Arc<Spans>);
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut names = self.0.names.lock().expect("no panic under this lock");
+        names.insert(id, span.metadata().name());
+        tracing::span::Id::from_u64(id)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
+        let mut links = self.0.follows.lock().expect("no panic under this lock");
+        links.push((span.into_u64(), follows.into_u64()));
+    }
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// One herd of 100 callers on one key, traced: every caller joins before the work ends (the
+/// work waits until 99 callers wait), then the spans and their links are printed. On a
+/// current-thread runtime of its own, under a subscriber for this thread only: a caller
+/// counted as waiting has finished its first poll, span and link included.
+fn trace_one_herd() {
+    let spans = Arc::new(Spans::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    tracing::subscriber::with_default(Recorder(spans.clone()), || {
+        runtime.block_on(herd());
+    });
+    print_trace(&spans);
+}
+
+const CALLERS: usize = 100;
+
+async fn herd() {
+    let group = Group::<String, u32>::new()
+        .with_name("product-pages")
+        .with_observer(Arc::new(TracingObserver::new("product-pages")));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (group, release) = (group.clone(), release.clone());
+            tokio::spawn(async move {
+                group
+                    .call("product:0", || async move {
+                        release.notified().await;
+                        1
+                    })
+                    .await
+            })
+        })
+        .collect();
+    while group.waiters("product:0") < CALLERS - 1 {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    for caller in callers {
+        assert_eq!(caller.await.expect("caller task"), Ok(1));
+    }
+}
+
+fn print_trace(spans: &Spans) {
+    let names = spans
+        .names
+        .lock()
+        .expect("no panic under this lock")
+        .clone();
+    let follows = spans
+        .follows
+        .lock()
+        .expect("no panic under this lock")
+        .clone();
+    let executions: Vec<u64> = names
+        .iter()
+        .filter(|(_, name)| **name == EXECUTION_SPAN)
+        .map(|(id, _)| *id)
+        .collect();
+    let waits = names.values().filter(|name| **name == WAIT_SPAN).count();
+    let linked = follows
+        .iter()
+        .filter(|(span, to)| names.get(span) == Some(&WAIT_SPAN) && executions.contains(to))
+        .count();
+    println!(
+        "
+One herd of {CALLERS} callers on product:0, traced (TracingObserver):"
+    );
+    println!("   Execution spans:   {}", executions.len());
+    println!("   Wait spans:        {waits}");
+    println!("   Waits linked:      {linked}");
+    println!(
+        "   (each wait span follows from the execution's span: a span link through an \
+         OpenTelemetry bridge)"
+    );
 }
 
 fn attributes<'a>(kvs: impl Iterator<Item = &'a opentelemetry::KeyValue>) -> String {
