@@ -14,11 +14,8 @@
 //! `cargo test -p singleflight-core --test burst -- --nocapture` prints the figures.
 
 use std::alloc::System;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use singleflight_core::rt::Clock;
 use singleflight_core::{Entered, Group, Waited};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
@@ -27,6 +24,11 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 #[path = "support/watchdog.rs"]
 mod watchdog;
 pub use watchdog::{TEST_LIMIT, Watchdog};
+
+// The clock and the spawner the tests drive by hand.
+#[path = "support/manual.rs"]
+mod manual;
+pub use manual::{Held, Job, Manual};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -164,16 +166,6 @@ fn a_few_long_flights_outlive_the_burst() {
     assert_eq!(group.in_flight(), 0);
 }
 
-/// A clock the test moves by hand.
-#[derive(Clone, Default)]
-struct Manual(Arc<AtomicU64>);
-
-impl Clock for Manual {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::SeqCst))
-    }
-}
-
 const WINDOW: Duration = Duration::from_secs(30);
 
 /// Calls after the window that give a burst's kept values back: each call that starts a
@@ -205,9 +197,7 @@ fn kept_values_go_after_their_window() {
         // Inside the window the values stay, whatever is called.
         assert!(matches!(group.enter("7"), Ok(Entered::Reused(_))));
 
-        clock
-            .0
-            .fetch_add(WINDOW.as_nanos() as u64, Ordering::SeqCst);
+        clock.advance(WINDOW);
         let how = if by_calls {
             for n in 0..CALLS_AFTER {
                 let key = format!("after-{n}");

@@ -48,7 +48,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use singleflight_core::rt::{Clock, Detached, Launch, SpawnBlocking};
+use singleflight_core::rt::{Detached, Launch};
 use singleflight_core::{
     CallFuture, Entered, Error, FlightInfo, Group, Leader, ObservedKey, Observer, PanicMessage,
     Role, Waited, Waiter,
@@ -59,6 +59,11 @@ use singleflight_core::{
 #[path = "support/watchdog.rs"]
 mod watchdog;
 pub use watchdog::{TEST_LIMIT, Watchdog};
+
+// The clock and the spawner the tests drive by hand.
+#[path = "support/manual.rs"]
+mod manual;
+pub use manual::{Held, Job, Manual};
 
 const KEYS: u8 = 3;
 
@@ -216,18 +221,6 @@ fn config(bounded: bool) -> impl Strategy<Value = Config> {
         })
 }
 
-/// A clock the test moves by hand.
-#[derive(Clone, Default)]
-struct Manual(Arc<AtomicU64>);
-
-impl Clock for Manual {
-    fn now(&self) -> Duration {
-        secs(self.0.load(Ordering::SeqCst))
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
 /// Keys a detached call can borrow for as long as it lives.
 static KEY_NAMES: [u8; KEYS as usize] = [0, 1, 2];
 
@@ -237,19 +230,6 @@ struct Stash(Rc<RefCell<Option<Leader<Arc<G>>>>>);
 impl Launch<Arc<G>> for Stash {
     fn launch(self, leader: Leader<Arc<G>>, _failed: fn(&V) -> bool) {
         *self.0.borrow_mut() = Some(leader);
-    }
-}
-
-/// Keeps what it is asked to spawn, for a later step to run or drop.
-#[derive(Clone, Default)]
-struct Held(Arc<Mutex<Vec<Job>>>);
-
-impl SpawnBlocking for Held {
-    fn spawn_blocking<F>(&self, f: F)
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.0.lock().unwrap().push(Box::new(f));
     }
 }
 
@@ -678,7 +658,7 @@ fn run(config: Config, ops: Vec<Op>) {
                         Result::is_err,
                     )
                 }));
-                let spawned: Vec<Job> = std::mem::take(&mut *held.0.lock().unwrap());
+                let spawned: Vec<Job> = held.drain();
                 let c = model.callers.len();
                 model.callers.push(MCaller::Done);
                 real.push(Real::Done);
@@ -847,7 +827,7 @@ fn run(config: Config, ops: Vec<Op>) {
                 }
             }
             Op::Advance(by) => {
-                clock.0.fetch_add(by, Ordering::SeqCst);
+                clock.advance(secs(by));
                 model.now += by;
             }
             Op::Forget(key) => {

@@ -3,11 +3,10 @@
 //! one refresh per key, what a failed one leaves, and what `forget` does to a running one.
 #![cfg(all(feature = "std", not(loom)))]
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use singleflight_core::rt::{Clock, SpawnBlocking};
 use singleflight_core::{FlightInfo, Group, ObservedKey, Observer, Role};
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
@@ -16,48 +15,10 @@ use singleflight_core::{FlightInfo, Group, ObservedKey, Observer, Role};
 mod watchdog;
 pub use watchdog::{TEST_LIMIT, Watchdog};
 
-/// A clock the test moves by hand.
-#[derive(Clone, Default)]
-struct Manual(Arc<AtomicU64>);
-
-impl Manual {
-    fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for Manual {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::SeqCst))
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Keeps what it is asked to spawn, for the test to run (or drop) when it chooses.
-#[derive(Clone, Default)]
-struct Held(Arc<Mutex<Vec<Job>>>);
-
-impl Held {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    fn take(&self) -> Job {
-        let mut jobs = self.0.lock().unwrap();
-        assert_eq!(jobs.len(), 1, "one refresh held");
-        jobs.pop().unwrap()
-    }
-}
-
-impl SpawnBlocking for Held {
-    fn spawn_blocking<F>(&self, f: F)
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.0.lock().unwrap().push(Box::new(f));
-    }
-}
+// The clock and the spawner the tests drive by hand.
+#[path = "support/manual.rs"]
+mod manual;
+pub use manual::{Held, Job, Manual};
 
 #[derive(Default)]
 struct Refreshes {

@@ -2,11 +2,8 @@
 //! kept, for how long, and what `forget` and the bound do to it.
 #![cfg(all(feature = "std", not(loom)))]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use singleflight_core::rt::Clock;
 use singleflight_core::{Entered, Group, PanicMessage};
 
 // The workspace's one watchdog: a hang (a lost wake-up, say) fails this binary in bounded
@@ -15,21 +12,10 @@ use singleflight_core::{Entered, Group, PanicMessage};
 mod watchdog;
 pub use watchdog::{TEST_LIMIT, Watchdog};
 
-/// A clock the test moves by hand.
-#[derive(Clone, Default)]
-struct Manual(Arc<AtomicU64>);
-
-impl Manual {
-    fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for Manual {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::SeqCst))
-    }
-}
+// The clock and the spawner the tests drive by hand.
+#[path = "support/manual.rs"]
+mod manual;
+pub use manual::{Held, Job, Manual};
 
 const WINDOW: Duration = Duration::from_secs(10);
 
