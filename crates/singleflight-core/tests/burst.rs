@@ -170,7 +170,7 @@ const WINDOW: Duration = Duration::from_secs(30);
 
 /// Calls after the window that give a burst's kept values back: each call that starts a
 /// flight drops up to 4 expired values of its key's part of the store at its look-up, 4 more
-/// when its flight is tracked, and every fourth look-up 16 of another part in turn, so about
+/// when its flight is tracked, and every 64th look-up 256 of another part in turn, so about
 /// 12 a call; a million values need about 84,000 calls.
 const CALLS_AFTER: u64 = 100_000;
 
