@@ -3,9 +3,12 @@
 use alloc::string::String;
 use core::fmt;
 use core::fmt::Write as _;
+use core::hash::Hasher;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+#[cfg(feature = "tracing")]
+use singleflight_core::ObservedKey;
 
 /// Turns keys into keyed hashes (HMAC-SHA256 under a secret the application supplies), so
 /// that a key can be told apart from others in an export without revealing it.
@@ -53,11 +56,66 @@ impl KeyHmac {
     /// The first 128 bits of [`digest`](Self::digest), in lowercase hex: short enough for
     /// an attribute, long enough never to collide between the keys of one application.
     pub fn label(&self, key: &[u8]) -> String {
+        let mut mac = Feed(self.mac.clone());
+        mac.0.update(key);
+        mac.label()
+    }
+
+    /// The [`label`](Self::label) of a key a group offered its observers, fed to the MAC
+    /// as it is written, with no copy: `"<group>/<key>"` (the key alone for a group with
+    /// no name) if the group formats its keys, the very bytes a [`HotKeys`](crate::HotKeys)
+    /// fed by that group holds, so a short key's label is the one
+    /// [`OtelObserver::observe_hot_keys`](crate::OtelObserver::observe_hot_keys) exports
+    /// for it; otherwise the key's `Hash` stream after the group's name and a `0xff`.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn label_observed(&self, group: Option<&str>, key: &dyn ObservedKey) -> String {
+        let mut formatted = Feed(self.mac.clone());
+        if let Some(group) = group {
+            formatted.0.update(group.as_bytes());
+            formatted.0.update(b"/");
+        }
+        if let Some(Ok(())) = key.write_key(&mut formatted) {
+            return formatted.label();
+        }
+        // No format (or one that failed, midway perhaps): start over from the hash.
+        let mut hashed = Feed(self.mac.clone());
+        hashed.0.update(group.unwrap_or("").as_bytes());
+        hashed.0.update(&[0xff]);
+        key.hash_with(&mut hashed);
+        hashed.label()
+    }
+}
+
+/// A MAC in progress, fed by a formatter or a hasher.
+struct Feed(Hmac<Sha256>);
+
+impl Feed {
+    /// The first 128 bits of the MAC, in lowercase hex.
+    fn label(self) -> String {
+        let digest: [u8; 32] = self.0.finalize().into_bytes().into();
         let mut label = String::with_capacity(32);
-        for byte in &self.digest(key)[..16] {
+        for byte in &digest[..16] {
             let _ = write!(label, "{byte:02x}");
         }
         label
+    }
+}
+
+impl fmt::Write for Feed {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Hasher for Feed {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Unused: the MAC is read with `label`.
+    fn finish(&self) -> u64 {
+        0
     }
 }
 

@@ -41,10 +41,11 @@
 //! # Hot keys
 //!
 //! [`HotKeys`] answers "which keys are stampeding?": a fixed-memory top-K of keys by joins
-//! and by executions (a space-saving sketch). The observer hooks do not carry keys yet, so
-//! it is fed by hand where the key is known. Keys are never exported by default: the one
-//! export of them, [`OtelObserver::observe_hot_keys`], names each by a keyed hash
-//! ([`KeyHmac`]), never by the key itself.
+//! and by executions (a space-saving sketch), fed by a group through
+//! [`Stats::with_hot_keys`] (the hooks offer each call's key) or by hand. Keys are never exported by default: the
+//! exports of them, [`OtelObserver::observe_hot_keys`] and
+//! [`TracingObserver::with_key_hmac`], name each by a keyed hash ([`KeyHmac`]), never by
+//! the key itself.
 //!
 //! # Cost
 //!
@@ -87,7 +88,8 @@
 //!   naming rules: see [`instruments`] (implies `std`).
 //! * `key-hmac`: [`KeyHmac`], keys turned into keyed hashes (HMAC-SHA256 under an
 //!   application secret), the only form in which this crate exports a key; with `otel`,
-//!   [`OtelObserver::observe_hot_keys`] (implies `std`).
+//!   [`OtelObserver::observe_hot_keys`], with `tracing`, [`TracingObserver::with_key_hmac`]
+//!   (implies `std`).
 //!
 //! # MSRV
 //!

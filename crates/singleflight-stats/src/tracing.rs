@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use singleflight_core::{Execution, FlightInfo, ObservedKey, Observer, Wait};
 use tracing::Span;
 
+#[cfg(feature = "key-hmac")]
+use crate::key_hmac::KeyHmac;
 use crate::tokens::Tokens;
 
 /// The name of the span around each execution.
@@ -29,6 +31,10 @@ pub const WAIT_SPAN: &str = "singleflight.wait";
 ///   carrying how it ended (`wait`: `Received(..)`, `GaveUp`, `Promoted`);
 /// * `DEBUG` events for a takeover and for a caller's timeout.
 ///
+/// No key is recorded, unless opted into with [`with_key_hmac`](Self::with_key_hmac)
+/// (feature `key-hmac`): then the spans of the calls that offer their key carry it as a
+/// keyed hash, in the field `key.hmac`.
+///
 /// # How the spans relate
 ///
 /// An execution serves every caller of its flight, so it belongs to none of them: its span
@@ -36,7 +42,9 @@ pub const WAIT_SPAN: &str = "singleflight.wait";
 /// leader's call). So the span of detached work, which outlives the call that launched
 /// it, is never the child of a call that went away. A wait span is a child of its caller's
 /// current span and *follows from* the execution span it waits for (the latest one, after
-/// a takeover). Exported to OpenTelemetry (through `tracing-opentelemetry`), a
+/// a takeover): the one in progress when the wait's hook runs, so a caller that joins in
+/// the instant between a flight's start and its execution's hook, or as the execution
+/// ends, has a wait span with no such link. Exported to OpenTelemetry (through `tracing-opentelemetry`), a
 /// `follows_from` becomes a span link: a trace of a stampede shows one execution with a
 /// link from each of its waiters. ([`OtelObserver`](crate::OtelObserver) records metrics
 /// only: the OpenTelemetry trace API would add dependencies this crate does without.)
@@ -65,6 +73,9 @@ pub struct TracingObserver {
     /// id, for the waits to follow from.
     executions: Mutex<HashMap<(u64, u64), tracing::Id>>,
     names: foldhash::fast::FixedState,
+    /// How keys are named in spans, if they are ([`TracingObserver::with_key_hmac`]).
+    #[cfg(feature = "key-hmac")]
+    keys: Option<KeyHmac>,
 }
 
 impl TracingObserver {
@@ -76,7 +87,59 @@ impl TracingObserver {
             spans: Tokens::new(),
             executions: Mutex::new(HashMap::new()),
             names: foldhash::fast::FixedState::default(),
+            #[cfg(feature = "key-hmac")]
+            keys: None,
         }
+    }
+
+    /// Also names the key of each span that has one by its keyed hash under `keys`
+    /// ([`KeyHmac`], a secret of the application's), in the field `key.hmac`: the span
+    /// of a flight's first execution and the span of each wait (a takeover's execution is
+    /// told no key). The key itself is never recorded.
+    ///
+    /// The hash is of `"<group>/<key>"` (the key alone for a group with no name) if the
+    /// group formats its keys (`with_key_format`), which is also what a [`HotKeys`]
+    /// fed by that group holds, so a span's `key.hmac` matches the label
+    /// [`OtelObserver::observe_hot_keys`] exports for the same key under the same secret
+    /// (for keys within the [`HotKeys`]' byte cap); otherwise it is of the key's `Hash`
+    /// stream, which stays the same across processes for keys of one type.
+    ///
+    /// This costs an HMAC-SHA256 and an allocation per span recorded; spans no subscriber
+    /// wants cost nothing.
+    ///
+    /// [`HotKeys`]: crate::HotKeys
+    /// [`OtelObserver::observe_hot_keys`]: crate::OtelObserver::observe_hot_keys
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use singleflight_stats::{KeyHmac, TracingObserver};
+    ///
+    /// let observer = TracingObserver::new("users").with_key_hmac(KeyHmac::new(b"secret"));
+    /// let group = singleflight_blocking::Group::<String, u32>::new()
+    ///     .with_key_format(|key, f| f.write_str(key))
+    ///     .with_observer(Arc::new(observer));
+    /// assert_eq!(group.call("user:42", || 1), Ok(1));
+    /// ```
+    #[cfg(feature = "key-hmac")]
+    #[must_use]
+    pub fn with_key_hmac(self, keys: KeyHmac) -> Self {
+        Self {
+            keys: Some(keys),
+            ..self
+        }
+    }
+
+    /// Records the key `flight` offers in `span`, as its keyed hash, if asked to.
+    #[inline]
+    fn record_key(&self, span: &Span, flight: &FlightInfo<'_>) {
+        #[cfg(feature = "key-hmac")]
+        if let (Some(keys), Some(key)) = (&self.keys, flight.key()) {
+            span.record("key.hmac", keys.label_observed(flight.group(), key));
+        }
+        #[cfg(not(feature = "key-hmac"))]
+        let _ = (span, flight);
     }
 
     /// The group name spans and events carry when the group has none of its own.
@@ -119,10 +182,12 @@ impl Observer for TracingObserver {
             "singleflight.execution",
             group = self.name(flight),
             flight = flight.id().get(),
+            key.hmac = tracing::field::Empty,
         );
         let Some(id) = span.id() else {
             return 0;
         };
+        self.record_key(&span, flight);
         span.follows_from(Span::current());
         self.executions().insert(self.slot(flight), id);
         self.spans.insert(span)
@@ -146,10 +211,12 @@ impl Observer for TracingObserver {
             "singleflight.wait",
             group = self.name(flight),
             flight = flight.id().get(),
+            key.hmac = tracing::field::Empty,
         );
         if span.is_disabled() {
             return 0;
         }
+        self.record_key(&span, flight);
         if let Some(execution) = self.executions().get(&self.slot(flight)).cloned() {
             span.follows_from(execution);
         }
