@@ -12,12 +12,16 @@ use crate::clock::{Clock, nanos};
 #[cfg(feature = "std")]
 use crate::hot_keys::{HotKey, HotKeys, Ranking};
 use crate::snapshot::Snapshot;
+use crate::striped::{Hot, Striped};
 
 /// Lock-free statistics of one or more groups: attach it with `with_observer`, read it with
 /// [`snapshot`](Self::snapshot).
 ///
-/// Every update is a relaxed atomic add on the caller's thread; nothing locks and nothing
-/// allocates. See [`Snapshot`] for what each counter means.
+/// Every update is made on the caller's thread: the counters every call touches (hits,
+/// misses, flights finished, reuses) are striped by thread, each thread counting into a
+/// cache line of its own with a plain store, and the rarer ones are relaxed atomic adds;
+/// nothing locks and nothing allocates per call (see the crate docs' *Cost*). See
+/// [`Snapshot`] for what each counter means.
 ///
 /// # Many groups, and one group's own numbers
 ///
@@ -66,53 +70,53 @@ pub struct Stats {
 /// which is what lets `active` be derived from them and stay exact across a reset.
 #[derive(Default)]
 struct Counters {
+    /// The totals every call updates (hits, misses, flights finished, reuses), striped by
+    /// thread: see [`Striped`].
+    hot: Striped,
     total: Totals,
-    baseline: Totals,
+    /// Each total of [`Counters::totals`] at the last reset.
+    baseline: [AtomicU64; RESETTABLE],
     /// The longest execution since the last reset (reset stores `0`).
     #[cfg(feature = "std")]
     max_work_nanos: AtomicU64,
 }
 
+/// The totals of rarer events, one atomic each.
 #[derive(Default)]
 struct Totals {
-    hits: AtomicU64,
-    misses: AtomicU64,
     errors: AtomicU64,
     panics: AtomicU64,
     leader_drops: AtomicU64,
     takeovers: AtomicU64,
     timeouts: AtomicU64,
-    reused: AtomicU64,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
-    flights_finished: AtomicU64,
     #[cfg(feature = "std")]
     work_nanos: AtomicU64,
-}
-
-impl Totals {
-    /// Every resettable total, in a fixed order (`flights_finished` is not one of them).
-    fn resettable(&self) -> [&AtomicU64; RESETTABLE] {
-        [
-            &self.hits,
-            &self.misses,
-            &self.errors,
-            &self.panics,
-            &self.leader_drops,
-            &self.takeovers,
-            &self.timeouts,
-            &self.reused,
-            &self.refreshes,
-            &self.refresh_failures,
-            #[cfg(feature = "std")]
-            &self.work_nanos,
-        ]
-    }
 }
 
 const RESETTABLE: usize = if cfg!(feature = "std") { 11 } else { 10 };
 
 impl Counters {
+    /// Every resettable total, in a fixed order (flights finished is not one of them).
+    fn totals(&self) -> [u64; RESETTABLE] {
+        let (hot, t) = (&self.hot, &self.total);
+        [
+            hot.sum(Hot::Hits, Relaxed),
+            hot.sum(Hot::Misses, Relaxed),
+            t.errors.load(Relaxed),
+            t.panics.load(Relaxed),
+            t.leader_drops.load(Relaxed),
+            t.takeovers.load(Relaxed),
+            t.timeouts.load(Relaxed),
+            hot.sum(Hot::Reused, Relaxed),
+            t.refreshes.load(Relaxed),
+            t.refresh_failures.load(Relaxed),
+            #[cfg(feature = "std")]
+            t.work_nanos.load(Relaxed),
+        ]
+    }
+
     #[cfg(feature = "std")]
     #[inline]
     fn record_work(&self, nanos: u64) {
@@ -133,9 +137,9 @@ impl Counters {
         // that ended never makes the gauge dip below the flights still running. A takeover
         // caught between its two hooks may still skew it by one while calls run; the
         // result is clamped at zero all the same.
-        let finished = self.total.flights_finished.load(Acquire);
+        let finished = self.hot.sum(Hot::Finished, Acquire);
         let takeovers = self.total.takeovers.load(Relaxed);
-        let misses = self.total.misses.load(Relaxed);
+        let misses = self.hot.sum(Hot::Misses, Relaxed);
         misses.saturating_sub(takeovers).saturating_sub(finished)
     }
 }
@@ -287,17 +291,16 @@ impl Stats {
     /// grows, as the cumulative counters of an exporter must.
     #[cfg(feature = "otel")]
     pub(crate) fn lifetime(&self) -> Snapshot {
-        let total = self.counters.total.resettable();
-        self.read(core::array::from_fn(|i| total[i].load(Relaxed)))
+        self.read(self.counters.totals())
     }
 
-    /// A snapshot of `counters` (in the order of `Totals::resettable`).
+    /// A snapshot of `counters` (in the order of `Counters::totals`).
     fn read(&self, counters: [u64; RESETTABLE]) -> Snapshot {
         let c = &self.counters;
         let active = c.active();
         let mut since = counters.into_iter();
         let mut next = || since.next().unwrap_or(0);
-        // In the order of `Totals::resettable`.
+        // In the order of `Counters::totals`.
         Snapshot {
             hits: next(),
             misses: next(),
@@ -318,14 +321,12 @@ impl Stats {
     }
 
     fn since_reset(&self) -> [u64; RESETTABLE] {
-        let total = self.counters.total.resettable();
-        let baseline = self.counters.baseline.resettable();
-        core::array::from_fn(|i| {
-            // The baseline first: a reset in between then makes the difference larger, not
-            // negative (and it is clamped at zero regardless).
-            let base = baseline[i].load(Relaxed);
-            total[i].load(Relaxed).saturating_sub(base)
-        })
+        // The baseline first: a reset in between then makes the difference larger, not
+        // negative (and it is clamped at zero regardless).
+        let baseline: [u64; RESETTABLE] =
+            core::array::from_fn(|i| self.counters.baseline[i].load(Relaxed));
+        let total = self.counters.totals();
+        core::array::from_fn(|i| total[i].saturating_sub(baseline[i]))
     }
 
     /// `hits / (hits + misses)`, `0.0` before any call: the share of calls that *ran into a
@@ -348,13 +349,26 @@ impl Stats {
     /// either side of it, and an execution that started before the reset is counted in the
     /// error, panic and work-time totals after it. The parent, if any, is not reset.
     pub fn reset(&self) {
-        let total = self.counters.total.resettable();
-        let baseline = self.counters.baseline.resettable();
-        for (total, baseline) in total.iter().zip(baseline) {
-            baseline.store(total.load(Relaxed), Relaxed);
+        let total = self.counters.totals();
+        for (total, baseline) in total.into_iter().zip(&self.counters.baseline) {
+            baseline.store(total, Relaxed);
         }
         #[cfg(feature = "std")]
         self.counters.max_work_nanos.store(0, Relaxed);
+    }
+
+    /// [`Observer::leader_started`] with hot keys or work time, kept out of line so that
+    /// the common case stays a leaf.
+    #[cfg(feature = "std")]
+    #[inline(never)]
+    fn leader_started_with_extras(&self, flight: &FlightInfo<'_>) -> u64 {
+        if let Some(hot) = &self.hot_keys {
+            if hot.sampled_now() {
+                record_key(hot, flight, Ranking::Executions);
+            }
+        }
+        // `flight_started` counts nothing here.
+        self.execution_started(flight)
     }
 
     /// [`Observer::leader_finished`] for a timed or unsuccessful execution, kept out of line
@@ -434,16 +448,12 @@ impl Observer for Stats {
 
     #[inline]
     fn flight_finished(&self, _: &FlightInfo<'_>) {
-        self.each(|c| {
-            c.total.flights_finished.fetch_add(1, Release);
-        });
+        self.each(|c| c.hot.add(Hot::Finished, Release));
     }
 
     #[inline]
     fn execution_started(&self, _: &FlightInfo<'_>) -> u64 {
-        self.each(|c| {
-            c.total.misses.fetch_add(1, Relaxed);
-        });
+        self.each(|c| c.hot.add(Hot::Misses, Relaxed));
         #[cfg(feature = "std")]
         if let Some(clock) = &self.clock {
             return clock.start();
@@ -490,13 +500,14 @@ impl Observer for Stats {
     #[inline]
     fn leader_started(&self, flight: &FlightInfo<'_>) -> u64 {
         #[cfg(feature = "std")]
-        if let Some(hot) = &self.hot_keys {
-            if hot.sampled_now() {
-                record_key(hot, flight, Ranking::Executions);
-            }
+        if self.hot_keys.is_some() || self.clock.is_some() {
+            return self.leader_started_with_extras(flight);
         }
-        // `flight_started` counts nothing here.
-        self.execution_started(flight)
+        // The common case, counters only: one add per level, and no call out of here.
+        // `flight_started` counts nothing.
+        let _ = flight;
+        self.each(|c| c.hot.add(Hot::Misses, Relaxed));
+        0
     }
 
     #[inline]
@@ -515,9 +526,7 @@ impl Observer for Stats {
     fn leader_finished(&self, flight: &FlightInfo<'_>, started: u64, execution: Execution) {
         if execution == Execution::Completed && !self.is_timed() {
             // The common case: one pass, one add per level.
-            self.each(|c| {
-                c.total.flights_finished.fetch_add(1, Release);
-            });
+            self.each(|c| c.hot.add(Hot::Finished, Release));
         } else {
             self.leader_finished_slowly(flight, started, execution);
         }
@@ -528,9 +537,7 @@ impl Observer for Stats {
         if wait == Wait::Promoted {
             return;
         }
-        self.each(|c| {
-            c.total.hits.fetch_add(1, Relaxed);
-        });
+        self.each(|c| c.hot.add(Hot::Hits, Relaxed));
     }
 
     #[inline]
@@ -549,9 +556,7 @@ impl Observer for Stats {
 
     #[inline]
     fn reused(&self, _: Option<&str>, _: &dyn ObservedKey) {
-        self.each(|c| {
-            c.total.reused.fetch_add(1, Relaxed);
-        });
+        self.each(|c| c.hot.add(Hot::Reused, Relaxed));
     }
 
     fn refresh_started(&self, _: &FlightInfo<'_>) {
