@@ -250,6 +250,12 @@ where
         let format = self.format?;
         // The formatter takes the owned form: a key borrowed as another type (`&str` for
         // `String`) is cloned into it first. Formatting is opted into, for exports.
+        // Nothing here can spare the clone: a `&K` cannot be made from a `&Q` without one;
+        // a scratch `K` to `clone_into` has no home (`KeyRef` lives for one hook, and a
+        // thread-local would need `K: 'static`, which groups do not require); and telling
+        // `Q == K` apart needs `TypeId` (`'static` again) or specialization. Sparing it
+        // takes the caller's help: offering the owned key the leader already stored in
+        // the table, or a formatter of the borrowed form.
         let owned = self.key.to_owned();
         Some(out.write_fmt(format_args!("{}", Formatted(&owned, format))))
     }
