@@ -251,7 +251,7 @@ mod blocking {
     use core::hash::{BuildHasher, Hash};
     use std::time::Instant;
 
-    use super::{Inline, Lead, Step, enter, entered, waited};
+    use super::{Inline, Lead, Step, enter, waited};
     use crate::entered::Entered;
     use crate::error::Error;
     use crate::group::Group;
@@ -312,11 +312,14 @@ mod blocking {
         let leader = match enter(group, key, None, &mut how, failed) {
             // The uncontended path, matched at once.
             Ok(Entered::Leader(leader)) => leader,
-            entry => match entered(entry, &mut how, failed) {
-                Step::Lead(leader) => leader,
-                Step::Done(outcome, role) => return (outcome, role),
-                step => return wait(step, deadline, how, failed),
-            },
+            // The other entries are taken apart here, not passed on whole (`entered`'s
+            // arms, inline), so that the entry can stay in registers: see `Call::poll`.
+            Ok(Entered::Waiter(waiter)) => return wait(Step::Wait(waiter), deadline, how, failed),
+            Ok(Entered::Reused(reused)) => {
+                let age = reused.age();
+                return (Ok(reused.into_value()), Role::Reused { age });
+            }
+            Err(error) => return (Err(error), Role::Waiter),
         };
         run_here(leader, how, failed)
     }

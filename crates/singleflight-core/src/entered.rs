@@ -112,7 +112,7 @@ pub(crate) type Refresher<'r, G> = &'r mut dyn FnMut(Leader<G>);
 /// value past the refresh threshold, and no refresh of it has started, it starts one (a
 /// flight of its own, which `refresh` must run where no caller's cancellation reaches it)
 /// and gets the value at once, as [`Entered::Reused`].
-#[inline]
+#[inline(always)]
 pub(crate) fn enter_with<G, Q>(
     group_ref: G,
     key: &Q,
@@ -149,6 +149,23 @@ where
             let mut waiter = Waiter::new(group_ref, flight, ticket, waker.is_some());
             waiter.observe_start(key);
             Ok(Entered::Waiter(waiter))
+        }
+        Registered::Leader(at) if tracks.is_none() && unwind::CATCHES => {
+            // The uncontended path. The hook's panic is caught, so the guard is made after
+            // it, whole, where it is returned: made before, it would be copied there through
+            // memory right after its fields were stored (a store-forwarding stall).
+            let started = group.observe_caught(|o| {
+                let key = group.key_ref(key);
+                o.leader_started(&group.info(at).with_key(&key))
+            });
+            match started {
+                Ok(started) => Ok(Entered::Leader(Leader::started(group_ref, at, started))),
+                Err(payload) => {
+                    // Dropping the guard ends the flight like any dropped leader's.
+                    drop(Leader::new(group_ref, at));
+                    unwind::resume(payload)
+                }
+            }
         }
         Registered::Leader(at) => {
             // The guard exists before the hook runs: if the hook panics, dropping the guard

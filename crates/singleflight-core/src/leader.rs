@@ -36,6 +36,16 @@ impl<G: GroupRef> Leader<G> {
         }
     }
 
+    /// A guard for a flight whose `leader_started` hook already ran and gave `started`.
+    #[inline]
+    pub(crate) fn started(group: G, at: FlightRef, started: u64) -> Self {
+        Self {
+            group: Some(group),
+            at,
+            started,
+        }
+    }
+
     /// The handle to the group.
     pub(crate) fn group_ref(&self) -> &G {
         self.group
@@ -203,9 +213,12 @@ impl<G: GroupRef> Leader<G> {
     }
 
     /// Ends the flight with `value`, as a failure if `failed` says so, keeping a copy:
-    /// returns it and this caller's role.
-    #[inline]
-    pub(crate) fn keep(self, value: G::Value, failed: fn(&G::Value) -> bool) -> (G::Value, Role)
+    /// returns it and whether anyone shared it (this caller's role is `Leader { shared }`).
+    /// A `bool` rather than the `Role`: the caller writes the role where it keeps it, and a
+    /// 16-byte `Role` made here would be copied there through memory, right after its
+    /// narrower fields were stored (a store-forwarding stall on every uncontended call).
+    #[inline(always)]
+    pub(crate) fn keep(self, value: G::Value, failed: fn(&G::Value) -> bool) -> (G::Value, bool)
     where
         G::Value: Clone,
     {
@@ -223,7 +236,7 @@ impl<G: GroupRef> Leader<G> {
     /// [`keep`](Self::keep) for a group with a reuse window: the outcome is kept for later
     /// calls first (see [`keep_reusable`](Self::keep_reusable)).
     #[inline(never)]
-    fn keep_reusably(self, value: G::Value, execution: Execution) -> (G::Value, Role)
+    fn keep_reusably(self, value: G::Value, execution: Execution) -> (G::Value, bool)
     where
         G::Value: Clone,
     {
@@ -244,7 +257,7 @@ impl<G: GroupRef> Leader<G> {
 
     /// [`keep`](Self::keep) once the outcome is classified.
     #[inline]
-    fn keep_classified(self, value: G::Value, execution: Execution) -> (G::Value, Role)
+    fn keep_classified(self, value: G::Value, execution: Execution) -> (G::Value, bool)
     where
         G::Value: Clone,
     {
@@ -260,7 +273,7 @@ impl<G: GroupRef> Leader<G> {
             }
         });
         match copy {
-            Some(Ok(value)) => (value, Role::Leader { shared }),
+            Some(Ok(value)) => (value, shared),
             Some(Err(payload)) => unwind::resume(payload),
             None => unreachable!("a leader that keeps its value gets a copy"),
         }
@@ -401,7 +414,10 @@ impl<G: GroupRef> Leader<G> {
         let result = unwind::catch(work);
         drop(scope);
         match result {
-            Ok(value) => Ok(self.keep(value, failed)),
+            Ok(value) => {
+                let (value, shared) = self.keep(value, failed);
+                Ok((value, Role::Leader { shared }))
+            }
             Err(payload) => {
                 self.panicked(unwind::message(&payload));
                 Err(payload)

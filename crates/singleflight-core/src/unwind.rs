@@ -25,6 +25,11 @@ pub(crate) type Payload = std::boxed::Box<dyn core::any::Any + Send>;
 #[cfg(not(feature = "std"))]
 pub(crate) type Payload = core::convert::Infallible;
 
+/// Whether [`catch`] catches: with `std` only. Without it a panic of user code unwinds (or
+/// aborts) through whatever the caller holds, so guards must sit where unwinding drops them
+/// in the right order.
+pub(crate) const CATCHES: bool = cfg!(feature = "std");
+
 /// Runs `f`, handing back its panic (with `std`) instead of unwinding. The caller must leave
 /// what `f` touched consistent whether or not it panicked: the closure is asserted to be
 /// unwind-safe because every caller resumes or reports the panic after cleaning up.

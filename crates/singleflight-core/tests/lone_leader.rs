@@ -99,8 +99,12 @@ fn a_large_work_future_is_boxed_and_calls_stay_small() {
     let large_call = group.call(&1, large);
     let small_call = group.call(&2, || async { [7u8; 4] });
     let boxed_by_hand = group.call(&3, || Box::pin(large()));
+    // Every byte here is paid by each waiting task of a herd, and crossing a size class
+    // costs far more than a byte: at 8 bytes more, the benchmark herd's tokio task cells
+    // (128-byte aligned) grew from 256 to 384 bytes each. 72 = 32 bytes of room for the
+    // work + the leader's guard (32) and the state's tag (8).
     assert!(
-        size_of_val(&large_call) <= 128,
+        size_of_val(&large_call) <= 72,
         "{} bytes",
         size_of_val(&large_call)
     );
