@@ -395,6 +395,16 @@ impl Stats {
     /// Applies `update` to these counters and to every ancestor's.
     #[inline]
     fn each(&self, update: impl Fn(&Counters)) {
+        update(&self.counters);
+        if let Some(parent) = &self.parent {
+            parent.each_out_of_line(update);
+        }
+    }
+
+    /// [`each`](Self::each) for the ancestors, kept out of line so that the common case,
+    /// no parent, stays a leaf.
+    #[inline(never)]
+    fn each_out_of_line(&self, update: impl Fn(&Counters)) {
         let mut stats = self;
         loop {
             update(&stats.counters);

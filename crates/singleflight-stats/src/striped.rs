@@ -78,8 +78,22 @@ impl Striped {
     #[inline]
     pub(crate) fn add(&self, counter: Hot, ordering: Ordering) {
         #[cfg(feature = "std")]
-        if let Some(stripe) = slot::current().and_then(|slot| self.own.get(slot)) {
+        if let Some(stripe) = self.own.get(slot::held().wrapping_sub(1)) {
             // Only this thread writes this stripe (see the module docs).
+            let count = stripe.get(counter);
+            count.store(count.load(Relaxed).wrapping_add(1), ordering);
+            return;
+        }
+        self.add_slowly(counter, ordering);
+    }
+
+    /// [`add`](Self::add) for a thread without a stripe, or without a slot yet (then
+    /// this takes one), kept out of line so that the common case stays a leaf.
+    #[cold]
+    #[inline(never)]
+    fn add_slowly(&self, counter: Hot, ordering: Ordering) {
+        #[cfg(feature = "std")]
+        if let Some(stripe) = self.own.get(slot::current().wrapping_sub(1)) {
             let count = stripe.get(counter);
             count.store(count.load(Relaxed).wrapping_add(1), ordering);
             return;
@@ -101,6 +115,7 @@ impl Striped {
 /// Thread slots.
 #[cfg(feature = "std")]
 mod slot {
+    use core::cell::Cell;
     use std::collections::BTreeSet;
     use std::sync::{Mutex, PoisonError};
 
@@ -115,39 +130,63 @@ mod slot {
         free: BTreeSet::new(),
     });
 
-    /// A thread's slot, given back when the thread exits.
-    struct Slot(usize);
-
-    impl Slot {
-        fn take() -> Self {
-            // Nothing panics under this lock; a poisoned set is still whole.
-            let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
-            let slot = match slots.free.pop_first() {
-                Some(slot) => slot,
-                None => {
-                    slots.next += 1;
-                    slots.next - 1
-                }
-            };
-            Self(slot)
-        }
-    }
-
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
-            slots.free.insert(self.0);
-        }
-    }
-
     std::thread_local! {
-        static SLOT: Slot = Slot::take();
+        /// This thread's slot plus one: `0` until the thread first counts, `usize::MAX`
+        /// once it has given its slot back (it is exiting). Constant-initialised and
+        /// without a destructor, so reading it is one load, at any time.
+        static SLOT: Cell<usize> = const { Cell::new(0) };
+        /// Gives the thread's slot back when the thread exits.
+        static HELD: Held = const { Held };
     }
 
-    /// This thread's slot, or `None` while the thread is exiting.
+    struct Held;
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let slot = SLOT.replace(usize::MAX);
+            if slot != 0 && slot != usize::MAX {
+                // Nothing panics under this lock; a poisoned set is still whole.
+                let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+                slots.free.insert(slot - 1);
+            }
+        }
+    }
+
+    /// This thread's slot plus one, `0` if it has none yet, `usize::MAX` while the thread
+    /// exits. (Plus one, so that the slot is `held().wrapping_sub(1)` and both a thread
+    /// without a slot and an exiting one are past any stripe.)
     #[inline]
-    pub(super) fn current() -> Option<usize> {
-        SLOT.try_with(|slot| slot.0).ok()
+    pub(super) fn held() -> usize {
+        SLOT.get()
+    }
+
+    /// [`held`], taking a slot if the thread has none yet.
+    pub(super) fn current() -> usize {
+        match SLOT.get() {
+            0 => take(),
+            slot => slot,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take() -> usize {
+        // The guard first: a thread whose guard is gone is exiting and takes no slot.
+        if HELD.try_with(|_| ()).is_err() {
+            SLOT.set(usize::MAX);
+            return usize::MAX;
+        }
+        let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = match slots.free.pop_first() {
+            Some(slot) => slot,
+            None => {
+                slots.next += 1;
+                slots.next - 1
+            }
+        };
+        drop(slots);
+        SLOT.set(slot + 1);
+        slot + 1
     }
 
     /// How many stripes a `Striped` has: twice the available parallelism, from 4 to 64.
@@ -175,7 +214,7 @@ mod tests {
                 s.spawn(|| {
                     // Every thread takes its slot before any exits and gives its slot
                     // back: some have no stripe of their own.
-                    assert!(slot::current().is_some());
+                    assert_ne!(slot::current(), usize::MAX);
                     barrier.wait();
                     for _ in 0..1_000 {
                         striped.add(Hot::Hits, Relaxed);
