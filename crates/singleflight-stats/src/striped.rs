@@ -189,6 +189,12 @@ mod slot {
         slot + 1
     }
 
+    /// How many slots were ever taken at once, at most (for tests).
+    #[cfg(test)]
+    pub(super) fn taken() -> usize {
+        SLOTS.lock().unwrap_or_else(PoisonError::into_inner).next
+    }
+
     /// How many stripes a `Striped` has: twice the available parallelism, from 4 to 64.
     pub(super) fn stripes() -> usize {
         std::thread::available_parallelism()
@@ -229,6 +235,24 @@ mod tests {
         assert!(
             striped.shared.get(Hot::Hits).load(Relaxed) > 0,
             "the threads past the stripes share one"
+        );
+    }
+
+    #[test]
+    fn threads_give_their_slots_back() {
+        let before = slot::taken();
+        for _ in 0..200 {
+            // One after another (a native join: the thread's destructors have run).
+            thread::spawn(|| assert_ne!(slot::current(), usize::MAX))
+                .join()
+                .unwrap();
+        }
+        // Each took the lowest free slot; only the threads of tests running alongside
+        // could have made it take a new one.
+        assert!(
+            slot::taken() - before < 100,
+            "{before} -> {}",
+            slot::taken()
         );
     }
 
