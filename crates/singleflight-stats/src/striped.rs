@@ -78,21 +78,25 @@ impl Striped {
     #[inline]
     pub(crate) fn add(&self, counter: Hot, ordering: Ordering) {
         #[cfg(feature = "std")]
-        if let Some(stripe) = self.own.get(slot::held().wrapping_sub(1)) {
-            // Only this thread writes this stripe (see the module docs).
-            let count = stripe.get(counter);
-            count.store(count.load(Relaxed).wrapping_add(1), ordering);
-            return;
+        {
+            if let Some(stripe) = self.own.get(slot::held().wrapping_sub(1)) {
+                // Only this thread writes this stripe (see the module docs).
+                let count = stripe.get(counter);
+                count.store(count.load(Relaxed).wrapping_add(1), ordering);
+                return;
+            }
+            self.add_slowly(counter, ordering);
         }
-        self.add_slowly(counter, ordering);
+        #[cfg(not(feature = "std"))]
+        self.shared.get(counter).fetch_add(1, ordering);
     }
 
     /// [`add`](Self::add) for a thread without a stripe, or without a slot yet (then
     /// this takes one), kept out of line so that the common case stays a leaf.
+    #[cfg(feature = "std")]
     #[cold]
     #[inline(never)]
     fn add_slowly(&self, counter: Hot, ordering: Ordering) {
-        #[cfg(feature = "std")]
         if let Some(stripe) = self.own.get(slot::current().wrapping_sub(1)) {
             let count = stripe.get(counter);
             count.store(count.load(Relaxed).wrapping_add(1), ordering);
