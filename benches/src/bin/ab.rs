@@ -6,6 +6,7 @@
 //! ```text
 //! ab round [--quick]             one round: `name value` lines
 //! ab count async|blocking N      N uncontended calls (run under callgrind)
+//! ab count mixed N                the mixed scenario, N calls per task (for a profiler)
 //! ```
 
 #[allow(
@@ -59,10 +60,17 @@ fn main() {
                 "blocking" => {
                     black_box(scenarios::uncontended_blocking::<OursBlocking>(n));
                 }
+                // `n` calls per task of the mixed scenario (for a sampling profiler).
+                "mixed" => {
+                    black_box(scenarios::mixed::<Ours>(
+                        &scenarios::two_workers(),
+                        n as usize,
+                    ));
+                }
                 other => panic!("no such kind: {other}"),
             }
         }
-        _ => eprintln!("usage: ab round [--quick] | ab count async|blocking N"),
+        _ => eprintln!("usage: ab round [--quick] | ab count async|blocking|mixed N"),
     }
 }
 
