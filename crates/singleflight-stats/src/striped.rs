@@ -121,7 +121,7 @@ impl Striped {
 mod slot {
     use core::cell::Cell;
     use std::collections::BTreeSet;
-    use std::sync::{Mutex, PoisonError};
+    use std::sync::{Mutex, OnceLock, PoisonError};
 
     /// The slots taken so far (`0..next`), and those given back.
     struct Slots {
@@ -199,11 +199,15 @@ mod slot {
         SLOTS.lock().unwrap_or_else(PoisonError::into_inner).next
     }
 
-    /// How many stripes a `Striped` has: twice the available parallelism, from 4 to 64.
+    /// How many stripes a `Striped` has: twice the available parallelism, from 4 to 64
+    /// (asked once: it reads the process's CPU affinity and quota).
     pub(super) fn stripes() -> usize {
-        std::thread::available_parallelism()
-            .map_or(4, |n| n.get().saturating_mul(2))
-            .clamp(4, 64)
+        static STRIPES: OnceLock<usize> = OnceLock::new();
+        *STRIPES.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map_or(4, |n| n.get().saturating_mul(2))
+                .clamp(4, 64)
+        })
     }
 }
 
