@@ -139,21 +139,28 @@ mod slot {
         /// once it has given its slot back (it is exiting). Constant-initialised and
         /// without a destructor, so reading it is one load, at any time.
         static SLOT: Cell<usize> = const { Cell::new(0) };
-        /// Gives the thread's slot back when the thread exits.
-        static HELD: Held = const { Held };
+        /// Gives the thread's slot back when the thread exits (it keeps its own copy, for
+        /// platforms where `SLOT` may be gone by then).
+        static HELD: Held = const { Held(Cell::new(0)) };
     }
 
-    struct Held;
+    /// A thread's slot plus one (`0`: none), given back when the thread exits.
+    struct Held(Cell<usize>);
 
     impl Drop for Held {
         fn drop(&mut self) {
-            let slot = SLOT.replace(usize::MAX);
-            if slot != 0 && slot != usize::MAX {
-                // Nothing panics under this lock; a poisoned set is still whole.
-                let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
-                slots.free.insert(slot - 1);
+            let _ = SLOT.try_with(|slot| slot.set(usize::MAX));
+            let slot = self.0.replace(0);
+            if slot != 0 {
+                give_back(slot - 1);
             }
         }
+    }
+
+    fn give_back(slot: usize) {
+        // Nothing panics under this lock; a poisoned set is still whole.
+        let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.free.insert(slot);
     }
 
     /// This thread's slot plus one, `0` if it has none yet, `usize::MAX` while the thread
@@ -161,12 +168,12 @@ mod slot {
     /// without a slot and an exiting one are past any stripe.)
     #[inline]
     pub(super) fn held() -> usize {
-        SLOT.get()
+        SLOT.try_with(Cell::get).unwrap_or(usize::MAX)
     }
 
     /// [`held`], taking a slot if the thread has none yet.
     pub(super) fn current() -> usize {
-        match SLOT.get() {
+        match held() {
             0 => take(),
             slot => slot,
         }
@@ -175,11 +182,6 @@ mod slot {
     #[cold]
     #[inline(never)]
     fn take() -> usize {
-        // The guard first: a thread whose guard is gone is exiting and takes no slot.
-        if HELD.try_with(|_| ()).is_err() {
-            SLOT.set(usize::MAX);
-            return usize::MAX;
-        }
         let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = match slots.free.pop_first() {
             Some(slot) => slot,
@@ -189,7 +191,16 @@ mod slot {
             }
         };
         drop(slots);
-        SLOT.set(slot + 1);
+        // The guard first: a thread whose guard is gone is exiting and keeps no slot.
+        if HELD.try_with(|held| held.0.set(slot + 1)).is_err() {
+            give_back(slot);
+            let _ = SLOT.try_with(|held| held.set(usize::MAX));
+            return usize::MAX;
+        }
+        if SLOT.try_with(|held| held.set(slot + 1)).is_err() {
+            // The guard gives the slot back at exit.
+            return usize::MAX;
+        }
         slot + 1
     }
 
