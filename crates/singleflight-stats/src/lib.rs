@@ -56,13 +56,13 @@
 //! and store, not a locked read-modify-write, so counting neither serialises the
 //! processor's pipeline nor bounces a line between the threads of a stampede. Nothing
 //! locks or allocates per call (a thread's first count takes a slot under a short lock,
-//! once). On the uncontended path (one thread, a fresh key per call), three interleaved
-//! `--quick` runs of the workspace's report on a 2-core virtual machine shared with other
-//! builds measured `Stats` 5-9% slower than no observer on the async front-end (47-52 ns
-//! against 45-48 ns) and 15-17% on the blocking one (40-44 ns against 35-38 ns), where an
-//! observer that counts nothing at all measured 6-10% and 12-16%: on a call this short,
-//! calling the hooks costs more than the counting. With a locked atomic add per counter,
-//! as before striping, the same runs measured 29-41% and 44-46%.
+//! once). On the uncontended path (one thread, a fresh key per call), five `--quick` runs
+//! of the workspace's report on a 2-core virtual machine shared with other builds measured
+//! `Stats` 5-9% slower than no observer on the async front-end (47-52 ns against
+//! 45-50 ns) and 15-18% on the blocking one (40-45 ns against 35-38 ns), where an observer
+//! that counts nothing at all measured 6-10% and 12-16%: on a call this short, calling the
+//! hooks costs more than the counting. With a locked atomic add per counter, as before
+//! striping, the same machine measured 29-41% and 44-46%.
 //!
 //! Hot keys ([`Stats::with_hot_keys`]) add a hash of the key and a short lock per call
 //! recorded: sampled one call in 64 ([`HotKeys::sampled`]), about 2 ns a call in the
