@@ -12,6 +12,9 @@
 //! drops a few expired values) or by one `purge_expired()`.
 //!
 //! `cargo test -p singleflight-core --test burst -- --nocapture` prints the figures.
+// What these tests use (blocking waits, panic payloads, deadlines, a counting allocator
+// over the system one) exists with `std` only.
+#![cfg(feature = "std")]
 
 use std::alloc::System;
 use std::time::Duration;

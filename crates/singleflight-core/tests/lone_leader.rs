@@ -4,6 +4,9 @@
 //! allocator over many calls, so a single allocation per call would show. And the other side
 //! of that choice: a large work future is boxed by the leader, so that no call, leading or
 //! waiting, holds room for more than a small one.
+// What these tests use (blocking waits, panic payloads, deadlines, a counting allocator
+// over the system one) exists with `std` only.
+#![cfg(feature = "std")]
 
 use std::alloc::System;
 use std::future::Future;

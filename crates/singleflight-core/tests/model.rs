@@ -20,6 +20,9 @@
 //! machine replays them first, and nothing is written where it could be committed by
 //! accident. A failure prints its minimal operation sequence; to keep one for good, add it
 //! as a named `#[test]` calling `run` with that sequence.
+// What these tests use (blocking waits, panic payloads, deadlines, a counting allocator
+// over the system one) exists with `std` only.
+#![cfg(feature = "std")]
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -3,6 +3,9 @@
 //! carry on unharmed: the promoted one runs its own work, or every one gets
 //! `LeaderDropped`: no lock the unwinding thread takes on the way (the flight's, or the
 //! condition variable's it wakes them through) fails them.
+// What these tests use (blocking waits, panic payloads, deadlines, a counting allocator
+// over the system one) exists with `std` only.
+#![cfg(feature = "std")]
 
 use std::thread;
 

@@ -549,7 +549,7 @@ impl<K, T> Flights<K, T> {
     }
 
     /// The bytes the spill table of the shard at `index` holds (for tests of the shrink).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "std"))]
     pub(crate) fn spill_bytes(&self, index: usize) -> usize {
         self.shards[index].table.lock().spill_bytes()
     }

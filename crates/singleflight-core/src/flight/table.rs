@@ -165,7 +165,7 @@ impl<K, T> Table<K, T> {
     }
 
     /// The bytes the spill table holds (for tests of the shrink).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "std"))]
     pub(crate) fn spill_bytes(&self) -> usize {
         self.spill.as_ref().map_or(0, |spill| {
             size_of::<HashTable<Slot<K, T>>>() + spill.allocation_size()
