@@ -237,10 +237,13 @@ mod metrics_exporter {
             });
             assert_eq!(value, Ok(1));
             finished.recv().expect("the refresh ran");
-            // The refresh's flight ends after its work returns: wait for it to leave.
-            while group.in_flight() != 0 {
+            // The refresh's flight ends after its work returns, and its failure is reported
+            // after the flight has left the table: wait for the report (then the flight is
+            // gone too). Waiting for the table alone raced the report.
+            while recorder.counter(names::REFRESH_FAILURES) == 0 {
                 std::thread::yield_now();
             }
+            assert_eq!(group.in_flight(), 0);
             assert_eq!(group.try_call("k", || Ok::<_, String>(2)), Ok(1));
         });
         assert_eq!(recorder.counter(names::REUSED), 2);
