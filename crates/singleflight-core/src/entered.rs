@@ -154,10 +154,7 @@ where
             // The uncontended path. The hook's panic is caught, so the guard is made after
             // it, whole, where it is returned: made before, it would be copied there through
             // memory right after its fields were stored (a store-forwarding stall).
-            let started = group.observe_caught(|o| {
-                let key = group.key_ref(key);
-                o.leader_started(&group.info(at).with_key(&key))
-            });
+            let started = observe_leader_started(group, at, key);
             match started {
                 Ok(started) => Ok(Entered::Leader(Leader::started(group_ref, at, started))),
                 Err(payload) => {
@@ -178,10 +175,7 @@ where
                 }
             }
             let group = leader.group();
-            let started = group.observe_caught(|o| {
-                let key = group.key_ref(key);
-                o.leader_started(&group.info(at).with_key(&key))
-            });
+            let started = observe_leader_started(group, at, key);
             match started {
                 Ok(started) => leader.set_started(started),
                 Err(payload) => {
@@ -192,6 +186,25 @@ where
             Ok(Entered::Leader(leader))
         }
     }
+}
+
+/// Tells the observer (if any) that a caller started the flight at `at` for `key`: its
+/// token for the execution, or the hook's panic, caught (with `std`) for the caller to
+/// resume once the flight is ended.
+#[inline]
+fn observe_leader_started<K, T, S, Q>(
+    group: &Group<K, T, S>,
+    at: crate::types::FlightRef,
+    key: &Q,
+) -> Result<u64, unwind::Payload>
+where
+    K: Borrow<Q>,
+    Q: ?Sized + Hash + ToOwned<Owned = K>,
+{
+    group.observe_caught(|o| {
+        let key = group.key_ref(key);
+        o.leader_started(&group.info(at).with_key(&key))
+    })
 }
 
 /// **track** the flight a caller just started, for its reuse window: `Some` if another
